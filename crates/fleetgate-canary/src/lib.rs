@@ -1,0 +1,1 @@
+//! fleetgate-canary (placeholder, being written).

@@ -1,0 +1,1 @@
+//! fleetgate-core (placeholder, being written).

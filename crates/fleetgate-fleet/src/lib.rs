@@ -1,0 +1,1 @@
+//! fleetgate-fleet (placeholder, being written).

@@ -1,0 +1,1 @@
+//! fleetgate-gossip (placeholder, being written).

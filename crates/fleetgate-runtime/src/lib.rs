@@ -1,0 +1,1 @@
+//! fleetgate-runtime (placeholder, being written).

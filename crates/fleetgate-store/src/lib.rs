@@ -1,0 +1,1 @@
+//! fleetgate-store (placeholder, being written).

@@ -1,0 +1,1 @@
+//! fleetgate-trust (placeholder, being written).

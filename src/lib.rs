@@ -1,0 +1,1 @@
+//! fleetgate — the facade crate embedders depend on (placeholder, being written).
