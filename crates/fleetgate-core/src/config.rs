@@ -1,0 +1,637 @@
+//! `fleetgate.toml`: the one configuration file, with every scalar key overridable by an
+//! environment variable. Parsing and validation are pure: the caller passes the file text
+//! and the environment.
+//!
+//! Env names are `FLEETGATE_` + the key path in upper case joined by `_`
+//! (`[canary] pct` → `FLEETGATE_CANARY_PCT`, `[stages.test] min_pass_rate` →
+//! `FLEETGATE_STAGES_TEST_MIN_PASS_RATE`). Aliases: `FLEETGATE_CANARY_DURATION_SECONDS`,
+//! HART's `HEVOLVE_CANARY_PCT` and `HEVOLVE_CANARY_DURATION_SECONDS`.
+
+use crate::bench::Direction;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A rejected configuration, naming the key.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    /// TOML syntax or type error.
+    #[error("failed to parse the config: {0}")]
+    Parse(String),
+    /// An environment override that does not parse.
+    #[error("environment variable {var}={value:?} (for config key `{key}`) is not a valid {kind}")]
+    Env {
+        /// Variable name.
+        var: String,
+        /// Its value.
+        value: String,
+        /// The key it overrides.
+        key: String,
+        /// Expected kind.
+        kind: &'static str,
+    },
+    /// A value outside its allowed range.
+    #[error("invalid config value for `{key}`: {value} ({expected})")]
+    Invalid {
+        /// The key.
+        key: String,
+        /// The value as given.
+        value: String,
+        /// What is allowed.
+        expected: &'static str,
+    },
+}
+
+/// The root of `fleetgate.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Git repository of the software being released (relative to the config file).
+    #[serde(default = "default_repo")]
+    pub repo: String,
+    /// State directory (relative to the config file).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: String,
+    /// Gate settings.
+    #[serde(default)]
+    pub stages: Stages,
+    /// Code hash include/exclude globs.
+    #[serde(default)]
+    pub code_hash: CodeHashConfig,
+    /// Signing.
+    #[serde(default)]
+    pub signing: SigningConfig,
+    /// Fleet registry.
+    #[serde(default)]
+    pub fleet: FleetConfig,
+    /// Canary.
+    #[serde(default)]
+    pub canary: CanaryConfig,
+    /// Deploy.
+    #[serde(default)]
+    pub deploy: DeployConfig,
+    /// The autonomous loop (`run`, `watch`).
+    #[serde(default)]
+    pub run: RunConfig,
+}
+
+fn default_repo() -> String {
+    ".".into()
+}
+fn default_state_dir() -> String {
+    "state".into()
+}
+
+/// `[stages.*]`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stages {
+    /// `[stages.build]`.
+    #[serde(default)]
+    pub build: CommandStage,
+    /// `[stages.test]`.
+    #[serde(default)]
+    pub test: TestStage,
+    /// `[stages.audit]`.
+    #[serde(default)]
+    pub audit: AuditStage,
+    /// `[stages.benchmark]`.
+    #[serde(default)]
+    pub benchmark: BenchmarkStage,
+}
+
+/// A gate that runs a command.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandStage {
+    /// Shell command (`sh -c`), run in a clean checkout of the version's commit.
+    pub command: Option<String>,
+    /// Kill the command after this many seconds (default 3600).
+    pub timeout_secs: Option<i64>,
+    /// Explicitly skip the command, with a reason shown in `status`.
+    pub skip: Option<String>,
+}
+
+/// `[stages.test]`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestStage {
+    /// Test command.
+    pub command: Option<String>,
+    /// JUnit XML report the command writes (relative to the checkout).
+    pub junit_report: Option<String>,
+    /// Minimum pass rate in [0, 1] (default 0.95).
+    pub min_pass_rate: Option<f64>,
+    /// Timeout (default 3600 s).
+    pub timeout_secs: Option<i64>,
+    /// Explicit skip reason.
+    pub skip: Option<String>,
+}
+
+/// `[stages.audit]`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditStage {
+    /// Audit command (e.g. `cargo deny check`).
+    pub command: Option<String>,
+    /// Timeout (default 3600 s).
+    pub timeout_secs: Option<i64>,
+    /// Pinned guardrail files: path (relative to the checkout) → SHA-256 hex.
+    #[serde(default)]
+    pub guardrails: BTreeMap<String, String>,
+    /// Explicit skip reason.
+    pub skip: Option<String>,
+}
+
+/// `[stages.benchmark]`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchmarkStage {
+    /// Benchmark command.
+    pub command: Option<String>,
+    /// Results file in github-action-benchmark format (relative to the checkout).
+    pub results: Option<String>,
+    /// Default relative tolerance (default 0.05).
+    pub tolerance: Option<f64>,
+    /// Per-benchmark tolerances.
+    #[serde(default)]
+    pub tolerances: BTreeMap<String, f64>,
+    /// Per-unit directions.
+    #[serde(default)]
+    pub directions: BTreeMap<String, Direction>,
+    /// Timeout (default 3600 s).
+    pub timeout_secs: Option<i64>,
+    /// Explicit skip reason.
+    pub skip: Option<String>,
+}
+
+/// `[code_hash]`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeHashConfig {
+    /// Only tracked files matching one of these globs (empty = all).
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Tracked files matching one of these globs are left out.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+/// `[signing]`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    /// Secret key file (hex seed). Else `FLEETGATE_SIGNING_KEY_HEX` / `MASTER_PRIVATE_KEY_HEX`.
+    pub key_file: Option<String>,
+    /// Trust file (keyring) the signed manifest must verify against.
+    pub trust_file: Option<String>,
+    /// Manifest lifetime in seconds (default 30 days).
+    pub expires_in_secs: Option<i64>,
+}
+
+/// `[fleet]`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// `sqlite://…` (default, under the state dir) or `postgres://…`.
+    pub database_url: Option<String>,
+}
+
+/// `[canary]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CanaryConfig {
+    /// Fraction of eligible peers, in (0, 1].
+    pub pct: f64,
+    /// At least this many canary nodes.
+    pub min_nodes: i64,
+    /// Window length in seconds.
+    pub window_secs: i64,
+    /// Sampling interval in seconds.
+    pub sample_interval_secs: i64,
+    /// Allowed relative exception-rate increase.
+    pub max_exception_rate_increase: f64,
+    /// A node silent this long is failed.
+    pub heartbeat_timeout_secs: i64,
+}
+
+impl Default for CanaryConfig {
+    fn default() -> Self {
+        CanaryConfig {
+            pct: 0.10,
+            min_nodes: 1,
+            window_secs: 1800,
+            sample_interval_secs: 30,
+            max_exception_rate_increase: 0.5,
+            heartbeat_timeout_secs: 60,
+        }
+    }
+}
+
+/// `[deploy]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeployConfig {
+    /// Fraction of reachable verified peers that must report the new version.
+    pub success_pct: f64,
+    /// Fraction of nodes failing their health check that triggers a rollback.
+    pub max_failure_pct: f64,
+    /// Give up (and roll back) after this many seconds.
+    pub deadline_secs: i64,
+}
+
+impl Default for DeployConfig {
+    fn default() -> Self {
+        DeployConfig {
+            success_pct: 1.0,
+            max_failure_pct: 0.05,
+            deadline_secs: 3600,
+        }
+    }
+}
+
+/// `[run]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// Seconds between checks of a pending gate.
+    pub poll_interval_secs: i64,
+    /// `watch`: seconds between checks for a new version.
+    pub watch_interval_secs: i64,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            poll_interval_secs: 5,
+            watch_interval_secs: 60,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Str,
+    Float,
+    Int,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Str => "string",
+            Kind::Float => "number",
+            Kind::Int => "integer",
+        }
+    }
+}
+
+/// Every scalar key that an environment variable may override.
+const KEYS: &[(&str, Kind)] = &[
+    ("repo", Kind::Str),
+    ("state_dir", Kind::Str),
+    ("stages.build.command", Kind::Str),
+    ("stages.build.timeout_secs", Kind::Int),
+    ("stages.build.skip", Kind::Str),
+    ("stages.test.command", Kind::Str),
+    ("stages.test.junit_report", Kind::Str),
+    ("stages.test.min_pass_rate", Kind::Float),
+    ("stages.test.timeout_secs", Kind::Int),
+    ("stages.test.skip", Kind::Str),
+    ("stages.audit.command", Kind::Str),
+    ("stages.audit.timeout_secs", Kind::Int),
+    ("stages.audit.skip", Kind::Str),
+    ("stages.benchmark.command", Kind::Str),
+    ("stages.benchmark.results", Kind::Str),
+    ("stages.benchmark.tolerance", Kind::Float),
+    ("stages.benchmark.timeout_secs", Kind::Int),
+    ("stages.benchmark.skip", Kind::Str),
+    ("signing.key_file", Kind::Str),
+    ("signing.trust_file", Kind::Str),
+    ("signing.expires_in_secs", Kind::Int),
+    ("fleet.database_url", Kind::Str),
+    ("canary.pct", Kind::Float),
+    ("canary.min_nodes", Kind::Int),
+    ("canary.window_secs", Kind::Int),
+    ("canary.sample_interval_secs", Kind::Int),
+    ("canary.max_exception_rate_increase", Kind::Float),
+    ("canary.heartbeat_timeout_secs", Kind::Int),
+    ("deploy.success_pct", Kind::Float),
+    ("deploy.max_failure_pct", Kind::Float),
+    ("deploy.deadline_secs", Kind::Int),
+    ("run.poll_interval_secs", Kind::Int),
+    ("run.watch_interval_secs", Kind::Int),
+];
+
+/// Extra names accepted for a key (checked after the canonical name loses).
+const ALIASES: &[(&str, &str)] = &[
+    ("FLEETGATE_CANARY_DURATION_SECONDS", "canary.window_secs"),
+    ("HEVOLVE_CANARY_DURATION_SECONDS", "canary.window_secs"),
+    ("HEVOLVE_CANARY_PCT", "canary.pct"),
+];
+
+/// The environment variable that overrides `key`.
+pub fn env_name(key: &str) -> String {
+    format!("FLEETGATE_{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+/// Every overridable key with its environment variable (for `--help` and docs).
+pub fn env_overrides() -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = KEYS
+        .iter()
+        .map(|(k, _)| ((*k).to_owned(), env_name(k)))
+        .collect();
+    for (var, key) in ALIASES {
+        v.push(((*key).to_owned(), (*var).to_owned()));
+    }
+    v
+}
+
+impl Config {
+    /// Parse the file text, apply overrides from `env` (a lookup function), validate.
+    pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut doc: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        for (key, kind) in KEYS {
+            let canonical = env_name(key);
+            let found = env(&canonical).map(|v| (canonical.clone(), v)).or_else(|| {
+                ALIASES
+                    .iter()
+                    .filter(|(_, k)| k == key)
+                    .find_map(|(var, _)| env(var).map(|v| ((*var).to_owned(), v)))
+            });
+            if let Some((var, raw)) = found {
+                let value = match kind {
+                    Kind::Str => toml::Value::String(raw.clone()),
+                    Kind::Float => {
+                        raw.trim()
+                            .parse::<f64>()
+                            .map(toml::Value::Float)
+                            .map_err(|_| ConfigError::Env {
+                                var: var.clone(),
+                                value: raw.clone(),
+                                key: (*key).to_owned(),
+                                kind: kind.name(),
+                            })?
+                    }
+                    Kind::Int => raw
+                        .trim()
+                        .parse::<i64>()
+                        .map(toml::Value::Integer)
+                        .map_err(|_| ConfigError::Env {
+                            var: var.clone(),
+                            value: raw.clone(),
+                            key: (*key).to_owned(),
+                            kind: kind.name(),
+                        })?,
+                };
+                set_path(&mut doc, key, value);
+            }
+        }
+        let text = toml::to_string(&doc).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The defaults, as `fleetgate init` documents them.
+    pub fn defaults() -> Config {
+        Config {
+            repo: default_repo(),
+            state_dir: default_state_dir(),
+            stages: Stages::default(),
+            code_hash: CodeHashConfig::default(),
+            signing: SigningConfig::default(),
+            fleet: FleetConfig::default(),
+            canary: CanaryConfig::default(),
+            deploy: DeployConfig::default(),
+            run: RunConfig::default(),
+        }
+    }
+
+    /// TEST's minimum pass rate.
+    pub fn min_pass_rate(&self) -> f64 {
+        self.stages.test.min_pass_rate.unwrap_or(0.95)
+    }
+
+    /// BENCHMARK's default tolerance.
+    pub fn bench_tolerance(&self) -> f64 {
+        self.stages.benchmark.tolerance.unwrap_or(0.05)
+    }
+
+    /// Check every range; the first offending key is named.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn frac(key: &str, v: f64, zero_ok: bool) -> Result<(), ConfigError> {
+            let ok = v.is_finite() && v <= 1.0 && if zero_ok { v >= 0.0 } else { v > 0.0 };
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid {
+                    key: key.into(),
+                    value: v.to_string(),
+                    expected: if zero_ok {
+                        "a fraction in [0, 1]"
+                    } else {
+                        "a fraction in (0, 1]"
+                    },
+                })
+            }
+        }
+        fn positive(key: &str, v: i64) -> Result<(), ConfigError> {
+            if v > 0 {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid {
+                    key: key.into(),
+                    value: v.to_string(),
+                    expected: "a positive number of seconds",
+                })
+            }
+        }
+        fn nonneg_f(key: &str, v: f64) -> Result<(), ConfigError> {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid {
+                    key: key.into(),
+                    value: v.to_string(),
+                    expected: "a finite number ≥ 0",
+                })
+            }
+        }
+        fn nonempty(key: &str, v: &str) -> Result<(), ConfigError> {
+            if v.trim().is_empty() {
+                Err(ConfigError::Invalid {
+                    key: key.into(),
+                    value: format!("{v:?}"),
+                    expected: "a non-empty string",
+                })
+            } else {
+                Ok(())
+            }
+        }
+        nonempty("repo", &self.repo)?;
+        nonempty("state_dir", &self.state_dir)?;
+        let s = &self.stages;
+        for (k, t) in [
+            ("stages.build.timeout_secs", s.build.timeout_secs),
+            ("stages.test.timeout_secs", s.test.timeout_secs),
+            ("stages.audit.timeout_secs", s.audit.timeout_secs),
+            ("stages.benchmark.timeout_secs", s.benchmark.timeout_secs),
+            ("signing.expires_in_secs", self.signing.expires_in_secs),
+        ] {
+            if let Some(t) = t {
+                positive(k, t)?;
+            }
+        }
+        for (k, c) in [
+            ("stages.build.command", &s.build.command),
+            ("stages.test.command", &s.test.command),
+            ("stages.audit.command", &s.audit.command),
+            ("stages.benchmark.command", &s.benchmark.command),
+            ("stages.test.junit_report", &s.test.junit_report),
+            ("stages.benchmark.results", &s.benchmark.results),
+        ] {
+            if let Some(c) = c {
+                nonempty(k, c)?;
+            }
+        }
+        if let Some(r) = s.test.min_pass_rate {
+            frac("stages.test.min_pass_rate", r, true)?;
+        }
+        if let Some(t) = s.benchmark.tolerance {
+            nonneg_f("stages.benchmark.tolerance", t)?;
+        }
+        for (name, t) in &s.benchmark.tolerances {
+            nonneg_f(&format!("stages.benchmark.tolerances.{name:?}"), *t)?;
+        }
+        for (path, sha) in &s.audit.guardrails {
+            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ConfigError::Invalid {
+                    key: format!("stages.audit.guardrails.{path:?}"),
+                    value: sha.clone(),
+                    expected: "a SHA-256 as 64 hex characters",
+                });
+            }
+        }
+        let c = &self.canary;
+        frac("canary.pct", c.pct, false)?;
+        if c.min_nodes < 1 {
+            return Err(ConfigError::Invalid {
+                key: "canary.min_nodes".into(),
+                value: c.min_nodes.to_string(),
+                expected: "an integer ≥ 1",
+            });
+        }
+        positive("canary.window_secs", c.window_secs)?;
+        positive("canary.sample_interval_secs", c.sample_interval_secs)?;
+        positive("canary.heartbeat_timeout_secs", c.heartbeat_timeout_secs)?;
+        nonneg_f(
+            "canary.max_exception_rate_increase",
+            c.max_exception_rate_increase,
+        )?;
+        if c.sample_interval_secs > c.window_secs {
+            return Err(ConfigError::Invalid {
+                key: "canary.sample_interval_secs".into(),
+                value: c.sample_interval_secs.to_string(),
+                expected: "at most canary.window_secs",
+            });
+        }
+        frac("deploy.success_pct", self.deploy.success_pct, false)?;
+        frac("deploy.max_failure_pct", self.deploy.max_failure_pct, true)?;
+        positive("deploy.deadline_secs", self.deploy.deadline_secs)?;
+        positive("run.poll_interval_secs", self.run.poll_interval_secs)?;
+        positive("run.watch_interval_secs", self.run.watch_interval_secs)?;
+        Ok(())
+    }
+}
+
+fn set_path(doc: &mut toml::Table, key: &str, value: toml::Value) {
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut table = doc;
+    for part in &parts[..parts.len() - 1] {
+        let entry = table
+            .entry((*part).to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        let toml::Value::Table(t) = entry else { return };
+        table = t;
+    }
+    table.insert(parts[parts.len() - 1].to_owned(), value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
+        Config::parse(text, |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_are_the_spec_defaults() {
+        let c = parse("", &[]).unwrap();
+        assert_eq!(c.canary.pct, 0.10);
+        assert_eq!(c.canary.window_secs, 1800);
+        assert_eq!(c.canary.min_nodes, 1);
+        assert_eq!(c.canary.max_exception_rate_increase, 0.5);
+        assert_eq!(c.min_pass_rate(), 0.95);
+        assert_eq!(c.bench_tolerance(), 0.05);
+        assert_eq!(c.deploy.success_pct, 1.0);
+        assert_eq!(c.state_dir, "state");
+    }
+
+    #[test]
+    fn env_overrides_every_kind_and_hart_aliases() {
+        let c = parse(
+            "[canary]\npct = 0.2\n[stages.test]\ncommand = \"x\"\n",
+            &[
+                ("HEVOLVE_CANARY_PCT", "0.3"),
+                ("HEVOLVE_CANARY_DURATION_SECONDS", "60"),
+                ("FLEETGATE_STAGES_TEST_MIN_PASS_RATE", "0.5"),
+                ("FLEETGATE_STAGES_BUILD_COMMAND", "make"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.canary.pct, 0.3);
+        assert_eq!(c.canary.window_secs, 60);
+        assert_eq!(c.min_pass_rate(), 0.5);
+        assert_eq!(c.stages.build.command.as_deref(), Some("make"));
+        assert_eq!(c.stages.test.command.as_deref(), Some("x"));
+        // The canonical name wins over an alias.
+        let c = parse(
+            "",
+            &[
+                ("HEVOLVE_CANARY_PCT", "0.3"),
+                ("FLEETGATE_CANARY_PCT", "0.4"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.canary.pct, 0.4);
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let e = parse("[canary]\npct = 1.5\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("`canary.pct`"), "{e}");
+        let e = parse("", &[("FLEETGATE_CANARY_PCT", "0")]).unwrap_err();
+        assert!(e.to_string().contains("`canary.pct`"), "{e}");
+        let e = parse("[canary]\nwindow_secs = -5\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("`canary.window_secs`: -5"), "{e}");
+        let e = parse("", &[("FLEETGATE_CANARY_WINDOW_SECS", "soon")]).unwrap_err();
+        assert!(
+            e.to_string().contains("FLEETGATE_CANARY_WINDOW_SECS"),
+            "{e}"
+        );
+        let e = parse("[canary]\npcent = 0.1\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("pcent"), "{e}");
+        let e = parse("[stages.audit.guardrails]\n\"a\" = \"abc\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("guardrails"), "{e}");
+    }
+}

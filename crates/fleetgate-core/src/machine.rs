@@ -1,0 +1,449 @@
+//! The pipeline as a pure state machine: `(state, event) -> (state, commands)`.
+//!
+//! The runtime feeds [`Event`]s in, persists the state, and then carries out the
+//! [`Command`]s that came out. Nothing here does I/O or reads a clock: time arrives in
+//! the events. Every transition bumps `epoch`; a gate result carries the epoch it was
+//! started under and is discarded if the run moved on meanwhile (a rollback always wins).
+
+use crate::stage::{OnFailure, RollbackScope, Stage};
+use crate::state::{
+    CompletedRelease, Effect, EffectAction, GateRecord, HistoryEntry, PipelineState,
+};
+use crate::verdict::{Outcome, Verdict};
+use crate::version::Version;
+
+/// Something that happened, fed to [`handle`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// An operator or agent starts a run.
+    Start {
+        /// Validated version.
+        version: Version,
+        /// Resolved commit.
+        git_sha: String,
+        /// Fresh run identifier.
+        run_id: String,
+        /// Unix seconds.
+        now: f64,
+    },
+    /// A gate finished one evaluation that was started under `epoch`.
+    GateEvaluated {
+        /// The stage whose gate ran.
+        stage: Stage,
+        /// The epoch read before the gate started.
+        epoch: u64,
+        /// What it concluded.
+        verdict: Verdict,
+        /// Values the gate learned that belong in the state (e.g. the code hash).
+        facts: GateFacts,
+        /// Unix seconds.
+        now: f64,
+    },
+    /// A gate saves progress before an outside effect (e.g. the canary selection before
+    /// any canary node is contacted). Does not change the stage or the epoch.
+    Checkpoint {
+        /// The stage saving data.
+        stage: Stage,
+        /// The epoch read before the gate started.
+        epoch: u64,
+        /// The stage's data, replacing what was there.
+        data: serde_json::Value,
+    },
+    /// An operator, agent or gate orders a rollback.
+    Rollback {
+        /// Why.
+        reason: String,
+        /// Unix seconds.
+        now: f64,
+    },
+    /// The runtime delivered an outbox effect.
+    EffectDone {
+        /// The effect's id.
+        id: String,
+    },
+    /// The runtime tried an outbox effect and failed; it stays in the outbox.
+    EffectFailed {
+        /// The effect's id.
+        id: String,
+        /// The error.
+        error: String,
+    },
+}
+
+/// Values a gate computed that the state keeps.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GateFacts {
+    /// BUILD: the code hash of the version.
+    pub code_hash: Option<String>,
+    /// SIGN: the signed manifest.
+    pub manifest: Option<serde_json::Value>,
+    /// SIGN: the manifest sequence used.
+    pub sequence: Option<u64>,
+}
+
+/// What the runtime must do after persisting the new state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Evaluate the gate of `stage` (the run is there now, under `epoch`).
+    EvaluateGate {
+        /// The stage.
+        stage: Stage,
+        /// The epoch to carry back in [`Event::GateEvaluated`].
+        epoch: u64,
+    },
+    /// Evaluate the same gate again later (it returned pending).
+    Recheck {
+        /// The stage.
+        stage: Stage,
+        /// The epoch.
+        epoch: u64,
+    },
+    /// Carry out an outbox effect, then report [`Event::EffectDone`] or
+    /// [`Event::EffectFailed`].
+    Deliver(Effect),
+    /// The run reached a terminal stage.
+    Finished {
+        /// `completed`, `rolled_back` or `failed`.
+        stage: Stage,
+    },
+}
+
+/// Why an event was refused. The state is unchanged when one of these is returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    /// `start` while a run is active.
+    #[error(
+        "cannot start {version}: a run of {active_version} is in progress at stage `{stage}` (roll it back or wait for it to finish)"
+    )]
+    AlreadyActive {
+        /// The requested version.
+        version: String,
+        /// The version in progress.
+        active_version: String,
+        /// Its stage.
+        stage: Stage,
+    },
+    /// `start` while a rollback order of the previous run is still undelivered.
+    #[error(
+        "cannot start {version}: the rollback order of the previous run ({pending}) has not been delivered yet; run `fleetgate advance` to retry delivery"
+    )]
+    UndeliveredRollback {
+        /// The requested version.
+        version: String,
+        /// Effect ids still pending.
+        pending: String,
+    },
+    /// `rollback` with nothing in progress.
+    #[error(
+        "nothing to roll back: the pipeline is at `{stage}` (rollback is allowed from a running stage only)"
+    )]
+    NotActive {
+        /// Current stage.
+        stage: Stage,
+    },
+    /// A rollback needs a reason.
+    #[error("a rollback needs a non-empty reason")]
+    EmptyReason,
+    /// A gate result that arrived after the run moved on; it is discarded.
+    #[error(
+        "discarded the {stage} gate result: it was computed under epoch {result_epoch}, but the run is now at `{current_stage}` epoch {current_epoch}"
+    )]
+    Stale {
+        /// The stage the gate was for.
+        stage: Stage,
+        /// Epoch the gate started under.
+        result_epoch: u64,
+        /// Current stage.
+        current_stage: Stage,
+        /// Current epoch.
+        current_epoch: u64,
+    },
+    /// An effect acknowledgement for an id that is not in the outbox.
+    #[error("no outbox effect with id {id}")]
+    UnknownEffect {
+        /// The id.
+        id: String,
+    },
+}
+
+/// Apply one event. On `Ok`, the caller must persist `state` before acting on the commands.
+pub fn handle(state: &mut PipelineState, event: Event) -> Result<Vec<Command>, TransitionError> {
+    match event {
+        Event::Start {
+            version,
+            git_sha,
+            run_id,
+            now,
+        } => start(state, version, git_sha, run_id, now),
+        Event::GateEvaluated {
+            stage,
+            epoch,
+            verdict,
+            facts,
+            now,
+        } => {
+            check_fresh(state, stage, epoch)?;
+            Ok(gate_evaluated(state, stage, verdict, facts, now))
+        }
+        Event::Checkpoint { stage, epoch, data } => {
+            check_fresh(state, stage, epoch)?;
+            state.stage_data.insert(stage, data);
+            Ok(Vec::new())
+        }
+        Event::Rollback { reason, now } => rollback(state, reason, now),
+        Event::EffectDone { id } => {
+            let before = state.outbox.len();
+            state.outbox.retain(|e| e.id != id);
+            if state.outbox.len() == before {
+                return Err(TransitionError::UnknownEffect { id });
+            }
+            Ok(Vec::new())
+        }
+        Event::EffectFailed { id, error } => {
+            let Some(effect) = state.outbox.iter_mut().find(|e| e.id == id) else {
+                return Err(TransitionError::UnknownEffect { id });
+            };
+            effect.attempts += 1;
+            effect.last_error = Some(error);
+            Ok(Vec::new())
+        }
+    }
+}
+
+/// The commands a freshly loaded state implies: crash recovery re-issues these.
+pub fn resume(state: &PipelineState) -> Vec<Command> {
+    let mut cmds: Vec<Command> = state.outbox.iter().cloned().map(Command::Deliver).collect();
+    if state.stage.is_gated() {
+        cmds.push(Command::EvaluateGate {
+            stage: state.stage,
+            epoch: state.epoch,
+        });
+    }
+    cmds
+}
+
+fn check_fresh(state: &PipelineState, stage: Stage, epoch: u64) -> Result<(), TransitionError> {
+    if state.stage != stage || state.epoch != epoch {
+        return Err(TransitionError::Stale {
+            stage,
+            result_epoch: epoch,
+            current_stage: state.stage,
+            current_epoch: state.epoch,
+        });
+    }
+    Ok(())
+}
+
+fn start(
+    state: &mut PipelineState,
+    version: Version,
+    git_sha: String,
+    run_id: String,
+    now: f64,
+) -> Result<Vec<Command>, TransitionError> {
+    if !state.stage.can_start() {
+        return Err(TransitionError::AlreadyActive {
+            version: version.to_string(),
+            active_version: state.version.clone(),
+            stage: state.stage,
+        });
+    }
+    if !state.outbox.is_empty() {
+        return Err(TransitionError::UndeliveredRollback {
+            version: version.to_string(),
+            pending: state
+                .outbox
+                .iter()
+                .map(|e| e.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    let from = state.stage;
+    let epoch = state.epoch + 1;
+    *state = PipelineState {
+        version: version.to_string(),
+        git_sha,
+        started_at: Some(now),
+        run_id: Some(run_id),
+        epoch,
+        last_completed: state.last_completed.take(),
+        last_sequence: state.last_sequence,
+        ..PipelineState::idle()
+    };
+    state.stage = Stage::Building;
+    state.stage_history.push(HistoryEntry {
+        stage: Stage::Building,
+        at: now,
+        from: Some(from),
+        reason: None,
+        detail: None,
+        epoch: Some(epoch),
+    });
+    Ok(vec![Command::EvaluateGate {
+        stage: Stage::Building,
+        epoch,
+    }])
+}
+
+fn record(state: &mut PipelineState, stage: Stage, verdict: &Verdict, now: f64) {
+    let entry = state
+        .gate_results
+        .entry(stage)
+        .or_insert_with(|| GateRecord {
+            verdict: verdict.clone(),
+            first_checked_at: now,
+            last_checked_at: now,
+            checks: 0,
+        });
+    entry.verdict = verdict.clone();
+    entry.last_checked_at = now;
+    entry.checks += 1;
+}
+
+fn enter(
+    state: &mut PipelineState,
+    to: Stage,
+    now: f64,
+    reason: Option<String>,
+    detail: Option<String>,
+) {
+    let from = state.stage;
+    state.stage = to;
+    state.epoch += 1;
+    state.stage_history.push(HistoryEntry {
+        stage: to,
+        at: now,
+        from: Some(from),
+        reason,
+        detail,
+        epoch: Some(state.epoch),
+    });
+}
+
+fn order(state: &mut PipelineState, action: EffectAction) -> Effect {
+    state.effects_ordered += 1;
+    let run = state.run_id.clone().unwrap_or_else(|| "run".to_owned());
+    let effect = Effect {
+        id: format!("{run}-{}", state.effects_ordered),
+        action,
+        attempts: 0,
+        last_error: None,
+    };
+    state.outbox.push(effect.clone());
+    effect
+}
+
+fn gate_evaluated(
+    state: &mut PipelineState,
+    stage: Stage,
+    verdict: Verdict,
+    facts: GateFacts,
+    now: f64,
+) -> Vec<Command> {
+    record(state, stage, &verdict, now);
+    if let Some(h) = facts.code_hash {
+        state.code_hash = Some(h);
+    }
+    if let Some(m) = facts.manifest {
+        state.manifest = Some(m);
+    }
+    if let Some(seq) = facts.sequence {
+        state.last_sequence = state.last_sequence.max(seq);
+    }
+    match verdict.outcome {
+        Outcome::Pending => vec![Command::Recheck {
+            stage,
+            epoch: state.epoch,
+        }],
+        Outcome::Passed => {
+            let Some(next) = stage.next() else {
+                // Only gated stages get here (check_fresh compared against the current
+                // stage, and only gated stages are evaluated); a terminal has no next.
+                return Vec::new();
+            };
+            enter(state, next, now, None, Some(verdict.detail.clone()));
+            if next == Stage::Completed {
+                state.last_completed = Some(CompletedRelease {
+                    version: state.version.clone(),
+                    git_sha: state.git_sha.clone(),
+                    code_hash: state.code_hash.clone(),
+                    run_id: state.run_id.clone().unwrap_or_default(),
+                    sequence: facts.sequence.or_else(|| {
+                        state
+                            .manifest
+                            .as_ref()
+                            .and_then(|m| m.get("sequence"))
+                            .and_then(|s| s.as_u64())
+                    }),
+                });
+                vec![Command::Finished {
+                    stage: Stage::Completed,
+                }]
+            } else {
+                vec![Command::EvaluateGate {
+                    stage: next,
+                    epoch: state.epoch,
+                }]
+            }
+        }
+        Outcome::Failed => {
+            let reason = format!("{} gate failed: {}", stage.gate_name(), verdict.detail);
+            match stage.on_failure() {
+                Some(OnFailure::Fail) | None => {
+                    state.failure_detail = Some(reason.clone());
+                    enter(state, Stage::Failed, now, Some(reason), None);
+                    vec![Command::Finished {
+                        stage: Stage::Failed,
+                    }]
+                }
+                Some(OnFailure::RollBack) => {
+                    state.failure_detail = Some(reason.clone());
+                    state.rollback_reason = Some(reason.clone());
+                    enter(state, Stage::RolledBack, now, Some(reason), None);
+                    vec![Command::Finished {
+                        stage: Stage::RolledBack,
+                    }]
+                }
+                Some(OnFailure::RollBackAndNotify(scope)) => {
+                    state.failure_detail = Some(reason.clone());
+                    state.rollback_reason = Some(reason.clone());
+                    enter(state, Stage::RolledBack, now, Some(reason.clone()), None);
+                    let effect = order(state, EffectAction::SendRollback { scope, reason });
+                    vec![
+                        Command::Deliver(effect),
+                        Command::Finished {
+                            stage: Stage::RolledBack,
+                        },
+                    ]
+                }
+            }
+        }
+    }
+}
+
+fn rollback(
+    state: &mut PipelineState,
+    reason: String,
+    now: f64,
+) -> Result<Vec<Command>, TransitionError> {
+    if !state.stage.is_gated() {
+        return Err(TransitionError::NotActive { stage: state.stage });
+    }
+    let reason = reason.trim().to_owned();
+    if reason.is_empty() {
+        return Err(TransitionError::EmptyReason);
+    }
+    let scope: Option<RollbackScope> = state.stage.rollback_scope();
+    state.rollback_reason = Some(reason.clone());
+    enter(state, Stage::RolledBack, now, Some(reason.clone()), None);
+    let mut cmds = Vec::new();
+    if let Some(scope) = scope {
+        let effect = order(state, EffectAction::SendRollback { scope, reason });
+        cmds.push(Command::Deliver(effect));
+    }
+    cmds.push(Command::Finished {
+        stage: Stage::RolledBack,
+    });
+    Ok(cmds)
+}

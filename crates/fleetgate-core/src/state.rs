@@ -1,0 +1,218 @@
+//! The persisted pipeline state (`state/upgrade_state.json`).
+//!
+//! Field names are HART's (`stage`, `version`, `git_sha`, `started_at`, `stage_history`,
+//! `code_hash`, `failure_detail`, `rollback_reason`) so existing tooling can read the file;
+//! the rest is what crash recovery needs. `schema_version` is bumped on any incompatible
+//! change; readers refuse files newer than they understand.
+
+use crate::stage::{RollbackScope, Stage};
+use crate::verdict::{Outcome, Verdict};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One entry of `stage_history` (HART: `{stage, at}`; fleetgate adds the rest).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The stage entered.
+    pub stage: Stage,
+    /// When (unix seconds, float).
+    pub at: f64,
+    /// The stage left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Stage>,
+    /// Why (for rollbacks and failures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The verdict detail of the gate that caused the move.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The run epoch after the move.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+}
+
+/// The latest verdict of one gate in this run, with how often it was checked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateRecord {
+    /// The latest verdict.
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    /// First evaluation (unix seconds).
+    pub first_checked_at: f64,
+    /// Latest evaluation (unix seconds).
+    pub last_checked_at: f64,
+    /// Number of evaluations (pending gates are evaluated repeatedly).
+    pub checks: u32,
+}
+
+/// An outside effect the runtime must carry out, persisted before it is attempted and
+/// removed only once it is acknowledged (the outbox). A restarted orchestrator re-issues
+/// what is still here; receivers treat a repeat as a no-op.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Effect {
+    /// Unique within the run (`<run_id>-<n>`).
+    pub id: String,
+    /// What to do.
+    pub action: EffectAction,
+    /// Delivery attempts so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// The last delivery error, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// The outside effects the pipeline orders.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EffectAction {
+    /// Sign a rollback manifest and send it to the nodes in scope.
+    SendRollback {
+        /// Canary nodes only, or the whole fleet.
+        scope: RollbackScope,
+        /// The reason recorded for the rollback.
+        reason: String,
+    },
+}
+
+/// The version that last reached `completed`: the benchmark baseline and the version a
+/// rollback returns the fleet to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletedRelease {
+    /// Version string.
+    pub version: String,
+    /// Commit.
+    pub git_sha: String,
+    /// Code hash.
+    #[serde(default)]
+    pub code_hash: Option<String>,
+    /// Run that completed it.
+    pub run_id: String,
+    /// Manifest sequence, when it was signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
+}
+
+/// The whole persisted state of the orchestrator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineState {
+    /// Format version of this file.
+    pub schema_version: u32,
+    /// Current stage (HART name).
+    pub stage: Stage,
+    /// Version of the current or last run ("" when none).
+    #[serde(default)]
+    pub version: String,
+    /// Commit of the current or last run ("" when none).
+    #[serde(default)]
+    pub git_sha: String,
+    /// When the current run started (unix seconds, float); null when idle.
+    #[serde(default)]
+    pub started_at: Option<f64>,
+    /// Every stage the run entered, in order.
+    #[serde(default)]
+    pub stage_history: Vec<HistoryEntry>,
+    /// The code hash computed by BUILD.
+    #[serde(default)]
+    pub code_hash: Option<String>,
+    /// Why the run failed, if it did.
+    #[serde(default)]
+    pub failure_detail: Option<String>,
+    /// Why the run was rolled back, if it was.
+    #[serde(default)]
+    pub rollback_reason: Option<String>,
+    /// Identifier of the current run.
+    #[serde(default)]
+    pub run_id: Option<String>,
+    /// Bumped on every transition; a gate result computed under an older epoch is discarded.
+    #[serde(default)]
+    pub epoch: u64,
+    /// Latest verdict per gated stage, keyed by stage name.
+    #[serde(default)]
+    pub gate_results: BTreeMap<Stage, GateRecord>,
+    /// Data a stage checkpoints while it works (canary record, deploy progress, signing
+    /// reservation), keyed by stage name. Written before the effect it describes.
+    #[serde(default)]
+    pub stage_data: BTreeMap<Stage, serde_json::Value>,
+    /// The signed release manifest of this run, once SIGN passed.
+    #[serde(default)]
+    pub manifest: Option<serde_json::Value>,
+    /// Outside effects ordered but not yet acknowledged.
+    #[serde(default)]
+    pub outbox: Vec<Effect>,
+    /// The last version that reached `completed` (kept across runs).
+    #[serde(default)]
+    pub last_completed: Option<CompletedRelease>,
+    /// Highest manifest sequence this orchestrator has ever reserved (kept across runs).
+    #[serde(default)]
+    pub last_sequence: u64,
+    /// Number of effects ordered in this run (for effect ids).
+    #[serde(default)]
+    pub effects_ordered: u32,
+}
+
+impl Default for PipelineState {
+    fn default() -> Self {
+        PipelineState::idle()
+    }
+}
+
+impl PipelineState {
+    /// A fresh, idle state.
+    pub fn idle() -> PipelineState {
+        PipelineState {
+            schema_version: SCHEMA_VERSION,
+            stage: Stage::Idle,
+            version: String::new(),
+            git_sha: String::new(),
+            started_at: None,
+            stage_history: Vec::new(),
+            code_hash: None,
+            failure_detail: None,
+            rollback_reason: None,
+            run_id: None,
+            epoch: 0,
+            gate_results: BTreeMap::new(),
+            stage_data: BTreeMap::new(),
+            manifest: None,
+            outbox: Vec::new(),
+            last_completed: None,
+            last_sequence: 0,
+            effects_ordered: 0,
+        }
+    }
+
+    /// True while a run is in one of the gated stages.
+    pub fn is_active(&self) -> bool {
+        self.stage.is_gated()
+    }
+
+    /// The gates that were skipped by config in this run.
+    pub fn skipped_gates(&self) -> Vec<Stage> {
+        self.gate_results
+            .iter()
+            .filter(|(_, r)| r.verdict.skipped)
+            .map(|(s, _)| *s)
+            .collect()
+    }
+
+    /// The verdict of the current stage's gate, if it was evaluated.
+    pub fn current_gate(&self) -> Option<&GateRecord> {
+        self.gate_results.get(&self.stage)
+    }
+
+    /// Passed gates in pipeline order.
+    pub fn passed_gates(&self) -> Vec<Stage> {
+        Stage::GATED
+            .into_iter()
+            .filter(|s| {
+                self.gate_results
+                    .get(s)
+                    .is_some_and(|r| r.verdict.outcome == Outcome::Passed)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,399 @@
+//! The pipeline state machine, driven event by event; every test asserts the exact
+//! commands and the resulting state.
+
+use fleetgate_core::{
+    Command, EffectAction, Event, GateFacts, Outcome, PipelineState, RollbackScope, Stage,
+    TransitionError, Verdict, Version, handle,
+};
+use serde_json::json;
+
+fn start(state: &mut PipelineState, v: &str) -> Vec<Command> {
+    handle(
+        state,
+        Event::Start {
+            version: Version::parse(v).unwrap(),
+            git_sha: "abc".into(),
+            run_id: format!("run-{v}"),
+            now: 1.0,
+        },
+    )
+    .unwrap()
+}
+
+fn gate(state: &mut PipelineState, verdict: Verdict) -> Result<Vec<Command>, TransitionError> {
+    let (stage, epoch) = (state.stage, state.epoch);
+    handle(
+        state,
+        Event::GateEvaluated {
+            stage,
+            epoch,
+            verdict,
+            facts: GateFacts::default(),
+            now: 2.0,
+        },
+    )
+}
+
+fn pass(state: &mut PipelineState) -> Vec<Command> {
+    gate(state, Verdict::passed("ok", json!({}))).unwrap()
+}
+
+fn fail(state: &mut PipelineState) -> Vec<Command> {
+    gate(state, Verdict::failed("broken", json!({"n": 1}))).unwrap()
+}
+
+/// Walk to `stage` by passing every gate before it.
+fn at(stage: Stage) -> PipelineState {
+    let mut s = PipelineState::idle();
+    start(&mut s, "v1.0.0");
+    while s.stage != stage {
+        pass(&mut s);
+        assert!(
+            s.stage.is_gated() || s.stage == stage,
+            "walked past {stage}"
+        );
+    }
+    s
+}
+
+#[test]
+fn a_clean_run_visits_every_stage_in_order_and_completes() {
+    let mut s = PipelineState::idle();
+    assert_eq!(
+        start(&mut s, "v1.0.0"),
+        [Command::EvaluateGate {
+            stage: Stage::Building,
+            epoch: 1
+        }]
+    );
+    let mut seen = vec![s.stage];
+    loop {
+        let cmds = pass(&mut s);
+        seen.push(s.stage);
+        if s.stage == Stage::Completed {
+            assert_eq!(
+                cmds,
+                [Command::Finished {
+                    stage: Stage::Completed
+                }]
+            );
+            break;
+        }
+        assert_eq!(
+            cmds,
+            [Command::EvaluateGate {
+                stage: s.stage,
+                epoch: s.epoch
+            }]
+        );
+    }
+    assert_eq!(
+        seen,
+        [
+            Stage::Building,
+            Stage::Testing,
+            Stage::Auditing,
+            Stage::Benchmarking,
+            Stage::Signing,
+            Stage::Canary,
+            Stage::Deploying,
+            Stage::Completed
+        ]
+    );
+    let hist: Vec<Stage> = s.stage_history.iter().map(|h| h.stage).collect();
+    assert_eq!(hist, seen);
+    assert_eq!(s.last_completed.as_ref().unwrap().version, "v1.0.0");
+    assert_eq!(s.passed_gates().len(), 7);
+}
+
+#[test]
+fn failures_go_where_the_spec_table_says_with_rollback_orders_for_touched_nodes() {
+    let cases = [
+        (Stage::Building, Stage::Failed, None),
+        (Stage::Testing, Stage::Failed, None),
+        (Stage::Auditing, Stage::Failed, None),
+        (Stage::Benchmarking, Stage::RolledBack, None),
+        (Stage::Signing, Stage::Failed, None),
+        (
+            Stage::Canary,
+            Stage::RolledBack,
+            Some(RollbackScope::Canary),
+        ),
+        (
+            Stage::Deploying,
+            Stage::RolledBack,
+            Some(RollbackScope::All),
+        ),
+    ];
+    for (stage, end, scope) in cases {
+        let mut s = at(stage);
+        let cmds = fail(&mut s);
+        assert_eq!(s.stage, end, "{stage}");
+        assert!(
+            s.failure_detail.as_deref().unwrap().contains("broken"),
+            "{stage}"
+        );
+        assert_eq!(s.gate_results[&stage].verdict.outcome, Outcome::Failed);
+        match scope {
+            None => {
+                assert_eq!(cmds, [Command::Finished { stage: end }], "{stage}");
+                assert!(s.outbox.is_empty());
+            }
+            Some(scope) => {
+                assert_eq!(s.outbox.len(), 1, "{stage}");
+                assert!(
+                    matches!(&s.outbox[0].action, EffectAction::SendRollback { scope: sc, .. } if *sc == scope)
+                );
+                assert_eq!(
+                    cmds,
+                    [
+                        Command::Deliver(s.outbox[0].clone()),
+                        Command::Finished { stage: end }
+                    ]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn pending_never_fails_and_keeps_the_epoch() {
+    let mut s = at(Stage::Canary);
+    let epoch = s.epoch;
+    for i in 1..=5 {
+        let cmds = gate(&mut s, Verdict::pending("window open", json!({"i": i}))).unwrap();
+        assert_eq!(
+            cmds,
+            [Command::Recheck {
+                stage: Stage::Canary,
+                epoch
+            }]
+        );
+        assert_eq!(s.stage, Stage::Canary);
+        assert_eq!(s.gate_results[&Stage::Canary].checks, i);
+    }
+    assert_eq!(s.epoch, epoch);
+}
+
+#[test]
+fn start_only_from_idle_or_terminal() {
+    let mut s = at(Stage::Testing);
+    let e = handle(
+        &mut s,
+        Event::Start {
+            version: Version::parse("v2.0.0").unwrap(),
+            git_sha: "x".into(),
+            run_id: "r2".into(),
+            now: 3.0,
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(
+        e,
+        TransitionError::AlreadyActive {
+            stage: Stage::Testing,
+            ..
+        }
+    ));
+    assert_eq!(s.version, "v1.0.0");
+    fail(&mut s);
+    start(&mut s, "v2.0.0");
+    assert_eq!(s.stage, Stage::Building);
+    assert_eq!(s.stage_history.len(), 1, "a new run starts a new history");
+}
+
+#[test]
+fn rollback_wins_over_a_gate_that_was_running() {
+    let mut s = at(Stage::Auditing);
+    let (stage, epoch) = (s.stage, s.epoch);
+    // The gate starts under `epoch`; meanwhile a rollback lands.
+    handle(
+        &mut s,
+        Event::Rollback {
+            reason: "operator said so".into(),
+            now: 5.0,
+        },
+    )
+    .unwrap();
+    assert_eq!(s.stage, Stage::RolledBack);
+    // The gate finishes and reports a pass: it must be discarded.
+    let late = handle(
+        &mut s,
+        Event::GateEvaluated {
+            stage,
+            epoch,
+            verdict: Verdict::passed("ok", json!({})),
+            facts: GateFacts::default(),
+            now: 6.0,
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            late,
+            TransitionError::Stale {
+                current_stage: Stage::RolledBack,
+                ..
+            }
+        ),
+        "{late}"
+    );
+    assert_eq!(s.stage, Stage::RolledBack);
+    assert_eq!(s.rollback_reason.as_deref(), Some("operator said so"));
+    assert!(!s.gate_results.contains_key(&Stage::Auditing));
+}
+
+#[test]
+fn rollback_rules() {
+    let mut idle = PipelineState::idle();
+    assert!(matches!(
+        handle(
+            &mut idle,
+            Event::Rollback {
+                reason: "x".into(),
+                now: 1.0
+            }
+        ),
+        Err(TransitionError::NotActive { stage: Stage::Idle })
+    ));
+    let mut s = at(Stage::Building);
+    assert_eq!(
+        handle(
+            &mut s,
+            Event::Rollback {
+                reason: "  ".into(),
+                now: 1.0
+            }
+        ),
+        Err(TransitionError::EmptyReason)
+    );
+    // From CANARY or DEPLOY a manual rollback orders the rollback message; before, it doesn't.
+    for (stage, scope) in [
+        (Stage::Signing, None),
+        (Stage::Canary, Some(RollbackScope::Canary)),
+        (Stage::Deploying, Some(RollbackScope::All)),
+    ] {
+        let mut s = at(stage);
+        let cmds = handle(
+            &mut s,
+            Event::Rollback {
+                reason: "bad".into(),
+                now: 9.0,
+            },
+        )
+        .unwrap();
+        assert_eq!(s.stage, Stage::RolledBack);
+        assert_eq!(s.outbox.len(), usize::from(scope.is_some()), "{stage}");
+        assert_eq!(
+            cmds.last(),
+            Some(&Command::Finished {
+                stage: Stage::RolledBack
+            })
+        );
+        // A second rollback is refused: the run is terminal.
+        assert!(
+            handle(
+                &mut s,
+                Event::Rollback {
+                    reason: "again".into(),
+                    now: 9.0
+                }
+            )
+            .is_err()
+        );
+    }
+}
+
+#[test]
+fn undelivered_rollback_blocks_the_next_start_until_acknowledged() {
+    let mut s = at(Stage::Canary);
+    fail(&mut s);
+    let id = s.outbox[0].id.clone();
+    let e = handle(
+        &mut s,
+        Event::Start {
+            version: Version::parse("v2.0.0").unwrap(),
+            git_sha: "x".into(),
+            run_id: "r2".into(),
+            now: 3.0,
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, TransitionError::UndeliveredRollback { .. }),
+        "{e}"
+    );
+    handle(
+        &mut s,
+        Event::EffectFailed {
+            id: id.clone(),
+            error: "node down".into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(s.outbox[0].attempts, 1);
+    assert_eq!(
+        fleetgate_core::resume(&s),
+        [Command::Deliver(s.outbox[0].clone())]
+    );
+    handle(&mut s, Event::EffectDone { id: id.clone() }).unwrap();
+    assert!(s.outbox.is_empty());
+    assert!(handle(&mut s, Event::EffectDone { id }).is_err());
+    start(&mut s, "v2.0.0");
+}
+
+#[test]
+fn checkpoints_are_fenced_by_epoch_and_the_state_round_trips() {
+    let mut s = at(Stage::Canary);
+    let epoch = s.epoch;
+    handle(
+        &mut s,
+        Event::Checkpoint {
+            stage: Stage::Canary,
+            epoch,
+            data: json!({"nodes": ["a"]}),
+        },
+    )
+    .unwrap();
+    assert_eq!(s.stage_data[&Stage::Canary], json!({"nodes": ["a"]}));
+    assert!(
+        handle(
+            &mut s,
+            Event::Checkpoint {
+                stage: Stage::Canary,
+                epoch: epoch - 1,
+                data: json!(1)
+            }
+        )
+        .is_err()
+    );
+    let text = serde_json::to_string(&s).unwrap();
+    let back: PipelineState = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, s);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for hart_field in [
+        "stage",
+        "version",
+        "git_sha",
+        "started_at",
+        "stage_history",
+        "code_hash",
+        "failure_detail",
+        "rollback_reason",
+    ] {
+        assert!(
+            v.get(hart_field).is_some(),
+            "missing HART field {hart_field}"
+        );
+    }
+    assert_eq!(v["stage"], "canary");
+    assert_eq!(v["stage_history"][0]["stage"], "building");
+}
+
+#[test]
+fn reads_a_hart_state_file() {
+    let hart = r#"{"schema_version":1,"stage":"building","version":"v2.0","git_sha":"","started_at":1771864669.14,"stage_history":[{"stage":"building","at":1771864669.14}]}"#;
+    let s: PipelineState = serde_json::from_str(hart).unwrap();
+    assert_eq!(s.stage, Stage::Building);
+    assert_eq!(s.started_at, Some(1771864669.14));
+}
