@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Which way is better.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// Throughput-like: higher is better.
@@ -20,7 +20,7 @@ pub enum Direction {
 }
 
 /// One benchmark result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BenchEntry {
     /// Benchmark name (unique in a snapshot).
     pub name: String,
@@ -157,7 +157,7 @@ pub fn known_unit_direction(unit: &str) -> Option<Direction> {
 }
 
 /// The verdict on one benchmark.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BenchComparison {
     /// Benchmark name.
     pub name: String,
@@ -178,7 +178,7 @@ pub struct BenchComparison {
 }
 
 /// The comparison of a snapshot against a baseline.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CompareReport {
     /// Every benchmark of either snapshot.
     pub benchmarks: Vec<BenchComparison>,

@@ -42,7 +42,7 @@ pub enum ConfigError {
 }
 
 /// The root of `fleetgate.toml`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Git repository of the software being released (relative to the config file).
@@ -82,7 +82,7 @@ fn default_state_dir() -> String {
 }
 
 /// `[stages.*]`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Stages {
     /// `[stages.build]`.
@@ -100,7 +100,7 @@ pub struct Stages {
 }
 
 /// A gate that runs a command.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandStage {
     /// Shell command (`sh -c`), run in a clean checkout of the version's commit.
@@ -112,7 +112,7 @@ pub struct CommandStage {
 }
 
 /// `[stages.test]`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TestStage {
     /// Test command.
@@ -128,7 +128,7 @@ pub struct TestStage {
 }
 
 /// `[stages.audit]`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditStage {
     /// Audit command (e.g. `cargo deny check`).
@@ -143,7 +143,7 @@ pub struct AuditStage {
 }
 
 /// `[stages.benchmark]`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BenchmarkStage {
     /// Benchmark command.
@@ -165,7 +165,7 @@ pub struct BenchmarkStage {
 }
 
 /// `[code_hash]`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CodeHashConfig {
     /// Only tracked files matching one of these globs (empty = all).
@@ -177,7 +177,7 @@ pub struct CodeHashConfig {
 }
 
 /// `[signing]`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SigningConfig {
     /// Secret key file (hex seed). Else `FLEETGATE_SIGNING_KEY_HEX` / `MASTER_PRIVATE_KEY_HEX`.
@@ -189,7 +189,7 @@ pub struct SigningConfig {
 }
 
 /// `[fleet]`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FleetConfig {
     /// `sqlite://…` (default, under the state dir) or `postgres://…`.
@@ -197,7 +197,7 @@ pub struct FleetConfig {
 }
 
 /// `[canary]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct CanaryConfig {
     /// Fraction of eligible peers, in (0, 1].
@@ -228,7 +228,7 @@ impl Default for CanaryConfig {
 }
 
 /// `[deploy]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeployConfig {
     /// Fraction of reachable verified peers that must report the new version.
@@ -250,7 +250,7 @@ impl Default for DeployConfig {
 }
 
 /// `[run]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunConfig {
     /// Seconds between checks of a pending gate.

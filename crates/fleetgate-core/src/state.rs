@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// One entry of `stage_history` (HART: `{stage, at}`; fleetgate adds the rest).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HistoryEntry {
     /// The stage entered.
     pub stage: Stage,
@@ -35,7 +35,7 @@ pub struct HistoryEntry {
 }
 
 /// The latest verdict of one gate in this run, with how often it was checked.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct GateRecord {
     /// The latest verdict.
     #[serde(flatten)]
@@ -51,7 +51,7 @@ pub struct GateRecord {
 /// An outside effect the runtime must carry out, persisted before it is attempted and
 /// removed only once it is acknowledged (the outbox). A restarted orchestrator re-issues
 /// what is still here; receivers treat a repeat as a no-op.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Effect {
     /// Unique within the run (`<run_id>-<n>`).
     pub id: String,
@@ -66,7 +66,7 @@ pub struct Effect {
 }
 
 /// The outside effects the pipeline orders.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EffectAction {
     /// Sign a rollback manifest and send it to the nodes in scope.
@@ -80,7 +80,7 @@ pub enum EffectAction {
 
 /// The version that last reached `completed`: the benchmark baseline and the version a
 /// rollback returns the fleet to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CompletedRelease {
     /// Version string.
     pub version: String,
@@ -97,7 +97,7 @@ pub struct CompletedRelease {
 }
 
 /// The whole persisted state of the orchestrator.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PipelineState {
     /// Format version of this file.
     pub schema_version: u32,

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The three outcomes a gate can return. `Pending` never fails a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The gate's condition holds; the run moves to the next stage.
@@ -16,7 +16,7 @@ pub enum Outcome {
 
 /// One evaluation of a gate: the outcome, a one-line human explanation and the figures
 /// it was decided on (counts, rates, thresholds), kept verbatim in the state file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Verdict {
     /// passed / pending / failed.
     pub outcome: Outcome,

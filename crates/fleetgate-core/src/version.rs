@@ -8,7 +8,9 @@ pub const MAX_VERSION_LEN: usize = 128;
 
 /// A validated version: semver with an optional leading `v` (`v2.1.0`, `1.0.0-rc.1+b7`),
 /// or `auto-<unix seconds>` as HART generates when no tag describes the commit.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct Version(String);
 

@@ -1,1 +1,361 @@
-//! fleetgate-store (placeholder, being written).
+//! fleetgate-store: the durable, crash-safe home of the pipeline state.
+//!
+//! Where it sits: between the pure core (which decides) and the runtime (which acts).
+//! It owns the state directory: `upgrade_state.json`, the orchestrator lock, the short
+//! transaction lock, quarantined corrupt files, and the archive of finished runs.
+//!
+//! Invariants:
+//! - Every write is atomic and durable: temp file in the same directory, fsync, rename,
+//!   fsync of the directory. A reader sees the old file or the new one, never a mix.
+//! - One orchestrator at a time: [`StateDir::lock_orchestrator`] takes an exclusive,
+//!   non-blocking lock; a second gets [`StoreError::Locked`] naming the holder.
+//! - Read-modify-write goes through [`StateDir::transact`], under a short exclusive lock,
+//!   so a `rollback` from another process and a finishing gate never lose each other's
+//!   write (the compare-and-swap on the run epoch happens inside).
+//! - A corrupt file is never reset to idle: it is moved aside (`*.corrupt-<unix>`) and
+//!   reported as [`StoreError::Corrupt`]; later `status` calls list it.
+//! - A file with a newer `schema_version` than this build knows is refused, untouched.
+//!
+//! Test hook: `FLEETGATE_TEST_CRASH_AT=before-write:N|after-write:N` makes the process
+//! SIGKILL itself around its N-th state write (1-based). It exists so the crash-safety
+//! test can kill a real orchestrator at every transition; it can only lose progress,
+//! never skip a check.
+//!
+//! Testing: `cargo nextest run -p fleetgate-store`.
+
+use fleetgate_core::{PipelineState, SCHEMA_VERSION};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The state file name inside the state directory.
+pub const STATE_FILE: &str = "upgrade_state.json";
+/// Largest state file accepted (a state file is a few KiB; this bounds a bad file).
+pub const MAX_STATE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// What went wrong with the state directory.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Plain I/O failure on a path.
+    #[error("failed to {action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// Which path.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Another orchestrator holds the lock.
+    #[error(
+        "another fleetgate orchestrator is already running on state directory {dir} ({holder}); stop it first, or use a different state_dir"
+    )]
+    Locked {
+        /// The state directory.
+        dir: PathBuf,
+        /// What the lock file says about the holder.
+        holder: String,
+    },
+    /// The state file could not be parsed; it has been moved aside.
+    #[error(
+        "the state file {path} is corrupt ({reason}); it was moved aside to {moved_to} and nothing was reset — inspect it, then restore it or start a new run"
+    )]
+    Corrupt {
+        /// The original path.
+        path: PathBuf,
+        /// Where it now is.
+        moved_to: PathBuf,
+        /// Parser message.
+        reason: String,
+    },
+    /// The state file was written by a newer fleetgate.
+    #[error(
+        "the state file {path} has schema_version {found}, newer than this fleetgate understands ({supported}); upgrade fleetgate — the file was left untouched"
+    )]
+    TooNew {
+        /// The file.
+        path: PathBuf,
+        /// Its schema version.
+        found: u64,
+        /// Ours.
+        supported: u32,
+    },
+    /// Serialisation failed (should not happen for well-formed state).
+    #[error("failed to serialise the state: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// A state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+/// Held for the life of an orchestrator process; dropping it releases the lock.
+#[derive(Debug)]
+pub struct OrchestratorLock {
+    _file: File,
+}
+
+static WRITES: AtomicU32 = AtomicU32::new(0);
+
+fn crash_point(phase: &str) {
+    let Ok(spec) = std::env::var("FLEETGATE_TEST_CRASH_AT") else {
+        return;
+    };
+    let Some((p, n)) = spec.split_once(':') else {
+        return;
+    };
+    let Ok(n) = n.trim().parse::<u32>() else {
+        return;
+    };
+    if p == phase && WRITES.load(Ordering::SeqCst) == n {
+        // Flush nothing, clean up nothing: this is a power cut.
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// Write `bytes` to `path` atomically and durably: temp file beside it, fsync, rename,
+/// fsync of the directory. `mode` sets the file's permission bits (e.g. 0o600).
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let mut opts = OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(mode.unwrap_or(0o644));
+    }
+    let result = (|| {
+        let mut f = opts.open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+impl StateDir {
+    /// Open (creating if needed) a state directory.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<StateDir, StoreError> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(io_err("create state directory", &dir))?;
+        Ok(StateDir { dir })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `<dir>/upgrade_state.json`.
+    pub fn state_path(&self) -> PathBuf {
+        self.dir.join(STATE_FILE)
+    }
+
+    /// Take the exclusive orchestrator lock, or fail at once naming the holder.
+    pub fn lock_orchestrator(&self) -> Result<OrchestratorLock, StoreError> {
+        let path = self.dir.join("orchestrator.lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err("open lock file", &path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                let holder = holder.trim();
+                return Err(StoreError::Locked {
+                    dir: self.dir.clone(),
+                    holder: if holder.is_empty() {
+                        "holder unknown".into()
+                    } else {
+                        holder.chars().take(200).collect()
+                    },
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
+        }
+        let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let note = format!("pid {} on {}", std::process::id(), host.trim());
+        file.set_len(0)
+            .map_err(io_err("truncate lock file", &path))?;
+        file.write_all(note.as_bytes())
+            .map_err(io_err("write lock file", &path))?;
+        Ok(OrchestratorLock { _file: file })
+    }
+
+    /// Load the state: idle if there is no file yet; a corrupt file is moved aside and
+    /// reported; a newer schema is refused.
+    pub fn load(&self) -> Result<PipelineState, StoreError> {
+        let path = self.state_path();
+        let bytes = match fs::metadata(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(PipelineState::idle()),
+            Err(e) => return Err(io_err("stat", &path)(e)),
+            Ok(m) if m.len() > MAX_STATE_BYTES => {
+                return self.quarantine(
+                    &path,
+                    format!("{} bytes, over the {} byte limit", m.len(), MAX_STATE_BYTES),
+                );
+            }
+            Ok(_) => fs::read(&path).map_err(io_err("read", &path))?,
+        };
+        let value: serde_json::Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => return self.quarantine(&path, format!("not JSON: {e}")),
+        };
+        let found = value
+            .get("schema_version")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(1);
+        if found > u64::from(SCHEMA_VERSION) {
+            return Err(StoreError::TooNew {
+                path,
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        match serde_json::from_value::<PipelineState>(value) {
+            Ok(mut s) => {
+                s.schema_version = SCHEMA_VERSION;
+                Ok(s)
+            }
+            Err(e) => self.quarantine(&path, format!("not a fleetgate state: {e}")),
+        }
+    }
+
+    fn quarantine<T>(&self, path: &Path, reason: String) -> Result<T, StoreError> {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut moved_to = self.dir.join(format!("{STATE_FILE}.corrupt-{secs}"));
+        let mut n = 1;
+        while moved_to.exists() {
+            moved_to = self.dir.join(format!("{STATE_FILE}.corrupt-{secs}-{n}"));
+            n += 1;
+        }
+        fs::rename(path, &moved_to).map_err(io_err("move aside corrupt state file", path))?;
+        if let Ok(d) = File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        tracing::error!(path = %path.display(), moved_to = %moved_to.display(), %reason, "corrupt state file moved aside");
+        Err(StoreError::Corrupt {
+            path: path.to_owned(),
+            moved_to,
+            reason,
+        })
+    }
+
+    /// Corrupt state files that were moved aside and are still there (for `status`).
+    pub fn quarantined(&self) -> Vec<PathBuf> {
+        let prefix = format!("{STATE_FILE}.corrupt-");
+        let mut v: Vec<PathBuf> = fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|e| e.path())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Write the state atomically and durably.
+    pub fn save(&self, state: &PipelineState) -> Result<(), StoreError> {
+        let mut bytes = serde_json::to_vec_pretty(state)?;
+        bytes.push(b'\n');
+        let path = self.state_path();
+        WRITES.fetch_add(1, Ordering::SeqCst);
+        crash_point("before-write");
+        write_atomic(&path, &bytes, None).map_err(io_err("write", &path))?;
+        crash_point("after-write");
+        Ok(())
+    }
+
+    /// Read-modify-write under the short transaction lock. `f` sees the freshest state
+    /// on disk; if it returns `Ok`, the (possibly changed) state is saved when it differs.
+    pub fn transact<R, E>(
+        &self,
+        f: impl FnOnce(&mut PipelineState) -> Result<R, E>,
+    ) -> Result<R, TransactError<E>> {
+        let path = self.dir.join("state.lock");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| TransactError::Store(io_err("open lock file", &path)(e)))?;
+        file.lock()
+            .map_err(|e| TransactError::Store(io_err("lock", &path)(e)))?;
+        let mut state = self.load().map_err(TransactError::Store)?;
+        let before = state.clone();
+        let r = f(&mut state).map_err(TransactError::Rejected)?;
+        if state != before {
+            self.save(&state).map_err(TransactError::Store)?;
+        }
+        drop(file);
+        Ok(r)
+    }
+
+    /// Keep a copy of a finished run under `runs/<run_id>.json` (history is never lost).
+    pub fn archive_run(&self, state: &PipelineState) -> Result<PathBuf, StoreError> {
+        let dir = self.dir.join("runs");
+        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        let id = state.run_id.clone().unwrap_or_else(|| "unknown".into());
+        let safe: String = id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = dir.join(format!("{safe}.json"));
+        let mut bytes = serde_json::to_vec_pretty(state)?;
+        bytes.push(b'\n');
+        write_atomic(&path, &bytes, None).map_err(io_err("write", &path))?;
+        Ok(path)
+    }
+}
+
+/// A failed [`StateDir::transact`].
+#[derive(Debug, thiserror::Error)]
+pub enum TransactError<E> {
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+    /// The closure refused; nothing was written.
+    #[error(transparent)]
+    Rejected(E),
+}

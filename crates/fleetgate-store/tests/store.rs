@@ -1,0 +1,184 @@
+//! The state directory against a real filesystem.
+
+use fleetgate_core::{Event, PipelineState, Stage, Version, handle};
+use fleetgate_store::{StateDir, StoreError, TransactError};
+use std::fs;
+use std::path::PathBuf;
+
+fn started() -> PipelineState {
+    let mut s = PipelineState::idle();
+    handle(
+        &mut s,
+        Event::Start {
+            version: Version::parse("v1.2.3").unwrap(),
+            git_sha: "deadbeef".into(),
+            run_id: "r1".into(),
+            now: 10.5,
+        },
+    )
+    .unwrap();
+    s
+}
+
+#[test]
+fn missing_file_is_idle_and_saved_state_round_trips() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = StateDir::open(tmp.path().join("state")).unwrap();
+    assert_eq!(dir.load().unwrap().stage, Stage::Idle);
+    let s = started();
+    dir.save(&s).unwrap();
+    assert_eq!(dir.load().unwrap(), s);
+    // No temp files left behind.
+    let names: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["upgrade_state.json"]);
+}
+
+#[test]
+fn corrupt_file_is_moved_aside_and_reported_never_reset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = StateDir::open(tmp.path()).unwrap();
+    fs::write(dir.state_path(), b"{\"stage\": \"building\", trunc").unwrap();
+    let err = dir.load().unwrap_err();
+    let StoreError::Corrupt { moved_to, .. } = &err else {
+        panic!("expected Corrupt, got {err}")
+    };
+    assert!(err.to_string().contains("moved aside"), "{err}");
+    assert_eq!(
+        fs::read(moved_to).unwrap(),
+        b"{\"stage\": \"building\", trunc"
+    );
+    assert!(!dir.state_path().exists());
+    assert_eq!(dir.quarantined(), vec![moved_to.clone()]);
+    // A JSON file that is not a state (unknown stage) is corrupt too.
+    fs::write(dir.state_path(), br#"{"stage": "launching"}"#).unwrap();
+    assert!(matches!(dir.load(), Err(StoreError::Corrupt { .. })));
+    assert_eq!(dir.quarantined().len(), 2);
+}
+
+#[test]
+fn newer_schema_is_refused_and_left_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = StateDir::open(tmp.path()).unwrap();
+    let text = r#"{"schema_version": 99, "stage": "idle"}"#;
+    fs::write(dir.state_path(), text).unwrap();
+    assert!(matches!(
+        dir.load(),
+        Err(StoreError::TooNew { found: 99, .. })
+    ));
+    assert_eq!(fs::read_to_string(dir.state_path()).unwrap(), text);
+}
+
+#[test]
+fn second_orchestrator_gets_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = StateDir::open(tmp.path()).unwrap();
+    let held = dir.lock_orchestrator().unwrap();
+    let err = dir.lock_orchestrator().unwrap_err();
+    assert!(matches!(err, StoreError::Locked { .. }));
+    assert!(
+        err.to_string()
+            .contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
+    drop(held);
+    dir.lock_orchestrator().unwrap();
+}
+
+#[test]
+fn transact_saves_only_on_ok_and_sees_the_latest_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = StateDir::open(tmp.path()).unwrap();
+    dir.save(&started()).unwrap();
+    let r: Result<(), TransactError<String>> = dir.transact(|s| {
+        s.stage = Stage::Failed;
+        Err("refused".to_owned())
+    });
+    assert!(matches!(r, Err(TransactError::Rejected(_))));
+    assert_eq!(dir.load().unwrap().stage, Stage::Building);
+    let other = StateDir::open(tmp.path()).unwrap();
+    other
+        .transact(|s| {
+            handle(
+                s,
+                Event::Rollback {
+                    reason: "stop".into(),
+                    now: 11.0,
+                },
+            )
+            .map(|_| ())
+        })
+        .unwrap();
+    assert_eq!(dir.load().unwrap().stage, Stage::RolledBack);
+}
+
+fn schema_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../state/upgrade_state.schema.json")
+}
+
+fn generated_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(PipelineState)).unwrap()
+}
+
+/// The committed schema equals the one generated from the Rust types. To accept a change:
+/// `UPDATE_SNAPSHOTS=1 cargo nextest run -p fleetgate-store`.
+#[test]
+fn committed_schema_matches_the_types() {
+    let generated = serde_json::to_string_pretty(&generated_schema()).unwrap() + "\n";
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        fs::write(schema_path(), &generated).unwrap();
+    }
+    let committed =
+        fs::read_to_string(schema_path()).expect("state/upgrade_state.schema.json exists");
+    assert_eq!(
+        committed, generated,
+        "state schema changed: rerun with UPDATE_SNAPSHOTS=1 and review the diff"
+    );
+}
+
+#[test]
+fn written_files_validate_against_the_committed_schema() {
+    let schema: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(schema_path()).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = StateDir::open(tmp.path()).unwrap();
+    let mut s = started();
+    for st in [Stage::Testing, Stage::Auditing] {
+        let (stage, epoch) = (s.stage, s.epoch);
+        handle(
+            &mut s,
+            Event::GateEvaluated {
+                stage,
+                epoch,
+                verdict: fleetgate_core::Verdict::passed("ok", serde_json::json!({"passed": 3})),
+                facts: Default::default(),
+                now: 12.0,
+            },
+        )
+        .unwrap();
+        assert_eq!(s.stage, st);
+    }
+    handle(
+        &mut s,
+        Event::Rollback {
+            reason: "x".into(),
+            now: 13.0,
+        },
+    )
+    .unwrap();
+    dir.save(&s).unwrap();
+    let written: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.state_path()).unwrap()).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&written)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    // And the schema is not vacuous: a wrong stage name is refused.
+    let mut bad = written.clone();
+    bad["stage"] = "launching".into();
+    assert!(!validator.is_valid(&bad));
+}
