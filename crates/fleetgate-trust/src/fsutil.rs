@@ -1,0 +1,101 @@
+//! Small file helpers shared by keys, the floor and trust files: bounded
+//! reads and durable atomic writes.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+/// A file operation that failed, with the path.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    /// The OS refused.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done ("read", "write", "rename", …).
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is bigger than allowed; it was not read.
+    #[error("read {}: the file is larger than the {limit}-byte limit", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit in bytes.
+        limit: u64,
+    },
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> FsError + 'a {
+    move |source| FsError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Reads at most `limit` bytes; a longer file is an error, detected without
+/// reading past the limit.
+///
+/// # Errors
+/// [`FsError::TooLarge`] or [`FsError::Io`].
+pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, FsError> {
+    let file = File::open(path).map_err(io("open", path))?;
+    let mut buf = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(io("read", path))?;
+    if buf.len() as u64 > limit {
+        return Err(FsError::TooLarge {
+            path: path.to_owned(),
+            limit,
+        });
+    }
+    Ok(buf)
+}
+
+/// Writes `bytes` to `path` durably and atomically: a new temp file in the
+/// same directory created with `mode` (so it is never more readable than
+/// that), fsync, rename over `path`, fsync of the directory.
+///
+/// # Errors
+/// [`FsError::Io`] naming the step that failed; the temp file is removed.
+pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FsError> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+    let mut suffix = [0u8; 6];
+    // A clash only makes create_new fail; the pid keeps it unlikely anyway.
+    let _ = getrandom::fill(&mut suffix);
+    let tmp = dir.join(format!(
+        ".{name}.tmp.{}.{}",
+        std::process::id(),
+        hex::encode(suffix)
+    ));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(io("create", &tmp))?;
+        file.write_all(bytes).map_err(io("write", &tmp))?;
+        file.sync_all().map_err(io("fsync", &tmp))?;
+        drop(file);
+        fs::rename(&tmp, path).map_err(io("rename into place", path))?;
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("fsync directory", &dir))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
