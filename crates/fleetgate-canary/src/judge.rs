@@ -1,0 +1,1034 @@
+//! The canary health judge: a pure state machine `(state, event) -> commands`.
+//!
+//! The runtime feeds it [`Event::Sample`]s (the latest heartbeat figures of every canary
+//! and baseline node, taken every `sample_interval_secs`) and [`Event::Tick`]s (time
+//! passes without data), and executes the [`Command`]s it returns: take the next sample,
+//! extend the window, promote, or roll back. The whole [`Judge`] is serialisable, so the
+//! runtime persists it after every event and a restarted orchestrator resumes the same
+//! window with the samples it already judged.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::sprt::{RateDecision, RateTest};
+
+/// What to do when the window ends without enough data for a verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnInsufficientData {
+    /// Fail the canary with "insufficient data" (default: fail closed).
+    #[default]
+    Fail,
+    /// Keep sampling for up to `max_extension_secs`, then fail.
+    Extend,
+}
+
+/// Which way is better for a benchmark figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Throughput-like figures.
+    HigherIsBetter,
+    /// Latency-like figures.
+    LowerIsBetter,
+}
+
+/// A benchmark figure the canary nodes report and how far it may regress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchSpec {
+    /// Name of the figure in the heartbeat's `bench` map.
+    pub name: String,
+    /// Which way is better.
+    pub direction: Direction,
+    /// Allowed relative regression (0.05 = 5%).
+    pub tolerance: f64,
+    /// Reference value used when no baseline node reports the figure.
+    #[serde(default)]
+    pub reference: Option<f64>,
+}
+
+/// Judge configuration (the `[canary]` table of `fleetgate.toml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JudgeConfig {
+    /// Length of the window (`canary.window_secs`, default 1800).
+    pub window_secs: u64,
+    /// Sampling period (`canary.sample_interval_secs`, default 30).
+    pub sample_interval_secs: u64,
+    /// A canary node silent for longer fails hard (`canary.heartbeat_timeout_secs`, default 60).
+    pub heartbeat_timeout_secs: u64,
+    /// δ: fail when the canary's exception rate exceeds the baseline's by this relative
+    /// increase (`canary.max_exception_rate_increase`, default 0.5).
+    pub max_exception_rate_increase: f64,
+    /// False-rollback bound of the exception test (default 0.01).
+    pub alpha: f64,
+    /// Miss probability at `1+δ` of the exception test (default 0.05).
+    pub beta: f64,
+    /// Reference exception rate used for intervals without baseline traffic (default none).
+    pub baseline_exception_rate: Option<f64>,
+    /// A canary that raised no exception passes the exception criterion only after this
+    /// many requests (default 1000).
+    pub min_canary_requests: u64,
+    /// More counter resets (restarts) than this on one canary node is a crash loop (default 1).
+    pub max_restarts: u32,
+    /// Consecutive samples with a failing health check (or a benchmark beyond tolerance)
+    /// before the criterion fails (default 2).
+    pub consecutive_failures: u32,
+    /// Benchmarks to judge; empty = criterion skipped (shown as such in the verdict).
+    pub benchmarks: Vec<BenchSpec>,
+    /// What to do when the window ends without enough data (default fail).
+    pub on_insufficient_data: OnInsufficientData,
+    /// Longest extension when `on_insufficient_data = "extend"` (default 900).
+    pub max_extension_secs: u64,
+}
+
+impl Default for JudgeConfig {
+    fn default() -> Self {
+        Self {
+            window_secs: 1800,
+            sample_interval_secs: 30,
+            heartbeat_timeout_secs: 60,
+            max_exception_rate_increase: 0.5,
+            alpha: 0.01,
+            beta: 0.05,
+            baseline_exception_rate: None,
+            min_canary_requests: 1000,
+            max_restarts: 1,
+            consecutive_failures: 2,
+            benchmarks: Vec::new(),
+            on_insufficient_data: OnInsufficientData::Fail,
+            max_extension_secs: 900,
+        }
+    }
+}
+
+/// An invalid judge configuration or judge input.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum JudgeError {
+    /// A configuration value is out of range.
+    #[error("invalid canary setting {key} = {value}: {expected}")]
+    InvalidConfig {
+        /// Key in the `[canary]` table.
+        key: &'static str,
+        /// Offending value.
+        value: String,
+        /// What is accepted.
+        expected: &'static str,
+    },
+    /// No canary node to judge.
+    #[error("the canary set is empty: select at least one canary node before judging")]
+    EmptyCanary,
+    /// A node is both canary and baseline.
+    #[error("node {0:?} is listed both as canary and as baseline")]
+    OverlappingSets(String),
+    /// An event older than the last one judged.
+    #[error(
+        "event at {at} is older than the last judged sample at {last}; refusing to go back in time"
+    )]
+    OutOfOrder {
+        /// Time of the rejected event.
+        at: u64,
+        /// Time of the last judged event.
+        last: u64,
+    },
+}
+
+impl JudgeConfig {
+    /// Checks every value, naming the offending key.
+    pub fn validate(&self) -> Result<(), JudgeError> {
+        fn bad(key: &'static str, value: impl ToString, expected: &'static str) -> JudgeError {
+            JudgeError::InvalidConfig {
+                key,
+                value: value.to_string(),
+                expected,
+            }
+        }
+        if self.window_secs == 0 {
+            return Err(bad("canary.window_secs", 0, "must be > 0"));
+        }
+        if self.sample_interval_secs == 0 || self.sample_interval_secs > self.window_secs {
+            return Err(bad(
+                "canary.sample_interval_secs",
+                self.sample_interval_secs,
+                "must be > 0 and at most window_secs",
+            ));
+        }
+        if self.heartbeat_timeout_secs == 0 {
+            return Err(bad("canary.heartbeat_timeout_secs", 0, "must be > 0"));
+        }
+        let d = self.max_exception_rate_increase;
+        if !(d.is_finite() && d > 0.0) {
+            return Err(bad(
+                "canary.max_exception_rate_increase",
+                d,
+                "must be a finite number > 0",
+            ));
+        }
+        if !(self.alpha > 0.0 && self.alpha < 0.5) {
+            return Err(bad("canary.alpha", self.alpha, "must be in (0, 0.5)"));
+        }
+        if !(self.beta > 0.0 && self.beta < 0.5) {
+            return Err(bad("canary.beta", self.beta, "must be in (0, 0.5)"));
+        }
+        if let Some(r) = self.baseline_exception_rate
+            && !(r.is_finite() && r > 0.0 && r <= 1.0)
+        {
+            return Err(bad(
+                "canary.baseline_exception_rate",
+                r,
+                "must be in (0, 1]",
+            ));
+        }
+        if self.consecutive_failures == 0 {
+            return Err(bad("canary.consecutive_failures", 0, "must be >= 1"));
+        }
+        for b in &self.benchmarks {
+            if !(b.tolerance.is_finite() && b.tolerance >= 0.0) {
+                return Err(bad(
+                    "canary.benchmarks.tolerance",
+                    format!("{} (benchmark {:?})", b.tolerance, b.name),
+                    "must be a finite number >= 0",
+                ));
+            }
+            if let Some(r) = b.reference
+                && !r.is_finite()
+            {
+                return Err(bad(
+                    "canary.benchmarks.reference",
+                    format!("{r} (benchmark {:?})", b.name),
+                    "must be finite",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What one node reported, as of a sample (its latest heartbeat).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct NodeReport {
+    /// Node id.
+    pub node_id: String,
+    /// When its latest heartbeat arrived (unix seconds), if it ever sent one.
+    pub heartbeat_at: Option<u64>,
+    /// Its own health check, if reported.
+    pub healthy: Option<bool>,
+    /// Code hash of what it runs, if reported.
+    pub code_hash: Option<String>,
+    /// Cumulative exception count since the process started.
+    pub exceptions_total: u64,
+    /// Cumulative request count since the process started.
+    pub requests_total: u64,
+    /// Benchmark figures.
+    #[serde(default)]
+    pub bench: BTreeMap<String, f64>,
+}
+
+/// One sample: the latest report of each node at time `at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Sample time (unix seconds).
+    pub at: u64,
+    /// Reports; nodes that are neither canary nor baseline are ignored, missing nodes
+    /// simply have no new data.
+    pub nodes: Vec<NodeReport>,
+}
+
+/// Input to the judge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A new sample.
+    Sample(Sample),
+    /// Time passed without a sample (checks heartbeat timeouts and the deadline).
+    Tick {
+        /// Current time (unix seconds).
+        now: u64,
+    },
+}
+
+/// Output of the judge, for the runtime to execute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    /// Keep sampling; take the next sample at `at`.
+    SampleAt {
+        /// When (unix seconds).
+        at: u64,
+    },
+    /// The window ended without enough data; sampling continues until `until`.
+    ExtendWindow {
+        /// New final deadline (unix seconds).
+        until: u64,
+    },
+    /// The window completed healthy: go on to DEPLOY.
+    Promote {
+        /// The verdict.
+        verdict: Box<Verdict>,
+    },
+    /// The canary failed: send the rollback order to the canary nodes.
+    Rollback {
+        /// The verdict.
+        verdict: Box<Verdict>,
+    },
+}
+
+/// Overall decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Window complete and every criterion healthy.
+    Pass,
+    /// Keep sampling.
+    Pending,
+    /// Roll back.
+    Fail,
+}
+
+/// Why a failed verdict failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// Crash loop, integrity mismatch, lost heartbeat: no waiting for the window.
+    Hard,
+    /// A criterion failed on the evidence (exception test, health check, benchmark).
+    Statistical,
+    /// The window (and any extension) ended without enough data.
+    InsufficientData,
+}
+
+/// The five criteria.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Criterion {
+    /// 1. exception rate, canary vs baseline.
+    ExceptionRate,
+    /// 2. the node's own health check (and crash loops).
+    HealthCheck,
+    /// 3. heartbeat responsiveness.
+    Heartbeat,
+    /// 4. code hash equals the manifest's.
+    Integrity,
+    /// 5. benchmark figures within tolerance.
+    Benchmark,
+}
+
+/// Decision on one criterion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CriterionDecision {
+    /// Healthy on the evidence so far.
+    Pass,
+    /// Not enough data yet.
+    Pending,
+    /// Failed.
+    Fail,
+    /// Not configured (shown explicitly).
+    Skipped,
+}
+
+/// Verdict on one criterion: the figures, the threshold, the statistic and the decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CriterionVerdict {
+    /// Which criterion.
+    pub criterion: Criterion,
+    /// Its decision.
+    pub decision: CriterionDecision,
+    /// Whether a failure here is a hard failure.
+    pub hard: bool,
+    /// Observed figures.
+    pub figures: serde_json::Value,
+    /// The threshold(s) applied.
+    pub threshold: serde_json::Value,
+    /// The test statistic, where there is one.
+    pub statistic: serde_json::Value,
+    /// One line a human can read.
+    pub detail: String,
+}
+
+/// The structured verdict (shown by `fleetgate canary-health --json` and kept in the state).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// Pass / pending / fail.
+    pub decision: Decision,
+    /// Set when `decision` is fail.
+    pub failure: Option<FailureKind>,
+    /// Summary.
+    pub reason: String,
+    /// Time of the judged event.
+    pub at: u64,
+    /// Window start.
+    pub window_start: u64,
+    /// Window end (before any extension).
+    pub deadline: u64,
+    /// Final deadline, if the window was extended.
+    pub extended_until: Option<u64>,
+    /// Samples judged.
+    pub samples: u64,
+    /// Canary node ids.
+    pub canary: Vec<String>,
+    /// Number of baseline nodes.
+    pub baseline_nodes: usize,
+    /// Per criterion, in the SPEC's order.
+    pub criteria: Vec<CriterionVerdict>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+struct NodeTrack {
+    last_exceptions: Option<u64>,
+    last_requests: Option<u64>,
+    last_heartbeat: Option<u64>,
+    restarts: u32,
+    unhealthy_streak: u32,
+    last_healthy: Option<bool>,
+    bad_code_hash: Option<String>,
+    good_code_hash: bool,
+    reports: u64,
+    bench: BTreeMap<String, f64>,
+}
+
+/// The judge's whole state (serialisable; persist it after every event).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Judge {
+    config: JudgeConfig,
+    expected_code_hash: String,
+    canary: BTreeSet<String>,
+    baseline: BTreeSet<String>,
+    window_start: u64,
+    deadline: u64,
+    extended_until: Option<u64>,
+    nodes: BTreeMap<String, NodeTrack>,
+    rate: RateTest,
+    samples: u64,
+    last_at: u64,
+    bench_bad_streak: u32,
+    verdict: Verdict,
+}
+
+impl Judge {
+    /// Starts judging a window that opens at `window_start` (unix seconds).
+    pub fn new(
+        config: JudgeConfig,
+        expected_code_hash: impl Into<String>,
+        canary: impl IntoIterator<Item = String>,
+        baseline: impl IntoIterator<Item = String>,
+        window_start: u64,
+    ) -> Result<Self, JudgeError> {
+        config.validate()?;
+        let canary: BTreeSet<String> = canary.into_iter().collect();
+        let baseline: BTreeSet<String> = baseline.into_iter().collect();
+        if canary.is_empty() {
+            return Err(JudgeError::EmptyCanary);
+        }
+        if let Some(both) = canary.intersection(&baseline).next() {
+            return Err(JudgeError::OverlappingSets(both.clone()));
+        }
+        let deadline = window_start.saturating_add(config.window_secs);
+        let rate = RateTest::new(
+            config.max_exception_rate_increase,
+            config.alpha,
+            config.beta,
+        );
+        let nodes = canary
+            .iter()
+            .chain(baseline.iter())
+            .map(|n| (n.clone(), NodeTrack::default()))
+            .collect();
+        let mut judge = Self {
+            expected_code_hash: expected_code_hash.into(),
+            verdict: Verdict {
+                decision: Decision::Pending,
+                failure: None,
+                reason: "window opened, no sample yet".into(),
+                at: window_start,
+                window_start,
+                deadline,
+                extended_until: None,
+                samples: 0,
+                canary: canary.iter().cloned().collect(),
+                baseline_nodes: baseline.len(),
+                criteria: Vec::new(),
+            },
+            config,
+            canary,
+            baseline,
+            window_start,
+            deadline,
+            extended_until: None,
+            nodes,
+            rate,
+            samples: 0,
+            last_at: window_start,
+            bench_bad_streak: 0,
+        };
+        judge.verdict.criteria = judge.criteria(window_start);
+        Ok(judge)
+    }
+
+    /// The latest verdict.
+    pub fn verdict(&self) -> &Verdict {
+        &self.verdict
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &JudgeConfig {
+        &self.config
+    }
+
+    /// The exception-rate test state.
+    pub fn rate_test(&self) -> &RateTest {
+        &self.rate
+    }
+
+    /// Whether a final verdict (pass or fail) has been reached.
+    pub fn is_decided(&self) -> bool {
+        self.verdict.decision != Decision::Pending
+    }
+
+    /// Handles one event and returns the commands to execute. Once decided, the judge
+    /// ignores new data and re-issues its final command (idempotent, for crash recovery).
+    pub fn on_event(&mut self, event: Event) -> Result<Vec<Command>, JudgeError> {
+        if let Some(cmd) = self.final_command() {
+            return Ok(vec![cmd]);
+        }
+        let at = match &event {
+            Event::Sample(s) => s.at,
+            Event::Tick { now } => *now,
+        };
+        if at < self.last_at {
+            return Err(JudgeError::OutOfOrder {
+                at,
+                last: self.last_at,
+            });
+        }
+        self.last_at = at;
+        if let Event::Sample(sample) = event {
+            self.ingest(sample);
+        }
+        Ok(self.evaluate(at))
+    }
+
+    fn final_command(&self) -> Option<Command> {
+        match self.verdict.decision {
+            Decision::Pass => Some(Command::Promote {
+                verdict: Box::new(self.verdict.clone()),
+            }),
+            Decision::Fail => Some(Command::Rollback {
+                verdict: Box::new(self.verdict.clone()),
+            }),
+            Decision::Pending => None,
+        }
+    }
+
+    fn ingest(&mut self, sample: Sample) {
+        self.samples += 1;
+        let (mut ec, mut nc, mut eb, mut nb) = (0u64, 0u64, 0u64, 0u64);
+        for r in sample.nodes {
+            let is_canary = self.canary.contains(&r.node_id);
+            let Some(t) = self.nodes.get_mut(&r.node_id) else {
+                continue;
+            };
+            t.reports += 1;
+            // Cumulative counters: a decrease means the process restarted.
+            if let (Some(le), Some(lr)) = (t.last_exceptions, t.last_requests) {
+                let (de, dr) = if r.exceptions_total < le || r.requests_total < lr {
+                    t.restarts = t.restarts.saturating_add(1);
+                    (r.exceptions_total, r.requests_total)
+                } else {
+                    (r.exceptions_total - le, r.requests_total - lr)
+                };
+                if is_canary {
+                    ec = ec.saturating_add(de);
+                    nc = nc.saturating_add(dr);
+                } else {
+                    eb = eb.saturating_add(de);
+                    nb = nb.saturating_add(dr);
+                }
+            }
+            t.last_exceptions = Some(r.exceptions_total);
+            t.last_requests = Some(r.requests_total);
+            if let Some(hb) = r.heartbeat_at
+                && hb >= self.window_start
+            {
+                t.last_heartbeat = Some(t.last_heartbeat.map_or(hb, |l| l.max(hb)));
+            }
+            match r.healthy {
+                Some(true) => t.unhealthy_streak = 0,
+                Some(false) => t.unhealthy_streak = t.unhealthy_streak.saturating_add(1),
+                None => {}
+            }
+            if r.healthy.is_some() {
+                t.last_healthy = r.healthy;
+            }
+            if let Some(h) = r.code_hash {
+                if h == self.expected_code_hash {
+                    t.good_code_hash = true;
+                } else if t.bad_code_hash.is_none() {
+                    t.bad_code_hash = Some(h);
+                }
+            }
+            for (k, v) in r.bench {
+                if v.is_finite() {
+                    t.bench.insert(k, v);
+                }
+            }
+        }
+        self.rate
+            .update(ec, nc, eb, nb, self.config.baseline_exception_rate);
+        if !self.config.benchmarks.is_empty() {
+            let (_, worse, _) = self.bench_eval();
+            self.bench_bad_streak = if worse.is_empty() {
+                0
+            } else {
+                self.bench_bad_streak.saturating_add(1)
+            };
+        }
+    }
+
+    fn canary_tracks(&self) -> impl Iterator<Item = (&String, &NodeTrack)> {
+        self.nodes.iter().filter(|(k, _)| self.canary.contains(*k))
+    }
+
+    fn criteria(&self, now: u64) -> Vec<CriterionVerdict> {
+        vec![
+            self.exception_criterion(),
+            self.health_criterion(),
+            self.heartbeat_criterion(now),
+            self.integrity_criterion(),
+            self.bench_criterion(),
+        ]
+    }
+
+    fn exception_criterion(&self) -> CriterionVerdict {
+        let r = &self.rate;
+        let figures = json!({
+            "canary_exceptions": r.canary_exceptions,
+            "canary_requests": r.canary_requests,
+            "canary_rate": r.canary_rate(),
+            "baseline_exceptions": r.baseline_exceptions,
+            "baseline_requests": r.baseline_requests,
+            "baseline_rate": r.baseline_rate(),
+            "observed_ratio": match (r.canary_rate(), r.baseline_rate()) {
+                (Some(c), Some(b)) if b > 0.0 => Some(c / b),
+                _ => None,
+            },
+        });
+        let threshold = json!({
+            "max_exception_rate_increase": r.delta,
+            "alpha": self.config.alpha,
+            "beta": self.config.beta,
+            "fail_when_llr_at_least": r.upper,
+            "accept_when_llr_at_most": r.lower,
+            "baseline_exception_rate": self.config.baseline_exception_rate,
+            "min_canary_requests": self.config.min_canary_requests,
+        });
+        let statistic = json!({
+            "test": "sequential probability ratio test on canary exceptions given total exceptions (conditional binomial, request-weighted)",
+            "llr": r.llr,
+            "max_llr": r.max_llr,
+            "informative_intervals": r.informative_intervals,
+            "reference_intervals": r.reference_intervals,
+        });
+        let (decision, detail) = match r.decision() {
+            RateDecision::Fail => (
+                CriterionDecision::Fail,
+                format!(
+                    "canary exception rate is above {:.2}x the baseline (log likelihood ratio {:.2} >= {:.2})",
+                    1.0 + r.delta,
+                    r.max_llr,
+                    r.upper
+                ),
+            ),
+            RateDecision::Accept => (
+                CriterionDecision::Pass,
+                format!(
+                    "canary exception rate is not {:.2}x the baseline (log likelihood ratio {:.2} <= {:.2})",
+                    1.0 + r.delta,
+                    r.llr,
+                    r.lower
+                ),
+            ),
+            RateDecision::Continue
+                if r.canary_exceptions == 0
+                    && r.canary_requests >= self.config.min_canary_requests =>
+            {
+                (
+                    CriterionDecision::Pass,
+                    format!("no canary exception in {} requests", r.canary_requests),
+                )
+            }
+            RateDecision::Continue => {
+                let why = if r.baseline_requests == 0
+                    && self.config.baseline_exception_rate.is_none()
+                {
+                    "no baseline traffic to compare with (no baseline node reported requests; set canary.baseline_exception_rate to judge against a fixed rate)".to_owned()
+                } else {
+                    format!(
+                        "not enough evidence yet ({} canary exceptions in {} requests)",
+                        r.canary_exceptions, r.canary_requests
+                    )
+                };
+                (CriterionDecision::Pending, why)
+            }
+        };
+        CriterionVerdict {
+            criterion: Criterion::ExceptionRate,
+            decision,
+            hard: false,
+            figures,
+            threshold,
+            statistic,
+            detail,
+        }
+    }
+
+    fn health_criterion(&self) -> CriterionVerdict {
+        let mut crash = Vec::new();
+        let mut unhealthy = Vec::new();
+        let mut unknown = Vec::new();
+        let mut per_node = serde_json::Map::new();
+        for (id, t) in self.canary_tracks() {
+            per_node.insert(
+                id.clone(),
+                json!({"healthy": t.last_healthy, "unhealthy_streak": t.unhealthy_streak, "restarts": t.restarts}),
+            );
+            if t.restarts > self.config.max_restarts {
+                crash.push(format!("{id} restarted {} times", t.restarts));
+            } else if t.unhealthy_streak >= self.config.consecutive_failures {
+                unhealthy.push(format!(
+                    "{id} failed its health check in {} consecutive samples",
+                    t.unhealthy_streak
+                ));
+            } else if t.last_healthy != Some(true) {
+                unknown.push(id.clone());
+            }
+        }
+        let (decision, hard, detail) = if !crash.is_empty() {
+            (
+                CriterionDecision::Fail,
+                true,
+                format!("crash loop: {}", crash.join("; ")),
+            )
+        } else if !unhealthy.is_empty() {
+            (CriterionDecision::Fail, false, unhealthy.join("; "))
+        } else if !unknown.is_empty() {
+            (
+                CriterionDecision::Pending,
+                false,
+                format!("no healthy report yet from {}", unknown.join(", ")),
+            )
+        } else {
+            (
+                CriterionDecision::Pass,
+                false,
+                "every canary node reports healthy".to_owned(),
+            )
+        };
+        CriterionVerdict {
+            criterion: Criterion::HealthCheck,
+            decision,
+            hard,
+            figures: serde_json::Value::Object(per_node),
+            threshold: json!({"consecutive_failures": self.config.consecutive_failures, "max_restarts": self.config.max_restarts}),
+            statistic: serde_json::Value::Null,
+            detail,
+        }
+    }
+
+    fn heartbeat_criterion(&self, now: u64) -> CriterionVerdict {
+        let timeout = self.config.heartbeat_timeout_secs;
+        let mut silent = Vec::new();
+        let mut waiting = Vec::new();
+        let mut per_node = serde_json::Map::new();
+        for (id, t) in self.canary_tracks() {
+            let since = t.last_heartbeat.unwrap_or(self.window_start);
+            let silence = now.saturating_sub(since);
+            per_node.insert(
+                id.clone(),
+                json!({"last_heartbeat": t.last_heartbeat, "silent_secs": silence}),
+            );
+            if silence > timeout {
+                silent.push(format!("{id} silent for {silence}s"));
+            } else if t.last_heartbeat.is_none() {
+                waiting.push(id.clone());
+            }
+        }
+        let (decision, detail) = if !silent.is_empty() {
+            (
+                CriterionDecision::Fail,
+                format!("lost heartbeat: {}", silent.join("; ")),
+            )
+        } else if !waiting.is_empty() {
+            (
+                CriterionDecision::Pending,
+                format!(
+                    "no heartbeat yet in this window from {}",
+                    waiting.join(", ")
+                ),
+            )
+        } else {
+            (
+                CriterionDecision::Pass,
+                format!("every canary node heartbeat within {timeout}s"),
+            )
+        };
+        CriterionVerdict {
+            criterion: Criterion::Heartbeat,
+            decision,
+            hard: true,
+            figures: serde_json::Value::Object(per_node),
+            threshold: json!({"heartbeat_timeout_secs": timeout}),
+            statistic: serde_json::Value::Null,
+            detail,
+        }
+    }
+
+    fn integrity_criterion(&self) -> CriterionVerdict {
+        let mut bad = Vec::new();
+        let mut unknown = Vec::new();
+        let mut per_node = serde_json::Map::new();
+        for (id, t) in self.canary_tracks() {
+            per_node.insert(
+                id.clone(),
+                json!({"matches": t.good_code_hash && t.bad_code_hash.is_none(), "mismatched_code_hash": t.bad_code_hash}),
+            );
+            if let Some(h) = &t.bad_code_hash {
+                bad.push(format!("{id} runs code hash {h}"));
+            } else if !t.good_code_hash {
+                unknown.push(id.clone());
+            }
+        }
+        let (decision, detail) = if !bad.is_empty() {
+            (
+                CriterionDecision::Fail,
+                format!(
+                    "integrity mismatch (manifest code hash {}): {}",
+                    self.expected_code_hash,
+                    bad.join("; ")
+                ),
+            )
+        } else if !unknown.is_empty() {
+            (
+                CriterionDecision::Pending,
+                format!("no code hash reported yet by {}", unknown.join(", ")),
+            )
+        } else {
+            (
+                CriterionDecision::Pass,
+                "every canary node runs the manifest's code hash".to_owned(),
+            )
+        };
+        CriterionVerdict {
+            criterion: Criterion::Integrity,
+            decision,
+            hard: true,
+            figures: serde_json::Value::Object(per_node),
+            threshold: json!({"expected_code_hash": self.expected_code_hash}),
+            statistic: serde_json::Value::Null,
+            detail,
+        }
+    }
+
+    /// Per benchmark: figures, regressions beyond tolerance, and figures still missing.
+    fn bench_eval(
+        &self,
+    ) -> (
+        serde_json::Map<String, serde_json::Value>,
+        Vec<String>,
+        Vec<String>,
+    ) {
+        let mean = |ids: &BTreeSet<String>, name: &str| -> Option<f64> {
+            let v: Vec<f64> = ids
+                .iter()
+                .filter_map(|id| self.nodes.get(id)?.bench.get(name).copied())
+                .collect();
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        };
+        let mut figures = serde_json::Map::new();
+        let mut worse = Vec::new();
+        let mut missing = Vec::new();
+        for spec in &self.config.benchmarks {
+            let canary = mean(&self.canary, &spec.name);
+            let reference = mean(&self.baseline, &spec.name).or(spec.reference);
+            let regression = match (canary, reference) {
+                (Some(c), Some(r)) => {
+                    let diff = match spec.direction {
+                        Direction::HigherIsBetter => r - c,
+                        Direction::LowerIsBetter => c - r,
+                    };
+                    Some(if r == 0.0 {
+                        if diff > 0.0 { f64::INFINITY } else { 0.0 }
+                    } else {
+                        diff / r.abs()
+                    })
+                }
+                _ => None,
+            };
+            figures.insert(
+                spec.name.clone(),
+                json!({
+                    "canary": canary,
+                    "reference": reference,
+                    "regression": regression.map(|x| if x.is_finite() { json!(x) } else { json!("inf") }),
+                    "tolerance": spec.tolerance,
+                    "direction": spec.direction,
+                }),
+            );
+            match regression {
+                Some(x) if x > spec.tolerance => worse.push(format!(
+                    "{} regressed by {} (tolerance {:.1}%)",
+                    spec.name,
+                    if x.is_finite() {
+                        format!("{:.1}%", x * 100.0)
+                    } else {
+                        "an unbounded amount".into()
+                    },
+                    spec.tolerance * 100.0
+                )),
+                Some(_) => {}
+                None => missing.push(spec.name.clone()),
+            }
+        }
+        (figures, worse, missing)
+    }
+
+    fn bench_criterion(&self) -> CriterionVerdict {
+        if self.config.benchmarks.is_empty() {
+            return CriterionVerdict {
+                criterion: Criterion::Benchmark,
+                decision: CriterionDecision::Skipped,
+                hard: false,
+                figures: serde_json::Value::Null,
+                threshold: serde_json::Value::Null,
+                statistic: serde_json::Value::Null,
+                detail: "skipped: no benchmarks configured (canary.benchmarks is empty)".into(),
+            };
+        }
+        let (figures, worse, missing) = self.bench_eval();
+        let need = self.config.consecutive_failures;
+        let (decision, detail) = if self.bench_bad_streak >= need {
+            (CriterionDecision::Fail, worse.join("; "))
+        } else if !worse.is_empty() {
+            (
+                CriterionDecision::Pending,
+                format!(
+                    "{} (sample {} of {need})",
+                    worse.join("; "),
+                    self.bench_bad_streak
+                ),
+            )
+        } else if !missing.is_empty() {
+            (
+                CriterionDecision::Pending,
+                format!(
+                    "no canary figure or no reference yet for {}",
+                    missing.join(", ")
+                ),
+            )
+        } else {
+            (
+                CriterionDecision::Pass,
+                "every benchmark within tolerance".to_owned(),
+            )
+        };
+        CriterionVerdict {
+            criterion: Criterion::Benchmark,
+            decision,
+            hard: false,
+            figures: serde_json::Value::Object(figures),
+            threshold: json!({"consecutive_failures": need}),
+            statistic: json!({"consecutive_bad_samples": self.bench_bad_streak}),
+            detail,
+        }
+    }
+
+    fn evaluate(&mut self, now: u64) -> Vec<Command> {
+        let criteria = self.criteria(now);
+        let failed: Vec<&CriterionVerdict> = criteria
+            .iter()
+            .filter(|c| c.decision == CriterionDecision::Fail)
+            .collect();
+        let pending: Vec<&CriterionVerdict> = criteria
+            .iter()
+            .filter(|c| c.decision == CriterionDecision::Pending)
+            .collect();
+        let (decision, failure, reason) = if !failed.is_empty() {
+            let hard = failed.iter().any(|c| c.hard);
+            let reason = failed
+                .iter()
+                .map(|c| c.detail.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            (
+                Decision::Fail,
+                Some(if hard {
+                    FailureKind::Hard
+                } else {
+                    FailureKind::Statistical
+                }),
+                reason,
+            )
+        } else if now < self.deadline {
+            (
+                Decision::Pending,
+                None,
+                format!("window open until {}", self.deadline),
+            )
+        } else if pending.is_empty() {
+            (
+                Decision::Pass,
+                None,
+                "window complete and every criterion healthy".into(),
+            )
+        } else {
+            let why = pending
+                .iter()
+                .map(|c| c.detail.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            let final_deadline = self.deadline.saturating_add(self.config.max_extension_secs);
+            if self.config.on_insufficient_data == OnInsufficientData::Extend
+                && now < final_deadline
+            {
+                (
+                    Decision::Pending,
+                    None,
+                    format!("window extended until {final_deadline}: insufficient data: {why}"),
+                )
+            } else {
+                (
+                    Decision::Fail,
+                    Some(FailureKind::InsufficientData),
+                    format!("insufficient data: {why}"),
+                )
+            }
+        };
+        let mut commands = Vec::new();
+        if decision == Decision::Pending && now >= self.deadline && self.extended_until.is_none() {
+            let until = self.deadline.saturating_add(self.config.max_extension_secs);
+            self.extended_until = Some(until);
+            commands.push(Command::ExtendWindow { until });
+        }
+        self.verdict = Verdict {
+            decision,
+            failure,
+            reason,
+            at: now,
+            window_start: self.window_start,
+            deadline: self.deadline,
+            extended_until: self.extended_until,
+            samples: self.samples,
+            canary: self.canary.iter().cloned().collect(),
+            baseline_nodes: self.baseline.len(),
+            criteria,
+        };
+        match decision {
+            Decision::Pending => commands.push(Command::SampleAt {
+                at: now.saturating_add(self.config.sample_interval_secs),
+            }),
+            Decision::Pass | Decision::Fail => commands.extend(self.final_command()),
+        }
+        commands
+    }
+}
