@@ -1,2 +1,564 @@
-//! fleetgate-cli (placeholder, being written).
-pub fn main() -> std::process::ExitCode { std::process::ExitCode::SUCCESS }
+//! fleetgate-cli: the `fleetgate` command-line tool, as a library so the binary is a
+//! three-line shim and tests can drive it.
+//!
+//! Where it sits: the top. It parses arguments (clap), loads the config, calls
+//! `fleetgate-runtime`, and renders human or `--json` output. It is the only crate that
+//! uses `anyhow`. Exit codes are documented in [`exit`] and in `fleetgate --help`.
+//!
+//! Testing: the end-to-end tests in the workspace's top-level `tests/` run the real
+//! binary as a child process.
+
+mod output;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use fleetgate_core::{Outcome, PipelineState, Stage};
+use fleetgate_runtime::{Orchestrator, Progress, RuntimeError, bench_store, gates, load_config};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Documented process exit codes.
+pub mod exit {
+    /// Success (for `run`: the run completed).
+    pub const OK: u8 = 0;
+    /// An error: bad input, missing file, a refused transition.
+    pub const ERROR: u8 = 1;
+    /// Usage error (bad arguments).
+    pub const USAGE: u8 = 2;
+    /// The run ended `failed`.
+    pub const RUN_FAILED: u8 = 3;
+    /// The run ended `rolled_back`.
+    pub const RUN_ROLLED_BACK: u8 = 4;
+    /// Another orchestrator holds the state directory lock.
+    pub const LOCKED: u8 = 5;
+    /// The state file was corrupt (it was moved aside) or too new.
+    pub const CORRUPT_STATE: u8 = 6;
+}
+
+const EXIT_HELP: &str = "\
+EXIT CODES:
+  0  success (`run`: the run completed; `advance`: the gate passed or is pending)
+  1  error (bad input, missing file, refused transition)
+  2  usage error
+  3  the run ended `failed`
+  4  the run ended `rolled_back`
+  5  another orchestrator holds the state directory lock
+  6  the state file is corrupt (moved aside) or newer than this fleetgate
+  10-19  manifest verification failures (see `fleetgate manifest verify --help`)";
+
+/// fleetgate — a staged, gated, crash-safe release pipeline: BUILD → TEST → AUDIT →
+/// BENCHMARK → SIGN → CANARY → DEPLOY.
+#[derive(Debug, Parser)]
+#[command(name = "fleetgate", version, about, after_help = EXIT_HELP)]
+pub struct Cli {
+    /// Config file (default: $FLEETGATE_CONFIG, else ./fleetgate.toml).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Write a commented example fleetgate.toml.
+    Init {
+        /// Where to write it.
+        #[arg(long, default_value = "fleetgate.toml")]
+        path: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Start a run of VERSION (from `idle` or a finished run only).
+    Start {
+        /// Version (semver with optional leading `v`, or `auto-<unix seconds>`).
+        version: String,
+        /// Commit to release (any revision); default: the tag named VERSION.
+        #[arg(long)]
+        git_sha: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate the current stage's gate once and report the verdict.
+    Advance {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Advance until the run ends, waiting between checks of pending gates.
+    Run {
+        /// Machine-readable output (the final state).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Watch the repository: start and run a pipeline for every new version tag, or for a
+    /// changed code hash at HEAD (as `auto-<unix>`). Runs until stopped.
+    Watch {
+        /// Check once, run what is found, and exit (for cron and tests).
+        #[arg(long)]
+        once: bool,
+    },
+    /// Show the pipeline state.
+    Status {
+        /// Machine-readable output (the state file, plus warnings).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Roll back the run in progress (wins over a gate that is running).
+    Rollback {
+        /// Why (recorded in the state and sent with the rollback order).
+        #[arg(long)]
+        reason: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmark snapshots.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+    /// Show the effective configuration, or the environment variables that override it.
+    Config {
+        /// List the environment variables instead.
+        #[arg(long)]
+        env: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCmd {
+    /// Run the benchmark command for VERSION and store the snapshot.
+    Capture {
+        /// Version to label the snapshot with.
+        version: String,
+        /// Commit to measure (default: the tag named VERSION).
+        #[arg(long)]
+        git_sha: Option<String>,
+        /// Tier label (fast, heavy, all).
+        #[arg(long, default_value = "all")]
+        tier: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare two stored snapshots (direction-aware, within tolerance).
+    Compare(CompareArgs),
+    /// List stored snapshots.
+    History {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct CompareArgs {
+    /// Baseline version.
+    old_version: String,
+    /// New version.
+    new_version: String,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_tracing();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(error_code(&e))
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLEETGATE_LOG")
+        .unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn error_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        let store = cause
+            .downcast_ref::<RuntimeError>()
+            .and_then(|r| {
+                if let RuntimeError::Store(s) = r {
+                    Some(s)
+                } else {
+                    None
+                }
+            })
+            .or_else(|| cause.downcast_ref::<fleetgate_store::StoreError>());
+        match store {
+            Some(fleetgate_store::StoreError::Locked { .. }) => return exit::LOCKED,
+            Some(
+                fleetgate_store::StoreError::Corrupt { .. }
+                | fleetgate_store::StoreError::TooNew { .. },
+            ) => {
+                return exit::CORRUPT_STATE;
+            }
+            _ => {}
+        }
+    }
+    exit::ERROR
+}
+
+fn terminal_code(stage: Stage) -> u8 {
+    match stage {
+        Stage::Failed => exit::RUN_FAILED,
+        Stage::RolledBack => exit::RUN_ROLLED_BACK,
+        _ => exit::OK,
+    }
+}
+
+fn open(cli_config: Option<&Path>, exclusive: bool) -> anyhow::Result<Orchestrator> {
+    let (cfg, base) = load_config(cli_config)?;
+    Ok(if exclusive {
+        Orchestrator::open(cfg, &base)?
+    } else {
+        Orchestrator::open_shared(cfg, &base)?
+    })
+}
+
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let cfg_path = cli.config.as_deref();
+    match cli.command {
+        Cmd::Init { path, force } => {
+            if path.exists() && !force {
+                anyhow::bail!(
+                    "{} already exists (pass --force to overwrite)",
+                    path.display()
+                );
+            }
+            std::fs::write(&path, include_str!("init_template.toml"))
+                .with_context(|| format!("failed to write {}", path.display()))?;
+            println!(
+                "wrote {} — edit the stage commands, then `fleetgate start <version>`",
+                path.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Config { env } => {
+            if env {
+                for (key, var) in fleetgate_core::config::env_overrides() {
+                    println!("{var:<48} {key}");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let (cfg, base) = load_config(cfg_path)?;
+            println!(
+                "# effective configuration (paths relative to {})",
+                base.display()
+            );
+            print!("{}", toml::to_string_pretty(&cfg)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Start {
+            version,
+            git_sha,
+            json,
+        } => {
+            let o = open(cfg_path, false)?;
+            let state = o.start(&version, git_sha.as_deref())?;
+            if json {
+                print_json(&state)?;
+            } else {
+                println!(
+                    "started {} at {} (run {}); next: `fleetgate run` (or `fleetgate advance` one gate at a time)",
+                    state.version,
+                    short(&state.git_sha),
+                    state.run_id.as_deref().unwrap_or("?")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Advance { json } => {
+            let o = open(cfg_path, true)?;
+            let mut show = output::progress_printer(json);
+            let report = o.advance(&mut show)?;
+            if json {
+                print_json(&serde_json::json!({
+                    "stage": report.stage, "verdict": report.verdict, "committed": report.committed,
+                    "state": report.state,
+                }))?;
+            }
+            Ok(ExitCode::from(if report.committed {
+                terminal_code(report.state.stage)
+            } else {
+                exit::OK
+            }))
+        }
+        Cmd::Run { json } => {
+            let o = open(cfg_path, true)?;
+            let mut show = output::progress_printer(json);
+            let state = o.run(&mut show)?;
+            if json {
+                print_json(&state)?;
+            } else {
+                output::print_status(&state, &o.store().quarantined());
+            }
+            Ok(ExitCode::from(terminal_code(state.stage)))
+        }
+        Cmd::Watch { once } => watch(cfg_path, once),
+        Cmd::Status { json } => {
+            let o = open(cfg_path, false)?;
+            let state = o.status()?;
+            let quarantined = o.store().quarantined();
+            if json {
+                let mut v = serde_json::to_value(&state)?;
+                v["warnings"] = serde_json::json!(
+                    quarantined
+                        .iter()
+                        .map(|p| format!("a corrupt state file was moved aside to {}", p.display()))
+                        .collect::<Vec<_>>()
+                );
+                v["skipped_gates"] = serde_json::json!(state.skipped_gates());
+                print_json(&v)?;
+            } else {
+                output::print_status(&state, &quarantined);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Rollback { reason, json } => {
+            let o = open(cfg_path, false)?;
+            let state = o.rollback(&reason)?;
+            if json {
+                print_json(&state)?;
+            } else {
+                println!(
+                    "rolled back {} (run {}): {}",
+                    state.version,
+                    state.run_id.as_deref().unwrap_or("?"),
+                    reason
+                );
+                if !state.outbox.is_empty() {
+                    println!(
+                        "a rollback order for the nodes is queued; `fleetgate advance` delivers it"
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bench(cmd) => bench(cfg_path, cmd),
+    }
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..12).unwrap_or(sha)
+}
+
+fn bench(cfg_path: Option<&Path>, cmd: BenchCmd) -> anyhow::Result<ExitCode> {
+    let o = open(cfg_path, false)?;
+    let state_dir = o.context().state_dir.clone();
+    match cmd {
+        BenchCmd::Capture {
+            version,
+            git_sha,
+            tier,
+            json,
+        } => {
+            let v = fleetgate_core::Version::parse(&version)?;
+            let sha = o.resolve_version(&v, git_sha.as_deref())?;
+            let mut st = PipelineState::idle();
+            st.version = v.to_string();
+            st.git_sha = sha;
+            st.run_id = Some(format!("bench-{}", v.as_str()));
+            match gates::capture(o.context(), &st, &tier)? {
+                Ok(snap) => {
+                    let path = bench_store::save(&state_dir, &snap)?;
+                    if json {
+                        print_json(&snap)?;
+                    } else {
+                        println!(
+                            "stored {} benchmark(s) for {} in {}",
+                            snap.benchmarks.len(),
+                            v,
+                            path.display()
+                        );
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(verdict) => anyhow::bail!("{}", verdict.detail),
+            }
+        }
+        BenchCmd::Compare(a) => {
+            let load = |v: &str| -> anyhow::Result<bench_store::Snapshot> {
+                let ver = fleetgate_core::Version::parse(v)?;
+                bench_store::load(&state_dir, &ver)?
+                    .with_context(|| format!("no benchmark snapshot for {v} (capture one with `fleetgate bench capture {v}`)"))
+            };
+            let (old, new) = (load(&a.old_version)?, load(&a.new_version)?);
+            let report = fleetgate_core::bench::compare(
+                &old.benchmarks,
+                &new.benchmarks,
+                &gates::policy(o.config()),
+            );
+            if a.json {
+                print_json(
+                    &serde_json::json!({"old_version": a.old_version, "new_version": a.new_version,
+                    "passed": report.passed(), "report": report}),
+                )?;
+            } else {
+                output::print_comparison(&a.old_version, &a.new_version, &report);
+            }
+            Ok(ExitCode::from(if report.passed() {
+                exit::OK
+            } else {
+                exit::ERROR
+            }))
+        }
+        BenchCmd::History { json } => {
+            let all = bench_store::history(&state_dir)?;
+            if json {
+                print_json(&all)?;
+            } else if all.is_empty() {
+                println!(
+                    "no benchmark snapshots in {}",
+                    bench_store::dir(&state_dir).display()
+                );
+            } else {
+                for s in &all {
+                    println!(
+                        "{:<20} {:<12} {} benchmark(s)  captured {}",
+                        s.version,
+                        short(&s.git_sha),
+                        s.benchmarks.len(),
+                        output::when(s.captured_at)
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn watch(cfg_path: Option<&Path>, once: bool) -> anyhow::Result<ExitCode> {
+    let o = open(cfg_path, true)?;
+    let interval = std::time::Duration::from_secs(
+        u64::try_from(o.config().run.watch_interval_secs).unwrap_or(60),
+    );
+    let mut show = output::progress_printer(false);
+    let mut last_code = exit::OK;
+    loop {
+        let state = o.status()?;
+        if state.stage.is_gated() {
+            eprintln!(
+                "watch: resuming the run of {} at `{}`",
+                state.version, state.stage
+            );
+            let end = o.run(&mut show)?;
+            last_code = terminal_code(end.stage);
+        } else if let Some((version, sha)) = detect_new_version(&o, &state)? {
+            eprintln!(
+                "watch: new version {version} at {} — starting the pipeline",
+                short(&sha)
+            );
+            o.start(&version, Some(&sha))?;
+            let end = o.run(&mut show)?;
+            eprintln!("watch: {version} ended `{}`", end.stage);
+            last_code = terminal_code(end.stage);
+        } else if once {
+            eprintln!("watch: no new version");
+        }
+        if once {
+            return Ok(ExitCode::from(last_code));
+        }
+        std::thread::sleep(interval);
+    }
+}
+
+/// A version tag newer than anything run so far, else HEAD when its code hash differs from
+/// the last completed release's.
+fn detect_new_version(
+    o: &Orchestrator,
+    state: &PipelineState,
+) -> anyhow::Result<Option<(String, String)>> {
+    let repo = git2::Repository::open(&o.context().repo)?;
+    let seen: Option<semver::Version> = [
+        Some(state.version.as_str()),
+        state.last_completed.as_ref().map(|c| c.version.as_str()),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|v| fleetgate_core::Version::parse(v).ok()?.semver())
+    .max();
+    let mut best: Option<(semver::Version, String)> = None;
+    for name in repo.tag_names(None)?.iter().flatten().flatten() {
+        let Ok(v) = fleetgate_core::Version::parse(name) else {
+            continue;
+        };
+        let Some(sv) = v.semver() else { continue };
+        if seen.as_ref().is_some_and(|s| &sv <= s) {
+            continue;
+        }
+        if best.as_ref().is_none_or(|(b, _)| &sv > b) {
+            best = Some((sv, name.to_owned()));
+        }
+    }
+    if let Some((_, tag)) = best {
+        let sha = fleetgate_runtime::codehash::resolve_commit(
+            &o.context().repo,
+            &format!("refs/tags/{tag}"),
+        )?;
+        return Ok(Some((tag, sha)));
+    }
+    let head = fleetgate_runtime::codehash::code_hash_at(
+        &o.context().repo,
+        "HEAD",
+        &o.config().code_hash,
+    )?;
+    let known = [
+        state.code_hash.as_deref(),
+        state
+            .last_completed
+            .as_ref()
+            .and_then(|c| c.code_hash.as_deref()),
+    ];
+    if state.stage == Stage::Idle && state.last_completed.is_none() {
+        return Ok(None); // nothing released yet and no tag: wait for a tag
+    }
+    if known.iter().flatten().any(|h| *h == head.code_hash) {
+        return Ok(None);
+    }
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    Ok(Some((format!("auto-{secs}"), head.commit)))
+}
+
+#[doc(hidden)]
+pub fn outcome_word(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Passed => "passed",
+        Outcome::Pending => "pending",
+        Outcome::Failed => "FAILED",
+    }
+}
+
+#[doc(hidden)]
+pub fn progress_line(p: &Progress) -> String {
+    output::progress_line(p)
+}

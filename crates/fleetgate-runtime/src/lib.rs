@@ -1,1 +1,90 @@
-//! fleetgate-runtime (placeholder, being written).
+//! fleetgate-runtime: the part of the orchestrator that touches the world.
+//!
+//! Where it sits: it drives the pure state machine of `fleetgate-core`, persists through
+//! `fleetgate-store`, and carries out the commands: clean checkouts of the release commit
+//! (git2), the code hash, gate commands (`sh -c` in the checkout), JUnit reports,
+//! benchmark snapshots, signing. The CLI, the MCP server and embedders call
+//! [`Orchestrator`].
+//!
+//! Invariants:
+//! - State is written (atomically) before an outside effect it orders, and a gate result
+//!   is committed with a compare-and-swap on `(stage, epoch)` under the transaction lock:
+//!   a rollback that landed while a gate ran always wins.
+//! - Every gate fails closed: a missing command, report, key or fleet is a failure with a
+//!   message naming what is missing; only an explicit `skip = "reason"` in the config
+//!   passes a command gate without running it, and `status` shows it.
+//!
+//! Testing: `cargo nextest run -p fleetgate-runtime` (real git repositories in temp dirs,
+//! real `sh` commands).
+
+pub mod bench_store;
+pub mod checkout;
+pub mod codehash;
+pub mod exec;
+pub mod gates;
+pub mod junit;
+pub mod orchestrator;
+
+pub use orchestrator::{AdvanceReport, Orchestrator, Progress, load_config, rollback_in};
+
+use std::path::{Path, PathBuf};
+
+/// A failure of the runtime (not a gate verdict: gates turn most of these into failed
+/// verdicts with the message as detail).
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// I/O on a path.
+    #[error("failed to {action} {path}: {source}")]
+    Io {
+        /// What.
+        action: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// A git operation.
+    #[error("{0}")]
+    Git(String),
+    /// The configuration.
+    #[error("{0}")]
+    Config(String),
+    /// A report file.
+    #[error("{0}")]
+    Report(String),
+    /// The state store.
+    #[error(transparent)]
+    Store(#[from] fleetgate_store::StoreError),
+    /// The state machine refused the event.
+    #[error(transparent)]
+    Transition(#[from] fleetgate_core::TransitionError),
+    /// A version string.
+    #[error(transparent)]
+    Version(#[from] fleetgate_core::VersionError),
+}
+
+impl RuntimeError {
+    pub(crate) fn io(action: &'static str, path: &Path, source: std::io::Error) -> RuntimeError {
+        RuntimeError::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    pub(crate) fn git(path: &Path, action: &str, e: git2::Error) -> RuntimeError {
+        RuntimeError::Git(format!(
+            "failed to {action} in {}: {}",
+            path.display(),
+            e.message()
+        ))
+    }
+}
+
+/// Unix time in seconds (float), as the state file records it.
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}

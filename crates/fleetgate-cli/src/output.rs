@@ -1,0 +1,178 @@
+//! Human-readable rendering of states, progress and comparisons.
+
+use fleetgate_core::bench::CompareReport;
+use fleetgate_core::{Outcome, PipelineState, Stage};
+use fleetgate_runtime::Progress;
+use std::path::PathBuf;
+
+/// Format a unix time as RFC 3339 (UTC, seconds).
+pub fn when(t: f64) -> String {
+    if !(t.is_finite() && t >= 0.0) {
+        return "?".into();
+    }
+    let st = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(t);
+    humantime::format_rfc3339_seconds(st).to_string()
+}
+
+fn ago(t: f64) -> String {
+    let now = fleetgate_runtime::now();
+    let secs = (now - t).max(0.0) as u64;
+    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+}
+
+/// One line for a progress event.
+pub fn progress_line(p: &Progress) -> String {
+    match p {
+        Progress::GateStarted { stage, version } => {
+            format!("[{:<9}] {version}: running gate…", stage.gate_name())
+        }
+        Progress::GateFinished {
+            stage,
+            verdict,
+            now_at,
+        } => {
+            let word = crate::outcome_word(verdict.outcome);
+            let first = verdict.detail.lines().next().unwrap_or("");
+            let skipped = if verdict.skipped {
+                " (skipped by config)"
+            } else {
+                ""
+            };
+            let arrow = if *now_at != *stage {
+                format!(" → {now_at}")
+            } else {
+                String::new()
+            };
+            let mut s = format!("[{:<9}] {word}{skipped}: {first}{arrow}", stage.gate_name());
+            if verdict.outcome == Outcome::Failed {
+                for l in verdict.detail.lines().skip(1).take(20) {
+                    s.push_str("\n            | ");
+                    s.push_str(l);
+                }
+            }
+            s
+        }
+        Progress::Discarded { stage, reason } => {
+            format!("[{:<9}] result discarded: {reason}", stage.gate_name())
+        }
+        Progress::Waiting { stage, secs } => format!(
+            "[{:<9}] pending; checking again in {secs}s",
+            stage.gate_name()
+        ),
+    }
+}
+
+/// A progress callback printing to stderr (silent with --json, where stdout is for data
+/// and stderr is left quiet for machines).
+pub fn progress_printer(json: bool) -> impl FnMut(Progress) {
+    move |p| {
+        if !json {
+            eprintln!("{}", progress_line(&p));
+        }
+    }
+}
+
+/// Print the state for a human.
+pub fn print_status(s: &PipelineState, quarantined: &[PathBuf]) {
+    for q in quarantined {
+        println!(
+            "WARNING: a corrupt state file was moved aside to {} (inspect or delete it)",
+            q.display()
+        );
+    }
+    if s.stage == Stage::Idle && s.run_id.is_none() {
+        println!("stage: idle (no run yet) — start one with `fleetgate start <version>`");
+    } else {
+        println!("stage:    {}", s.stage);
+        println!("version:  {}  commit {}", s.version, s.git_sha);
+        if let Some(run) = &s.run_id {
+            println!("run:      {run}  epoch {}", s.epoch);
+        }
+        if let Some(t) = s.started_at {
+            println!("started:  {} ({} ago)", when(t), ago(t));
+        }
+        if let Some(h) = &s.code_hash {
+            println!("code:     {h}");
+        }
+        println!("gates:");
+        for st in Stage::GATED {
+            match s.gate_results.get(&st) {
+                Some(r) => {
+                    let word = if r.verdict.skipped {
+                        "SKIPPED"
+                    } else {
+                        crate::outcome_word(r.verdict.outcome)
+                    };
+                    let first = r.verdict.detail.lines().next().unwrap_or("");
+                    let checks = if r.checks > 1 {
+                        format!(" ({} checks)", r.checks)
+                    } else {
+                        String::new()
+                    };
+                    println!("  {:<10} {:<8} {first}{checks}", st.gate_name(), word);
+                }
+                None if st == s.stage => println!("  {:<10} {:<8}", st.gate_name(), "next"),
+                None => {}
+            }
+        }
+        let path: Vec<&str> = s.stage_history.iter().map(|h| h.stage.as_str()).collect();
+        println!("history:  {}", path.join(" → "));
+        if let Some(f) = &s.failure_detail {
+            println!("failure:  {}", f.lines().next().unwrap_or(""));
+            for l in f.lines().skip(1).take(20) {
+                println!("          | {l}");
+            }
+        }
+        if let Some(r) = &s.rollback_reason {
+            println!("rollback: {r}");
+        }
+        for e in &s.outbox {
+            println!(
+                "pending:  effect {} ({:?}) — {} attempt(s){}",
+                e.id,
+                e.action,
+                e.attempts,
+                e.last_error
+                    .as_ref()
+                    .map(|x| format!(", last error: {x}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    if let Some(c) = &s.last_completed {
+        println!(
+            "last completed release: {} ({})",
+            c.version,
+            c.git_sha.get(..12).unwrap_or(&c.git_sha)
+        );
+    }
+}
+
+/// Print a benchmark comparison.
+pub fn print_comparison(old: &str, new: &str, r: &CompareReport) {
+    println!("{old} → {new}");
+    for b in &r.benchmarks {
+        let change = b
+            .change
+            .map(|c| format!("{:+.1}%", c * 100.0))
+            .unwrap_or_else(|| "—".into());
+        let fmt = |v: Option<f64>| v.map(|x| format!("{x}")).unwrap_or_else(|| "—".into());
+        println!(
+            "  {:<32} {:>12} → {:<12} {:<8} {:>8}  {}",
+            b.name,
+            fmt(b.baseline),
+            fmt(b.current),
+            b.unit,
+            change,
+            b.status
+        );
+    }
+    println!(
+        "{}",
+        if r.passed() {
+            "no regression"
+        } else {
+            "REGRESSION"
+        }
+    );
+}

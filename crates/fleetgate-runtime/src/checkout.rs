@@ -1,0 +1,62 @@
+//! Clean checkouts: gate commands run in a fresh clone of the release commit under the
+//! state directory, never in the operator's working copy (which may hold edits).
+
+use crate::RuntimeError;
+use std::path::{Path, PathBuf};
+
+/// Make (or reuse, after a restart) a clean checkout of `sha` at `dest`.
+pub fn checkout(repo: &Path, sha: &str, dest: &Path) -> Result<PathBuf, RuntimeError> {
+    if dest.exists() {
+        if let Ok(r) = git2::Repository::open(dest) {
+            let head_ok = r
+                .head()
+                .ok()
+                .and_then(|h| h.target())
+                .map(|o| o.to_string())
+                .as_deref()
+                == Some(sha);
+            let clean = r.statuses(None).map(|s| s.is_empty()).unwrap_or(false);
+            if head_ok && clean {
+                return Ok(dest.to_owned());
+            }
+        }
+        std::fs::remove_dir_all(dest)
+            .map_err(|e| RuntimeError::io("remove stale checkout", dest, e))?;
+    }
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| RuntimeError::io("create", parent, e))?;
+    }
+    let src = repo
+        .canonicalize()
+        .map_err(|e| RuntimeError::io("resolve", repo, e))?;
+    let url = src.to_string_lossy().into_owned();
+    let tmp = dest.with_extension("partial");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| RuntimeError::io("remove", &tmp, e))?;
+    }
+    let r = git2::build::RepoBuilder::new()
+        .clone(&url, &tmp)
+        .map_err(|e| {
+            RuntimeError::Git(format!(
+                "failed to clone {url} into {}: {}",
+                tmp.display(),
+                e.message()
+            ))
+        })?;
+    let oid = git2::Oid::from_str(sha)
+        .map_err(|e| RuntimeError::Git(format!("bad commit id {sha:?}: {}", e.message())))?;
+    r.find_commit(oid).map_err(|e| {
+        RuntimeError::Git(format!(
+            "commit {sha} is not reachable from any ref of {url}: {}",
+            e.message()
+        ))
+    })?;
+    r.set_head_detached(oid)
+        .map_err(|e| RuntimeError::git(&tmp, "detach HEAD", e))?;
+    r.checkout_head(Some(git2::build::CheckoutBuilder::new().force()))
+        .map_err(|e| RuntimeError::git(&tmp, "check out", e))?;
+    drop(r);
+    std::fs::rename(&tmp, dest)
+        .map_err(|e| RuntimeError::io("move checkout into place at", dest, e))?;
+    Ok(dest.to_owned())
+}

@@ -1,0 +1,116 @@
+//! Running gate commands: `sh -c` in the run's checkout, output to a log file, a timeout
+//! that kills the whole process group, and the tail of the output for failure details.
+
+use crate::RuntimeError;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How many bytes of output end up in a failure detail.
+pub const TAIL_BYTES: u64 = 2048;
+
+/// The result of a finished command.
+#[derive(Debug, Clone)]
+pub struct CommandOutcome {
+    /// Exit code, if it exited.
+    pub code: Option<i32>,
+    /// True when it was killed for exceeding its timeout.
+    pub timed_out: bool,
+    /// The last [`TAIL_BYTES`] of combined stdout/stderr.
+    pub tail: String,
+    /// Wall time in seconds.
+    pub seconds: f64,
+}
+
+impl CommandOutcome {
+    /// Exited 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0) && !self.timed_out
+    }
+
+    /// "exit code 2" / "timed out after …" / "killed by a signal".
+    pub fn describe(&self, timeout: Duration) -> String {
+        if self.timed_out {
+            format!("timed out after {}s and was killed", timeout.as_secs())
+        } else {
+            match self.code {
+                Some(c) => format!("exited with code {c}"),
+                None => "was killed by a signal".to_owned(),
+            }
+        }
+    }
+}
+
+/// Run `command` with `sh -c` in `cwd`, appending output to `log`.
+pub fn run_shell(
+    command: &str,
+    cwd: &Path,
+    env: &[(&str, String)],
+    timeout: Duration,
+    log: &Path,
+) -> Result<CommandOutcome, RuntimeError> {
+    if let Some(parent) = log.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| RuntimeError::io("create log directory", parent, e))?;
+    }
+    let out = File::create(log).map_err(|e| RuntimeError::io("create log file", log, e))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| RuntimeError::io("open log file", log, e))?;
+    let started = Instant::now();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(command)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| RuntimeError::io("start `sh -c` for", Path::new(command), e))?;
+    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let mut timed_out = false;
+    let status = loop {
+        match child
+            .try_wait()
+            .map_err(|e| RuntimeError::io("wait for", Path::new(command), e))?
+        {
+            Some(status) => break status,
+            None if started.elapsed() >= timeout => {
+                timed_out = true;
+                let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+                break child
+                    .wait()
+                    .map_err(|e| RuntimeError::io("wait for", Path::new(command), e))?;
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    // Reap stragglers left in the group (background jobs of the script).
+    let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+    Ok(CommandOutcome {
+        code: status.code(),
+        timed_out,
+        tail: tail(log),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The last [`TAIL_BYTES`] of a file, lossily decoded.
+pub fn tail(path: &Path) -> String {
+    let Ok(mut f) = File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(TAIL_BYTES)));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).trim().to_owned()
+}

@@ -1,0 +1,107 @@
+//! Reading the TEST gate's JUnit XML report (with nextest's `quick-junit`).
+
+use crate::RuntimeError;
+use fleetgate_core::TestCounts;
+use quick_junit::{NonSuccessKind, Report, TestCaseStatus};
+use std::path::Path;
+
+/// Largest report read.
+pub const MAX_REPORT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Count the test cases of a report on disk.
+pub fn read_counts(path: &Path) -> Result<TestCounts, RuntimeError> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| RuntimeError::io("read JUnit report", path, e))?;
+    if meta.len() > MAX_REPORT_BYTES {
+        return Err(RuntimeError::Report(format!(
+            "JUnit report {} is {} bytes, over the {} byte limit",
+            path.display(),
+            meta.len(),
+            MAX_REPORT_BYTES
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| RuntimeError::io("read JUnit report", path, e))?;
+    parse_counts(&text).map_err(|e| {
+        RuntimeError::Report(format!(
+            "JUnit report {} is not valid JUnit XML: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// Count the test cases of a report. Accepts a `<testsuites>` root or a single
+/// `<testsuite>` root (as some runners write).
+pub fn parse_counts(xml: &str) -> Result<TestCounts, String> {
+    let body = xml.trim_start_matches('\u{feff}').trim_start();
+    let body = if body.starts_with("<?xml") {
+        body.split_once("?>")
+            .map(|(_, r)| r)
+            .unwrap_or(body)
+            .trim_start()
+    } else {
+        body
+    };
+    let report = if body.starts_with("<testsuite ") || body.starts_with("<testsuite>") {
+        Report::deserialize_from_str(&format!("<testsuites>{body}</testsuites>"))
+    } else {
+        Report::deserialize_from_str(body)
+    }
+    .map_err(|e| e.to_string())?;
+    let mut c = TestCounts {
+        passed: 0,
+        failed: 0,
+        errored: 0,
+        skipped: 0,
+    };
+    for suite in &report.test_suites {
+        for case in &suite.test_cases {
+            match &case.status {
+                TestCaseStatus::Success { .. } => c.passed += 1,
+                TestCaseStatus::NonSuccess {
+                    kind: NonSuccessKind::Failure,
+                    ..
+                } => c.failed += 1,
+                TestCaseStatus::NonSuccess {
+                    kind: NonSuccessKind::Error,
+                    ..
+                } => c.errored += 1,
+                TestCaseStatus::Skipped { .. } => c.skipped += 1,
+            }
+        }
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_every_status_in_both_root_forms() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<testsuites name="t" tests="5" failures="1" errors="1">
+  <testsuite name="s" tests="5" failures="1" errors="1" skipped="1">
+    <testcase name="a"/>
+    <testcase name="b"/>
+    <testcase name="c"><failure message="boom">trace</failure></testcase>
+    <testcase name="d"><error message="panic"/></testcase>
+    <testcase name="e"><skipped/></testcase>
+  </testsuite>
+</testsuites>"#;
+        let c = parse_counts(xml).unwrap();
+        assert_eq!(
+            c,
+            TestCounts {
+                passed: 2,
+                failed: 1,
+                errored: 1,
+                skipped: 1
+            }
+        );
+        let single = r#"<?xml version="1.0"?><testsuite name="s" tests="1"><testcase name="a"/></testsuite>"#;
+        assert_eq!(parse_counts(single).unwrap().passed, 1);
+        assert!(parse_counts("not xml at all").is_err());
+        assert!(parse_counts("<testsuites><testsuite name=\"s\"><testcase").is_err());
+    }
+}

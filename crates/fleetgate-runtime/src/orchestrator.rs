@@ -1,0 +1,314 @@
+//! The orchestrator: start, advance, run, rollback, status — over the durable state.
+
+use crate::gates::{self, GateContext, resolve};
+use crate::{RuntimeError, codehash, now};
+use fleetgate_core::config::Config;
+use fleetgate_core::{
+    Command, Event, PipelineState, Stage, TransitionError, Verdict, Version, handle,
+};
+use fleetgate_store::{OrchestratorLock, StateDir, TransactError};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What happened during `advance`/`run`, for progress display.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// A gate started.
+    GateStarted {
+        /// Stage.
+        stage: Stage,
+        /// Version.
+        version: String,
+    },
+    /// A gate returned a verdict that was committed.
+    GateFinished {
+        /// Stage.
+        stage: Stage,
+        /// Verdict.
+        verdict: Verdict,
+        /// Stage after the commit.
+        now_at: Stage,
+    },
+    /// A gate result was discarded because the run moved on (rollback).
+    Discarded {
+        /// Stage the gate was for.
+        stage: Stage,
+        /// Why.
+        reason: String,
+    },
+    /// Waiting before checking a pending gate again.
+    Waiting {
+        /// Stage.
+        stage: Stage,
+        /// Seconds.
+        secs: u64,
+    },
+}
+
+/// The result of one `advance`.
+#[derive(Debug, Clone)]
+pub struct AdvanceReport {
+    /// The gate evaluated.
+    pub stage: Stage,
+    /// Its verdict.
+    pub verdict: Verdict,
+    /// False when the verdict was discarded (a rollback landed meanwhile).
+    pub committed: bool,
+    /// The state after.
+    pub state: PipelineState,
+}
+
+/// Find and load the config: `--config PATH`, else `$FLEETGATE_CONFIG`, else
+/// `./fleetgate.toml`. Returns the config and the directory paths are relative to.
+pub fn load_config(path: Option<&Path>) -> Result<(Config, PathBuf), RuntimeError> {
+    let path: PathBuf = match path {
+        Some(p) => p.to_owned(),
+        None => std::env::var_os("FLEETGATE_CONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("fleetgate.toml")),
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        RuntimeError::Config(format!(
+            "failed to read config file {}: {e} (create one with `fleetgate init`, or pass --config PATH)",
+            path.display()
+        ))
+    })?;
+    let cfg = Config::parse(&text, |k| std::env::var(k).ok())
+        .map_err(|e| RuntimeError::Config(format!("{} (in {})", e, path.display())))?;
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_owned();
+    let base = base
+        .canonicalize()
+        .map_err(|e| RuntimeError::io("resolve config directory", &base, e))?;
+    Ok((cfg, base))
+}
+
+/// Roll back the run in the state directory `state_dir` (needs no orchestrator lock: it
+/// wins over a gate that is running in another process).
+pub fn rollback_in(state_dir: &Path, reason: &str) -> Result<PipelineState, RuntimeError> {
+    let store = StateDir::open(state_dir)?;
+    let state = store
+        .transact(|s| {
+            handle(
+                s,
+                Event::Rollback {
+                    reason: reason.to_owned(),
+                    now: now(),
+                },
+            )
+            .map(|_| s.clone())
+        })
+        .map_err(flatten)?;
+    store.archive_run(&state)?;
+    Ok(state)
+}
+
+fn flatten(e: TransactError<TransitionError>) -> RuntimeError {
+    match e {
+        TransactError::Store(s) => RuntimeError::Store(s),
+        TransactError::Rejected(t) => RuntimeError::Transition(t),
+    }
+}
+
+/// An orchestrator bound to one config and state directory.
+#[derive(Debug)]
+pub struct Orchestrator {
+    ctx: GateContext,
+    store: StateDir,
+    _lock: Option<OrchestratorLock>,
+}
+
+impl Orchestrator {
+    /// Open without taking the orchestrator lock (for reads, `start`, `rollback`).
+    pub fn open_shared(cfg: Config, base: &Path) -> Result<Orchestrator, RuntimeError> {
+        let state_dir = resolve(base, &cfg.state_dir);
+        let repo = resolve(base, &cfg.repo);
+        let store = StateDir::open(&state_dir)?;
+        Ok(Orchestrator {
+            ctx: GateContext {
+                cfg,
+                base: base.to_owned(),
+                repo,
+                state_dir,
+            },
+            store,
+            _lock: None,
+        })
+    }
+
+    /// Open and take the exclusive orchestrator lock (for `advance`, `run`, `watch`).
+    pub fn open(cfg: Config, base: &Path) -> Result<Orchestrator, RuntimeError> {
+        let mut o = Orchestrator::open_shared(cfg, base)?;
+        o._lock = Some(o.store.lock_orchestrator()?);
+        Ok(o)
+    }
+
+    /// The config.
+    pub fn config(&self) -> &Config {
+        &self.ctx.cfg
+    }
+
+    /// The gate context.
+    pub fn context(&self) -> &GateContext {
+        &self.ctx
+    }
+
+    /// The state directory.
+    pub fn store(&self) -> &StateDir {
+        &self.store
+    }
+
+    /// The current state.
+    pub fn status(&self) -> Result<PipelineState, RuntimeError> {
+        Ok(self.store.load()?)
+    }
+
+    /// Resolve the commit for a version: `git_sha` if given (any revision), else the tag
+    /// named like the version. Fails closed when neither exists.
+    pub fn resolve_version(
+        &self,
+        version: &Version,
+        git_sha: Option<&str>,
+    ) -> Result<String, RuntimeError> {
+        match git_sha {
+            Some(rev) => codehash::resolve_commit(&self.ctx.repo, rev),
+            None => codehash::resolve_commit(
+                &self.ctx.repo,
+                &format!("refs/tags/{}", version.as_str()),
+            )
+            .map_err(|_| {
+                RuntimeError::Git(format!(
+                    "no tag named {version} in {}; tag the release commit or pass --git-sha REV",
+                    self.ctx.repo.display()
+                ))
+            }),
+        }
+    }
+
+    /// Start a run of `version`.
+    pub fn start(
+        &self,
+        version: &str,
+        git_sha: Option<&str>,
+    ) -> Result<PipelineState, RuntimeError> {
+        let version = Version::parse(version)?;
+        let sha = self.resolve_version(&version, git_sha)?;
+        let run_id = new_run_id(&version);
+        self.store
+            .transact(|s| {
+                handle(
+                    s,
+                    Event::Start {
+                        version: version.clone(),
+                        git_sha: sha.clone(),
+                        run_id: run_id.clone(),
+                        now: now(),
+                    },
+                )
+                .map(|_| s.clone())
+            })
+            .map_err(flatten)
+    }
+
+    /// Roll back the current run.
+    pub fn rollback(&self, reason: &str) -> Result<PipelineState, RuntimeError> {
+        rollback_in(self.store.path(), reason)
+    }
+
+    /// Evaluate the current stage's gate once and commit its verdict (compare-and-swap on
+    /// stage and epoch: discarded if a rollback landed meanwhile).
+    pub fn advance(
+        &self,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<AdvanceReport, RuntimeError> {
+        let snapshot = self.store.load()?;
+        let stage = snapshot.stage;
+        if !stage.is_gated() {
+            return Err(RuntimeError::Config(format!(
+                "no run in progress (the pipeline is at `{stage}`); start one with `fleetgate start <version>`"
+            )));
+        }
+        let epoch = snapshot.epoch;
+        progress(Progress::GateStarted {
+            stage,
+            version: snapshot.version.clone(),
+        });
+        let (verdict, facts) = gates::evaluate(&self.ctx, &snapshot, stage);
+        let event = Event::GateEvaluated {
+            stage,
+            epoch,
+            verdict: verdict.clone(),
+            facts,
+            now: now(),
+        };
+        let committed = self.store.transact(|s| {
+            let cmds = handle(s, event)?;
+            Ok::<_, TransitionError>((s.clone(), cmds))
+        });
+        match committed {
+            Ok((state, cmds)) => {
+                progress(Progress::GateFinished {
+                    stage,
+                    verdict: verdict.clone(),
+                    now_at: state.stage,
+                });
+                if cmds.iter().any(|c| matches!(c, Command::Finished { .. })) {
+                    self.store.archive_run(&state)?;
+                }
+                Ok(AdvanceReport {
+                    stage,
+                    verdict,
+                    committed: true,
+                    state,
+                })
+            }
+            Err(TransactError::Rejected(e @ TransitionError::Stale { .. })) => {
+                progress(Progress::Discarded {
+                    stage,
+                    reason: e.to_string(),
+                });
+                Ok(AdvanceReport {
+                    stage,
+                    verdict,
+                    committed: false,
+                    state: self.store.load()?,
+                })
+            }
+            Err(e) => Err(flatten(e)),
+        }
+    }
+
+    /// Advance until the run reaches a terminal state, sleeping between pending checks.
+    pub fn run(&self, progress: &mut dyn FnMut(Progress)) -> Result<PipelineState, RuntimeError> {
+        loop {
+            let state = self.store.load()?;
+            if !state.stage.is_gated() {
+                return Ok(state);
+            }
+            let report = self.advance(progress)?;
+            if report.committed && report.verdict.outcome == fleetgate_core::Outcome::Pending {
+                let secs = u64::try_from(self.ctx.cfg.run.poll_interval_secs).unwrap_or(5);
+                progress(Progress::Waiting {
+                    stage: report.stage,
+                    secs,
+                });
+                std::thread::sleep(Duration::from_secs(secs));
+            }
+        }
+    }
+}
+
+fn new_run_id(version: &Version) -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "{}-{}-{:04x}",
+        t.as_secs(),
+        version.as_str(),
+        (t.subsec_nanos() ^ std::process::id()) & 0xffff
+    )
+}
