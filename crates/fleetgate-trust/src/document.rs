@@ -251,9 +251,11 @@ pub fn add_signature(signed: &[u8], key: &SigningKey) -> Result<Vec<u8>, SignErr
     Ok(render(&obj))
 }
 
+/// Lowercase hex only, so one signature has exactly one encoding.
 fn decode_sig(text: &str) -> Option<[u8; 64]> {
     let mut sig = [0u8; 64];
-    (text.len() == 128 && hex::decode_to_slice(text, &mut sig).is_ok()).then_some(sig)
+    let lower = text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    (lower && text.len() == 128 && hex::decode_to_slice(text, &mut sig).is_ok()).then_some(sig)
 }
 
 /// Verifies a signed document read from a file or a peer: size limit
@@ -329,7 +331,7 @@ fn collect_claims(obj: &Map<String, Value>, what: &'static str) -> Result<Vec<Cl
     let sig_hex = |field: &str, v: &str| {
         decode_sig(v).ok_or_else(|| {
             malformed(format!(
-                "{field} is not a 128-hex-character Ed25519 signature"
+                "{field} is not a 128-character lowercase-hex Ed25519 signature"
             ))
         })
     };

@@ -13,17 +13,19 @@
 //! (loudly) on a machine without it.
 
 use fleetgate_trust::{
-    rfc3339_seconds, sign_manifest_value, to_canonical_bytes, unix_now, verify_with_pubkey,
-    Manifest, SigningKey, VerifyError,
+    Manifest, SigningKey, VerifyError, rfc3339_seconds, sign_manifest_value, to_canonical_bytes,
+    unix_now, verify_with_pubkey,
 };
 use proptest::prelude::*;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
 fn python_available() -> bool {
     if std::env::var_os("FLEETGATE_SKIP_PYTHON_TESTS").is_some() {
-        eprintln!("!!!!! SKIPPED: FLEETGATE_SKIP_PYTHON_TESTS is set; Python byte-compatibility NOT checked !!!!!");
+        eprintln!(
+            "!!!!! SKIPPED: FLEETGATE_SKIP_PYTHON_TESTS is set; Python byte-compatibility NOT checked !!!!!"
+        );
         return false;
     }
     true
@@ -132,7 +134,10 @@ fn has_cryptography() -> bool {
         return false;
     }
     let ok = Command::new("python3")
-        .args(["-c", "import cryptography.hazmat.primitives.asymmetric.ed25519"])
+        .args([
+            "-c",
+            "import cryptography.hazmat.primitives.asymmetric.ed25519",
+        ])
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
@@ -197,7 +202,11 @@ fn hart_signed_manifest_verifies_in_fleetgate() {
         .args(["-c", HART_SIGN, &hex::encode(seed)])
         .output()
         .expect("python3");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let key = SigningKey::from_seed(&seed);
     let verified = verify_with_pubkey(&out.stdout, &key.public_key_hex(), unix_now())
         .expect("a HART-signed manifest verifies in fleetgate");
@@ -250,7 +259,11 @@ fn fleetgate_signed_manifest_verifies_in_hart_verifier() {
     let signed = sign_manifest_value(&fleetgate_manifest_value(&key), &[&key]).expect("sign");
     let obj: Map<String, Value> = serde_json::from_slice(&signed).expect("json");
     let sig_fields: Vec<&String> = obj.keys().filter(|k| k.contains("signature")).collect();
-    assert_eq!(sig_fields, vec!["master_signature"], "exactly one signature field");
+    assert_eq!(
+        sig_fields,
+        vec!["master_signature"],
+        "exactly one signature field"
+    );
 
     let run = |bytes: &[u8]| {
         let mut child = Command::new("python3")
@@ -260,16 +273,27 @@ fn fleetgate_signed_manifest_verifies_in_hart_verifier() {
             .stderr(Stdio::piped())
             .spawn()
             .expect("python3");
-        child.stdin.take().expect("stdin").write_all(bytes).expect("write");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(bytes)
+            .expect("write");
         child.wait_with_output().expect("python3 ran")
     };
     let out = run(&signed);
-    assert!(out.status.success(), "HART verifier refused a fleetgate manifest: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "HART verifier refused a fleetgate manifest: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The bytes HART signs/verifies are exactly ours.
     let verified = verify_with_pubkey(&signed, &key.public_key_hex(), unix_now()).expect("verify");
     assert_eq!(out.stdout, verified.signed_bytes);
 
     // The HART verifier really can fail: tamper one signed byte.
-    let text = String::from_utf8(signed).expect("utf8").replace("v3.1.0", "v3.1.1");
+    let text = String::from_utf8(signed)
+        .expect("utf8")
+        .replace("v3.1.0", "v3.1.1");
     assert_eq!(run(text.as_bytes()).status.code(), Some(1));
 }

@@ -18,8 +18,12 @@ enum Outcome {
 
 #[test]
 fn every_wycheproof_vector_gives_its_expected_result() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/wycheproof-ed25519_test.json");
-    let data: Value = serde_json::from_slice(&std::fs::read(path).expect("vector file")).expect("json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/wycheproof-ed25519_test.json"
+    );
+    let data: Value =
+        serde_json::from_slice(&std::fs::read(path).expect("vector file")).expect("json");
     let mut total = 0u64;
     let mut valid = 0u64;
     let mut deviations = Vec::new();
@@ -36,7 +40,9 @@ fn every_wycheproof_vector_gives_its_expected_result() {
             let expected = match t["result"].as_str().expect("result") {
                 "valid" => Outcome::Valid,
                 "invalid" => Outcome::Invalid,
-                other => panic!("tcId {id}: unexpected result {other:?} (no 'acceptable' in this file)"),
+                other => {
+                    panic!("tcId {id}: unexpected result {other:?} (no 'acceptable' in this file)")
+                }
             };
             let got = match (&pk, <[u8; 64]>::try_from(sig.as_slice())) {
                 (Some(pk), Ok(sig)) if pk.verify_strict(&msg, &sig).is_ok() => Outcome::Valid,
@@ -46,13 +52,24 @@ fn every_wycheproof_vector_gives_its_expected_result() {
                 valid += 1;
             }
             if got != expected {
-                deviations.push((id, format!("expected {expected:?}, got {got:?} ({})", t["comment"])));
+                deviations.push((
+                    id,
+                    format!("expected {expected:?}, got {got:?} ({})", t["comment"]),
+                ));
             }
         }
     }
-    assert_eq!(total, data["numberOfTests"].as_u64().expect("numberOfTests"), "all vectors ran");
+    assert_eq!(
+        total,
+        data["numberOfTests"].as_u64().expect("numberOfTests"),
+        "all vectors ran"
+    );
     let ids: Vec<u64> = deviations.iter().map(|d| d.0).collect();
     let known: Vec<u64> = KNOWN_DEVIATIONS.iter().map(|d| d.0).collect();
     assert_eq!(ids, known, "deviations from Wycheproof: {deviations:#?}");
-    eprintln!("wycheproof: {total} vectors, {valid} valid, {} invalid, {} known deviations", total - valid, known.len());
+    eprintln!(
+        "wycheproof: {total} vectors, {valid} valid, {} invalid, {} known deviations",
+        total - valid,
+        known.len()
+    );
 }
