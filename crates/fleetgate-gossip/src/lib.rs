@@ -32,8 +32,12 @@
 //! `FLEETGATE_SIM_SEEDS=<seed>`. `cargo run --release -p fleetgate-gossip --example
 //! figures` prints rounds and messages to full coverage for N = 1k, 10k, 100k.
 
+pub mod fixtures;
 pub mod node;
 pub mod rng;
+pub mod sim;
+pub mod transport;
+mod trust_adapter;
 pub mod verify;
 pub mod wire;
 
@@ -41,5 +45,7 @@ pub use node::{
     ConfigError, Delivered, DropReason, GossipConfig, Input, Node, NodeError, Output, PeerAddr,
     PeerList, SendKind, Source, Stats,
 };
+pub use transport::{LinkModel, MemNetwork, MemTransport, Transport, TransportError, UdpTransport};
+pub use trust_adapter::{TrustVerifier, reject_of};
 pub use verify::{CachingVerifier, ManifestKind, Reject, Verified, Verifier};
 pub use wire::{DecodeError, Head, MAX_MANIFEST_BYTES, MAX_MESSAGE_BYTES, Message};

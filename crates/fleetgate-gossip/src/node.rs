@@ -43,6 +43,10 @@ pub struct GossipConfig {
     /// Retransmit multiplier: a node sends one manifest at most
     /// `retransmit_mult × ⌈log₁₀(n+1)⌉` times in the push phase (default 4).
     pub retransmit_mult: u32,
+    /// Push transmissions a node gives up each time it receives a push of the manifest it
+    /// already holds: a duplicate means the rumor is already widespread (rumor
+    /// mongering's "loss of interest"; default 1, 0 disables).
+    pub duplicate_cost: u32,
     /// Anti-entropy period in milliseconds (`anti_entropy_secs`, default 10 s).
     /// `None` disables anti-entropy (push only; used to measure the push phase).
     pub anti_entropy_interval_ms: Option<u64>,
@@ -51,6 +55,10 @@ pub struct GossipConfig {
     pub pull_timeout_ms: u64,
     /// Extra peers asked when an anti-entropy exchange goes unanswered (default 3).
     pub pull_retries: u32,
+    /// Pulls made, one per round, when a node starts or comes back after more than an
+    /// anti-entropy interval away, until a peer holding a manifest at least as new as
+    /// its own answers (default 5).
+    pub catch_up_pulls: u32,
     /// Answers (to digests and stale pushes) sent per round at most; limits the
     /// amplification a spoofed sender can cause (default 64).
     pub max_replies_per_round: u32,
@@ -65,9 +73,11 @@ impl Default for GossipConfig {
             fanout: 3,
             round_interval_ms: 1000,
             retransmit_mult: 4,
+            duplicate_cost: 1,
             anti_entropy_interval_ms: Some(10_000),
             pull_timeout_ms: 1000,
             pull_retries: 3,
+            catch_up_pulls: 5,
             max_replies_per_round: 64,
             max_learned_peers: 4096,
         }
@@ -300,7 +310,7 @@ impl DropReason {
             DropReason::Equivocation => 3,
             DropReason::RateLimited => 4,
             DropReason::Unsolicited => 5,
-            DropReason::Unverified(r) => 6 + r as usize,
+            DropReason::Unverified(r) => 6 + r.index(),
         }
     }
 
@@ -468,6 +478,7 @@ pub struct Node<V> {
     next_round_ms: u64,
     next_ae_ms: u64,
     pending: Option<PendingPull>,
+    catch_up_left: u32,
     replies_this_round: u32,
     stats: Stats,
     scratch: Vec<PeerAddr>,
@@ -503,6 +514,7 @@ impl<V: Verifier> Node<V> {
             next_round_ms: 0,
             next_ae_ms: 0,
             pending: None,
+            catch_up_left: 0,
             replies_this_round: 0,
             stats: Stats::default(),
             scratch: Vec::new(),
@@ -548,6 +560,11 @@ impl<V: Verifier> Node<V> {
     /// Peers known (static and learned), excluding this node.
     pub fn peer_count(&self) -> usize {
         self.members.peer_count()
+    }
+
+    /// Is the node still making its start-up / return catch-up pulls?
+    pub fn catching_up(&self) -> bool {
+        self.catch_up_left > 0 || self.pending.is_some()
     }
 
     /// Push transmissions left for the held manifest.
@@ -601,12 +618,20 @@ impl<V: Verifier> Node<V> {
         if now_ms < self.now_ms {
             return;
         }
+        let gap = now_ms - self.now_ms;
         self.now_ms = now_ms;
-        if !self.started {
+        let away = self
+            .cfg
+            .anti_entropy_interval_ms
+            .is_some_and(|interval| gap > interval);
+        if !self.started || away {
+            // Start-up, or back after being away (suspended, powered off) for longer
+            // than an anti-entropy interval: catch up now, one pull per round, until a
+            // peer that holds something answers.
             self.started = true;
             self.next_round_ms = now_ms;
-            // Pull at once on start-up: a restarted node syncs without waiting.
             self.next_ae_ms = now_ms;
+            self.catch_up_left = self.cfg.catch_up_pulls;
         }
         if now_ms >= self.next_round_ms {
             self.next_round_ms = now_ms + self.cfg.round_interval_ms;
@@ -619,15 +644,23 @@ impl<V: Verifier> Node<V> {
             self.pending = None;
             if p.retries_left > 0 {
                 self.start_pull(p.retries_left - 1, Some(p.peer), out);
+            } else if self.cfg.catch_up_pulls > 0 {
+                // No peer answered at all: this node is probably cut off. Keep pulling
+                // (one digest per round) so it catches up as soon as the network heals.
+                self.catch_up_left = self.cfg.catch_up_pulls;
             }
         }
-        if let Some(interval) = self.cfg.anti_entropy_interval_ms
-            && now_ms >= self.next_ae_ms
-        {
-            // Jitter down by up to a quarter so nodes do not stay in lock-step.
-            let jitter = self.rng.below(interval / 4 + 1);
-            self.next_ae_ms = now_ms + interval - jitter;
-            if self.pending.is_none() {
+        if let Some(interval) = self.cfg.anti_entropy_interval_ms {
+            if now_ms >= self.next_ae_ms {
+                // Jitter down by up to a quarter so nodes do not stay in lock-step.
+                let jitter = self.rng.below(interval / 4 + 1);
+                self.next_ae_ms = now_ms + interval - jitter;
+                if self.pending.is_none() {
+                    self.catch_up_left = self.catch_up_left.saturating_sub(1);
+                    self.start_pull(self.cfg.pull_retries, None, out);
+                }
+            } else if self.catch_up_left > 0 && self.pending.is_none() {
+                self.catch_up_left -= 1;
                 self.start_pull(self.cfg.pull_retries, None, out);
             }
         }
@@ -671,8 +704,18 @@ impl<V: Verifier> Node<V> {
 
     fn on_publish(&mut self, manifest: &[u8], out: &mut Vec<Output>) {
         match self.accept(Source::Local, manifest, out) {
-            Some(v) => out.push(Output::Published(v)),
-            None => {}
+            Accepted::Installed(v) => out.push(Output::Published(v)),
+            // Publishing what is already held again (an orchestrator re-issuing its
+            // command after a restart) re-arms the rumor.
+            Accepted::Duplicate => {
+                if let Some(cur) = &self.current {
+                    let v = cur.verified;
+                    self.budget_left = self.cfg.retransmit_budget(self.members.peer_count() + 1);
+                    out.push(Output::Published(v));
+                }
+            }
+            // Refusals were reported as drops.
+            Accepted::Stale | Accepted::Refused => {}
         }
     }
 
@@ -684,12 +727,18 @@ impl<V: Verifier> Node<V> {
         };
         self.members.learn(from);
         match msg {
-            Message::Push(m) => self.on_manifest(from, &m, out),
+            Message::Push(m) => self.on_manifest(from, &m, true, out),
             Message::Manifest(m) => {
                 if self.pending.is_some_and(|p| p.peer == from) {
                     self.pending = None;
+                    let before = self.head();
+                    self.on_manifest(from, &m, false, out);
+                    if self.head() != before {
+                        self.catch_up_left = 0;
+                    }
+                } else {
+                    self.on_manifest(from, &m, false, out);
                 }
-                self.on_manifest(from, &m, out);
             }
             Message::Digest(theirs) => {
                 if !self.take_reply_budget(from, out) {
@@ -710,6 +759,10 @@ impl<V: Verifier> Node<V> {
                     return self.drop(Source::Peer(from), DropReason::Unsolicited, out);
                 }
                 self.pending = None;
+                if theirs.is_some() && !is_newer(self.head(), theirs) {
+                    // A peer that holds something at least as new: we are in sync.
+                    self.catch_up_left = 0;
+                }
                 if is_newer(self.head(), theirs)
                     && let Some(cur) = &self.current
                 {
@@ -729,65 +782,63 @@ impl<V: Verifier> Node<V> {
         true
     }
 
-    fn on_manifest(&mut self, from: PeerAddr, manifest: &[u8], out: &mut Vec<Output>) {
-        if self.accept(Source::Peer(from), manifest, out).is_none()
-            && let Some(Output::Drop {
-                reason: DropReason::Stale,
-                ..
-            }) = out.last()
-            && let Some(cur) = &self.current
-        {
-            // The sender is behind (e.g. still pushing a release we already hold a
-            // rollback for): bring it forward.
-            let msg = Arc::clone(&cur.manifest_msg);
-            if self.take_reply_budget(from, out) {
-                self.send(from, msg, SendKind::Manifest, out);
+    fn on_manifest(&mut self, from: PeerAddr, manifest: &[u8], push: bool, out: &mut Vec<Output>) {
+        match self.accept(Source::Peer(from), manifest, out) {
+            Accepted::Installed(_) | Accepted::Refused => {}
+            Accepted::Duplicate => {
+                if push {
+                    self.budget_left = self.budget_left.saturating_sub(self.cfg.duplicate_cost);
+                }
+            }
+            Accepted::Stale => {
+                // The sender is behind (e.g. still pushing a release we already hold a
+                // rollback for): bring it forward.
+                if let Some(cur) = &self.current {
+                    let msg = Arc::clone(&cur.manifest_msg);
+                    if self.take_reply_budget(from, out) {
+                        self.send(from, msg, SendKind::Manifest, out);
+                    }
+                }
             }
         }
     }
 
-    /// Verify and install `manifest` if newer. Returns the verified facts when it was
-    /// installed.
-    fn accept(
-        &mut self,
-        source: Source,
-        manifest: &[u8],
-        out: &mut Vec<Output>,
-    ) -> Option<Verified> {
+    /// Verify and install `manifest` if newer.
+    fn accept(&mut self, source: Source, manifest: &[u8], out: &mut Vec<Output>) -> Accepted {
         if let Some(cur) = &self.current
             && *cur.manifest == *manifest
         {
             // Identical bytes to what we verified already: a duplicate.
             self.stats.duplicates += 1;
-            return None;
+            return Accepted::Duplicate;
         }
         let v = match self.verifier.verify(manifest, self.now_ms / 1000) {
             Ok(v) => v,
             Err(r) => {
                 self.drop(source, DropReason::Unverified(r), out);
-                return None;
+                return Accepted::Refused;
             }
         };
         if let Some(cur) = &self.current {
             let held = cur.verified;
             if v.sequence < held.sequence {
                 self.drop(source, DropReason::Stale, out);
-                return None;
+                return Accepted::Stale;
             }
             if v.sequence == held.sequence {
                 if v.manifest_hash == held.manifest_hash {
                     self.stats.duplicates += 1;
-                } else {
-                    self.drop(source, DropReason::Equivocation, out);
+                    return Accepted::Duplicate;
                 }
-                return None;
+                self.drop(source, DropReason::Equivocation, out);
+                return Accepted::Refused;
             }
         }
         let cur = match make_current(v, manifest) {
             Ok(c) => c,
             Err(e) => {
                 self.drop(source, e.into(), out);
-                return None;
+                return Accepted::Refused;
             }
         };
         let manifest = Arc::clone(&cur.manifest);
@@ -803,8 +854,16 @@ impl<V: Verifier> Node<V> {
             }
             Source::Local => {}
         }
-        Some(v)
+        Accepted::Installed(v)
     }
+}
+
+/// Outcome of [`Node::accept`].
+enum Accepted {
+    Installed(Verified),
+    Duplicate,
+    Stale,
+    Refused,
 }
 
 fn make_current(v: Verified, manifest: &[u8]) -> Result<Current, DecodeError> {

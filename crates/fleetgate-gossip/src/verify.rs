@@ -51,7 +51,10 @@ pub enum Reject {
     /// Past its expiry time.
     #[error("manifest has expired")]
     Expired,
-    /// Sequence below this node's anti-rollback floor.
+    /// Signing key outside its validity window, or built in the future.
+    #[error("manifest is not valid yet")]
+    NotYetValid,
+    /// Sequence at or below this node's anti-rollback floor (a replay).
     #[error("manifest sequence is below the anti-rollback floor")]
     BelowFloor,
     /// Larger than the verifier accepts.
@@ -64,16 +67,32 @@ pub enum Reject {
 
 impl Reject {
     /// Every variant, in a fixed order (for counters).
-    pub const ALL: [Reject; 8] = [
+    pub const ALL: [Reject; 9] = [
         Reject::Malformed,
         Reject::Unsigned,
         Reject::BadSignature,
         Reject::UntrustedKey,
         Reject::Expired,
+        Reject::NotYetValid,
         Reject::BelowFloor,
         Reject::TooLarge,
         Reject::Other,
     ];
+
+    /// Position in [`Reject::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Reject::Malformed => 0,
+            Reject::Unsigned => 1,
+            Reject::BadSignature => 2,
+            Reject::UntrustedKey => 3,
+            Reject::Expired => 4,
+            Reject::NotYetValid => 5,
+            Reject::BelowFloor => 6,
+            Reject::TooLarge => 7,
+            Reject::Other => 8,
+        }
+    }
 
     /// Stable snake_case name for metrics.
     pub fn as_str(self) -> &'static str {
@@ -83,6 +102,7 @@ impl Reject {
             Reject::BadSignature => "bad_signature",
             Reject::UntrustedKey => "untrusted_key",
             Reject::Expired => "expired",
+            Reject::NotYetValid => "not_yet_valid",
             Reject::BelowFloor => "below_floor",
             Reject::TooLarge => "manifest_too_large",
             Reject::Other => "verification_failed",

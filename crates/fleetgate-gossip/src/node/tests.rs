@@ -371,6 +371,7 @@ fn answers_are_rate_limited_per_round() {
 fn pull_on_start_retries_unanswered_and_sends_manifest_to_a_peer_that_is_behind() {
     let cfg = GossipConfig {
         pull_retries: 2,
+        catch_up_pulls: 0,
         anti_entropy_interval_ms: Some(10_000),
         ..GossipConfig::default()
     };
@@ -517,4 +518,48 @@ fn drop_reason_names_are_unique() {
     names.dedup();
     assert_eq!(names.len(), n);
     assert_eq!(n, DropReason::SLOTS);
+}
+
+#[test]
+fn on_start_and_after_being_away_it_pulls_every_round_until_a_peer_with_data_answers() {
+    let cfg = GossipConfig {
+        catch_up_pulls: 5,
+        anti_entropy_interval_ms: Some(10_000),
+        ..GossipConfig::default()
+    };
+    let mut n = node_with(cfg, 10);
+    let digest_to = |out: &[Output]| -> Option<PeerAddr> {
+        sends(out)
+            .into_iter()
+            .find(|(_, k, _)| *k == SendKind::Digest)
+            .map(|(a, _, _)| a)
+    };
+    // Peers that hold nothing either: keep asking, once per round, 5 times in all.
+    let mut asked = 0;
+    for r in 0..8u64 {
+        if let Some(p) = digest_to(&n.handle(Input::Tick { now_ms: r * 1000 })) {
+            asked += 1;
+            n.handle(Input::Message {
+                from: p,
+                bytes: msg(Message::DigestReply(None)),
+            });
+        }
+    }
+    assert_eq!(asked, 5);
+    // Away for longer than an interval (60 s without a tick): catch up again, and stop
+    // as soon as a peer holding something at least as new answers.
+    let p = digest_to(&n.handle(Input::Tick { now_ms: 68_000 })).expect("pull on return");
+    let m = release(3);
+    n.handle(Input::Message {
+        from: p,
+        bytes: msg(Message::Manifest(m.clone())),
+    });
+    assert_eq!(n.head(), Some(head(&m, 3)));
+    for r in 69..75u64 {
+        assert_eq!(
+            digest_to(&n.handle(Input::Tick { now_ms: r * 1000 })),
+            None,
+            "round {r}"
+        );
+    }
 }
