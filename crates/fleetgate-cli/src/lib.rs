@@ -8,6 +8,7 @@
 //! Testing: the end-to-end tests in the workspace's top-level `tests/` run the real
 //! binary as a child process.
 
+mod demo;
 mod output;
 
 use anyhow::Context;
@@ -117,6 +118,9 @@ enum Cmd {
     /// Benchmark snapshots.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Run the demo: a sample application in a throwaway git repository, released
+    /// through the pipeline with progress, a timeline and a summary.
+    Demo(demo::DemoArgs),
     /// Show the effective configuration, or the environment variables that override it.
     Config {
         /// List the environment variables instead.
@@ -363,6 +367,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Bench(cmd) => bench(cfg_path, cmd),
+        Cmd::Demo(args) => demo::run(args),
     }
 }
 

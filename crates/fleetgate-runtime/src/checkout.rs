@@ -4,20 +4,21 @@
 use crate::RuntimeError;
 use std::path::{Path, PathBuf};
 
-/// Make (or reuse, after a restart) a clean checkout of `sha` at `dest`.
-pub fn checkout(repo: &Path, sha: &str, dest: &Path) -> Result<PathBuf, RuntimeError> {
+/// Make a checkout of `sha` at `dest`. With `fresh`, any existing directory is replaced
+/// by a new clone (BUILD starts from a pristine tree, also after a crash); otherwise an
+/// existing checkout at the same commit is reused, so later gates see the build's output.
+pub fn checkout(repo: &Path, sha: &str, dest: &Path, fresh: bool) -> Result<PathBuf, RuntimeError> {
     if dest.exists() {
-        if let Ok(r) = git2::Repository::open(dest) {
-            let head_ok = r
-                .head()
-                .ok()
-                .and_then(|h| h.target())
-                .map(|o| o.to_string())
-                .as_deref()
-                == Some(sha);
-            let clean = r.statuses(None).map(|s| s.is_empty()).unwrap_or(false);
-            if head_ok && clean {
-                return Ok(dest.to_owned());
+        if !fresh {
+            if let Ok(r) = git2::Repository::open(dest) {
+                let head = r
+                    .head()
+                    .ok()
+                    .and_then(|h| h.target())
+                    .map(|o| o.to_string());
+                if head.as_deref() == Some(sha) {
+                    return Ok(dest.to_owned());
+                }
             }
         }
         std::fs::remove_dir_all(dest)

@@ -126,7 +126,12 @@ fn run_step(
     command: &str,
     t: Option<i64>,
 ) -> Result<(Option<Verdict>, serde_json::Value, PathBuf), RuntimeError> {
-    let dir = checkout(&ctx.repo, &state.git_sha, &ctx.checkout_dir(state))?;
+    let dir = checkout(
+        &ctx.repo,
+        &state.git_sha,
+        &ctx.checkout_dir(state),
+        stage == Stage::Building,
+    )?;
     let log = ctx.log_path(state, stage);
     let limit = timeout(t);
     let out = run_shell(command, &dir, &ctx.env(state, stage), limit, &log)?;
@@ -208,7 +213,7 @@ fn test(ctx: &GateContext, state: &PipelineState) -> Result<Verdict, RuntimeErro
             json!({"missing": "stages.test.junit_report"}),
         ));
     };
-    let dir = checkout(&ctx.repo, &state.git_sha, &ctx.checkout_dir(state))?;
+    let dir = checkout(&ctx.repo, &state.git_sha, &ctx.checkout_dir(state), false)?;
     let report_path = dir.join(report);
     // A report left from an earlier attempt must never be read as this run's result.
     let _ = std::fs::remove_file(&report_path);
@@ -300,7 +305,7 @@ pub fn capture(
             json!({"missing": "stages.benchmark.results"}),
         )));
     };
-    let dir = checkout(&ctx.repo, &state.git_sha, &ctx.checkout_dir(state))?;
+    let dir = checkout(&ctx.repo, &state.git_sha, &ctx.checkout_dir(state), false)?;
     let results_path = dir.join(results);
     let _ = std::fs::remove_file(&results_path);
     let (failed, run, _) = run_step(ctx, state, Stage::Benchmarking, cmd, b.timeout_secs)?;

@@ -1,0 +1,614 @@
+//! `fleetgate keygen`, `fleetgate manifest sign|verify` and
+//! `fleetgate trust init|sign|rotate`: thin clap front ends over
+//! `fleetgate-trust`.
+//!
+//! Mount with `Keygen(trust_cmd::KeygenArgs)`, `#[command(subcommand)]
+//! Manifest(trust_cmd::ManifestCmd)` and `#[command(subcommand)]
+//! Trust(trust_cmd::TrustCmd)`, dispatching to [`run_keygen`],
+//! [`run_manifest`] and [`run_trust`].
+//!
+//! `manifest verify` exits 0 only when the manifest is valid; otherwise with
+//! the refusal's code (10..=19, [`MANIFEST_EXIT_HELP`]) and one line on
+//! stderr (plus a JSON object on stdout with `--json`). Other errors (a
+//! missing file, a bad trust file) are returned as `anyhow` errors (exit 1).
+
+use anyhow::{Context as _, bail};
+use clap::{ArgGroup, Args, Subcommand, ValueEnum};
+use fleetgate_trust::{
+    Floor, Keyring, KeyringError, Manifest, ManifestKind, PublicKey, RollbackOf, SigningKey,
+    TrustedKey, VerifyError, VerifyOptions, fsutil, keygen, random_canary_seed, rfc3339_seconds,
+    sign_manifest, unix_now, verify_manifest,
+};
+use serde_json::json;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Exit-code table for `manifest verify` (also usable as clap `after_help`).
+pub const MANIFEST_EXIT_HELP: &str = "\
+EXIT CODES:
+  0   the manifest is valid
+  1   error (missing file, unreadable trust file, bad arguments)
+  10  too_large        over the 64 KiB limit, refused before parsing
+  11  malformed        not JSON, duplicate key, float, missing or bad field
+  12  unsigned         no master_signature / signatures
+  13  bad_signature    a signature does not match the content (tampered)
+  14  unknown_key      signed by a key that is not in the trust file
+  15  below_threshold  fewer than k distinct trusted keys signed
+  16  expired          expires_at is not in the future
+  17  not_yet_valid    signing key outside its window, or built_at in the future
+  18  replayed         sequence not above the anti-rollback floor
+  19  dev_mode         a dev-mode (unsigned) manifest";
+
+/// `fleetgate keygen`: make a signing key.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the secret seed (64 hex chars, mode 0600); the public
+    /// key hex goes to PATH.pub.
+    #[arg(long, value_name = "PATH")]
+    pub out: PathBuf,
+    /// Replace an existing key file.
+    #[arg(long)]
+    pub force: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `fleetgate manifest …`.
+#[derive(Debug, Subcommand)]
+pub enum ManifestCmd {
+    /// Build and sign a release manifest (accepts HART's sign_release.py
+    /// arguments).
+    Sign(SignArgs),
+    /// Verify a signed manifest; exit 0 only when it is valid.
+    #[command(after_help = MANIFEST_EXIT_HELP)]
+    Verify(VerifyArgs),
+}
+
+/// `--kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    /// A new release.
+    Release,
+    /// A rollback order (needs --rollback-of, --rollback-of-version,
+    /// --return-to-version).
+    Rollback,
+}
+
+/// `fleetgate manifest sign`.
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// Release version.
+    #[arg(long)]
+    pub version: String,
+    /// Commit being released (not with --repo, which resolves --rev).
+    #[arg(long, required_unless_present = "repo", conflicts_with = "repo")]
+    pub git_sha: Option<String>,
+    /// Code hash (hex SHA-256; HART's scheme).
+    #[arg(long, required_unless_present = "repo", conflicts_with = "repo")]
+    pub code_hash: Option<String>,
+    /// File manifest hash (HART's --manifest-hash).
+    #[arg(long, required_unless_present = "repo", conflicts_with = "repo")]
+    pub manifest_hash: Option<String>,
+    /// Guardrail hash.
+    #[arg(long, default_value = "")]
+    pub guardrail_hash: String,
+    /// Compute git sha, code hash and file manifest hash from this git
+    /// repository at --rev (files git tracks at that commit).
+    #[arg(long, value_name = "PATH")]
+    pub repo: Option<PathBuf>,
+    /// Revision to hash with --repo.
+    #[arg(long, default_value = "HEAD", requires = "repo")]
+    pub rev: String,
+    /// With --repo: hash only tracked files matching these globs (repeatable).
+    #[arg(long, requires = "repo")]
+    pub include: Vec<String>,
+    /// With --repo: leave out tracked files matching these globs (repeatable).
+    #[arg(long, requires = "repo")]
+    pub exclude: Vec<String>,
+    /// Where to write the signed manifest.
+    #[arg(long, default_value = "release_manifest.json")]
+    pub output: PathBuf,
+    /// Secret key file (seed hex). Default: $FLEETGATE_SIGNING_KEY_HEX, then
+    /// $MASTER_PRIVATE_KEY_HEX.
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+    /// Release sequence, strictly increasing per fleet. Default: the current
+    /// unix time in seconds (increases between releases on a sane clock).
+    #[arg(long)]
+    pub sequence: Option<u64>,
+    /// Lifetime of the manifest (e.g. 30d, 12h).
+    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+    pub expires_in: Duration,
+    /// Manifest kind.
+    #[arg(long, value_enum, default_value_t = KindArg::Release)]
+    pub kind: KindArg,
+    /// Rollback: sequence of the release it undoes.
+    #[arg(long, value_name = "SEQ")]
+    pub rollback_of: Option<u64>,
+    /// Rollback: version of the release it undoes.
+    #[arg(long, value_name = "VERSION")]
+    pub rollback_of_version: Option<String>,
+    /// Rollback: version to return to.
+    #[arg(long)]
+    pub return_to_version: Option<String>,
+    /// Rollback: code hash to return to.
+    #[arg(long)]
+    pub return_to_code_hash: Option<String>,
+    /// Rollback: commit to return to.
+    #[arg(long)]
+    pub return_to_git_sha: Option<String>,
+    /// Canary seed (hex). Default: 32 random bytes.
+    #[arg(long)]
+    pub canary_seed: Option<String>,
+    /// Orchestrator lease epoch (fencing token); 0 when unused.
+    #[arg(long, default_value_t = 0)]
+    pub fencing_epoch: u64,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `fleetgate manifest verify`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("trust_source").required(true).args(["trust", "pubkey"])))]
+pub struct VerifyArgs {
+    /// Trust file (keyring with threshold).
+    #[arg(long, value_name = "FILE")]
+    pub trust: Option<PathBuf>,
+    /// A single pinned public key (hex), HART's model; also accepts HART
+    /// legacy manifests without sequence or expiry.
+    #[arg(long, value_name = "HEX")]
+    pub pubkey: Option<String>,
+    /// The signed manifest.
+    #[arg(value_name = "MANIFEST")]
+    pub manifest: PathBuf,
+    /// Anti-rollback floor directory: refuse sequences not above it.
+    #[arg(long, value_name = "DIR")]
+    pub floor_dir: Option<PathBuf>,
+    /// With --floor-dir: raise the floor to this manifest's sequence when it
+    /// is valid.
+    #[arg(long, requires = "floor_dir")]
+    pub commit: bool,
+    /// Machine-readable output (a JSON object on stdout).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `fleetgate trust …`: the trust file and key rotation.
+#[derive(Debug, Subcommand)]
+pub enum TrustCmd {
+    /// Write a new, unsigned trust file.
+    Init(TrustInitArgs),
+    /// Add your signature to a signed document (a proposed trust file, or a
+    /// manifest that needs k-of-n signatures). Rewrites FILE in place.
+    Sign(TrustSignArgs),
+    /// Replace the trust file with a new one signed by k current keys and k'
+    /// of its own keys, with a higher version.
+    Rotate(TrustRotateArgs),
+}
+
+/// `fleetgate trust init`.
+#[derive(Debug, Args)]
+pub struct TrustInitArgs {
+    /// A trusted public key: 64 hex chars or a `.pub` file (repeatable).
+    #[arg(long = "key", value_name = "HEX|FILE", required = true)]
+    pub keys: Vec<String>,
+    /// Signatures required (k).
+    #[arg(long, default_value_t = 1)]
+    pub threshold: usize,
+    /// Trust file version; a rotation must raise it.
+    #[arg(long = "trust-version", default_value_t = 1)]
+    pub trust_version: u64,
+    /// Where to write it.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Replace an existing file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `fleetgate trust sign`.
+#[derive(Debug, Args)]
+pub struct TrustSignArgs {
+    /// The document to co-sign (rewritten in place).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Secret key file. Default: the signing-key env vars.
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+}
+
+/// `fleetgate trust rotate`.
+#[derive(Debug, Args)]
+pub struct TrustRotateArgs {
+    /// The current trust file (replaced on success; the old one is kept as
+    /// FILE.prev).
+    #[arg(long, value_name = "FILE")]
+    pub trust: PathBuf,
+    /// The proposed, signed trust file.
+    #[arg(value_name = "NEW")]
+    pub new: PathBuf,
+}
+
+/// Runs `fleetgate keygen`.
+///
+/// # Errors
+/// When the key cannot be generated or written (e.g. it exists without --force).
+pub fn run_keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {
+    let made = keygen(&args.out, args.force)?;
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "success": true,
+                "secret_path": made.secret_path,
+                "public_path": made.public_path,
+                "public_key": made.public_key_hex,
+                "key_id": made.key_id,
+            })
+        );
+    } else {
+        println!(
+            "wrote secret key {} (mode 0600) and public key {}",
+            made.secret_path.display(),
+            made.public_path.display()
+        );
+        println!("public key: {}", made.public_key_hex);
+        println!("key id:     {}", made.key_id);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `fleetgate manifest sign|verify`.
+///
+/// # Errors
+/// Sign: any failure. Verify: only failures to read the inputs (a refused
+/// manifest is an exit code, not an error).
+pub fn run_manifest(cmd: ManifestCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ManifestCmd::Sign(args) => run_sign(args),
+        ManifestCmd::Verify(args) => run_verify(args),
+    }
+}
+
+struct Hashes {
+    git_sha: String,
+    code_hash: String,
+    file_manifest_hash: String,
+}
+
+fn hashes(args: &SignArgs) -> anyhow::Result<Hashes> {
+    if let Some(repo) = &args.repo {
+        let cfg = fleetgate_core::config::CodeHashConfig {
+            include: args.include.clone(),
+            exclude: args.exclude.clone(),
+        };
+        let h = fleetgate_runtime::codehash::code_hash_at(repo, &args.rev, &cfg).with_context(
+            || {
+                format!(
+                    "compute the code hash of {} at {}",
+                    repo.display(),
+                    args.rev
+                )
+            },
+        )?;
+        return Ok(Hashes {
+            git_sha: h.commit,
+            code_hash: h.code_hash,
+            file_manifest_hash: h.file_manifest_hash,
+        });
+    }
+    let need = |v: &Option<String>, flag: &str| {
+        v.clone()
+            .with_context(|| format!("{flag} is required unless --repo is given"))
+    };
+    Ok(Hashes {
+        git_sha: need(&args.git_sha, "--git-sha")?,
+        code_hash: need(&args.code_hash, "--code-hash")?,
+        file_manifest_hash: need(&args.manifest_hash, "--manifest-hash")?,
+    })
+}
+
+fn run_sign(args: SignArgs) -> anyhow::Result<ExitCode> {
+    let key = SigningKey::load(args.key_file.as_deref())?;
+    let h = hashes(&args)?;
+    let now = unix_now();
+    let kind = match args.kind {
+        KindArg::Release => ManifestKind::Release,
+        KindArg::Rollback => ManifestKind::Rollback,
+    };
+    let rollback_of = match (kind, args.rollback_of, &args.rollback_of_version) {
+        (ManifestKind::Release, None, None) => None,
+        (ManifestKind::Release, _, _) => {
+            bail!("--rollback-of and --rollback-of-version need --kind rollback")
+        }
+        (ManifestKind::Rollback, Some(sequence), Some(version)) => Some(RollbackOf {
+            sequence,
+            version: version.clone(),
+        }),
+        (ManifestKind::Rollback, _, _) => {
+            bail!("--kind rollback needs --rollback-of SEQ and --rollback-of-version VERSION")
+        }
+    };
+    let canary_seed = match args.canary_seed {
+        Some(s) => s,
+        None => random_canary_seed().context("generate a canary seed")?,
+    };
+    let manifest = Manifest {
+        version: args.version,
+        git_sha: h.git_sha,
+        code_hash: h.code_hash,
+        file_manifest_hash: h.file_manifest_hash,
+        guardrail_hash: args.guardrail_hash,
+        built_at: rfc3339_seconds(now),
+        sequence: args.sequence.unwrap_or(now),
+        expires_at: now.saturating_add(args.expires_in.as_secs()),
+        kind,
+        rollback_of,
+        return_to_version: args.return_to_version,
+        return_to_code_hash: args.return_to_code_hash,
+        return_to_git_sha: args.return_to_git_sha,
+        canary_seed,
+        fencing_epoch: args.fencing_epoch,
+        ..Manifest::default()
+    };
+    let bytes = sign_manifest(&manifest, &[&key])?;
+    // Belt and braces: what we write must verify with our own key.
+    let verified = verify_manifest(
+        &bytes,
+        &Keyring::single(key.public_key()),
+        now,
+        &VerifyOptions::default(),
+    )
+    .context("verify the manifest just signed")?;
+    fsutil::atomic_write(&args.output, &bytes, 0o644)?;
+    let m = &verified.manifest;
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "success": true,
+                "output": args.output,
+                "version": m.version,
+                "kind": m.kind.as_str(),
+                "sequence": m.sequence,
+                "expires_at": m.expires_at,
+                "key_id": key.key_id(),
+                "code_hash": m.code_hash,
+            })
+        );
+    } else {
+        println!(
+            "signed {} {} (sequence {}, expires {}) with key {} -> {}",
+            m.kind.as_str(),
+            m.version,
+            m.sequence,
+            rfc3339_seconds(m.expires_at),
+            key.key_id(),
+            args.output.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads at most `limit` bytes, or returns the file's real size when it is
+/// larger (so the refusal names it) without reading it.
+fn read_capped(path: &Path, limit: usize) -> anyhow::Result<Result<Vec<u8>, u64>> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("open manifest {}", path.display()))?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut buf = Vec::new();
+    file.take(limit as u64 + 1)
+        .read_to_end(&mut buf)
+        .with_context(|| format!("read manifest {}", path.display()))?;
+    if buf.len() > limit {
+        return Ok(Err(len.max(buf.len() as u64)));
+    }
+    Ok(Ok(buf))
+}
+
+fn refuse(err: &VerifyError, json_out: bool, path: &Path) -> ExitCode {
+    eprintln!("fleetgate: {}: {err}", path.display());
+    if json_out {
+        println!(
+            "{}",
+            json!({
+                "success": false,
+                "valid": false,
+                "manifest": path,
+                "error": err.name(),
+                "exit_code": err.exit_code(),
+                "message": err.to_string(),
+            })
+        );
+    }
+    ExitCode::from(err.exit_code())
+}
+
+fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let (keyring, allow_legacy) = match (&args.trust, &args.pubkey) {
+        (Some(path), None) => (Keyring::load(path)?, false),
+        (None, Some(hex)) => (Keyring::single(PublicKey::from_hex(hex)?), true),
+        _ => bail!("give exactly one of --trust FILE or --pubkey HEX"),
+    };
+    let mut floor = match &args.floor_dir {
+        Some(dir) => Some(Floor::open(dir)?),
+        None => None,
+    };
+    let mut opts = floor
+        .as_ref()
+        .map(Floor::verify_options)
+        .unwrap_or_default();
+    opts.allow_legacy_hart = allow_legacy;
+    let now = unix_now();
+
+    let bytes = match read_capped(&args.manifest, fleetgate_trust::MAX_MANIFEST_BYTES)? {
+        Ok(b) => b,
+        Err(size) => {
+            let err = VerifyError::TooLarge {
+                what: "manifest",
+                size: usize::try_from(size).unwrap_or(usize::MAX),
+                limit: fleetgate_trust::MAX_MANIFEST_BYTES,
+            };
+            return Ok(refuse(&err, args.json, &args.manifest));
+        }
+    };
+    let verified = match verify_manifest(&bytes, &keyring, now, &opts) {
+        Ok(v) => v,
+        Err(err) => return Ok(refuse(&err, args.json, &args.manifest)),
+    };
+    let mut warnings = Vec::new();
+    if let Some(back) = verified.clock_stepped_back_by {
+        warnings.push(format!(
+            "the clock is {back}s behind the last verified time; that later time was used"
+        ));
+    }
+    if verified.legacy_hart {
+        warnings.push(
+            "HART legacy manifest: it has no sequence or expiry, so neither was checked".to_owned(),
+        );
+    }
+    let mut committed = false;
+    if args.commit
+        && let Some(floor) = floor.as_mut()
+    {
+        floor.commit(verified.manifest.sequence, now)?;
+        committed = true;
+    }
+    let m = &verified.manifest;
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "success": true,
+                "valid": true,
+                "manifest": args.manifest,
+                "version": m.version,
+                "kind": m.kind.as_str(),
+                "sequence": m.sequence,
+                "expires_at": m.expires_at,
+                "code_hash": m.code_hash,
+                "git_sha": m.git_sha,
+                "key_ids": verified.key_ids,
+                "legacy_hart": verified.legacy_hart,
+                "floor_committed": committed,
+                "warnings": warnings,
+            })
+        );
+    } else {
+        for w in &warnings {
+            eprintln!("fleetgate: warning: {w}");
+        }
+        println!(
+            "valid: {} {} (sequence {}) signed by {}{}",
+            m.kind.as_str(),
+            m.version,
+            m.sequence,
+            verified.key_ids.join(", "),
+            if committed { "; floor raised" } else { "" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `fleetgate trust init|sign|rotate`.
+///
+/// # Errors
+/// Any failure to read, validate, sign or write; a refused rotation exits
+/// with the verification code instead.
+pub fn run_trust(cmd: TrustCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TrustCmd::Init(args) => {
+            if !args.force && args.out.exists() {
+                bail!(
+                    "write trust file {}: it exists; pass --force to replace it",
+                    args.out.display()
+                );
+            }
+            let keys = args
+                .keys
+                .iter()
+                .map(|k| {
+                    let text = if Path::new(k).is_file() {
+                        std::fs::read_to_string(k)
+                            .with_context(|| format!("read public key {k}"))?
+                    } else {
+                        k.clone()
+                    };
+                    Ok(TrustedKey::new(PublicKey::from_hex(&text)?))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let ring = Keyring::new(args.trust_version, args.threshold, keys)?;
+            fsutil::atomic_write(&args.out, &ring.to_bytes(), 0o644)?;
+            println!(
+                "wrote trust file {} (version {}, {}-of-{}): {}",
+                args.out.display(),
+                ring.version(),
+                ring.threshold(),
+                ring.keys().len(),
+                ring.keys()
+                    .iter()
+                    .map(|k| k.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        TrustCmd::Sign(args) => {
+            let key = SigningKey::load(args.key_file.as_deref())?;
+            let bytes =
+                fsutil::read_limited(&args.file, fleetgate_trust::MAX_DOCUMENT_BYTES as u64)?;
+            let signed = fleetgate_trust::add_signature(&bytes, &key)?;
+            fsutil::atomic_write(&args.file, &signed, 0o644)?;
+            println!(
+                "added the signature of key {} to {}",
+                key.key_id(),
+                args.file.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        TrustCmd::Rotate(args) => {
+            let current = Keyring::load(&args.trust)?;
+            let new_bytes =
+                fsutil::read_limited(&args.new, fleetgate_trust::MAX_KEYRING_BYTES as u64)?;
+            let new = match current.rotate(&new_bytes, unix_now()) {
+                Ok(new) => new,
+                Err(
+                    e @ (KeyringError::NotSignedByCurrent { .. }
+                    | KeyringError::NotSignedByNew { .. }),
+                ) => {
+                    let code = match &e {
+                        KeyringError::NotSignedByCurrent { source, .. }
+                        | KeyringError::NotSignedByNew { source, .. } => source.exit_code(),
+                        _ => 1,
+                    };
+                    eprintln!("fleetgate: {e}");
+                    return Ok(ExitCode::from(code));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let old = fsutil::read_limited(&args.trust, fleetgate_trust::MAX_KEYRING_BYTES as u64)?;
+            let mut prev = args.trust.clone().into_os_string();
+            prev.push(".prev");
+            fsutil::atomic_write(Path::new(&prev), &old, 0o644)?;
+            fsutil::atomic_write(&args.trust, &new_bytes, 0o644)?;
+            println!(
+                "rotated {} to version {} ({}-of-{}): {}; previous kept as {}",
+                args.trust.display(),
+                new.version(),
+                new.threshold(),
+                new.keys().len(),
+                new.keys()
+                    .iter()
+                    .map(|k| k.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                Path::new(&prev).display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,1 @@
+test -f build/app.env && grep -q '^version=' build/app.env

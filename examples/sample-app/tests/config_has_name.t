@@ -1,0 +1,1 @@
+grep -q '^name=sample-app$' app.conf
