@@ -9,17 +9,16 @@ use std::path::{Path, PathBuf};
 /// existing checkout at the same commit is reused, so later gates see the build's output.
 pub fn checkout(repo: &Path, sha: &str, dest: &Path, fresh: bool) -> Result<PathBuf, RuntimeError> {
     if dest.exists() {
-        if !fresh {
-            if let Ok(r) = git2::Repository::open(dest) {
-                let head = r
-                    .head()
-                    .ok()
-                    .and_then(|h| h.target())
-                    .map(|o| o.to_string());
-                if head.as_deref() == Some(sha) {
-                    return Ok(dest.to_owned());
-                }
-            }
+        if !fresh
+            && let Ok(r) = git2::Repository::open(dest)
+            && r.head()
+                .ok()
+                .and_then(|h| h.target())
+                .map(|o| o.to_string())
+                .as_deref()
+                == Some(sha)
+        {
+            return Ok(dest.to_owned());
         }
         std::fs::remove_dir_all(dest)
             .map_err(|e| RuntimeError::io("remove stale checkout", dest, e))?;
