@@ -35,6 +35,7 @@
 pub mod fixtures;
 pub mod node;
 pub mod rng;
+pub mod runtime;
 pub mod sim;
 pub mod transport;
 mod trust_adapter;
@@ -45,6 +46,7 @@ pub use node::{
     ConfigError, Delivered, DropReason, GossipConfig, Input, Node, NodeError, Output, PeerAddr,
     PeerList, SendKind, Source, Stats,
 };
+pub use runtime::{GossipHandle, RuntimeError, spawn};
 pub use transport::{LinkModel, MemNetwork, MemTransport, Transport, TransportError, UdpTransport};
 pub use trust_adapter::{TrustVerifier, reject_of};
 pub use verify::{CachingVerifier, ManifestKind, Reject, Verified, Verifier};

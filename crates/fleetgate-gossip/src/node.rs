@@ -755,7 +755,7 @@ impl<V: Verifier> Node<V> {
                 }
             }
             Message::DigestReply(theirs) => {
-                if !self.pending.is_some_and(|p| p.peer == from) {
+                if self.pending.is_none_or(|p| p.peer != from) {
                     return self.drop(Source::Peer(from), DropReason::Unsolicited, out);
                 }
                 self.pending = None;

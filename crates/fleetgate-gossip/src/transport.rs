@@ -249,6 +249,14 @@ impl MemNetwork {
         })
     }
 
+    /// Put raw bytes in `to`'s mailbox as if sent by `from`, bypassing size limits and
+    /// the link model (to test what a hostile sender can do).
+    pub fn send_raw(&self, from: PeerAddr, to: PeerAddr, bytes: Vec<u8>) {
+        if let Some((_, mb)) = self.lock().mailboxes.get(&to) {
+            let _ = mb.send((from, bytes));
+        }
+    }
+
     /// Apply `f` to the link model (loss, down, cut).
     pub fn with_links<T>(&self, f: impl FnOnce(&mut LinkModel) -> T) -> T {
         f(&mut self.lock().link)

@@ -169,7 +169,7 @@ fn offline_20(seed_set: Vec<u64>, how: Away) {
         let mut sim =
             Simulation::new(N, &cfg, 0.0, seed, |_| Arc::clone(&v)).map_err(|e| e.to_string())?;
         sim.settle();
-        let mut rng = fleetgate_gossip::rng::Rng::seed_from_u64(seed ^ 0x0FF1_1E);
+        let mut rng = fleetgate_gossip::rng::Rng::seed_from_u64(seed ^ 0x000F_F11E);
         let mut offline = Vec::new();
         while offline.len() < N / 5 {
             let i = 1 + rng.below(N as u64 - 1) as usize;
