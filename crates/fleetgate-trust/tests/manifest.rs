@@ -699,3 +699,19 @@ fn rotation_needs_k_current_signatures_and_k_new_and_a_higher_version() {
         })
     ));
 }
+
+#[test]
+fn newer_schema_version_is_refused_clearly() {
+    let k = key(1);
+    let mut v = serde_json::to_value(manifest(1)).expect("value");
+    v["schema_version"] = json!(2);
+    v["master_public_key"] = json!(k.public_key_hex());
+    let signed = sign_document(&v, &[&k]).expect("sign");
+    let err = verify(&signed, &ring(&[&k], 1)).unwrap_err();
+    assert!(matches!(err, VerifyError::Malformed { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("schema_version 2 is not supported"),
+        "{err}"
+    );
+}
