@@ -1,1 +1,62 @@
-//! fleetgate-fleet (placeholder, being written).
+//! # fleetgate-fleet — the fleet registry
+//!
+//! **Where it sits.** Under the orchestrator runtime and the CLI (`fleetgate fleet
+//! enroll|list|remove|show`). It stores the fleet in a database through sqlx and serves
+//! the heartbeat endpoint the node agents call. Decisions (who is canary, is the canary
+//! healthy) are not made here but in the pure `fleetgate-canary` crate; this crate feeds
+//! it (eligible peers, samples) and stores what it decided (selection, deployment status).
+//!
+//! **What it owns.**
+//! * [`Registry::connect`]: SQLite by default (`sqlite://PATH`: a file, created if
+//!   missing, WAL), PostgreSQL when the URL says `postgres://`. Migrations are embedded
+//!   (`migrations/sqlite`, `migrations/postgres`: the SQL differs) and run at connect.
+//!   Tables: `peers`, `heartbeats` (time series), `leases`, `canary_selections`,
+//!   `deployments`.
+//! * Enrollment ([`enroll`]): a certificate `{type, node_id, public_key, region, address,
+//!   issued_at}` signed by the trust keys with `fleetgate-trust`'s signed-document
+//!   primitive; a peer that presents a valid one is `master_key_verified`.
+//! * Heartbeats ([`heartbeat`]): Ed25519-signed by the node key, size-limited, replay
+//!   protected (strictly increasing `seq`, bounded `sent_at` age), stored as a time series.
+//! * Leases with fencing epochs ([`lease`]): one orchestrator at a time advances the
+//!   pipeline; writes from a deposed one are refused in the same statement.
+//! * Canary queries ([`canary`]): eligible peers, judge samples, the persisted selection,
+//!   per-node deployment status.
+//! * The HTTP routes ([`http::router`]) for the orchestrator's server to mount.
+//!
+//! **What it must never do.** Trust a peer's word without a signature; accept a heartbeat
+//! from an unknown, removed or unverifiable node; panic on input from a peer or the
+//! database; make canary or pipeline decisions; print a database password (URLs are
+//! redacted in errors).
+//!
+//! **How to test.** `cargo nextest run -p fleetgate-fleet`. Every registry test runs
+//! against a fresh SQLite file and, when `FLEETGATE_TEST_PG_URL` is set (CI:
+//! `postgres://postgres@127.0.0.1:5432/test`), against PostgreSQL too, each test in its
+//! own schema (dropped afterwards). Without the variable the tests say
+//! "PostgreSQL skipped" on stderr.
+
+/// Runs `$body` with `$pool` bound to the concrete pool (compiled once per backend).
+macro_rules! with_pool {
+    ($reg:expr, |$pool:ident| $body:expr) => {
+        match &$reg.pool {
+            $crate::registry::Pool::Sqlite($pool) => $body,
+            $crate::registry::Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+pub mod canary;
+pub mod enroll;
+pub mod error;
+pub mod heartbeat;
+pub mod http;
+pub mod lease;
+pub mod registry;
+
+pub use canary::{DeployStatus, DeploymentRecord};
+pub use enroll::{CERT_TYPE, CertFields, issue_cert, validate_node_id, verify_cert};
+pub use error::{EnrollError, FleetError, HeartbeatError};
+pub use heartbeat::{
+    Heartbeat, HeartbeatPolicy, HeartbeatRecord, SignedHeartbeat, parse_heartbeat,
+};
+pub use lease::{Fence, Lease};
+pub use registry::{Backend, Peer, PeerStatus, Registry, redact_url, unix_now};

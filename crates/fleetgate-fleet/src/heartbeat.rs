@@ -1,0 +1,391 @@
+//! Signed, replay-protected heartbeats.
+//!
+//! Wire form (the body of `POST /api/fleet/heartbeat`):
+//! `{"payload": "<heartbeat JSON>", "signature": "<128 hex chars>"}` where the signature
+//! is Ed25519 (node identity key) over exactly the UTF-8 bytes of `payload`. The payload
+//! is the [`Heartbeat`] as compact JSON with sorted keys (what [`SignedHeartbeat::sign`]
+//! produces). Signing the transmitted bytes, rather than a re-serialisation, keeps the
+//! benchmark floats out of the canonicalisation problem.
+//!
+//! Checks, in order: size limit before parsing; envelope and payload shape (unknown
+//! fields refused); known, not removed node; signature (`verify_strict`) with the
+//! enrolled key; `sent_at` not older than `max_age_secs` nor ahead by more than
+//! `max_future_skew_secs`; `seq` strictly above the last accepted one (the first
+//! heartbeat of a node must have `seq ≥ 1`). The seq check and the insert happen in
+//! one transaction with a conditional update, so two copies racing in are not both
+//! accepted.
+
+use std::collections::BTreeMap;
+
+use fleetgate_trust::{PublicKey, SigningKey};
+use serde::{Deserialize, Serialize};
+
+use crate::enroll::validate_node_id;
+use crate::error::{FleetError, HeartbeatError};
+use crate::registry::{PeerStatus, Registry, to_i64};
+
+/// What a node reports (fields in alphabetical order: the JSON has sorted keys).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// Benchmark figures by name.
+    #[serde(default)]
+    pub bench: BTreeMap<String, f64>,
+    /// Code hash of what the node runs.
+    pub code_hash: String,
+    /// Cumulative exceptions since the process started.
+    pub exceptions_total: u64,
+    /// The application's own health check.
+    pub healthy: bool,
+    /// Node id.
+    pub node_id: String,
+    /// Cumulative requests since the process started.
+    pub requests_total: u64,
+    /// Send time (unix seconds, node clock).
+    pub sent_at: u64,
+    /// Sequence number, strictly increasing per node (start at 1).
+    pub seq: u64,
+    /// Version the node runs.
+    pub version: String,
+}
+
+/// A heartbeat with its signature, as sent over HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedHeartbeat {
+    /// The heartbeat JSON, exactly the signed bytes.
+    pub payload: String,
+    /// Ed25519 signature over `payload`, hex.
+    pub signature: String,
+}
+
+impl SignedHeartbeat {
+    /// Serialises and signs `heartbeat` with the node key.
+    pub fn sign(heartbeat: &Heartbeat, key: &SigningKey) -> Self {
+        // A struct of strings, integers, a bool and a map of finite or non-finite
+        // floats: serde_json only fails on non-finite floats, which it writes as null.
+        let payload = serde_json::to_string(heartbeat).unwrap_or_default();
+        let signature = hex::encode(key.sign(payload.as_bytes()));
+        Self { payload, signature }
+    }
+
+    /// The HTTP body.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// Limits applied to incoming heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatPolicy {
+    /// Largest body accepted (default 16 KiB).
+    pub max_bytes: usize,
+    /// Oldest `sent_at` accepted, in seconds before now (default 300).
+    pub max_age_secs: u64,
+    /// Largest clock skew into the future accepted (default 60).
+    pub max_future_skew_secs: u64,
+    /// Most benchmark figures in one heartbeat (default 64).
+    pub max_bench_entries: usize,
+}
+
+impl Default for HeartbeatPolicy {
+    fn default() -> Self {
+        Self {
+            max_bytes: 16 * 1024,
+            max_age_secs: 300,
+            max_future_skew_secs: 60,
+            max_bench_entries: 64,
+        }
+    }
+}
+
+/// A stored heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatRecord {
+    /// Node id.
+    pub node_id: String,
+    /// When the orchestrator received it (unix seconds, orchestrator clock).
+    pub at: i64,
+    /// When the node sent it (node clock).
+    pub sent_at: i64,
+    /// Sequence number.
+    pub seq: i64,
+    /// Version.
+    pub version: String,
+    /// Code hash.
+    pub code_hash: String,
+    /// Health check.
+    pub healthy: bool,
+    /// Cumulative exceptions.
+    pub exceptions_total: i64,
+    /// Cumulative requests.
+    pub requests_total: i64,
+    /// Benchmark figures.
+    pub bench: BTreeMap<String, f64>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct HeartbeatRow {
+    node_id: String,
+    at: i64,
+    sent_at: i64,
+    seq: i64,
+    version: String,
+    code_hash: String,
+    healthy: bool,
+    exceptions_total: i64,
+    requests_total: i64,
+    bench: String,
+}
+
+impl TryFrom<HeartbeatRow> for HeartbeatRecord {
+    type Error = FleetError;
+    fn try_from(r: HeartbeatRow) -> Result<Self, FleetError> {
+        let bench = serde_json::from_str(&r.bench).map_err(|_| FleetError::Corrupt {
+            what: "heartbeat bench JSON",
+            value: r.bench.chars().take(200).collect(),
+        })?;
+        Ok(Self {
+            node_id: r.node_id,
+            at: r.at,
+            sent_at: r.sent_at,
+            seq: r.seq,
+            version: r.version,
+            code_hash: r.code_hash,
+            healthy: r.healthy,
+            exceptions_total: r.exceptions_total,
+            requests_total: r.requests_total,
+            bench,
+        })
+    }
+}
+
+fn check_text(field: &str, v: &str, max: usize) -> Result<(), HeartbeatError> {
+    if v.len() > max || v.chars().any(char::is_control) {
+        return Err(HeartbeatError::Malformed(format!(
+            "{field} {:?} must be at most {max} printable characters",
+            v.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
+/// Parses and checks an envelope without touching the database (size, shape, fields).
+pub fn parse_heartbeat(
+    body: &[u8],
+    policy: &HeartbeatPolicy,
+) -> Result<(SignedHeartbeat, Heartbeat), HeartbeatError> {
+    if body.len() > policy.max_bytes {
+        return Err(HeartbeatError::TooLarge {
+            size: body.len(),
+            limit: policy.max_bytes,
+        });
+    }
+    let env: SignedHeartbeat = serde_json::from_slice(body).map_err(|e| {
+        HeartbeatError::Malformed(format!(
+            "expected {{\"payload\": string, \"signature\": hex}}: {e}"
+        ))
+    })?;
+    let hb: Heartbeat = serde_json::from_str(&env.payload)
+        .map_err(|e| HeartbeatError::Malformed(format!("payload: {e}")))?;
+    validate_node_id(&hb.node_id).map_err(|r| HeartbeatError::Malformed(format!("node_id {r}")))?;
+    check_text("version", &hb.version, 128)?;
+    check_text("code_hash", &hb.code_hash, 128)?;
+    if hb.bench.len() > policy.max_bench_entries {
+        return Err(HeartbeatError::Malformed(format!(
+            "{} benchmark figures, at most {} allowed",
+            hb.bench.len(),
+            policy.max_bench_entries
+        )));
+    }
+    for name in hb.bench.keys() {
+        check_text("benchmark name", name, 128)?;
+    }
+    if env.signature.is_empty() {
+        return Err(HeartbeatError::Unsigned {
+            node_id: hb.node_id,
+        });
+    }
+    Ok((env, hb))
+}
+
+impl Registry {
+    /// Verifies and stores one heartbeat (the HTTP body), received at `now`.
+    pub async fn record_heartbeat(
+        &self,
+        body: &[u8],
+        policy: &HeartbeatPolicy,
+        now: i64,
+    ) -> Result<HeartbeatRecord, HeartbeatError> {
+        let (env, hb) = parse_heartbeat(body, policy)?;
+        let peer = self
+            .find_peer(&hb.node_id)
+            .await?
+            .ok_or_else(|| HeartbeatError::UnknownNode(hb.node_id.clone()))?;
+        if peer.status == PeerStatus::Removed {
+            return Err(HeartbeatError::Removed(hb.node_id));
+        }
+        let bad_sig = || HeartbeatError::BadSignature {
+            node_id: hb.node_id.clone(),
+        };
+        let key = PublicKey::from_hex(&peer.public_key).map_err(|_| {
+            HeartbeatError::Registry(FleetError::Corrupt {
+                what: "peer public key",
+                value: peer.public_key.clone(),
+            })
+        })?;
+        let mut sig = [0u8; 64];
+        if env.signature.len() != 128 || hex::decode_to_slice(&env.signature, &mut sig).is_err() {
+            return Err(bad_sig());
+        }
+        key.verify_strict(env.payload.as_bytes(), &sig)
+            .map_err(|_| bad_sig())?;
+
+        let now_u = u64::try_from(now).unwrap_or(0);
+        if hb.sent_at.saturating_add(policy.max_age_secs) < now_u {
+            return Err(HeartbeatError::TooOld {
+                node_id: hb.node_id,
+                sent_at: hb.sent_at,
+                now: now_u,
+                max_age: policy.max_age_secs,
+            });
+        }
+        if hb.sent_at > now_u.saturating_add(policy.max_future_skew_secs) {
+            return Err(HeartbeatError::FromFuture {
+                node_id: hb.node_id,
+                sent_at: hb.sent_at,
+                now: now_u,
+                skew: policy.max_future_skew_secs,
+            });
+        }
+        let seq = to_i64("seq", hb.seq)?;
+        let sent_at = to_i64("sent_at", hb.sent_at)?;
+        let exceptions = to_i64("exceptions_total", hb.exceptions_total)?;
+        let requests = to_i64("requests_total", hb.requests_total)?;
+        // Non-finite figures are dropped: they cannot be judged.
+        let bench: BTreeMap<String, f64> = hb
+            .bench
+            .iter()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        let bench_json = serde_json::to_string(&bench).unwrap_or_else(|_| "{}".into());
+
+        const UPDATE: &str = "UPDATE peers SET last_seq = $1, last_heartbeat = $2, current_version = $3, code_hash = $4
+            WHERE id = $5 AND last_seq < $1 AND status <> 'removed'";
+        const INSERT: &str = "INSERT INTO heartbeats (node_id, at, sent_at, seq, version, code_hash, healthy, exceptions_total, requests_total, bench)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+        let accepted = with_pool!(self, |pool| {
+            let mut tx = pool
+                .begin()
+                .await
+                .map_err(FleetError::db("begin heartbeat transaction"))?;
+            let n = sqlx::query(UPDATE)
+                .bind(seq)
+                .bind(now)
+                .bind(&hb.version)
+                .bind(&hb.code_hash)
+                .bind(&hb.node_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(FleetError::db("update peer from heartbeat"))?
+                .rows_affected();
+            if n == 1 {
+                sqlx::query(INSERT)
+                    .bind(&hb.node_id)
+                    .bind(now)
+                    .bind(sent_at)
+                    .bind(seq)
+                    .bind(&hb.version)
+                    .bind(&hb.code_hash)
+                    .bind(hb.healthy)
+                    .bind(exceptions)
+                    .bind(requests)
+                    .bind(&bench_json)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(FleetError::db("store heartbeat"))?;
+                tx.commit()
+                    .await
+                    .map_err(FleetError::db("commit heartbeat"))?;
+                true
+            } else {
+                tx.rollback()
+                    .await
+                    .map_err(FleetError::db("roll back heartbeat"))?;
+                false
+            }
+        });
+        if !accepted {
+            let current = self.find_peer(&hb.node_id).await?;
+            return Err(match current {
+                None => HeartbeatError::UnknownNode(hb.node_id),
+                Some(p) if p.status == PeerStatus::Removed => HeartbeatError::Removed(hb.node_id),
+                Some(p) => HeartbeatError::Replayed {
+                    node_id: hb.node_id,
+                    seq: hb.seq,
+                    last_seq: u64::try_from(p.last_seq).unwrap_or(0),
+                },
+            });
+        }
+        Ok(HeartbeatRecord {
+            node_id: hb.node_id,
+            at: now,
+            sent_at,
+            seq,
+            version: hb.version,
+            code_hash: hb.code_hash,
+            healthy: hb.healthy,
+            exceptions_total: exceptions,
+            requests_total: requests,
+            bench,
+        })
+    }
+
+    /// Heartbeats of `nodes` received in `[from, to]`, oldest first.
+    pub async fn heartbeats_between(
+        &self,
+        nodes: &[String],
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<HeartbeatRecord>, FleetError> {
+        const SQL: &str = "SELECT node_id, at, sent_at, seq, version, code_hash, healthy, exceptions_total, requests_total, bench
+            FROM heartbeats WHERE node_id = $1 AND at >= $2 AND at <= $3 ORDER BY at, seq";
+        let mut out = Vec::new();
+        for node in nodes {
+            let rows: Vec<HeartbeatRow> = with_pool!(self, |pool| {
+                sqlx::query_as(SQL)
+                    .bind(node)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(FleetError::db("read heartbeats"))?
+            });
+            for r in rows {
+                out.push(HeartbeatRecord::try_from(r)?);
+            }
+        }
+        out.sort_by(|a, b| (a.at, &a.node_id, a.seq).cmp(&(b.at, &b.node_id, b.seq)));
+        Ok(out)
+    }
+
+    /// The latest heartbeat of `node` received at or before `at`.
+    pub async fn latest_heartbeat(
+        &self,
+        node: &str,
+        at: i64,
+    ) -> Result<Option<HeartbeatRecord>, FleetError> {
+        const SQL: &str = "SELECT node_id, at, sent_at, seq, version, code_hash, healthy, exceptions_total, requests_total, bench
+            FROM heartbeats WHERE node_id = $1 AND at <= $2 ORDER BY at DESC, seq DESC LIMIT 1";
+        let row: Option<HeartbeatRow> = with_pool!(self, |pool| {
+            sqlx::query_as(SQL)
+                .bind(node)
+                .bind(at)
+                .fetch_optional(pool)
+                .await
+                .map_err(FleetError::db("read latest heartbeat"))?
+        });
+        row.map(HeartbeatRecord::try_from).transpose()
+    }
+}

@@ -1,0 +1,121 @@
+//! The HTTP surface the orchestrator's server mounts:
+//!
+//! * `POST /api/fleet/heartbeat` — body: a [`crate::SignedHeartbeat`]; answers
+//!   `{"success": true, "node_id", "seq", "at"}` or `{"success": false, "error"}` with
+//!   413 (too large), 400 (malformed), 401 (unsigned, bad signature), 403 (unknown or
+//!   removed node), 409 (replayed seq), 422 (too old / from the future), 500 (database).
+//! * `GET /api/fleet/peers` — `{"success": true, "peers": [...]}`.
+//! * `GET /api/fleet/peers/{id}` — `{"success": true, "peer": {...}}` or 404.
+//!
+//! The GET routes expose no secret (public keys, versions, certificates); mount them
+//! behind the server's own authentication if peer addresses are sensitive.
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use crate::error::{FleetError, HeartbeatError};
+use crate::heartbeat::HeartbeatPolicy;
+use crate::registry::{Registry, unix_now};
+
+#[derive(Clone)]
+struct AppState {
+    registry: Registry,
+    policy: HeartbeatPolicy,
+}
+
+/// The fleet routes with the default [`HeartbeatPolicy`].
+pub fn router(registry: Registry) -> Router {
+    router_with_policy(registry, HeartbeatPolicy::default())
+}
+
+/// The fleet routes with an explicit policy.
+pub fn router_with_policy(registry: Registry, policy: HeartbeatPolicy) -> Router {
+    let limit = policy.max_bytes;
+    Router::new()
+        .route("/api/fleet/heartbeat", post(post_heartbeat))
+        .route("/api/fleet/peers", get(list_peers))
+        .route("/api/fleet/peers/{id}", get(show_peer))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(AppState { registry, policy })
+}
+
+fn fail(status: StatusCode, message: String) -> (StatusCode, Json<Value>) {
+    (status, Json(json!({"success": false, "error": message})))
+}
+
+/// HTTP status for a refused heartbeat.
+pub fn status_for(err: &HeartbeatError) -> StatusCode {
+    match err {
+        HeartbeatError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        HeartbeatError::Malformed(_) => StatusCode::BAD_REQUEST,
+        HeartbeatError::Unsigned { .. } | HeartbeatError::BadSignature { .. } => {
+            StatusCode::UNAUTHORIZED
+        }
+        HeartbeatError::UnknownNode(_) | HeartbeatError::Removed(_) => StatusCode::FORBIDDEN,
+        HeartbeatError::Replayed { .. } => StatusCode::CONFLICT,
+        HeartbeatError::TooOld { .. } | HeartbeatError::FromFuture { .. } => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        HeartbeatError::Registry(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+async fn post_heartbeat(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> (StatusCode, Json<Value>) {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            return fail(
+                rejection.status(),
+                format!(
+                    "heartbeat refused: {} (limit {} bytes)",
+                    rejection.body_text(),
+                    state.policy.max_bytes
+                ),
+            );
+        }
+    };
+    match state
+        .registry
+        .record_heartbeat(&body, &state.policy, unix_now())
+        .await
+    {
+        Ok(rec) => (
+            StatusCode::OK,
+            Json(json!({"success": true, "node_id": rec.node_id, "seq": rec.seq, "at": rec.at})),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "heartbeat refused");
+            fail(status_for(&e), e.to_string())
+        }
+    }
+}
+
+async fn list_peers(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    match state.registry.list_peers().await {
+        Ok(peers) => (
+            StatusCode::OK,
+            Json(json!({"success": true, "peers": peers})),
+        ),
+        Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn show_peer(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> (StatusCode, Json<Value>) {
+    match state.registry.peer(&id).await {
+        Ok(peer) => (StatusCode::OK, Json(json!({"success": true, "peer": peer}))),
+        Err(e @ FleetError::UnknownPeer(_)) => fail(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}

@@ -1,0 +1,126 @@
+//! Shared test harness: every scenario runs against a fresh SQLite file and, when
+//! `FLEETGATE_TEST_PG_URL` is set, against PostgreSQL in a schema of its own.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use fleetgate_fleet::{CertFields, Heartbeat, Registry, SignedHeartbeat, issue_cert};
+use fleetgate_trust::{Keyring, SigningKey};
+use sqlx::Connection;
+
+pub struct Db {
+    pub name: &'static str,
+    pub url: String,
+    pg: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub async fn backends() -> Vec<Db> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("state/fleet.db").display());
+    let mut out = vec![Db {
+        name: "sqlite",
+        url,
+        pg: None,
+        _dir: Some(dir),
+    }];
+    match std::env::var("FLEETGATE_TEST_PG_URL") {
+        Ok(base) if !base.is_empty() => {
+            let schema = format!(
+                "t_{}_{}_{}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::SeqCst),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .subsec_nanos()
+            );
+            let mut conn = sqlx::PgConnection::connect(&base)
+                .await
+                .expect("connect to FLEETGATE_TEST_PG_URL");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                .execute(&mut conn)
+                .await
+                .expect("create test schema");
+            eprintln!("[postgres] testing in schema {schema}");
+            let sep = if base.contains('?') { '&' } else { '?' };
+            out.push(Db {
+                name: "postgres",
+                url: format!("{base}{sep}options[search_path]={schema}"),
+                pg: Some((base, schema)),
+                _dir: None,
+            });
+        }
+        _ => eprintln!(
+            "PostgreSQL skipped: FLEETGATE_TEST_PG_URL is not set (only SQLite was tested)"
+        ),
+    }
+    out
+}
+
+impl Db {
+    pub async fn registry(&self) -> Registry {
+        Registry::connect(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("[{}] connect: {e}", self.name))
+    }
+
+    pub async fn cleanup(self) {
+        if let Some((base, schema)) = &self.pg {
+            let mut conn = sqlx::PgConnection::connect(base).await.expect("connect");
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                .execute(&mut conn)
+                .await
+                .expect("drop test schema");
+        }
+    }
+}
+
+pub const NOW: i64 = 1_800_000_000;
+
+pub fn trust_key() -> SigningKey {
+    SigningKey::from_seed(&[7u8; 32])
+}
+
+pub fn keyring() -> Keyring {
+    Keyring::single(trust_key().public_key())
+}
+
+pub fn node_key(i: u8) -> SigningKey {
+    SigningKey::from_seed(&[100u8.wrapping_add(i); 32])
+}
+
+pub fn cert_for(id: &str, key: &SigningKey, region: &str) -> Vec<u8> {
+    issue_cert(
+        &CertFields {
+            node_id: id.into(),
+            public_key: key.public_key_hex(),
+            region: region.into(),
+            address: format!("http://127.0.0.1:1/{id}"),
+            issued_at: NOW as u64 - 10,
+        },
+        &[&trust_key()],
+    )
+    .expect("issue cert")
+}
+
+pub fn heartbeat(id: &str, seq: u64, sent_at: u64) -> Heartbeat {
+    Heartbeat {
+        bench: BTreeMap::from([("latency_ms".to_owned(), 12.5)]),
+        code_hash: "hash-1".into(),
+        exceptions_total: seq * 2,
+        healthy: true,
+        node_id: id.into(),
+        requests_total: seq * 100,
+        sent_at,
+        seq,
+        version: "1.2.3".into(),
+    }
+}
+
+pub fn signed(hb: &Heartbeat, key: &SigningKey) -> Vec<u8> {
+    SignedHeartbeat::sign(hb, key).to_json()
+}

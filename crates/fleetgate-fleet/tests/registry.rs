@@ -1,0 +1,443 @@
+//! Registry behaviour on SQLite (always) and PostgreSQL (when FLEETGATE_TEST_PG_URL is set).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use fleetgate_fleet::{
+    Backend, DeployStatus, EnrollError, FleetError, HeartbeatError, HeartbeatPolicy, PeerStatus,
+    Registry, SignedHeartbeat,
+};
+use fleetgate_trust::{SigningKey, sign_document};
+use serde_json::json;
+
+#[tokio::test]
+async fn connect_creates_the_database_and_migrations_are_idempotent() {
+    for db in backends().await {
+        let a = db.registry().await;
+        let b = db.registry().await; // migrations already applied: no error
+        assert_eq!(a.list_peers().await.unwrap(), vec![]);
+        assert_eq!(b.backend(), a.backend());
+        if a.backend() == Backend::Sqlite {
+            let path = db.url.trim_start_matches("sqlite://");
+            assert!(std::path::Path::new(path).exists(), "{path} not created");
+        }
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn unsupported_url_is_named() {
+    let err = Registry::connect("mysql://root:pw@host/db")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FleetError::UnsupportedUrl { .. }));
+    let msg = err.to_string();
+    assert!(msg.contains("mysql://root:***@host/db"), "{msg}");
+    assert!(!msg.contains("pw"), "{msg}");
+}
+
+#[tokio::test]
+async fn enrollment_verifies_the_certificate() {
+    for db in backends().await {
+        let reg = db.registry().await;
+        let peer = reg
+            .enroll(&cert_for("node-1", &node_key(1), "eu"), &keyring(), NOW)
+            .await
+            .unwrap();
+        assert!(peer.master_key_verified);
+        assert_eq!(peer.status, PeerStatus::Active);
+        assert_eq!(peer.region, "eu");
+        assert_eq!(peer.public_key, node_key(1).public_key_hex());
+
+        // Signed by a key the trust file does not hold.
+        let rogue = SigningKey::from_seed(&[9u8; 32]);
+        let bad = fleetgate_fleet::issue_cert(
+            &fleetgate_fleet::CertFields {
+                node_id: "node-2".into(),
+                public_key: node_key(2).public_key_hex(),
+                region: "eu".into(),
+                address: "http://x".into(),
+                issued_at: NOW as u64,
+            },
+            &[&rogue],
+        )
+        .unwrap();
+        let err = reg.enroll(&bad, &keyring(), NOW).await.unwrap_err();
+        assert!(matches!(err, EnrollError::Verify(_)), "{err}");
+
+        // Tampered after signing: region changed.
+        let good = String::from_utf8(cert_for("node-3", &node_key(3), "eu")).unwrap();
+        let tampered = good.replace("\"eu\"", "\"us\"");
+        let err = reg
+            .enroll(tampered.as_bytes(), &keyring(), NOW)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("does not match"), "{err}");
+
+        // A correctly signed document that is not an enrollment certificate.
+        let other = sign_document(
+            &json!({"type": "release", "node_id": "node-4", "public_key": node_key(4).public_key_hex(),
+                    "region": "eu", "address": "http://x", "issued_at": 1}),
+            &[&trust_key()],
+        )
+        .unwrap();
+        let err = reg.enroll(&other, &keyring(), NOW).await.unwrap_err();
+        assert!(
+            err.to_string().contains("not an enrollment certificate"),
+            "{err}"
+        );
+
+        let ids: Vec<String> = reg
+            .list_peers()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(ids, vec!["node-1"]);
+
+        reg.remove_peer("node-1").await.unwrap();
+        assert_eq!(
+            reg.peer("node-1").await.unwrap().status,
+            PeerStatus::Removed
+        );
+        assert!(matches!(
+            reg.remove_peer("ghost").await.unwrap_err(),
+            FleetError::UnknownPeer(id) if id == "ghost"
+        ));
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn heartbeats_are_verified_and_replay_protected() {
+    let policy = HeartbeatPolicy::default();
+    for db in backends().await {
+        let reg = db.registry().await;
+        let key = node_key(1);
+        reg.enroll(&cert_for("n1", &key, "eu"), &keyring(), NOW)
+            .await
+            .unwrap();
+        let now = NOW;
+        let t = now as u64;
+
+        let rec = reg
+            .record_heartbeat(&signed(&heartbeat("n1", 1, t), &key), &policy, now)
+            .await
+            .unwrap();
+        assert_eq!((rec.seq, rec.requests_total), (1, 100));
+
+        // Replayed (same seq) and non-increasing seq.
+        let err = reg
+            .record_heartbeat(&signed(&heartbeat("n1", 1, t), &key), &policy, now + 1)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                HeartbeatError::Replayed {
+                    seq: 1,
+                    last_seq: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        reg.record_heartbeat(&signed(&heartbeat("n1", 5, t), &key), &policy, now + 2)
+            .await
+            .unwrap();
+        let err = reg
+            .record_heartbeat(&signed(&heartbeat("n1", 4, t), &key), &policy, now + 3)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                HeartbeatError::Replayed {
+                    seq: 4,
+                    last_seq: 5,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+
+        // Signed with another key.
+        let err = reg
+            .record_heartbeat(&signed(&heartbeat("n1", 6, t), &node_key(2)), &policy, now)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HeartbeatError::BadSignature { .. }), "{err}");
+
+        // Payload changed after signing.
+        let mut env = SignedHeartbeat::sign(&heartbeat("n1", 7, t), &key);
+        env.payload = env.payload.replace("\"healthy\":true", "\"healthy\":false");
+        let err = reg
+            .record_heartbeat(&env.to_json(), &policy, now)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HeartbeatError::BadSignature { .. }), "{err}");
+
+        // Unsigned.
+        let mut env = SignedHeartbeat::sign(&heartbeat("n1", 8, t), &key);
+        env.signature.clear();
+        let err = reg
+            .record_heartbeat(&env.to_json(), &policy, now)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HeartbeatError::Unsigned { .. }), "{err}");
+
+        // Unknown node.
+        let err = reg
+            .record_heartbeat(&signed(&heartbeat("n9", 1, t), &node_key(9)), &policy, now)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, HeartbeatError::UnknownNode(ref id) if id == "n9"),
+            "{err}"
+        );
+
+        // Too old / from the future.
+        let err = reg
+            .record_heartbeat(&signed(&heartbeat("n1", 9, t - 301), &key), &policy, now)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HeartbeatError::TooOld { .. }), "{err}");
+        let err = reg
+            .record_heartbeat(&signed(&heartbeat("n1", 9, t + 61), &key), &policy, now)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HeartbeatError::FromFuture { .. }), "{err}");
+
+        // Too large, refused before parsing.
+        let big = vec![b' '; policy.max_bytes + 1];
+        let err = reg.record_heartbeat(&big, &policy, now).await.unwrap_err();
+        assert!(matches!(err, HeartbeatError::TooLarge { .. }), "{err}");
+
+        // Unknown field in the payload.
+        let env = SignedHeartbeat {
+            payload: r#"{"node_id":"n1","extra":1}"#.into(),
+            signature: "00".repeat(64),
+        };
+        let err = reg
+            .record_heartbeat(&env.to_json(), &policy, now)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HeartbeatError::Malformed(_)), "{err}");
+
+        // Removed node.
+        reg.remove_peer("n1").await.unwrap();
+        let err = reg
+            .record_heartbeat(&signed(&heartbeat("n1", 10, t), &key), &policy, now)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HeartbeatError::Removed(_)), "{err}");
+
+        // Only the two accepted heartbeats are stored.
+        let series = reg
+            .heartbeats_between(&["n1".into()], now - 10, now + 10)
+            .await
+            .unwrap();
+        assert_eq!(series.iter().map(|h| h.seq).collect::<Vec<_>>(), vec![1, 5]);
+        assert_eq!(series[1].bench["latency_ms"], 12.5);
+        let peer = reg.peer("n1").await.unwrap();
+        assert_eq!(peer.last_seq, 5);
+        assert_eq!(peer.current_version.as_deref(), Some("1.2.3"));
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_copies_of_one_heartbeat_are_accepted_once() {
+    let policy = HeartbeatPolicy::default();
+    for db in backends().await {
+        let reg = db.registry().await;
+        let key = node_key(1);
+        reg.enroll(&cert_for("n1", &key, "eu"), &keyring(), NOW)
+            .await
+            .unwrap();
+        let body = signed(&heartbeat("n1", 1, NOW as u64), &key);
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (reg, body, policy) = (reg.clone(), body.clone(), policy.clone());
+            tasks.push(tokio::spawn(async move {
+                reg.record_heartbeat(&body, &policy, NOW).await.is_ok()
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            ok += usize::from(t.await.unwrap());
+        }
+        assert_eq!(ok, 1, "[{}] {ok} copies accepted", db.name);
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn eligible_peers_are_verified_active_and_recent() {
+    let policy = HeartbeatPolicy::default();
+    for db in backends().await {
+        let reg = db.registry().await;
+        for (i, id) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            reg.enroll(&cert_for(id, &node_key(i as u8), "eu"), &keyring(), NOW)
+                .await
+                .unwrap();
+        }
+        reg.register_unverified("u", "http://u", &node_key(20).public_key_hex(), "eu", NOW)
+            .await
+            .unwrap();
+        for (i, id) in ["a", "b", "c", "d", "u"].iter().enumerate() {
+            let key = if *id == "u" {
+                node_key(20)
+            } else {
+                node_key(i as u8)
+            };
+            let at = if *id == "b" { NOW - 100 } else { NOW };
+            reg.record_heartbeat(&signed(&heartbeat(id, 1, at as u64), &key), &policy, at)
+                .await
+                .unwrap();
+        }
+        reg.set_status("c", PeerStatus::Inactive).await.unwrap();
+        // a: eligible; b: stale; c: inactive; d: eligible; e: never heartbeated; u: unverified.
+        let ids: Vec<String> = reg
+            .eligible_peers(NOW, 60)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(ids, vec!["a", "d"], "[{}]", db.name);
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn two_orchestrators_one_lease_and_fencing() {
+    let ttl = Duration::from_secs(30);
+    for db in backends().await {
+        let one = db.registry().await;
+        let two = db.registry().await;
+
+        let a = one
+            .acquire_lease_at("pipeline", "orch-A", ttl, NOW)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.epoch, 1);
+        assert!(
+            two.acquire_lease_at("pipeline", "orch-B", ttl, NOW + 1)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // A renews and keeps its epoch; B still cannot take it.
+        let a = one.renew_lease_at(&a, ttl, NOW + 20).await.unwrap();
+        assert_eq!(a.epoch, 1);
+        assert!(
+            two.acquire_lease_at("pipeline", "orch-B", ttl, NOW + 40)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        one.check_fence_at(&a.fence(), NOW + 40).await.unwrap();
+        one.record_deployment_status("run1", "n1", DeployStatus::Sent, "", &a.fence(), NOW + 40)
+            .await
+            .unwrap();
+
+        // A stalls past its expiry; B takes over with a higher epoch.
+        let b = two
+            .acquire_lease_at("pipeline", "orch-B", ttl, NOW + 51)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.epoch, 2);
+        assert!(
+            one.acquire_lease_at("pipeline", "orch-A", ttl, NOW + 52)
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        // A wakes up: fenced out everywhere.
+        let err = one.renew_lease_at(&a, ttl, NOW + 52).await.unwrap_err();
+        assert!(matches!(err, FleetError::Fenced { epoch: 1, .. }), "{err}");
+        assert!(
+            err.to_string().contains("held by \"orch-B\" at epoch 2"),
+            "{err}"
+        );
+        assert!(one.check_fence_at(&a.fence(), NOW + 52).await.is_err());
+        let err = one
+            .record_deployment_status(
+                "run1",
+                "n1",
+                DeployStatus::Applied,
+                "late",
+                &a.fence(),
+                NOW + 52,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FleetError::Fenced { .. }), "{err}");
+
+        // B's writes go through.
+        two.record_deployment_status(
+            "run1",
+            "n1",
+            DeployStatus::RollbackSent,
+            "",
+            &b.fence(),
+            NOW + 53,
+        )
+        .await
+        .unwrap();
+        let st = two.deployment_statuses("run1").await.unwrap();
+        assert_eq!(st.len(), 1);
+        assert_eq!(
+            (st[0].status, st[0].fence_epoch),
+            (DeployStatus::RollbackSent, 2)
+        );
+
+        // Release lets A back in at once, with a new epoch.
+        two.release_lease(&b).await.unwrap();
+        let a2 = one
+            .acquire_lease_at("pipeline", "orch-A", ttl, NOW + 54)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(a2.epoch, 3);
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn racing_orchestrators_get_the_lease_once() {
+    let ttl = Duration::from_secs(30);
+    for db in backends().await {
+        let regs = [db.registry().await, db.registry().await];
+        for round in 0..5i64 {
+            let name = format!("race-{round}");
+            let mut tasks = Vec::new();
+            for (i, reg) in regs.iter().enumerate() {
+                for j in 0..3 {
+                    let (reg, name) = (reg.clone(), name.clone());
+                    tasks.push(tokio::spawn(async move {
+                        reg.acquire_lease_at(&name, &format!("orch-{i}-{j}"), ttl, NOW)
+                            .await
+                            .unwrap()
+                    }));
+                }
+            }
+            let mut winners = Vec::new();
+            for t in tasks {
+                if let Some(l) = t.await.unwrap() {
+                    winners.push(l);
+                }
+            }
+            assert_eq!(winners.len(), 1, "[{}] winners: {winners:?}", db.name);
+            assert_eq!(winners[0].epoch, 1);
+        }
+        db.cleanup().await;
+    }
+}
