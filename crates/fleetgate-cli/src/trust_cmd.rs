@@ -58,7 +58,10 @@ pub struct KeygenArgs {
 
 /// `fleetgate manifest …`.
 #[derive(Debug, Subcommand)]
-#[expect(clippy::large_enum_variant, reason = "parsed once per process; boxing buys nothing")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; boxing buys nothing"
+)]
 pub enum ManifestCmd {
     /// Build and sign a release manifest (accepts HART's sign_release.py
     /// arguments).
