@@ -8,7 +8,7 @@
 //! Testing: the end-to-end tests in the workspace's top-level `tests/` run the real
 //! binary as a child process.
 
-mod demo;
+pub mod demo;
 mod output;
 
 use anyhow::Context;

@@ -1,0 +1,119 @@
+//! Shared fixtures for the end-to-end tests: a sample application in a real git
+//! repository in a temp dir, and the real `fleetgate` binary run as a child process.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub app: PathBuf,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_fleetgate")
+}
+
+impl Env {
+    /// The sample application, committed and tagged v1.0.0.
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let app = dir.path().join("app");
+        std::fs::create_dir_all(&app).unwrap();
+        fleetgate_cli::demo::create_sample_repo(&app).unwrap();
+        Env { dir, app }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.app.join("fleetgate.toml")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.app.join("state")
+    }
+
+    /// Replace `from` by `to` in the (untracked-in-effect) config file.
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let p = self.config();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains(from), "config has no {from:?}");
+        std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("--config").arg(self.config()).args(args);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("FLEETGATE_") || k.starts_with("HEVOLVE_") {
+                c.env_remove(k);
+            }
+        }
+        c
+    }
+
+    pub fn fg(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    pub fn status(&self) -> Value {
+        let out = self.fg(&["status", "--json"]);
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Edit the working tree with `f`, commit everything and tag it.
+    pub fn commit_tag(&self, tag: &str, f: impl FnOnce(&Path)) {
+        f(&self.app);
+        git(&self.app, &["add", "-A"]);
+        git(&self.app, &["commit", "-q", "-m", tag]);
+        git(&self.app, &["tag", tag]);
+    }
+}
+
+pub fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t.invalid",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The stage names of `stage_history`.
+pub fn history(state: &Value) -> Vec<String> {
+    state["stage_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["stage"].as_str().unwrap().to_owned())
+        .collect()
+}

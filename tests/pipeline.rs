@@ -1,0 +1,350 @@
+//! The pipeline driven through the real binary: gates pass and fail for real, figures
+//! land in `status`, rollback wins over a running gate, one orchestrator at a time, and a
+//! corrupt state file is moved aside.
+
+mod common;
+use common::{Env, code, history, text};
+use std::time::{Duration, Instant};
+
+#[test]
+fn a_good_version_passes_build_test_audit_benchmark_and_stops_closed_at_the_first_missing_stage() {
+    let env = Env::new();
+    let out = env.fg(&["start", "v1.0.0"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = env.fg(&["run"]);
+    let s = env.status();
+    for stage in ["building", "testing", "auditing", "benchmarking"] {
+        assert_eq!(
+            s["gate_results"][stage]["outcome"],
+            "passed",
+            "{stage}: {}",
+            text(&out)
+        );
+    }
+    assert_eq!(s["gate_results"]["testing"]["figures"]["passed"], 3);
+    assert_eq!(s["gate_results"]["testing"]["figures"]["pass_rate"], 1.0);
+    assert_eq!(s["code_hash"].as_str().unwrap().len(), 64);
+    // The first stage not wired into this build fails closed, never passes.
+    let last = history(&s);
+    assert_eq!(last.last().map(String::as_str), Some("failed"));
+    let failed_stage = &last[last.len() - 2];
+    assert_eq!(
+        s["gate_results"][failed_stage.as_str()]["outcome"],
+        "failed"
+    );
+    assert!(
+        s["failure_detail"]
+            .as_str()
+            .unwrap()
+            .contains("unavailable"),
+        "{}",
+        s["failure_detail"]
+    );
+    assert_eq!(
+        code(&out),
+        3,
+        "run exits 3 when the run ended failed: {}",
+        text(&out)
+    );
+    // The human status shows the figures too.
+    let human = text(&env.fg(&["status"]));
+    assert!(human.contains("3 of 3 tests passed"), "{human}");
+}
+
+#[test]
+fn a_failing_test_suite_fails_the_run_at_test_with_the_counts() {
+    let env = Env::new();
+    env.commit_tag("v1.0.1", |app| {
+        std::fs::write(
+            app.join("tests/broken.t"),
+            "echo 'expected 2, got 3' >&2; exit 1\n",
+        )
+        .unwrap()
+    });
+    assert_eq!(code(&env.fg(&["start", "v1.0.1"])), 0);
+    let out = env.fg(&["run"]);
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    let s = env.status();
+    assert_eq!(s["stage"], "failed");
+    assert_eq!(history(&s), ["building", "testing", "failed"]);
+    let f = &s["gate_results"]["testing"]["figures"];
+    assert_eq!(
+        (f["passed"].as_u64(), f["failed"].as_u64()),
+        (Some(3), Some(1))
+    );
+    assert_eq!(f["pass_rate"], 0.75);
+    assert!(
+        s["failure_detail"]
+            .as_str()
+            .unwrap()
+            .contains("pass rate 75.00% is below the minimum 95.00%")
+    );
+}
+
+#[test]
+fn zero_tests_is_a_failure_and_a_lower_minimum_lets_a_flaky_suite_through() {
+    let env = Env::new();
+    env.commit_tag("v1.0.1", |app| {
+        for t in std::fs::read_dir(app.join("tests")).unwrap() {
+            std::fs::remove_file(t.unwrap().path()).unwrap();
+        }
+        std::fs::write(app.join("tests/.keep"), "").unwrap();
+    });
+    env.fg(&["start", "v1.0.1"]);
+    env.fg(&["run"]);
+    let s = env.status();
+    assert_eq!(s["stage"], "failed");
+    assert!(
+        s["failure_detail"]
+            .as_str()
+            .unwrap()
+            .contains("no test ran"),
+        "{}",
+        s["failure_detail"]
+    );
+
+    let env = Env::new();
+    env.commit_tag("v1.0.1", |app| {
+        std::fs::write(app.join("tests/broken.t"), "exit 1\n").unwrap()
+    });
+    env.fg(&["start", "v1.0.1"]);
+    let mut cmd = env.command(&["run"]);
+    cmd.env("FLEETGATE_STAGES_TEST_MIN_PASS_RATE", "0.7");
+    cmd.output().unwrap();
+    let s = env.status();
+    assert_eq!(
+        s["gate_results"]["testing"]["outcome"], "passed",
+        "env override of min_pass_rate applies"
+    );
+}
+
+#[test]
+fn a_failing_audit_and_a_changed_guardrail_each_fail_the_run_at_audit() {
+    let env = Env::new();
+    env.commit_tag("v1.0.1", |app| {
+        std::fs::write(app.join("notes.txt"), "FORBIDDEN_MARKER\n").unwrap()
+    });
+    env.fg(&["start", "v1.0.1"]);
+    assert_eq!(code(&env.fg(&["run"])), 3);
+    let s = env.status();
+    assert_eq!(history(&s), ["building", "testing", "auditing", "failed"]);
+    assert!(
+        s["failure_detail"].as_str().unwrap().contains("notes.txt"),
+        "output tail in detail: {}",
+        s["failure_detail"]
+    );
+    assert_eq!(s["gate_results"]["auditing"]["figures"]["exit_code"], 1);
+
+    let env = Env::new();
+    env.commit_tag("v1.0.1", |app| {
+        std::fs::write(app.join("policy/guardrails.toml"), "max_canary_pct = 1.0\n").unwrap()
+    });
+    env.fg(&["start", "v1.0.1"]);
+    env.fg(&["run"]);
+    let s = env.status();
+    assert_eq!(s["stage"], "failed");
+    let d = s["failure_detail"].as_str().unwrap();
+    assert!(
+        d.contains("guardrail files do not match their pins")
+            && d.contains("policy/guardrails.toml"),
+        "{d}"
+    );
+}
+
+#[test]
+fn a_benchmark_regression_against_the_last_completed_version_rolls_back_with_the_figures() {
+    let env = Env::new();
+    // v1.0.0 completed earlier: its snapshot is the baseline (captured with the CLI) and
+    // the state records it as the last completed release.
+    let out = env.fg(&["bench", "capture", "v1.0.0"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let store = fleetgate::store::StateDir::open(env.state_dir()).unwrap();
+    let mut st = store.load().unwrap();
+    st.last_completed = Some(fleetgate::core::CompletedRelease {
+        version: "v1.0.0".into(),
+        git_sha: "0".repeat(40),
+        code_hash: None,
+        run_id: "earlier".into(),
+        sequence: None,
+    });
+    store.save(&st).unwrap();
+    // A newer snapshot of an unrelated version on disk must not become the baseline.
+    env.commit_tag("v0.9.0-scratch", |app| {
+        std::fs::write(
+            app.join("app.conf"),
+            "name=sample-app\nstartup_ms=1000\nthroughput_ops=1\n",
+        )
+        .unwrap()
+    });
+    env.fg(&["bench", "capture", "v0.9.0-scratch"]);
+    env.commit_tag("v1.1.0", |app| {
+        std::fs::write(
+            app.join("app.conf"),
+            "name=sample-app\nstartup_ms=200\nthroughput_ops=5000\n",
+        )
+        .unwrap()
+    });
+    env.fg(&["start", "v1.1.0"]);
+    let out = env.fg(&["run"]);
+    assert_eq!(code(&out), 4, "rolled back: {}", text(&out));
+    let s = env.status();
+    assert_eq!(s["stage"], "rolled_back");
+    assert_eq!(
+        history(&s),
+        [
+            "building",
+            "testing",
+            "auditing",
+            "benchmarking",
+            "rolled_back"
+        ]
+    );
+    let d = s["failure_detail"].as_str().unwrap();
+    assert!(
+        d.contains("regression against v1.0.0") && d.contains("startup: 120 ms -> 200 ms (+66.7%"),
+        "{d}"
+    );
+    assert_eq!(
+        s["gate_results"]["benchmarking"]["figures"]["baseline"],
+        "v1.0.0"
+    );
+    // Within tolerance passes: compare the stored snapshots directly.
+    let out = env.fg(&["bench", "compare", "v1.0.0", "v1.1.0", "--json"]);
+    assert_eq!(code(&out), 1);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["report"]["failures"], serde_json::json!(["startup"]));
+    let hist = env.fg(&["bench", "history", "--json"]);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&hist.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+fn wait_for(path: &std::path::Path) {
+    let t = Instant::now();
+    while !path.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn rollback_wins_over_a_gate_that_is_running_and_a_second_orchestrator_is_refused() {
+    let env = Env::new();
+    env.edit_config(
+        "command = \"sh build.sh\"",
+        "command = \"touch \\\"$FLEETGATE_STATE_DIR/build-started\\\"; while [ ! -f \\\"$FLEETGATE_STATE_DIR/release-build\\\" ]; do sleep 0.05; done; sh build.sh\"",
+    );
+    assert_eq!(code(&env.fg(&["start", "v1.0.0"])), 0);
+    let child = env
+        .command(&["run"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&env.state_dir().join("build-started"));
+
+    let second = env.fg(&["advance"]);
+    assert_eq!(code(&second), 5, "{}", text(&second));
+    assert!(
+        text(&second).contains("another fleetgate orchestrator is already running"),
+        "{}",
+        text(&second)
+    );
+
+    let rb = env.fg(&["rollback", "--reason", "operator stop"]);
+    assert_eq!(code(&rb), 0, "{}", text(&rb));
+    std::fs::write(env.state_dir().join("release-build"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 4, "the run ends rolled_back: {}", text(&out));
+    assert!(text(&out).contains("result discarded"), "{}", text(&out));
+
+    let s = env.status();
+    assert_eq!(s["stage"], "rolled_back");
+    assert_eq!(s["rollback_reason"], "operator stop");
+    assert_eq!(history(&s), ["building", "rolled_back"]);
+    assert!(
+        s["gate_results"].get("building").is_none(),
+        "the late BUILD pass was discarded"
+    );
+    // It never comes back to life.
+    let adv = env.fg(&["advance"]);
+    assert_eq!(code(&adv), 1);
+    assert!(text(&adv).contains("no run in progress"), "{}", text(&adv));
+    let rb2 = env.fg(&["rollback", "--reason", "again"]);
+    assert_eq!(code(&rb2), 1);
+    assert!(text(&rb2).contains("nothing to roll back"));
+}
+
+#[test]
+fn start_is_refused_while_active_and_bad_versions_are_refused() {
+    let env = Env::new();
+    assert_eq!(code(&env.fg(&["start", "v1.0.0"])), 0);
+    let again = env.fg(&["start", "v1.0.0"]);
+    assert_eq!(code(&again), 1);
+    assert!(
+        text(&again).contains("in progress at stage `building`"),
+        "{}",
+        text(&again)
+    );
+    let env = Env::new();
+    for bad in ["../../etc", "v1.0", "1.0.0;rm -rf /"] {
+        let out = env.fg(&["start", bad]);
+        assert_eq!(code(&out), 1);
+        assert!(text(&out).contains("invalid version"), "{}", text(&out));
+    }
+    let out = env.fg(&["start", "v9.9.9"]);
+    assert!(text(&out).contains("no tag named v9.9.9"), "{}", text(&out));
+    assert_eq!(env.status()["stage"], "idle");
+}
+
+#[test]
+fn a_corrupt_state_file_is_moved_aside_and_reported_not_reset() {
+    let env = Env::new();
+    env.fg(&["start", "v1.0.0"]);
+    let path = env.state_dir().join("upgrade_state.json");
+    std::fs::write(&path, "{\"stage\": \"testing\", \"version\": ").unwrap();
+    let out = env.fg(&["status"]);
+    assert_eq!(code(&out), 6, "{}", text(&out));
+    assert!(
+        text(&out).contains("is corrupt") && text(&out).contains("moved aside"),
+        "{}",
+        text(&out)
+    );
+    let out = env.fg(&["status"]);
+    assert!(
+        text(&out).contains("WARNING: a corrupt state file was moved aside"),
+        "{}",
+        text(&out)
+    );
+    let kept: Vec<_> = std::fs::read_dir(env.state_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".corrupt-"))
+        .collect();
+    assert_eq!(
+        std::fs::read_to_string(kept[0].path()).unwrap(),
+        "{\"stage\": \"testing\", \"version\": "
+    );
+}
+
+#[test]
+fn invalid_config_values_are_rejected_naming_the_key() {
+    let env = Env::new();
+    let mut c = env.command(&["status"]);
+    c.env("FLEETGATE_CANARY_PCT", "1.5");
+    let out = c.output().unwrap();
+    assert_eq!(code(&out), 1);
+    assert!(text(&out).contains("`canary.pct`"), "{}", text(&out));
+    env.edit_config("[run]", "[run]\nbogus_key = 1");
+    let out = env.fg(&["status"]);
+    assert!(text(&out).contains("bogus_key"), "{}", text(&out));
+}
