@@ -53,6 +53,12 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// A fresh seed for a production node's peer choice (from the OS-seeded thread RNG).
+/// Simulations pass their own seeds instead.
+pub fn random_seed() -> u64 {
+    rand::random()
+}
+
 /// Run `node` over `transport` on the current tokio runtime until shut down.
 pub fn spawn<T, V>(node: Node<V>, transport: T) -> GossipHandle<V>
 where

@@ -86,3 +86,81 @@ impl Verifier for TrustVerifier {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::Signer;
+    use crate::verify::CachingVerifier;
+
+    const NOW: u64 = 1_800_000_000;
+
+    #[test]
+    fn maps_every_refusal_to_a_drop_category() {
+        let s = Signer::new(1, NOW - 60);
+        let v = s.verifier();
+        let good = s.release(3, "v1.2.3").unwrap();
+        let ok = v.verify(&good, NOW).unwrap();
+        assert_eq!(ok.sequence, 3);
+        assert_eq!(ok.kind, ManifestKind::Release);
+        assert_eq!(ok.manifest_hash, sha256(&good));
+        assert_eq!(ok.expires_at, Some(s.expires_at));
+
+        let text = String::from_utf8(good.clone()).unwrap();
+        let tampered = text.replace("v1.2.3", "v6.6.6");
+        assert_eq!(
+            v.verify(tampered.as_bytes(), NOW),
+            Err(Reject::BadSignature)
+        );
+        let other = Signer::new(2, NOW - 60).release(3, "v1.2.3").unwrap();
+        assert_eq!(v.verify(&other, NOW), Err(Reject::UntrustedKey));
+        assert_eq!(v.verify(b"{\"version\":1", NOW), Err(Reject::Malformed));
+        let mut obj: serde_json::Value = serde_json::from_slice(&good).unwrap();
+        obj.as_object_mut()
+            .unwrap()
+            .remove("master_signature")
+            .unwrap();
+        let unsigned = serde_json::to_vec(&obj).unwrap();
+        assert_eq!(v.verify(&unsigned, NOW), Err(Reject::Unsigned));
+        assert_eq!(v.verify(&good, s.expires_at + 1), Err(Reject::Expired));
+        assert_eq!(
+            v.verify(&good, NOW - 3 * 24 * 3600),
+            Err(Reject::NotYetValid)
+        );
+        assert_eq!(v.verify(&vec![b' '; 70 * 1024], NOW), Err(Reject::TooLarge));
+
+        let rb = s.rollback(4, 3, "v1.2.3", "v1.2.2").unwrap();
+        assert_eq!(v.verify(&rb, NOW).unwrap().kind, ManifestKind::Rollback);
+    }
+
+    #[test]
+    fn floor_refuses_replays_and_only_rises() {
+        let s = Signer::new(1, NOW - 60);
+        let v = s.verifier().with_floor(3);
+        assert_eq!(
+            v.verify(&s.release(3, "v3.0.0").unwrap(), NOW),
+            Err(Reject::BelowFloor)
+        );
+        assert!(v.verify(&s.release(4, "v4.0.0").unwrap(), NOW).is_ok());
+        v.raise_floor(5);
+        v.raise_floor(2);
+        assert_eq!(v.floor(), 5);
+        assert_eq!(
+            v.verify(&s.release(4, "v4.0.0").unwrap(), NOW),
+            Err(Reject::BelowFloor)
+        );
+    }
+
+    #[test]
+    fn caching_verifier_still_refuses_expired_and_never_caches_refusals() {
+        let s = Signer::new(1, NOW - 60);
+        let c = CachingVerifier::new(s.verifier());
+        let good = s.release(1, "v1.0.0").unwrap();
+        assert!(c.verify(&good, NOW).is_ok());
+        assert!(c.verify(&good, NOW + 1).is_ok());
+        assert_eq!(c.verify(&good, s.expires_at), Err(Reject::Expired));
+        let forged = Signer::new(9, NOW - 60).release(1, "v1.0.0").unwrap();
+        assert_eq!(c.verify(&forged, NOW), Err(Reject::UntrustedKey));
+        assert_eq!(c.verify(&forged, NOW), Err(Reject::UntrustedKey));
+    }
+}
