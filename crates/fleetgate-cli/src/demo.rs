@@ -103,6 +103,19 @@ pub fn create_sample_repo(dir: &Path) -> anyhow::Result<()> {
     }
     let repo = git2::Repository::init(dir)?;
     commit_all(&repo, "sample-app v1.0.0", "v1.0.0")?;
+    create_keys(dir)?;
+    Ok(())
+}
+
+/// A release signing key (`keys/release.key`, mode 0600) and a 1-of-1 trust file
+/// (`keys/trust.json`) for the sample app; `keys/` is git-ignored.
+pub fn create_keys(dir: &Path) -> anyhow::Result<()> {
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys)?;
+    let out = fleetgate_trust::keygen(&keys.join("release.key"), false)?;
+    let public = fleetgate_trust::PublicKey::from_hex(&out.public_key_hex)?;
+    let ring = fleetgate_trust::Keyring::single(public);
+    fleetgate_store::write_atomic(&keys.join("trust.json"), &ring.to_bytes(), None)?;
     Ok(())
 }
 
@@ -183,7 +196,8 @@ fn print_timeline(state: &PipelineState) {
 }
 
 /// What this build of the demo expects: every gate that exists passes, and the first
-/// stage whose component is not wired in yet fails closed (never passes).
+/// stage whose component is not wired in yet (CANARY) fails closed — it never passes —
+/// and, since no node was contacted, the rollback order has nobody to tell.
 fn verdict(state: &PipelineState) -> (bool, Vec<String>) {
     let mut lines = Vec::new();
     let mut ok = true;
@@ -192,6 +206,7 @@ fn verdict(state: &PipelineState) -> (bool, Vec<String>) {
         Stage::Testing,
         Stage::Auditing,
         Stage::Benchmarking,
+        Stage::Signing,
     ] {
         let passed = state
             .gate_results
@@ -204,20 +219,23 @@ fn verdict(state: &PipelineState) -> (bool, Vec<String>) {
             if passed { "passed" } else { "DID NOT PASS" }
         ));
     }
-    let closed = state.stage == Stage::Failed
+    let closed = state.stage == Stage::RolledBack
+        && state.outbox.is_empty()
         && state
             .gate_results
-            .get(&Stage::Signing)
+            .get(&Stage::Canary)
             .is_some_and(|r| r.verdict.outcome == Outcome::Failed);
     ok &= closed;
     lines.push(format!(
         "{:<10} {}",
-        "SIGN",
-        if closed {
-            "failed closed: signing is not wired into this build yet (as expected)"
-        } else {
-            "UNEXPECTED"
-        }
+        "CANARY",
+        if closed { "failed closed: the fleet is not wired into this build yet (as expected); run rolled_back" } else { "UNEXPECTED" }
     ));
+    if let Some(m) = &state.manifest {
+        lines.push(format!(
+            "manifest   sequence {} signed by {}",
+            m["sequence"], m["key_ids"]
+        ));
+    }
     (ok, lines)
 }

@@ -10,6 +10,7 @@
 
 pub mod demo;
 mod output;
+pub mod trust_cmd;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -60,6 +61,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(clippy::large_enum_variant, reason = "parsed once per process; boxing would only add noise")]
 enum Cmd {
     /// Write a commented example fleetgate.toml.
     Init {
@@ -118,6 +120,14 @@ enum Cmd {
     /// Benchmark snapshots.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Generate an Ed25519 signing key (secret seed hex, mode 0600) and `PATH.pub`.
+    Keygen(trust_cmd::KeygenArgs),
+    /// Sign or verify release manifests.
+    #[command(subcommand)]
+    Manifest(trust_cmd::ManifestCmd),
+    /// Trust files (keyrings): create, co-sign, rotate.
+    #[command(subcommand)]
+    Trust(trust_cmd::TrustCmd),
     /// Run the demo: a sample application in a throwaway git repository, released
     /// through the pipeline with progress, a timeline and a summary.
     Demo(demo::DemoArgs),
@@ -368,6 +378,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Bench(cmd) => bench(cfg_path, cmd),
         Cmd::Demo(args) => demo::run(args),
+        Cmd::Keygen(args) => trust_cmd::run_keygen(args),
+        Cmd::Manifest(cmd) => trust_cmd::run_manifest(cmd),
+        Cmd::Trust(cmd) => trust_cmd::run_trust(cmd),
     }
 }
 

@@ -55,6 +55,10 @@ pub fn progress_line(p: &Progress) -> String {
         Progress::Discarded { stage, reason } => {
             format!("[{:<9}] result discarded: {reason}", stage.gate_name())
         }
+        Progress::Delivered { id, note } => format!("[OUTBOX   ] {id}: {note}"),
+        Progress::DeliveryFailed { id, error } => {
+            format!("[OUTBOX   ] {id}: NOT delivered: {error} (kept; retried on the next advance)")
+        }
         Progress::Waiting { stage, secs } => format!(
             "[{:<9}] pending; checking again in {secs}s",
             stage.gate_name()

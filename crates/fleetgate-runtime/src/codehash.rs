@@ -152,30 +152,19 @@ pub fn hash_files(commit: String, files: BTreeMap<String, String>) -> CodeHash {
         lines.push_str(&files[*k]);
         lines.push('\n');
     }
-    let manifest = serde_json::to_string(&files).unwrap_or_default();
+    let object: serde_json::Map<String, serde_json::Value> = files
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    // Strings only: canonicalisation cannot fail (it refuses floats alone).
+    let manifest =
+        fleetgate_trust::to_canonical_bytes(&serde_json::Value::Object(object)).unwrap_or_default();
     CodeHash {
         commit,
         code_hash: sha256_hex(lines.as_bytes()),
-        file_manifest_hash: sha256_hex(python_ascii(&manifest).as_bytes()),
+        file_manifest_hash: sha256_hex(&manifest),
         files,
     }
-}
-
-/// serde_json's compact output differs from Python's `json.dumps` only in that Python
-/// escapes non-ASCII; apply that escaping.
-fn python_ascii(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_ascii() {
-            out.push(c);
-        } else {
-            let mut buf = [0u16; 2];
-            for unit in c.encode_utf16(&mut buf) {
-                out.push_str(&format!("\\u{unit:04x}"));
-            }
-        }
-    }
-    out
 }
 
 /// SHA-256 of a file on disk (guardrail pins).

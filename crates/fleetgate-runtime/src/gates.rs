@@ -11,6 +11,7 @@ use fleetgate_core::bench::{ComparePolicy, compare, parse_results};
 use fleetgate_core::config::Config;
 use fleetgate_core::{GateFacts, PipelineState, Stage, Verdict, Version};
 use serde_json::json;
+use sha2::Digest;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -63,7 +64,7 @@ pub fn evaluate(ctx: &GateContext, state: &PipelineState, stage: Stage) -> (Verd
         Stage::Testing => test(ctx, state).map(|v| (v, GateFacts::default())),
         Stage::Auditing => audit(ctx, state).map(|v| (v, GateFacts::default())),
         Stage::Benchmarking => benchmark(ctx, state).map(|v| (v, GateFacts::default())),
-        Stage::Signing => Ok((sign_unavailable(ctx), GateFacts::default())),
+        Stage::Signing => sign(ctx, state),
         Stage::Canary => Ok((
             Verdict::failed(
                 "CANARY gate unavailable: this build has no fleet registry to select canary nodes from \
@@ -98,13 +99,223 @@ pub fn evaluate(ctx: &GateContext, state: &PipelineState, stage: Stage) -> (Verd
     }
 }
 
-fn sign_unavailable(ctx: &GateContext) -> Verdict {
-    let _ = ctx;
-    Verdict::failed(
-        "SIGN gate unavailable: release signing is not wired into the pipeline in this build; \
-         no manifest can be produced, so the run fails closed",
-        json!({"missing": "release signing"}),
-    )
+/// Where SIGN writes the signed manifest bytes (the exact bytes that were verified).
+pub fn manifest_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("release_manifest.json")
+}
+
+fn guardrail_hash(cfg: &Config) -> Result<String, RuntimeError> {
+    let map: serde_json::Map<String, serde_json::Value> = cfg
+        .stages
+        .audit
+        .guardrails
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.to_ascii_lowercase())))
+        .collect();
+    let bytes =
+        fleetgate_trust::to_canonical_bytes(&serde_json::Value::Object(map)).map_err(|e| {
+            RuntimeError::Config(format!("guardrail pins cannot be canonicalised: {e}"))
+        })?;
+    Ok(hex::encode(sha2::Sha256::digest(&bytes)))
+}
+
+/// An earlier attempt of this run left a manifest that is waiting for co-signatures:
+/// reuse it instead of signing a new one.
+fn pending_manifest(ctx: &GateContext, state: &PipelineState) -> Option<Vec<u8>> {
+    let bytes = std::fs::read(manifest_path(&ctx.state_dir)).ok()?;
+    if bytes.len() > fleetgate_trust::MAX_MANIFEST_BYTES {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let same = v.get("version")?.as_str()? == state.version
+        && v.get("git_sha")?.as_str()? == state.git_sha
+        && v.get("code_hash")?.as_str() == state.code_hash.as_deref()
+        && v.get("run_id").and_then(|r| r.as_str()) == state.run_id.as_deref()
+        && v.get("sequence")?.as_u64()? > state.last_sequence;
+    same.then_some(bytes)
+}
+
+fn sign(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts), RuntimeError> {
+    use fleetgate_trust::{
+        Keyring, Manifest, ManifestKind, SigningKey, VerifyError, VerifyOptions,
+    };
+    let s = &ctx.cfg.signing;
+    let Some(trust_file) = &s.trust_file else {
+        return Ok((
+            Verdict::failed(
+                "no trust file configured: set `[signing] trust_file = \"keys/trust.json\"` (create one with \
+                 `fleetgate trust init`); a manifest is only released once it verifies against the pinned keys",
+                json!({"missing": "signing.trust_file"}),
+            ),
+            GateFacts::default(),
+        ));
+    };
+    let trust_path = resolve(&ctx.base, trust_file);
+    let keyring = match Keyring::load(&trust_path) {
+        Ok(k) => k,
+        Err(e) => {
+            return Ok((
+                Verdict::failed(
+                    format!("cannot use trust file {}: {e}", trust_path.display()),
+                    json!({}),
+                ),
+                GateFacts::default(),
+            ));
+        }
+    };
+    let now_secs = fleetgate_trust::unix_now();
+    let verify = |bytes: &[u8]| {
+        fleetgate_trust::verify_manifest(bytes, &keyring, now_secs, &VerifyOptions::default())
+    };
+    let out = manifest_path(&ctx.state_dir);
+
+    let bytes = if let Some(existing) = pending_manifest(ctx, state) {
+        existing
+    } else {
+        let key_file = s.key_file.as_deref().map(|k| resolve(&ctx.base, k));
+        let key = match SigningKey::load(key_file.as_deref()) {
+            Ok(k) => k,
+            Err(e) => {
+                return Ok((
+                    Verdict::failed(
+                        format!(
+                            "no signing key: {e} (set `[signing] key_file`, or FLEETGATE_SIGNING_KEY_HEX / MASTER_PRIVATE_KEY_HEX); \
+                             there is no unsigned path"
+                        ),
+                        json!({"missing": "signing key"}),
+                    ),
+                    GateFacts::default(),
+                ));
+            }
+        };
+        let Some(code_hash) = state.code_hash.clone() else {
+            return Ok((
+                Verdict::failed(
+                    "the run has no code hash (BUILD did not record one)",
+                    json!({}),
+                ),
+                GateFacts::default(),
+            ));
+        };
+        let hashes = code_hash_at(&ctx.repo, &state.git_sha, &ctx.cfg.code_hash)?;
+        if hashes.code_hash != code_hash {
+            return Ok((
+                Verdict::failed(
+                    format!(
+                        "the commit's code hash is now {} but BUILD recorded {code_hash}; refusing to sign",
+                        hashes.code_hash
+                    ),
+                    json!({"built": code_hash, "now": hashes.code_hash}),
+                ),
+                GateFacts::default(),
+            ));
+        }
+        let sequence = state.last_sequence.saturating_add(1).max(now_secs);
+        let expires_in =
+            u64::try_from(s.expires_in_secs.unwrap_or(30 * 24 * 3600)).unwrap_or(30 * 24 * 3600);
+        let mut gate_summary = serde_json::Map::new();
+        for (st, r) in &state.gate_results {
+            gate_summary.insert(
+                st.as_str().to_owned(),
+                json!(if r.verdict.skipped {
+                    "skipped"
+                } else {
+                    "passed"
+                }),
+            );
+        }
+        let mut extra = serde_json::Map::new();
+        extra.insert("run_id".into(), json!(state.run_id));
+        extra.insert("gates".into(), serde_json::Value::Object(gate_summary));
+        let manifest = Manifest {
+            schema_version: fleetgate_trust::MANIFEST_SCHEMA_VERSION,
+            version: state.version.clone(),
+            git_sha: state.git_sha.clone(),
+            code_hash,
+            file_manifest_hash: hashes.file_manifest_hash,
+            guardrail_hash: guardrail_hash(&ctx.cfg)?,
+            built_at: fleetgate_trust::rfc3339_seconds(now_secs),
+            master_public_key: key.public_key_hex(),
+            sequence,
+            expires_at: now_secs.saturating_add(expires_in),
+            kind: ManifestKind::Release,
+            rollback_of: None,
+            return_to_version: None,
+            return_to_code_hash: None,
+            return_to_git_sha: None,
+            canary_seed: fleetgate_trust::random_canary_seed().map_err(|e| {
+                RuntimeError::Config(format!("no randomness for the canary seed: {e}"))
+            })?,
+            key_ids: vec![key.key_id()],
+            fencing_epoch: 0,
+            extra,
+        };
+        let bytes = fleetgate_trust::sign_manifest(&manifest, &[&key])
+            .map_err(|e| RuntimeError::Config(format!("failed to sign the manifest: {e}")))?;
+        fleetgate_store::write_atomic(&out, &bytes, None)
+            .map_err(|e| RuntimeError::io("write", &out, e))?;
+        bytes
+    };
+    match verify(&bytes) {
+        Ok(v) => {
+            let m = &v.manifest;
+            let value = serde_json::Value::Object(v.value.clone());
+            let archive = ctx
+                .state_dir
+                .join("manifests")
+                .join(format!("{}.json", m.sequence));
+            if let Some(parent) = archive.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| RuntimeError::io("create", parent, e))?;
+            }
+            fleetgate_store::write_atomic(&archive, &bytes, None)
+                .map_err(|e| RuntimeError::io("write", &archive, e))?;
+            Ok((
+                Verdict::passed(
+                    format!(
+                        "manifest for {} signed (sequence {}, expires {}) and verified against {} by {} of {} required key(s): {}",
+                        m.version,
+                        m.sequence,
+                        fleetgate_trust::rfc3339_seconds(m.expires_at),
+                        trust_path.display(),
+                        v.key_ids.len(),
+                        keyring.threshold(),
+                        out.display()
+                    ),
+                    json!({"sequence": m.sequence, "key_ids": v.key_ids, "threshold": keyring.threshold(),
+                           "manifest_file": out.display().to_string(), "expires_at": m.expires_at}),
+                ),
+                GateFacts {
+                    manifest: Some(value),
+                    sequence: Some(m.sequence),
+                    ..GateFacts::default()
+                },
+            ))
+        }
+        Err(VerifyError::BelowThreshold {
+            valid, threshold, ..
+        }) => Ok((
+            Verdict::pending(
+                format!(
+                    "manifest signed by {valid} of the {threshold} keys the trust file requires; co-sign it with \
+                     `fleetgate trust sign {} --key-file KEY` (the gate passes once it verifies)",
+                    out.display()
+                ),
+                json!({"valid_signatures": valid, "threshold": threshold, "manifest_file": out.display().to_string()}),
+            ),
+            GateFacts::default(),
+        )),
+        Err(e) => Ok((
+            Verdict::failed(
+                format!(
+                    "the signed manifest does not verify against {}: {e}",
+                    trust_path.display()
+                ),
+                json!({"error": e.name(), "exit_code": e.exit_code()}),
+            ),
+            GateFacts::default(),
+        )),
+    }
 }
 
 fn missing_command(stage: Stage, key: &str) -> Verdict {

@@ -4,7 +4,8 @@ use crate::gates::{self, GateContext, resolve};
 use crate::{RuntimeError, codehash, now};
 use fleetgate_core::config::Config;
 use fleetgate_core::{
-    Command, Event, PipelineState, Stage, TransitionError, Verdict, Version, handle,
+    Command, EffectAction, Event, PipelineState, RollbackScope, Stage, TransitionError, Verdict,
+    Version, handle,
 };
 use fleetgate_store::{OrchestratorLock, StateDir, TransactError};
 use std::path::{Path, PathBuf};
@@ -35,6 +36,20 @@ pub enum Progress {
         stage: Stage,
         /// Why.
         reason: String,
+    },
+    /// An outbox effect was delivered.
+    Delivered {
+        /// Effect id.
+        id: String,
+        /// What was done.
+        note: String,
+    },
+    /// An outbox effect could not be delivered (it stays queued).
+    DeliveryFailed {
+        /// Effect id.
+        id: String,
+        /// Why.
+        error: String,
     },
     /// Waiting before checking a pending gate again.
     Waiting {
@@ -218,6 +233,43 @@ impl Orchestrator {
         rollback_in(self.store.path(), reason)
     }
 
+    /// Carry out the outbox effects (rollback orders) and record each result. Returns the
+    /// state afterwards. Effects that cannot be delivered stay in the outbox.
+    pub fn deliver_outbox(
+        &self,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<PipelineState, RuntimeError> {
+        let state = self.store.load()?;
+        for effect in &state.outbox {
+            let result = deliver(&state, &effect.action);
+            let event = match &result {
+                Ok(note) => {
+                    progress(Progress::Delivered {
+                        id: effect.id.clone(),
+                        note: note.clone(),
+                    });
+                    Event::EffectDone {
+                        id: effect.id.clone(),
+                    }
+                }
+                Err(e) => {
+                    progress(Progress::DeliveryFailed {
+                        id: effect.id.clone(),
+                        error: e.clone(),
+                    });
+                    Event::EffectFailed {
+                        id: effect.id.clone(),
+                        error: e.clone(),
+                    }
+                }
+            };
+            self.store
+                .transact(|s| handle(s, event).map(|_| ()))
+                .map_err(flatten)?;
+        }
+        Ok(self.store.load()?)
+    }
+
     /// Evaluate the current stage's gate once and commit its verdict (compare-and-swap on
     /// stage and epoch: discarded if a rollback landed meanwhile).
     pub fn advance(
@@ -255,6 +307,11 @@ impl Orchestrator {
                     verdict: verdict.clone(),
                     now_at: state.stage,
                 });
+                let state = if cmds.iter().any(|c| matches!(c, Command::Deliver(_))) {
+                    self.deliver_outbox(progress)?
+                } else {
+                    state
+                };
                 if cmds.iter().any(|c| matches!(c, Command::Finished { .. })) {
                     self.store.archive_run(&state)?;
                 }
@@ -311,4 +368,40 @@ fn new_run_id(version: &Version) -> String {
         version.as_str(),
         (t.subsec_nanos() ^ std::process::id()) & 0xffff
     )
+}
+
+/// Deliver one effect. A rollback order goes to the nodes that may have received the
+/// release: the canary nodes recorded in the CANARY stage data, or the whole fleet once
+/// DEPLOY began broadcasting. When no node was contacted, there is nobody to tell.
+fn deliver(state: &PipelineState, action: &EffectAction) -> Result<String, String> {
+    match action {
+        EffectAction::SendRollback { scope, .. } => {
+            let (stage, key) = match scope {
+                RollbackScope::Canary => (Stage::Canary, "contacted"),
+                RollbackScope::All => (Stage::Deploying, "broadcast"),
+            };
+            let contacted = state
+                .stage_data
+                .get(&stage)
+                .and_then(|d| d.get(key))
+                .is_some_and(|v| {
+                    v.as_bool().unwrap_or(false) || v.as_array().is_some_and(|a| !a.is_empty())
+                });
+            let canary_contacted = matches!(scope, RollbackScope::All)
+                && state
+                    .stage_data
+                    .get(&Stage::Canary)
+                    .and_then(|d| d.get("contacted"))
+                    .is_some_and(|v| v.as_array().is_some_and(|a| !a.is_empty()));
+            if !contacted && !canary_contacted {
+                return Ok(format!(
+                    "rollback order ({scope:?}): no node had been sent the release; nothing to undo"
+                ));
+            }
+            Err(
+                "rollback order cannot be delivered: this build has no fleet transport wired in"
+                    .to_owned(),
+            )
+        }
+    }
 }
