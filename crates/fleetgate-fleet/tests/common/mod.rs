@@ -68,13 +68,32 @@ impl Db {
             .unwrap_or_else(|e| panic!("[{}] connect: {e}", self.name))
     }
 
+    /// Drops the PostgreSQL schema (also done on drop, so a failing test cleans up too).
     pub async fn cleanup(self) {
-        if let Some((base, schema)) = &self.pg {
-            let mut conn = sqlx::PgConnection::connect(base).await.expect("connect");
-            sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-                .execute(&mut conn)
-                .await
-                .expect("drop test schema");
+        drop(self);
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Some((base, schema)) = self.pg.take() {
+            // Drop may run inside a runtime or during a panic: use a thread of its own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async {
+                    if let Ok(mut conn) = sqlx::PgConnection::connect(&base).await {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP SCHEMA IF EXISTS {schema} CASCADE"
+                        )))
+                        .execute(&mut conn)
+                        .await;
+                    }
+                });
+            })
+            .join();
         }
     }
 }
@@ -100,7 +119,7 @@ pub fn cert_for(id: &str, key: &SigningKey, region: &str) -> Vec<u8> {
             public_key: key.public_key_hex(),
             region: region.into(),
             address: format!("http://127.0.0.1:1/{id}"),
-            issued_at: NOW as u64 - 10,
+            issued_at: 1_700_000_000,
         },
         &[&trust_key()],
     )
