@@ -1,5 +1,10 @@
 //! Prints rounds and messages to full coverage for one broadcast, for N = 1k, 10k, 100k
-//! (and any N given as arguments), over a few seeds, with real signed manifests.
+//! (and any N given as arguments), over a few seeds, with a real signed manifest
+//! (verified for real once, then by hash of identical bytes).
+//!
+//! Columns: rounds to 99.9% and 100% after the publish, their bounds from issue 5,
+//! messages per node sent until 100% (all kinds), push messages per node over the whole
+//! push phase, all messages per node over the same period, and the push bound.
 //!
 //! `cargo run --release -p fleetgate-gossip --example figures [N...] [--seeds K] [--loss P] [--push-only]`
 
@@ -45,8 +50,17 @@ fn main() {
         manifest.len()
     );
     println!(
-        "{:>7} {:>5} | {:>8} {:>8} | {:>8} {:>8} | {:>9} {:>9} | {:>9}",
-        "N", "seed", "r99.9%", "r100%", "bnd99.9", "bnd100", "push/node", "all/node", "bnd msgs"
+        "{:>7} {:>5} | {:>8} {:>8} | {:>8} {:>8} | {:>9} {:>9} {:>9} | {:>9}",
+        "N",
+        "seed",
+        "r99.9%",
+        "r100%",
+        "bnd99.9",
+        "bnd100",
+        "@100%/nd",
+        "push/node",
+        "all/node",
+        "bnd push"
     );
     for &n in &ns {
         let log4 = (n as f64).ln() / 4f64.ln();
@@ -63,13 +77,14 @@ fn main() {
             })
             .expect("simulation");
             println!(
-                "{:>7} {:>5} | {:>8} {:>8} | {:>8} {:>8} | {:>9.2} {:>9.2} | {:>9}   ({:.1?})",
+                "{:>7} {:>5} | {:>8} {:>8} | {:>8} {:>8} | {:>9.2} {:>9.2} {:>9.2} | {:>9}   ({:.1?})",
                 n,
                 seed,
                 fmt(f.rounds_999),
                 fmt(f.rounds_100),
                 b999,
                 b100,
+                f.to_full_per_node,
                 f.push_per_node,
                 f.total_per_node,
                 bmsg,

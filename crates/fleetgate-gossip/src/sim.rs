@@ -332,6 +332,8 @@ pub struct BroadcastFigures {
     pub rounds_999: Option<u64>,
     /// Rounds until every node held it.
     pub rounds_100: Option<u64>,
+    /// All messages sent until full coverage (or until `max_rounds` gave up), per node.
+    pub to_full_per_node: f64,
     /// Push-phase messages sent, per node, until every rumor ran out.
     pub push_per_node: f64,
     /// All messages sent (push and anti-entropy) over the same period, per node.
@@ -357,18 +359,20 @@ pub fn broadcast<V: Verifier>(
     sim.run_until_covered(max_rounds);
     let rounds_999 = sim.rounds_to(0.999).map(|r| r - start);
     let rounds_100 = sim.rounds_to(1.0).map(|r| r - start);
+    let at_full = sim.total_stats();
     // Let every rumor run out so the whole push phase is counted.
     let end = sim.round() + max_rounds;
     while sim.pushing() > 0 && sim.round() < end {
         sim.step();
     }
     let after = sim.total_stats();
-    let per = |a: u64, b: u64| (a - b) as f64 / n as f64;
+    let per = |a: u64, b: u64| a.saturating_sub(b) as f64 / n as f64;
     Ok(BroadcastFigures {
         n,
         seed,
         rounds_999,
         rounds_100,
+        to_full_per_node: per(at_full.sent_total(), before.sent_total()),
         push_per_node: per(after.sent_push, before.sent_push),
         total_per_node: per(after.sent_total(), before.sent_total()),
     })
