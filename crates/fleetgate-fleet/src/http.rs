@@ -10,6 +10,8 @@
 //! The GET routes expose no secret (public keys, versions, certificates); mount them
 //! behind the server's own authentication if peer addresses are sensitive.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
@@ -23,26 +25,34 @@ use crate::error::{FleetError, HeartbeatError};
 use crate::heartbeat::HeartbeatPolicy;
 use crate::registry::{Registry, unix_now};
 
+/// Source of the current time (unix seconds); tests and simulations inject their own.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
 #[derive(Clone)]
 struct AppState {
     registry: Registry,
     policy: HeartbeatPolicy,
+    clock: Clock,
 }
 
-/// The fleet routes with the default [`HeartbeatPolicy`].
+/// The fleet routes with the default [`HeartbeatPolicy`] and the system clock.
 pub fn router(registry: Registry) -> Router {
-    router_with_policy(registry, HeartbeatPolicy::default())
+    router_with(registry, HeartbeatPolicy::default(), Arc::new(unix_now))
 }
 
-/// The fleet routes with an explicit policy.
-pub fn router_with_policy(registry: Registry, policy: HeartbeatPolicy) -> Router {
+/// The fleet routes with an explicit policy and clock.
+pub fn router_with(registry: Registry, policy: HeartbeatPolicy, clock: Clock) -> Router {
     let limit = policy.max_bytes;
     Router::new()
         .route("/api/fleet/heartbeat", post(post_heartbeat))
         .route("/api/fleet/peers", get(list_peers))
         .route("/api/fleet/peers/{id}", get(show_peer))
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(AppState { registry, policy })
+        .with_state(AppState {
+            registry,
+            policy,
+            clock,
+        })
 }
 
 fn fail(status: StatusCode, message: String) -> (StatusCode, Json<Value>) {
@@ -85,7 +95,7 @@ async fn post_heartbeat(
     };
     match state
         .registry
-        .record_heartbeat(&body, &state.policy, unix_now())
+        .record_heartbeat(&body, &state.policy, (state.clock)())
         .await
     {
         Ok(rec) => (

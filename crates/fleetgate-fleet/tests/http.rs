@@ -4,11 +4,17 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use common::*;
-use fleetgate_canary::{Command, Event, FailureKind, Judge, JudgeConfig, select_canary};
-use fleetgate_fleet::{DeployStatus, Heartbeat, Registry, SignedHeartbeat, unix_now};
+use fleetgate_canary::{
+    BenchSpec, Command, Direction, Event, FailureKind, Judge, JudgeConfig, select_canary,
+};
+use fleetgate_fleet::{
+    DeployStatus, Heartbeat, HeartbeatPolicy, Registry, SignedHeartbeat, unix_now,
+};
 use serde_json::Value;
 
 async fn serve(reg: Registry) -> String {
@@ -122,6 +128,17 @@ async fn heartbeat_endpoint_over_a_real_socket() {
     }
 }
 
+/// How the canary nodes misbehave in a scenario.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fault {
+    None,
+    Exceptions,
+    HealthCheck,
+    Silent,
+    CodeHash,
+    Benchmark,
+}
+
 /// A node that heartbeats over HTTP.
 struct Node {
     id: String,
@@ -129,86 +146,111 @@ struct Node {
     seq: u64,
     requests: u64,
     exceptions: u64,
-    code_hash: String,
 }
 
-impl Node {
-    async fn beat(&mut self, client: &reqwest::Client, base: &str) {
-        self.seq += 1;
-        self.requests += 1000;
-        let hb = Heartbeat {
-            bench: Default::default(),
-            code_hash: self.code_hash.clone(),
-            exceptions_total: self.exceptions,
-            healthy: true,
-            node_id: self.id.clone(),
-            requests_total: self.requests,
-            sent_at: unix_now() as u64,
-            seq: self.seq,
-            version: "2.0.0".into(),
-        };
-        let (s, v) = post(
-            client,
-            base,
-            SignedHeartbeat::sign(&hb, &self.key).to_json(),
-        )
-        .await;
-        assert_eq!(s, 200, "{v}");
-    }
-}
-
-/// Runs one canary window: select, persist, then sample the registry every (synthetic)
-/// interval while the nodes heartbeat over HTTP. `bad_hash` makes the canaries report a
-/// code hash that is not the manifest's.
-async fn canary_window(
-    reg: &Registry,
+async fn beat(
+    client: &reqwest::Client,
     base: &str,
-    run: &str,
-    prefix: &str,
-    bad_hash: bool,
-) -> Command {
+    node: &mut Node,
+    now: i64,
+    canary: bool,
+    fault: Fault,
+) {
+    let faulty = canary && fault != Fault::None;
+    node.seq += 1;
+    node.requests += 1000;
+    node.exceptions += if faulty && fault == Fault::Exceptions {
+        30
+    } else {
+        10
+    };
+    let latency = if faulty && fault == Fault::Benchmark {
+        13.0
+    } else {
+        10.0
+    };
+    let hb = Heartbeat {
+        bench: [("latency_ms".to_owned(), latency)].into(),
+        code_hash: if faulty && fault == Fault::CodeHash {
+            "other-hash"
+        } else {
+            "manifest-hash"
+        }
+        .into(),
+        exceptions_total: node.exceptions,
+        healthy: !(faulty && fault == Fault::HealthCheck),
+        node_id: node.id.clone(),
+        requests_total: node.requests,
+        sent_at: now as u64,
+        seq: node.seq,
+        version: "2.0.0".into(),
+    };
+    let (s, v) = post(
+        client,
+        base,
+        SignedHeartbeat::sign(&hb, &node.key).to_json(),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+}
+
+/// One canary window on a fresh database: ten nodes in two regions enroll and
+/// heartbeat over HTTP (server clock = a synthetic clock advanced 10 s per interval);
+/// the orchestrator takes the lease, selects and persists the canary, and samples the
+/// registry every interval into the judge. Returns the final command and the number of
+/// intervals it took.
+async fn canary_window(db: &Db, fault: Fault) -> (Command, i64) {
+    let reg = db.registry().await;
+    let start = NOW;
+    let clock = Arc::new(AtomicI64::new(start));
+    let c2 = clock.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = fleetgate_fleet::http::router_with(
+        reg.clone(),
+        HeartbeatPolicy::default(),
+        Arc::new(move || c2.load(Ordering::SeqCst)),
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     let client = reqwest::Client::new();
+
     let mut nodes: Vec<Node> = (0..10u8)
         .map(|i| Node {
-            id: format!("{prefix}-{i}"),
-            key: node_key(i + prefix.len() as u8 * 16),
+            id: format!("node-{i}"),
+            key: node_key(i),
             seq: 0,
             requests: 0,
             exceptions: 0,
-            code_hash: "manifest-hash".into(),
         })
         .collect();
-    for n in &mut nodes {
-        let region = if n.id.ends_with(['0', '1', '2', '3']) {
-            "us"
-        } else {
-            "eu"
-        };
-        reg.enroll(&cert_for(&n.id, &n.key, region), &keyring(), unix_now())
+    for (i, n) in nodes.iter_mut().enumerate() {
+        let region = if i < 4 { "us" } else { "eu" };
+        reg.enroll(&cert_for(&n.id, &n.key, region), &keyring(), start)
             .await
             .unwrap();
-        n.beat(&client, base).await;
+        beat(&client, &base, n, start, false, Fault::None).await;
     }
-    let start = unix_now();
-    let eligible = reg.eligible_peers(start, 60).await.unwrap();
+    let eligible = reg.eligible_peers(start, 30).await.unwrap();
     assert_eq!(eligible.len(), 10);
+    let run = format!("run-{fault:?}");
     let selection = select_canary(run.as_bytes(), &eligible, 0.2, 1).unwrap();
     assert_eq!(selection.nodes.len(), 2);
-    assert_eq!(selection.per_region.values().sum::<usize>(), 2);
+    // Largest remainder: us 4·2/10 = 0.8, eu 6·2/10 = 1.2 → one each.
+    assert_eq!(selection.per_region["us"], 1);
+    assert_eq!(selection.per_region["eu"], 1);
 
     let lease = reg
-        .acquire_lease("pipeline", run, Duration::from_secs(60))
+        .acquire_lease_at("pipeline", "orch-1", Duration::from_secs(600), start)
         .await
         .unwrap()
         .expect("lease free");
-    reg.persist_selection(run, &selection, &lease.fence(), start)
+    reg.persist_selection(&run, &selection, &lease.fence(), start)
         .await
         .unwrap();
-    // Idempotent for a resumed run.
-    reg.persist_selection(run, &selection, &lease.fence(), start)
+    reg.persist_selection(&run, &selection, &lease.fence(), start)
         .await
         .unwrap();
-    assert_eq!(reg.load_selection(run).await.unwrap().unwrap(), selection);
+    assert_eq!(reg.load_selection(&run).await.unwrap().unwrap(), selection);
 
     let baseline: Vec<String> = eligible
         .iter()
@@ -216,10 +258,15 @@ async fn canary_window(
         .filter(|id| !selection.contains(id))
         .collect();
     let config = JudgeConfig {
-        window_secs: 40,
+        window_secs: 120,
         sample_interval_secs: 10,
-        heartbeat_timeout_secs: 60,
-        min_canary_requests: 1000,
+        heartbeat_timeout_secs: 30,
+        benchmarks: vec![BenchSpec {
+            name: "latency_ms".into(),
+            direction: Direction::LowerIsBetter,
+            tolerance: 0.05,
+            reference: None,
+        }],
         ..JudgeConfig::default()
     };
     let mut judge = Judge::new(
@@ -230,83 +277,101 @@ async fn canary_window(
         start as u64,
     )
     .unwrap();
-    let mut k = 0;
-    loop {
-        let at = start + k * 10;
-        for n in &mut nodes {
-            if selection.contains(&n.id) && bad_hash {
-                n.code_hash = "something-else".into();
-            }
-            if k > 0 {
-                n.beat(&client, base).await;
+    for k in 0..30 {
+        let now = start + k * 10;
+        clock.store(now, Ordering::SeqCst);
+        if k > 0 {
+            for n in &mut nodes {
+                let canary = selection.contains(&n.id);
+                if canary && fault == Fault::Silent {
+                    continue;
+                }
+                beat(&client, &base, n, now, canary, fault).await;
             }
         }
-        // Heartbeats carry the server's receive time; sample at the later of the two.
-        let sample_at = at.max(unix_now());
-        let sample = reg
-            .sample(&selection.nodes, &baseline, sample_at)
-            .await
-            .unwrap();
-        assert_eq!(sample.nodes.len(), 10);
-        let cmds = judge.on_event(Event::Sample(sample)).unwrap();
-        for c in cmds {
+        let sample = reg.sample(&selection.nodes, &baseline, now).await.unwrap();
+        for c in judge.on_event(Event::Sample(sample)).unwrap() {
             match c {
-                Command::Promote { .. } => {
-                    reg.release_lease(&lease).await.unwrap();
-                    return c;
-                }
+                Command::Promote { .. } => return (c, k),
                 Command::Rollback { .. } => {
                     for id in &selection.nodes {
                         reg.record_deployment_status(
-                            run,
+                            &run,
                             id,
                             DeployStatus::RollbackSent,
                             "canary failed",
                             &lease.fence(),
-                            unix_now(),
+                            now,
                         )
                         .await
                         .unwrap();
                     }
-                    reg.release_lease(&lease).await.unwrap();
-                    return c;
+                    let st = reg.deployment_statuses(&run).await.unwrap();
+                    assert_eq!(st.len(), 2);
+                    return (c, k);
                 }
                 Command::SampleAt { .. } | Command::ExtendWindow { .. } => {}
             }
         }
-        k += 1;
-        assert!(k < 20, "no verdict");
     }
+    panic!("no verdict after 30 intervals")
 }
 
 #[tokio::test]
-async fn canary_flow_fed_by_http_heartbeats() {
-    for db in backends().await {
-        let reg = db.registry().await;
-        let base = serve(reg.clone()).await;
-
-        let cmd = canary_window(&reg, &base, "run-healthy", "ok", false).await;
-        assert!(
-            matches!(cmd, Command::Promote { .. }),
-            "[{}] {cmd:?}",
-            db.name
-        );
-        for p in reg.list_peers().await.unwrap() {
-            reg.remove_peer(&p.id).await.unwrap();
+async fn canary_passes_when_healthy_and_rolls_back_for_each_fault() {
+    let cases = [
+        (Fault::None, None, ""),
+        (
+            Fault::Exceptions,
+            Some(FailureKind::Statistical),
+            "baseline",
+        ),
+        (
+            Fault::HealthCheck,
+            Some(FailureKind::Statistical),
+            "health check",
+        ),
+        (Fault::Silent, Some(FailureKind::Hard), "lost heartbeat"),
+        (
+            Fault::CodeHash,
+            Some(FailureKind::Hard),
+            "integrity mismatch",
+        ),
+        (
+            Fault::Benchmark,
+            Some(FailureKind::Statistical),
+            "latency_ms regressed by 30.0%",
+        ),
+    ];
+    for (fault, failure, needle) in cases {
+        for db in backends().await {
+            let (cmd, k) = canary_window(&db, fault).await;
+            let verdict = match (&cmd, failure) {
+                (Command::Promote { verdict }, None) => verdict,
+                (Command::Rollback { verdict }, Some(_)) => verdict,
+                _ => panic!("[{}] {fault:?}: unexpected {cmd:?}", db.name),
+            };
+            assert_eq!(
+                verdict.failure, failure,
+                "[{}] {fault:?}: {}",
+                db.name, verdict.reason
+            );
+            assert!(
+                verdict.reason.contains(needle),
+                "[{}] {fault:?}: {}",
+                db.name,
+                verdict.reason
+            );
+            eprintln!(
+                "[{}] {fault:?}: {:?} after {k} intervals: {}",
+                db.name, verdict.decision, verdict.reason
+            );
+            match fault {
+                Fault::None => assert_eq!(k, 12),
+                Fault::CodeHash => assert_eq!(k, 1, "hard failure at the next sample"),
+                Fault::Silent => assert_eq!(k, 4, "first sample with > 30 s of silence"),
+                _ => assert!(k <= 4, "{fault:?} took {k} intervals"),
+            }
         }
-        let cmd = canary_window(&reg, &base, "run-bad-hash", "bad", true).await;
-        let Command::Rollback { verdict } = cmd else {
-            panic!("[{}] expected a rollback, got {cmd:?}", db.name)
-        };
-        assert_eq!(verdict.failure, Some(FailureKind::Hard));
-        assert!(
-            verdict.reason.contains("something-else"),
-            "{}",
-            verdict.reason
-        );
-        let st = reg.deployment_statuses("run-bad-hash").await.unwrap();
-        assert_eq!(st.len(), 2);
-        assert!(st.iter().all(|d| d.status == DeployStatus::RollbackSent));
-        db.cleanup().await;
     }
 }
