@@ -569,7 +569,7 @@ fn on_start_and_after_being_away_it_pulls_every_round_until_a_peer_with_data_ans
 /// strictly newer than the last, and every manifest it sends is one that verified.
 #[test]
 fn random_inputs_keep_the_invariants() {
-    let mut rng = crate::rng::Rng::seed_from_u64(0xF1EE_7);
+    let mut rng = crate::rng::Rng::seed_from_u64(0x000F_1EE7);
     for case in 0..300u64 {
         let mut n = node(8);
         let mut now = 0u64;
