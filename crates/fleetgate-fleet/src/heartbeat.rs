@@ -14,6 +14,10 @@
 //! heartbeat of a node must have `seq ≥ 1`). The seq check and the insert happen in
 //! one transaction with a conditional update, so two copies racing in are not both
 //! accepted.
+//!
+//! A node must never reuse a `seq`, across restarts too: derive it from a persisted
+//! counter, or from a clock that only moves forward (e.g. unix milliseconds), otherwise
+//! a restarted node is refused as a replay until its counter passes the stored one.
 
 use std::collections::BTreeMap;
 
@@ -387,5 +391,17 @@ impl Registry {
                 .map_err(FleetError::db("read latest heartbeat"))?
         });
         row.map(HeartbeatRecord::try_from).transpose()
+    }
+
+    /// Deletes heartbeats received before `before` (retention); returns how many.
+    pub async fn prune_heartbeats(&self, before: i64) -> Result<u64, FleetError> {
+        Ok(with_pool!(self, |pool| {
+            sqlx::query("DELETE FROM heartbeats WHERE at < $1")
+                .bind(before)
+                .execute(pool)
+                .await
+                .map_err(FleetError::db("prune heartbeats"))?
+                .rows_affected()
+        }))
     }
 }

@@ -244,6 +244,13 @@ async fn heartbeats_are_verified_and_replay_protected() {
         assert_eq!(series[1].bench["latency_ms"], 12.5);
         let peer = reg.peer("n1").await.unwrap();
         assert_eq!(peer.last_seq, 5);
+        assert_eq!(reg.prune_heartbeats(now + 1).await.unwrap(), 1);
+        let latest = reg
+            .latest_heartbeat("n1", now + 100)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(latest.seq, 5);
         assert_eq!(peer.current_version.as_deref(), Some("1.2.3"));
         db.cleanup().await;
     }
