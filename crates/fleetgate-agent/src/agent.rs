@@ -1,0 +1,875 @@
+//! The runtime: executes the commands of [`crate::machine`], persists the journal
+//! before each one (write-ahead), and verifies manifests before the machine sees them.
+
+use crate::config::NodeConfig;
+use crate::health::{Probe, probe};
+use crate::machine::{
+    self, ApplyReport, Command, Event, Installed, Journal, Kind, MachineError, Outcome, Phase,
+    Policy, Target,
+};
+use crate::slots::{SlotError, Slots};
+use crate::supervisor::{AppSpec, Supervisor};
+use fleetgate_trust::{Floor, FloorError, Keyring, KeyringError, SigningKey, VerifyError};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Journal file name inside the state directory.
+pub const JOURNAL_FILE: &str = "journal.json";
+/// Largest journal read.
+const MAX_JOURNAL_BYTES: u64 = 4 * 1024 * 1024;
+/// Env var naming a crash point (tests only): the agent SIGKILLs itself there.
+pub const CRASH_ENV: &str = "FLEETGATE_AGENT_CRASH_AT";
+
+/// Why the agent could not start or keep going.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The configuration.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The trust file.
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+    /// The identity key.
+    #[error("failed to load the node identity key {}: {source}", path.display())]
+    IdentityKey {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: fleetgate_trust::KeyError,
+    },
+    /// The enrollment certificate.
+    #[error("enrollment certificate {}: {reason}", path.display())]
+    Enrollment {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The anti-rollback floor.
+    #[error(transparent)]
+    Floor(#[from] FloorError),
+    /// Another agent holds the state directory.
+    #[error("state directory {} is locked by another agent ({holder}); run one agent per state directory", dir.display())]
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+        /// Pid recorded by the holder.
+        holder: String,
+    },
+    /// The journal is unreadable; it is left in place, never reset.
+    #[error("failed to read the agent journal {}: {reason}; it was left untouched — inspect it or move it aside", path.display())]
+    CorruptJournal {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A file-system operation.
+    #[error("failed to {action} {}: {source}", path.display())]
+    Io {
+        /// What.
+        action: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The apply state machine refused an event (a bug).
+    #[error(transparent)]
+    Machine(#[from] MachineError),
+    /// Binding a listener.
+    #[error("failed to listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: String,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// A background task panicked or was cancelled.
+    #[error("agent task failed: {0}")]
+    Task(String),
+}
+
+fn io_err<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> AgentError + use<'a> {
+    move |source| AgentError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Why an apply request was refused or could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The manifest failed verification (signature, keyring, expiry, floor, size, shape).
+    #[error("manifest refused: {0}")]
+    Verify(#[from] VerifyError),
+    /// A rollback manifest lacks what the node needs to return.
+    #[error("rollback manifest sequence {sequence} refused: {reason}")]
+    BadRollback {
+        /// Sequence.
+        sequence: u64,
+        /// What is missing.
+        reason: String,
+    },
+    /// Another apply is running (applies run one at a time; the caller may retry).
+    #[error("another apply is in progress (phase {phase}); retry when it is done")]
+    Busy {
+        /// Phase of the apply in flight.
+        phase: String,
+    },
+    /// The agent failed internally (journal, state machine).
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+}
+
+impl ApplyError {
+    /// Stable snake_case reason for JSON.
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Verify(v) => v.name(),
+            Self::BadRollback { .. } => "bad_rollback",
+            Self::Busy { .. } => "busy",
+            Self::Agent(_) => "internal",
+        }
+    }
+}
+
+/// What `GET /status` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Node id.
+    pub node_id: String,
+    /// Committed version.
+    pub version: Option<String>,
+    /// Committed code hash.
+    pub code_hash: Option<String>,
+    /// Committed slot.
+    pub slot: Option<String>,
+    /// The committed version in full.
+    pub current: Option<Installed>,
+    /// The version before it.
+    pub previous: Option<Installed>,
+    /// Anti-rollback floor (highest committed sequence).
+    pub floor: u64,
+    /// Phase of an apply in flight.
+    pub apply_phase: Option<Phase>,
+    /// The last apply's report.
+    pub last_report: Option<ApplyReport>,
+    /// Releases refused from now on.
+    pub bad: Vec<machine::BadRelease>,
+    /// A process of the app is alive.
+    pub app_running: bool,
+    /// Exits of the app since it was last started.
+    pub app_exits: usize,
+    /// Last health check result.
+    pub healthy: bool,
+    /// Last health check detail.
+    pub health_detail: String,
+    /// Heartbeat delivery.
+    pub heartbeats: crate::heartbeat::HeartbeatStats,
+}
+
+pub(crate) struct Inner {
+    pub(crate) cfg: NodeConfig,
+    keyring: Keyring,
+    pub(crate) identity: SigningKey,
+    policy: Policy,
+    slots: Slots,
+    sup: Supervisor,
+    journal: Mutex<Journal>,
+    journal_path: PathBuf,
+    floor: Mutex<Floor>,
+    apply_lock: Arc<tokio::sync::Mutex<()>>,
+    pub(crate) http: reqwest::Client,
+    pub(crate) last_probe: Mutex<Probe>,
+    hb_stats: Mutex<crate::heartbeat::HeartbeatStats>,
+    _lock: File,
+}
+
+/// The node agent: verified, journaled, health-gated apply. Cheap to clone.
+#[derive(Clone)]
+pub struct Agent {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("node_id", &self.inner.cfg.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn crash_point(name: &str) {
+    if std::env::var(CRASH_ENV).is_ok_and(|v| v == name) {
+        tracing::error!(
+            point = name,
+            "crash point reached: killing the agent (test)"
+        );
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// Loads the journal (missing: empty; unreadable: error, never reset).
+///
+/// # Errors
+/// [`AgentError::CorruptJournal`].
+pub fn load_journal(path: &Path) -> Result<Journal, AgentError> {
+    let corrupt = |reason: String| AgentError::CorruptJournal {
+        path: path.to_owned(),
+        reason,
+    };
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Journal::default()),
+        Err(e) => return Err(corrupt(e.to_string())),
+    };
+    if meta.len() > MAX_JOURNAL_BYTES {
+        return Err(corrupt(format!(
+            "{} bytes, more than {MAX_JOURNAL_BYTES}",
+            meta.len()
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| corrupt(e.to_string()))?;
+    let j: Journal = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    if j.schema_version != machine::JOURNAL_SCHEMA_VERSION {
+        return Err(corrupt(format!(
+            "schema_version {} is not supported; this agent reads {}",
+            j.schema_version,
+            machine::JOURNAL_SCHEMA_VERSION
+        )));
+    }
+    Ok(j)
+}
+
+fn verify_enrollment(
+    path: &Path,
+    cfg: &NodeConfig,
+    keyring: &Keyring,
+    identity: &SigningKey,
+) -> Result<(), AgentError> {
+    let bad = |reason: String| AgentError::Enrollment {
+        path: path.to_owned(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let doc = fleetgate_trust::verify_document(&bytes, keyring, fleetgate_trust::unix_now())
+        .map_err(|e| bad(e.to_string()))?;
+    let field = |k: &str| {
+        doc.value
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    if field("type") != "fleetgate-enrollment" {
+        return Err(bad(format!(
+            "type is {:?}, expected \"fleetgate-enrollment\"",
+            field("type")
+        )));
+    }
+    if field("node_id") != cfg.node_id {
+        return Err(bad(format!(
+            "it is for node {:?}, this node is {:?}",
+            field("node_id"),
+            cfg.node_id
+        )));
+    }
+    if field("public_key") != identity.public_key_hex() {
+        return Err(bad(format!(
+            "it certifies key {}, the identity key is {}",
+            field("public_key"),
+            identity.public_key_hex()
+        )));
+    }
+    Ok(())
+}
+
+fn tail(bytes: &[u8], n: usize) -> String {
+    let s = String::from_utf8_lossy(bytes);
+    let start = s.len().saturating_sub(n);
+    let start = (start..=s.len())
+        .find(|i| s.is_char_boundary(*i))
+        .unwrap_or(s.len());
+    s[start..].trim().to_owned()
+}
+
+impl Agent {
+    /// Opens the agent: locks the state directory, loads the trust file, identity key,
+    /// enrollment certificate (if configured), floor and journal. Does not start
+    /// anything; call [`Agent::recover`] next (as [`crate::run_node`] does).
+    ///
+    /// # Errors
+    /// [`AgentError`] naming the file or setting.
+    pub fn open(cfg: NodeConfig) -> Result<Self, AgentError> {
+        cfg.validate()?;
+        std::fs::create_dir_all(&cfg.state_dir)
+            .map_err(io_err("create state directory", &cfg.state_dir))?;
+        let lock_path = cfg.state_dir.join("agent.lock");
+        let lock_file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(io_err("open", &lock_path))?;
+        match lock_file.try_lock() {
+            Ok(()) => {
+                let _ = std::fs::write(&lock_path, format!("pid {}\n", std::process::id()));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(AgentError::Locked {
+                    dir: cfg.state_dir.clone(),
+                    holder: std::fs::read_to_string(&lock_path)
+                        .unwrap_or_default()
+                        .trim()
+                        .chars()
+                        .take(100)
+                        .collect(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err("lock", &lock_path)(e)),
+        }
+        let keyring = Keyring::load(&cfg.trust_file)?;
+        let identity =
+            SigningKey::from_file(&cfg.identity_key).map_err(|source| AgentError::IdentityKey {
+                path: cfg.identity_key.clone(),
+                source,
+            })?;
+        if let Some(cert) = &cfg.enrollment_cert {
+            verify_enrollment(cert, &cfg, &keyring, &identity)?;
+        }
+        let floor = Floor::open(&cfg.state_dir)?;
+        let journal_path = cfg.state_dir.join(JOURNAL_FILE);
+        let journal = load_journal(&journal_path)?;
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .map_err(|e| AgentError::Task(format!("build HTTP client: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                policy: Policy {
+                    has_install: cfg.install.is_some(),
+                },
+                slots: Slots::new(&cfg.state_dir),
+                sup: Supervisor::new(
+                    cfg.state_dir.join("app.pid"),
+                    Duration::from_secs(cfg.drain_secs),
+                ),
+                journal: Mutex::new(journal),
+                journal_path,
+                floor: Mutex::new(floor),
+                apply_lock: Arc::new(tokio::sync::Mutex::new(())),
+                http,
+                last_probe: Mutex::new(Probe::default()),
+                hb_stats: Mutex::new(crate::heartbeat::HeartbeatStats::default()),
+                keyring,
+                identity,
+                cfg,
+                _lock: lock_file,
+            }),
+        })
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &NodeConfig {
+        &self.inner.cfg
+    }
+
+    /// A copy of the journal as last persisted.
+    #[must_use]
+    pub fn journal(&self) -> Journal {
+        lock(&self.inner.journal).clone()
+    }
+
+    /// Finishes or undoes an apply the previous agent process left in the journal, stops
+    /// any app it left running, and starts the committed version. Call once at start.
+    ///
+    /// # Errors
+    /// [`AgentError`] (journal write, state machine).
+    pub async fn recover(&self) -> Result<Option<ApplyReport>, AgentError> {
+        let _guard = self.inner.apply_lock.clone().lock_owned().await;
+        let inner = self.inner.clone();
+        tokio::spawn(async move { inner.drive(Event::Recover).await })
+            .await
+            .map_err(|e| AgentError::Task(e.to_string()))?
+    }
+
+    /// Verifies a signed manifest and applies it. Applies run one at a time: while one
+    /// runs, another call gets [`ApplyError::Busy`] at once. The apply runs in its own
+    /// task, so dropping the returned future does not interrupt it.
+    ///
+    /// # Errors
+    /// [`ApplyError`]: refused before anything was done. A failed apply is not an error:
+    /// it is an [`ApplyReport`] with `success: false`.
+    pub async fn apply(&self, manifest: &[u8]) -> Result<ApplyReport, ApplyError> {
+        let guard = self
+            .inner
+            .apply_lock
+            .clone()
+            .try_lock_owned()
+            .map_err(|_| ApplyError::Busy {
+                phase: lock(&self.inner.journal)
+                    .apply
+                    .as_ref()
+                    .map_or("verify", |a| a.phase.as_str())
+                    .to_owned(),
+            })?;
+        let target = self.inner.verify(manifest)?;
+        let inner = self.inner.clone();
+        let handle = tokio::spawn(async move {
+            let _guard = guard;
+            let prev_ok = inner.previous_slot_usable(&target).await;
+            let r = inner
+                .drive(Event::Verified {
+                    target,
+                    previous_slot_present: prev_ok,
+                })
+                .await;
+            if let Err(e) = &r {
+                tracing::error!(error = %e, "apply failed internally; recovering");
+                if let Err(e2) = inner.drive(Event::Recover).await {
+                    tracing::error!(error = %e2, "recovery after the internal failure failed too");
+                }
+            }
+            r
+        });
+        let report = handle
+            .await
+            .map_err(|e| AgentError::Task(e.to_string()))??;
+        report.ok_or_else(|| {
+            ApplyError::Agent(AgentError::Task(
+                "the apply ended without a report".to_owned(),
+            ))
+        })
+    }
+
+    /// Runs the health check once and remembers the result (for status and heartbeats).
+    pub async fn check_health(&self) -> Probe {
+        let p = match self.inner.sup.spec() {
+            Some(spec) => {
+                probe(
+                    &self.inner.cfg.health,
+                    &self.inner.http,
+                    &spec.dir,
+                    &spec.environment(),
+                )
+                .await
+            }
+            None => Probe {
+                healthy: false,
+                detail: "the app is not running".into(),
+                counters: None,
+            },
+        };
+        let mut last = lock(&self.inner.last_probe);
+        let counters = p.counters.clone().or_else(|| last.counters.clone());
+        *last = Probe {
+            counters,
+            ..p.clone()
+        };
+        p
+    }
+
+    /// The status (`GET /status`).
+    #[must_use]
+    pub fn status(&self) -> Status {
+        let j = self.journal();
+        let floor = lock(&self.inner.floor).sequence();
+        let probe = lock(&self.inner.last_probe).clone();
+        Status {
+            node_id: self.inner.cfg.node_id.clone(),
+            version: j.current.as_ref().map(|c| c.version.clone()),
+            code_hash: j.current.as_ref().map(|c| c.code_hash.clone()),
+            slot: j.current.as_ref().map(|c| c.slot.clone()),
+            current: j.current.clone(),
+            previous: j.previous.clone(),
+            floor,
+            apply_phase: j.apply.as_ref().map(|a| a.phase),
+            last_report: j.last_report.clone(),
+            bad: j.bad.clone(),
+            app_running: self.inner.sup.alive(),
+            app_exits: self.inner.sup.exits(),
+            healthy: probe.healthy,
+            health_detail: probe.detail,
+            heartbeats: lock(&self.inner.hb_stats).clone(),
+        }
+    }
+
+    /// The counters the app last reported through its health endpoint.
+    #[must_use]
+    pub fn last_counters(&self) -> Option<crate::health::Counters> {
+        lock(&self.inner.last_probe).counters.clone()
+    }
+
+    pub(crate) fn identity(&self) -> &SigningKey {
+        &self.inner.identity
+    }
+
+    pub(crate) fn http_client(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    pub(crate) fn record_heartbeat(&self, r: &Result<u64, String>) {
+        let mut s = lock(&self.inner.hb_stats);
+        match r {
+            Ok(seq) => {
+                s.sent += 1;
+                s.consecutive_failures = 0;
+                s.last_seq = *seq;
+            }
+            Err(e) => {
+                s.failed += 1;
+                s.consecutive_failures += 1;
+                s.last_error = Some(e.clone());
+            }
+        }
+    }
+
+    /// Waits for an apply in flight to end, then stops the app (drain, then kill).
+    pub async fn shutdown(&self) {
+        let _guard = self.inner.apply_lock.lock().await;
+        self.inner.sup.stop().await;
+    }
+}
+
+impl Inner {
+    fn verify(&self, bytes: &[u8]) -> Result<Target, ApplyError> {
+        let now = fleetgate_trust::unix_now();
+        let mut floor = lock(&self.floor);
+        let v =
+            fleetgate_trust::verify_manifest(bytes, &self.keyring, now, &floor.verify_options())?;
+        if let Some(back) = v.clock_stepped_back_by {
+            tracing::warn!(seconds = back, "the clock is behind the last verified time");
+        }
+        if let Err(e) = floor.record_verified(now) {
+            tracing::warn!(error = %e, "failed to record the verification time");
+        }
+        drop(floor);
+        let m = v.manifest;
+        let manifest_sha256 = hex::encode(Sha256::digest(bytes));
+        match m.kind {
+            fleetgate_trust::ManifestKind::Release => {
+                if m.git_sha.is_empty() {
+                    return Err(ApplyError::Verify(VerifyError::Malformed {
+                        what: "manifest",
+                        reason: "git_sha is empty; the node fetches that commit".into(),
+                    }));
+                }
+                Ok(Target {
+                    kind: Kind::Release,
+                    sequence: m.sequence,
+                    version: m.version,
+                    code_hash: m.code_hash,
+                    git_sha: m.git_sha,
+                    manifest_sha256,
+                })
+            }
+            fleetgate_trust::ManifestKind::Rollback => {
+                let bad = |reason: &str| ApplyError::BadRollback {
+                    sequence: m.sequence,
+                    reason: reason.to_owned(),
+                };
+                let code_hash = m
+                    .return_to_code_hash
+                    .clone()
+                    .filter(|h| !h.is_empty())
+                    .ok_or_else(|| {
+                        bad("return_to_code_hash is missing; the node cannot verify what it returns to")
+                    })?;
+                Ok(Target {
+                    kind: Kind::Rollback,
+                    sequence: m.sequence,
+                    version: m.return_to_version.clone().unwrap_or_default(),
+                    code_hash,
+                    git_sha: m.return_to_git_sha.clone().unwrap_or_default(),
+                    manifest_sha256,
+                })
+            }
+        }
+    }
+
+    async fn previous_slot_usable(&self, target: &Target) -> bool {
+        let prev = lock(&self.journal).previous.clone();
+        let Some(prev) = prev.filter(|p| p.code_hash == target.code_hash) else {
+            return false;
+        };
+        let slots = self.slots.clone();
+        let cfg = self.cfg.code_hash.clone();
+        tokio::task::spawn_blocking(move || {
+            slots.exists(&prev.slot)
+                && slots
+                    .verify(&prev.slot, &prev.git_sha, &prev.code_hash, &cfg)
+                    .inspect_err(|e| tracing::warn!(error = %e, "previous slot is unusable; fetching instead"))
+                    .is_ok()
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    fn persist(&self, j: &Journal) -> Result<(), AgentError> {
+        let mut bytes = serde_json::to_vec_pretty(j).map_err(|e| AgentError::Io {
+            action: "serialise journal",
+            path: self.journal_path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        bytes.push(b'\n');
+        fleetgate_store::write_atomic(&self.journal_path, &bytes, Some(0o644))
+            .map_err(io_err("write journal", &self.journal_path))?;
+        *lock(&self.journal) = j.clone();
+        Ok(())
+    }
+
+    /// Runs the machine from `first` until no command produces an event.
+    async fn drive(&self, first: Event) -> Result<Option<ApplyReport>, AgentError> {
+        let mut next = Some(first);
+        let mut report = None;
+        while let Some(ev) = next.take() {
+            let before = lock(&self.journal).clone();
+            let (j, cmds) = machine::step(&self.policy, &before, ev, fleetgate_trust::unix_now())?;
+            if j != before {
+                self.persist(&j)?;
+            }
+            let phase = j.apply.as_ref().map(|a| a.phase);
+            if phase != before.apply.as_ref().map(|a| a.phase)
+                && let Some(p) = phase
+            {
+                tracing::info!(phase = p.as_str(), "apply phase");
+                crash_point(p.as_str());
+            }
+            for c in cmds {
+                if let Some(ev) = self.exec(c, &mut report).await {
+                    next = Some(ev);
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    fn spec(&self, app: &Installed) -> AppSpec {
+        AppSpec {
+            dir: self.slots.path(&app.slot),
+            slot: app.slot.clone(),
+            version: app.version.clone(),
+            code_hash: app.code_hash.clone(),
+            command: self.cfg.start.clone(),
+            env: self.cfg.env.clone(),
+        }
+    }
+
+    async fn exec(&self, cmd: Command, report: &mut Option<ApplyReport>) -> Option<Event> {
+        match cmd {
+            Command::FetchSlot {
+                slot,
+                git_sha,
+                code_hash,
+            } => {
+                let slots = self.slots.clone();
+                let remote = self.cfg.remote.clone();
+                let cfg = self.cfg.code_hash.clone();
+                let r = tokio::task::spawn_blocking(move || {
+                    slots.fetch(&slot, &remote, &git_sha, &code_hash, &cfg)
+                })
+                .await;
+                Some(match r {
+                    Ok(Ok(_)) => Event::Fetched,
+                    Ok(Err(e)) => Event::FetchFailed {
+                        permanent: SlotError::is_permanent(&e),
+                        reason: e.to_string(),
+                    },
+                    Err(e) => Event::FetchFailed {
+                        reason: format!("fetch task failed: {e}"),
+                        permanent: false,
+                    },
+                })
+            }
+            Command::RunInstall { slot } => Some(self.run_install(&slot).await),
+            Command::StopApp => {
+                self.sup.stop().await;
+                Some(Event::Stopped)
+            }
+            Command::StartApp { app } => Some(match self.sup.start(self.spec(&app)) {
+                Ok(()) => Event::Started,
+                Err(e) => Event::StartFailed {
+                    reason: e.to_string(),
+                },
+            }),
+            Command::WaitHealthy => Some(match self.wait_healthy().await {
+                Ok(()) => Event::Healthy,
+                Err(reason) => Event::Unhealthy { reason },
+            }),
+            Command::Commit { slot, sequence } => Some(match self.commit(&slot, sequence) {
+                Ok(()) => Event::Committed,
+                Err(reason) => Event::CommitFailed { reason },
+            }),
+            Command::RestorePrevious { previous } => {
+                self.sup.stop().await;
+                let problem = match previous {
+                    None => Some("no previous version to restart; the app is stopped".into()),
+                    Some(prev) if !self.slots.exists(&prev.slot) => Some(format!(
+                        "the previous slot {} is missing; the app is stopped",
+                        prev.slot
+                    )),
+                    Some(prev) => {
+                        if self.slots.current().as_deref() != Some(prev.slot.as_str())
+                            && let Err(e) = self.slots.switch_current(&prev.slot)
+                        {
+                            tracing::error!(error = %e, "failed to point current back");
+                        }
+                        match self.sup.start(self.spec(&prev)) {
+                            Err(e) => Some(e.to_string()),
+                            Ok(()) => self.wait_healthy().await.err().map(|r| {
+                                format!("the previous version is not healthy either: {r}")
+                            }),
+                        }
+                    }
+                };
+                Some(Event::RolledBack { problem })
+            }
+            Command::RunApp { app } => {
+                if self.slots.current().as_deref() != Some(app.slot.as_str())
+                    && let Err(e) = self.slots.switch_current(&app.slot)
+                {
+                    tracing::error!(error = %e, "failed to repair the current link");
+                }
+                if let Err(e) = self.sup.start(self.spec(&app)) {
+                    tracing::error!(error = %e, "failed to start the committed version");
+                }
+                None
+            }
+            Command::RaiseFloor { sequence } => {
+                if let Err(e) = lock(&self.floor).commit(sequence, fleetgate_trust::unix_now()) {
+                    tracing::error!(error = %e, "failed to raise the anti-rollback floor");
+                }
+                None
+            }
+            Command::RemoveSlot { slot } => {
+                if let Err(e) = self.slots.remove(&slot) {
+                    tracing::warn!(error = %e, "failed to remove a slot");
+                }
+                None
+            }
+            Command::PruneSlots { keep } => {
+                match self.slots.prune(&keep) {
+                    Ok(removed) if !removed.is_empty() => {
+                        tracing::info!(?removed, "old slots removed");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "failed to prune slots"),
+                }
+                None
+            }
+            Command::Report(r) => {
+                match r.outcome {
+                    Outcome::Applied | Outcome::Noop => {
+                        tracing::info!(outcome = ?r.outcome, version = %r.version, sequence = r.sequence, "{}", r.detail);
+                    }
+                    _ => {
+                        tracing::warn!(outcome = ?r.outcome, version = %r.version, sequence = r.sequence, "{}", r.detail);
+                    }
+                }
+                *report = Some(r);
+                None
+            }
+        }
+    }
+
+    async fn run_install(&self, slot: &str) -> Event {
+        let Some(cmd) = &self.cfg.install else {
+            return Event::InstallDone;
+        };
+        let dir = self.slots.path(slot);
+        let env = AppSpec {
+            dir: dir.clone(),
+            slot: slot.to_owned(),
+            version: String::new(),
+            code_hash: String::new(),
+            command: String::new(),
+            env: self.cfg.env.clone(),
+        }
+        .environment();
+        let mut c = tokio::process::Command::new("sh");
+        c.arg("-c")
+            .arg(cmd)
+            .current_dir(&dir)
+            .envs(env)
+            .stdin(std::process::Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true);
+        let timeout = Duration::from_secs(self.cfg.install_timeout_secs);
+        match tokio::time::timeout(timeout, c.output()).await {
+            Ok(Ok(out)) if out.status.success() => Event::InstallDone,
+            Ok(Ok(out)) => Event::InstallFailed {
+                reason: format!(
+                    "install `{cmd}` in slot {slot} exited with {}: {}",
+                    out.status,
+                    tail(&[out.stdout, out.stderr].concat(), 1000)
+                ),
+            },
+            Ok(Err(e)) => Event::InstallFailed {
+                reason: format!("install `{cmd}` in slot {slot}: {e}"),
+            },
+            Err(_) => Event::InstallFailed {
+                reason: format!("install `{cmd}` in slot {slot} timed out after {timeout:?}"),
+            },
+        }
+    }
+
+    async fn wait_healthy(&self) -> Result<(), String> {
+        let grace = Duration::from_secs(self.cfg.health_grace_secs);
+        let interval = Duration::from_millis(self.cfg.health.interval_ms);
+        let deadline = Instant::now() + grace;
+        let Some(spec) = self.sup.spec() else {
+            return Err("the app is not running".into());
+        };
+        let env = spec.environment();
+        loop {
+            let exits = self.sup.exits();
+            if exits >= self.cfg.crash_loop as usize {
+                return Err(format!(
+                    "crash loop: the app exited {exits} times within the {}s grace window (limit {})",
+                    grace.as_secs(),
+                    self.cfg.crash_loop
+                ));
+            }
+            let p = probe(&self.cfg.health, &self.http, &spec.dir, &env).await;
+            if p.healthy && self.sup.alive() {
+                *lock(&self.last_probe) = p;
+                return Ok(());
+            }
+            if Instant::now() + interval > deadline {
+                return Err(format!(
+                    "no healthy answer within {}s ({} exits); last check: {}",
+                    grace.as_secs(),
+                    self.sup.exits(),
+                    p.detail
+                ));
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+
+    fn commit(&self, slot: &str, sequence: u64) -> Result<(), String> {
+        self.slots.switch_current(slot).map_err(|e| e.to_string())?;
+        crash_point("commit_switched");
+        lock(&self.floor)
+            .commit(sequence, fleetgate_trust::unix_now())
+            .map_err(|e| e.to_string())?;
+        crash_point("commit_floor");
+        Ok(())
+    }
+}

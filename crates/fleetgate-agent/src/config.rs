@@ -1,0 +1,446 @@
+//! `node.toml`: the agent's configuration (see `node.example.toml` beside this crate).
+//!
+//! Relative paths are resolved against the directory of the config file. Every value is
+//! checked at load time; an invalid one is refused with an error naming its key.
+
+use fleetgate_core::config::CodeHashConfig;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Largest config file read.
+const MAX_CONFIG_BYTES: u64 = 256 * 1024;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("failed to read node config {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The file is larger than the limit.
+    #[error("failed to read node config {}: it is {size} bytes, more than the {MAX_CONFIG_BYTES}-byte limit", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+    },
+    /// Not valid TOML, an unknown key, or a wrong type.
+    #[error("failed to parse node config {}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (names the key and line).
+        message: String,
+    },
+    /// A key has an invalid value.
+    #[error("invalid node config: `{key}` = {value:?}: {reason}")]
+    Invalid {
+        /// The key, dotted (`health.http`).
+        key: &'static str,
+        /// The offending value.
+        value: String,
+        /// What is wrong and what is expected.
+        reason: String,
+    },
+}
+
+fn invalid(key: &'static str, value: impl ToString, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// The application's health check: exactly one of `http` or `command`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// `GET` this URL; 2xx is healthy. The body may carry the app's counters
+    /// (`{"exceptions_total": n, "requests_total": m}`), forwarded in heartbeats.
+    #[serde(default)]
+    pub http: Option<String>,
+    /// Run this with `sh -c` in the slot directory; exit 0 is healthy.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// Timeout of one check, milliseconds (default 2000).
+    #[serde(default = "default_health_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Pause between checks while waiting for health, milliseconds (default 500).
+    #[serde(default = "default_health_interval_ms")]
+    pub interval_ms: u64,
+}
+
+fn default_health_timeout_ms() -> u64 {
+    2000
+}
+fn default_health_interval_ms() -> u64 {
+    500
+}
+fn default_grace() -> u64 {
+    30
+}
+fn default_drain() -> u64 {
+    10
+}
+fn default_crash_loop() -> u32 {
+    3
+}
+fn default_heartbeat_interval() -> u64 {
+    10
+}
+fn default_heartbeat_backoff() -> u64 {
+    60
+}
+fn default_install_timeout() -> u64 {
+    600
+}
+fn default_keep_slots() -> usize {
+    2
+}
+
+/// The node configuration (`node.toml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Node id (`[A-Za-z0-9._-]`, 1–128 characters), as enrolled in the fleet.
+    pub node_id: String,
+    /// The node's Ed25519 identity key (hex seed file, mode 0600); signs heartbeats.
+    pub identity_key: PathBuf,
+    /// The enrollment certificate issued by the trust keys (optional until the node is
+    /// enrolled). When set, it is verified at start against `trust_file` and must name
+    /// this `node_id` and the public key of `identity_key`.
+    #[serde(default)]
+    pub enrollment_cert: Option<PathBuf>,
+    /// The trust file (keyring) every manifest must verify against.
+    pub trust_file: PathBuf,
+    /// State directory: `slots/`, `current`, `journal.json`, the anti-rollback floor.
+    pub state_dir: PathBuf,
+    /// Git remote of the release repository (a path or `file://` URL).
+    pub remote: String,
+    /// Address of the apply endpoint (`POST /apply`, `GET /status`, `GET /health`).
+    pub listen: SocketAddr,
+    /// Install step, run with `sh -c` in the new slot before the switch (optional).
+    #[serde(default)]
+    pub install: Option<String>,
+    /// Seconds the install step may take (default 600).
+    #[serde(default = "default_install_timeout")]
+    pub install_timeout_secs: u64,
+    /// Start command of the application, run with `sh -c` in the slot directory. The agent
+    /// supervises it (own process group), with `FLEETGATE_SLOT`, `FLEETGATE_VERSION`,
+    /// `FLEETGATE_CODE_HASH` and the `[env]` table in its environment.
+    pub start: String,
+    /// Extra environment for install, start and health commands (e.g. `PORT`).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The application's health check.
+    pub health: HealthConfig,
+    /// Seconds the new version has to become healthy (default 30).
+    #[serde(default = "default_grace")]
+    pub health_grace_secs: u64,
+    /// Seconds between SIGTERM and SIGKILL of the app's process group (default 10).
+    #[serde(default = "default_drain")]
+    pub drain_secs: u64,
+    /// Exits within the grace window that count as a crash loop (default 3).
+    #[serde(default = "default_crash_loop")]
+    pub crash_loop: u32,
+    /// Slots kept on disk, the current one included (default 2: current and previous).
+    #[serde(default = "default_keep_slots")]
+    pub keep_slots: usize,
+    /// Orchestrator base URL; heartbeats go to `{orchestrator}/api/fleet/heartbeat`.
+    /// Unset: no heartbeats.
+    #[serde(default)]
+    pub orchestrator: Option<String>,
+    /// Seconds between heartbeats (default 10).
+    #[serde(default = "default_heartbeat_interval")]
+    pub heartbeat_interval_secs: u64,
+    /// Longest pause between heartbeat attempts while the orchestrator is unreachable
+    /// (default 60).
+    #[serde(default = "default_heartbeat_backoff")]
+    pub heartbeat_max_backoff_secs: u64,
+    /// Gossip seed addresses (`host:port`).
+    #[serde(default)]
+    pub seeds: Vec<String>,
+    /// Gossip listen address (UDP).
+    #[serde(default)]
+    pub gossip_listen: Option<SocketAddr>,
+    /// Which tracked files the code hash covers; must match the orchestrator's.
+    #[serde(default)]
+    pub code_hash: CodeHashConfig,
+}
+
+impl NodeConfig {
+    /// Reads, parses, resolves relative paths against the file's directory, and validates.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file or the key.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let read_err = |source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(read_err)?;
+        if meta.len() > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge {
+                path: path.to_owned(),
+                size: meta.len(),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml(&text, base).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text; relative paths are resolved against `base`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] or [`ConfigError::Invalid`].
+    pub fn from_toml(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let mut cfg: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            message: e.to_string(),
+        })?;
+        cfg.resolve(base);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn resolve(&mut self, base: &Path) {
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        abs(&mut self.identity_key);
+        abs(&mut self.trust_file);
+        abs(&mut self.state_dir);
+        if let Some(c) = &mut self.enrollment_cert {
+            abs(c);
+        }
+        if !self.remote.contains("://") && Path::new(&self.remote).is_relative() {
+            self.remote = base.join(&self.remote).to_string_lossy().into_owned();
+        }
+    }
+
+    /// Checks every value.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the first bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_node_id(&self.node_id).map_err(|r| invalid("node_id", &self.node_id, r))?;
+        if self.remote.trim().is_empty() {
+            return Err(invalid(
+                "remote",
+                &self.remote,
+                "set the release repository",
+            ));
+        }
+        if self.remote.contains("://") && !self.remote.starts_with("file://") {
+            return Err(invalid(
+                "remote",
+                &self.remote,
+                "only local paths and file:// URLs are supported (git2 is built without network transports)",
+            ));
+        }
+        if self.start.trim().is_empty() {
+            return Err(invalid("start", &self.start, "set the app's start command"));
+        }
+        if self.install.as_deref().is_some_and(|s| s.trim().is_empty()) {
+            return Err(invalid(
+                "install",
+                "",
+                "empty install command; remove the key instead",
+            ));
+        }
+        for k in self.env.keys() {
+            if k.is_empty()
+                || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                || k.starts_with("FLEETGATE_")
+            {
+                return Err(invalid(
+                    "env",
+                    k,
+                    "variable names are [A-Za-z0-9_] and must not start with FLEETGATE_ (reserved)",
+                ));
+            }
+        }
+        match (&self.health.http, &self.health.command) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(invalid(
+                    "health",
+                    format!(
+                        "http={:?} command={:?}",
+                        self.health.http, self.health.command
+                    ),
+                    "set exactly one of health.http or health.command",
+                ));
+            }
+            (Some(url), None) => {
+                let ok = url
+                    .strip_prefix("http://")
+                    .is_some_and(|rest| !rest.is_empty() && reqwest::Url::parse(url).is_ok());
+                if !ok {
+                    return Err(invalid(
+                        "health.http",
+                        url,
+                        "expected an http:// URL such as http://127.0.0.1:8080/health",
+                    ));
+                }
+            }
+            (None, Some(cmd)) => {
+                if cmd.trim().is_empty() {
+                    return Err(invalid("health.command", cmd, "empty command"));
+                }
+            }
+        }
+        range("health.timeout_ms", self.health.timeout_ms, 1, 600_000)?;
+        range("health.interval_ms", self.health.interval_ms, 10, 600_000)?;
+        range("install_timeout_secs", self.install_timeout_secs, 1, 86_400)?;
+        range("health_grace_secs", self.health_grace_secs, 1, 86_400)?;
+        range("drain_secs", self.drain_secs, 0, 3_600)?;
+        range("crash_loop", u64::from(self.crash_loop), 1, 1_000)?;
+        range("keep_slots", self.keep_slots as u64, 1, 100)?;
+        range(
+            "heartbeat_interval_secs",
+            self.heartbeat_interval_secs,
+            1,
+            86_400,
+        )?;
+        range(
+            "heartbeat_max_backoff_secs",
+            self.heartbeat_max_backoff_secs,
+            1,
+            86_400,
+        )?;
+        if let Some(url) = &self.orchestrator
+            && !(url.starts_with("http://") && reqwest::Url::parse(url).is_ok())
+        {
+            return Err(invalid(
+                "orchestrator",
+                url,
+                "expected an http:// base URL such as http://10.0.0.1:7000",
+            ));
+        }
+        for s in &self.seeds {
+            if s.parse::<SocketAddr>().is_err() {
+                return Err(invalid(
+                    "seeds",
+                    s,
+                    "expected host:port, e.g. 10.0.0.2:7401",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `<state_dir>/slots`.
+    #[must_use]
+    pub fn slots_dir(&self) -> PathBuf {
+        self.state_dir.join("slots")
+    }
+}
+
+fn range(key: &'static str, v: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if v < min || v > max {
+        return Err(invalid(key, v, format!("expected {min}..={max}")));
+    }
+    Ok(())
+}
+
+/// A node id: 1–128 characters from `[A-Za-z0-9._-]` (the fleet registry's rule).
+///
+/// # Errors
+/// A message naming the id.
+pub fn validate_node_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 128 {
+        return Err(format!("{id:?} must be 1 to 128 characters long"));
+    }
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!(
+            "{id:?} may only contain letters, digits, '-', '_' and '.'"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+node_id = "n1"
+identity_key = "keys/node.key"
+trust_file = "keys/trust.json"
+state_dir = "state"
+remote = "release.git"
+listen = "127.0.0.1:7400"
+start = "exec ./app"
+[health]
+http = "http://127.0.0.1:8080/health"
+"#;
+
+    fn check_err(extra_top: &str, extra_health: &str, key: &str) {
+        let text = BASE
+            .replace("start = ", &format!("{extra_top}\nstart = "))
+            .replace("[health]\n", &format!("[health]\n{extra_health}\n"));
+        match NodeConfig::from_toml(&text, Path::new("/etc/fg")) {
+            Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),
+            Err(ConfigError::Parse { message, .. }) => {
+                assert!(message.contains(key), "{key} not in {message}");
+            }
+            Ok(_) => panic!("accepted {text}"),
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+
+    #[test]
+    fn loads_and_resolves_relative_paths() {
+        let c = NodeConfig::from_toml(BASE, Path::new("/etc/fg")).unwrap();
+        assert_eq!(c.identity_key, Path::new("/etc/fg/keys/node.key"));
+        assert_eq!(c.state_dir, Path::new("/etc/fg/state"));
+        assert_eq!(c.remote, "/etc/fg/release.git");
+        assert_eq!(c.health_grace_secs, 30);
+        assert_eq!(c.crash_loop, 3);
+    }
+
+    #[test]
+    fn refuses_bad_values_naming_the_key() {
+        check_err("node_id2 = 1", "", "node_id2");
+        check_err("drain_secs = 99999", "", "drain_secs");
+        check_err("crash_loop = 0", "", "crash_loop");
+        check_err("orchestrator = \"https://x\"", "", "orchestrator");
+        check_err("seeds = [\"nope\"]", "", "seeds");
+        check_err("", "command = \"true\"", "health");
+        check_err("", "timeout_ms = 0", "health.timeout_ms");
+        check_err("env = { FLEETGATE_SLOT = \"x\" }", "", "env");
+        let bad_id = BASE.replace("\"n1\"", "\"n 1\"");
+        assert!(matches!(
+            NodeConfig::from_toml(&bad_id, Path::new("/")),
+            Err(ConfigError::Invalid { key: "node_id", .. })
+        ));
+        let bad_url = BASE.replace("http://127.0.0.1:8080/health", "ftp://x");
+        assert!(matches!(
+            NodeConfig::from_toml(&bad_url, Path::new("/")),
+            Err(ConfigError::Invalid {
+                key: "health.http",
+                ..
+            })
+        ));
+    }
+}

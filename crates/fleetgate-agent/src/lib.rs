@@ -1,0 +1,207 @@
+//! # fleetgate-agent — the node agent
+//!
+//! **Where it sits.** On every node of the fleet, as a daemon (`fleetgate node run
+//! --config node.toml`, which calls [`run_node`]) or embedded in a host's tokio runtime
+//! ([`RunningNode::start`] / [`run_node_until`]: no global state, shutdown by a future).
+//! It receives signed manifests — over `POST /apply` from the orchestrator (canary) and,
+//! once wired, from gossip — and applies them to the application it supervises. It
+//! heartbeats to the orchestrator. It depends on `fleetgate-trust` (verification, floor),
+//! `fleetgate-runtime` (the code hash definition) and `fleetgate-store` (atomic writes).
+//!
+//! **What it owns.**
+//! - [`config`]: `node.toml` ([`NodeConfig`]); a commented example is
+//!   `crates/fleetgate-agent/node.example.toml`.
+//! - [`machine`]: the apply state machine, pure `(journal, event) -> (journal, commands)`.
+//! - [`agent`]: the runtime that verifies manifests, executes the machine's commands and
+//!   persists the journal (`<state_dir>/journal.json`) before each one.
+//! - [`slots`]: `slots/<sequence>-<shortsha>` checkouts fetched with git2 and verified
+//!   against the manifest's code hash; the atomic `current` symlink.
+//! - [`supervisor`]: the app process (own process group, restart with backoff, exit
+//!   counting, SIGTERM → drain → SIGKILL of the group, stray-app cleanup via `app.pid`).
+//! - [`health`]: the health check and the counters the app reports through it.
+//! - [`heartbeat`]: signed heartbeats in `fleetgate-fleet`'s wire format.
+//! - [`http`]: `POST /apply`, `GET /status`, `GET /health`.
+//!
+//! **Apply, in order.** Verify the manifest (keyring and threshold, strict Ed25519,
+//! expiry, anti-rollback floor, 64 KiB limit) → already on that code hash: no-op (the
+//! floor is raised to the manifest's sequence, nothing restarts) → a release that failed
+//! here before: refused → fetch the pinned commit into a new slot (the current slot is
+//! untouched) → verify its code hash (and every hashed file on disk) → install → stop the
+//! app (drain) → start it from the new slot → wait for health within `health_grace_secs`
+//! (a crash loop — `crash_loop` exits — fails at once) → healthy: switch `current`, raise
+//! the floor, record; unhealthy: stop it, restart the previous slot, remember the release
+//! as bad. A rollback manifest returns to `return_to_*`, reusing the previous slot when
+//! its code hash matches.
+//!
+//! **Architecture invariants.** The journal is written before every step's side
+//! effect; `current` and the committed version change only after the new version was
+//! healthy; so an agent killed at any instant restarts onto exactly the old or the new
+//! version (see the table in [`machine`]). Two versions of the app never run at once: a
+//! restarted agent first stops the app its predecessor left running. One agent per state
+//! directory (`agent.lock`).
+//!
+//! **What it must never do.** Apply or fetch anything that did not verify; retry a
+//! release that failed here; panic or read without bound on peer input (every body and
+//! file read has a size limit); kill a process it did not start (pid files carry the
+//! kernel start time); touch the current slot while preparing a new one.
+//!
+//! **How to test.** `cargo nextest run -p fleetgate-agent`. The unit tests cover the
+//! config, the state machine (exact command lists) and the heartbeat format; the
+//! integration tests in `tests/` build real git repositories with git2, run real agent
+//! processes (`src/bin/fleetgate-agent.rs`) supervising a real app
+//! (`src/bin/fleetgate-test-app.rs`, an HTTP server on 127.0.0.1 whose health depends on
+//! files in its slot) and drive them over real HTTP: good release, bad release rolled
+//! back, no-op, forged/unsigned/replayed/expired/oversized manifests refused, and an
+//! agent SIGKILLed at every step of an apply (`FLEETGATE_AGENT_CRASH_AT=<phase>`, a
+//! test-only crash point) recovering to exactly the old or the new version.
+
+pub mod agent;
+pub mod config;
+pub mod health;
+pub mod heartbeat;
+pub mod http;
+pub mod machine;
+pub mod slots;
+pub mod supervisor;
+
+pub use agent::{Agent, AgentError, ApplyError, CRASH_ENV, JOURNAL_FILE, Status};
+pub use config::{ConfigError, HealthConfig, NodeConfig};
+pub use health::Counters;
+pub use machine::{ApplyReport, Installed, Journal, Outcome, Phase};
+
+use std::future::Future;
+use std::net::SocketAddr;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A started agent: endpoint bound, journal recovered, app started, heartbeats running.
+#[derive(Debug)]
+pub struct RunningNode {
+    agent: Agent,
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<std::io::Result<()>>,
+    heartbeats: Option<JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// Opens the agent ([`Agent::open`]), binds `listen`, recovers the journal (finishing
+    /// or undoing an interrupted apply, starting the committed version), then serves the
+    /// endpoint and sends heartbeats. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`AgentError`] from opening, binding or recovery.
+    pub async fn start(config: NodeConfig) -> Result<Self, AgentError> {
+        let listen = config.listen;
+        let agent = tokio::task::spawn_blocking(move || Agent::open(config))
+            .await
+            .map_err(|e| AgentError::Task(e.to_string()))??;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| AgentError::Bind {
+                addr: listen.to_string(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| AgentError::Bind {
+            addr: listen.to_string(),
+            source,
+        })?;
+        if let Some(r) = agent.recover().await? {
+            tracing::warn!(outcome = ?r.outcome, "recovered an interrupted apply: {}", r.detail);
+        }
+        let (stop, rx) = watch::channel(false);
+        let mut srv_rx = rx.clone();
+        let server = tokio::spawn(
+            axum::serve(listener, http::router(agent.clone()))
+                .with_graceful_shutdown(async move {
+                    let _ = srv_rx.wait_for(|v| *v).await;
+                })
+                .into_future(),
+        );
+        let heartbeats = agent
+            .config()
+            .orchestrator
+            .clone()
+            .map(|url| tokio::spawn(heartbeat::run(agent.clone(), url, rx.clone())));
+        if !agent.config().seeds.is_empty() || agent.config().gossip_listen.is_some() {
+            tracing::warn!(
+                "gossip (seeds / gossip_listen) is configured but not wired into the agent yet; \
+                 manifests arrive through POST /apply only"
+            );
+        }
+        tracing::info!(%addr, node_id = %agent.config().node_id, "agent listening");
+        Ok(Self {
+            agent,
+            addr,
+            stop,
+            server,
+            heartbeats,
+        })
+    }
+
+    /// The bound address of the endpoint.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The agent (apply, status).
+    #[must_use]
+    pub fn agent(&self) -> &Agent {
+        &self.agent
+    }
+
+    /// Stops serving and heartbeating, waits for an apply in flight, stops the app.
+    ///
+    /// # Errors
+    /// [`AgentError::Task`] when the server task failed.
+    pub async fn shutdown(self) -> Result<(), AgentError> {
+        let _ = self.stop.send(true);
+        let served = self.server.await;
+        if let Some(h) = self.heartbeats {
+            let _ = h.await;
+        }
+        self.agent.shutdown().await;
+        match served {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(AgentError::Task(format!("HTTP server: {e}"))),
+            Err(e) => Err(AgentError::Task(e.to_string())),
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` completes, then shuts it down gracefully.
+///
+/// # Errors
+/// [`AgentError`] from start-up or shutdown.
+pub async fn run_node_until<F>(config: NodeConfig, shutdown: F) -> Result<(), AgentError>
+where
+    F: Future<Output = ()> + Send,
+{
+    let node = RunningNode::start(config).await?;
+    shutdown.await;
+    tracing::info!("agent shutting down");
+    node.shutdown().await
+}
+
+/// Runs the agent until SIGINT or SIGTERM (what `fleetgate node run` calls).
+///
+/// # Errors
+/// [`AgentError`] from start-up or shutdown.
+pub async fn run_node(config: NodeConfig) -> Result<(), AgentError> {
+    run_node_until(config, async {
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+        match term {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    })
+    .await
+}

@@ -1,0 +1,1003 @@
+//! The apply state machine: pure `(journal, event) -> (journal, commands)`.
+//!
+//! No I/O, no clock (the time is an argument). The runtime ([`crate::agent`]) persists
+//! the returned [`Journal`] **before** it executes the commands (write-ahead), executes
+//! them in order, and feeds the result of the one command that produces an event back
+//! into [`step`]. Because the journal names the phase an apply is in, a restarted agent
+//! feeds [`Event::Recover`] and the machine finishes or undoes the apply:
+//!
+//! | phase when the agent died | on restart |
+//! |---|---|
+//! | `fetch`, `install`, `stop_old`, `start_new`, `probe` | undo: stop whatever app runs, remove the new slot, start the committed slot — the old version |
+//! | `commit` | finish: start the new slot, switch `current`, raise the floor — the new version |
+//! | `roll_back` | finish the rollback: start the committed (old) slot, remember the release as bad |
+//!
+//! The `current` pointer and [`Journal::current`] change only in the `commit` phase,
+//! which is entered only after the new version passed its health check.
+
+use serde::{Deserialize, Serialize};
+
+/// Journal format version.
+pub const JOURNAL_SCHEMA_VERSION: u32 = 1;
+/// Most bad releases remembered (oldest forgotten first).
+pub const MAX_BAD: usize = 256;
+
+/// `release` or `rollback` (the manifest's kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A new version.
+    Release,
+    /// An order to return to an earlier version.
+    Rollback,
+}
+
+/// A version installed in a slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Installed {
+    /// Version string.
+    pub version: String,
+    /// Code hash of the slot's tree.
+    pub code_hash: String,
+    /// Commit checked out in the slot.
+    pub git_sha: String,
+    /// Sequence of the manifest that installed it (0: installed out of band).
+    pub sequence: u64,
+    /// Slot directory name under `slots/`.
+    pub slot: String,
+}
+
+/// What a verified manifest asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// Manifest kind.
+    pub kind: Kind,
+    /// Manifest sequence.
+    pub sequence: u64,
+    /// Version to run (for a rollback: `return_to_version`).
+    pub version: String,
+    /// Code hash to run (for a rollback: `return_to_code_hash`).
+    pub code_hash: String,
+    /// Commit to fetch (for a rollback: `return_to_git_sha`, may be empty when the
+    /// previous slot matches).
+    pub git_sha: String,
+    /// SHA-256 of the manifest bytes, hex.
+    pub manifest_sha256: String,
+}
+
+impl Target {
+    /// The slot directory name: `<sequence>-<first 12 chars of the commit or code hash>`.
+    #[must_use]
+    pub fn slot_name(&self) -> String {
+        let src = if self.git_sha.is_empty() {
+            &self.code_hash
+        } else {
+            &self.git_sha
+        };
+        let short: String = src
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(12)
+            .collect();
+        format!("{}-{short}", self.sequence)
+    }
+}
+
+/// Phase of an apply in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Fetching the commit into the new slot and verifying its code hash.
+    Fetch,
+    /// Running the install step in the new slot.
+    Install,
+    /// Stopping the running app.
+    StopOld,
+    /// Starting the app from the new slot.
+    StartNew,
+    /// Waiting for the new app's health.
+    Probe,
+    /// Healthy: switching `current`, raising the floor.
+    Commit,
+    /// Unhealthy: restarting the previous version.
+    RollBack,
+}
+
+impl Phase {
+    /// The persisted name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fetch => "fetch",
+            Self::Install => "install",
+            Self::StopOld => "stop_old",
+            Self::StartNew => "start_new",
+            Self::Probe => "probe",
+            Self::Commit => "commit",
+            Self::RollBack => "roll_back",
+        }
+    }
+}
+
+/// An apply in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InFlight {
+    /// What is being applied.
+    pub target: Target,
+    /// Slot directory name of the new version.
+    pub slot: String,
+    /// The slot is the kept previous slot (not fetched; never removed on failure).
+    pub reused_slot: bool,
+    /// Current phase.
+    pub phase: Phase,
+    /// Why the apply is rolling back.
+    #[serde(default)]
+    pub failure: Option<String>,
+    /// When it started (unix seconds).
+    pub started_at: u64,
+}
+
+/// A release that failed on this node and is never retried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BadRelease {
+    /// Manifest sequence.
+    pub sequence: u64,
+    /// Code hash.
+    pub code_hash: String,
+    /// Why it failed.
+    pub reason: String,
+}
+
+/// How an apply ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The new version is running and committed.
+    Applied,
+    /// Already on that code hash; nothing was restarted.
+    Noop,
+    /// The new version failed its health check; the previous one runs again.
+    RolledBack,
+    /// Failed before the running app was touched (fetch, code hash, install).
+    Failed,
+    /// Refused without doing anything (a release that already failed here).
+    Refused,
+    /// The agent died mid-apply; on restart the apply was undone.
+    Interrupted,
+}
+
+/// The result of one apply, as `POST /apply` returns it and `GET /status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyReport {
+    /// `true` for `applied` and `noop`.
+    pub success: bool,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Manifest kind.
+    pub kind: Kind,
+    /// Manifest sequence.
+    pub sequence: u64,
+    /// Version asked for.
+    pub version: String,
+    /// Code hash asked for.
+    pub code_hash: String,
+    /// What runs now (after the apply).
+    pub running: Option<Installed>,
+    /// The phase the apply failed in, if it failed.
+    #[serde(default)]
+    pub failed_phase: Option<Phase>,
+    /// Human-readable detail (the failure reason).
+    pub detail: String,
+    /// When it ended (unix seconds).
+    pub at: u64,
+}
+
+/// The on-disk journal (`<state_dir>/journal.json`): the agent's whole durable state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Journal {
+    /// [`JOURNAL_SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The committed version (what `current` points at).
+    pub current: Option<Installed>,
+    /// The version committed before it (its slot is kept for a fast rollback).
+    pub previous: Option<Installed>,
+    /// An apply in flight.
+    pub apply: Option<InFlight>,
+    /// Releases that failed here; never retried.
+    pub bad: Vec<BadRelease>,
+    /// The last apply's report.
+    pub last_report: Option<ApplyReport>,
+}
+
+impl Default for Journal {
+    fn default() -> Self {
+        Self {
+            schema_version: JOURNAL_SCHEMA_VERSION,
+            current: None,
+            previous: None,
+            apply: None,
+            bad: Vec::new(),
+            last_report: None,
+        }
+    }
+}
+
+impl Journal {
+    /// Whether `(sequence, code_hash)` failed here before.
+    #[must_use]
+    pub fn is_bad(&self, sequence: u64, code_hash: &str) -> bool {
+        self.bad
+            .iter()
+            .any(|b| b.sequence == sequence && b.code_hash == code_hash)
+    }
+}
+
+/// What the runtime feeds in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A manifest passed verification (signature, keyring, floor, expiry).
+    Verified {
+        /// What it asks for.
+        target: Target,
+        /// Whether the previous slot's directory is still on disk.
+        previous_slot_present: bool,
+    },
+    /// The slot was fetched and its code hash matches.
+    Fetched,
+    /// Fetching or verifying the slot failed.
+    FetchFailed {
+        /// Why.
+        reason: String,
+        /// The release itself is wrong (code hash mismatch, missing commit): remember it
+        /// as bad. `false` for transient failures (remote unreachable, disk full).
+        permanent: bool,
+    },
+    /// The install step exited 0.
+    InstallDone,
+    /// The install step failed.
+    InstallFailed {
+        /// Why (exit status and output tail).
+        reason: String,
+    },
+    /// The old app is stopped.
+    Stopped,
+    /// The new app was spawned.
+    Started,
+    /// The new app could not be spawned.
+    StartFailed {
+        /// Why.
+        reason: String,
+    },
+    /// The new app passed its health check.
+    Healthy,
+    /// The new app failed: grace window over, or crash loop.
+    Unhealthy {
+        /// Why.
+        reason: String,
+    },
+    /// `current` switched and floor raised.
+    Committed,
+    /// Committing failed (I/O); the apply is rolled back.
+    CommitFailed {
+        /// Why.
+        reason: String,
+    },
+    /// The previous version was restarted.
+    RolledBack {
+        /// Problem restarting it, if any (reported, nothing more can be done).
+        problem: Option<String>,
+    },
+    /// The agent (re)started with this journal.
+    Recover,
+}
+
+/// What the runtime must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Fetch `git_sha` into `slots/<slot>` and verify the tree's code hash equals
+    /// `code_hash`. Produces `Fetched` / `FetchFailed`.
+    FetchSlot {
+        /// Slot name.
+        slot: String,
+        /// Commit.
+        git_sha: String,
+        /// Expected code hash.
+        code_hash: String,
+    },
+    /// Run the install step in the slot. Produces `InstallDone` / `InstallFailed`.
+    RunInstall {
+        /// Slot name.
+        slot: String,
+    },
+    /// Stop the running app (drain, then kill its process group), including a stray one
+    /// left by a previous agent process. Produces `Stopped`.
+    StopApp,
+    /// Start the app from a slot and supervise it. Produces `Started` / `StartFailed`.
+    StartApp {
+        /// The version to start.
+        app: Installed,
+    },
+    /// Wait for health within the grace window. Produces `Healthy` / `Unhealthy`.
+    WaitHealthy,
+    /// Switch `current` to the slot atomically, raise the floor to `sequence`.
+    /// Produces `Committed` / `CommitFailed`.
+    Commit {
+        /// Slot name.
+        slot: String,
+        /// Floor to raise to.
+        sequence: u64,
+    },
+    /// Stop whatever runs, start `previous` (if any). Produces `RolledBack`.
+    RestorePrevious {
+        /// The version to go back to.
+        previous: Option<Installed>,
+    },
+    /// Start the app (no event; used at startup and after recovery).
+    RunApp {
+        /// The version to run.
+        app: Installed,
+    },
+    /// Raise the anti-rollback floor (no event; used by a no-op apply).
+    RaiseFloor {
+        /// New floor.
+        sequence: u64,
+    },
+    /// Remove a slot directory (and its partial download), if present (no event).
+    RemoveSlot {
+        /// Slot name.
+        slot: String,
+    },
+    /// Remove every slot directory except these (no event).
+    PruneSlots {
+        /// Slots kept.
+        keep: Vec<String>,
+    },
+    /// The apply is over (no event): answer the caller, log it.
+    Report(ApplyReport),
+}
+
+/// The machine's static inputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// An install step is configured.
+    pub has_install: bool,
+}
+
+/// An event that makes no sense in the journal's state (a runtime bug, never peer
+/// input: peer input only reaches the machine as a verified [`Target`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("apply state machine: event {event} is not valid in phase {phase}")]
+pub struct MachineError {
+    /// The event.
+    pub event: String,
+    /// The phase (`idle` when no apply is in flight).
+    pub phase: &'static str,
+}
+
+fn report(
+    j: &Journal,
+    target: &Target,
+    outcome: Outcome,
+    failed_phase: Option<Phase>,
+    detail: impl Into<String>,
+    now: u64,
+) -> ApplyReport {
+    ApplyReport {
+        success: matches!(outcome, Outcome::Applied | Outcome::Noop),
+        outcome,
+        kind: target.kind,
+        sequence: target.sequence,
+        version: target.version.clone(),
+        code_hash: target.code_hash.clone(),
+        running: j.current.clone(),
+        failed_phase,
+        detail: detail.into(),
+        at: now,
+    }
+}
+
+fn push_bad(j: &mut Journal, target: &Target, reason: &str) {
+    if !j.is_bad(target.sequence, &target.code_hash) {
+        j.bad.push(BadRelease {
+            sequence: target.sequence,
+            code_hash: target.code_hash.clone(),
+            reason: reason.chars().take(500).collect(),
+        });
+    }
+    if j.bad.len() > MAX_BAD {
+        let extra = j.bad.len() - MAX_BAD;
+        j.bad.drain(..extra);
+    }
+}
+
+fn event_name(ev: &Event) -> &'static str {
+    match ev {
+        Event::Verified { .. } => "verified",
+        Event::Fetched => "fetched",
+        Event::FetchFailed { .. } => "fetch_failed",
+        Event::InstallDone => "install_done",
+        Event::InstallFailed { .. } => "install_failed",
+        Event::Stopped => "stopped",
+        Event::Started => "started",
+        Event::StartFailed { .. } => "start_failed",
+        Event::Healthy => "healthy",
+        Event::Unhealthy { .. } => "unhealthy",
+        Event::Committed => "committed",
+        Event::CommitFailed { .. } => "commit_failed",
+        Event::RolledBack { .. } => "rolled_back",
+        Event::Recover => "recover",
+    }
+}
+
+/// Ends an apply that did not touch the running app: back to idle, report.
+fn end_untouched(
+    mut j: Journal,
+    a: &InFlight,
+    outcome: Outcome,
+    reason: &str,
+    bad: bool,
+    now: u64,
+) -> (Journal, Vec<Command>) {
+    j.apply = None;
+    if bad {
+        push_bad(&mut j, &a.target, reason);
+    }
+    let r = report(&j, &a.target, outcome, Some(a.phase), reason, now);
+    j.last_report = Some(r.clone());
+    let mut cmds = Vec::new();
+    if !a.reused_slot {
+        cmds.push(Command::RemoveSlot {
+            slot: a.slot.clone(),
+        });
+    }
+    cmds.push(Command::Report(r));
+    (j, cmds)
+}
+
+fn enter_rollback(mut j: Journal, mut a: InFlight, reason: String) -> (Journal, Vec<Command>) {
+    a.failure = Some(format!("{}: {reason}", a.phase.as_str()));
+    a.phase = Phase::RollBack;
+    let previous = j.current.clone();
+    j.apply = Some(a);
+    (j, vec![Command::RestorePrevious { previous }])
+}
+
+/// One transition. `now` is unix seconds (used in reports only).
+///
+/// # Errors
+/// [`MachineError`] when the event does not fit the phase.
+pub fn step(
+    policy: &Policy,
+    journal: &Journal,
+    event: Event,
+    now: u64,
+) -> Result<(Journal, Vec<Command>), MachineError> {
+    let mut j = journal.clone();
+    let phase_name = j.apply.as_ref().map_or("idle", |a| a.phase.as_str());
+    let wrong = |ev: &Event| MachineError {
+        event: event_name(ev).to_owned(),
+        phase: phase_name,
+    };
+    let Some(a) = j.apply.clone() else {
+        return match event {
+            Event::Recover => {
+                let cmds = match &j.current {
+                    Some(cur) => vec![
+                        Command::StopApp,
+                        Command::PruneSlots {
+                            keep: kept_slots(&j),
+                        },
+                        Command::RunApp { app: cur.clone() },
+                    ],
+                    None => vec![Command::StopApp],
+                };
+                Ok((j, cmds))
+            }
+            Event::Verified {
+                target,
+                previous_slot_present,
+            } => {
+                if j.is_bad(target.sequence, &target.code_hash) {
+                    let r = report(
+                        &j,
+                        &target,
+                        Outcome::Refused,
+                        None,
+                        format!(
+                            "release sequence {} (code hash {}) already failed on this node; it is not retried",
+                            target.sequence, target.code_hash
+                        ),
+                        now,
+                    );
+                    j.last_report = Some(r.clone());
+                    return Ok((j, vec![Command::Report(r)]));
+                }
+                if let Some(cur) = &mut j.current
+                    && cur.code_hash == target.code_hash
+                {
+                    cur.sequence = cur.sequence.max(target.sequence);
+                    let detail = format!(
+                        "already running code hash {} (version {}); nothing restarted",
+                        target.code_hash, cur.version
+                    );
+                    let r = report(&j, &target, Outcome::Noop, None, detail, now);
+                    j.last_report = Some(r.clone());
+                    return Ok((
+                        j,
+                        vec![
+                            Command::RaiseFloor {
+                                sequence: target.sequence,
+                            },
+                            Command::Report(r),
+                        ],
+                    ));
+                }
+                let reuse = previous_slot_present
+                    && j.previous
+                        .as_ref()
+                        .is_some_and(|p| p.code_hash == target.code_hash);
+                let (slot, phase, cmds) = if reuse {
+                    let prev = j
+                        .previous
+                        .as_ref()
+                        .map(|p| p.slot.clone())
+                        .unwrap_or_default();
+                    (prev, Phase::StopOld, vec![Command::StopApp])
+                } else {
+                    let slot = target.slot_name();
+                    let cmd = Command::FetchSlot {
+                        slot: slot.clone(),
+                        git_sha: target.git_sha.clone(),
+                        code_hash: target.code_hash.clone(),
+                    };
+                    (slot, Phase::Fetch, vec![cmd])
+                };
+                j.apply = Some(InFlight {
+                    target,
+                    slot,
+                    reused_slot: reuse,
+                    phase,
+                    failure: None,
+                    started_at: now,
+                });
+                Ok((j, cmds))
+            }
+            other => Err(wrong(&other)),
+        };
+    };
+
+    let set_phase = |j: &mut Journal, p: Phase| {
+        if let Some(x) = &mut j.apply {
+            x.phase = p;
+        }
+    };
+    let new_app = Installed {
+        version: a.target.version.clone(),
+        code_hash: a.target.code_hash.clone(),
+        git_sha: a.target.git_sha.clone(),
+        sequence: a.target.sequence,
+        slot: a.slot.clone(),
+    };
+    match (a.phase, event) {
+        (Phase::Fetch, Event::Fetched) => {
+            if policy.has_install {
+                set_phase(&mut j, Phase::Install);
+                Ok((
+                    j,
+                    vec![Command::RunInstall {
+                        slot: a.slot.clone(),
+                    }],
+                ))
+            } else {
+                set_phase(&mut j, Phase::StopOld);
+                Ok((j, vec![Command::StopApp]))
+            }
+        }
+        (Phase::Fetch, Event::FetchFailed { reason, permanent }) => Ok(end_untouched(
+            j,
+            &a,
+            Outcome::Failed,
+            &reason,
+            permanent,
+            now,
+        )),
+        (Phase::Install, Event::InstallDone) => {
+            set_phase(&mut j, Phase::StopOld);
+            Ok((j, vec![Command::StopApp]))
+        }
+        (Phase::Install, Event::InstallFailed { reason }) => {
+            Ok(end_untouched(j, &a, Outcome::Failed, &reason, true, now))
+        }
+        (Phase::StopOld, Event::Stopped) => {
+            set_phase(&mut j, Phase::StartNew);
+            Ok((j, vec![Command::StartApp { app: new_app }]))
+        }
+        (Phase::StartNew, Event::Started) => {
+            set_phase(&mut j, Phase::Probe);
+            Ok((j, vec![Command::WaitHealthy]))
+        }
+        (Phase::StartNew, Event::StartFailed { reason })
+        | (Phase::Probe, Event::Unhealthy { reason })
+        | (Phase::Commit, Event::CommitFailed { reason }) => Ok(enter_rollback(j, a, reason)),
+        (Phase::Probe, Event::Healthy) => {
+            set_phase(&mut j, Phase::Commit);
+            Ok((
+                j,
+                vec![Command::Commit {
+                    slot: a.slot.clone(),
+                    sequence: a.target.sequence,
+                }],
+            ))
+        }
+        (Phase::Commit, Event::Committed) => {
+            j.apply = None;
+            if j.current.as_ref().map(|c| &c.slot) != Some(&new_app.slot) {
+                j.previous = j.current.take();
+            }
+            j.current = Some(new_app);
+            let r = report(
+                &j,
+                &a.target,
+                Outcome::Applied,
+                None,
+                format!(
+                    "{} {} is running from slot {} and committed",
+                    a.target.kind_str(),
+                    a.target.version,
+                    a.slot
+                ),
+                now,
+            );
+            j.last_report = Some(r.clone());
+            let keep = kept_slots(&j);
+            Ok((j, vec![Command::PruneSlots { keep }, Command::Report(r)]))
+        }
+        (Phase::RollBack, Event::RolledBack { problem }) => {
+            let reason = a.failure.clone().unwrap_or_else(|| "unknown".to_owned());
+            j.apply = None;
+            push_bad(&mut j, &a.target, &reason);
+            let detail = match &problem {
+                None => format!("{reason}; the previous version was restarted"),
+                Some(p) => format!("{reason}; restarting the previous version: {p}"),
+            };
+            let r = report(
+                &j,
+                &a.target,
+                Outcome::RolledBack,
+                Some(failed_phase(&reason)),
+                detail,
+                now,
+            );
+            j.last_report = Some(r.clone());
+            let mut cmds = Vec::new();
+            if !a.reused_slot {
+                cmds.push(Command::RemoveSlot { slot: a.slot });
+            }
+            cmds.push(Command::Report(r));
+            Ok((j, cmds))
+        }
+        (phase, Event::Recover) => match phase {
+            Phase::Fetch | Phase::Install | Phase::StopOld | Phase::StartNew | Phase::Probe => {
+                let reason = format!(
+                    "the agent stopped during phase {}; the apply was undone",
+                    phase.as_str()
+                );
+                let (mut j, mut cmds) =
+                    end_untouched(j, &a, Outcome::Interrupted, &reason, false, now);
+                let mut pre = vec![Command::StopApp];
+                if let Some(cur) = &j.current {
+                    pre.push(Command::RunApp { app: cur.clone() });
+                }
+                pre.append(&mut cmds);
+                if let Some(r) = &mut j.last_report {
+                    r.failed_phase = Some(phase);
+                }
+                Ok((j, pre))
+            }
+            Phase::Commit => Ok((
+                j,
+                vec![
+                    Command::StopApp,
+                    Command::RunApp { app: new_app },
+                    Command::Commit {
+                        slot: a.slot.clone(),
+                        sequence: a.target.sequence,
+                    },
+                ],
+            )),
+            Phase::RollBack => {
+                let previous = j.current.clone();
+                Ok((j, vec![Command::RestorePrevious { previous }]))
+            }
+        },
+        (_, other) => Err(wrong(&other)),
+    }
+}
+
+fn failed_phase(reason: &str) -> Phase {
+    for p in [Phase::StartNew, Phase::Probe, Phase::Commit] {
+        if reason.starts_with(p.as_str()) {
+            return p;
+        }
+    }
+    Phase::Probe
+}
+
+fn kept_slots(j: &Journal) -> Vec<String> {
+    j.current
+        .iter()
+        .chain(j.previous.iter())
+        .map(|i| i.slot.clone())
+        .collect()
+}
+
+impl Target {
+    fn kind_str(&self) -> &'static str {
+        match self.kind {
+            Kind::Release => "release",
+            Kind::Rollback => "rollback to",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: Policy = Policy { has_install: true };
+
+    fn target(seq: u64, hash: &str) -> Target {
+        Target {
+            kind: Kind::Release,
+            sequence: seq,
+            version: format!("v1.0.{seq}"),
+            code_hash: hash.to_owned(),
+            git_sha: format!("{hash}{hash}"),
+            manifest_sha256: "m".into(),
+        }
+    }
+
+    fn installed(seq: u64, hash: &str) -> Installed {
+        let t = target(seq, hash);
+        Installed {
+            version: t.version.clone(),
+            code_hash: t.code_hash.clone(),
+            git_sha: t.git_sha.clone(),
+            sequence: seq,
+            slot: t.slot_name(),
+        }
+    }
+
+    fn on(j: &Journal, ev: Event) -> (Journal, Vec<Command>) {
+        step(&POLICY, j, ev, 100).unwrap()
+    }
+
+    fn base() -> Journal {
+        Journal {
+            current: Some(installed(1, "aaaa")),
+            ..Journal::default()
+        }
+    }
+
+    fn verified(seq: u64, hash: &str) -> Event {
+        Event::Verified {
+            target: target(seq, hash),
+            previous_slot_present: true,
+        }
+    }
+
+    #[test]
+    fn happy_path_emits_each_step_in_order() {
+        let (j, c) = on(&base(), verified(2, "bbbb"));
+        assert_eq!(
+            c,
+            vec![Command::FetchSlot {
+                slot: "2-bbbbbbbb".into(),
+                git_sha: "bbbbbbbb".into(),
+                code_hash: "bbbb".into()
+            }]
+        );
+        let (j, c) = on(&j, Event::Fetched);
+        assert_eq!(
+            c,
+            vec![Command::RunInstall {
+                slot: "2-bbbbbbbb".into()
+            }]
+        );
+        let (j, c) = on(&j, Event::InstallDone);
+        assert_eq!(c, vec![Command::StopApp]);
+        let (j, c) = on(&j, Event::Stopped);
+        assert_eq!(
+            c,
+            vec![Command::StartApp {
+                app: installed(2, "bbbb")
+            }]
+        );
+        let (j, c) = on(&j, Event::Started);
+        assert_eq!(c, vec![Command::WaitHealthy]);
+        assert_eq!(j.current, Some(installed(1, "aaaa")), "not committed yet");
+        let (j, c) = on(&j, Event::Healthy);
+        assert_eq!(
+            c,
+            vec![Command::Commit {
+                slot: "2-bbbbbbbb".into(),
+                sequence: 2
+            }]
+        );
+        let (j, c) = on(&j, Event::Committed);
+        assert_eq!(j.current, Some(installed(2, "bbbb")));
+        assert_eq!(j.previous, Some(installed(1, "aaaa")));
+        assert!(j.apply.is_none());
+        assert_eq!(
+            c[0],
+            Command::PruneSlots {
+                keep: vec!["2-bbbbbbbb".into(), "1-aaaaaaaa".into()]
+            }
+        );
+        let Command::Report(r) = &c[1] else {
+            panic!("{c:?}")
+        };
+        assert_eq!(r.outcome, Outcome::Applied);
+        assert!(r.success);
+    }
+
+    #[test]
+    fn unhealthy_rolls_back_and_never_retries() {
+        let mut j = on(&base(), verified(2, "bbbb")).0;
+        for ev in [
+            Event::Fetched,
+            Event::InstallDone,
+            Event::Stopped,
+            Event::Started,
+        ] {
+            j = on(&j, ev).0;
+        }
+        let (j, c) = on(
+            &j,
+            Event::Unhealthy {
+                reason: "no 2xx within 5s".into(),
+            },
+        );
+        assert_eq!(
+            c,
+            vec![Command::RestorePrevious {
+                previous: Some(installed(1, "aaaa"))
+            }]
+        );
+        let (j, c) = on(&j, Event::RolledBack { problem: None });
+        assert_eq!(
+            c[0],
+            Command::RemoveSlot {
+                slot: "2-bbbbbbbb".into()
+            }
+        );
+        let Command::Report(r) = &c[1] else { panic!() };
+        assert_eq!(r.outcome, Outcome::RolledBack);
+        assert_eq!(r.failed_phase, Some(Phase::Probe));
+        assert_eq!(r.running, Some(installed(1, "aaaa")));
+        assert_eq!(j.current, Some(installed(1, "aaaa")));
+        // The same release again: refused without any command but the report.
+        let (_, c) = on(&j, verified(2, "bbbb"));
+        assert!(matches!(&c[..], [Command::Report(r)] if r.outcome == Outcome::Refused));
+    }
+
+    #[test]
+    fn already_on_hash_is_a_noop_that_raises_the_floor() {
+        let (j, c) = on(&base(), verified(5, "aaaa"));
+        assert_eq!(c[0], Command::RaiseFloor { sequence: 5 });
+        assert!(matches!(&c[1], Command::Report(r) if r.outcome == Outcome::Noop && r.success));
+        assert_eq!(j.current.unwrap().sequence, 5);
+        assert!(j.apply.is_none());
+    }
+
+    #[test]
+    fn failure_before_the_app_is_touched_keeps_it_running() {
+        let j = on(&base(), verified(2, "bbbb")).0;
+        let (j2, c) = on(
+            &j,
+            Event::FetchFailed {
+                reason: "remote unreachable".into(),
+                permanent: false,
+            },
+        );
+        assert!(
+            matches!(&c[..], [Command::RemoveSlot { .. }, Command::Report(r)] if r.outcome == Outcome::Failed)
+        );
+        assert!(j2.bad.is_empty(), "transient failures are retried");
+        let j = on(&j, Event::Fetched).0;
+        let (j, _) = on(
+            &j,
+            Event::InstallFailed {
+                reason: "exit 2".into(),
+            },
+        );
+        assert!(j.is_bad(2, "bbbb"));
+        assert_eq!(j.current, Some(installed(1, "aaaa")));
+    }
+
+    #[test]
+    fn rollback_manifest_reuses_the_previous_slot() {
+        let mut j = base();
+        j.previous = Some(installed(1, "0000"));
+        let mut t = target(3, "0000");
+        t.kind = Kind::Rollback;
+        let (j2, c) = on(
+            &j,
+            Event::Verified {
+                target: t.clone(),
+                previous_slot_present: true,
+            },
+        );
+        assert_eq!(c, vec![Command::StopApp]);
+        assert!(j2.apply.as_ref().unwrap().reused_slot);
+        assert_eq!(j2.apply.as_ref().unwrap().slot, "1-00000000");
+        let (_, c) = on(
+            &j,
+            Event::Verified {
+                target: t,
+                previous_slot_present: false,
+            },
+        );
+        assert!(matches!(c[0], Command::FetchSlot { .. }));
+    }
+
+    #[test]
+    fn recovery_undoes_before_commit_and_finishes_after() {
+        let mut j = on(&base(), verified(2, "bbbb")).0;
+        let evs = [
+            Event::Fetched,
+            Event::InstallDone,
+            Event::Stopped,
+            Event::Started,
+            Event::Healthy,
+        ];
+        for ev in evs {
+            let phase = j.apply.as_ref().unwrap().phase;
+            let (r, c) = on(&j, Event::Recover);
+            assert!(r.apply.is_none(), "{phase:?}");
+            assert_eq!(r.current, Some(installed(1, "aaaa")), "{phase:?}");
+            assert_eq!(c[0], Command::StopApp);
+            assert_eq!(
+                c[1],
+                Command::RunApp {
+                    app: installed(1, "aaaa")
+                }
+            );
+            assert!(
+                matches!(c.last(), Some(Command::Report(r)) if r.outcome == Outcome::Interrupted)
+            );
+            j = on(&j, ev).0;
+        }
+        assert_eq!(j.apply.as_ref().unwrap().phase, Phase::Commit);
+        let (r, c) = on(&j, Event::Recover);
+        assert_eq!(
+            c,
+            vec![
+                Command::StopApp,
+                Command::RunApp {
+                    app: installed(2, "bbbb")
+                },
+                Command::Commit {
+                    slot: "2-bbbbbbbb".into(),
+                    sequence: 2
+                }
+            ]
+        );
+        let (r, _) = on(&r, Event::Committed);
+        assert_eq!(r.current, Some(installed(2, "bbbb")));
+    }
+
+    #[test]
+    fn events_out_of_phase_are_errors() {
+        assert!(step(&POLICY, &base(), Event::Healthy, 0).is_err());
+        let j = on(&base(), verified(2, "bbbb")).0;
+        assert!(step(&POLICY, &j, Event::Committed, 0).is_err());
+        assert!(step(&POLICY, &j, verified(3, "cccc"), 0).is_err());
+    }
+}
