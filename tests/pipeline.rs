@@ -40,27 +40,32 @@ fn a_good_version_passes_build_test_audit_benchmark_and_stops_closed_at_the_firs
     assert_eq!(m["code_hash"], s["code_hash"]);
     assert_eq!(m["version"], "v1.0.0");
     assert_eq!(s["manifest"]["sequence"], m["sequence"]);
-    // The first stage not wired into this build fails closed, never passes.
-    let last = history(&s);
-    let end = last.last().unwrap().as_str();
-    assert!(end == "failed" || end == "rolled_back", "{last:?}");
-    let failed_stage = &last[last.len() - 2];
+    // With no enrolled node, CANARY fails closed (never passes) and the run rolls back.
     assert_eq!(
-        s["gate_results"][failed_stage.as_str()]["outcome"],
-        "failed"
+        history(&s),
+        [
+            "building",
+            "testing",
+            "auditing",
+            "benchmarking",
+            "signing",
+            "canary",
+            "rolled_back"
+        ]
     );
+    assert_eq!(s["gate_results"]["canary"]["outcome"], "failed");
     assert!(
         s["failure_detail"]
             .as_str()
             .unwrap()
-            .contains("unavailable"),
+            .contains("no eligible peers"),
         "{}",
         s["failure_detail"]
     );
     assert_eq!(
         code(&out),
-        if end == "failed" { 3 } else { 4 },
-        "run exit code follows the end state: {}",
+        4,
+        "run exits 4 when the run ended rolled_back: {}",
         text(&out)
     );
     assert_eq!(

@@ -212,6 +212,12 @@ pub struct CanaryConfig {
     pub max_exception_rate_increase: f64,
     /// A node silent this long is failed.
     pub heartbeat_timeout_secs: i64,
+    /// Requests the canary must have served before the exception test can pass.
+    pub min_requests: i64,
+    /// At the end of the window without enough data: `fail` or `extend`.
+    pub on_insufficient_data: String,
+    /// Seconds to wait for one node's apply endpoint to answer.
+    pub apply_timeout_secs: i64,
 }
 
 impl Default for CanaryConfig {
@@ -223,6 +229,9 @@ impl Default for CanaryConfig {
             sample_interval_secs: 30,
             max_exception_rate_increase: 0.5,
             heartbeat_timeout_secs: 60,
+            min_requests: 1000,
+            on_insufficient_data: "fail".into(),
+            apply_timeout_secs: 300,
         }
     }
 }
@@ -315,6 +324,9 @@ const KEYS: &[(&str, Kind)] = &[
     ("canary.sample_interval_secs", Kind::Int),
     ("canary.max_exception_rate_increase", Kind::Float),
     ("canary.heartbeat_timeout_secs", Kind::Int),
+    ("canary.min_requests", Kind::Int),
+    ("canary.on_insufficient_data", Kind::Str),
+    ("canary.apply_timeout_secs", Kind::Int),
     ("deploy.success_pct", Kind::Float),
     ("deploy.max_failure_pct", Kind::Float),
     ("deploy.deadline_secs", Kind::Int),
@@ -525,6 +537,21 @@ impl Config {
         positive("canary.window_secs", c.window_secs)?;
         positive("canary.sample_interval_secs", c.sample_interval_secs)?;
         positive("canary.heartbeat_timeout_secs", c.heartbeat_timeout_secs)?;
+        positive("canary.apply_timeout_secs", c.apply_timeout_secs)?;
+        if c.min_requests < 0 {
+            return Err(ConfigError::Invalid {
+                key: "canary.min_requests".into(),
+                value: c.min_requests.to_string(),
+                expected: "an integer ≥ 0",
+            });
+        }
+        if !matches!(c.on_insufficient_data.as_str(), "fail" | "extend") {
+            return Err(ConfigError::Invalid {
+                key: "canary.on_insufficient_data".into(),
+                value: format!("{:?}", c.on_insufficient_data),
+                expected: "\"fail\" or \"extend\"",
+            });
+        }
         nonneg_f(
             "canary.max_exception_rate_increase",
             c.max_exception_rate_increase,

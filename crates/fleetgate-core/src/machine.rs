@@ -56,6 +56,12 @@ pub enum Event {
         /// Unix seconds.
         now: f64,
     },
+    /// A manifest sequence was used outside a gate (a signed rollback order): later
+    /// manifests must be numbered above it.
+    SequenceUsed {
+        /// The sequence.
+        sequence: u64,
+    },
     /// The runtime delivered an outbox effect.
     EffectDone {
         /// The effect's id.
@@ -191,6 +197,10 @@ pub fn handle(state: &mut PipelineState, event: Event) -> Result<Vec<Command>, T
             Ok(Vec::new())
         }
         Event::Rollback { reason, now } => rollback(state, reason, now),
+        Event::SequenceUsed { sequence } => {
+            state.last_sequence = state.last_sequence.max(sequence);
+            Ok(Vec::new())
+        }
         Event::EffectDone { id } => {
             let before = state.outbox.len();
             state.outbox.retain(|e| e.id != id);

@@ -57,31 +57,26 @@ fn timeout(t: Option<i64>) -> Duration {
     Duration::from_secs(t.and_then(|t| u64::try_from(t).ok()).unwrap_or(3600))
 }
 
-/// Evaluate the gate of `stage` for the run in `state`.
-pub fn evaluate(ctx: &GateContext, state: &PipelineState, stage: Stage) -> (Verdict, GateFacts) {
+/// Evaluate the gate of `stage` for the run in `state`. `checkpoint` persists a stage's
+/// progress (under the epoch the gate started with) before an outside effect.
+pub fn evaluate(
+    ctx: &GateContext,
+    state: &PipelineState,
+    stage: Stage,
+    checkpoint: crate::fleet::Checkpoint<'_>,
+) -> (Verdict, GateFacts) {
     let r = match stage {
         Stage::Building => build(ctx, state),
         Stage::Testing => test(ctx, state).map(|v| (v, GateFacts::default())),
         Stage::Auditing => audit(ctx, state).map(|v| (v, GateFacts::default())),
         Stage::Benchmarking => benchmark(ctx, state).map(|v| (v, GateFacts::default())),
         Stage::Signing => sign(ctx, state),
-        Stage::Canary => Ok((
-            Verdict::failed(
-                "CANARY gate unavailable: this build has no fleet registry to select canary nodes from \
-                 (the fleet/canary component is not wired into the pipeline yet); the run cannot be \
-                 deployed and fails closed",
-                json!({"missing": "fleet registry"}),
-            ),
-            GateFacts::default(),
-        )),
-        Stage::Deploying => Ok((
-            Verdict::failed(
-                "DEPLOY gate unavailable: this build has no gossip dissemination wired into the \
-                 pipeline yet; the run fails closed",
-                json!({"missing": "gossip dissemination"}),
-            ),
-            GateFacts::default(),
-        )),
+        Stage::Canary => {
+            crate::fleet::canary(ctx, state, checkpoint).map(|v| (v, GateFacts::default()))
+        }
+        Stage::Deploying => {
+            crate::fleet::deploy(ctx, state, checkpoint).map(|v| (v, GateFacts::default()))
+        }
         Stage::Idle | Stage::Completed | Stage::RolledBack | Stage::Failed => Ok((
             Verdict::failed(format!("`{stage}` has no gate"), serde_json::Value::Null),
             GateFacts::default(),
@@ -619,4 +614,75 @@ pub fn resolve(base: &Path, p: &str) -> PathBuf {
     } else {
         base.join(p)
     }
+}
+
+/// Sign a rollback manifest returning the fleet to `to` (the last completed release).
+pub fn sign_rollback(
+    ctx: &GateContext,
+    state: &PipelineState,
+    to: &fleetgate_core::CompletedRelease,
+    reason: &str,
+) -> Result<Vec<u8>, RuntimeError> {
+    use fleetgate_trust::{Keyring, Manifest, ManifestKind, RollbackOf, SigningKey, VerifyOptions};
+    let s = &ctx.cfg.signing;
+    let key_file = s.key_file.as_deref().map(|k| resolve(&ctx.base, k));
+    let key = SigningKey::load(key_file.as_deref())
+        .map_err(|e| RuntimeError::Config(format!("no signing key for the rollback order: {e}")))?;
+    let released = state.manifest.as_ref();
+    let rel_seq = released
+        .and_then(|m| m.get("sequence"))
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(state.last_sequence);
+    let now_secs = fleetgate_trust::unix_now();
+    let sequence = state
+        .last_sequence
+        .max(rel_seq)
+        .saturating_add(1)
+        .max(now_secs);
+    let mut extra = serde_json::Map::new();
+    extra.insert("run_id".into(), json!(state.run_id));
+    extra.insert("reason".into(), json!(reason));
+    let m = Manifest {
+        schema_version: fleetgate_trust::MANIFEST_SCHEMA_VERSION,
+        version: to.version.clone(),
+        git_sha: to.git_sha.clone(),
+        code_hash: to.code_hash.clone().unwrap_or_default(),
+        file_manifest_hash: String::new(),
+        guardrail_hash: guardrail_hash(&ctx.cfg)?,
+        built_at: fleetgate_trust::rfc3339_seconds(now_secs),
+        master_public_key: key.public_key_hex(),
+        sequence,
+        expires_at: now_secs.saturating_add(
+            u64::try_from(s.expires_in_secs.unwrap_or(30 * 24 * 3600)).unwrap_or(2_592_000),
+        ),
+        kind: ManifestKind::Rollback,
+        rollback_of: Some(RollbackOf {
+            sequence: rel_seq,
+            version: state.version.clone(),
+        }),
+        return_to_version: Some(to.version.clone()),
+        return_to_code_hash: to.code_hash.clone(),
+        return_to_git_sha: Some(to.git_sha.clone()),
+        canary_seed: released
+            .and_then(|m| m.get("canary_seed"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| "00".into()),
+        key_ids: vec![key.key_id()],
+        fencing_epoch: 0,
+        extra,
+    };
+    let bytes = fleetgate_trust::sign_manifest(&m, &[&key])
+        .map_err(|e| RuntimeError::Config(format!("failed to sign the rollback order: {e}")))?;
+    if let Some(trust) = &s.trust_file {
+        let ring = Keyring::load(&resolve(&ctx.base, trust))
+            .map_err(|e| RuntimeError::Config(e.to_string()))?;
+        fleetgate_trust::verify_manifest(&bytes, &ring, now_secs, &VerifyOptions::default())
+            .map_err(|e| {
+                RuntimeError::Config(format!(
+                    "the rollback order does not verify against the trust file: {e}"
+                ))
+            })?;
+    }
+    Ok(bytes)
 }

@@ -21,6 +21,7 @@ pub mod bench_store;
 pub mod checkout;
 pub mod codehash;
 pub mod exec;
+pub mod fleet;
 pub mod gates;
 pub mod junit;
 pub mod orchestrator;
@@ -61,6 +62,13 @@ pub enum RuntimeError {
     /// A version string.
     #[error(transparent)]
     Version(#[from] fleetgate_core::VersionError),
+    /// The fleet registry or a node.
+    #[error("{0}")]
+    Fleet(String),
+    /// A checkpoint was refused because the run moved on (a rollback landed): the gate
+    /// stops before its outside effect.
+    #[error("the run moved on while the gate ran: {0}")]
+    Superseded(String),
 }
 
 impl RuntimeError {

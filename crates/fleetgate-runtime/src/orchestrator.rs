@@ -4,8 +4,7 @@ use crate::gates::{self, GateContext, resolve};
 use crate::{RuntimeError, codehash, now};
 use fleetgate_core::config::Config;
 use fleetgate_core::{
-    Command, EffectAction, Event, PipelineState, RollbackScope, Stage, TransitionError, Verdict,
-    Version, handle,
+    Command, EffectAction, Event, PipelineState, Stage, TransitionError, Verdict, Version, handle,
 };
 use fleetgate_store::{OrchestratorLock, StateDir, TransactError};
 use std::path::{Path, PathBuf};
@@ -241,7 +240,12 @@ impl Orchestrator {
     ) -> Result<PipelineState, RuntimeError> {
         let state = self.store.load()?;
         for effect in &state.outbox {
-            let result = deliver(&state, &effect.action);
+            let result = deliver(&self.ctx, &state, &effect.id, &effect.action);
+            if let Some(seq) = rollback_sequence(&self.ctx, &effect.id) {
+                self.store
+                    .transact(|s| handle(s, Event::SequenceUsed { sequence: seq }).map(|_| ()))
+                    .map_err(flatten)?;
+            }
             let event = match &result {
                 Ok(note) => {
                     progress(Progress::Delivered {
@@ -288,7 +292,16 @@ impl Orchestrator {
             stage,
             version: snapshot.version.clone(),
         });
-        let (verdict, facts) = gates::evaluate(&self.ctx, &snapshot, stage);
+        let store = &self.store;
+        let mut checkpoint = |data: serde_json::Value| -> Result<(), RuntimeError> {
+            store
+                .transact(|s| handle(s, Event::Checkpoint { stage, epoch, data }).map(|_| ()))
+                .map_err(|e| match e {
+                    TransactError::Rejected(t) => RuntimeError::Superseded(t.to_string()),
+                    TransactError::Store(s) => RuntimeError::Store(s),
+                })
+        };
+        let (verdict, facts) = gates::evaluate(&self.ctx, &snapshot, stage, &mut checkpoint);
         let event = Event::GateEvaluated {
             stage,
             epoch,
@@ -370,38 +383,27 @@ fn new_run_id(version: &Version) -> String {
     )
 }
 
-/// Deliver one effect. A rollback order goes to the nodes that may have received the
-/// release: the canary nodes recorded in the CANARY stage data, or the whole fleet once
-/// DEPLOY began broadcasting. When no node was contacted, there is nobody to tell.
-fn deliver(state: &PipelineState, action: &EffectAction) -> Result<String, String> {
+/// Deliver one effect: a rollback order to the nodes that may have received the release.
+fn deliver(
+    ctx: &GateContext,
+    state: &PipelineState,
+    id: &str,
+    action: &EffectAction,
+) -> Result<String, String> {
     match action {
-        EffectAction::SendRollback { scope, .. } => {
-            let (stage, key) = match scope {
-                RollbackScope::Canary => (Stage::Canary, "contacted"),
-                RollbackScope::All => (Stage::Deploying, "broadcast"),
-            };
-            let contacted = state
-                .stage_data
-                .get(&stage)
-                .and_then(|d| d.get(key))
-                .is_some_and(|v| {
-                    v.as_bool().unwrap_or(false) || v.as_array().is_some_and(|a| !a.is_empty())
-                });
-            let canary_contacted = matches!(scope, RollbackScope::All)
-                && state
-                    .stage_data
-                    .get(&Stage::Canary)
-                    .and_then(|d| d.get("contacted"))
-                    .is_some_and(|v| v.as_array().is_some_and(|a| !a.is_empty()));
-            if !contacted && !canary_contacted {
-                return Ok(format!(
-                    "rollback order ({scope:?}): no node had been sent the release; nothing to undo"
-                ));
-            }
-            Err(
-                "rollback order cannot be delivered: this build has no fleet transport wired in"
-                    .to_owned(),
-            )
+        EffectAction::SendRollback { scope, reason } => {
+            crate::fleet::send_rollback(ctx, state, id, *scope, reason)
         }
     }
+}
+
+/// The sequence of the rollback manifest signed for an effect, if one was signed.
+fn rollback_sequence(ctx: &GateContext, effect_id: &str) -> Option<u64> {
+    let path = ctx
+        .state_dir
+        .join("manifests")
+        .join(format!("rollback-{effect_id}.json"));
+    let bytes = std::fs::read(path).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("sequence")?.as_u64()
 }
