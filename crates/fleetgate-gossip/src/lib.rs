@@ -84,7 +84,7 @@ pub use node::{
     ConfigError, Delivered, DropReason, GossipConfig, Input, Node, NodeError, Output, PeerAddr,
     PeerList, SendKind, Source, Stats,
 };
-pub use runtime::{GossipHandle, RuntimeError, spawn};
+pub use runtime::{GossipHandle, RuntimeError, StartError, spawn, spawn_udp};
 pub use transport::{LinkModel, MemNetwork, MemTransport, Transport, TransportError, UdpTransport};
 pub use trust_adapter::{TrustVerifier, reject_of};
 pub use verify::{CachingVerifier, ManifestKind, Reject, Verified, Verifier};

@@ -12,8 +12,11 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::node::{Delivered, DropReason, Input, Node, Output, Source, Stats};
-use crate::transport::Transport;
+use crate::node::{
+    Delivered, DropReason, GossipConfig, Input, Node, NodeError, Output, PeerAddr, PeerList,
+    Source, Stats,
+};
+use crate::transport::{Transport, TransportError, UdpTransport};
 use crate::verify::{Verified, Verifier};
 use crate::wire::Head;
 
@@ -31,6 +34,17 @@ pub enum RuntimeError {
     Join(#[from] tokio::task::JoinError),
 }
 
+/// Why [`spawn_udp`] could not start a node.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The UDP endpoint could not be bound.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The configuration or the held manifest was refused.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
 enum Command {
     Publish(Vec<u8>, Reply),
     Snapshot(oneshot::Sender<(Stats, Option<Head>)>),
@@ -43,7 +57,7 @@ pub struct GossipHandle<V> {
     cmd: mpsc::Sender<Command>,
     delivered: watch::Receiver<Option<Delivered>>,
     task: JoinHandle<Node<V>>,
-    addr: crate::node::PeerAddr,
+    addr: PeerAddr,
 }
 
 /// Unix time in milliseconds from the system clock.
@@ -57,6 +71,29 @@ pub fn unix_ms() -> u64 {
 /// Simulations pass their own seeds instead.
 pub fn random_seed() -> u64 {
     rand::random()
+}
+
+/// The usual way to start a node agent's gossip: bind UDP at `bind`, know `peers` (seed
+/// addresses; more are learned), restore the manifest held before a restart (verified
+/// again; peers that lack it pull it), and run on the current tokio runtime.
+pub async fn spawn_udp<V>(
+    cfg: GossipConfig,
+    bind: PeerAddr,
+    peers: impl IntoIterator<Item = PeerAddr>,
+    verifier: V,
+    held: Option<&[u8]>,
+) -> Result<GossipHandle<V>, StartError>
+where
+    V: Verifier + Send + 'static,
+{
+    let transport = UdpTransport::bind(bind).await?;
+    let me = transport.local_addr();
+    let peers = std::sync::Arc::new(PeerList::new(peers));
+    let mut node = Node::new(cfg, me, peers, verifier, random_seed())?;
+    if let Some(m) = held {
+        node.restore(m, unix_ms())?;
+    }
+    Ok(spawn(node, transport))
 }
 
 /// Run `node` over `transport` on the current tokio runtime until shut down.
@@ -167,7 +204,7 @@ fn execute<T: Transport>(
 
 impl<V> GossipHandle<V> {
     /// The node's gossip address.
-    pub fn addr(&self) -> crate::node::PeerAddr {
+    pub fn addr(&self) -> PeerAddr {
         self.addr
     }
 

@@ -336,3 +336,57 @@ suite!(
     rollback_supersedes_the_release,
     node_offline_during_the_broadcast_catches_up,
 );
+
+/// The agent's entry point: a node restarted with the manifest it held serves it to a
+/// fresh node, which pulls it on start-up (no push involved: restore does not push).
+#[tokio::test]
+async fn spawn_udp_restores_the_held_manifest_and_a_fresh_peer_pulls_it() {
+    let signer = Signer::new(3, unix_ms() / 1000 - 60);
+    let m = signer.release(4, "v4.0.0").unwrap();
+    let a = fleetgate_gossip::spawn_udp(
+        cfg(),
+        "127.0.0.1:0".parse().unwrap(),
+        [],
+        Arc::new(signer.verifier()),
+        Some(&m),
+    )
+    .await
+    .unwrap();
+    let b = fleetgate_gossip::spawn_udp(
+        cfg(),
+        "127.0.0.1:0".parse().unwrap(),
+        [a.addr()],
+        Arc::new(signer.verifier()),
+        None,
+    )
+    .await
+    .unwrap();
+    let mut rx = b.deliveries();
+    let d = tokio::time::timeout(WITHIN, rx.wait_for(Option::is_some))
+        .await
+        .expect("pulled")
+        .unwrap()
+        .clone()
+        .unwrap();
+    assert_eq!(d.verified.sequence, 4);
+    let (sa, _) = a.snapshot().await.unwrap();
+    assert_eq!(sa.sent_push, 0);
+    assert!(sa.sent_manifest >= 1);
+    // A held manifest that does not verify is refused at start.
+    let forged = Signer::new(8, unix_ms() / 1000 - 60)
+        .release(5, "v5.0.0")
+        .unwrap();
+    let err = fleetgate_gossip::spawn_udp(
+        cfg(),
+        "127.0.0.1:0".parse().unwrap(),
+        [],
+        Arc::new(signer.verifier()),
+        Some(&forged),
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("restore"), "{err}");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
