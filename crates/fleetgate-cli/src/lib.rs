@@ -9,6 +9,7 @@
 //! binary as a child process.
 
 pub mod demo;
+mod fleet_cmd;
 mod output;
 pub mod trust_cmd;
 
@@ -131,6 +132,16 @@ enum Cmd {
     /// Trust files (keyrings): create, co-sign, rotate.
     #[command(subcommand)]
     Trust(trust_cmd::TrustCmd),
+    /// The fleet registry: enroll, list, show, remove peers.
+    #[command(subcommand)]
+    Fleet(fleet_cmd::FleetCmd),
+    /// The CANARY gate's latest health verdict: per criterion, the figures, threshold,
+    /// statistic and decision.
+    CanaryHealth {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the demo: a sample application in a throwaway git repository, released
     /// through the pipeline with progress, a timeline and a summary.
     Demo(demo::DemoArgs),
@@ -381,6 +392,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Bench(cmd) => bench(cfg_path, cmd),
         Cmd::Demo(args) => demo::run(args),
+        Cmd::Fleet(cmd) => fleet_cmd::run(&open(cfg_path, false)?, cmd),
+        Cmd::CanaryHealth { json } => fleet_cmd::canary_health(&open(cfg_path, false)?, json),
         Cmd::Keygen(args) => trust_cmd::run_keygen(args),
         Cmd::Manifest(cmd) => trust_cmd::run_manifest(cmd),
         Cmd::Trust(cmd) => trust_cmd::run_trust(cmd),

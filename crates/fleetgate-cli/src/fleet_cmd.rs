@@ -1,0 +1,243 @@
+//! `fleetgate fleet enroll|list|show|remove` and `fleetgate canary-health`.
+
+use anyhow::Context;
+use clap::Subcommand;
+use fleetgate_core::Stage;
+use fleetgate_fleet::{CertFields, Registry};
+use fleetgate_runtime::Orchestrator;
+use fleetgate_runtime::gates::resolve;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Fleet registry commands.
+#[derive(Debug, Subcommand)]
+pub enum FleetCmd {
+    /// Enroll a node: issue its enrollment certificate (signed by the release key, checked
+    /// against the trust file) and record it as a verified peer.
+    Enroll {
+        /// Node id (`[A-Za-z0-9._-]`, at most 128 characters).
+        #[arg(long)]
+        node_id: String,
+        /// The node's Ed25519 identity public key (hex), or a `.pub` file holding it.
+        #[arg(long)]
+        public_key: String,
+        /// Base URL of the node agent (its apply endpoint), e.g. http://127.0.0.1:7101.
+        #[arg(long)]
+        address: String,
+        /// Region label.
+        #[arg(long, default_value = "default")]
+        region: String,
+        /// Write the certificate here (the node agent presents it).
+        #[arg(long)]
+        cert_out: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List peers.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one peer with its latest heartbeat.
+    Show {
+        /// Node id.
+        node_id: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a peer (it no longer takes part; its heartbeats are refused).
+    Remove {
+        /// Node id.
+        node_id: String,
+    },
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Run a fleet command.
+pub fn run(o: &Orchestrator, cmd: FleetCmd) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    let url = fleetgate_runtime::fleet::database_url(o.context());
+    let reg = rt.block_on(Registry::connect(&url)).with_context(|| {
+        format!(
+            "failed to open the fleet registry {}",
+            fleetgate_fleet::redact_url(&url)
+        )
+    })?;
+    let now = fleetgate_fleet::unix_now();
+    match cmd {
+        FleetCmd::Enroll {
+            node_id,
+            public_key,
+            address,
+            region,
+            cert_out,
+            json,
+        } => {
+            let public_key = if std::path::Path::new(&public_key).is_file() {
+                std::fs::read_to_string(&public_key)?.trim().to_owned()
+            } else {
+                public_key
+            };
+            let cfg = o.config();
+            let key_file = cfg
+                .signing
+                .key_file
+                .as_deref()
+                .map(|k| resolve(&o.context().base, k));
+            let key = fleetgate_trust::SigningKey::load(key_file.as_deref())
+                .context("enrollment certificates are signed with the release key")?;
+            let trust = cfg
+                .signing
+                .trust_file
+                .as_deref()
+                .context("set `[signing] trust_file`: certificates are verified against it")?;
+            let keyring = fleetgate_trust::Keyring::load(&resolve(&o.context().base, trust))?;
+            let fields = CertFields {
+                node_id,
+                public_key,
+                region,
+                address,
+                issued_at: u64::try_from(now).unwrap_or(0),
+            };
+            let cert = fleetgate_fleet::issue_cert(&fields, &[&key])?;
+            let peer = rt.block_on(reg.enroll(&cert, &keyring, now))?;
+            if let Some(path) = &cert_out {
+                fleetgate_store::write_atomic(path, &cert, None)
+                    .with_context(|| format!("failed to write {}", path.display()))?;
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&peer)?);
+            } else {
+                println!(
+                    "enrolled {} at {} (region {}), master_key_verified = {}{}",
+                    peer.id,
+                    peer.address,
+                    peer.region,
+                    peer.master_key_verified,
+                    cert_out
+                        .map(|p| format!("; certificate written to {}", p.display()))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        FleetCmd::List { json } => {
+            let peers = rt.block_on(reg.list_peers())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&peers)?);
+            } else if peers.is_empty() {
+                println!("no peers enrolled (use `fleetgate fleet enroll`)");
+            } else {
+                println!(
+                    "{:<16} {:<8} {:<9} {:<10} {:<14} {:<12} {}",
+                    "ID", "VERIFIED", "STATUS", "REGION", "VERSION", "CODE", "LAST HEARTBEAT"
+                );
+                for p in peers {
+                    let hb = p
+                        .last_heartbeat
+                        .map(|t| format!("{}s ago", (now - t).max(0)))
+                        .unwrap_or_else(|| "never".into());
+                    println!(
+                        "{:<16} {:<8} {:<9} {:<10} {:<14} {:<12} {}",
+                        p.id,
+                        if p.master_key_verified { "yes" } else { "NO" },
+                        p.status.as_str(),
+                        p.region,
+                        p.current_version.as_deref().unwrap_or("-"),
+                        p.code_hash
+                            .as_deref()
+                            .map(|h| h.get(..12).unwrap_or(h))
+                            .unwrap_or("-"),
+                        hb
+                    );
+                }
+            }
+        }
+        FleetCmd::Show { node_id, json } => {
+            let peer = rt.block_on(reg.peer(&node_id))?;
+            let hb = rt.block_on(reg.latest_heartbeat(&node_id, now))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"peer": peer, "latest_heartbeat": hb})
+                    )?
+                );
+            } else {
+                println!("{}", serde_json::to_string_pretty(&peer)?);
+                match hb {
+                    Some(h) => println!("latest heartbeat: {}", serde_json::to_string(&h)?),
+                    None => println!("latest heartbeat: none"),
+                }
+            }
+        }
+        FleetCmd::Remove { node_id } => {
+            rt.block_on(reg.remove_peer(&node_id))?;
+            println!("removed {node_id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `fleetgate canary-health`: the CANARY gate's latest verdict, per criterion.
+pub fn canary_health(o: &Orchestrator, json: bool) -> anyhow::Result<ExitCode> {
+    let state = o.status()?;
+    let Some(rec) = state.gate_results.get(&Stage::Canary) else {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"success": false, "error": "the CANARY gate has not run in this run", "stage": state.stage})
+            );
+        } else {
+            println!(
+                "the CANARY gate has not run in this run (stage: {})",
+                state.stage
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let f = &rec.verdict.figures;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "success": true, "outcome": rec.verdict.outcome, "detail": rec.verdict.detail, "checks": rec.checks,
+                "verdict": f, "selection": state.stage_data.get(&Stage::Canary),
+            }))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "canary: {} — {}",
+        crate::outcome_word(rec.verdict.outcome),
+        rec.verdict.detail
+    );
+    if let Some(nodes) = f.get("canary") {
+        println!(
+            "canary nodes: {nodes}   baseline nodes: {}",
+            f.get("baseline_nodes").cloned().unwrap_or_default()
+        );
+    }
+    if let Some(criteria) = f.get("criteria").and_then(|c| c.as_array()) {
+        for c in criteria {
+            println!(
+                "  {:<22} {:<12} {}",
+                c["criterion"].as_str().unwrap_or("?"),
+                c["decision"].as_str().unwrap_or("?"),
+                c["detail"].as_str().unwrap_or("")
+            );
+            println!(
+                "  {:<22} statistic {}  threshold {}",
+                "", c["statistic"], c["threshold"]
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
