@@ -136,8 +136,7 @@ pub fn run(o: &Orchestrator, cmd: FleetCmd) -> anyhow::Result<ExitCode> {
                 println!("no peers enrolled (use `fleetgate fleet enroll`)");
             } else {
                 println!(
-                    "{:<16} {:<8} {:<9} {:<10} {:<14} {:<12} {}",
-                    "ID", "VERIFIED", "STATUS", "REGION", "VERSION", "CODE", "LAST HEARTBEAT"
+                    "ID               VERIFIED STATUS    REGION     VERSION        CODE         LAST HEARTBEAT"
                 );
                 for p in peers {
                     let hb = p
