@@ -213,8 +213,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn crash_point(name: &str) {
-    if std::env::var(CRASH_ENV).is_ok_and(|v| v == name) {
+/// Test-only crash point: when `FLEETGATE_AGENT_CRASH_AT` is `<name>` or
+/// `<name>:<sequence>`, the agent SIGKILLs itself here (a power cut: nothing flushed).
+fn crash_point(name: &str, sequence: u64) {
+    if std::env::var(CRASH_ENV).is_ok_and(|v| v == name || v == format!("{name}:{sequence}")) {
         tracing::error!(
             point = name,
             "crash point reached: killing the agent (test)"
@@ -644,12 +646,12 @@ impl Inner {
             if j != before {
                 self.persist(&j)?;
             }
-            let phase = j.apply.as_ref().map(|a| a.phase);
-            if phase != before.apply.as_ref().map(|a| a.phase)
-                && let Some(p) = phase
+            let phase = j.apply.as_ref().map(|a| (a.phase, a.target.sequence));
+            if phase != before.apply.as_ref().map(|a| (a.phase, a.target.sequence))
+                && let Some((p, seq)) = phase
             {
-                tracing::info!(phase = p.as_str(), "apply phase");
-                crash_point(p.as_str());
+                tracing::info!(phase = p.as_str(), sequence = seq, "apply phase");
+                crash_point(p.as_str(), seq);
             }
             for c in cmds {
                 if let Some(ev) = self.exec(c, &mut report).await {
@@ -739,6 +741,10 @@ impl Inner {
                     }
                 };
                 Some(Event::RolledBack { problem })
+            }
+            Command::KillApp => {
+                self.sup.stop().await;
+                None
             }
             Command::RunApp { app } => {
                 if self.slots.current().as_deref() != Some(app.slot.as_str())
@@ -865,11 +871,11 @@ impl Inner {
 
     fn commit(&self, slot: &str, sequence: u64) -> Result<(), String> {
         self.slots.switch_current(slot).map_err(|e| e.to_string())?;
-        crash_point("commit_switched");
+        crash_point("commit_switched", sequence);
         lock(&self.floor)
             .commit(sequence, fleetgate_trust::unix_now())
             .map_err(|e| e.to_string())?;
-        crash_point("commit_floor");
+        crash_point("commit_floor", sequence);
         Ok(())
     }
 }

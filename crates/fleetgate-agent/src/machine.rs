@@ -338,6 +338,8 @@ pub enum Command {
         /// The version to go back to.
         previous: Option<Installed>,
     },
+    /// Stop whatever app runs, as `StopApp`, without an event (recovery).
+    KillApp,
     /// Start the app (no event; used at startup and after recovery).
     RunApp {
         /// The version to run.
@@ -489,13 +491,13 @@ pub fn step(
             Event::Recover => {
                 let cmds = match &j.current {
                     Some(cur) => vec![
-                        Command::StopApp,
+                        Command::KillApp,
                         Command::PruneSlots {
                             keep: kept_slots(&j),
                         },
                         Command::RunApp { app: cur.clone() },
                     ],
-                    None => vec![Command::StopApp],
+                    None => vec![Command::KillApp],
                 };
                 Ok((j, cmds))
             }
@@ -690,7 +692,7 @@ pub fn step(
                 );
                 let (mut j, mut cmds) =
                     end_untouched(j, &a, Outcome::Interrupted, &reason, false, now);
-                let mut pre = vec![Command::StopApp];
+                let mut pre = vec![Command::KillApp];
                 if let Some(cur) = &j.current {
                     pre.push(Command::RunApp { app: cur.clone() });
                 }
@@ -703,7 +705,7 @@ pub fn step(
             Phase::Commit => Ok((
                 j,
                 vec![
-                    Command::StopApp,
+                    Command::KillApp,
                     Command::RunApp { app: new_app },
                     Command::Commit {
                         slot: a.slot.clone(),
@@ -962,7 +964,7 @@ mod tests {
             let (r, c) = on(&j, Event::Recover);
             assert!(r.apply.is_none(), "{phase:?}");
             assert_eq!(r.current, Some(installed(1, "aaaa")), "{phase:?}");
-            assert_eq!(c[0], Command::StopApp);
+            assert_eq!(c[0], Command::KillApp);
             assert_eq!(
                 c[1],
                 Command::RunApp {
@@ -979,7 +981,7 @@ mod tests {
         assert_eq!(
             c,
             vec![
-                Command::StopApp,
+                Command::KillApp,
                 Command::RunApp {
                     app: installed(2, "bbbb")
                 },

@@ -1,0 +1,204 @@
+//! The agent embedded in a host tokio runtime (`RunningNode`), a real release
+//! repository, the real test app, real HTTP on 127.0.0.1.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+
+fn outcome(v: &serde_json::Value) -> &str {
+    v["outcome"].as_str().unwrap_or("<none>")
+}
+
+#[test]
+fn good_release_applies_bad_release_rolls_back_and_same_hash_is_a_noop() {
+    let f = Fixture::new(Opts::default());
+    let v1 = f.commit("v1.0.0", "healthy");
+    let v2_bad = f.commit("v2.0.0", "unhealthy");
+    let v3_crash = f.commit("v3.0.0", "crash");
+    let v4 = f.commit("v4.0.0", "healthy");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let node = rt
+        .block_on(fleetgate_agent::RunningNode::start(f.config()))
+        .unwrap();
+    assert_eq!(node.addr().port(), f.agent_port);
+
+    // 1. First release on an empty node: fetched, installed, started, healthy, committed.
+    let (code, r) = post_apply(&f, &f.manifest(1, &v1));
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(outcome(&r), "applied", "{r}");
+    assert_eq!(r["success"], true);
+    let slot1 = format!("1-{}", &v1.sha[..12]);
+    assert_eq!(r["running"]["slot"], slot1.as_str());
+    let (ver, slot, pid1) = f.app_version().expect("app answers");
+    assert_eq!((ver.as_str(), slot.as_str()), ("v1.0.0", slot1.as_str()));
+    assert_eq!(f.current_link().as_deref(), Some(slot1.as_str()));
+    assert!(
+        f.state()
+            .join("slots")
+            .join(&slot1)
+            .join(".installed")
+            .exists()
+    );
+    assert_eq!(f.floor(), 1);
+
+    // 2. Same code hash under a higher sequence: no restart, floor raised.
+    let (code, r) = post_apply(&f, &f.manifest(2, &v1));
+    assert_eq!((code, outcome(&r)), (200, "noop"), "{r}");
+    assert_eq!(
+        f.app_version().unwrap().2,
+        pid1,
+        "the app was not restarted"
+    );
+    assert_eq!(f.floor(), 2);
+
+    // 3. Replay of an older manifest: refused by the floor.
+    let (code, r) = post_apply(&f, &f.manifest(1, &v1));
+    assert_eq!((code, r["reason"].as_str()), (409, Some("replayed")), "{r}");
+
+    // 4. A release whose app never becomes healthy: rolled back to v1.
+    let t = Instant::now();
+    let (code, r) = post_apply(&f, &f.manifest(3, &v2_bad));
+    assert_eq!((code, outcome(&r)), (422, "rolled_back"), "{r}");
+    assert!(
+        r["detail"].as_str().unwrap().contains("no healthy answer"),
+        "{r}"
+    );
+    assert!(
+        t.elapsed() >= Duration::from_secs(3),
+        "waited for the grace window"
+    );
+    let (ver, slot, pid) = f.app_version().expect("old app runs again");
+    assert_eq!((ver.as_str(), slot.as_str()), ("v1.0.0", slot1.as_str()));
+    assert_ne!(pid, pid1, "the previous version was restarted");
+    assert_eq!(f.current_link().as_deref(), Some(slot1.as_str()));
+    assert!(
+        !f.state()
+            .join("slots")
+            .join(format!("3-{}", &v2_bad.sha[..12]))
+            .exists(),
+        "the bad slot is removed"
+    );
+    assert_eq!(f.floor(), 2, "the floor is not raised by a failed release");
+    let s = status(&f);
+    assert_eq!(s["version"], "v1.0.0");
+    assert_eq!(s["bad"][0]["sequence"], 3);
+
+    // 5. The same bad release again: refused without touching anything.
+    let (code, r) = post_apply(&f, &f.manifest(3, &v2_bad));
+    assert_eq!((code, outcome(&r)), (409, "refused"), "{r}");
+
+    // 6. A crash-looping release fails fast (before the grace window ends).
+    let t = Instant::now();
+    let (code, r) = post_apply(&f, &f.manifest(4, &v3_crash));
+    assert_eq!((code, outcome(&r)), (422, "rolled_back"), "{r}");
+    assert!(r["detail"].as_str().unwrap().contains("crash loop"), "{r}");
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    assert_eq!(f.app_version().unwrap().0, "v1.0.0");
+
+    // 7. A good release after the failures; v1 becomes `previous`.
+    let (code, r) = post_apply(&f, &f.manifest(5, &v4));
+    assert_eq!((code, outcome(&r)), (200, "applied"), "{r}");
+    assert_eq!(f.app_version().unwrap().0, "v4.0.0");
+    let s = status(&f);
+    assert_eq!(s["previous"]["version"], "v1.0.0");
+    assert_eq!(s["floor"], 5);
+
+    // 8. A rollback order returns to v1 through the kept previous slot (no fetch).
+    let (code, r) = post_apply(&f, &f.rollback(6, (5, &v4), &v1));
+    assert_eq!((code, outcome(&r)), (200, "applied"), "{r}");
+    assert_eq!(r["kind"], "rollback");
+    let (ver, slot, _) = f.app_version().unwrap();
+    assert_eq!((ver.as_str(), slot.as_str()), ("v1.0.0", slot1.as_str()));
+    assert_eq!(f.current_link().as_deref(), Some(slot1.as_str()));
+    assert_eq!(f.floor(), 6);
+
+    rt.block_on(node.shutdown()).unwrap();
+    assert!(f.app_version().is_none(), "shutdown stops the app");
+}
+
+#[test]
+fn forged_unsigned_tampered_expired_oversized_and_malformed_manifests_are_refused() {
+    let f = Fixture::new(Opts::default());
+    let v1 = f.commit("v1.0.0", "healthy");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let node = rt
+        .block_on(fleetgate_agent::RunningNode::start(f.config()))
+        .unwrap();
+
+    let check = |bytes: &[u8], want_code: u16, want_reason: &str| {
+        let (code, r) = post_apply(&f, bytes);
+        assert_eq!(
+            (code, r["reason"].as_str()),
+            (want_code, Some(want_reason)),
+            "{r}"
+        );
+        assert_eq!(r["success"], false);
+        assert!(!r["error"].as_str().unwrap().is_empty());
+    };
+    // Signed by a key the node does not trust.
+    let rogue = fleetgate_trust::SigningKey::from_seed(&[9; 32]);
+    let forged = fleetgate_trust::sign_manifest(&f.manifest_struct(1, &v1), &[&rogue]).unwrap();
+    check(&forged, 401, "unknown_key");
+    // Tampered after signing.
+    let good = f.manifest(1, &v1);
+    let tampered = String::from_utf8(good.clone())
+        .unwrap()
+        .replace("v1.0.0", "v6.6.6");
+    check(tampered.as_bytes(), 401, "bad_signature");
+    // Signature stripped.
+    let mut obj: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&good).unwrap();
+    obj.remove("master_signature");
+    check(&serde_json::to_vec(&obj).unwrap(), 401, "unsigned");
+    // Expired.
+    let mut m = f.manifest_struct(1, &v1);
+    m.expires_at = fleetgate_trust::unix_now() - 1;
+    m.built_at = fleetgate_trust::rfc3339_seconds(fleetgate_trust::unix_now() - 100);
+    let expired = fleetgate_trust::sign_manifest(&m, &[&f.signer]);
+    // sign_manifest validates shape, not time: it signs an expired manifest.
+    check(&expired.unwrap(), 422, "expired");
+    // Oversized body: refused before it is read.
+    check(&vec![b' '; 70 * 1024], 413, "too_large");
+    // Not JSON.
+    check(b"{not json", 400, "malformed");
+
+    // Nothing was applied, nothing runs; the genuine manifest still applies.
+    let s = status(&f);
+    assert!(s["version"].is_null(), "{s}");
+    assert!(f.app_version().is_none());
+    let (code, r) = post_apply(&f, &good);
+    assert_eq!((code, outcome(&r)), (200, "applied"), "{r}");
+    rt.block_on(node.shutdown()).unwrap();
+}
+
+#[test]
+fn a_second_apply_while_one_runs_gets_409_busy() {
+    let f = Fixture::new(Opts::default());
+    let v1 = f.commit("v1.0.0", "unhealthy");
+    let v2 = f.commit("v2.0.0", "healthy");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let node = rt
+        .block_on(fleetgate_agent::RunningNode::start(f.config()))
+        .unwrap();
+    let m1 = f.manifest(1, &v1);
+    let slow = std::thread::scope(|s| {
+        let h = s.spawn(|| post_apply(&f, &m1));
+        wait_until(Duration::from_secs(10), "apply in flight", || {
+            !status(&f)["apply_phase"].is_null()
+        });
+        let (code, r) = post_apply(&f, &f.manifest(2, &v2));
+        assert_eq!((code, r["reason"].as_str()), (409, Some("busy")), "{r}");
+        h.join().unwrap()
+    });
+    // v1 was unhealthy on an empty node: nothing to go back to.
+    assert_eq!(outcome(&slow.1), "rolled_back", "{}", slow.1);
+    assert!(
+        slow.1["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no previous version")
+    );
+    rt.block_on(node.shutdown()).unwrap();
+}
