@@ -518,6 +518,16 @@ impl Agent {
         lock(&self.inner.last_probe).counters.clone()
     }
 
+    /// The anti-rollback floor (highest committed sequence).
+    #[must_use]
+    pub fn floor(&self) -> u64 {
+        lock(&self.inner.floor).sequence()
+    }
+
+    pub(crate) fn keyring(&self) -> &Keyring {
+        &self.inner.keyring
+    }
+
     pub(crate) fn identity(&self) -> &SigningKey {
         &self.inner.identity
     }

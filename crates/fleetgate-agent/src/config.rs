@@ -99,6 +99,12 @@ fn default_heartbeat_interval() -> u64 {
 fn default_heartbeat_backoff() -> u64 {
     60
 }
+fn default_gossip_round_ms() -> u64 {
+    1000
+}
+fn default_gossip_anti_entropy() -> u64 {
+    10
+}
 fn default_install_timeout() -> u64 {
     600
 }
@@ -171,6 +177,12 @@ pub struct NodeConfig {
     /// Gossip listen address (UDP).
     #[serde(default)]
     pub gossip_listen: Option<SocketAddr>,
+    /// Gossip round interval, milliseconds (default 1000).
+    #[serde(default = "default_gossip_round_ms")]
+    pub gossip_round_ms: u64,
+    /// Gossip pull anti-entropy interval, seconds (default 10).
+    #[serde(default = "default_gossip_anti_entropy")]
+    pub gossip_anti_entropy_secs: u64,
     /// Which tracked files the code hash covers; must match the orchestrator's.
     #[serde(default)]
     pub code_hash: CodeHashConfig,
@@ -334,6 +346,13 @@ impl NodeConfig {
                 "expected an http:// base URL such as http://10.0.0.1:7000",
             ));
         }
+        range("gossip_round_ms", self.gossip_round_ms, 10, 600_000)?;
+        range(
+            "gossip_anti_entropy_secs",
+            self.gossip_anti_entropy_secs,
+            1,
+            86_400,
+        )?;
         for s in &self.seeds {
             if s.parse::<SocketAddr>().is_err() {
                 return Err(invalid(
@@ -417,6 +436,15 @@ http = "http://127.0.0.1:8080/health"
         assert_eq!(c.remote, "/etc/fg/release.git");
         assert_eq!(c.health_grace_secs, 30);
         assert_eq!(c.crash_loop, 3);
+    }
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let text = include_str!("../node.example.toml");
+        let c = NodeConfig::from_toml(text, Path::new("/etc/fg")).unwrap();
+        assert_eq!(c.node_id, "web-eu-1");
+        assert_eq!(c.seeds.len(), 2);
+        assert_eq!(c.env.get("PORT").map(String::as_str), Some("8080"));
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! **Where it sits.** On every node of the fleet, as a daemon (`fleetgate node run
 //! --config node.toml`, which calls [`run_node`]) or embedded in a host's tokio runtime
 //! ([`RunningNode::start`] / [`run_node_until`]: no global state, shutdown by a future).
-//! It receives signed manifests — over `POST /apply` from the orchestrator (canary) and,
-//! once wired, from gossip — and applies them to the application it supervises. It
+//! It receives signed manifests — over `POST /apply` from the orchestrator (canary) and
+//! from gossip (`gossip_listen`, `seeds`) — and applies them to the application it supervises. It
 //! heartbeats to the orchestrator. It depends on `fleetgate-trust` (verification, floor),
 //! `fleetgate-runtime` (the code hash definition) and `fleetgate-store` (atomic writes).
 //!
@@ -21,6 +21,7 @@
 //! - [`health`]: the health check and the counters the app reports through it.
 //! - [`heartbeat`]: signed heartbeats in `fleetgate-fleet`'s wire format.
 //! - [`http`]: `POST /apply`, `GET /status`, `GET /health`.
+//! - [`gossip`]: a `fleetgate-gossip` UDP node whose verified deliveries are applied.
 //!
 //! **Apply, in order.** Verify the manifest (keyring and threshold, strict Ed25519,
 //! expiry, anti-rollback floor, 64 KiB limit) → already on that code hash: no-op (the
@@ -57,6 +58,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod gossip;
 pub mod health;
 pub mod heartbeat;
 pub mod http;
@@ -82,6 +84,7 @@ pub struct RunningNode {
     stop: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     heartbeats: Option<JoinHandle<()>>,
+    gossip: Option<(JoinHandle<()>, SocketAddr)>,
 }
 
 impl RunningNode {
@@ -123,12 +126,13 @@ impl RunningNode {
             .orchestrator
             .clone()
             .map(|url| tokio::spawn(heartbeat::run(agent.clone(), url, rx.clone())));
-        if !agent.config().seeds.is_empty() || agent.config().gossip_listen.is_some() {
-            tracing::warn!(
-                "gossip (seeds / gossip_listen) is configured but not wired into the agent yet; \
-                 manifests arrive through POST /apply only"
-            );
-        }
+        let gossip = match gossip::start(&agent, rx.clone()).await {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = stop.send(true);
+                return Err(AgentError::Task(e));
+            }
+        };
         tracing::info!(%addr, node_id = %agent.config().node_id, "agent listening");
         Ok(Self {
             agent,
@@ -136,7 +140,14 @@ impl RunningNode {
             stop,
             server,
             heartbeats,
+            gossip,
         })
+    }
+
+    /// The bound gossip address, when gossip runs.
+    #[must_use]
+    pub fn gossip_addr(&self) -> Option<SocketAddr> {
+        self.gossip.as_ref().map(|g| g.1)
     }
 
     /// The bound address of the endpoint.
@@ -160,6 +171,9 @@ impl RunningNode {
         let served = self.server.await;
         if let Some(h) = self.heartbeats {
             let _ = h.await;
+        }
+        if let Some((g, _)) = self.gossip {
+            let _ = g.await;
         }
         self.agent.shutdown().await;
         match served {

@@ -42,6 +42,8 @@ pub struct Opts {
     pub grace_secs: u64,
     pub orchestrator: Option<String>,
     pub install: Option<String>,
+    /// Extra top-level TOML lines.
+    pub extra: String,
 }
 
 impl Default for Opts {
@@ -50,6 +52,7 @@ impl Default for Opts {
             grace_secs: 4,
             orchestrator: None,
             install: Some("test -f VERSION && echo installed > .installed".into()),
+            extra: String::new(),
         }
     }
 }
@@ -60,14 +63,15 @@ impl Fixture {
         let repo = dir.path().join("release-repo");
         git2::Repository::init(&repo).expect("init repo");
         let signer = SigningKey::from_seed(&rand_seed(1));
-        let identity = SigningKey::from_seed(&rand_seed(2));
+        let identity_seed = rand_seed(2);
+        let identity = SigningKey::from_seed(&identity_seed);
         let keyring =
             Keyring::new(1, 1, vec![TrustedKey::new(signer.public_key())]).expect("keyring");
         std::fs::create_dir_all(dir.path().join("keys")).expect("keys dir");
         std::fs::write(dir.path().join("keys/trust.json"), keyring.to_bytes()).expect("trust");
         std::fs::write(
             dir.path().join("keys/node.key"),
-            hex::encode(rand_seed(2)) + "\n",
+            hex::encode(identity_seed) + "\n",
         )
         .expect("node key");
         let app_port = free_port();
@@ -92,6 +96,7 @@ health_grace_secs = {grace}
 drain_secs = 2
 crash_loop = 3
 {orchestrator}
+{extra}
 [env]
 PORT = "{app_port}"
 
@@ -101,6 +106,7 @@ interval_ms = 100
 timeout_ms = 1000
 "#,
             grace = opts.grace_secs,
+            extra = opts.extra,
         );
         let config_path = dir.path().join("node.toml");
         std::fs::write(&config_path, config).expect("config");
