@@ -9,6 +9,7 @@
 //! binary as a child process.
 
 pub mod demo;
+mod demo_app;
 mod fleet_cmd;
 mod output;
 pub mod trust_cmd;
@@ -142,6 +143,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The node agent: applies signed releases on this node, heartbeats.
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// The demo fleet's sample application (run by node agents; not for direct use).
+    #[command(hide = true)]
+    DemoApp(demo_app::DemoAppArgs),
     /// Run the demo: a sample application in a throwaway git repository, released
     /// through the pipeline with progress, a timeline and a summary.
     Demo(demo::DemoArgs),
@@ -150,6 +157,16 @@ enum Cmd {
         /// List the environment variables instead.
         #[arg(long)]
         env: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCmd {
+    /// Run the node agent until SIGTERM/SIGINT (see crates/fleetgate-agent/node.example.toml).
+    Run {
+        /// The node's config file.
+        #[arg(long, value_name = "PATH")]
+        config: PathBuf,
     },
 }
 
@@ -394,6 +411,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Demo(args) => demo::run(args),
         Cmd::Fleet(cmd) => fleet_cmd::run(&open(cfg_path, false)?, cmd),
         Cmd::CanaryHealth { json } => fleet_cmd::canary_health(&open(cfg_path, false)?, json),
+        Cmd::Node(NodeCmd::Run { config }) => {
+            let cfg = fleetgate_agent::NodeConfig::load(&config)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(fleetgate_agent::run_node(cfg))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::DemoApp(args) => demo_app::run(args),
         Cmd::Keygen(args) => trust_cmd::run_keygen(args),
         Cmd::Manifest(cmd) => trust_cmd::run_manifest(cmd),
         Cmd::Trust(cmd) => trust_cmd::run_trust(cmd),
