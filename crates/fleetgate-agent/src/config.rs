@@ -108,9 +108,6 @@ fn default_gossip_anti_entropy() -> u64 {
 fn default_install_timeout() -> u64 {
     600
 }
-fn default_keep_slots() -> usize {
-    2
-}
 
 /// The node configuration (`node.toml`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -157,9 +154,6 @@ pub struct NodeConfig {
     /// Exits within the grace window that count as a crash loop (default 3).
     #[serde(default = "default_crash_loop")]
     pub crash_loop: u32,
-    /// Slots kept on disk, the current one included (default 2: current and previous).
-    #[serde(default = "default_keep_slots")]
-    pub keep_slots: usize,
     /// Orchestrator base URL; heartbeats go to `{orchestrator}/api/fleet/heartbeat`.
     /// Unset: no heartbeats.
     #[serde(default)]
@@ -324,7 +318,6 @@ impl NodeConfig {
         range("health_grace_secs", self.health_grace_secs, 1, 86_400)?;
         range("drain_secs", self.drain_secs, 0, 3_600)?;
         range("crash_loop", u64::from(self.crash_loop), 1, 1_000)?;
-        range("keep_slots", self.keep_slots as u64, 1, 100)?;
         range(
             "heartbeat_interval_secs",
             self.heartbeat_interval_secs,
