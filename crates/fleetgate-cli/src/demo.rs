@@ -150,6 +150,12 @@ pub fn create_keys(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn free_udp_port() -> anyhow::Result<u16> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -367,8 +373,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let config = dir.join("fleetgate.toml");
     std::fs::write(&config, DEMO_CONFIG.replace("GUARDRAIL", &guardrail))?;
     let (cfg, base) = load_config(Some(&config))?;
-    let o = Orchestrator::open(cfg, &base)?;
-    let db_url = fleetgate_runtime::fleet::database_url(o.context());
+    let db_url = fleetgate_runtime::fleet::database_url(&fleetgate_runtime::gates::GateContext {
+        cfg: cfg.clone(),
+        base: base.clone(),
+        repo: base.join(&cfg.repo),
+        state_dir: base.join(&cfg.state_dir),
+    });
     let hb_url = serve_heartbeats(db_url.clone())?;
     println!("  orchestrator: registry {db_url}, heartbeat endpoint {hb_url}/api/fleet/heartbeat");
 
@@ -383,6 +393,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         nodes: Vec::new(),
         keep: args.keep,
     };
+    let gossip_ports: Vec<u16> = (0..args.nodes)
+        .map(|_| free_udp_port())
+        .collect::<anyhow::Result<_>>()?;
     for i in 1..=args.nodes {
         let id = format!("node-{i:02}");
         let ndir = dir.join("nodes").join(&id);
@@ -416,6 +429,10 @@ drain_secs = 2
 orchestrator = "{hb_url}"
 heartbeat_interval_secs = 1
 heartbeat_max_backoff_secs = 5
+gossip_listen = "127.0.0.1:{gossip_port}"
+seeds = {seeds:?}
+gossip_round_ms = 200
+gossip_anti_entropy_secs = 2
 
 [env]
 PORT = "{app_port}"
@@ -426,6 +443,13 @@ http = "http://127.0.0.1:{app_port}/health"
             trust = app.join("keys/trust.json").display().to_string(),
             remote = app.display().to_string(),
             start = format!("exec '{}' demo-app", exe.display()),
+            gossip_port = gossip_ports[usize::from(i - 1)],
+            seeds = (1..=3u16)
+                .map(|k| format!(
+                    "127.0.0.1:{}",
+                    gossip_ports[usize::from((i - 1 + k) % args.nodes)]
+                ))
+                .collect::<Vec<_>>(),
         );
         std::fs::write(ndir.join("node.toml"), node_toml)?;
         let log = std::fs::File::create(ndir.join("agent.log"))?;
@@ -449,6 +473,23 @@ http = "http://127.0.0.1:{app_port}/health"
         fleet.nodes.len(),
         dir.display()
     );
+    // DEPLOY hands releases to gossip through three of the nodes.
+    let seeds: Vec<String> = gossip_ports
+        .iter()
+        .take(3)
+        .map(|p| format!("\"127.0.0.1:{p}\""))
+        .collect();
+    let mut text = std::fs::read_to_string(&config)?;
+    text = text.replace(
+        "[deploy]\n",
+        &format!(
+            "[deploy]\ngossip_seeds = [{}]\ngossip_linger_ms = 3000\n",
+            seeds.join(", ")
+        ),
+    );
+    std::fs::write(&config, text)?;
+    let (cfg, base) = load_config(Some(&config))?;
+    let o = Orchestrator::open(cfg, &base)?;
 
     // 3. Provision v1.0.0 on every node with a signed manifest, as an installer would.
     let v1 = fleetgate_runtime::codehash::code_hash_at(&app, "v1.0.0", &o.config().code_hash)?;

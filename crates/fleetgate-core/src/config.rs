@@ -246,6 +246,12 @@ pub struct DeployConfig {
     pub max_failure_pct: f64,
     /// Give up (and roll back) after this many seconds.
     pub deadline_secs: i64,
+    /// Gossip addresses (`host:port`, UDP) of fleet nodes: DEPLOY hands the manifest to
+    /// gossip through them. Empty: DEPLOY pushes it to every node's apply endpoint.
+    pub gossip_seeds: Vec<String>,
+    /// How long the orchestrator's gossip node keeps pushing and answering pulls after
+    /// it publishes (milliseconds).
+    pub gossip_linger_ms: i64,
 }
 
 impl Default for DeployConfig {
@@ -254,6 +260,8 @@ impl Default for DeployConfig {
             success_pct: 1.0,
             max_failure_pct: 0.05,
             deadline_secs: 3600,
+            gossip_seeds: Vec::new(),
+            gossip_linger_ms: 5000,
         }
     }
 }
@@ -330,6 +338,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("deploy.success_pct", Kind::Float),
     ("deploy.max_failure_pct", Kind::Float),
     ("deploy.deadline_secs", Kind::Int),
+    ("deploy.gossip_linger_ms", Kind::Int),
     ("run.poll_interval_secs", Kind::Int),
     ("run.watch_interval_secs", Kind::Int),
 ];
@@ -566,6 +575,16 @@ impl Config {
         frac("deploy.success_pct", self.deploy.success_pct, false)?;
         frac("deploy.max_failure_pct", self.deploy.max_failure_pct, true)?;
         positive("deploy.deadline_secs", self.deploy.deadline_secs)?;
+        positive("deploy.gossip_linger_ms", self.deploy.gossip_linger_ms)?;
+        for seed in &self.deploy.gossip_seeds {
+            if seed.parse::<std::net::SocketAddr>().is_err() {
+                return Err(ConfigError::Invalid {
+                    key: "deploy.gossip_seeds".into(),
+                    value: format!("{seed:?}"),
+                    expected: "UDP socket addresses such as \"127.0.0.1:7400\"",
+                });
+            }
+        }
         positive("run.poll_interval_secs", self.run.poll_interval_secs)?;
         positive("run.watch_interval_secs", self.run.watch_interval_secs)?;
         Ok(())

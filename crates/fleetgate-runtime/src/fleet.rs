@@ -186,6 +186,31 @@ impl FleetLink {
         }
     }
 
+    /// Whether the node's agent lists the release `sequence` among the releases that
+    /// failed there (and that it will not retry).
+    fn agent_refused(&self, id: &str, sequence: u64) -> bool {
+        let Ok(p) = self.rt.block_on(self.registry.peer(id)) else {
+            return false;
+        };
+        let url = format!("{}/status", p.address.trim_end_matches('/'));
+        let status: Option<Value> = self.rt.block_on(async {
+            let resp = self
+                .http
+                .get(&url)
+                .timeout(Duration::from_secs(3))
+                .send()
+                .await
+                .ok()?;
+            resp.json().await.ok()
+        });
+        status
+            .and_then(|s| s.get("bad").and_then(Value::as_array).cloned())
+            .is_some_and(|bad| {
+                bad.iter()
+                    .any(|b| b.get("sequence").and_then(Value::as_u64) == Some(sequence))
+            })
+    }
+
     fn addresses(&self, ids: &[String]) -> Result<Vec<(String, String)>, RuntimeError> {
         let mut out = Vec::new();
         for id in ids {
@@ -197,6 +222,63 @@ impl FleetLink {
         }
         Ok(out)
     }
+}
+
+/// Hand signed manifest bytes to gossip: a short-lived gossip node of the orchestrator
+/// publishes them to the configured seeds, keeps pushing and answering pulls for
+/// `gossip_linger_ms`, then leaves. The fleet's own anti-entropy carries it the rest of
+/// the way.
+pub fn publish_gossip(
+    ctx: &GateContext,
+    link: &FleetLink,
+    bytes: &[u8],
+) -> Result<String, RuntimeError> {
+    let seeds: Vec<std::net::SocketAddr> = ctx
+        .cfg
+        .deploy
+        .gossip_seeds
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let trust = ctx.cfg.signing.trust_file.as_deref().ok_or_else(|| {
+        RuntimeError::Config("gossip needs `[signing] trust_file` to verify what it sends".into())
+    })?;
+    let keyring = fleetgate_trust::Keyring::load(&resolve(&ctx.base, trust))
+        .map_err(|e| RuntimeError::Config(e.to_string()))?;
+    let linger =
+        Duration::from_millis(u64::try_from(ctx.cfg.deploy.gossip_linger_ms).unwrap_or(5000));
+    let cfg = fleetgate_gossip::GossipConfig {
+        round_interval_ms: 200,
+        ..fleetgate_gossip::GossipConfig::default()
+    };
+    let bind: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+    let bind = if seeds.iter().any(|s| !s.ip().is_loopback()) {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        bind
+    };
+    link.block_on(async {
+        let handle = fleetgate_gossip::spawn_udp(
+            cfg,
+            bind,
+            seeds.clone(),
+            fleetgate_gossip::TrustVerifier::new(keyring),
+            None,
+        )
+        .await
+        .map_err(|e| rt_err("failed to start the orchestrator's gossip node", e))?;
+        let verified = handle
+            .publish(bytes.to_vec())
+            .await
+            .map_err(|e| rt_err("gossip refused the manifest", e))?;
+        tokio::time::sleep(linger).await;
+        let _ = handle.shutdown().await;
+        Ok(format!(
+            "handed sequence {} to gossip through {} seed(s)",
+            verified.sequence,
+            seeds.len()
+        ))
+    })
 }
 
 /// The exact signed bytes of the run's manifest (as SIGN archived them).
@@ -304,7 +386,7 @@ pub fn canary(
         .map_err(|e| rt_err("failed to record the canary selection", e))?;
         data = json!({
             "selection": selection, "canary": selection.nodes, "baseline": baseline,
-            "window_start": t, "deadline": t + ctx.cfg.canary.window_secs, "seed": seed_hex,
+            "selected_at": t, "seed": seed_hex,
             // Written before any node is contacted: the nodes that may get the release.
             "contacted": selection.nodes, "fencing_epoch": link.fence.epoch,
         });
@@ -328,6 +410,53 @@ pub fn canary(
             })
             .collect();
         data["apply_results"] = json!(summary);
+        checkpoint(data.clone())?;
+    }
+    // The window opens once every canary node reports the release's code hash in a
+    // heartbeat (samples from before the switch would judge the old version).
+    if data.get("window_start").is_none() {
+        let mut waiting = Vec::new();
+        for id in &canary_nodes {
+            let hb = link
+                .block_on(link.registry.latest_heartbeat(id, t))
+                .map_err(|e| rt_err("failed to read heartbeat", e))?;
+            if hb.as_ref().is_none_or(|h| h.code_hash != code_hash) {
+                waiting.push(format!(
+                    "{id} ({})",
+                    hb.map(|h| h.code_hash.chars().take(12).collect::<String>())
+                        .unwrap_or_else(|| "no heartbeat".into())
+                ));
+            }
+        }
+        let applied_at = data.get("applied_at").and_then(Value::as_i64).unwrap_or(t);
+        if data.get("applied_at").is_none() {
+            data["applied_at"] = json!(t);
+            checkpoint(data.clone())?;
+        }
+        if !waiting.is_empty() {
+            let grace = ctx.cfg.canary.heartbeat_timeout_secs;
+            let figures =
+                json!({"waiting_for": waiting, "apply_results": data.get("apply_results")});
+            if t - applied_at > grace {
+                return Ok(Verdict::failed(
+                    format!(
+                        "integrity: canary node(s) did not report the release's code hash {} within {grace}s of the apply: {}",
+                        short(&code_hash),
+                        waiting.join(", ")
+                    ),
+                    figures,
+                ));
+            }
+            return Ok(Verdict::pending(
+                format!(
+                    "waiting for the canary nodes to report the release: {}",
+                    waiting.join(", ")
+                ),
+                figures,
+            ));
+        }
+        data["window_start"] = json!(t);
+        data["deadline"] = json!(t + ctx.cfg.canary.window_secs);
         checkpoint(data.clone())?;
     }
     // Judge the window from the heartbeats stored in the registry: a restarted
@@ -422,22 +551,27 @@ pub fn deploy(
         checkpoint(data.clone())?;
     }
     let targets = strings(data.get("targets"));
-    if data.get("apply_results").is_none() {
-        let results = link.send_to(&link.addresses(&targets)?, &bytes);
-        link.record(&run_id, &results, DeployStatus::Applied);
-        let summary: BTreeMap<&String, Value> = results
-            .iter()
-            .map(|(k, r)| {
-                (
-                    k,
-                    match r {
-                        Ok(v) => json!({"ok": true, "report": v}),
-                        Err(e) => json!({"ok": false, "error": e}),
-                    },
-                )
-            })
-            .collect();
-        data["apply_results"] = json!(summary);
+    if data.get("apply_results").is_none() && data.get("gossip").is_none() {
+        if ctx.cfg.deploy.gossip_seeds.is_empty() {
+            // No gossip configured: push to every node's apply endpoint.
+            let results = link.send_to(&link.addresses(&targets)?, &bytes);
+            link.record(&run_id, &results, DeployStatus::Applied);
+            let summary: BTreeMap<&String, Value> = results
+                .iter()
+                .map(|(k, r)| {
+                    (
+                        k,
+                        match r {
+                            Ok(v) => json!({"ok": true, "report": v}),
+                            Err(e) => json!({"ok": false, "error": e}),
+                        },
+                    )
+                })
+                .collect();
+            data["apply_results"] = json!(summary);
+        } else {
+            data["gossip"] = json!(publish_gossip(ctx, &link, &bytes)?);
+        }
         checkpoint(data.clone())?;
     }
     // Convergence, from the nodes' own heartbeats.
@@ -452,19 +586,29 @@ pub fn deploy(
     let mut converged = Vec::new();
     let mut unhealthy = Vec::new();
     let mut behind = Vec::new();
+    let seq = state
+        .manifest
+        .as_ref()
+        .and_then(|m| m.get("sequence"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
     for id in &all {
         let hb = link
             .block_on(link.registry.latest_heartbeat(id, t))
             .map_err(|e| rt_err("failed to read heartbeat", e))?;
-        let failed_apply = data["apply_results"]
-            .get(id)
+        let failed_apply = data
+            .get("apply_results")
+            .and_then(|a| a.get(id))
             .and_then(|r| r.get("ok"))
             .and_then(Value::as_bool)
             == Some(false);
         match hb {
             Some(h) if h.code_hash == code_hash && h.healthy => converged.push(id.clone()),
-            Some(h) if !h.healthy || failed_apply => unhealthy.push(id.clone()),
-            _ if failed_apply => unhealthy.push(id.clone()),
+            // Running the new version and unhealthy: a failure. Unhealthy on the old
+            // version is usually a node restarting its app mid-apply: it is behind, unless
+            // its agent says this release failed there.
+            Some(h) if h.code_hash == code_hash => unhealthy.push(id.clone()),
+            _ if failed_apply || link.agent_refused(id, seq) => unhealthy.push(id.clone()),
             _ => behind.push(id.clone()),
         }
     }
@@ -585,6 +729,9 @@ pub fn send_rollback(
         }
     };
     let link = FleetLink::connect(ctx).map_err(|e| e.to_string())?;
+    if scope == RollbackScope::All && !ctx.cfg.deploy.gossip_seeds.is_empty() {
+        publish_gossip(ctx, &link, &bytes).map_err(|e| e.to_string())?;
+    }
     let nodes = link.addresses(&contacted).map_err(|e| e.to_string())?;
     let results = link.send_to(&nodes, &bytes);
     let run_id = state.run_id.clone().unwrap_or_default();
