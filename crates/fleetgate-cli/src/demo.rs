@@ -76,6 +76,10 @@ pub struct DemoArgs {
     /// at them.
     #[arg(long)]
     pub keep: bool,
+    /// Only set the fleet up (workspace, agents, fleet endpoint, v1.0.0 provisioned),
+    /// leave it running and exit: for driving the pipeline by hand or from tests.
+    #[arg(long)]
+    pub prepare_only: bool,
 }
 
 fn commit_all(repo: &git2::Repository, message: &str, tag: &str) -> anyhow::Result<git2::Oid> {
@@ -170,6 +174,7 @@ struct Node {
 
 struct Fleet {
     nodes: Vec<Node>,
+    server: Option<std::process::Child>,
     keep: bool,
 }
 
@@ -178,67 +183,32 @@ impl Drop for Fleet {
         if self.keep {
             return;
         }
-        for n in &mut self.nodes {
-            if let Some(c) = &n.child {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(c.id() as i32),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
-            }
+        let server = self.server.take();
+        let children: Vec<std::process::Child> = self
+            .nodes
+            .iter_mut()
+            .filter_map(|n| n.child.take())
+            .chain(server)
+            .collect();
+        for c in &children {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         }
-        for n in &mut self.nodes {
-            if let Some(mut c) = n.child.take() {
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-                loop {
-                    match c.try_wait() {
-                        Ok(Some(_)) => break,
-                        _ if std::time::Instant::now() > deadline => {
-                            let _ = c.kill();
-                            let _ = c.wait();
-                            break;
-                        }
-                        _ => std::thread::sleep(std::time::Duration::from_millis(50)),
+        for mut c in children {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) => break,
+                    _ if std::time::Instant::now() > deadline => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
                     }
+                    _ => std::thread::sleep(std::time::Duration::from_millis(50)),
                 }
             }
         }
     }
-}
-
-/// Serve the fleet routes (heartbeats) on 127.0.0.1 from a background thread.
-fn serve_heartbeats(url: String) -> anyhow::Result<String> {
-    let (tx, rx) = std::sync::mpsc::channel::<anyhow::Result<String>>();
-    std::thread::spawn(move || {
-        let rt = match tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                let _ = tx.send(Err(e.into()));
-                return;
-            }
-        };
-        rt.block_on(async move {
-            let setup = async {
-                let reg = fleetgate_fleet::Registry::connect(&url).await?;
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-                let addr = listener.local_addr()?;
-                anyhow::Ok((reg, listener, addr))
-            };
-            match setup.await {
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-                Ok((reg, listener, addr)) => {
-                    let _ = tx.send(Ok(format!("http://{addr}")));
-                    let _ = axum::serve(listener, fleetgate_fleet::http::router(reg)).await;
-                }
-            }
-        });
-    });
-    rx.recv()?
 }
 
 fn get_json(url: &str) -> Option<serde_json::Value> {
@@ -365,6 +335,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     create_sample_repo(&app)?;
     release(&app, "v2.0.0", "feature_greeting", "on")?;
     release(&app, "v3.0.0", "error_rate", "0.10")?;
+    // v2.1.0 (good again, from v3's tree with the error rate restored): for driving
+    // further runs by hand after the demo.
+    release(&app, "v2.1.0", "error_rate", "0.01")?;
     println!(
         "  sample app: {} (tags v1.0.0, v2.0.0 good, v3.0.0 bad: 10x exception rate)",
         app.display()
@@ -379,7 +352,29 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         repo: base.join(&cfg.repo),
         state_dir: base.join(&cfg.state_dir),
     });
-    let hb_url = serve_heartbeats(db_url.clone())?;
+    let keep = args.keep || args.prepare_only;
+    let mut fleet = Fleet {
+        nodes: Vec::new(),
+        server: None,
+        keep,
+    };
+    let hb_port = free_port()?;
+    let hb_url = format!("http://127.0.0.1:{hb_port}");
+    let server = std::process::Command::new(&exe)
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "fleet",
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{hb_port}"),
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("fleet-serve.log"))?)
+        .spawn()
+        .context("failed to start `fleetgate fleet serve`")?;
+    fleet.server = Some(server);
     println!("  orchestrator: registry {db_url}, heartbeat endpoint {hb_url}/api/fleet/heartbeat");
 
     // 2. N node agents, enrolled, each supervising the app in its own slots.
@@ -389,10 +384,6 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let reg = rt.block_on(fleetgate_fleet::Registry::connect(&db_url))?;
     let key = fleetgate_trust::SigningKey::load(Some(&app.join("keys/release.key")))?;
     let keyring = fleetgate_trust::Keyring::load(&app.join("keys/trust.json"))?;
-    let mut fleet = Fleet {
-        nodes: Vec::new(),
-        keep: args.keep,
-    };
     let gossip_ports: Vec<u16> = (0..args.nodes)
         .map(|_| free_udp_port())
         .collect::<anyhow::Result<_>>()?;
@@ -548,6 +539,19 @@ http = "http://127.0.0.1:{app_port}/health"
     );
     // Let every node report a few heartbeats on v1 before the first canary.
     std::thread::sleep(std::time::Duration::from_secs(3));
+    if args.prepare_only {
+        println!(
+            "\nfleet ready (agents, apps and the fleet endpoint keep running). Config: {}",
+            config.display()
+        );
+        println!(
+            "  fleetgate --config {} start v2.0.0 && fleetgate --config {} run",
+            config.display(),
+            config.display()
+        );
+        println!("  stop everything: pkill -f {}", dir.display());
+        return Ok(ExitCode::SUCCESS);
+    }
 
     let mut show = |p| println!("    {}", crate::output::progress_line(&p));
     let mut checks: Vec<(String, bool)> = Vec::new();

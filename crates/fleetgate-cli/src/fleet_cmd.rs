@@ -53,6 +53,13 @@ pub enum FleetCmd {
         /// Node id.
         node_id: String,
     },
+    /// Serve the fleet endpoints only: POST /api/fleet/heartbeat (signed by node keys)
+    /// and GET /api/fleet/peers[/ID]. Runs until SIGTERM/SIGINT.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7300")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -176,6 +183,26 @@ pub fn run(o: &Orchestrator, cmd: FleetCmd) -> anyhow::Result<ExitCode> {
                     None => println!("latest heartbeat: none"),
                 }
             }
+        }
+        FleetCmd::Serve { listen } => {
+            drop(rt);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("failed to listen on {listen}"))?;
+                eprintln!("fleet endpoints on http://{}/api/fleet/ (registry {})", listener.local_addr()?, fleetgate_fleet::redact_url(&url));
+                let shutdown = async {
+                    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+                    }
+                };
+                axum::serve(listener, fleetgate_fleet::http::router(reg)).with_graceful_shutdown(shutdown).await?;
+                anyhow::Ok(())
+            })?;
         }
         FleetCmd::Remove { node_id } => {
             rt.block_on(reg.remove_peer(&node_id))?;

@@ -1,0 +1,200 @@
+//! The orchestrator killed with SIGKILL during CANARY and during DEPLOY, with a real
+//! fleet of node agents: restarted, it resumes the same canary window (same nodes, same
+//! deadline, samples kept in the registry) and the same deployment, and finishes.
+
+mod common;
+use common::{bin, code, text};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+struct Fleet {
+    dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("fleetgate.toml")
+    }
+    fn fg(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin())
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+    fn spawn(&self, args: &[&str]) -> Child {
+        Command::new(bin())
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+    fn status(&self) -> Value {
+        serde_json::from_slice(&self.fg(&["status", "--json"]).stdout).unwrap()
+    }
+    fn wait_until(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let t = Instant::now();
+        loop {
+            let s = self.status();
+            if f(&s) {
+                return s;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "timed out waiting for {what}: {s}"
+            );
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+}
+
+impl Drop for Fleet {
+    /// Stop every process of this fleet (agents stop their apps on SIGTERM).
+    fn drop(&mut self) {
+        let marker = self.dir.path().to_string_lossy().into_owned();
+        let pids: Vec<i32> = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
+            })
+            .collect();
+        for pid in &pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let t = Instant::now();
+        while pids
+            .iter()
+            .any(|p| Path::new(&format!("/proc/{p}")).exists())
+            && t.elapsed() < Duration::from_secs(15)
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn kill(mut child: Child) {
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+}
+
+#[test]
+fn killed_during_canary_and_during_deploy_the_orchestrator_resumes_and_finishes() {
+    let fleet = Fleet {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let out = Command::new(bin())
+        .args(["demo", "--prepare-only", "--nodes", "4", "--dir"])
+        .arg(fleet.dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+
+    // --- CANARY ---
+    assert_eq!(code(&fleet.fg(&["start", "v2.0.0"])), 0);
+    let run = fleet.spawn(&["run"]);
+    let before = fleet.wait_until("the canary window to be open for a few samples", |s| {
+        s["stage"] == "canary"
+            && s["stage_data"]["canary"].get("window_start").is_some()
+            && s["gate_results"]["canary"]["checks"].as_u64().unwrap_or(0) >= 3
+    });
+    kill(run);
+    let canary_before = before["stage_data"]["canary"].clone();
+    let checks_before = before["gate_results"]["canary"]["checks"].as_u64().unwrap();
+    let out = fleet.fg(&["run"]);
+    assert_eq!(code(&out), 0, "the resumed run completes: {}", text(&out));
+    let after = fleet.status();
+    assert_eq!(after["stage"], "completed");
+    let canary_after = &after["stage_data"]["canary"];
+    for key in [
+        "canary",
+        "baseline",
+        "window_start",
+        "deadline",
+        "seed",
+        "selection",
+    ] {
+        assert_eq!(
+            canary_after[key], canary_before[key],
+            "{key} changed across the restart"
+        );
+    }
+    let rec = &after["gate_results"]["canary"];
+    assert_eq!(rec["outcome"], "passed");
+    assert!(
+        rec["checks"].as_u64().unwrap() > checks_before,
+        "checks continued from {checks_before}"
+    );
+    // The verdict covers the whole window from its original start: samples were kept.
+    assert_eq!(
+        rec["figures"]["window_start"],
+        canary_before["window_start"]
+    );
+    assert!(
+        rec["figures"]["samples"].as_u64().unwrap() >= 14,
+        "{}",
+        rec["figures"]
+    );
+    let history: Vec<&str> = after["stage_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        history,
+        [
+            "building",
+            "testing",
+            "auditing",
+            "benchmarking",
+            "signing",
+            "canary",
+            "deploying",
+            "completed"
+        ]
+    );
+
+    // --- DEPLOY ---
+    assert_eq!(code(&fleet.fg(&["start", "v2.1.0"])), 0);
+    let run = fleet.spawn(&["run"]);
+    let before = fleet.wait_until("DEPLOY to have handed the release out", |s| {
+        s["stage"] == "deploying" && s["stage_data"]["deploying"].get("targets").is_some()
+    });
+    kill(run);
+    let deploy_before = before["stage_data"]["deploying"].clone();
+    let out = fleet.fg(&["run"]);
+    assert_eq!(code(&out), 0, "the resumed run completes: {}", text(&out));
+    let after = fleet.status();
+    assert_eq!(after["stage"], "completed", "{}", after["failure_detail"]);
+    for key in ["targets", "started_at", "deadline"] {
+        assert_eq!(
+            after["stage_data"]["deploying"][key], deploy_before[key],
+            "{key} changed across the restart"
+        );
+    }
+    // Every node reports the new code hash.
+    let peers: Value =
+        serde_json::from_slice(&fleet.fg(&["fleet", "list", "--json"]).stdout).unwrap();
+    let want = after["code_hash"].as_str().unwrap();
+    let on: Vec<&str> = peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["code_hash"].as_str())
+        .collect();
+    assert_eq!(on.len(), 4);
+    assert!(on.iter().all(|h| *h == want), "{on:?} != {want}");
+}
