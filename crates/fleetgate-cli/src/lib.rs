@@ -46,7 +46,8 @@ EXIT CODES:
   2  usage error
   3  the run ended `failed`
   4  the run ended `rolled_back`
-  5  another orchestrator holds the state directory lock
+  5  another orchestrator holds the state directory lock, or the pipeline lease of a
+     shared fleet registry
   6  the state file is corrupt (moved aside) or newer than this fleetgate
   10-19  manifest verification failures (see `fleetgate manifest verify --help`)";
 
@@ -242,6 +243,9 @@ fn init_tracing() {
 
 fn error_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
+        if let Some(RuntimeError::Fenced(_)) = cause.downcast_ref::<RuntimeError>() {
+            return exit::LOCKED;
+        }
         let store = cause
             .downcast_ref::<RuntimeError>()
             .and_then(|r| {

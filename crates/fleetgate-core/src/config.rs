@@ -194,6 +194,9 @@ pub struct SigningConfig {
 pub struct FleetConfig {
     /// `sqlite://…` (default, under the state dir) or `postgres://…`.
     pub database_url: Option<String>,
+    /// Lifetime of the pipeline lease (seconds, default 120): another orchestrator on the
+    /// same database can take over only after the holder stopped renewing it this long.
+    pub lease_ttl_secs: Option<i64>,
 }
 
 /// `[canary]`.
@@ -326,6 +329,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("signing.trust_file", Kind::Str),
     ("signing.expires_in_secs", Kind::Int),
     ("fleet.database_url", Kind::Str),
+    ("fleet.lease_ttl_secs", Kind::Int),
     ("canary.pct", Kind::Float),
     ("canary.min_nodes", Kind::Int),
     ("canary.window_secs", Kind::Int),
@@ -499,6 +503,7 @@ impl Config {
             ("stages.audit.timeout_secs", s.audit.timeout_secs),
             ("stages.benchmark.timeout_secs", s.benchmark.timeout_secs),
             ("signing.expires_in_secs", self.signing.expires_in_secs),
+            ("fleet.lease_ttl_secs", self.fleet.lease_ttl_secs),
         ] {
             if let Some(t) = t {
                 positive(k, t)?;

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 /// Name of the lease that fences pipeline writes to the registry.
 pub const LEASE_NAME: &str = "fleetgate-pipeline";
-const LEASE_TTL: Duration = Duration::from_secs(120);
 
 /// A connection to the fleet: registry, lease, HTTP client.
 pub struct FleetLink {
@@ -67,11 +66,17 @@ impl FleetLink {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let holder = format!("{}:{}", host.trim(), ctx.state_dir.display());
         let lease = rt
-            .block_on(registry.acquire_lease(LEASE_NAME, &holder, LEASE_TTL))
+            .block_on(registry.acquire_lease(
+                LEASE_NAME,
+                &holder,
+                Duration::from_secs(
+                    u64::try_from(ctx.cfg.fleet.lease_ttl_secs.unwrap_or(120)).unwrap_or(120),
+                ),
+            ))
             .map_err(|e| rt_err("failed to take the pipeline lease", e))?;
         let Some(lease) = lease else {
             let current = rt.block_on(registry.lease(LEASE_NAME)).ok().flatten();
-            return Err(RuntimeError::Fleet(format!(
+            return Err(RuntimeError::Fenced(format!(
                 "another orchestrator holds the pipeline lease on {} ({}); only the lease holder may advance the pipeline",
                 fleetgate_fleet::redact_url(&url),
                 current

@@ -64,7 +64,7 @@ pub fn evaluate(
     state: &PipelineState,
     stage: Stage,
     checkpoint: crate::fleet::Checkpoint<'_>,
-) -> (Verdict, GateFacts) {
+) -> Result<(Verdict, GateFacts), RuntimeError> {
     let r = match stage {
         Stage::Building => build(ctx, state),
         Stage::Testing => test(ctx, state).map(|v| (v, GateFacts::default())),
@@ -83,14 +83,16 @@ pub fn evaluate(
         )),
     };
     match r {
-        Ok(v) => v,
-        Err(e) => (
+        Ok(v) => Ok(v),
+        // Not this orchestrator's turn, or the run moved on: no verdict at all.
+        Err(e @ (RuntimeError::Fenced(_) | RuntimeError::Superseded(_))) => Err(e),
+        Err(e) => Ok((
             Verdict::failed(
                 format!("{} gate could not run: {e}", stage.gate_name()),
                 json!({"error": e.to_string()}),
             ),
             GateFacts::default(),
-        ),
+        )),
     }
 }
 

@@ -69,6 +69,10 @@ pub enum RuntimeError {
     /// stops before its outside effect.
     #[error("the run moved on while the gate ran: {0}")]
     Superseded(String),
+    /// Another orchestrator holds the pipeline lease on the shared registry: this one
+    /// may not advance the fleet stages (nothing was changed).
+    #[error("{0}")]
+    Fenced(String),
 }
 
 impl RuntimeError {

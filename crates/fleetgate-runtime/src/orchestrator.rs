@@ -301,7 +301,22 @@ impl Orchestrator {
                     TransactError::Store(s) => RuntimeError::Store(s),
                 })
         };
-        let (verdict, facts) = gates::evaluate(&self.ctx, &snapshot, stage, &mut checkpoint);
+        let (verdict, facts) = match gates::evaluate(&self.ctx, &snapshot, stage, &mut checkpoint) {
+            Ok(v) => v,
+            Err(RuntimeError::Superseded(reason)) => {
+                progress(Progress::Discarded {
+                    stage,
+                    reason: reason.clone(),
+                });
+                return Ok(AdvanceReport {
+                    stage,
+                    verdict: Verdict::failed(reason, serde_json::Value::Null),
+                    committed: false,
+                    state: self.store.load()?,
+                });
+            }
+            Err(e) => return Err(e),
+        };
         let event = Event::GateEvaluated {
             stage,
             epoch,

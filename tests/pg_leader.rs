@@ -1,0 +1,103 @@
+//! Two orchestrators on one PostgreSQL registry: only the lease holder advances the fleet
+//! stages; the other is refused (and changes nothing) until the lease expires, then takes
+//! over with a higher fencing epoch and the first one is fenced out.
+
+mod common;
+use common::{Env, code, history, text};
+
+fn pg_schema() -> Option<String> {
+    let Ok(base) = std::env::var("FLEETGATE_TEST_PG_URL") else {
+        eprintln!(
+            "PostgreSQL skipped: FLEETGATE_TEST_PG_URL is not set (the two-orchestrator test needs it)"
+        );
+        return None;
+    };
+    let schema = format!(
+        "e2e_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let out = std::process::Command::new("psql")
+        .arg(&base)
+        .args([
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            &format!("CREATE SCHEMA {schema}"),
+        ])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!(
+            "failed to create schema {schema}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => panic!("FLEETGATE_TEST_PG_URL is set but psql cannot run: {e}"),
+    }
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{sep}options[search_path]={schema}"))
+}
+
+fn on_pg(env: &Env, url: &str) {
+    let p = env.config();
+    let mut text = std::fs::read_to_string(&p).unwrap();
+    text.push_str(&format!(
+        "\n[fleet]\ndatabase_url = {url:?}\nlease_ttl_secs = 3\n"
+    ));
+    std::fs::write(p, text).unwrap();
+}
+
+#[test]
+fn only_the_lease_holder_advances_and_a_takeover_fences_the_old_leader_out() {
+    let Some(url) = pg_schema() else { return };
+    let a = Env::new();
+    let b = Env::new();
+    on_pg(&a, &url);
+    on_pg(&b, &url);
+
+    // A reaches CANARY first and takes the lease (the empty fleet then fails its canary).
+    assert_eq!(code(&a.fg(&["start", "v1.0.0"])), 0);
+    let out = a.fg(&["run"]);
+    assert_eq!(code(&out), 4, "{}", text(&out));
+    assert!(
+        a.status()["failure_detail"]
+            .as_str()
+            .unwrap()
+            .contains("no eligible peers")
+    );
+
+    // B is refused at CANARY: exit 5, its run untouched at `canary`.
+    assert_eq!(code(&b.fg(&["start", "v1.0.0"])), 0);
+    let out = b.fg(&["run"]);
+    assert_eq!(code(&out), 5, "{}", text(&out));
+    assert!(
+        text(&out).contains("another orchestrator holds the pipeline lease"),
+        "{}",
+        text(&out)
+    );
+    let s = b.status();
+    assert_eq!(s["stage"], "canary");
+    assert!(
+        s["gate_results"].get("canary").is_none(),
+        "the refused orchestrator recorded nothing"
+    );
+
+    // After the lease expires, B takes over (epoch 2) and advances.
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    let out = b.fg(&["run"]);
+    assert_eq!(code(&out), 4, "{}", text(&out));
+    assert_eq!(
+        history(&b.status()).last().map(String::as_str),
+        Some("rolled_back")
+    );
+
+    // A is now fenced out.
+    assert_eq!(code(&a.fg(&["start", "v1.0.0"])), 0);
+    let out = a.fg(&["run"]);
+    assert_eq!(code(&out), 5, "{}", text(&out));
+    assert!(text(&out).contains("epoch 2"), "{}", text(&out));
+    assert_eq!(a.status()["stage"], "canary");
+}
