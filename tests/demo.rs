@@ -24,7 +24,10 @@ fn the_demo_releases_v2_to_every_node_and_the_canary_catches_v3() {
         assert!(t.contains(line), "missing {line:?} in:\n{t}");
     }
     // No agent or app process outlives the demo.
-    let ps = std::process::Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    let ps = std::process::Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .unwrap();
     let leftovers: Vec<String> = String::from_utf8_lossy(&ps.stdout)
         .lines()
         .filter(|l| l.contains(dir.path().to_str().unwrap()))

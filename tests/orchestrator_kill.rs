@@ -3,87 +3,9 @@
 //! deadline, samples kept in the registry) and the same deployment, and finishes.
 
 mod common;
-use common::{bin, code, text};
+use common::{Fleet, code, text};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
-
-struct Fleet {
-    dir: tempfile::TempDir,
-}
-
-impl Fleet {
-    fn config(&self) -> PathBuf {
-        self.dir.path().join("fleetgate.toml")
-    }
-    fn fg(&self, args: &[&str]) -> std::process::Output {
-        Command::new(bin())
-            .arg("--config")
-            .arg(self.config())
-            .args(args)
-            .output()
-            .unwrap()
-    }
-    fn spawn(&self, args: &[&str]) -> Child {
-        Command::new(bin())
-            .arg("--config")
-            .arg(self.config())
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    }
-    fn status(&self) -> Value {
-        serde_json::from_slice(&self.fg(&["status", "--json"]).stdout).unwrap()
-    }
-    fn wait_until(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-        let t = Instant::now();
-        loop {
-            let s = self.status();
-            if f(&s) {
-                return s;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(120),
-                "timed out waiting for {what}: {s}"
-            );
-            std::thread::sleep(Duration::from_millis(150));
-        }
-    }
-}
-
-impl Drop for Fleet {
-    /// Stop every process of this fleet (agents stop their apps on SIGTERM).
-    fn drop(&mut self) {
-        let marker = self.dir.path().to_string_lossy().into_owned();
-        let pids: Vec<i32> = std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
-            .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
-            })
-            .collect();
-        for pid in &pids {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(*pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        let t = Instant::now();
-        while pids
-            .iter()
-            .any(|p| Path::new(&format!("/proc/{p}")).exists())
-            && t.elapsed() < Duration::from_secs(15)
-        {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
+use std::process::Child;
 
 fn kill(mut child: Child) {
     let _ = child.kill(); // SIGKILL
@@ -92,15 +14,7 @@ fn kill(mut child: Child) {
 
 #[test]
 fn killed_during_canary_and_during_deploy_the_orchestrator_resumes_and_finishes() {
-    let fleet = Fleet {
-        dir: tempfile::tempdir().unwrap(),
-    };
-    let out = Command::new(bin())
-        .args(["demo", "--prepare-only", "--nodes", "4", "--dir"])
-        .arg(fleet.dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    let fleet = Fleet::prepare(4);
 
     // --- CANARY ---
     assert_eq!(code(&fleet.fg(&["start", "v2.0.0"])), 0);

@@ -18,17 +18,50 @@ fn sign_verify_round_trip_and_every_refusal_has_its_exit_code() {
     let out = env.fg(&["keygen", "--out", p(&key)]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let seed = std::fs::read_to_string(&key).unwrap();
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
-    assert!(!text(&out).contains(seed.trim()), "the secret is never printed");
-    let pubhex = std::fs::read_to_string(d.join("a.key.pub")).unwrap().trim().to_owned();
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        !text(&out).contains(seed.trim()),
+        "the secret is never printed"
+    );
+    let pubhex = std::fs::read_to_string(d.join("a.key.pub"))
+        .unwrap()
+        .trim()
+        .to_owned();
     let trust = d.join("trust.json");
-    assert_eq!(code(&env.fg(&["trust", "init", "--key", p(&d.join("a.key.pub")), "--out", p(&trust)])), 0);
+    assert_eq!(
+        code(&env.fg(&[
+            "trust",
+            "init",
+            "--key",
+            p(&d.join("a.key.pub")),
+            "--out",
+            p(&trust)
+        ])),
+        0
+    );
 
     // HART's sign_release.py arguments.
     let m = d.join("release_manifest.json");
     let out = env.fg(&[
-        "manifest", "sign", "--version", "v1.0.0", "--git-sha", &"a".repeat(40), "--code-hash", &"b".repeat(64),
-        "--manifest-hash", &"c".repeat(64), "--output", p(&m), "--key-file", p(&key), "--sequence", "10",
+        "manifest",
+        "sign",
+        "--version",
+        "v1.0.0",
+        "--git-sha",
+        &"a".repeat(40),
+        "--code-hash",
+        &"b".repeat(64),
+        "--manifest-hash",
+        &"c".repeat(64),
+        "--output",
+        p(&m),
+        "--key-file",
+        p(&key),
+        "--sequence",
+        "10",
     ]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let verify = |file: &Path, extra: &[&str]| {
@@ -38,7 +71,10 @@ fn sign_verify_round_trip_and_every_refusal_has_its_exit_code() {
         env.fg(&args)
     };
     assert_eq!(code(&verify(&m, &[])), 0);
-    assert_eq!(code(&env.fg(&["manifest", "verify", "--pubkey", &pubhex, p(&m)])), 0);
+    assert_eq!(
+        code(&env.fg(&["manifest", "verify", "--pubkey", &pubhex, p(&m)])),
+        0
+    );
 
     // Tampered signed field → 13.
     let text_m = std::fs::read_to_string(&m).unwrap();
@@ -51,27 +87,71 @@ fn sign_verify_round_trip_and_every_refusal_has_its_exit_code() {
     let other = d.join("b.key");
     env.fg(&["keygen", "--out", p(&other)]);
     let m2 = d.join("other.json");
-    env.fg(&["manifest", "sign", "--version", "v1.0.0", "--git-sha", &"a".repeat(40), "--code-hash", &"b".repeat(64),
-        "--manifest-hash", &"c".repeat(64), "--output", p(&m2), "--key-file", p(&other)]);
+    env.fg(&[
+        "manifest",
+        "sign",
+        "--version",
+        "v1.0.0",
+        "--git-sha",
+        &"a".repeat(40),
+        "--code-hash",
+        &"b".repeat(64),
+        "--manifest-hash",
+        &"c".repeat(64),
+        "--output",
+        p(&m2),
+        "--key-file",
+        p(&other),
+    ]);
     assert_eq!(code(&verify(&m2, &[])), 14);
 
     // Below threshold (2-of-2 with one signature) → 15.
     let trust2 = d.join("trust2.json");
-    env.fg(&["trust", "init", "--key", p(&d.join("a.key.pub")), "--key", p(&d.join("b.key.pub")), "--threshold", "2", "--out", p(&trust2)]);
+    env.fg(&[
+        "trust",
+        "init",
+        "--key",
+        p(&d.join("a.key.pub")),
+        "--key",
+        p(&d.join("b.key.pub")),
+        "--threshold",
+        "2",
+        "--out",
+        p(&trust2),
+    ]);
     let out = env.fg(&["manifest", "verify", "--trust", p(&trust2), p(&m)]);
     assert_eq!(code(&out), 15, "{}", text(&out));
 
     // Expired → 16.
     let expired = d.join("expired.json");
-    let out = env.fg(&["manifest", "sign", "--version", "v1.0.0", "--git-sha", &"a".repeat(40), "--code-hash", &"b".repeat(64),
-        "--manifest-hash", &"c".repeat(64), "--output", p(&expired), "--key-file", p(&key), "--expires-in", "1s"]);
+    let out = env.fg(&[
+        "manifest",
+        "sign",
+        "--version",
+        "v1.0.0",
+        "--git-sha",
+        &"a".repeat(40),
+        "--code-hash",
+        &"b".repeat(64),
+        "--manifest-hash",
+        &"c".repeat(64),
+        "--output",
+        p(&expired),
+        "--key-file",
+        p(&key),
+        "--expires-in",
+        "1s",
+    ]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     std::thread::sleep(std::time::Duration::from_millis(2100));
     assert_eq!(code(&verify(&expired, &[])), 16);
 
     // Replayed sequence against a floor → 18.
     let floor = d.join("floor");
-    assert_eq!(code(&verify(&m, &["--floor-dir", p(&floor), "--commit"])), 0);
+    assert_eq!(
+        code(&verify(&m, &["--floor-dir", p(&floor), "--commit"])),
+        0
+    );
     let out = verify(&m, &["--floor-dir", p(&floor)]);
     assert_eq!(code(&out), 18, "{}", text(&out));
 
@@ -99,8 +179,18 @@ fn sign_from_a_repository_matches_the_pipeline_code_hash() {
     let env = Env::new();
     let m = env.dir.path().join("m.json");
     let out = env.fg(&[
-        "manifest", "sign", "--repo", p(&env.app), "--rev", "v1.0.0", "--version", "v1.0.0", "--output", p(&m),
-        "--key-file", p(&env.app.join("keys/release.key")),
+        "manifest",
+        "sign",
+        "--repo",
+        p(&env.app),
+        "--rev",
+        "v1.0.0",
+        "--version",
+        "v1.0.0",
+        "--output",
+        p(&m),
+        "--key-file",
+        p(&env.app.join("keys/release.key")),
     ]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     env.fg(&["start", "v1.0.0"]);
@@ -108,5 +198,14 @@ fn sign_from_a_repository_matches_the_pipeline_code_hash() {
     let s = env.status();
     let mv: serde_json::Value = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
     assert_eq!(mv["code_hash"], s["code_hash"]);
-    assert_eq!(code(&env.fg(&["manifest", "verify", "--trust", p(&env.app.join("keys/trust.json")), p(&m)])), 0);
+    assert_eq!(
+        code(&env.fg(&[
+            "manifest",
+            "verify",
+            "--trust",
+            p(&env.app.join("keys/trust.json")),
+            p(&m)
+        ])),
+        0
+    );
 }

@@ -4,7 +4,8 @@
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
 
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -116,4 +117,99 @@ pub fn history(state: &Value) -> Vec<String> {
         .iter()
         .map(|h| h["stage"].as_str().unwrap().to_owned())
         .collect()
+}
+
+/// A running demo fleet (`fleetgate demo --prepare-only`): agents, apps, fleet endpoint.
+pub struct Fleet {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    pub fn prepare(nodes: u16) -> Fleet {
+        let fleet = Fleet {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let out = Command::new(bin())
+            .args([
+                "demo",
+                "--prepare-only",
+                "--nodes",
+                &nodes.to_string(),
+                "--dir",
+            ])
+            .arg(fleet.dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "{}", text(&out));
+        fleet
+    }
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("fleetgate.toml")
+    }
+    pub fn fg(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin())
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        Command::new(bin())
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+    pub fn status(&self) -> Value {
+        serde_json::from_slice(&self.fg(&["status", "--json"]).stdout).unwrap()
+    }
+    pub fn wait_until(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let t = Instant::now();
+        loop {
+            let s = self.status();
+            if f(&s) {
+                return s;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "timed out waiting for {what}: {s}"
+            );
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+}
+
+impl Drop for Fleet {
+    /// Stop every process of this fleet (agents stop their apps on SIGTERM).
+    fn drop(&mut self) {
+        let marker = self.dir.path().to_string_lossy().into_owned();
+        let pids: Vec<i32> = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
+            })
+            .collect();
+        for pid in &pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let t = Instant::now();
+        while pids
+            .iter()
+            .any(|p| Path::new(&format!("/proc/{p}")).exists())
+            && t.elapsed() < Duration::from_secs(15)
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
