@@ -87,7 +87,7 @@ fn a_node_down_during_the_broadcast_catches_up_and_forged_gossip_is_refused_ever
             .join("agent-restart.log"),
     )
     .unwrap();
-    let _child = std::process::Command::new(bin())
+    let mut restarted = std::process::Command::new(bin())
         .args(["node", "run", "--config"])
         .arg(node_conf(&fleet, &victim))
         .stdout(log.try_clone().unwrap())
@@ -159,4 +159,7 @@ fn a_node_down_during_the_broadcast_catches_up_and_forged_gossip_is_refused_ever
             .all(|p| p["code_hash"].as_str() == Some(v2.as_str())),
         "{peers}"
     );
+    let pid = nix::unistd::Pid::from_raw(restarted.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let _ = restarted.wait();
 }
