@@ -216,13 +216,25 @@ impl Registry {
                     url: url.clone(),
                     source,
                 })?;
-            SQLITE_MIGRATIONS
-                .run(&pool)
-                .await
-                .map_err(|source| FleetError::Migrate {
-                    url: url.clone(),
-                    source,
-                })?;
+            // SQLite has no migration lock: two processes opening the same fresh file at
+            // once race, the loser's migration transaction rolls back ("table already
+            // exists"). Running again sees the winner's migrations as applied.
+            let mut attempt: u64 = 0;
+            loop {
+                match SQLITE_MIGRATIONS.run(&pool).await {
+                    Ok(()) => break,
+                    Err(_) if attempt < 5 => {
+                        attempt += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+                    }
+                    Err(source) => {
+                        return Err(FleetError::Migrate {
+                            url: url.clone(),
+                            source,
+                        });
+                    }
+                }
+            }
             Ok(Self {
                 pool: Pool::Sqlite(pool),
                 url,

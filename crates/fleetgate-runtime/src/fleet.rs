@@ -417,6 +417,39 @@ pub fn canary(
         data["apply_results"] = json!(summary);
         checkpoint(data.clone())?;
     }
+    // A canary node whose agent could not apply the release (fetch, code hash, install,
+    // or the new version failed its health check and was reverted there) fails the canary
+    // at once: there is nothing to wait for.
+    let failed: Vec<String> = data
+        .get("apply_results")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter(|(_, r)| r.get("ok").and_then(Value::as_bool) == Some(false))
+                .map(|(id, r)| {
+                    format!(
+                        "{id}: {}",
+                        r.get("error")
+                            .and_then(Value::as_str)
+                            .unwrap_or("?")
+                            .chars()
+                            .take(400)
+                            .collect::<String>()
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !failed.is_empty() {
+        return Ok(Verdict::failed(
+            format!(
+                "the release failed on {} canary node(s): {}",
+                failed.len(),
+                failed.join("; ")
+            ),
+            json!({"apply_results": data.get("apply_results")}),
+        ));
+    }
     // The window opens once every canary node reports the release's code hash in a
     // heartbeat (samples from before the switch would judge the old version).
     if data.get("window_start").is_none() {
@@ -708,9 +741,38 @@ pub fn send_rollback(
             v
         }
     };
+    // Nodes whose agent reported that the apply failed reverted on their own (the agent
+    // never commits a release that failed its health check): nothing to undo there.
+    let reverted: BTreeSet<String> = [Stage::Canary, Stage::Deploying]
+        .iter()
+        .filter_map(|st| {
+            state
+                .stage_data
+                .get(st)
+                .and_then(|d| d.get("apply_results"))
+                .and_then(Value::as_object)
+        })
+        .flat_map(|m| {
+            m.iter()
+                .filter(|(_, r)| {
+                    // 422: the agent reports the apply failed and was reverted; 409: it
+                    // refused a release that failed there before. A timeout proves nothing.
+                    r.get("ok").and_then(Value::as_bool) == Some(false)
+                        && r.get("error")
+                            .and_then(Value::as_str)
+                            .is_some_and(|e| e.contains("HTTP 422") || e.contains("HTTP 409"))
+                })
+                .map(|(id, _)| id.clone())
+        })
+        .collect();
+    let contacted: Vec<String> = contacted
+        .into_iter()
+        .filter(|id| !reverted.contains(id))
+        .collect();
     if contacted.is_empty() {
         return Ok(format!(
-            "rollback order ({scope:?}): no node had been sent the release; nothing to undo"
+            "rollback order ({scope:?}): no node runs the release ({} reverted on their own); nothing to undo",
+            reverted.len()
         ));
     }
     let Some(last) = &state.last_completed else {
