@@ -8,6 +8,10 @@
 //! - [`store`]: the crash-safe state directory (atomic writes, locks, quarantine).
 //! - [`runtime`]: the orchestrator that runs gates and persists results.
 //! - [`trust`]: signed release manifests, keys, keyrings and the anti-rollback floor.
+//! - [`canary`]: canary selection and the statistical health judge (pure).
+//! - [`fleet`]: the peer registry (SQLite/PostgreSQL), heartbeats, leases.
+//! - [`gossip`]: manifest dissemination (pure protocol, UDP runtime, simulator).
+//! - [`agent`]: the node agent a node runtime embeds to get signed updates applied.
 //!
 //! ```no_run
 //! use fleetgate::runtime::{Orchestrator, load_config};
@@ -19,7 +23,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub use fleetgate_agent as agent;
+pub use fleetgate_canary as canary;
 pub use fleetgate_core as core;
+pub use fleetgate_fleet as fleet;
+pub use fleetgate_gossip as gossip;
 pub use fleetgate_runtime as runtime;
 pub use fleetgate_store as store;
 pub use fleetgate_trust as trust;
