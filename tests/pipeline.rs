@@ -506,3 +506,25 @@ fn a_two_of_two_trust_file_keeps_sign_pending_until_co_signed() {
     );
     assert_eq!(s["stage"], "canary");
 }
+
+#[test]
+fn watch_starts_a_run_for_a_new_version_tag_and_not_twice() {
+    let env = Env::new();
+    let out = env.fg(&["watch", "--once"]);
+    assert!(text(&out).contains("new version v1.0.0"), "{}", text(&out));
+    let s = env.status();
+    assert_eq!(s["version"], "v1.0.0");
+    assert!(
+        history(&s).len() > 2,
+        "the run went through the gates: {:?}",
+        history(&s)
+    );
+    let out = env.fg(&["watch", "--once"]);
+    assert!(text(&out).contains("no new version"), "{}", text(&out));
+    env.commit_tag("v1.1.0", |app| {
+        std::fs::write(app.join("notes.txt"), "hello\n").unwrap()
+    });
+    let out = env.fg(&["watch", "--once"]);
+    assert!(text(&out).contains("new version v1.1.0"), "{}", text(&out));
+    assert_eq!(env.status()["version"], "v1.1.0");
+}
