@@ -528,3 +528,34 @@ fn watch_starts_a_run_for_a_new_version_tag_and_not_twice() {
     assert!(text(&out).contains("new version v1.1.0"), "{}", text(&out));
     assert_eq!(env.status()["version"], "v1.1.0");
 }
+
+#[test]
+fn init_writes_a_commented_config_that_loads_and_every_env_override_is_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(common::bin())
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(code(&run(&["init"])), 0);
+    let text_cfg = std::fs::read_to_string(dir.path().join("fleetgate.toml")).unwrap();
+    assert!(
+        text_cfg.contains("min_pass_rate = 0.95") && text_cfg.contains("# "),
+        "commented template"
+    );
+    let out = run(&["config"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(text(&out).contains("window_secs = 1800"));
+    assert_eq!(code(&run(&["init"])), 1, "never overwrites without --force");
+    let out = run(&["config", "--env"]);
+    for var in [
+        "FLEETGATE_CANARY_PCT",
+        "HEVOLVE_CANARY_PCT",
+        "HEVOLVE_CANARY_DURATION_SECONDS",
+        "FLEETGATE_STAGES_TEST_MIN_PASS_RATE",
+    ] {
+        assert!(text(&out).contains(var), "{var} missing");
+    }
+}
