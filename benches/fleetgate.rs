@@ -1,0 +1,175 @@
+//! fleetgate benchmarks (criterion). Run by hand; CI only compiles them.
+//!
+//! ```sh
+//! cargo bench --bench fleetgate                       # everything
+//! cargo bench --bench fleetgate -- manifest           # one group
+//! FLEETGATE_BENCH_FILES=10000 FLEETGATE_BENCH_FILE_KIB=20 cargo bench --bench fleetgate -- code_hash
+//! ```
+//!
+//! Each group puts fleetgate next to the well-known alternative measured in the same run:
+//! manifest verification next to a raw Ed25519 `verify_strict` of the same bytes, the
+//! code hash next to `git ls-files -z | xargs -0 sha256sum` on the same tree.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use fleetgate::core::{Event, GateFacts, PipelineState, Stage, Verdict, Version, handle};
+use fleetgate::trust::{Keyring, Manifest, ManifestKind, SigningKey, VerifyOptions};
+use std::hint::black_box;
+use std::path::Path;
+use std::time::Duration;
+
+fn manifest(key: &SigningKey) -> Manifest {
+    let now = fleetgate::trust::unix_now();
+    Manifest {
+        schema_version: fleetgate::trust::MANIFEST_SCHEMA_VERSION,
+        version: "v2.0.0".into(),
+        git_sha: "a".repeat(40),
+        code_hash: "b".repeat(64),
+        file_manifest_hash: "c".repeat(64),
+        guardrail_hash: "d".repeat(64),
+        built_at: fleetgate::trust::rfc3339_seconds(now),
+        master_public_key: key.public_key_hex(),
+        sequence: now,
+        expires_at: now + 3600,
+        kind: ManifestKind::Release,
+        rollback_of: None,
+        return_to_version: None,
+        return_to_code_hash: None,
+        return_to_git_sha: None,
+        canary_seed: "0f".repeat(16),
+        key_ids: vec![key.key_id()],
+        fencing_epoch: 0,
+        extra: serde_json::Map::new(),
+    }
+}
+
+fn manifest_bench(c: &mut Criterion) {
+    let key = SigningKey::generate().expect("randomness");
+    let ring = Keyring::single(key.public_key());
+    let m = manifest(&key);
+    let bytes = fleetgate::trust::sign_manifest(&m, &[&key]).expect("sign");
+    let v: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes).expect("json");
+    let canonical = fleetgate::trust::to_canonical_bytes(&serde_json::Value::Object(fleetgate::trust::strip_signatures(&v)))
+        .expect("canonical");
+    let sig = key.sign(&canonical);
+    let public = key.public_key();
+    let now = fleetgate::trust::unix_now();
+    let mut g = c.benchmark_group("manifest");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("canonicalise_and_sign", |b| b.iter(|| fleetgate::trust::sign_manifest(black_box(&m), &[&key])));
+    g.bench_function("verify_manifest (parse, canonicalise, verify_strict, checks)", |b| {
+        b.iter(|| fleetgate::trust::verify_manifest(black_box(&bytes), &ring, now, &VerifyOptions::default()).expect("valid"))
+    });
+    g.bench_function("raw ed25519 verify_strict (baseline)", |b| {
+        b.iter(|| public.verify_strict(black_box(&canonical), &sig).expect("valid"))
+    });
+    g.finish();
+}
+
+fn state_bench(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = fleetgate::store::StateDir::open(dir.path()).expect("state dir");
+    let mut s = PipelineState::idle();
+    handle(
+        &mut s,
+        Event::Start { version: Version::parse("v1.0.0").expect("v"), git_sha: "a".repeat(40), run_id: "r".into(), now: 1.0 },
+    )
+    .expect("start");
+    store.save(&s).expect("save");
+    let mut g = c.benchmark_group("state");
+    g.bench_function("durable write (temp, fsync, rename, fsync dir)", |b| b.iter(|| store.save(black_box(&s)).expect("save")));
+    g.bench_function("transition via transact (lock, load, handle, save)", |b| {
+        b.iter(|| {
+            store
+                .transact(|st| {
+                    // A pending verdict: the stage stays, the record is updated and saved.
+                    let (stage, epoch) = (st.stage, st.epoch);
+                    handle(
+                        st,
+                        Event::GateEvaluated {
+                            stage,
+                            epoch,
+                            verdict: Verdict::pending("bench", serde_json::json!({"n": 1})),
+                            facts: GateFacts::default(),
+                            now: 2.0,
+                        },
+                    )
+                    .map(|_| ())
+                })
+                .expect("transact")
+        })
+    });
+    g.finish();
+    assert_eq!(store.load().expect("load").stage, Stage::Building);
+}
+
+fn canary_bench(c: &mut Criterion) {
+    let peers: Vec<fleetgate::canary::Eligible> = (0..100_000)
+        .map(|i| fleetgate::canary::Eligible { id: format!("node-{i:06}"), region: ["eu", "us", "ap"][i % 3].into() })
+        .collect();
+    let mut g = c.benchmark_group("canary");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements(peers.len() as u64));
+    g.bench_function("select 10% of 100k peers", |b| {
+        b.iter(|| fleetgate::canary::select_canary(black_box(b"seed"), &peers, 0.10, 1).expect("selection"))
+    });
+    g.finish();
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn make_repo(dir: &Path, files: usize, kib: usize) -> u64 {
+    let mut total = 0u64;
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..files {
+        let p = dir.join(format!("src/m{:03}/f{i:05}.txt", i % 100));
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        let mut buf = Vec::with_capacity(kib * 1024);
+        while buf.len() < kib * 1024 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            buf.extend_from_slice(&x.to_le_bytes());
+        }
+        total += buf.len() as u64;
+        std::fs::write(&p, &buf).expect("write");
+    }
+    let repo = git2::Repository::init(dir).expect("git init");
+    let mut index = repo.index().expect("index");
+    index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).expect("add");
+    index.write().expect("index write");
+    let tree = repo.find_tree(index.write_tree().expect("tree")).expect("tree");
+    let sig = git2::Signature::now("bench", "bench@fleetgate.invalid").expect("sig");
+    repo.commit(Some("HEAD"), &sig, &sig, "bench tree", &tree, &[]).expect("commit");
+    total
+}
+
+fn code_hash_bench(c: &mut Criterion) {
+    let files = env_usize("FLEETGATE_BENCH_FILES", 2000);
+    let kib = env_usize("FLEETGATE_BENCH_FILE_KIB", 20);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bytes = make_repo(dir.path(), files, kib);
+    let cfg = fleetgate::core::config::CodeHashConfig::default();
+    let mut g = c.benchmark_group(format!("code_hash/{files} files, {} MiB", bytes / (1024 * 1024)));
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(20));
+    g.throughput(Throughput::Bytes(bytes));
+    g.bench_function("fleetgate code_hash_at (git2, from the commit)", |b| {
+        b.iter(|| fleetgate::runtime::codehash::code_hash_at(dir.path(), "HEAD", &cfg).expect("hash"))
+    });
+    g.bench_function("git ls-files -z | xargs -0 sha256sum (baseline)", |b| {
+        b.iter(|| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg("git ls-files -z | xargs -0 sha256sum | sha256sum")
+                .current_dir(dir.path())
+                .output()
+                .expect("sh");
+            assert!(out.status.success());
+            out.stdout
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, manifest_bench, state_bench, canary_bench, code_hash_bench);
+criterion_main!(benches);
