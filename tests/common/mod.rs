@@ -193,8 +193,13 @@ impl Drop for Fleet {
             .flatten()
             .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
             .filter(|pid| {
+                // Agents and the fleet endpoint name the directory on their command line;
+                // the apps agents supervise run with their working directory inside it
+                // (an app whose agent was SIGKILLed is orphaned, not stopped).
                 std::fs::read(format!("/proc/{pid}/cmdline"))
                     .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
+                    || std::fs::read_link(format!("/proc/{pid}/cwd"))
+                        .is_ok_and(|d| d.starts_with(&marker))
             })
             .collect();
         for pid in &pids {
