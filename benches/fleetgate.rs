@@ -47,20 +47,40 @@ fn manifest_bench(c: &mut Criterion) {
     let ring = Keyring::single(key.public_key());
     let m = manifest(&key);
     let bytes = fleetgate::trust::sign_manifest(&m, &[&key]).expect("sign");
-    let v: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes).expect("json");
-    let canonical = fleetgate::trust::to_canonical_bytes(&serde_json::Value::Object(fleetgate::trust::strip_signatures(&v)))
-        .expect("canonical");
+    let v: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes).expect("json");
+    let canonical = fleetgate::trust::to_canonical_bytes(&serde_json::Value::Object(
+        fleetgate::trust::strip_signatures(&v),
+    ))
+    .expect("canonical");
     let sig = key.sign(&canonical);
     let public = key.public_key();
     let now = fleetgate::trust::unix_now();
     let mut g = c.benchmark_group("manifest");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("canonicalise_and_sign", |b| b.iter(|| fleetgate::trust::sign_manifest(black_box(&m), &[&key])));
-    g.bench_function("verify_manifest (parse, canonicalise, verify_strict, checks)", |b| {
-        b.iter(|| fleetgate::trust::verify_manifest(black_box(&bytes), &ring, now, &VerifyOptions::default()).expect("valid"))
+    g.bench_function("canonicalise_and_sign", |b| {
+        b.iter(|| fleetgate::trust::sign_manifest(black_box(&m), &[&key]))
     });
+    g.bench_function(
+        "verify_manifest (parse, canonicalise, verify_strict, checks)",
+        |b| {
+            b.iter(|| {
+                fleetgate::trust::verify_manifest(
+                    black_box(&bytes),
+                    &ring,
+                    now,
+                    &VerifyOptions::default(),
+                )
+                .expect("valid")
+            })
+        },
+    );
     g.bench_function("raw ed25519 verify_strict (baseline)", |b| {
-        b.iter(|| public.verify_strict(black_box(&canonical), &sig).expect("valid"))
+        b.iter(|| {
+            public
+                .verify_strict(black_box(&canonical), &sig)
+                .expect("valid")
+        })
     });
     g.finish();
 }
@@ -71,12 +91,19 @@ fn state_bench(c: &mut Criterion) {
     let mut s = PipelineState::idle();
     handle(
         &mut s,
-        Event::Start { version: Version::parse("v1.0.0").expect("v"), git_sha: "a".repeat(40), run_id: "r".into(), now: 1.0 },
+        Event::Start {
+            version: Version::parse("v1.0.0").expect("v"),
+            git_sha: "a".repeat(40),
+            run_id: "r".into(),
+            now: 1.0,
+        },
     )
     .expect("start");
     store.save(&s).expect("save");
     let mut g = c.benchmark_group("state");
-    g.bench_function("durable write (temp, fsync, rename, fsync dir)", |b| b.iter(|| store.save(black_box(&s)).expect("save")));
+    g.bench_function("durable write (temp, fsync, rename, fsync dir)", |b| {
+        b.iter(|| store.save(black_box(&s)).expect("save"))
+    });
     g.bench_function("transition via transact (lock, load, handle, save)", |b| {
         b.iter(|| {
             store
@@ -104,19 +131,28 @@ fn state_bench(c: &mut Criterion) {
 
 fn canary_bench(c: &mut Criterion) {
     let peers: Vec<fleetgate::canary::Eligible> = (0..100_000)
-        .map(|i| fleetgate::canary::Eligible { id: format!("node-{i:06}"), region: ["eu", "us", "ap"][i % 3].into() })
+        .map(|i| fleetgate::canary::Eligible {
+            id: format!("node-{i:06}"),
+            region: ["eu", "us", "ap"][i % 3].into(),
+        })
         .collect();
     let mut g = c.benchmark_group("canary");
     g.sample_size(20);
     g.throughput(Throughput::Elements(peers.len() as u64));
     g.bench_function("select 10% of 100k peers", |b| {
-        b.iter(|| fleetgate::canary::select_canary(black_box(b"seed"), &peers, 0.10, 1).expect("selection"))
+        b.iter(|| {
+            fleetgate::canary::select_canary(black_box(b"seed"), &peers, 0.10, 1)
+                .expect("selection")
+        })
     });
     g.finish();
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn make_repo(dir: &Path, files: usize, kib: usize) -> u64 {
@@ -127,7 +163,9 @@ fn make_repo(dir: &Path, files: usize, kib: usize) -> u64 {
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
         let mut buf = Vec::with_capacity(kib * 1024);
         while buf.len() < kib * 1024 {
-            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             buf.extend_from_slice(&x.to_le_bytes());
         }
         total += buf.len() as u64;
@@ -135,11 +173,16 @@ fn make_repo(dir: &Path, files: usize, kib: usize) -> u64 {
     }
     let repo = git2::Repository::init(dir).expect("git init");
     let mut index = repo.index().expect("index");
-    index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).expect("add");
+    index
+        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+        .expect("add");
     index.write().expect("index write");
-    let tree = repo.find_tree(index.write_tree().expect("tree")).expect("tree");
+    let tree = repo
+        .find_tree(index.write_tree().expect("tree"))
+        .expect("tree");
     let sig = git2::Signature::now("bench", "bench@fleetgate.invalid").expect("sig");
-    repo.commit(Some("HEAD"), &sig, &sig, "bench tree", &tree, &[]).expect("commit");
+    repo.commit(Some("HEAD"), &sig, &sig, "bench tree", &tree, &[])
+        .expect("commit");
     total
 }
 
@@ -149,12 +192,17 @@ fn code_hash_bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let bytes = make_repo(dir.path(), files, kib);
     let cfg = fleetgate::core::config::CodeHashConfig::default();
-    let mut g = c.benchmark_group(format!("code_hash/{files} files, {} MiB", bytes / (1024 * 1024)));
+    let mut g = c.benchmark_group(format!(
+        "code_hash/{files} files, {} MiB",
+        bytes / (1024 * 1024)
+    ));
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(20));
     g.throughput(Throughput::Bytes(bytes));
     g.bench_function("fleetgate code_hash_at (git2, from the commit)", |b| {
-        b.iter(|| fleetgate::runtime::codehash::code_hash_at(dir.path(), "HEAD", &cfg).expect("hash"))
+        b.iter(|| {
+            fleetgate::runtime::codehash::code_hash_at(dir.path(), "HEAD", &cfg).expect("hash")
+        })
     });
     g.bench_function("git ls-files -z | xargs -0 sha256sum (baseline)", |b| {
         b.iter(|| {
@@ -171,5 +219,11 @@ fn code_hash_bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, manifest_bench, state_bench, canary_bench, code_hash_bench);
+criterion_group!(
+    benches,
+    manifest_bench,
+    state_bench,
+    canary_bench,
+    code_hash_bench
+);
 criterion_main!(benches);
