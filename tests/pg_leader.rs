@@ -58,7 +58,7 @@ fn only_the_lease_holder_advances_and_a_takeover_fences_the_old_leader_out() {
     on_pg(&a, &url);
     on_pg(&b, &url);
 
-    // A reaches CANARY first and takes the lease (the empty fleet then fails its canary).
+    // A signs first and takes the lease (the empty fleet then fails its canary).
     assert_eq!(code(&a.fg(&["start", "v1.0.0"])), 0);
     let out = a.fg(&["run"]);
     assert_eq!(code(&out), 4, "{}", text(&out));
@@ -69,7 +69,8 @@ fn only_the_lease_holder_advances_and_a_takeover_fences_the_old_leader_out() {
             .contains("no eligible peers")
     );
 
-    // B is refused at CANARY: exit 5, its run untouched at `canary`.
+    // B is refused at SIGN (only the lease holder signs for the fleet): exit 5, its run
+    // untouched at `signing`.
     assert_eq!(code(&b.fg(&["start", "v1.0.0"])), 0);
     let out = b.fg(&["run"]);
     assert_eq!(code(&out), 5, "{}", text(&out));
@@ -79,9 +80,9 @@ fn only_the_lease_holder_advances_and_a_takeover_fences_the_old_leader_out() {
         text(&out)
     );
     let s = b.status();
-    assert_eq!(s["stage"], "canary");
+    assert_eq!(s["stage"], "signing");
     assert!(
-        s["gate_results"].get("canary").is_none(),
+        s["gate_results"].get("signing").is_none(),
         "the refused orchestrator recorded nothing"
     );
 
@@ -99,5 +100,7 @@ fn only_the_lease_holder_advances_and_a_takeover_fences_the_old_leader_out() {
     let out = a.fg(&["run"]);
     assert_eq!(code(&out), 5, "{}", text(&out));
     assert!(text(&out).contains("epoch 2"), "{}", text(&out));
-    assert_eq!(a.status()["stage"], "canary");
+    assert_eq!(a.status()["stage"], "signing");
+    // The manifest B signed carries its fencing epoch.
+    assert_eq!(b.status()["manifest"]["fencing_epoch"], 2);
 }

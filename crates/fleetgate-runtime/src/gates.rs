@@ -166,6 +166,10 @@ fn sign(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts)
     };
     let out = manifest_path(&ctx.state_dir);
 
+    // Only the holder of the registry's pipeline lease signs releases for the fleet; its
+    // fencing epoch goes into the manifest.
+    let fencing_epoch =
+        u64::try_from(crate::fleet::FleetLink::connect(ctx)?.fencing_epoch()).unwrap_or(0);
     let bytes = if let Some(existing) = pending_manifest(ctx, state) {
         existing
     } else {
@@ -244,7 +248,7 @@ fn sign(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts)
                 RuntimeError::Config(format!("no randomness for the canary seed: {e}"))
             })?,
             key_ids: vec![key.key_id()],
-            fencing_epoch: 0,
+            fencing_epoch,
             extra,
         };
         let bytes = fleetgate_trust::sign_manifest(&manifest, &[&key])
@@ -671,7 +675,10 @@ pub fn sign_rollback(
             .map(str::to_owned)
             .unwrap_or_else(|| "00".into()),
         key_ids: vec![key.key_id()],
-        fencing_epoch: 0,
+        fencing_epoch: released
+            .and_then(|m| m.get("fencing_epoch"))
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0),
         extra,
     };
     let bytes = fleetgate_trust::sign_manifest(&m, &[&key])
