@@ -219,11 +219,108 @@ fn code_hash_bench(c: &mut Criterion) {
     g.finish();
 }
 
+/// Heartbeat ingest: verify the node's signature, check replay, store the time-series
+/// row and update the peer, on SQLite (a file in a temp dir) and, when
+/// `FLEETGATE_TEST_PG_URL` is set, on PostgreSQL in a fresh schema. Heartbeats are signed
+/// before the timer starts (signing is the node's cost, not the orchestrator's).
+fn heartbeat_bench(c: &mut Criterion) {
+    use fleetgate::fleet::{CertFields, Heartbeat, HeartbeatPolicy, Registry, SignedHeartbeat};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut urls = vec![(
+        "sqlite",
+        format!("sqlite://{}", dir.path().join("fleet.db").display()),
+    )];
+    match std::env::var("FLEETGATE_TEST_PG_URL") {
+        Ok(base) => {
+            let schema = format!("bench_{}", std::process::id());
+            let ok = std::process::Command::new("psql")
+                .arg(&base)
+                .args([
+                    "-q",
+                    "-c",
+                    &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"),
+                ])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                let sep = if base.contains('?') { '&' } else { '?' };
+                urls.push((
+                    "postgres",
+                    format!("{base}{sep}options[search_path]={schema}"),
+                ));
+            }
+        }
+        Err(_) => {
+            eprintln!("heartbeat ingest on PostgreSQL skipped: FLEETGATE_TEST_PG_URL is not set")
+        }
+    }
+    let release = SigningKey::generate().expect("key");
+    let ring = Keyring::single(release.public_key());
+    const NODES: usize = 100;
+    let nodes: Vec<(String, SigningKey)> = (0..NODES)
+        .map(|i| (format!("n{i:03}"), SigningKey::generate().expect("key")))
+        .collect();
+    let mut g = c.benchmark_group("heartbeat_ingest");
+    g.throughput(Throughput::Elements(1));
+    g.sample_size(30);
+    for (name, url) in urls {
+        let reg = rt.block_on(Registry::connect(&url)).expect("registry");
+        let now = fleetgate::fleet::unix_now();
+        for (id, key) in &nodes {
+            let fields = CertFields {
+                node_id: id.clone(),
+                public_key: key.public_key_hex(),
+                region: "eu".into(),
+                address: "http://127.0.0.1:1".into(),
+                issued_at: u64::try_from(now).unwrap_or(0),
+            };
+            let cert = fleetgate::fleet::issue_cert(&fields, &[&release]).expect("cert");
+            rt.block_on(reg.enroll(&cert, &ring, now)).expect("enroll");
+        }
+        let policy = HeartbeatPolicy::default();
+        let mut seq = 0u64;
+        g.bench_function(format!("record_heartbeat ({name}, {NODES} nodes)"), |b| {
+            b.iter_custom(|iters| {
+                let bodies: Vec<Vec<u8>> = (0..iters)
+                    .map(|_| {
+                        seq += 1;
+                        let (id, key) = &nodes[(seq as usize) % NODES];
+                        let hb = Heartbeat {
+                            bench: Default::default(),
+                            code_hash: "ab".repeat(32),
+                            exceptions_total: seq,
+                            healthy: true,
+                            node_id: id.clone(),
+                            requests_total: seq * 100,
+                            sent_at: u64::try_from(now).unwrap_or(0),
+                            seq,
+                            version: "v1.0.0".into(),
+                        };
+                        SignedHeartbeat::sign(&hb, key).to_json()
+                    })
+                    .collect();
+                let start = std::time::Instant::now();
+                for body in &bodies {
+                    rt.block_on(reg.record_heartbeat(black_box(body), &policy, now))
+                        .expect("accepted");
+                }
+                start.elapsed()
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     manifest_bench,
     state_bench,
     canary_bench,
-    code_hash_bench
+    code_hash_bench,
+    heartbeat_bench
 );
 criterion_main!(benches);
