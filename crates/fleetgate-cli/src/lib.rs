@@ -153,6 +153,12 @@ enum Cmd {
     /// Run the demo: a sample application in a throwaway git repository, released
     /// through the pipeline with progress, a timeline and a summary.
     Demo(demo::DemoArgs),
+    /// Serve the ten agent tools over MCP on stdio (for AI agents: Claude, Cursor, …).
+    /// stdout carries only protocol messages; logs go to stderr.
+    Mcp,
+    /// The agent tools without MCP: export their definitions, list them, call one.
+    #[command(subcommand)]
+    Tools(ToolsCmd),
     /// Show the effective configuration, or the environment variables that override it.
     Config {
         /// List the environment variables instead.
@@ -168,6 +174,27 @@ enum NodeCmd {
         /// The node's config file.
         #[arg(long, value_name = "PATH")]
         config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ToolsCmd {
+    /// Print the tool definitions as function-calling JSON.
+    Export {
+        /// `openai` (Chat Completions/Responses `tools`), `anthropic` (Messages `tools`), or
+        /// `json-schema` (one argument schema per tool).
+        #[arg(long, value_parser = ["openai", "anthropic", "json-schema"], default_value = "json-schema")]
+        format: String,
+    },
+    /// List the tools with a one-line description.
+    List,
+    /// Call one tool and print its JSON result (exit 0 when `success` is true, else 1).
+    Call {
+        /// Tool name (see `fleetgate tools list`).
+        name: String,
+        /// Arguments as a JSON object, e.g. '{"new_version": "v2.0.0"}'.
+        #[arg(long, default_value = "{}")]
+        args: String,
     },
 }
 
@@ -191,6 +218,36 @@ enum BenchCmd {
     Compare(CompareArgs),
     /// List stored snapshots.
     History {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record a benchmark definition (nothing is run). It runs in `bench capture` and the
+    /// BENCHMARK gate once `[benchmarks.allowed]` pins its definition hash.
+    Register {
+        /// Name (`[A-Za-z0-9._-]`, at most 64 characters).
+        name: String,
+        /// Results file it writes (github-action-benchmark JSON), relative to the checkout.
+        #[arg(long)]
+        results: String,
+        /// `fast`, `heavy` or `all`.
+        #[arg(long, default_value = "all", value_parser = ["fast", "heavy", "all"])]
+        tier: String,
+        /// Where it comes from (recorded for review; never fetched).
+        #[arg(long)]
+        repo_url: Option<String>,
+        /// What it measures.
+        #[arg(long)]
+        description: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// The program and its arguments (run without a shell), after `--`.
+        #[arg(last = true, required = true, value_name = "PROGRAM [ARGS]")]
+        command: Vec<String>,
+    },
+    /// List registered benchmarks, their definition hashes and whether each is allowed.
+    List {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -425,9 +482,48 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::DemoApp(args) => demo_app::run(args),
+        Cmd::Mcp => {
+            let toolbox = fleetgate_tools::Toolbox::new(cli.config.clone());
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(fleetgate_tools::mcp::McpServer::new(toolbox).serve_stdio())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Tools(cmd) => tools(cli.config.clone(), cmd),
         Cmd::Keygen(args) => trust_cmd::run_keygen(args),
         Cmd::Manifest(cmd) => trust_cmd::run_manifest(cmd),
         Cmd::Trust(cmd) => trust_cmd::run_trust(cmd),
+    }
+}
+
+fn tools(config: Option<PathBuf>, cmd: ToolsCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ToolsCmd::Export { format } => {
+            let f = fleetgate_tools::export::Format::parse(&format)
+                .with_context(|| format!("unknown format {format:?}"))?;
+            print_json(&fleetgate_tools::export::export(f))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ToolsCmd::List => {
+            for d in fleetgate_tools::definitions() {
+                let first = d.description.split(". ").next().unwrap_or(d.description);
+                println!("{:<26} {}", d.name, first.trim_end_matches('.'));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ToolsCmd::Call { name, args } => {
+            let args: serde_json::Value = serde_json::from_str(&args)
+                .with_context(|| format!("--args is not JSON: {args}"))?;
+            let result = fleetgate_tools::Toolbox::new(config).call(&name, args);
+            print_json(&result)?;
+            Ok(ExitCode::from(if result["success"] == true {
+                exit::OK
+            } else {
+                exit::ERROR
+            }))
+        }
     }
 }
 
@@ -436,9 +532,80 @@ fn short(sha: &str) -> &str {
 }
 
 fn bench(cfg_path: Option<&Path>, cmd: BenchCmd) -> anyhow::Result<ExitCode> {
+    let toolbox = || fleetgate_tools::Toolbox::new(cfg_path.map(Path::to_owned));
     let o = open(cfg_path, false)?;
     let state_dir = o.context().state_dir.clone();
     match cmd {
+        BenchCmd::Register {
+            name,
+            results,
+            tier,
+            repo_url,
+            description,
+            json,
+            command,
+        } => {
+            let r = toolbox().call(
+                "register_benchmark",
+                serde_json::json!({"name": name, "command": command, "results": results,
+                    "tier": tier, "repo_url": repo_url, "description": description}),
+            );
+            if r["success"] != true {
+                anyhow::bail!(
+                    "{}",
+                    r["error"].as_str().unwrap_or("register_benchmark failed")
+                );
+            }
+            if json {
+                print_json(&r)?;
+            } else {
+                println!(
+                    "registered {} (definition_hash {})\n{}",
+                    r["benchmark"]["name"].as_str().unwrap_or("?"),
+                    r["definition_hash"].as_str().unwrap_or("?"),
+                    r["note"].as_str().unwrap_or("")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCmd::List { json } => {
+            let r = toolbox().call("list_benchmarks", serde_json::json!({}));
+            if r["success"] != true {
+                anyhow::bail!(
+                    "{}",
+                    r["error"].as_str().unwrap_or("list_benchmarks failed")
+                );
+            }
+            if json {
+                print_json(&r)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let empty = Vec::new();
+            let list = r["benchmarks"].as_array().unwrap_or(&empty);
+            if list.is_empty() {
+                println!(
+                    "no registered benchmarks (`fleetgate bench register NAME --results PATH -- PROGRAM ARGS…`)"
+                );
+            }
+            for b in list {
+                println!(
+                    "{:<20} {:<6} {}  {}",
+                    b["name"].as_str().unwrap_or("?"),
+                    b["tier"].as_str().unwrap_or("?"),
+                    b["definition_hash"].as_str().unwrap_or("?"),
+                    if b["allowed"] == true {
+                        "allowed".to_owned()
+                    } else {
+                        format!(
+                            "NOT allowed: {}",
+                            b["not_allowed_because"].as_str().unwrap_or("")
+                        )
+                    }
+                );
+                println!("{:<20} runs: {}", "", b["command"]);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCmd::Capture {
             version,
             git_sha,
@@ -536,7 +703,7 @@ fn watch(cfg_path: Option<&Path>, once: bool) -> anyhow::Result<ExitCode> {
             );
             let end = o.run(&mut show)?;
             last_code = terminal_code(end.stage);
-        } else if let Some((version, sha)) = detect_new_version(&o, &state)? {
+        } else if let Some((version, sha)) = o.detect_new_version(&state)? {
             eprintln!(
                 "watch: new version {version} at {} — starting the pipeline",
                 short(&sha)
@@ -553,65 +720,6 @@ fn watch(cfg_path: Option<&Path>, once: bool) -> anyhow::Result<ExitCode> {
         }
         std::thread::sleep(interval);
     }
-}
-
-/// A version tag newer than anything run so far, else HEAD when its code hash differs from
-/// the last completed release's.
-fn detect_new_version(
-    o: &Orchestrator,
-    state: &PipelineState,
-) -> anyhow::Result<Option<(String, String)>> {
-    let repo = git2::Repository::open(&o.context().repo)?;
-    let seen: Option<semver::Version> = [
-        Some(state.version.as_str()),
-        state.last_completed.as_ref().map(|c| c.version.as_str()),
-    ]
-    .into_iter()
-    .flatten()
-    .filter_map(|v| fleetgate_core::Version::parse(v).ok()?.semver())
-    .max();
-    let mut best: Option<(semver::Version, String)> = None;
-    for name in repo.tag_names(None)?.iter().flatten().flatten() {
-        let Ok(v) = fleetgate_core::Version::parse(name) else {
-            continue;
-        };
-        let Some(sv) = v.semver() else { continue };
-        if seen.as_ref().is_some_and(|s| &sv <= s) {
-            continue;
-        }
-        if best.as_ref().is_none_or(|(b, _)| &sv > b) {
-            best = Some((sv, name.to_owned()));
-        }
-    }
-    if let Some((_, tag)) = best {
-        let sha = fleetgate_runtime::codehash::resolve_commit(
-            &o.context().repo,
-            &format!("refs/tags/{tag}"),
-        )?;
-        return Ok(Some((tag, sha)));
-    }
-    let head = fleetgate_runtime::codehash::code_hash_at(
-        &o.context().repo,
-        "HEAD",
-        &o.config().code_hash,
-    )?;
-    let known = [
-        state.code_hash.as_deref(),
-        state
-            .last_completed
-            .as_ref()
-            .and_then(|c| c.code_hash.as_deref()),
-    ];
-    if state.stage == Stage::Idle && state.last_completed.is_none() {
-        return Ok(None); // nothing released yet and no tag: wait for a tag
-    }
-    if known.iter().flatten().any(|h| *h == head.code_hash) {
-        return Ok(None);
-    }
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
-    Ok(Some((format!("auto-{secs}"), head.commit)))
 }
 
 #[doc(hidden)]

@@ -72,6 +72,9 @@ pub struct Config {
     /// The autonomous loop (`run`, `watch`).
     #[serde(default)]
     pub run: RunConfig,
+    /// Registered benchmarks (`register_benchmark`): which of them may run.
+    #[serde(default)]
+    pub benchmarks: BenchmarksConfig,
 }
 
 fn default_repo() -> String {
@@ -288,6 +291,19 @@ impl Default for RunConfig {
     }
 }
 
+/// `[benchmarks]`: the operator's allowlist for benchmarks registered by agents or
+/// `fleetgate bench register`. A registered benchmark runs (in `bench capture` and the
+/// BENCHMARK gate) only while its name is listed here with the SHA-256 of its definition,
+/// so changing a definition withdraws its approval.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct BenchmarksConfig {
+    /// Registered benchmark name → the `definition_hash` shown by `fleetgate bench list`.
+    pub allowed: BTreeMap<String, String>,
+    /// Kill a registered benchmark after this many seconds (default 600).
+    pub timeout_secs: Option<i64>,
+}
+
 #[derive(Clone, Copy)]
 enum Kind {
     Str,
@@ -345,6 +361,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("deploy.gossip_linger_ms", Kind::Int),
     ("run.poll_interval_secs", Kind::Int),
     ("run.watch_interval_secs", Kind::Int),
+    ("benchmarks.timeout_secs", Kind::Int),
 ];
 
 /// Extra names accepted for a key (checked after the canonical name loses).
@@ -430,6 +447,7 @@ impl Config {
             canary: CanaryConfig::default(),
             deploy: DeployConfig::default(),
             run: RunConfig::default(),
+            benchmarks: BenchmarksConfig::default(),
         }
     }
 
@@ -504,6 +522,7 @@ impl Config {
             ("stages.benchmark.timeout_secs", s.benchmark.timeout_secs),
             ("signing.expires_in_secs", self.signing.expires_in_secs),
             ("fleet.lease_ttl_secs", self.fleet.lease_ttl_secs),
+            ("benchmarks.timeout_secs", self.benchmarks.timeout_secs),
         ] {
             if let Some(t) = t {
                 positive(k, t)?;
@@ -536,6 +555,15 @@ impl Config {
                     key: format!("stages.audit.guardrails.{path:?}"),
                     value: sha.clone(),
                     expected: "a SHA-256 as 64 hex characters",
+                });
+            }
+        }
+        for (name, sha) in &self.benchmarks.allowed {
+            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ConfigError::Invalid {
+                    key: format!("benchmarks.allowed.{name:?}"),
+                    value: sha.clone(),
+                    expected: "the benchmark's definition_hash (64 hex characters, from `fleetgate bench list`)",
                 });
             }
         }

@@ -19,6 +19,21 @@ pub struct Snapshot {
     pub tier: String,
     /// The results.
     pub benchmarks: Vec<BenchEntry>,
+    /// Registered benchmarks that ran (their entries are named `NAME/<entry>`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub registered: Vec<String>,
+    /// Registered benchmarks of this tier that did not run, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_run: Vec<NotRun>,
+}
+
+/// A registered benchmark left out of a capture.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct NotRun {
+    /// Its name.
+    pub name: String,
+    /// Why (not allowed, or changed since it was allowed).
+    pub reason: String,
 }
 
 /// The snapshot directory of a state dir.

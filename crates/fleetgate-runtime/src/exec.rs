@@ -1,4 +1,5 @@
-//! Running gate commands: `sh -c` in the run's checkout, output to a log file, a timeout
+//! Running gate commands: `sh -c` (or an argv without a shell, for registered
+//! benchmarks) in the run's checkout, output to a log file, a timeout
 //! that kills the whole process group, and the tail of the output for failure details.
 
 use crate::RuntimeError;
@@ -52,6 +53,44 @@ pub fn run_shell(
     timeout: Duration,
     log: &Path,
 ) -> Result<CommandOutcome, RuntimeError> {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(command);
+    run(cmd, command, cwd, env, timeout, log)
+}
+
+/// Run `argv[0]` with the arguments `argv[1..]` directly — no shell, so nothing in the
+/// arguments is interpreted — in `cwd`, appending output to `log`. A relative program
+/// path (`./bench.sh`, `scripts/bench`) is taken relative to `cwd`.
+pub fn run_argv(
+    argv: &[String],
+    cwd: &Path,
+    env: &[(&str, String)],
+    timeout: Duration,
+    log: &Path,
+) -> Result<CommandOutcome, RuntimeError> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err(RuntimeError::Config(
+            "a benchmark command must name a program (argv is empty)".into(),
+        ));
+    };
+    let program_path = if program.contains('/') && !Path::new(program).is_absolute() {
+        cwd.join(program).display().to_string()
+    } else {
+        program.clone()
+    };
+    let mut cmd = Command::new(&program_path);
+    cmd.args(args);
+    run(cmd, &argv.join(" "), cwd, env, timeout, log)
+}
+
+fn run(
+    mut cmd: Command,
+    label: &str,
+    cwd: &Path,
+    env: &[(&str, String)],
+    timeout: Duration,
+    log: &Path,
+) -> Result<CommandOutcome, RuntimeError> {
     if let Some(parent) = log.parent() {
         std::fs::create_dir_all(parent)
             .map_err(|e| RuntimeError::io("create log directory", parent, e))?;
@@ -61,10 +100,7 @@ pub fn run_shell(
         .try_clone()
         .map_err(|e| RuntimeError::io("open log file", log, e))?;
     let started = Instant::now();
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(command)
-        .current_dir(cwd)
+    cmd.current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -74,13 +110,13 @@ pub fn run_shell(
     }
     let mut child = cmd
         .spawn()
-        .map_err(|e| RuntimeError::io("start `sh -c` for", Path::new(command), e))?;
+        .map_err(|e| RuntimeError::io("start", Path::new(label), e))?;
     let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
     let mut timed_out = false;
     let status = loop {
         match child
             .try_wait()
-            .map_err(|e| RuntimeError::io("wait for", Path::new(command), e))?
+            .map_err(|e| RuntimeError::io("wait for", Path::new(label), e))?
         {
             Some(status) => break status,
             None if started.elapsed() >= timeout => {
@@ -88,7 +124,7 @@ pub fn run_shell(
                 let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
                 break child
                     .wait()
-                    .map_err(|e| RuntimeError::io("wait for", Path::new(command), e))?;
+                    .map_err(|e| RuntimeError::io("wait for", Path::new(label), e))?;
             }
             None => std::thread::sleep(Duration::from_millis(20)),
         }

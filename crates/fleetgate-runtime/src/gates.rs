@@ -2,7 +2,7 @@
 //! wrong — a missing command, report, key or fleet — is a failed verdict that says what
 //! is missing and what to do.
 
-use crate::bench_store::{self, Snapshot};
+use crate::bench_store::{self, NotRun, Snapshot};
 use crate::checkout::checkout;
 use crate::codehash::{code_hash_at, sha256_file};
 use crate::exec::run_shell;
@@ -500,52 +500,156 @@ fn audit(ctx: &GateContext, state: &PipelineState) -> Result<Verdict, RuntimeErr
     ))
 }
 
-/// Run the benchmark command in `dir` and read its results (used by the gate and by
-/// `bench capture`).
+/// Run the benchmark command and every allowed registered benchmark of `tier` in the
+/// release checkout and read their results (used by the gate and by `bench capture`).
+/// Registered benchmarks that are not allowed are listed in the snapshot's `not_run`.
 pub fn capture(
     ctx: &GateContext,
     state: &PipelineState,
     tier: &str,
 ) -> Result<Result<Snapshot, Verdict>, RuntimeError> {
     let b = &ctx.cfg.stages.benchmark;
-    let Some(cmd) = &b.command else {
-        return Ok(Err(missing_command(Stage::Benchmarking, "benchmark")));
-    };
-    let Some(results) = &b.results else {
-        return Ok(Err(Verdict::failed(
-            "no benchmark results file configured: set `[stages.benchmark] results = \"path/to/bench.json\"`",
-            json!({"missing": "stages.benchmark.results"}),
-        )));
-    };
-    let dir = checkout(&ctx.repo, &state.git_sha, &ctx.checkout_dir(state), false)?;
-    let results_path = dir.join(results);
-    let _ = std::fs::remove_file(&results_path);
-    let (failed, run, _) = run_step(ctx, state, Stage::Benchmarking, cmd, b.timeout_secs)?;
-    if let Some(v) = failed {
-        return Ok(Err(v));
-    }
-    let text = match std::fs::read_to_string(&results_path) {
-        Ok(t) => t,
+    let filter = crate::bench_registry::Tier::parse(tier).unwrap_or_default();
+    let registered = match crate::bench_registry::list(&ctx.state_dir, &ctx.cfg.benchmarks.allowed)
+    {
+        Ok(l) => l,
         Err(e) => {
             return Ok(Err(Verdict::failed(
-                format!(
-                    "the benchmark command exited 0 but its results file {results} cannot be read: {e}"
-                ),
-                json!({"run": run}),
+                format!("cannot read the registered benchmarks: {e}"),
+                json!({}),
             )));
         }
     };
-    match parse_results(&text) {
-        Ok(benchmarks) => Ok(Ok(Snapshot {
-            version: state.version.clone(),
-            git_sha: state.git_sha.clone(),
-            captured_at: now(),
-            tier: tier.to_owned(),
-            benchmarks,
-        })),
-        Err(e) => Ok(Err(Verdict::failed(
-            format!("{results}: {e}"),
-            json!({"run": run}),
+    let (to_run, not_run): (Vec<_>, Vec<_>) = registered
+        .into_iter()
+        .filter(|l| filter.includes(l.def.tier))
+        .partition(|l| l.allowed);
+    let not_run: Vec<NotRun> = not_run
+        .into_iter()
+        .map(|l| NotRun {
+            name: l.def.name,
+            reason: l.not_allowed_because.unwrap_or_default(),
+        })
+        .collect();
+    if b.command.is_none() && to_run.is_empty() {
+        return Ok(Err(missing_command(Stage::Benchmarking, "benchmark")));
+    }
+    let mut benchmarks = Vec::new();
+    if let Some(cmd) = &b.command {
+        let Some(results) = &b.results else {
+            return Ok(Err(Verdict::failed(
+                "no benchmark results file configured: set `[stages.benchmark] results = \"path/to/bench.json\"`",
+                json!({"missing": "stages.benchmark.results"}),
+            )));
+        };
+        let dir = checkout(&ctx.repo, &state.git_sha, &ctx.checkout_dir(state), false)?;
+        let results_path = dir.join(results);
+        let _ = std::fs::remove_file(&results_path);
+        let (failed, run, _) = run_step(ctx, state, Stage::Benchmarking, cmd, b.timeout_secs)?;
+        if let Some(v) = failed {
+            return Ok(Err(v));
+        }
+        match read_results(&results_path, results) {
+            Ok(entries) => benchmarks.extend(entries),
+            Err(detail) => return Ok(Err(Verdict::failed(detail, json!({"run": run})))),
+        }
+    }
+    for l in &to_run {
+        match run_registered(ctx, state, &l.def)? {
+            Ok(entries) => benchmarks.extend(entries),
+            Err(v) => return Ok(Err(v)),
+        }
+    }
+    Ok(Ok(Snapshot {
+        version: state.version.clone(),
+        git_sha: state.git_sha.clone(),
+        captured_at: now(),
+        tier: tier.to_owned(),
+        benchmarks,
+        registered: to_run.iter().map(|l| l.def.name.clone()).collect(),
+        not_run,
+    }))
+}
+
+fn read_results(
+    path: &Path,
+    label: &str,
+) -> Result<Vec<fleetgate_core::bench::BenchEntry>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!("the benchmark command exited 0 but its results file {label} cannot be read: {e}")
+    })?;
+    parse_results(&text).map_err(|e| format!("{label}: {e}"))
+}
+
+/// Run one allowed registered benchmark (argv, no shell) in the release checkout; its
+/// entries are named `NAME/<entry>`.
+fn run_registered(
+    ctx: &GateContext,
+    state: &PipelineState,
+    def: &crate::bench_registry::BenchmarkDef,
+) -> Result<Result<Vec<fleetgate_core::bench::BenchEntry>, Verdict>, RuntimeError> {
+    let dir = checkout(&ctx.repo, &state.git_sha, &ctx.checkout_dir(state), false)?;
+    let results_path = dir.join(&def.results);
+    let _ = std::fs::remove_file(&results_path);
+    let run = state.run_id.clone().unwrap_or_else(|| "run".into());
+    let log = ctx
+        .state_dir
+        .join("logs")
+        .join(run)
+        .join(format!("benchmark-{}.log", def.name));
+    let limit = Duration::from_secs(
+        ctx.cfg
+            .benchmarks
+            .timeout_secs
+            .and_then(|t| u64::try_from(t).ok())
+            .unwrap_or(600),
+    );
+    let figures = |out: Option<&crate::exec::CommandOutcome>| {
+        json!({"registered_benchmark": def.name, "command": def.command,
+            "exit_code": out.and_then(|o| o.code), "log": log.display().to_string()})
+    };
+    let out = match crate::exec::run_argv(
+        &def.command,
+        &dir,
+        &ctx.env(state, Stage::Benchmarking),
+        limit,
+        &log,
+    ) {
+        Ok(o) => o,
+        Err(e) => {
+            return Ok(Err(Verdict::failed(
+                format!("registered benchmark `{}` could not start: {e}", def.name),
+                figures(None),
+            )));
+        }
+    };
+    if !out.success() {
+        return Ok(Err(Verdict::failed(
+            format!(
+                "registered benchmark `{}` ({}) {}; output tail:\n{}",
+                def.name,
+                def.command.join(" "),
+                out.describe(limit),
+                if out.tail.is_empty() {
+                    "(no output)"
+                } else {
+                    &out.tail
+                }
+            ),
+            figures(Some(&out)),
+        )));
+    }
+    match read_results(&results_path, &def.results) {
+        Ok(entries) => Ok(Ok(entries
+            .into_iter()
+            .map(|mut e| {
+                e.name = format!("{}/{}", def.name, e.name);
+                e
+            })
+            .collect())),
+        Err(detail) => Ok(Err(Verdict::failed(
+            format!("registered benchmark `{}`: {detail}", def.name),
+            figures(Some(&out)),
         ))),
     }
 }

@@ -366,6 +366,66 @@ impl Orchestrator {
         }
     }
 
+    /// A version to release next, if there is one: a version tag newer than anything run
+    /// so far (the run in `state` and the last completed release), else `auto-<unix>` for
+    /// HEAD when its code hash differs from the last completed release's. Returns the
+    /// version and its commit.
+    pub fn detect_new_version(
+        &self,
+        state: &PipelineState,
+    ) -> Result<Option<(String, String)>, RuntimeError> {
+        let repo_path = &self.ctx.repo;
+        let repo = git2::Repository::open(repo_path)
+            .map_err(|e| RuntimeError::git(repo_path, "open the repository", e))?;
+        let seen = [
+            Some(state.version.as_str()),
+            state.last_completed.as_ref().map(|c| c.version.as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|v| Version::parse(v).ok()?.semver())
+        .max();
+        let mut best = None;
+        let names = repo
+            .tag_names(None)
+            .map_err(|e| RuntimeError::git(repo_path, "list tags", e))?;
+        for name in names.iter().flatten().flatten() {
+            let Ok(v) = Version::parse(name) else {
+                continue;
+            };
+            let Some(sv) = v.semver() else { continue };
+            if seen.as_ref().is_some_and(|s| &sv <= s) {
+                continue;
+            }
+            if best.as_ref().is_none_or(|(b, _)| &sv > b) {
+                best = Some((sv, name.to_owned()));
+            }
+        }
+        if let Some((_, tag)) = best {
+            let sha = codehash::resolve_commit(repo_path, &format!("refs/tags/{tag}"))?;
+            return Ok(Some((tag, sha)));
+        }
+        if state.stage == Stage::Idle && state.last_completed.is_none() {
+            return Ok(None); // nothing released yet and no tag: wait for a tag
+        }
+        let head = codehash::code_hash_at(repo_path, "HEAD", &self.ctx.cfg.code_hash)?;
+        let known = [
+            state.code_hash.as_deref(),
+            state
+                .last_completed
+                .as_ref()
+                .and_then(|c| c.code_hash.as_deref()),
+        ];
+        if known.iter().flatten().any(|h| *h == head.code_hash) {
+            return Ok(None);
+        }
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        Ok(Some((format!("auto-{secs}"), head.commit)))
+    }
+
     /// Advance until the run reaches a terminal state, sleeping between pending checks.
     pub fn run(&self, progress: &mut dyn FnMut(Progress)) -> Result<PipelineState, RuntimeError> {
         loop {

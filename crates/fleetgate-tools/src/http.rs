@@ -1,0 +1,1 @@
+//! The HTTP API (`fleetgate serve`): not mounted yet.

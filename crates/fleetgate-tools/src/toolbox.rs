@@ -1,0 +1,556 @@
+//! The ten tools: definitions (name, description, argument schema, hints) and the
+//! dispatcher that runs them against an orchestrator.
+
+use crate::args;
+use fleetgate_core::{Outcome, PipelineState, Stage};
+use fleetgate_runtime::bench_registry::{self, BenchmarkDef};
+use fleetgate_runtime::{Orchestrator, Progress, bench_store, gates, load_config};
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+/// The longest `reason` accepted by `rollback_upgrade`.
+pub const MAX_REASON_CHARS: usize = 2000;
+/// The longest version or revision string accepted.
+pub const MAX_VERSION_CHARS: usize = 128;
+
+/// One tool's definition.
+#[derive(Debug, Clone)]
+pub struct ToolDef {
+    /// The tool's name (HART's).
+    pub name: &'static str,
+    /// What it does, written for the agent that decides whether to call it.
+    pub description: &'static str,
+    /// JSON Schema of its arguments (an object schema, subschemas inlined).
+    pub input_schema: Value,
+    /// It changes nothing.
+    pub read_only: bool,
+    /// It can undo or stop work (rollback).
+    pub destructive: bool,
+    /// Calling it twice with the same arguments has the effect of calling it once.
+    pub idempotent: bool,
+}
+
+fn schema<T: JsonSchema>() -> Value {
+    let mut v = schemars::generate::SchemaSettings::draft2020_12()
+        .with(|s| s.inline_subschemas = true)
+        .into_generator()
+        .into_root_schema_for::<T>()
+        .to_value();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("$schema");
+        o.remove("title");
+        // The struct's own doc names the tool; the tool's description says more.
+        o.remove("description");
+        // Tools with no arguments still take an (empty) object.
+        o.entry("properties").or_insert_with(|| json!({}));
+    }
+    v
+}
+
+/// The ten tools, in HART's order.
+pub fn definitions() -> Vec<ToolDef> {
+    vec![
+        ToolDef {
+            name: "check_upgrade_status",
+            description: "Show the upgrade pipeline: the current stage, version, commit, gate verdicts with their figures, history, and whether a new version is waiting (a version tag newer than anything run, or a changed code hash at HEAD). Start here; `next_step` says what to call next.",
+            input_schema: schema::<args::NoArgs>(),
+            read_only: true,
+            destructive: false,
+            idempotent: true,
+        },
+        ToolDef {
+            name: "capture_benchmark",
+            description: "Run the configured benchmark command (and the operator-allowed registered benchmarks of `tier`) in a clean checkout of `version` and store the results as that version's snapshot. Use it to record a baseline before an upgrade. Can take minutes.",
+            input_schema: schema::<args::CaptureBenchmark>(),
+            read_only: false,
+            destructive: false,
+            idempotent: true,
+        },
+        ToolDef {
+            name: "compare_benchmarks",
+            description: "Compare the stored benchmark snapshots of two versions, direction-aware and within the configured tolerance. `passed` is false if any benchmark regressed or is missing; `regressions` names them. Any regression means: do not upgrade (or roll back).",
+            input_schema: schema::<args::CompareBenchmarks>(),
+            read_only: true,
+            destructive: false,
+            idempotent: true,
+        },
+        ToolDef {
+            name: "start_upgrade",
+            description: "Start the seven-stage pipeline (BUILD, TEST, AUDIT, BENCHMARK, SIGN, CANARY, DEPLOY) for `new_version`. Allowed only when no run is in progress. Then call advance_upgrade_pipeline until the run ends.",
+            input_schema: schema::<args::StartUpgrade>(),
+            read_only: false,
+            destructive: false,
+            idempotent: false,
+        },
+        ToolDef {
+            name: "advance_upgrade_pipeline",
+            description: "Evaluate the current stage's gate once and commit its verdict: `passed` moves to the next stage, `pending` (canary window open, deploy converging) means call again later, `failed` ends the run (failed or rolled back). Gate commands can take minutes. Fails if another orchestrator holds the state directory.",
+            input_schema: schema::<args::NoArgs>(),
+            read_only: false,
+            destructive: false,
+            idempotent: false,
+        },
+        ToolDef {
+            name: "check_canary_health",
+            description: "The CANARY gate's latest health verdict: for each of the five criteria (exception rate vs the baseline nodes, health check, heartbeat, code hash integrity, benchmarks) the figures, the threshold, the statistic and the decision, plus the canary nodes. `healthy` is false as soon as any criterion failed.",
+            input_schema: schema::<args::NoArgs>(),
+            read_only: true,
+            destructive: false,
+            idempotent: true,
+        },
+        ToolDef {
+            name: "rollback_upgrade",
+            description: "Roll back the run in progress, from any stage, with a reason. It always wins over a gate that is running; nodes that may have received the release get a signed rollback order to the last good version. Call it on ANY degradation.",
+            input_schema: schema::<args::RollbackUpgrade>(),
+            read_only: false,
+            destructive: true,
+            idempotent: false,
+        },
+        ToolDef {
+            name: "get_benchmark_history",
+            description: "List every stored benchmark snapshot (one per version), oldest first, with its results.",
+            input_schema: schema::<args::NoArgs>(),
+            read_only: true,
+            destructive: false,
+            idempotent: true,
+        },
+        ToolDef {
+            name: "register_benchmark",
+            description: "Record a benchmark definition (a program and its arguments, and the results file it writes). Registering runs, clones and fetches nothing: the benchmark runs in capture_benchmark and the BENCHMARK gate only after the operator allows its exact definition (`definition_hash`) in the config, and then without a shell.",
+            input_schema: schema::<args::RegisterBenchmark>(),
+            read_only: false,
+            destructive: false,
+            idempotent: true,
+        },
+        ToolDef {
+            name: "list_benchmarks",
+            description: "List the registered benchmarks with their definition hashes and whether the operator has allowed each one (and if not, why), plus the configured benchmark command.",
+            input_schema: schema::<args::NoArgs>(),
+            read_only: true,
+            destructive: false,
+            idempotent: true,
+        },
+    ]
+}
+
+/// The definition of the tool `name`.
+pub fn find(name: &str) -> Option<ToolDef> {
+    definitions().into_iter().find(|d| d.name == name)
+}
+
+/// Runs tools against the project of one config file.
+#[derive(Debug, Clone)]
+pub struct Toolbox {
+    config: Option<PathBuf>,
+}
+
+type ToolResult = Result<Value, String>;
+
+impl Toolbox {
+    /// Tools for the project whose config is `config` (else `$FLEETGATE_CONFIG`, else
+    /// `./fleetgate.toml`, looked up at each call).
+    pub fn new(config: Option<PathBuf>) -> Toolbox {
+        Toolbox { config }
+    }
+
+    /// Call the tool `name` with `args` (a JSON object; `null` means no arguments). Blocks
+    /// until the tool is done (gate commands can take minutes): from async code, call it
+    /// on a blocking thread. Always returns `{"success": bool, ...}`.
+    pub fn call(&self, name: &str, args: Value) -> Value {
+        let args = if args.is_null() { json!({}) } else { args };
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.dispatch(name, args)));
+        match outcome {
+            Ok(Ok(mut v)) => {
+                if let Some(o) = v.as_object_mut() {
+                    // `success` first, like HART's results.
+                    let mut out = serde_json::Map::new();
+                    out.insert("success".into(), json!(true));
+                    for (k, val) in std::mem::take(o) {
+                        if k != "success" {
+                            out.insert(k, val);
+                        }
+                    }
+                    Value::Object(out)
+                } else {
+                    json!({"success": true, "result": v})
+                }
+            }
+            Ok(Err(error)) => json!({"success": false, "error": error}),
+            Err(_) => {
+                json!({"success": false, "error": format!("internal error: the tool `{name}` panicked; nothing was committed after the panic (check `check_upgrade_status`)")})
+            }
+        }
+    }
+
+    fn dispatch(&self, name: &str, args: Value) -> ToolResult {
+        match name {
+            "check_upgrade_status" => parse::<args::NoArgs>(name, args).and_then(|_| self.status()),
+            "capture_benchmark" => parse(name, args).and_then(|a| self.capture(a)),
+            "compare_benchmarks" => parse(name, args).and_then(|a| self.compare(a)),
+            "start_upgrade" => parse(name, args).and_then(|a| self.start(a)),
+            "advance_upgrade_pipeline" => {
+                parse::<args::NoArgs>(name, args).and_then(|_| self.advance())
+            }
+            "check_canary_health" => {
+                parse::<args::NoArgs>(name, args).and_then(|_| self.canary_health())
+            }
+            "rollback_upgrade" => parse(name, args).and_then(|a| self.rollback(a)),
+            "get_benchmark_history" => {
+                parse::<args::NoArgs>(name, args).and_then(|_| self.history())
+            }
+            "register_benchmark" => parse(name, args).and_then(|a| self.register(a)),
+            "list_benchmarks" => parse::<args::NoArgs>(name, args).and_then(|_| self.list()),
+            other => Err(format!(
+                "unknown tool {:?}; the tools are: {}",
+                truncate(other, 80),
+                definitions()
+                    .iter()
+                    .map(|d| d.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+
+    fn open(&self, exclusive: bool) -> Result<Orchestrator, String> {
+        let (cfg, base) = load_config(self.config.as_deref()).map_err(|e| e.to_string())?;
+        if exclusive {
+            Orchestrator::open(cfg, &base)
+        } else {
+            Orchestrator::open_shared(cfg, &base)
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    fn status(&self) -> ToolResult {
+        let o = self.open(false)?;
+        let state = o.status().map_err(|e| e.to_string())?;
+        let (detected, detection_error) = match o.detect_new_version(&state) {
+            Ok(d) => (d, None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let next_step = next_step(&state, detected.as_ref());
+        let mut v = summary(&state);
+        let o_warn: Vec<String> = o
+            .store()
+            .quarantined()
+            .iter()
+            .map(|p| format!("a corrupt state file was moved aside to {}", p.display()))
+            .collect();
+        v["stage_history"] = json!(state.stage_history);
+        v["gate_results"] = json!(
+            state
+                .gate_results
+                .iter()
+                .map(|(stage, r)| (
+                    stage.as_str().to_owned(),
+                    json!({"outcome": r.verdict.outcome, "detail": r.verdict.detail, "skipped": r.verdict.skipped, "figures": r.verdict.figures})
+                ))
+                .collect::<serde_json::Map<_, _>>()
+        );
+        v["skipped_gates"] = json!(state.skipped_gates());
+        v["last_completed"] = json!(state.last_completed);
+        v["outbox_pending"] = json!(state.outbox.len());
+        v["new_version_detected"] = json!(detected.is_some());
+        v["new_version"] = match &detected {
+            Some((version, sha)) => json!({"version": version, "git_sha": sha}),
+            None => Value::Null,
+        };
+        if let Some(e) = detection_error {
+            v["new_version_error"] = json!(e);
+        }
+        v["warnings"] = json!(o_warn);
+        v["next_step"] = json!(next_step);
+        Ok(v)
+    }
+
+    fn start(&self, a: args::StartUpgrade) -> ToolResult {
+        check_len("new_version", &a.new_version, MAX_VERSION_CHARS)?;
+        if let Some(sha) = &a.git_sha {
+            check_len("git_sha", sha, MAX_VERSION_CHARS)?;
+        }
+        let o = self.open(false)?;
+        let state = o
+            .start(&a.new_version, a.git_sha.as_deref())
+            .map_err(|e| format!("start_upgrade({}): {e}", a.new_version))?;
+        let mut v = summary(&state);
+        v["next_step"] = json!("call advance_upgrade_pipeline to run the BUILD gate");
+        Ok(v)
+    }
+
+    fn advance(&self) -> ToolResult {
+        let o = self.open(true)?;
+        let mut progress = Vec::new();
+        let report = o
+            .advance(&mut |p: Progress| progress.push(fleetgate_runtime_progress(&p)))
+            .map_err(|e| e.to_string())?;
+        let mut v = summary(&report.state);
+        v["stage_evaluated"] = json!(report.stage);
+        v["outcome"] = json!(report.verdict.outcome);
+        v["detail"] = json!(report.verdict.detail);
+        v["figures"] = report.verdict.figures.clone();
+        v["skipped"] = json!(report.verdict.skipped);
+        v["committed"] = json!(report.committed);
+        v["progress"] = json!(progress);
+        v["next_step"] = json!(if !report.committed {
+            "the verdict was discarded because the run moved on (a rollback landed); call check_upgrade_status".to_owned()
+        } else {
+            match (report.verdict.outcome, report.state.stage) {
+                (_, Stage::Completed) => {
+                    "the run completed: every node runs the new version".to_owned()
+                }
+                (_, Stage::RolledBack) => "the run was rolled back; see failure_detail".to_owned(),
+                (_, Stage::Failed) => "the run failed; see failure_detail".to_owned(),
+                (Outcome::Pending, s) => format!(
+                    "the {} gate is pending; call advance_upgrade_pipeline again in a few seconds",
+                    s.gate_name()
+                ),
+                (_, s) => format!(
+                    "call advance_upgrade_pipeline to run the {} gate",
+                    s.gate_name()
+                ),
+            }
+        });
+        Ok(v)
+    }
+
+    fn rollback(&self, a: args::RollbackUpgrade) -> ToolResult {
+        if a.reason.trim().is_empty() {
+            return Err("rollback_upgrade: `reason` must say why (it is recorded and sent with the rollback order)".into());
+        }
+        check_len("reason", &a.reason, MAX_REASON_CHARS)?;
+        let o = self.open(false)?;
+        let state = o
+            .rollback(&a.reason)
+            .map_err(|e| format!("rollback_upgrade: {e}"))?;
+        let mut v = summary(&state);
+        v["rollback_order_queued"] = json!(!state.outbox.is_empty());
+        v["next_step"] = json!(if state.outbox.is_empty() {
+            "rolled back; no node had received the release, so no rollback order is needed"
+        } else {
+            "rolled back; the signed rollback order is queued: call advance_upgrade_pipeline (or run `fleetgate advance`) to deliver it"
+        });
+        Ok(v)
+    }
+
+    fn canary_health(&self) -> ToolResult {
+        let o = self.open(false)?;
+        let state = o.status().map_err(|e| e.to_string())?;
+        let Some(rec) = state.gate_results.get(&Stage::Canary) else {
+            return Err(format!(
+                "the CANARY gate has not run in this run (the pipeline is at `{}`)",
+                state.stage
+            ));
+        };
+        let f = &rec.verdict.figures;
+        Ok(json!({
+            "stage": state.stage,
+            "version": state.version,
+            "run_id": state.run_id,
+            "outcome": rec.verdict.outcome,
+            "healthy": rec.verdict.outcome != Outcome::Failed,
+            "detail": rec.verdict.detail,
+            "criteria": f.get("criteria").cloned().unwrap_or(Value::Null),
+            "canary_nodes": f.get("canary").cloned().unwrap_or(Value::Null),
+            "baseline_nodes": f.get("baseline_nodes").cloned().unwrap_or(Value::Null),
+            "verdict": f,
+            "checks": rec.checks,
+            "selection": state.stage_data.get(&Stage::Canary),
+        }))
+    }
+
+    fn capture(&self, a: args::CaptureBenchmark) -> ToolResult {
+        check_len("version", &a.version, MAX_VERSION_CHARS)?;
+        let o = self.open(false)?;
+        let v = fleetgate_core::Version::parse(&a.version).map_err(|e| e.to_string())?;
+        let sha = o
+            .resolve_version(&v, a.git_sha.as_deref())
+            .map_err(|e| e.to_string())?;
+        let mut st = PipelineState::idle();
+        st.version = v.to_string();
+        st.git_sha = sha;
+        st.run_id = Some(format!("bench-{}", v.as_str()));
+        let snap = match gates::capture(o.context(), &st, a.tier.as_str()) {
+            Ok(Ok(s)) => s,
+            Ok(Err(verdict)) => return Err(verdict.detail),
+            Err(e) => return Err(e.to_string()),
+        };
+        let path = bench_store::save(&o.context().state_dir, &snap).map_err(|e| e.to_string())?;
+        let mut out = json!(snap);
+        out["path"] = json!(path.display().to_string());
+        Ok(out)
+    }
+
+    fn compare(&self, a: args::CompareBenchmarks) -> ToolResult {
+        let o = self.open(false)?;
+        let dir = &o.context().state_dir;
+        let load = |field: &str, ver: &str| -> Result<bench_store::Snapshot, String> {
+            check_len(field, ver, MAX_VERSION_CHARS)?;
+            let v = fleetgate_core::Version::parse(ver).map_err(|e| format!("`{field}`: {e}"))?;
+            bench_store::load(dir, &v)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("no benchmark snapshot for {ver} (`{field}`); capture one with capture_benchmark(version={ver:?})"))
+        };
+        let old = load("old_version", &a.old_version)?;
+        let new = load("new_version", &a.new_version)?;
+        let report = fleetgate_core::bench::compare(
+            &old.benchmarks,
+            &new.benchmarks,
+            &gates::policy(o.config()),
+        );
+        Ok(json!({
+            "old_version": a.old_version,
+            "new_version": a.new_version,
+            "passed": report.passed(),
+            "regressions": if report.passed() { Value::Null } else { json!(report.failure_summary()) },
+            "report": report,
+        }))
+    }
+
+    fn history(&self) -> ToolResult {
+        let o = self.open(false)?;
+        let all = bench_store::history(&o.context().state_dir).map_err(|e| e.to_string())?;
+        Ok(json!({"count": all.len(), "snapshots": all}))
+    }
+
+    fn register(&self, a: args::RegisterBenchmark) -> ToolResult {
+        let o = self.open(false)?;
+        let def = BenchmarkDef {
+            name: a.name,
+            command: a.command,
+            results: a.results,
+            tier: a.tier,
+            repo_url: a.repo_url,
+            description: a.description,
+            registered_at: fleetgate_runtime::now(),
+        };
+        let (def, replaced) =
+            bench_registry::register(&o.context().state_dir, def).map_err(|e| e.to_string())?;
+        let hash = def.definition_hash();
+        let allowed = o
+            .config()
+            .benchmarks
+            .allowed
+            .get(&def.name)
+            .is_some_and(|pin| pin.eq_ignore_ascii_case(&hash));
+        Ok(json!({
+            "benchmark": def,
+            "definition_hash": hash,
+            "replaced": replaced,
+            "allowed": allowed,
+            "note": if allowed {
+                "recorded; the config allows this exact definition, so it runs in capture_benchmark and the BENCHMARK gate".to_owned()
+            } else {
+                format!("recorded only: nothing was run or fetched. It runs once the operator reviews it and adds `{} = \"{hash}\"` under [benchmarks.allowed] in the config", def.name)
+            },
+        }))
+    }
+
+    fn list(&self) -> ToolResult {
+        let o = self.open(false)?;
+        let listed = bench_registry::list(&o.context().state_dir, &o.config().benchmarks.allowed)
+            .map_err(|e| e.to_string())?;
+        Ok(json!({
+            "count": listed.len(),
+            "benchmarks": listed,
+            "configured_command": o.config().stages.benchmark.command,
+        }))
+    }
+}
+
+fn fleetgate_runtime_progress(p: &Progress) -> String {
+    match p {
+        Progress::GateStarted { stage, version } => {
+            format!("{}: running the gate for {version}", stage.gate_name())
+        }
+        Progress::GateFinished {
+            stage,
+            verdict,
+            now_at,
+        } => format!(
+            "{}: {:?} → {now_at}: {}",
+            stage.gate_name(),
+            verdict.outcome,
+            verdict.detail.lines().next().unwrap_or("")
+        ),
+        Progress::Discarded { stage, reason } => {
+            format!("{}: result discarded: {reason}", stage.gate_name())
+        }
+        Progress::Delivered { id, note } => format!("outbox {id}: {note}"),
+        Progress::DeliveryFailed { id, error } => {
+            format!("outbox {id}: not delivered ({error}); kept for the next advance")
+        }
+        Progress::Waiting { stage, secs } => {
+            format!("{}: pending, next check in {secs}s", stage.gate_name())
+        }
+    }
+}
+
+/// The fields every pipeline result carries.
+fn summary(s: &PipelineState) -> Value {
+    json!({
+        "stage": s.stage,
+        "version": s.version,
+        "git_sha": s.git_sha,
+        "run_id": s.run_id,
+        "started_at": s.started_at,
+        "code_hash": s.code_hash,
+        "failure_detail": s.failure_detail,
+        "rollback_reason": s.rollback_reason,
+        "active": s.stage.is_gated(),
+    })
+}
+
+fn next_step(s: &PipelineState, detected: Option<&(String, String)>) -> String {
+    if s.stage.is_gated() {
+        return format!(
+            "a run of {} is at `{}`: call advance_upgrade_pipeline (or rollback_upgrade on any degradation)",
+            s.version, s.stage
+        );
+    }
+    match detected {
+        Some((v, _)) => format!(
+            "new version {v} detected: capture_benchmark for the current version if you want a baseline, then start_upgrade(new_version={v:?})"
+        ),
+        None => "nothing to do: no new version detected".to_owned(),
+    }
+}
+
+fn parse<T: DeserializeOwned>(tool: &str, args: Value) -> Result<T, String> {
+    if !args.is_object() {
+        return Err(format!(
+            "{tool}: arguments must be a JSON object, got {}",
+            kind(&args)
+        ));
+    }
+    serde_json::from_value(args).map_err(|e| format!("{tool}: invalid arguments: {e}"))
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn check_len(field: &str, v: &str, max: usize) -> Result<(), String> {
+    if v.chars().count() > max {
+        Err(format!(
+            "`{field}` is {} characters long; at most {max} are accepted",
+            v.chars().count()
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
