@@ -696,7 +696,7 @@ fn watch(cfg_path: Option<&Path>, once: bool) -> anyhow::Result<ExitCode> {
     let mut last_code = exit::OK;
     loop {
         let state = o.status()?;
-        if state.stage.is_gated() {
+        if state.stage.is_gated() || !state.outbox.is_empty() {
             eprintln!(
                 "watch: resuming the run of {} at `{}`",
                 state.version, state.stage

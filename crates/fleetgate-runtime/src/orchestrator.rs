@@ -282,6 +282,11 @@ impl Orchestrator {
     ) -> Result<AdvanceReport, RuntimeError> {
         let snapshot = self.store.load()?;
         let stage = snapshot.stage;
+        if !stage.is_gated() && !snapshot.outbox.is_empty() {
+            // A finished run with effects still queued (a rollback order sent by hand, or
+            // one whose delivery failed): deliver them; nothing else is left to do.
+            return self.deliver_queued(stage, snapshot.outbox.len(), progress);
+        }
         if !stage.is_gated() {
             return Err(RuntimeError::Config(format!(
                 "no run in progress (the pipeline is at `{stage}`); start one with `fleetgate start <version>`"
@@ -426,12 +431,49 @@ impl Orchestrator {
         Ok(Some((format!("auto-{secs}"), head.commit)))
     }
 
+    fn deliver_queued(
+        &self,
+        stage: Stage,
+        queued: usize,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<AdvanceReport, RuntimeError> {
+        let state = self.deliver_outbox(progress)?;
+        let left = state.outbox.len();
+        let figures = serde_json::json!({"queued": queued, "delivered": queued.saturating_sub(left), "undelivered": left});
+        let verdict = if left == 0 {
+            Verdict::passed(
+                format!("the run is `{stage}`; delivered {queued} queued effect(s)"),
+                figures,
+            )
+        } else {
+            Verdict::pending(
+                format!(
+                    "the run is `{stage}`; {left} of {queued} queued effect(s) could not be delivered yet (kept; advance again to retry)"
+                ),
+                figures,
+            )
+        };
+        Ok(AdvanceReport {
+            stage,
+            verdict,
+            committed: true,
+            state,
+        })
+    }
+
     /// Advance until the run reaches a terminal state, sleeping between pending checks.
+    /// A finished run's queued effects (rollback orders) are delivered once before it
+    /// returns.
     pub fn run(&self, progress: &mut dyn FnMut(Progress)) -> Result<PipelineState, RuntimeError> {
         loop {
             let state = self.store.load()?;
             if !state.stage.is_gated() {
-                return Ok(state);
+                if state.outbox.is_empty() {
+                    return Ok(state);
+                }
+                return Ok(self
+                    .deliver_queued(state.stage, state.outbox.len(), progress)?
+                    .state);
             }
             let report = self.advance(progress)?;
             if report.committed && report.verdict.outcome == fleetgate_core::Outcome::Pending {

@@ -1,0 +1,98 @@
+//! A rollback by hand during CANARY, with a real fleet: the rollback order is queued, the
+//! next `advance` delivers it although the run has ended, the canary node goes back to
+//! the last good version, and the next run may start.
+
+mod common;
+use common::{Fleet, code, git, text};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+fn code_hashes(fleet: &Fleet) -> Vec<(String, String)> {
+    let peers: Value =
+        serde_json::from_slice(&fleet.fg(&["fleet", "list", "--json"]).stdout).unwrap();
+    peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["id"].as_str().unwrap().to_owned(),
+                p["code_hash"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_rollback_by_hand_during_canary_is_delivered_by_the_next_advance() {
+    let fleet = Fleet::prepare(4);
+    // v2.0.0 completes: it is the last good release a rollback returns to.
+    assert_eq!(code(&fleet.fg(&["start", "v2.0.0"])), 0);
+    let out = fleet.fg(&["run"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let before = code_hashes(&fleet);
+    // v2.5.0 is healthy; the operator rolls it back during its canary window anyway.
+    let app = fleet.dir.path().join("sample-app");
+    std::fs::write(app.join("NOTES"), "v2.5.0\n").unwrap();
+    git(&app, &["add", "NOTES"]);
+    git(&app, &["commit", "-qm", "v2.5.0"]);
+    git(&app, &["tag", "v2.5.0"]);
+    assert_eq!(code(&fleet.fg(&["start", "v2.5.0"])), 0);
+    let mut run = fleet.spawn(&["run"]);
+    let s = fleet.wait_until("the canary window", |s| {
+        s["stage_data"]["canary"].get("window_start").is_some()
+    });
+    let _ = run.kill();
+    let _ = run.wait();
+    let canary = s["stage_data"]["canary"]["canary"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(
+        code_hashes(&fleet),
+        before,
+        "the canary node runs the release"
+    );
+
+    let out = fleet.fg(&["rollback", "--reason", "operator: p99 up"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let s = fleet.status();
+    assert_eq!(s["stage"], "rolled_back");
+    assert_eq!(
+        s["outbox"].as_array().unwrap().len(),
+        1,
+        "a rollback order is queued: {s}"
+    );
+    // Starting again is refused until it is delivered, and says how.
+    let refused = fleet.fg(&["start", "v2.5.0"]);
+    assert_eq!(code(&refused), 1);
+    assert!(
+        text(&refused).contains("fleetgate advance"),
+        "{}",
+        text(&refused)
+    );
+
+    let out = fleet.fg(&["advance"]);
+    assert_eq!(code(&out), 4, "{}", text(&out));
+    assert!(
+        text(&out).contains("rollback to v2.0.0 sent to 1 node"),
+        "{}",
+        text(&out)
+    );
+    let s = fleet.status();
+    assert_eq!(s["outbox"], serde_json::json!([]), "{s}");
+    assert_eq!(s["stage"], "rolled_back");
+
+    let t = Instant::now();
+    while code_hashes(&fleet) != before {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "canary node {canary} did not return to v2.0.0: {:?}",
+            code_hashes(&fleet)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Nothing is left queued: the next run may start.
+    assert_eq!(code(&fleet.fg(&["start", "v2.5.0"])), 0);
+    assert_eq!(code(&fleet.fg(&["rollback", "--reason", "end of test"])), 0);
+}
