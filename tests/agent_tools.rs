@@ -55,6 +55,12 @@ impl Client {
 
     /// Send a request and wait for the response with its id (skipping notifications).
     fn request(&mut self, method: &str, params: Value) -> Value {
+        self.request_collect(method, params).0
+    }
+
+    /// Send a request; return the response and the notifications that came before it.
+    fn request_collect(&mut self, method: &str, params: Value) -> (Value, Vec<Value>) {
+        let mut notes = Vec::new();
         let id = self.next_id;
         self.next_id += 1;
         self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
@@ -66,7 +72,10 @@ impl Client {
             let v: Value = serde_json::from_str(&line)
                 .unwrap_or_else(|e| panic!("stdout carried a non-JSON line {line:?}: {e}"));
             if v["id"] == json!(id) {
-                return v;
+                return (v, notes);
+            }
+            if v.get("id").is_none() {
+                notes.push(v);
             }
         }
     }
@@ -140,9 +149,27 @@ fn an_mcp_session_starts_advances_inspects_and_rolls_back_a_run() {
     assert_eq!(s["active"], true);
     assert_eq!(s["run_id"], run_id.as_str());
 
-    // One real gate: BUILD runs build.sh in a clean checkout and passes.
-    let (s, err) = c.call("advance_upgrade_pipeline", json!({}));
+    // One real gate: BUILD runs build.sh in a clean checkout and passes. With a progress
+    // token the steps arrive as notifications before the result.
+    let (r, notes) = c.request_collect(
+        "tools/call",
+        json!({"name": "advance_upgrade_pipeline", "arguments": {}, "_meta": {"progressToken": "adv-1"}}),
+    );
+    let progress: Vec<&Value> = notes
+        .iter()
+        .filter(|n| n["method"] == "notifications/progress")
+        .collect();
+    assert!(
+        progress
+            .iter()
+            .any(|n| n["params"]["progressToken"] == "adv-1"
+                && n["params"]["message"].as_str().unwrap().contains("BUILD")),
+        "{notes:?}"
+    );
+    let s = r["result"]["structuredContent"].clone();
+    let err = r["result"]["isError"] == true;
     assert!(!err, "{s}");
+    assert!(s["progress"].as_array().unwrap().len() >= 2, "{s}");
     assert_eq!(s["stage_evaluated"], "building");
     assert_eq!(s["outcome"], "passed", "{s}");
     assert_eq!(s["committed"], true);

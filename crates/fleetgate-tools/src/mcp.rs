@@ -5,7 +5,9 @@
 //! (read-only, destructive, idempotent). `tools/call` runs the tool on a blocking thread
 //! and answers with the tool's JSON result both as `structuredContent` and as text;
 //! `isError` is true when the tool returned `success: false`. An unknown tool name is a
-//! JSON-RPC invalid-params error.
+//! JSON-RPC invalid-params error. A call made with a `progressToken` gets
+//! `notifications/progress` for each step (gate started, verdict, delivery) and, while a
+//! long gate runs, every [`PROGRESS_EVERY`].
 //!
 //! stdout carries only protocol messages; logs go to stderr.
 
@@ -14,12 +16,15 @@ use rmcp::ServiceExt;
 use rmcp::handler::server::ServerHandler;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ErrorData, Implementation,
-    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
-    ToolAnnotations,
+    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities,
+    ServerConfig, Tool, ToolAnnotations,
 };
 use rmcp::service::{RequestContext, RoleServer};
 use serde_json::Value;
 use std::sync::Arc;
+
+/// How often a long tool call reports that it is still running (with a progress token).
+pub const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the server tells the agent at `initialize`.
 pub const INSTRUCTIONS: &str = "fleetgate moves a new version of the software through seven gated stages (BUILD, TEST, AUDIT, BENCHMARK, SIGN, CANARY, DEPLOY) and ends with the fleet on the new signed version or back on the last good one. Typical session: check_upgrade_status; capture_benchmark for the current version if you want a baseline; start_upgrade(new_version); call advance_upgrade_pipeline repeatedly (a `pending` gate means call again later) while watching check_canary_health during CANARY; call rollback_upgrade(reason) on ANY degradation. Every result is JSON with `success`; on `success: false` read `error`.";
@@ -104,7 +109,7 @@ impl ServerHandler for McpServer {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let name = request.name.to_string();
         if find(&name).is_none() {
@@ -116,14 +121,46 @@ impl ServerHandler for McpServer {
                 None,
             ));
         }
+        let token = request
+            .meta
+            .as_ref()
+            .and_then(|m| m.get_progress_token())
+            .or_else(|| context.meta.get_progress_token());
         let args = request.arguments.map(Value::Object).unwrap_or(Value::Null);
         let toolbox = self.toolbox.clone();
         let tool = name.clone();
-        let result = tokio::task::spawn_blocking(move || toolbox.call(&tool, args))
-            .await
-            .map_err(|e| {
-                ErrorData::internal_error(format!("the tool `{name}` did not finish: {e}"), None)
-            })?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let mut task = tokio::task::spawn_blocking(move || {
+            toolbox.call_with_progress(&tool, args, &mut |line| {
+                let _ = tx.send(line);
+            })
+        });
+        // With a progress token, report each step and, during a long gate, a line every
+        // PROGRESS_EVERY, so a client that resets its timeout on progress keeps waiting.
+        let started = std::time::Instant::now();
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        tick.tick().await;
+        let mut step = 0u32;
+        let joined = loop {
+            let line = tokio::select! {
+                joined = &mut task => break joined,
+                Some(line) = rx.recv() => line,
+                _ = tick.tick() => format!("{name}: still running after {}s", started.elapsed().as_secs()),
+            };
+            if let Some(token) = &token {
+                step += 1;
+                let _ = context
+                    .peer
+                    .notify_progress(
+                        ProgressNotificationParam::new(token.clone(), f64::from(step))
+                            .with_message(line),
+                    )
+                    .await;
+            }
+        };
+        let result = joined.map_err(|e| {
+            ErrorData::internal_error(format!("the tool `{name}` did not finish: {e}"), None)
+        })?;
         tracing::info!(tool = %name, success = %result["success"], "tool call");
         let ok = result["success"] == Value::Bool(true);
         Ok(if ok {

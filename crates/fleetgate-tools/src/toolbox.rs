@@ -159,9 +159,21 @@ impl Toolbox {
     /// until the tool is done (gate commands can take minutes): from async code, call it
     /// on a blocking thread. Always returns `{"success": bool, ...}`.
     pub fn call(&self, name: &str, args: Value) -> Value {
+        self.call_with_progress(name, args, &mut |_| {})
+    }
+
+    /// [`Toolbox::call`], reporting progress lines (a gate started, a verdict, a delivery)
+    /// to `progress` as they happen.
+    pub fn call_with_progress(
+        &self,
+        name: &str,
+        args: Value,
+        progress: &mut dyn FnMut(String),
+    ) -> Value {
         let args = if args.is_null() { json!({}) } else { args };
-        let outcome =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.dispatch(name, args)));
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.dispatch(name, args, progress)
+        }));
         match outcome {
             Ok(Ok(mut v)) => {
                 if let Some(o) = v.as_object_mut() {
@@ -185,14 +197,14 @@ impl Toolbox {
         }
     }
 
-    fn dispatch(&self, name: &str, args: Value) -> ToolResult {
+    fn dispatch(&self, name: &str, args: Value, progress: &mut dyn FnMut(String)) -> ToolResult {
         match name {
             "check_upgrade_status" => parse::<args::NoArgs>(name, args).and_then(|_| self.status()),
             "capture_benchmark" => parse(name, args).and_then(|a| self.capture(a)),
             "compare_benchmarks" => parse(name, args).and_then(|a| self.compare(a)),
             "start_upgrade" => parse(name, args).and_then(|a| self.start(a)),
             "advance_upgrade_pipeline" => {
-                parse::<args::NoArgs>(name, args).and_then(|_| self.advance())
+                parse::<args::NoArgs>(name, args).and_then(|_| self.advance(progress))
             }
             "check_canary_health" => {
                 parse::<args::NoArgs>(name, args).and_then(|_| self.canary_health())
@@ -281,11 +293,15 @@ impl Toolbox {
         Ok(v)
     }
 
-    fn advance(&self) -> ToolResult {
+    fn advance(&self, sink: &mut dyn FnMut(String)) -> ToolResult {
         let o = self.open(true)?;
         let mut progress = Vec::new();
         let report = o
-            .advance(&mut |p: Progress| progress.push(fleetgate_runtime_progress(&p)))
+            .advance(&mut |p: Progress| {
+                let line = progress_line(&p);
+                sink(line.clone());
+                progress.push(line);
+            })
             .map_err(|e| e.to_string())?;
         let mut v = summary(&report.state);
         v["stage_evaluated"] = json!(report.stage);
@@ -461,7 +477,7 @@ impl Toolbox {
     }
 }
 
-fn fleetgate_runtime_progress(p: &Progress) -> String {
+fn progress_line(p: &Progress) -> String {
     match p {
         Progress::GateStarted { stage, version } => {
             format!("{}: running the gate for {version}", stage.gate_name())
