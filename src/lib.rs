@@ -12,6 +12,7 @@
 //! - [`fleet`]: the peer registry (SQLite/PostgreSQL), heartbeats, leases.
 //! - [`gossip`]: manifest dissemination (pure protocol, UDP runtime, simulator).
 //! - [`agent`]: the node agent a node runtime embeds to get signed updates applied.
+//! - [`tools`]: the ten agent tools, their JSON Schemas, the MCP server and the HTTP API.
 //!
 //! ```no_run
 //! use fleetgate::runtime::{Orchestrator, load_config};
@@ -30,6 +31,7 @@ pub use fleetgate_fleet as fleet;
 pub use fleetgate_gossip as gossip;
 pub use fleetgate_runtime as runtime;
 pub use fleetgate_store as store;
+pub use fleetgate_tools as tools;
 pub use fleetgate_trust as trust;
 
 pub use fleetgate_core::{PipelineState, Stage, Verdict, Version};
