@@ -1,0 +1,455 @@
+//! The release scripts the GitHub workflows and the `sign-release` composite action run
+//! (`scripts/release/*.sh`), run for real against a temp git repository with a tag and the
+//! real `fleetgate` binary (handed to them as `FLEETGATE_BIN`): the signing job is tested
+//! without GitHub.
+
+mod common;
+use common::{bin, code, git};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts/release")
+        .join(name)
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// A command with none of the caller's fleetgate, HART or CI variables, and the binary
+/// under test as `FLEETGATE_BIN`.
+fn clean(program: &Path) -> Command {
+    let mut c = Command::new(program);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("FLEETGATE_")
+            || k.starts_with("HEVOLVE_")
+            || k.starts_with("GITHUB_")
+            || k.starts_with("RUNNER_")
+            || k == "MASTER_PRIVATE_KEY_HEX"
+        {
+            c.env_remove(k);
+        }
+    }
+    c.env("FLEETGATE_BIN", bin());
+    c
+}
+
+fn run(mut c: Command) -> Output {
+    c.stdin(Stdio::null()).output().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn both(out: &Output) -> String {
+    format!("stdout:\n{}\nstderr:\n{}", stdout(out), stderr(out))
+}
+
+fn fg(args: &[&str]) -> Output {
+    let mut c = clean(Path::new(bin()));
+    c.args(args);
+    run(c)
+}
+
+/// `key=value` lines of a script's stdout.
+fn outputs(out: &Output) -> std::collections::BTreeMap<String, String> {
+    stdout(out)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sha256sum (coreutils) is needed by this test");
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()[..64].to_owned()
+}
+
+fn git_out(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The code hash and file manifest hash of `rev`, computed here from the README's
+/// definition with git and sha256sum (not with fleetgate): `"{path}:{sha256}\n"` for every
+/// tracked file sorted by path, hashed; and the hash of the compact, key-sorted JSON
+/// object `{path: sha256}`.
+fn expected_hashes(repo: &Path, rev: &str) -> (String, String) {
+    let list = git_out(repo, &["ls-tree", "-r", "-z", "--name-only", rev]);
+    let mut paths: Vec<String> = list
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8(s.to_vec()).unwrap())
+        .collect();
+    paths.sort();
+    let mut lines = String::new();
+    let mut files = serde_json::Map::new();
+    for path in &paths {
+        let blob = git_out(repo, &["cat-file", "blob", &format!("{rev}:{path}")]);
+        let h = sha256_hex(&blob);
+        lines.push_str(&format!("{path}:{h}\n"));
+        files.insert(path.clone(), serde_json::Value::String(h));
+    }
+    let json = serde_json::to_string(&serde_json::Value::Object(files)).unwrap();
+    (sha256_hex(lines.as_bytes()), sha256_hex(json.as_bytes()))
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    repo: PathBuf,
+    key: String,
+    trust: PathBuf,
+    pubkey_file: PathBuf,
+}
+
+impl Fixture {
+    /// A repository tagged v1.2.3 with a later commit on top (so HEAD is not the tag) and
+    /// an untracked file; a release key from `fleetgate keygen` and its 1-of-1 trust file.
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        std::fs::create_dir_all(repo.join("src")).unwrap();
+        git(&repo, &["init", "-q"]);
+        std::fs::write(repo.join("README.md"), "the app\n").unwrap();
+        std::fs::write(repo.join("src/main.rs"), "fn main() {}\n").unwrap();
+        std::fs::write(repo.join("src/lib.rs"), "pub fn f() -> u8 { 1 }\n").unwrap();
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-q", "-m", "v1.2.3"]);
+        git(&repo, &["tag", "v1.2.3"]);
+        std::fs::write(repo.join("src/lib.rs"), "pub fn f() -> u8 { 2 }\n").unwrap();
+        git(&repo, &["commit", "-q", "-am", "after the tag"]);
+        std::fs::write(repo.join("untracked.txt"), "not part of any release\n").unwrap();
+
+        let key_file = dir.path().join("release.key");
+        let out = fg(&["keygen", "--out", p(&key_file)]);
+        assert_eq!(code(&out), 0, "{}", both(&out));
+        let key = std::fs::read_to_string(&key_file)
+            .unwrap()
+            .trim()
+            .to_owned();
+        assert_eq!(key.len(), 64);
+        let pubkey_file = dir.path().join("release.key.pub");
+        let trust = dir.path().join("trust.json");
+        let out = fg(&[
+            "trust",
+            "init",
+            "--key",
+            p(&pubkey_file),
+            "--out",
+            p(&trust),
+        ]);
+        assert_eq!(code(&out), 0, "{}", both(&out));
+        Fixture {
+            dir,
+            repo,
+            key,
+            trust,
+            pubkey_file,
+        }
+    }
+
+    fn sign(&self, key: Option<&str>, args: &[&str]) -> Output {
+        let mut c = clean(&script("sign-release.sh"));
+        c.current_dir(self.dir.path()).args(args);
+        if let Some(k) = key {
+            c.env("FLEETGATE_SIGNING_KEY_HEX", k);
+        }
+        let out = run(c);
+        self.assert_no_secret(&out);
+        out
+    }
+
+    fn assert_no_secret(&self, out: &Output) {
+        let all = both(out);
+        for form in [self.key.to_lowercase(), self.key.to_uppercase()] {
+            assert!(
+                !all.contains(&form),
+                "the signing key appears in the script's output:\n{all}"
+            );
+        }
+    }
+
+    fn verify(&self, manifest: &Path) -> Output {
+        fg(&["manifest", "verify", "--trust", p(&self.trust), p(manifest)])
+    }
+}
+
+fn validate(args: &[&str]) -> Output {
+    let mut c = clean(&script("validate-tag.sh"));
+    c.args(args);
+    run(c)
+}
+
+#[test]
+fn validate_tag_accepts_semver_with_v_and_refuses_malformed_and_duplicate_tags() {
+    let out = validate(&["v1.2.3"]);
+    assert_eq!(code(&out), 0, "{}", both(&out));
+    let o = outputs(&out);
+    assert_eq!(o["tag"], "v1.2.3");
+    assert_eq!(o["version"], "1.2.3");
+    assert_eq!(o["prerelease"], "false");
+    let out = validate(&["v2.0.0-rc.1+build.7"]);
+    assert_eq!(code(&out), 0, "{}", both(&out));
+    assert_eq!(outputs(&out)["prerelease"], "true");
+
+    for bad in [
+        "1.2",
+        "v1.2",
+        "v1.2.3.4",
+        "1.2.3",
+        "V1.2.3",
+        "v01.2.3",
+        "v1.2.3-",
+        "v1.2.3-rc.01",
+        "v1.2.3\nv9.9.9",
+        "v1.2.3;id",
+        "",
+    ] {
+        let out = validate(&[bad]);
+        assert_eq!(code(&out), 1, "{bad:?} must be refused: {}", both(&out));
+        assert!(stderr(&out).contains("error:"), "{bad:?}: {}", both(&out));
+        assert!(stdout(&out).is_empty(), "{bad:?}: no outputs on refusal");
+    }
+    let long = format!("v1.2.3-{}", "a".repeat(130));
+    assert_eq!(code(&validate(&[&long])), 1);
+    // No tag at all is a usage error.
+    assert_eq!(code(&validate(&[])), 2);
+
+    // Duplicates, from the git tags of a repository…
+    let fx = Fixture::new();
+    let out = validate(&["--git-repo", p(&fx.repo), "v1.2.3"]);
+    assert_eq!(code(&out), 1, "{}", both(&out));
+    assert!(stderr(&out).contains("already exists"), "{}", both(&out));
+    // …including the same version with other build metadata…
+    let out = validate(&["--git-repo", p(&fx.repo), "v1.2.3+rebuild.2"]);
+    assert_eq!(code(&out), 1, "{}", both(&out));
+    assert!(stderr(&out).contains("same version"), "{}", both(&out));
+    // …or from a list of existing releases (a file, or stdin).
+    let list = fx.dir.path().join("releases.txt");
+    std::fs::write(&list, "# releases\nv1.0.0\n\n1.2.3\r\n").unwrap();
+    let out = validate(&["--existing-tags", p(&list), "v1.2.3"]);
+    assert_eq!(code(&out), 1, "{}", both(&out));
+    let mut c = clean(&script("validate-tag.sh"));
+    c.args(["--existing-tags", "-", "v1.0.0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"v1.0.0\n").unwrap();
+    assert_eq!(code(&child.wait_with_output().unwrap()), 1);
+
+    // A new version passes both checks.
+    let out = validate(&[
+        "--git-repo",
+        p(&fx.repo),
+        "--existing-tags",
+        p(&list),
+        "v1.2.4",
+    ]);
+    assert_eq!(code(&out), 0, "{}", both(&out));
+    assert!(stderr(&out).contains("not a duplicate"), "{}", both(&out));
+}
+
+#[test]
+fn sign_release_signs_the_tagged_commit_and_the_manifest_verifies() {
+    let fx = Fixture::new();
+    let manifest = fx.dir.path().join("dist/release_manifest.json");
+    let out = fx.sign(
+        Some(&fx.key),
+        &[
+            "--version",
+            "v1.2.3",
+            "--repo",
+            p(&fx.repo),
+            "--output",
+            p(&manifest),
+            "--trust",
+            p(&fx.trust),
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", both(&out));
+
+    // What a node does: the manifest verifies against the trust file.
+    let v = fx.verify(&manifest);
+    assert_eq!(code(&v), 0, "{}", both(&v));
+
+    // Bound to the tag's commit (not HEAD), with the hashes of the files git tracks there.
+    let tag_sha = String::from_utf8(git_out(&fx.repo, &["rev-parse", "v1.2.3^{commit}"]))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let head_sha = String::from_utf8(git_out(&fx.repo, &["rev-parse", "HEAD"]))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_ne!(tag_sha, head_sha);
+    let (code_hash, file_manifest_hash) = expected_hashes(&fx.repo, "v1.2.3");
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    assert_eq!(m["version"], "v1.2.3");
+    assert_eq!(m["kind"], "release");
+    assert_eq!(m["git_sha"], tag_sha.as_str());
+    assert_eq!(m["code_hash"], code_hash.as_str());
+    assert_eq!(m["file_manifest_hash"], file_manifest_hash.as_str());
+    assert!(
+        m["master_signature"]
+            .as_str()
+            .is_some_and(|s| s.len() == 128)
+    );
+    assert_ne!(code_hash, expected_hashes(&fx.repo, "HEAD").0);
+
+    // The script prints what it signed, in $GITHUB_OUTPUT form, and the hashes for humans.
+    let o = outputs(&out);
+    assert_eq!(o["version"], "v1.2.3");
+    assert_eq!(o["git_sha"], tag_sha);
+    assert_eq!(o["code_hash"], code_hash);
+    assert_eq!(o["file_manifest_hash"], file_manifest_hash);
+    assert_eq!(o["manifest"], p(&manifest));
+    assert_eq!(o["sequence"], m["sequence"].to_string());
+    assert_eq!(o["key_id"], m["key_ids"][0].as_str().unwrap());
+    assert!(stderr(&out).contains(&format!("code hash:          {code_hash}")));
+    assert!(stderr(&out).contains(&format!("file manifest hash: {file_manifest_hash}")));
+
+    // The trust can also be built from the public key alone (what the composite action
+    // offers); a secret pasted with a trailing newline works.
+    let manifest2 = fx.dir.path().join("m2.json");
+    let out = fx.sign(
+        Some(&format!("{}\n", fx.key)),
+        &[
+            "--version",
+            "v1.2.3",
+            "--repo",
+            p(&fx.repo),
+            "--output",
+            p(&manifest2),
+            "--pubkey",
+            p(&fx.pubkey_file),
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", both(&out));
+    assert_eq!(code(&fx.verify(&manifest2)), 0);
+}
+
+#[test]
+fn sign_release_fails_closed_and_never_prints_the_key() {
+    let fx = Fixture::new();
+    let manifest = fx.dir.path().join("release_manifest.json");
+    let args = |version: &'static str| -> Vec<String> {
+        [
+            "--version",
+            version,
+            "--repo",
+            p(&fx.repo),
+            "--output",
+            p(&manifest),
+            "--trust",
+            p(&fx.trust),
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+    };
+    let sign = |key: Option<&str>, a: &[String]| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        fx.sign(key, &a)
+    };
+
+    // No key: refused, naming the variable, before anything is signed.
+    let out = sign(None, &args("v1.2.3"));
+    assert_eq!(code(&out), 1, "{}", both(&out));
+    assert!(
+        stderr(&out).contains("FLEETGATE_SIGNING_KEY_HEX"),
+        "{}",
+        both(&out)
+    );
+    assert!(stdout(&out).is_empty());
+    // HART's variable is not a way around it.
+    let mut c = clean(&script("sign-release.sh"));
+    c.args(args("v1.2.3"))
+        .env("MASTER_PRIVATE_KEY_HEX", &fx.key);
+    let out = run(c);
+    fx.assert_no_secret(&out);
+    assert_eq!(code(&out), 1, "{}", both(&out));
+    assert!(stderr(&out).contains("FLEETGATE_SIGNING_KEY_HEX"));
+    // Empty (a secret the job cannot see) and malformed keys.
+    for bad in ["", "  \n", "abc", &"g".repeat(64)] {
+        let out = sign(Some(bad), &args("v1.2.3"));
+        assert_eq!(code(&out), 1, "{bad:?}: {}", both(&out));
+        assert!(stderr(&out).contains("FLEETGATE_SIGNING_KEY_HEX"));
+    }
+    assert!(!manifest.exists(), "nothing is written on a refusal");
+
+    // Invalid tags and a tag the repository does not have.
+    for bad in ["1.2", "v1.2.3.4", "v1.2.3;id"] {
+        let out = sign(Some(&fx.key), &args(bad));
+        assert_eq!(code(&out), 1, "{bad:?}: {}", both(&out));
+        assert!(stderr(&out).contains("not a valid release tag"));
+    }
+    let out = sign(Some(&fx.key), &args("v9.9.9"));
+    assert_eq!(code(&out), 1, "{}", both(&out));
+    assert!(stderr(&out).contains("refs/tags/v9.9.9"), "{}", both(&out));
+
+    // No trust at all: never published unverified.
+    let mut no_trust = args("v1.2.3");
+    no_trust.truncate(6);
+    let out = sign(Some(&fx.key), &no_trust);
+    assert_eq!(code(&out), 1, "{}", both(&out));
+    assert!(stderr(&out).contains("no trust"), "{}", both(&out));
+
+    // A key the trust file does not list: fleetgate's unknown_key code, nothing written.
+    let other = fx.dir.path().join("other.key");
+    assert_eq!(code(&fg(&["keygen", "--out", p(&other)])), 0);
+    let other_key = std::fs::read_to_string(&other).unwrap().trim().to_owned();
+    let out = sign(Some(&other_key), &args("v1.2.3"));
+    assert_eq!(code(&out), 14, "{}", both(&out));
+    assert!(
+        stderr(&out).contains("not in the trust file"),
+        "{}",
+        both(&out)
+    );
+    assert!(!both(&out).contains(&other_key));
+    assert!(
+        !manifest.exists(),
+        "an unverified manifest is never written"
+    );
+
+    // A missing fleetgate binary is named.
+    let mut c = clean(&script("sign-release.sh"));
+    c.args(args("v1.2.3"))
+        .env("FLEETGATE_SIGNING_KEY_HEX", &fx.key)
+        .env("FLEETGATE_BIN", fx.dir.path().join("no-such-fleetgate"));
+    let out = run(c);
+    fx.assert_no_secret(&out);
+    assert_eq!(code(&out), 1, "{}", both(&out));
+    assert!(stderr(&out).contains("FLEETGATE_BIN"), "{}", both(&out));
+
+    // Unknown arguments are usage errors.
+    let mut a = args("v1.2.3");
+    a.push("--key".to_owned());
+    a.push(fx.key.clone());
+    let out = sign(Some(&fx.key), &a);
+    assert_eq!(code(&out), 2, "{}", both(&out));
+}
