@@ -442,3 +442,105 @@ fn mcp_serves_nothing_but_protocol_on_stdout_even_without_a_config() {
     assert!(err.contains("fleetgate.toml"), "{err}");
     assert!(child.wait().unwrap().success());
 }
+
+/// One HTTP/1.1 request over a fresh connection; returns (status, JSON body).
+fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status: u16 = raw.split(' ').nth(1).unwrap().parse().unwrap();
+    let json = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.trim())
+        .unwrap_or("");
+    (status, serde_json::from_str(json).unwrap_or(Value::Null))
+}
+
+#[test]
+fn fleetgate_serve_refuses_mutations_without_the_token() {
+    let env = Env::new();
+    // No token configured: it does not start.
+    let out = env.fg(&["serve", "--listen", "127.0.0.1:0"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(text(&out).contains("token"), "{}", text(&out));
+
+    let token = "e2e-token-0123456789abcdef";
+    let token_file = env.dir.path().join("api.token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut child = env
+        .command(&["serve", "--listen", "127.0.0.1:0", "--token-file"])
+        .arg(&token_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("http://") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "serve exited");
+        assert!(!line.contains(token), "the token is never printed: {line}");
+    }
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+
+    let start = r#"{"new_version": "v1.0.0"}"#;
+    let (status, body) = http(&addr, "POST", "/api/upgrades/start", None, start);
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["success"], false);
+    let (status, _) = http(
+        &addr,
+        "POST",
+        "/api/upgrades/start",
+        Some("wrong-token-0123456789"),
+        start,
+    );
+    assert_eq!(status, 401);
+    assert_eq!(env.status()["stage"], "idle", "nothing ran");
+
+    let (status, body) = http(&addr, "POST", "/api/upgrades/start", Some(token), start);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["stage"], "building");
+    let (status, body) = http(&addr, "GET", "/api/upgrades/status", Some(token), "");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["version"], "v1.0.0");
+    let (status, body) = http(&addr, "GET", "/api/openapi.json", None, "");
+    assert_eq!(status, 200);
+    assert!(
+        body["paths"]["/api/upgrades/rollback"]["post"].is_object(),
+        "{body}"
+    );
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/api/upgrades/rollback",
+        Some(token),
+        r#"{"reason": "http e2e"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(env.status()["stage"], "rolled_back");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+}

@@ -559,3 +559,35 @@ fn init_writes_a_commented_config_that_loads_and_every_env_override_is_listed() 
         assert!(text(&out).contains(var), "{var} missing");
     }
 }
+
+#[test]
+fn gate_commands_never_see_the_orchestrators_secrets() {
+    let env = Env::new();
+    env.edit_config(
+        "command = \"sh build.sh\"",
+        "command = \"env > \\\"$FLEETGATE_STATE_DIR/gate-env.txt\\\"; sh build.sh\"",
+    );
+    assert_eq!(code(&env.fg(&["start", "v1.0.0"])), 0);
+    let out = env
+        .command(&["advance"])
+        .env("FLEETGATE_SIGNING_KEY_HEX", "ab".repeat(32))
+        .env("MASTER_PRIVATE_KEY_HEX", "cd".repeat(32))
+        .env("FLEETGATE_API_TOKEN", "api-token-0123456789")
+        .env("UNRELATED_SETTING", "kept")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let seen = std::fs::read_to_string(env.state_dir().join("gate-env.txt")).unwrap();
+    assert!(seen.contains("FLEETGATE_VERSION=v1.0.0"), "{seen}");
+    assert!(seen.contains("UNRELATED_SETTING=kept"), "{seen}");
+    for secret in [
+        "FLEETGATE_SIGNING_KEY_HEX",
+        "MASTER_PRIVATE_KEY_HEX",
+        "FLEETGATE_API_TOKEN",
+    ] {
+        assert!(
+            !seen.contains(secret),
+            "{secret} leaked to the gate command"
+        );
+    }
+}

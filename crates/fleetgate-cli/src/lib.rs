@@ -12,6 +12,7 @@ pub mod demo;
 mod demo_app;
 mod fleet_cmd;
 mod output;
+mod serve_cmd;
 pub mod trust_cmd;
 
 use anyhow::Context;
@@ -153,6 +154,10 @@ enum Cmd {
     /// Run the demo: a sample application in a throwaway git repository, released
     /// through the pipeline with progress, a timeline and a summary.
     Demo(demo::DemoArgs),
+    /// Serve the HTTP API until SIGTERM/SIGINT: the agent tools (/api/upgrades/…,
+    /// /api/benchmarks…, /api/tools/NAME), node heartbeats and peers (/api/fleet/…) and
+    /// the OpenAPI description (/api/openapi.json). Refuses to start without an API token.
+    Serve(serve_cmd::ServeArgs),
     /// Serve the ten agent tools over MCP on stdio (for AI agents: Claude, Cursor, …).
     /// stdout carries only protocol messages; logs go to stderr.
     Mcp,
@@ -294,6 +299,7 @@ fn init_tracing() {
         .unwrap_or_else(|_| "warn".into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -492,6 +498,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Tools(cmd) => tools(cli.config.clone(), cmd),
+        Cmd::Serve(args) => serve_cmd::run(cfg_path, args),
         Cmd::Keygen(args) => trust_cmd::run_keygen(args),
         Cmd::Manifest(cmd) => trust_cmd::run_manifest(cmd),
         Cmd::Trust(cmd) => trust_cmd::run_trust(cmd),

@@ -10,6 +10,15 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Environment variables that hold fleetgate's secrets: never passed to a gate command
+/// (the release's own build, test and benchmark scripts must not see the signing key or
+/// the API token of the orchestrator that runs them).
+pub const SECRET_ENV: &[&str] = &[
+    fleetgate_trust::ENV_SIGNING_KEY,
+    fleetgate_trust::ENV_HART_SIGNING_KEY,
+    "FLEETGATE_API_TOKEN",
+];
+
 /// How many bytes of output end up in a failure detail.
 pub const TAIL_BYTES: u64 = 2048;
 
@@ -105,6 +114,9 @@ fn run(
         .stdout(out)
         .stderr(err)
         .process_group(0);
+    for k in SECRET_ENV {
+        cmd.env_remove(k);
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -1,0 +1,698 @@
+//! The HTTP API over a real socket: a real git repository (a commit tagged v1.0.0), a
+//! minimal config, `fleetgate_tools::http::router` served by axum on 127.0.0.1:0, and
+//! reqwest as the client.
+
+use fleetgate_tools::Toolbox;
+use fleetgate_tools::http::{ApiAuth, MAX_BODY_BYTES, router};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::Command;
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t.invalid",
+            "-c",
+            "commit.gpgsign=false",
+            "-c",
+            "tag.gpgsign=false",
+        ])
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+struct Server {
+    _dir: tempfile::TempDir,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Server {
+    async fn start(open_reads: bool) -> Server {
+        Server::with_build(open_reads, "true").await
+    }
+
+    async fn with_build(open_reads: bool, build: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path();
+        git(repo, &["init", "-q"]);
+        std::fs::write(repo.join("app.txt"), "hello\n").unwrap();
+        std::fs::write(repo.join(".gitignore"), "state/\nfleetgate.toml\n").unwrap();
+        git(repo, &["add", "-A"]);
+        git(repo, &["commit", "-q", "-m", "v1"]);
+        git(repo, &["tag", "v1.0.0"]);
+        let config = repo.join("fleetgate.toml");
+        std::fs::write(
+            &config,
+            format!("repo = \".\"\nstate_dir = \"state\"\n\n[stages.build]\ncommand = {build:?}\n"),
+        )
+        .unwrap();
+        let registry = fleetgate_fleet::Registry::connect(&format!(
+            "sqlite://{}",
+            repo.join("state/fleet.db").display()
+        ))
+        .await
+        .unwrap();
+        let auth = ApiAuth::new(TOKEN, "the test")
+            .unwrap()
+            .with_open_reads(open_reads);
+        let app = router(Toolbox::new(Some(config)), Some(registry), auth);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Server {
+            _dir: dir,
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "{status}: the body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        (status, headers, body)
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let mut req = self.http.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let (s, _, b) = self.send(req).await;
+        (s, b)
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let (s, _, b) = self.send(req).await;
+        (s, b)
+    }
+
+    async fn stage(&self) -> String {
+        let (s, b) = self.get("/api/upgrades/status", Some(TOKEN)).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        b["stage"].as_str().unwrap().to_owned()
+    }
+}
+
+fn error(b: &Value) -> &str {
+    assert_eq!(b["success"], json!(false), "{b}");
+    b["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error message: {b}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn start_needs_the_token_and_runs_nothing_without_it() {
+    let srv = Server::start(false).await;
+    let start = json!({"new_version": "v1.0.0"});
+
+    // No token: 401 with a Bearer challenge, and nothing ran.
+    let (s, h, b) = srv
+        .send(
+            srv.http
+                .post(srv.url("/api/upgrades/start"))
+                .body(start.to_string()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+    assert!(
+        h["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer"),
+        "{h:?}"
+    );
+    assert!(error(&b).contains("Authorization: Bearer"), "{b}");
+    assert_eq!(srv.stage().await, "idle");
+
+    // Wrong token, a prefix of the token, another scheme: 401.
+    for bad in [
+        "wrong-token-0123456789abcdef",
+        &TOKEN[..TOKEN.len() - 1],
+        "",
+    ] {
+        let (s, b) = srv.post("/api/upgrades/start", Some(bad), &start).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{bad:?}: {b}");
+    }
+    let (s, h, b) = srv
+        .send(
+            srv.http
+                .post(srv.url("/api/upgrades/start"))
+                .header("authorization", format!("Basic {TOKEN}"))
+                .body(start.to_string()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+    assert!(h.contains_key("www-authenticate"));
+    let (s, h, b) = srv
+        .send(
+            srv.http
+                .post(srv.url("/api/upgrades/start"))
+                .bearer_auth("wrong-token-0123456789abcdef")
+                .body(start.to_string()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+    assert!(
+        h["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token"),
+        "{h:?}"
+    );
+    assert!(!b.to_string().contains(TOKEN));
+    assert_eq!(srv.stage().await, "idle");
+
+    // The right token (scheme case-insensitive): the run starts.
+    let (s, _, b) = srv
+        .send(
+            srv.http
+                .post(srv.url("/api/upgrades/start"))
+                .header("authorization", format!("bearer {TOKEN}"))
+                .body(start.to_string()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["success"], json!(true));
+    assert_eq!(b["stage"], json!("building"));
+    assert_eq!(b["version"], json!("v1.0.0"));
+    assert_eq!(srv.stage().await, "building");
+
+    // A second start while the run is in progress: the tool refuses, 422.
+    let (s, b) = srv.post("/api/upgrades/start", Some(TOKEN), &start).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    error(&b);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn advance_runs_the_build_gate_then_rollback_ends_the_run() {
+    let srv = Server::start(false).await;
+    let (s, b) = srv
+        .post(
+            "/api/upgrades/start",
+            Some(TOKEN),
+            &json!({"new_version": "v1.0.0"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+
+    // Advance takes an empty body; without the token it runs nothing.
+    let (s, _, b) = srv
+        .send(srv.http.post(srv.url("/api/upgrades/advance")))
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+    assert_eq!(srv.stage().await, "building");
+    let (s, _, b) = srv
+        .send(
+            srv.http
+                .post(srv.url("/api/upgrades/advance"))
+                .bearer_auth(TOKEN),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["stage_evaluated"], json!("building"), "{b}");
+    assert_eq!(b["outcome"], json!("passed"), "{b}");
+    assert_eq!(b["stage"], json!("testing"), "{b}");
+
+    // Rollback: needs the token and a reason.
+    let reason = json!({"reason": "canary looked wrong"});
+    let (s, b) = srv.post("/api/upgrades/rollback", None, &reason).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+    assert_eq!(srv.stage().await, "testing");
+    let (s, b) = srv
+        .post(
+            "/api/upgrades/rollback",
+            Some(TOKEN),
+            &json!({"reason": "  "}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert!(error(&b).contains("reason"), "{b}");
+    let (s, b) = srv
+        .post("/api/upgrades/rollback", Some(TOKEN), &reason)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["stage"], json!("rolled_back"), "{b}");
+    assert_eq!(b["rollback_reason"], json!("canary looked wrong"), "{b}");
+    assert_eq!(srv.stage().await, "rolled_back");
+
+    // The same through the generic route.
+    let (s, b) = srv
+        .post(
+            "/api/tools/start_upgrade",
+            None,
+            &json!({"new_version": "v1.0.0"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+    let (s, b) = srv
+        .post(
+            "/api/tools/start_upgrade",
+            Some(TOKEN),
+            &json!({"new_version": "v1.0.0"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["stage"], json!("building"), "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_gate_blocks_neither_the_server_nor_reads() {
+    let srv = Server::with_build(false, "sleep 3").await;
+    let (s, b) = srv
+        .post(
+            "/api/upgrades/start",
+            Some(TOKEN),
+            &json!({"new_version": "v1.0.0"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let advance = {
+        let req = srv
+            .http
+            .post(srv.url("/api/upgrades/advance"))
+            .bearer_auth(TOKEN);
+        tokio::spawn(async move { req.send().await.unwrap().json::<Value>().await.unwrap() })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let t = std::time::Instant::now();
+    assert_eq!(srv.stage().await, "building");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        t.elapsed()
+    );
+    // A second orchestrator is refused (the first holds the lock): 422, said so.
+    let (s, b) = srv
+        .post("/api/upgrades/advance", Some(TOKEN), &json!({}))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    error(&b);
+    assert!(!advance.is_finished());
+    let done = advance.await.unwrap();
+    assert_eq!(done["success"], json!(true), "{done}");
+    assert_eq!(done["stage"], json!("testing"), "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_need_the_token_unless_open() {
+    let closed = Server::start(false).await;
+    for path in [
+        "/api/upgrades/status",
+        "/api/upgrades/canary-health",
+        "/api/benchmarks",
+        "/api/benchmarks/history",
+        "/api/fleet/peers",
+    ] {
+        let (s, b) = closed.get(path, None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{path}: {b}");
+        let (s, b) = closed.get(path, Some("not-the-token-at-all")).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{path}: {b}");
+    }
+    let (s, b) = closed
+        .post("/api/tools/check_upgrade_status", None, &json!({}))
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+    let (s, b) = closed.get("/api/upgrades/status", Some(TOKEN)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["stage"], json!("idle"));
+    let (s, b) = closed.get("/api/fleet/peers", Some(TOKEN)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["peers"], json!([]));
+    let (s, b) = closed.get("/api/fleet/peers/nobody", Some(TOKEN)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
+
+    let open = Server::start(true).await;
+    let (s, b) = open.get("/api/upgrades/status", None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["stage"], json!("idle"));
+    assert_eq!(b["new_version_detected"], json!(true), "{b}");
+    let (s, b) = open.get("/api/benchmarks", None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = open.get("/api/benchmarks/history", None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["count"], json!(0));
+    let (s, b) = open.get("/api/fleet/peers", None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = open.get("/api/upgrades/canary-health", None).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert!(error(&b).contains("CANARY"), "{b}");
+    let (s, b) = open
+        .post("/api/tools/check_upgrade_status", None, &json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    // Open reads open nothing else.
+    for (path, body) in [
+        ("/api/upgrades/start", json!({"new_version": "v1.0.0"})),
+        ("/api/upgrades/advance", json!({})),
+        ("/api/upgrades/rollback", json!({"reason": "x"})),
+        ("/api/benchmarks/capture", json!({"version": "v1.0.0"})),
+        (
+            "/api/benchmarks",
+            json!({"name": "b", "command": ["true"], "results": "r.json"}),
+        ),
+        ("/api/tools/start_upgrade", json!({"new_version": "v1.0.0"})),
+    ] {
+        let (s, b) = open.post(path, None, &body).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{path}: {b}");
+    }
+    assert_eq!(open.stage().await, "idle");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_get_json_errors() {
+    let srv = Server::start(false).await;
+
+    // Not JSON: 400 naming the problem (after the token check: 401 without it).
+    let not_json = srv
+        .http
+        .post(srv.url("/api/upgrades/start"))
+        .body("new_version=v1.0.0");
+    let (s, _, b) = srv.send(not_json.try_clone().unwrap()).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+    let (s, _, b) = srv.send(not_json.bearer_auth(TOKEN)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert!(error(&b).contains("not valid JSON"), "{b}");
+
+    // Too large: 413.
+    let big = json!({"reason": "x".repeat(100 * 1024)}).to_string();
+    assert!(big.len() > MAX_BODY_BYTES);
+    let (s, _, b) = srv
+        .send(
+            srv.http
+                .post(srv.url("/api/upgrades/rollback"))
+                .bearer_auth(TOKEN)
+                .body(big),
+        )
+        .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{b}");
+    error(&b);
+
+    // Unknown argument: 422 naming it; nothing started.
+    let (s, b) = srv
+        .post(
+            "/api/upgrades/start",
+            Some(TOKEN),
+            &json!({"new_version": "v1.0.0", "git_shaa": "HEAD"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert!(error(&b).contains("git_shaa"), "{b}");
+    let (s, b) = srv
+        .post("/api/upgrades/start", Some(TOKEN), &json!([1]))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    let (s, b) = srv.get("/api/upgrades/status?verbose=1", Some(TOKEN)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert!(error(&b).contains("verbose"), "{b}");
+    assert_eq!(srv.stage().await, "idle");
+
+    // Query arguments of GET routes.
+    let (s, b) = srv
+        .get(
+            "/api/benchmarks/compare?old_version=v1.0.0&new_version=v2.0.0",
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert!(error(&b).contains("no benchmark snapshot"), "{b}");
+    let (s, b) = srv
+        .get(
+            "/api/benchmarks/compare?old_version=v1.0.0&old_version=v2.0.0",
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    let (s, b) = srv
+        .get("/api/benchmarks/compare?old_version=v1.0.0", Some(TOKEN))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert!(error(&b).contains("new_version"), "{b}");
+    // POST arguments belong in the body.
+    let (s, b) = srv
+        .post(
+            "/api/upgrades/start?new_version=v1.0.0",
+            Some(TOKEN),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+
+    // Unknown routes and tools, wrong methods: JSON too.
+    let (s, b) = srv.get("/api/nope", Some(TOKEN)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
+    assert!(error(&b).contains("openapi"), "{b}");
+    let (s, b) = srv.get("/", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
+    let (s, b) = srv.post("/api/tools/rm_rf", Some(TOKEN), &json!({})).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
+    assert!(error(&b).contains("start_upgrade"), "{b}");
+    let (s, b) = srv.get("/api/upgrades/start", Some(TOKEN)).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{b}");
+    error(&b);
+    let (s, b) = srv
+        .post("/api/upgrades/status", Some(TOKEN), &json!({}))
+        .await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{b}");
+
+    // Odd Authorization headers never panic.
+    for value in [
+        "Bearer",
+        "Bearer ",
+        "Bearer  ",
+        "bearer\tx",
+        &"B".repeat(5000),
+    ] {
+        let (s, _, b) = srv
+            .send(
+                srv.http
+                    .post(srv.url("/api/upgrades/advance"))
+                    .header("authorization", value),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{value:?}: {b}");
+    }
+    let (s, _, b) = srv
+        .send(
+            srv.http
+                .post(srv.url("/api/upgrades/advance"))
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .header("authorization", format!("Bearer {TOKEN}")),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+    assert_eq!(srv.stage().await, "idle");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fleet_heartbeat_is_mounted_without_the_token() {
+    let srv = Server::start(false).await;
+    let (s, _, b) = srv
+        .send(
+            srv.http
+                .post(srv.url("/api/fleet/heartbeat"))
+                .body("garbage"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    error(&b);
+    // Well-formed but unsigned by any enrolled key: refused by the fleet crate.
+    let (s, b) = srv
+        .post(
+            "/api/fleet/heartbeat",
+            None,
+            &json!({"payload": "{}", "signature": "00"}),
+        )
+        .await;
+    assert!(
+        s.is_client_error() && s != StatusCode::NOT_FOUND,
+        "{s}: {b}"
+    );
+    // The heartbeat route keeps the fleet crate's own, smaller body limit.
+    let policy = fleetgate_fleet::HeartbeatPolicy::default();
+    let (s, _, b) = srv
+        .send(
+            srv.http
+                .post(srv.url("/api/fleet/heartbeat"))
+                .body("x".repeat(policy.max_bytes + 1)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openapi_describes_every_route() {
+    for open_reads in [false, true] {
+        let srv = Server::start(open_reads).await;
+        let (s, doc) = srv.get("/api/openapi.json", None).await;
+        assert_eq!(s, StatusCode::OK, "{doc}");
+        assert_eq!(doc["openapi"], json!("3.1.0"));
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearerAuth"]["scheme"],
+            json!("bearer")
+        );
+        let bearer = json!([{"bearerAuth": []}]);
+        let read_security = if open_reads {
+            json!([])
+        } else {
+            bearer.clone()
+        };
+        let expected = [
+            ("get", "/api/upgrades/status", Some("check_upgrade_status")),
+            ("post", "/api/upgrades/start", Some("start_upgrade")),
+            (
+                "post",
+                "/api/upgrades/advance",
+                Some("advance_upgrade_pipeline"),
+            ),
+            ("post", "/api/upgrades/rollback", Some("rollback_upgrade")),
+            (
+                "get",
+                "/api/upgrades/canary-health",
+                Some("check_canary_health"),
+            ),
+            ("get", "/api/benchmarks", Some("list_benchmarks")),
+            ("post", "/api/benchmarks", Some("register_benchmark")),
+            (
+                "get",
+                "/api/benchmarks/history",
+                Some("get_benchmark_history"),
+            ),
+            ("get", "/api/benchmarks/compare", Some("compare_benchmarks")),
+            ("post", "/api/benchmarks/capture", Some("capture_benchmark")),
+            ("post", "/api/tools/{name}", None),
+            ("post", "/api/fleet/heartbeat", None),
+            ("get", "/api/fleet/peers", None),
+            ("get", "/api/fleet/peers/{id}", None),
+            ("get", "/api/openapi.json", None),
+        ];
+        let mut tools_seen = Vec::new();
+        for (method, path, tool) in expected {
+            let op = &doc["paths"][path][method];
+            assert!(op.is_object(), "{method} {path} is missing");
+            assert!(op["summary"].is_string(), "{method} {path}");
+            assert!(op["responses"]["200"].is_object(), "{method} {path}");
+            let Some(tool) = tool else { continue };
+            tools_seen.push(tool);
+            let def = fleetgate_tools::find(tool).unwrap();
+            assert_eq!(op["operationId"], json!(tool));
+            assert_eq!(op["description"], json!(def.description));
+            if def.read_only {
+                assert_eq!(op["security"], read_security, "{path}");
+            } else {
+                assert_eq!(op["security"], bearer, "{path}");
+                assert!(op["responses"]["401"].is_object(), "{path}");
+            }
+            if method == "post" {
+                let schema = &op["requestBody"]["content"]["application/json"]["schema"];
+                assert_eq!(schema, &def.input_schema, "{path}");
+                jsonschema::validator_for(schema)
+                    .unwrap_or_else(|e| panic!("{path}: request schema does not compile: {e}"));
+                assert!(op["responses"]["413"].is_object(), "{path}");
+            }
+        }
+        let mut all: Vec<&str> = fleetgate_tools::definitions()
+            .iter()
+            .map(|d| d.name)
+            .collect();
+        all.sort_unstable();
+        tools_seen.sort_unstable();
+        assert_eq!(tools_seen, all, "every tool has its own route");
+        // The compare arguments are query parameters.
+        let params = doc["paths"]["/api/benchmarks/compare"]["get"]["parameters"]
+            .as_array()
+            .unwrap();
+        let names: Vec<&str> = params.iter().map(|p| p["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["old_version", "new_version"]);
+        assert!(
+            params
+                .iter()
+                .all(|p| p["in"] == "query" && p["required"] == true)
+        );
+        assert_eq!(
+            doc["paths"]["/api/fleet/heartbeat"]["post"]["security"],
+            json!([])
+        );
+        assert_eq!(
+            doc["paths"]["/api/fleet/peers"]["get"]["security"],
+            read_security
+        );
+    }
+}
+
+#[test]
+fn tokens_are_checked_and_never_shown() {
+    assert!(ApiAuth::new("", "x").is_err());
+    assert!(ApiAuth::new("   \n", "x").is_err());
+    let short = ApiAuth::new("short-token", "x").unwrap_err().to_string();
+    assert!(short.contains("at least 16"), "{short}");
+    assert!(ApiAuth::new("has a space in the middle!", "x").is_err());
+    assert!(ApiAuth::new(&"x".repeat(5000), "x").is_err());
+
+    let auth = ApiAuth::new(&format!("  {TOKEN}\n"), "x").unwrap();
+    assert!(auth.verify(TOKEN.as_bytes()));
+    assert!(!auth.verify(&TOKEN.as_bytes()[..TOKEN.len() - 1]));
+    assert!(!auth.verify(format!("{TOKEN}0").as_bytes()));
+    assert!(!auth.verify(b""));
+    assert!(!auth.verify(&[b'x'; 5000]));
+    let debug = format!("{auth:?}");
+    assert!(!debug.contains(TOKEN), "{debug}");
+    assert!(debug.contains("redacted"), "{debug}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("api.token");
+    std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+    let from_file = ApiAuth::from_file(&file).unwrap();
+    assert!(from_file.verify(TOKEN.as_bytes()));
+    assert!(!from_file.open_reads());
+    assert!(from_file.origin().contains("api.token"));
+    let missing = ApiAuth::from_file(&dir.path().join("nope"))
+        .unwrap_err()
+        .to_string();
+    assert!(missing.contains("nope"), "{missing}");
+    let unset = ApiAuth::from_env("FLEETGATE_TEST_SURELY_UNSET_TOKEN_VAR")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        unset.contains("FLEETGATE_TEST_SURELY_UNSET_TOKEN_VAR"),
+        "{unset}"
+    );
+}
