@@ -623,6 +623,14 @@ http = "http://127.0.0.1:{app_port}/health"
         println!("  fleetgate --config {} fleet list", config.display());
         println!("  fleetgate --config {} canary-health", config.display());
         println!("  curl {}/status", fleet.nodes[0].address);
+        println!(
+            "  fleetgate --config {} tools call check_upgrade_status   # what an agent sees",
+            config.display()
+        );
+        println!(
+            "  fleetgate --config {} mcp   # the agent tools for an MCP client",
+            config.display()
+        );
     } else {
         drop(fleet);
         drop(o);
