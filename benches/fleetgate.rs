@@ -234,6 +234,7 @@ fn heartbeat_bench(c: &mut Criterion) {
         "sqlite",
         format!("sqlite://{}", dir.path().join("fleet.db").display()),
     )];
+    let mut pg: Option<(String, String)> = None;
     match std::env::var("FLEETGATE_TEST_PG_URL") {
         Ok(base) => {
             let schema = format!("bench_{}", std::process::id());
@@ -252,6 +253,7 @@ fn heartbeat_bench(c: &mut Criterion) {
                     "postgres",
                     format!("{base}{sep}options[search_path]={schema}"),
                 ));
+                pg = Some((base, schema));
             }
         }
         Err(_) => {
@@ -313,6 +315,198 @@ fn heartbeat_bench(c: &mut Criterion) {
         });
     }
     g.finish();
+    if let Some((base, schema)) = pg {
+        drop_schema(&base, &schema);
+    }
+}
+
+/// One peer of [`canary_db_bench`]; [`insert_peers`] stores it as the registry would
+/// after its enrollment and a heartbeat.
+struct BenchPeer {
+    id: String,
+    public_key: String,
+    region: &'static str,
+}
+
+/// Rows bound per multi-row `INSERT` (12 columns: 12,000 binds, below SQLite's 32,766
+/// and PostgreSQL's 65,535 limits).
+const INSERT_CHUNK: usize = 1000;
+
+/// Inserts `peers` into the registry's own `peers` table in one transaction, in
+/// multi-row `INSERT`s of [`INSERT_CHUNK`] rows. Every row is verified, active and
+/// heartbeated at `now`; `cert` is a real enrollment certificate (the same one for every
+/// row: `eligible_peers` does not read it, it is there so the rows are as wide as an
+/// enrolled fleet's).
+macro_rules! insert_peers {
+    ($pool:expr, $db:ty, $peers:expr, $cert:expr, $now:expr) => {{
+        let mut tx = $pool.begin().await?;
+        for chunk in $peers.chunks(INSERT_CHUNK) {
+            let mut q = sqlx::QueryBuilder::<$db>::new(
+                "INSERT INTO peers (id, address, public_key, master_key_verified, status, \
+                 current_version, code_hash, last_heartbeat, last_seq, region, enrolled_at, cert) ",
+            );
+            q.push_values(chunk, |mut b, p: &BenchPeer| {
+                b.push_bind(p.id.as_str())
+                    .push_bind(format!("http://{}.invalid:7070", p.id))
+                    .push_bind(p.public_key.as_str())
+                    .push_bind(true)
+                    .push_bind("active")
+                    .push_bind("v1.0.0")
+                    .push_bind("ab".repeat(32))
+                    .push_bind($now)
+                    .push_bind(1_i64)
+                    .push_bind(p.region)
+                    .push_bind($now)
+                    .push_bind($cert);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        // What autovacuum / `PRAGMA optimize` would have done on a long-lived registry.
+        sqlx::query("ANALYZE peers").execute(&$pool).await?;
+        $pool.close().await;
+        Ok::<(), sqlx::Error>(())
+    }};
+}
+
+/// Canary selection over 100,000 peers read from the registry (issue 7): what the CANARY
+/// gate does first — `Registry::eligible_peers` (verified, active, heartbeat within the
+/// timeout, by id), then `select_canary` with the default `[canary]` settings (10%, at
+/// least 1 node, 60 s timeout) — on SQLite (a file in a temp dir) and, when
+/// `FLEETGATE_TEST_PG_URL` is set, on PostgreSQL in a fresh schema dropped afterwards.
+/// The rows are bulk-inserted through sqlx after `Registry::connect` ran the migrations.
+fn canary_db_bench(c: &mut Criterion) {
+    use fleetgate::fleet::{CertFields, Registry};
+    const PEERS: usize = 100_000;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut urls = vec![(
+        "sqlite",
+        format!("sqlite://{}", dir.path().join("fleet.db").display()),
+    )];
+    let mut pg: Option<(String, String)> = None;
+    match std::env::var("FLEETGATE_TEST_PG_URL") {
+        Ok(base) => {
+            let schema = format!("bench_canary_{}", std::process::id());
+            let ok = std::process::Command::new("psql")
+                .arg(&base)
+                .args([
+                    "-q",
+                    "-c",
+                    &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"),
+                ])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                let sep = if base.contains('?') { '&' } else { '?' };
+                urls.push((
+                    "postgres",
+                    format!("{base}{sep}options[search_path]={schema}"),
+                ));
+                pg = Some((base, schema));
+            }
+        }
+        Err(_) => {
+            eprintln!("canary_db on PostgreSQL skipped: FLEETGATE_TEST_PG_URL is not set")
+        }
+    }
+    let cfg = fleetgate::core::config::CanaryConfig::default();
+    let timeout = u64::try_from(cfg.heartbeat_timeout_secs).expect("timeout");
+    let min = usize::try_from(cfg.min_nodes).expect("min_nodes");
+    // The manifest's `canary_seed` (16 bytes), as the gate decodes it.
+    let seed = [0x0f_u8; 16];
+    let peers: Vec<BenchPeer> = (0..PEERS)
+        .map(|i| BenchPeer {
+            id: format!("node-{i:06}"),
+            public_key: format!("{i:064x}"),
+            region: ["eu", "us", "ap"][i % 3],
+        })
+        .collect();
+    let release = SigningKey::generate().expect("key");
+    let node_key = SigningKey::generate().expect("key");
+    let mut g = c.benchmark_group("canary_db");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(PEERS as u64));
+    for (name, url) in urls {
+        let reg = rt.block_on(Registry::connect(&url)).expect("registry");
+        // The rows heartbeated at `now`; the gate asks at its own `now`, which is within
+        // seconds of it. The bench passes `now` so that a long run keeps all 100k rows
+        // eligible (the query and its result are the same).
+        let now = fleetgate::fleet::unix_now();
+        let cert = fleetgate::fleet::issue_cert(
+            &CertFields {
+                node_id: "node-000000".into(),
+                public_key: node_key.public_key_hex(),
+                region: "eu".into(),
+                address: "http://node-000000.invalid:7070".into(),
+                issued_at: u64::try_from(now).expect("now"),
+            },
+            &[&release],
+        )
+        .expect("cert");
+        let cert = String::from_utf8(cert).expect("utf-8 cert");
+        let started = std::time::Instant::now();
+        rt.block_on(async {
+            if name == "sqlite" {
+                let pool = sqlx::SqlitePool::connect(&url).await?;
+                insert_peers!(pool, sqlx::Sqlite, peers, cert.as_str(), now)
+            } else {
+                let pool = sqlx::PgPool::connect(&url).await?;
+                insert_peers!(pool, sqlx::Postgres, peers, cert.as_str(), now)
+            }
+        })
+        .expect("bulk insert");
+        eprintln!(
+            "canary_db: {PEERS} peers inserted into {name} in {:.2?}",
+            started.elapsed()
+        );
+        let eligible = rt
+            .block_on(reg.eligible_peers(now, timeout))
+            .expect("eligible");
+        assert_eq!(eligible.len(), PEERS, "every bench peer is eligible");
+        g.bench_function(format!("eligible_peers ({name}, 100k peers)"), |b| {
+            b.iter(|| {
+                rt.block_on(reg.eligible_peers(black_box(now), timeout))
+                    .expect("eligible")
+            })
+        });
+        g.bench_function(
+            format!("eligible_peers + select_canary 10% ({name}, 100k peers)"),
+            |b| {
+                b.iter(|| {
+                    let eligible = rt
+                        .block_on(reg.eligible_peers(black_box(now), timeout))
+                        .expect("eligible");
+                    fleetgate::canary::select_canary(&seed, &eligible, cfg.pct, min)
+                        .expect("selection")
+                })
+            },
+        );
+        rt.block_on(reg.close());
+    }
+    g.finish();
+    if let Some((base, schema)) = pg {
+        drop_schema(&base, &schema);
+    }
+}
+
+/// Drop a benchmark's PostgreSQL schema (they are created per process).
+fn drop_schema(base: &str, schema: &str) {
+    let dropped = std::process::Command::new("psql")
+        .arg(base)
+        .args([
+            "-q",
+            "-c",
+            &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !dropped {
+        eprintln!("could not drop the benchmark schema {schema}; drop it by hand");
+    }
 }
 
 criterion_group!(
@@ -321,6 +515,7 @@ criterion_group!(
     state_bench,
     canary_bench,
     code_hash_bench,
-    heartbeat_bench
+    heartbeat_bench,
+    canary_db_bench
 );
 criterion_main!(benches);
