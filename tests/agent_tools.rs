@@ -184,6 +184,7 @@ fn an_mcp_session_starts_advances_inspects_and_rolls_back_a_run() {
         s["error"].as_str().unwrap().contains("testing"),
         "names the active stage: {s}"
     );
+    assert_eq!(s["error_kind"], "refused");
     let (s, err) = c.call("start_upgrade", json!({"new_version": 5}));
     assert!(err, "{s}");
     assert!(s["error"].as_str().unwrap().contains("invalid"), "{s}");

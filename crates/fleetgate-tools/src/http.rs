@@ -23,9 +23,11 @@
 //! GET routes take their arguments from the query string (each parameter a string
 //! field); POST routes from the JSON body (an empty body means `{}`).
 //!
-//! Statuses: 200 the tool succeeded; 422 the tool answered `success: false` (the body
-//! is passed through: a refused transition, an unknown argument, a locked state
-//! directory…); 400 a body that is not JSON or a malformed query; 401 a missing or wrong
+//! Statuses: 200 the tool succeeded; when it answered `success: false` (the body is
+//! passed through), by its `error_kind`: 409 `locked` (another orchestrator) or `refused`
+//! (a run is active, nothing to roll back), 404 `not_found` (no such snapshot, no canary
+//! verdict yet), 500 `config` or `corrupt_state` (the server's own files), 422 otherwise
+//! (`invalid_arguments`, `failed`); 400 a body that is not JSON or a malformed query; 401 a missing or wrong
 //! bearer token (with `WWW-Authenticate: Bearer`; nothing was run); 404 an unknown route
 //! or tool; 405 a wrong method; 413 a body over [`MAX_BODY_BYTES`]; 503 more than
 //! [`MAX_CONCURRENT_CALLS`] tool calls already running. Every body is JSON
@@ -64,7 +66,7 @@ use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
-use crate::{Toolbox, definitions, find};
+use crate::{ErrorKind, Toolbox, definitions, find};
 
 /// The largest request body accepted (413 above). Heartbeats have their own, smaller
 /// limit ([`fleetgate_fleet::HeartbeatPolicy::max_bytes`]).
@@ -505,11 +507,7 @@ impl App {
         .await;
         match joined {
             Ok(v) => {
-                let status = if v.get("success") == Some(&Value::Bool(true)) {
-                    StatusCode::OK
-                } else {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                };
+                let status = status_of(&v);
                 tracing::info!(tool, status = status.as_u16(), "API tool call");
                 (status, Json(v)).into_response()
             }
@@ -519,6 +517,25 @@ impl App {
                     "internal error: the tool `{tool}` did not finish ({e}); check the pipeline status"
                 ),
             ),
+        }
+    }
+}
+
+/// The HTTP status of a tool's result: 200 on success, else by its `error_kind`.
+pub fn status_of(result: &Value) -> StatusCode {
+    if result.get("success") == Some(&Value::Bool(true)) {
+        return StatusCode::OK;
+    }
+    match result
+        .get("error_kind")
+        .and_then(Value::as_str)
+        .and_then(ErrorKind::parse)
+    {
+        Some(ErrorKind::Locked | ErrorKind::Refused) => StatusCode::CONFLICT,
+        Some(ErrorKind::NotFound | ErrorKind::UnknownTool) => StatusCode::NOT_FOUND,
+        Some(ErrorKind::Config | ErrorKind::CorruptState) => StatusCode::INTERNAL_SERVER_ERROR,
+        Some(ErrorKind::InvalidArguments | ErrorKind::Failed) | None => {
+            StatusCode::UNPROCESSABLE_ENTITY
         }
     }
 }
@@ -717,7 +734,16 @@ pub fn openapi(open_reads: bool) -> Value {
             "200".into(),
             json!({"description": "the tool succeeded", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ToolResult"}}}}),
         );
-        responses.insert("422".into(), err("the tool answered `success: false` (refused argument or transition, locked state directory…); the body says why"));
+        responses.insert("422".into(), err("the tool answered `success: false`: `error_kind` is `invalid_arguments` or `failed`; `error` says why"));
+        responses.insert("409".into(), err("`error_kind` `locked` (another orchestrator holds the state directory) or `refused` (the pipeline refused the transition)"));
+        responses.insert(
+            "404".into(),
+            err("`error_kind` `not_found`: no such snapshot, no canary verdict yet"),
+        );
+        responses.insert(
+            "500".into(),
+            err("`error_kind` `config` or `corrupt_state`: the server's config or state file"),
+        );
         responses.insert(
             "503".into(),
             err("too many tool calls running; retry after `Retry-After` seconds"),

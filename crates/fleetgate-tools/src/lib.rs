@@ -10,7 +10,8 @@
 //! Invariants:
 //! - A call never panics and never returns a Rust error: a bad argument, a missing config,
 //!   a refused transition or a locked state directory is `success: false` with a message
-//!   that names the input and what to do. Unknown argument fields are refused.
+//!   that names the input and what to do, and an [`ErrorKind`] as `error_kind`
+//!   (`invalid_arguments`, `locked`, `refused`, …). Unknown argument fields are refused.
 //! - `register_benchmark` records a definition only; nothing is cloned, fetched or run.
 //!   A registered benchmark runs only when `[benchmarks.allowed]` pins its exact
 //!   definition, and then without a shell (see `fleetgate_runtime::bench_registry`).
@@ -27,4 +28,4 @@ pub mod http;
 pub mod mcp;
 mod toolbox;
 
-pub use toolbox::{ToolDef, Toolbox, definitions, find};
+pub use toolbox::{ErrorKind, ToolDef, Toolbox, definitions, find};

@@ -4,7 +4,8 @@
 use crate::args;
 use fleetgate_core::{Outcome, PipelineState, Stage};
 use fleetgate_runtime::bench_registry::{self, BenchmarkDef};
-use fleetgate_runtime::{Orchestrator, Progress, bench_store, gates, load_config};
+use fleetgate_runtime::{Orchestrator, Progress, RuntimeError, bench_store, gates, load_config};
+use fleetgate_store::StoreError;
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -146,7 +147,108 @@ pub struct Toolbox {
     config: Option<PathBuf>,
 }
 
-type ToolResult = Result<Value, String>;
+/// Why a tool answered `success: false`: the result's `error_kind`, so an agent (or the
+/// HTTP status) can branch without reading the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// An argument is missing, of the wrong type, unknown, or out of range.
+    InvalidArguments,
+    /// No tool of that name.
+    UnknownTool,
+    /// The config file is missing or invalid.
+    Config,
+    /// Another orchestrator holds the state directory (or the fleet's pipeline lease).
+    Locked,
+    /// The state file is corrupt (moved aside) or newer than this fleetgate.
+    CorruptState,
+    /// The pipeline refused the transition (a run is active, nothing to roll back, …).
+    Refused,
+    /// What was asked about does not exist (a snapshot, a canary verdict).
+    NotFound,
+    /// Anything else went wrong (git, a command, I/O); the message says what.
+    Failed,
+}
+
+impl ErrorKind {
+    /// The snake_case name used in results.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidArguments => "invalid_arguments",
+            ErrorKind::UnknownTool => "unknown_tool",
+            ErrorKind::Config => "config",
+            ErrorKind::Locked => "locked",
+            ErrorKind::CorruptState => "corrupt_state",
+            ErrorKind::Refused => "refused",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Failed => "failed",
+        }
+    }
+
+    /// Parse a result's `error_kind`.
+    pub fn parse(s: &str) -> Option<ErrorKind> {
+        [
+            ErrorKind::InvalidArguments,
+            ErrorKind::UnknownTool,
+            ErrorKind::Config,
+            ErrorKind::Locked,
+            ErrorKind::CorruptState,
+            ErrorKind::Refused,
+            ErrorKind::NotFound,
+            ErrorKind::Failed,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+#[derive(Debug)]
+struct ToolError {
+    kind: ErrorKind,
+    message: String,
+}
+
+impl ToolError {
+    fn new(kind: ErrorKind, message: impl Into<String>) -> ToolError {
+        ToolError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    fn invalid(message: impl Into<String>) -> ToolError {
+        ToolError::new(ErrorKind::InvalidArguments, message)
+    }
+
+    fn context(mut self, prefix: &str) -> ToolError {
+        self.message = format!("{prefix}: {}", self.message);
+        self
+    }
+}
+
+impl From<RuntimeError> for ToolError {
+    fn from(e: RuntimeError) -> ToolError {
+        let kind = match &e {
+            RuntimeError::Store(StoreError::Locked { .. }) | RuntimeError::Fenced(_) => {
+                ErrorKind::Locked
+            }
+            RuntimeError::Store(StoreError::Corrupt { .. } | StoreError::TooNew { .. }) => {
+                ErrorKind::CorruptState
+            }
+            RuntimeError::Transition(_) => ErrorKind::Refused,
+            RuntimeError::Version(_) => ErrorKind::InvalidArguments,
+            RuntimeError::Config(_) => ErrorKind::Config,
+            RuntimeError::Io { .. }
+            | RuntimeError::Git(_)
+            | RuntimeError::Report(_)
+            | RuntimeError::Store(_)
+            | RuntimeError::Fleet(_)
+            | RuntimeError::Superseded(_) => ErrorKind::Failed,
+        };
+        ToolError::new(kind, e.to_string())
+    }
+}
+
+type ToolResult = Result<Value, ToolError>;
 
 impl Toolbox {
     /// Tools for the project whose config is `config` (else `$FLEETGATE_CONFIG`, else
@@ -190,9 +292,11 @@ impl Toolbox {
                     json!({"success": true, "result": v})
                 }
             }
-            Ok(Err(error)) => json!({"success": false, "error": error}),
+            Ok(Err(e)) => {
+                json!({"success": false, "error": e.message, "error_kind": e.kind.as_str()})
+            }
             Err(_) => {
-                json!({"success": false, "error": format!("internal error: the tool `{name}` panicked; nothing was committed after the panic (check `check_upgrade_status`)")})
+                json!({"success": false, "error_kind": "failed", "error": format!("internal error: the tool `{name}` panicked; nothing was committed after the panic (check `check_upgrade_status`)")})
             }
         }
     }
@@ -215,31 +319,34 @@ impl Toolbox {
             }
             "register_benchmark" => parse(name, args).and_then(|a| self.register(a)),
             "list_benchmarks" => parse::<args::NoArgs>(name, args).and_then(|_| self.list()),
-            other => Err(format!(
-                "unknown tool {:?}; the tools are: {}",
-                truncate(other, 80),
-                definitions()
-                    .iter()
-                    .map(|d| d.name)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+            other => Err(ToolError::new(
+                ErrorKind::UnknownTool,
+                format!(
+                    "unknown tool {:?}; the tools are: {}",
+                    truncate(other, 80),
+                    definitions()
+                        .iter()
+                        .map(|d| d.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             )),
         }
     }
 
-    fn open(&self, exclusive: bool) -> Result<Orchestrator, String> {
-        let (cfg, base) = load_config(self.config.as_deref()).map_err(|e| e.to_string())?;
+    fn open(&self, exclusive: bool) -> Result<Orchestrator, ToolError> {
+        let (cfg, base) = load_config(self.config.as_deref())?;
         if exclusive {
             Orchestrator::open(cfg, &base)
         } else {
             Orchestrator::open_shared(cfg, &base)
         }
-        .map_err(|e| e.to_string())
+        .map_err(ToolError::from)
     }
 
     fn status(&self) -> ToolResult {
         let o = self.open(false)?;
-        let state = o.status().map_err(|e| e.to_string())?;
+        let state = o.status()?;
         let (detected, detection_error) = match o.detect_new_version(&state) {
             Ok(d) => (d, None),
             Err(e) => (None, Some(e.to_string())),
@@ -285,9 +392,9 @@ impl Toolbox {
             check_len("git_sha", sha, MAX_VERSION_CHARS)?;
         }
         let o = self.open(false)?;
-        let state = o
-            .start(&a.new_version, a.git_sha.as_deref())
-            .map_err(|e| format!("start_upgrade({}): {e}", a.new_version))?;
+        let state = o.start(&a.new_version, a.git_sha.as_deref()).map_err(|e| {
+            ToolError::from(e).context(&format!("start_upgrade({})", a.new_version))
+        })?;
         let mut v = summary(&state);
         v["next_step"] = json!("call advance_upgrade_pipeline to run the BUILD gate");
         Ok(v)
@@ -296,13 +403,11 @@ impl Toolbox {
     fn advance(&self, sink: &mut dyn FnMut(String)) -> ToolResult {
         let o = self.open(true)?;
         let mut progress = Vec::new();
-        let report = o
-            .advance(&mut |p: Progress| {
-                let line = progress_line(&p);
-                sink(line.clone());
-                progress.push(line);
-            })
-            .map_err(|e| e.to_string())?;
+        let report = o.advance(&mut |p: Progress| {
+            let line = progress_line(&p);
+            sink(line.clone());
+            progress.push(line);
+        })?;
         let mut v = summary(&report.state);
         v["stage_evaluated"] = json!(report.stage);
         v["outcome"] = json!(report.verdict.outcome);
@@ -335,13 +440,15 @@ impl Toolbox {
 
     fn rollback(&self, a: args::RollbackUpgrade) -> ToolResult {
         if a.reason.trim().is_empty() {
-            return Err("rollback_upgrade: `reason` must say why (it is recorded and sent with the rollback order)".into());
+            return Err(ToolError::invalid(
+                "rollback_upgrade: `reason` must say why (it is recorded and sent with the rollback order)",
+            ));
         }
         check_len("reason", &a.reason, MAX_REASON_CHARS)?;
         let o = self.open(false)?;
         let state = o
             .rollback(&a.reason)
-            .map_err(|e| format!("rollback_upgrade: {e}"))?;
+            .map_err(|e| ToolError::from(e).context("rollback_upgrade"))?;
         let mut v = summary(&state);
         v["rollback_order_queued"] = json!(!state.outbox.is_empty());
         v["next_step"] = json!(if state.outbox.is_empty() {
@@ -354,11 +461,14 @@ impl Toolbox {
 
     fn canary_health(&self) -> ToolResult {
         let o = self.open(false)?;
-        let state = o.status().map_err(|e| e.to_string())?;
+        let state = o.status()?;
         let Some(rec) = state.gate_results.get(&Stage::Canary) else {
-            return Err(format!(
-                "the CANARY gate has not run in this run (the pipeline is at `{}`)",
-                state.stage
+            return Err(ToolError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "the CANARY gate has not run in this run (the pipeline is at `{}`)",
+                    state.stage
+                ),
             ));
         };
         let f = &rec.verdict.figures;
@@ -381,20 +491,19 @@ impl Toolbox {
     fn capture(&self, a: args::CaptureBenchmark) -> ToolResult {
         check_len("version", &a.version, MAX_VERSION_CHARS)?;
         let o = self.open(false)?;
-        let v = fleetgate_core::Version::parse(&a.version).map_err(|e| e.to_string())?;
-        let sha = o
-            .resolve_version(&v, a.git_sha.as_deref())
-            .map_err(|e| e.to_string())?;
+        let v = fleetgate_core::Version::parse(&a.version)
+            .map_err(|e| ToolError::invalid(format!("`version`: {e}")))?;
+        let sha = o.resolve_version(&v, a.git_sha.as_deref())?;
         let mut st = PipelineState::idle();
         st.version = v.to_string();
         st.git_sha = sha;
         st.run_id = Some(format!("bench-{}", v.as_str()));
         let snap = match gates::capture(o.context(), &st, a.tier.as_str()) {
             Ok(Ok(s)) => s,
-            Ok(Err(verdict)) => return Err(verdict.detail),
-            Err(e) => return Err(e.to_string()),
+            Ok(Err(verdict)) => return Err(ToolError::new(ErrorKind::Failed, verdict.detail)),
+            Err(e) => return Err(e.into()),
         };
-        let path = bench_store::save(&o.context().state_dir, &snap).map_err(|e| e.to_string())?;
+        let path = bench_store::save(&o.context().state_dir, &snap)?;
         let mut out = json!(snap);
         out["path"] = json!(path.display().to_string());
         Ok(out)
@@ -403,12 +512,13 @@ impl Toolbox {
     fn compare(&self, a: args::CompareBenchmarks) -> ToolResult {
         let o = self.open(false)?;
         let dir = &o.context().state_dir;
-        let load = |field: &str, ver: &str| -> Result<bench_store::Snapshot, String> {
+        let load = |field: &str, ver: &str| -> Result<bench_store::Snapshot, ToolError> {
             check_len(field, ver, MAX_VERSION_CHARS)?;
-            let v = fleetgate_core::Version::parse(ver).map_err(|e| format!("`{field}`: {e}"))?;
+            let v = fleetgate_core::Version::parse(ver)
+                .map_err(|e| ToolError::invalid(format!("`{field}`: {e}")))?;
             bench_store::load(dir, &v)
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("no benchmark snapshot for {ver} (`{field}`); capture one with capture_benchmark(version={ver:?})"))
+                ?
+                .ok_or_else(|| ToolError::new(ErrorKind::NotFound, format!("no benchmark snapshot for {ver} (`{field}`); capture one with capture_benchmark(version={ver:?})")))
         };
         let old = load("old_version", &a.old_version)?;
         let new = load("new_version", &a.new_version)?;
@@ -428,7 +538,7 @@ impl Toolbox {
 
     fn history(&self) -> ToolResult {
         let o = self.open(false)?;
-        let all = bench_store::history(&o.context().state_dir).map_err(|e| e.to_string())?;
+        let all = bench_store::history(&o.context().state_dir)?;
         Ok(json!({"count": all.len(), "snapshots": all}))
     }
 
@@ -444,7 +554,11 @@ impl Toolbox {
             registered_at: fleetgate_runtime::now(),
         };
         let (def, replaced) =
-            bench_registry::register(&o.context().state_dir, def).map_err(|e| e.to_string())?;
+            bench_registry::register(&o.context().state_dir, def).map_err(|e| match e {
+                // The definition's own checks: the caller's arguments.
+                RuntimeError::Config(m) => ToolError::invalid(m),
+                other => other.into(),
+            })?;
         let hash = def.definition_hash();
         let allowed = o
             .config()
@@ -467,8 +581,7 @@ impl Toolbox {
 
     fn list(&self) -> ToolResult {
         let o = self.open(false)?;
-        let listed = bench_registry::list(&o.context().state_dir, &o.config().benchmarks.allowed)
-            .map_err(|e| e.to_string())?;
+        let listed = bench_registry::list(&o.context().state_dir, &o.config().benchmarks.allowed)?;
         Ok(json!({
             "count": listed.len(),
             "benchmarks": listed,
@@ -535,14 +648,15 @@ fn next_step(s: &PipelineState, detected: Option<&(String, String)>) -> String {
     }
 }
 
-fn parse<T: DeserializeOwned>(tool: &str, args: Value) -> Result<T, String> {
+fn parse<T: DeserializeOwned>(tool: &str, args: Value) -> Result<T, ToolError> {
     if !args.is_object() {
-        return Err(format!(
+        return Err(ToolError::invalid(format!(
             "{tool}: arguments must be a JSON object, got {}",
             kind(&args)
-        ));
+        )));
     }
-    serde_json::from_value(args).map_err(|e| format!("{tool}: invalid arguments: {e}"))
+    serde_json::from_value(args)
+        .map_err(|e| ToolError::invalid(format!("{tool}: invalid arguments: {e}")))
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -556,12 +670,12 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-fn check_len(field: &str, v: &str, max: usize) -> Result<(), String> {
+fn check_len(field: &str, v: &str, max: usize) -> Result<(), ToolError> {
     if v.chars().count() > max {
-        Err(format!(
+        Err(ToolError::invalid(format!(
             "`{field}` is {} characters long; at most {max} are accepted",
             v.chars().count()
-        ))
+        )))
     } else {
         Ok(())
     }

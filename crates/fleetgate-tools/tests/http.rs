@@ -216,9 +216,10 @@ async fn start_needs_the_token_and_runs_nothing_without_it() {
     assert_eq!(b["version"], json!("v1.0.0"));
     assert_eq!(srv.stage().await, "building");
 
-    // A second start while the run is in progress: the tool refuses, 422.
+    // A second start while the run is in progress: the pipeline refuses, 409.
     let (s, b) = srv.post("/api/upgrades/start", Some(TOKEN), &start).await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    assert_eq!(b["error_kind"], json!("refused"), "{b}");
     error(&b);
 }
 
@@ -320,11 +321,12 @@ async fn a_long_gate_blocks_neither_the_server_nor_reads() {
         "{:?}",
         t.elapsed()
     );
-    // A second orchestrator is refused (the first holds the lock): 422, said so.
+    // A second orchestrator is refused (the first holds the lock): 409, said so.
     let (s, b) = srv
         .post("/api/upgrades/advance", Some(TOKEN), &json!({}))
         .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    assert_eq!(b["error_kind"], json!("locked"), "{b}");
     error(&b);
     assert!(!advance.is_finished());
     let done = advance.await.unwrap();
@@ -373,7 +375,8 @@ async fn reads_need_the_token_unless_open() {
     let (s, b) = open.get("/api/fleet/peers", None).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let (s, b) = open.get("/api/upgrades/canary-health", None).await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
+    assert_eq!(b["error_kind"], json!("not_found"), "{b}");
     assert!(error(&b).contains("CANARY"), "{b}");
     let (s, b) = open
         .post("/api/tools/check_upgrade_status", None, &json!({}))
@@ -436,6 +439,7 @@ async fn bad_requests_get_json_errors() {
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
     assert!(error(&b).contains("git_shaa"), "{b}");
+    assert_eq!(b["error_kind"], json!("invalid_arguments"), "{b}");
     let (s, b) = srv
         .post("/api/upgrades/start", Some(TOKEN), &json!([1]))
         .await;
@@ -452,7 +456,7 @@ async fn bad_requests_get_json_errors() {
             Some(TOKEN),
         )
         .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
     assert!(error(&b).contains("no benchmark snapshot"), "{b}");
     let (s, b) = srv
         .get(

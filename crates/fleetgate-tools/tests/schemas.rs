@@ -163,6 +163,14 @@ fn every_tool_answers_every_argument_without_panicking() {
             assert!(r["success"].is_boolean(), "{} {args}: {r}", d.name);
             if r["success"] == false {
                 assert!(
+                    r["error_kind"]
+                        .as_str()
+                        .and_then(fleetgate_tools::ErrorKind::parse)
+                        .is_some(),
+                    "{} {args}: {r}",
+                    d.name
+                );
+                assert!(
                     r["error"].as_str().is_some_and(|e| !e.is_empty()),
                     "{} {args}: {r}",
                     d.name
@@ -183,6 +191,8 @@ fn every_tool_answers_every_argument_without_panicking() {
         r["error"].as_str().unwrap().contains("missing.toml"),
         "a missing config is named: {r}"
     );
+    assert_eq!(r["error_kind"], "config");
     let r = tb.call("drop_tables", json!({}));
     assert!(r["error"].as_str().unwrap().contains("unknown tool"), "{r}");
+    assert_eq!(r["error_kind"], "unknown_tool");
 }
