@@ -1,6 +1,7 @@
 //! A rollback by hand during CANARY, with a real fleet: the rollback order is queued, the
 //! next `advance` delivers it although the run has ended, the canary node goes back to
-//! the last good version, and the next run may start.
+//! the last good version, and the next run may start. With no completed release to return
+//! to, the order is abandoned with the reason recorded instead of blocking every later run.
 
 mod common;
 use common::{Fleet, code, git, text};
@@ -94,5 +95,34 @@ fn a_rollback_by_hand_during_canary_is_delivered_by_the_next_advance() {
     }
     // Nothing is left queued: the next run may start.
     assert_eq!(code(&fleet.fg(&["start", "v2.5.0"])), 0);
+    assert_eq!(code(&fleet.fg(&["rollback", "--reason", "end of test"])), 0);
+}
+
+#[test]
+fn a_rollback_order_with_nothing_to_return_to_is_abandoned_not_left_blocking() {
+    // The fleet was provisioned by hand (v1.0.0): no run has completed, so a rollback of
+    // the first run has no release to send the canary node back to.
+    let fleet = Fleet::prepare(3);
+    assert_eq!(code(&fleet.fg(&["start", "v2.0.0"])), 0);
+    let mut run = fleet.spawn(&["run"]);
+    fleet.wait_until("the canary window", |s| {
+        s["stage_data"]["canary"].get("window_start").is_some()
+    });
+    let _ = run.kill();
+    let _ = run.wait();
+    assert_eq!(code(&fleet.fg(&["rollback", "--reason", "operator"])), 0);
+    assert_eq!(fleet.status()["outbox"].as_array().unwrap().len(), 1);
+    let out = fleet.fg(&["advance"]);
+    assert_eq!(code(&out), 4, "{}", text(&out));
+    assert!(text(&out).contains("NOT sent"), "{}", text(&out));
+    let s = fleet.status();
+    assert_eq!(s["outbox"], serde_json::json!([]), "{s}");
+    let detail = s["failure_detail"].as_str().unwrap();
+    assert!(
+        detail.contains("was not sent: no completed release"),
+        "{detail}"
+    );
+    // The pipeline is not stuck: the next run starts.
+    assert_eq!(code(&fleet.fg(&["start", "v2.0.0"])), 0);
     assert_eq!(code(&fleet.fg(&["rollback", "--reason", "end of test"])), 0);
 }

@@ -59,6 +59,11 @@ pub fn progress_line(p: &Progress) -> String {
         Progress::DeliveryFailed { id, error } => {
             format!("[OUTBOX   ] {id}: NOT delivered: {error} (kept; retried on the next advance)")
         }
+        Progress::Abandoned { id, reason } => {
+            format!(
+                "[OUTBOX   ] {id}: NOT sent, and it never can be: {reason} (recorded in the run's failure detail)"
+            )
+        }
         Progress::Waiting { stage, secs } => format!(
             "[{:<9}] pending; checking again in {secs}s",
             stage.gate_name()

@@ -74,6 +74,15 @@ pub enum Event {
         /// The error.
         error: String,
     },
+    /// The runtime found an outbox effect that can never be carried out (a rollback order
+    /// with no completed release to return to): it leaves the outbox — so it no longer
+    /// blocks the next start — and the reason is appended to `failure_detail`.
+    EffectAbandoned {
+        /// The effect's id.
+        id: String,
+        /// Why it can never be carried out.
+        reason: String,
+    },
 }
 
 /// Values a gate computed that the state keeps.
@@ -215,6 +224,19 @@ pub fn handle(state: &mut PipelineState, event: Event) -> Result<Vec<Command>, T
             };
             effect.attempts += 1;
             effect.last_error = Some(error);
+            Ok(Vec::new())
+        }
+        Event::EffectAbandoned { id, reason } => {
+            let before = state.outbox.len();
+            state.outbox.retain(|e| e.id != id);
+            if state.outbox.len() == before {
+                return Err(TransitionError::UnknownEffect { id });
+            }
+            let note = format!("rollback order {id} was not sent: {reason}");
+            state.failure_detail = Some(match state.failure_detail.take() {
+                Some(d) => format!("{d}\n{note}"),
+                None => note,
+            });
             Ok(Vec::new())
         }
     }

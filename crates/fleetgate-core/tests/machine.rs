@@ -397,3 +397,51 @@ fn reads_a_hart_state_file() {
     assert_eq!(s.stage, Stage::Building);
     assert_eq!(s.started_at, Some(1771864669.14));
 }
+
+#[test]
+fn an_abandoned_effect_leaves_the_outbox_records_why_and_unblocks_start() {
+    let mut s = at(Stage::Canary);
+    fail(&mut s);
+    let id = s.outbox[0].id.clone();
+    let before = s.failure_detail.clone().unwrap_or_default();
+    assert_eq!(
+        handle(
+            &mut s,
+            Event::EffectAbandoned {
+                id: id.clone(),
+                reason: "no completed release".into(),
+            },
+        )
+        .unwrap(),
+        []
+    );
+    assert!(s.outbox.is_empty());
+    let detail = s.failure_detail.clone().unwrap();
+    assert!(detail.starts_with(&before), "{detail}");
+    assert!(
+        detail.ends_with(&format!(
+            "rollback order {id} was not sent: no completed release"
+        )),
+        "{detail}"
+    );
+    let e = handle(
+        &mut s,
+        Event::EffectAbandoned {
+            id: id.clone(),
+            reason: "again".into(),
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, TransitionError::UnknownEffect { .. }), "{e}");
+    handle(
+        &mut s,
+        Event::Start {
+            version: Version::parse("v2.0.0").unwrap(),
+            git_sha: "x".into(),
+            run_id: "r2".into(),
+            now: 3.0,
+        },
+    )
+    .unwrap();
+    assert_eq!(s.stage, Stage::Building);
+}

@@ -717,7 +717,7 @@ pub fn send_rollback(
     effect_id: &str,
     scope: RollbackScope,
     reason: &str,
-) -> Result<String, String> {
+) -> Result<String, DeliveryError> {
     let contacted: Vec<String> = match scope {
         RollbackScope::Canary => strings(
             state
@@ -776,10 +776,13 @@ pub fn send_rollback(
         ));
     }
     let Some(last) = &state.last_completed else {
-        return Err(format!(
-            "no completed release to return the {} contacted node(s) to; nodes whose health check failed reverted on their own, the others keep the release until a newer one is signed",
-            contacted.len()
-        ));
+        // No retry can change this (a new completed release needs a new run, which this
+        // queued order would block): the order is abandoned and the reason recorded.
+        return Err(DeliveryError::Never(format!(
+            "no completed release to return the {} contacted node(s) to ({}); they keep the release until a newer one is signed",
+            contacted.len(),
+            contacted.join(", ")
+        )));
     };
     let path = ctx
         .state_dir
@@ -815,11 +818,26 @@ pub fn send_rollback(
             contacted.join(", ")
         ))
     } else {
-        Err(format!(
+        Err(DeliveryError::Retry(format!(
             "rollback to {} not accepted by {} node(s): {}",
             last.version,
             failed.len(),
             failed.join("; ")
-        ))
+        )))
+    }
+}
+
+/// Why an outbox effect was not carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryError {
+    /// It may work later (a node down, the registry unreachable): kept and retried.
+    Retry(String),
+    /// It can never work: abandoned, with the reason recorded in the run.
+    Never(String),
+}
+
+impl From<String> for DeliveryError {
+    fn from(e: String) -> DeliveryError {
+        DeliveryError::Retry(e)
     }
 }

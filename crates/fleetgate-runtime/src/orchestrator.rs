@@ -1,5 +1,6 @@
 //! The orchestrator: start, advance, run, rollback, status — over the durable state.
 
+use crate::fleet::DeliveryError;
 use crate::gates::{self, GateContext, resolve};
 use crate::{RuntimeError, codehash, now};
 use fleetgate_core::config::Config;
@@ -49,6 +50,14 @@ pub enum Progress {
         id: String,
         /// Why.
         error: String,
+    },
+    /// An outbox effect can never be carried out; it was dropped and the reason recorded
+    /// in the run's `failure_detail`.
+    Abandoned {
+        /// Effect id.
+        id: String,
+        /// Why.
+        reason: String,
     },
     /// Waiting before checking a pending gate again.
     Waiting {
@@ -256,7 +265,7 @@ impl Orchestrator {
                         id: effect.id.clone(),
                     }
                 }
-                Err(e) => {
+                Err(DeliveryError::Retry(e)) => {
                     progress(Progress::DeliveryFailed {
                         id: effect.id.clone(),
                         error: e.clone(),
@@ -264,6 +273,16 @@ impl Orchestrator {
                     Event::EffectFailed {
                         id: effect.id.clone(),
                         error: e.clone(),
+                    }
+                }
+                Err(DeliveryError::Never(reason)) => {
+                    progress(Progress::Abandoned {
+                        id: effect.id.clone(),
+                        reason: reason.clone(),
+                    });
+                    Event::EffectAbandoned {
+                        id: effect.id.clone(),
+                        reason: reason.clone(),
                     }
                 }
             };
@@ -437,12 +456,21 @@ impl Orchestrator {
         queued: usize,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<AdvanceReport, RuntimeError> {
-        let state = self.deliver_outbox(progress)?;
+        let mut abandoned = 0usize;
+        let state = self.deliver_outbox(&mut |p| {
+            if matches!(p, Progress::Abandoned { .. }) {
+                abandoned += 1;
+            }
+            progress(p)
+        })?;
         let left = state.outbox.len();
-        let figures = serde_json::json!({"queued": queued, "delivered": queued.saturating_sub(left), "undelivered": left});
+        let delivered = queued.saturating_sub(left + abandoned);
+        let figures = serde_json::json!({"queued": queued, "delivered": delivered, "abandoned": abandoned, "undelivered": left});
         let verdict = if left == 0 {
             Verdict::passed(
-                format!("the run is `{stage}`; delivered {queued} queued effect(s)"),
+                format!(
+                    "the run is `{stage}`; of {queued} queued effect(s), {delivered} delivered, {abandoned} abandoned (see failure_detail)"
+                ),
                 figures,
             )
         } else {
@@ -506,7 +534,7 @@ fn deliver(
     state: &PipelineState,
     id: &str,
     action: &EffectAction,
-) -> Result<String, String> {
+) -> Result<String, DeliveryError> {
     match action {
         EffectAction::SendRollback { scope, reason } => {
             crate::fleet::send_rollback(ctx, state, id, *scope, reason)

@@ -612,6 +612,9 @@ fn progress_line(p: &Progress) -> String {
         Progress::DeliveryFailed { id, error } => {
             format!("outbox {id}: not delivered ({error}); kept for the next advance")
         }
+        Progress::Abandoned { id, reason } => {
+            format!("outbox {id}: not sent and never can be ({reason}); recorded in failure_detail")
+        }
         Progress::Waiting { stage, secs } => {
             format!("{}: pending, next check in {secs}s", stage.gate_name())
         }
