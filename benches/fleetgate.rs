@@ -234,31 +234,9 @@ fn heartbeat_bench(c: &mut Criterion) {
         "sqlite",
         format!("sqlite://{}", dir.path().join("fleet.db").display()),
     )];
-    let mut pg: Option<(String, String)> = None;
-    match std::env::var("FLEETGATE_TEST_PG_URL") {
-        Ok(base) => {
-            let schema = format!("bench_{}", std::process::id());
-            let ok = std::process::Command::new("psql")
-                .arg(&base)
-                .args([
-                    "-q",
-                    "-c",
-                    &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"),
-                ])
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                let sep = if base.contains('?') { '&' } else { '?' };
-                urls.push((
-                    "postgres",
-                    format!("{base}{sep}options[search_path]={schema}"),
-                ));
-                pg = Some((base, schema));
-            }
-        }
-        Err(_) => {
-            eprintln!("heartbeat ingest on PostgreSQL skipped: FLEETGATE_TEST_PG_URL is not set")
-        }
+    let pg = pg_schema("bench_", "heartbeat ingest");
+    if let Some((_, _, url)) = &pg {
+        urls.push(("postgres", url.clone()));
     }
     let release = SigningKey::generate().expect("key");
     let ring = Keyring::single(release.public_key());
@@ -315,7 +293,7 @@ fn heartbeat_bench(c: &mut Criterion) {
         });
     }
     g.finish();
-    if let Some((base, schema)) = pg {
+    if let Some((base, schema, _)) = pg {
         drop_schema(&base, &schema);
     }
 }
@@ -387,31 +365,9 @@ fn canary_db_bench(c: &mut Criterion) {
         "sqlite",
         format!("sqlite://{}", dir.path().join("fleet.db").display()),
     )];
-    let mut pg: Option<(String, String)> = None;
-    match std::env::var("FLEETGATE_TEST_PG_URL") {
-        Ok(base) => {
-            let schema = format!("bench_canary_{}", std::process::id());
-            let ok = std::process::Command::new("psql")
-                .arg(&base)
-                .args([
-                    "-q",
-                    "-c",
-                    &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"),
-                ])
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                let sep = if base.contains('?') { '&' } else { '?' };
-                urls.push((
-                    "postgres",
-                    format!("{base}{sep}options[search_path]={schema}"),
-                ));
-                pg = Some((base, schema));
-            }
-        }
-        Err(_) => {
-            eprintln!("canary_db on PostgreSQL skipped: FLEETGATE_TEST_PG_URL is not set")
-        }
+    let pg = pg_schema("bench_canary_", "canary_db");
+    if let Some((_, _, url)) = &pg {
+        urls.push(("postgres", url.clone()));
     }
     let cfg = fleetgate::core::config::CanaryConfig::default();
     let timeout = u64::try_from(cfg.heartbeat_timeout_secs).expect("timeout");
@@ -488,9 +444,35 @@ fn canary_db_bench(c: &mut Criterion) {
         rt.block_on(reg.close());
     }
     g.finish();
-    if let Some((base, schema)) = pg {
+    if let Some((base, schema, _)) = pg {
         drop_schema(&base, &schema);
     }
+}
+
+/// A fresh PostgreSQL schema `PREFIX<pid>` when `FLEETGATE_TEST_PG_URL` is set: the base
+/// URL, the schema, and a URL whose connections use it.
+fn pg_schema(prefix: &str, label: &str) -> Option<(String, String, String)> {
+    let Ok(base) = std::env::var("FLEETGATE_TEST_PG_URL") else {
+        eprintln!("{label} on PostgreSQL skipped: FLEETGATE_TEST_PG_URL is not set");
+        return None;
+    };
+    let schema = format!("{prefix}{}", std::process::id());
+    let ok = std::process::Command::new("psql")
+        .arg(&base)
+        .args([
+            "-q",
+            "-c",
+            &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"),
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("{label} on PostgreSQL skipped: could not create schema {schema} with psql");
+        return None;
+    }
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options[search_path]={schema}");
+    Some((base, schema, url))
 }
 
 /// Drop a benchmark's PostgreSQL schema (they are created per process).

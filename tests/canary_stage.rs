@@ -5,7 +5,6 @@
 
 mod common;
 use common::{Fleet, code, git, text};
-use serde_json::Value;
 
 fn agent_pid(fleet: &Fleet, node: &str) -> Option<i32> {
     let needle = format!("nodes/{node}/node.toml");
@@ -18,27 +17,11 @@ fn agent_pid(fleet: &Fleet, node: &str) -> Option<i32> {
     })
 }
 
-fn code_hashes(fleet: &Fleet) -> Vec<(String, String)> {
-    let peers: Value =
-        serde_json::from_slice(&fleet.fg(&["fleet", "list", "--json"]).stdout).unwrap();
-    peers
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["id"].as_str().unwrap().to_owned(),
-                p["code_hash"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn an_unhealthy_release_and_a_silent_canary_node_each_roll_back() {
     let fleet = Fleet::prepare(4);
     let app = fleet.dir.path().join("sample-app");
-    let before = code_hashes(&fleet);
+    let before = fleet.code_hashes();
 
     // v2.2.0 starts but its health check fails: the canary node's agent reverts it and
     // reports the failure; the run rolls back at once, no other node is touched.
@@ -56,7 +39,7 @@ fn an_unhealthy_release_and_a_silent_canary_node_each_roll_back() {
         detail.contains("CANARY gate failed") && detail.contains("failed on 1 canary node"),
         "{detail}"
     );
-    assert_eq!(code_hashes(&fleet), before, "every node still runs v1.0.0");
+    assert_eq!(fleet.code_hashes(), before, "every node still runs v1.0.0");
 
     // v2.0.0 with its canary node going silent mid-window (agent killed): the missing
     // heartbeat is a hard failure.

@@ -5,24 +5,7 @@
 
 mod common;
 use common::{Fleet, code, git, text};
-use serde_json::Value;
 use std::time::{Duration, Instant};
-
-fn code_hashes(fleet: &Fleet) -> Vec<(String, String)> {
-    let peers: Value =
-        serde_json::from_slice(&fleet.fg(&["fleet", "list", "--json"]).stdout).unwrap();
-    peers
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["id"].as_str().unwrap().to_owned(),
-                p["code_hash"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect()
-}
 
 #[test]
 fn a_rollback_by_hand_during_canary_is_delivered_by_the_next_advance() {
@@ -31,7 +14,7 @@ fn a_rollback_by_hand_during_canary_is_delivered_by_the_next_advance() {
     assert_eq!(code(&fleet.fg(&["start", "v2.0.0"])), 0);
     let out = fleet.fg(&["run"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
-    let before = code_hashes(&fleet);
+    let before = fleet.code_hashes();
     // v2.5.0 is healthy; the operator rolls it back during its canary window anyway.
     let app = fleet.dir.path().join("sample-app");
     std::fs::write(app.join("NOTES"), "v2.5.0\n").unwrap();
@@ -50,7 +33,7 @@ fn a_rollback_by_hand_during_canary_is_delivered_by_the_next_advance() {
         .unwrap()
         .to_owned();
     assert_ne!(
-        code_hashes(&fleet),
+        fleet.code_hashes(),
         before,
         "the canary node runs the release"
     );
@@ -85,11 +68,11 @@ fn a_rollback_by_hand_during_canary_is_delivered_by_the_next_advance() {
     assert_eq!(s["stage"], "rolled_back");
 
     let t = Instant::now();
-    while code_hashes(&fleet) != before {
+    while fleet.code_hashes() != before {
         assert!(
             t.elapsed() < Duration::from_secs(60),
             "canary node {canary} did not return to v2.0.0: {:?}",
-            code_hashes(&fleet)
+            fleet.code_hashes()
         );
         std::thread::sleep(Duration::from_millis(200));
     }

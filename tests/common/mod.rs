@@ -125,6 +125,22 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// Each peer's id and the code hash it last reported, from `fleet list --json`.
+    pub fn code_hashes(&self) -> Vec<(String, String)> {
+        let peers: Value =
+            serde_json::from_slice(&self.fg(&["fleet", "list", "--json"]).stdout).unwrap();
+        peers
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["id"].as_str().unwrap().to_owned(),
+                    p["code_hash"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    }
     pub fn prepare(nodes: u16) -> Fleet {
         let fleet = Fleet {
             dir: tempfile::tempdir().unwrap(),
