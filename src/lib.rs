@@ -35,4 +35,4 @@ pub use fleetgate_tools as tools;
 pub use fleetgate_trust as trust;
 
 pub use fleetgate_core::{PipelineState, Stage, Verdict, Version};
-pub use fleetgate_runtime::{Orchestrator, load_config};
+pub use fleetgate_runtime::{AsyncOrchestrator, Orchestrator, load_config};

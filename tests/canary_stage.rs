@@ -46,9 +46,9 @@ fn an_unhealthy_release_and_a_silent_canary_node_each_roll_back() {
     assert_eq!(code(&fleet.fg(&["start", "v2.0.0"])), 0);
     let mut run = fleet.spawn(&["run"]);
     let s = fleet.wait_until("the canary window", |s| {
-        s["stage_data"]["canary"].get("window_start").is_some()
+        s["canary"].get("window_start").is_some()
     });
-    let canary = s["stage_data"]["canary"]["canary"][0]
+    let canary = s["canary"]["selection"]["nodes"][0]
         .as_str()
         .unwrap()
         .to_owned();
@@ -73,7 +73,7 @@ fn an_unhealthy_release_and_a_silent_canary_node_each_roll_back() {
     assert_eq!(hb["decision"], "fail", "{hb}");
     // The window did not run to its end: the hard failure came at the next sample after
     // the timeout.
-    let window_end = s["stage_data"]["canary"]["deadline"].as_f64().unwrap();
+    let window_end = s["canary"]["deadline"].as_f64().unwrap();
     let ended = s["stage_history"].as_array().unwrap().last().unwrap()["at"]
         .as_f64()
         .unwrap();

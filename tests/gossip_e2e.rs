@@ -48,10 +48,10 @@ fn a_node_down_during_the_broadcast_catches_up_and_forged_gossip_is_refused_ever
     let mut run = fleet.spawn(&["run"]);
     // Once the canary window is open, take a non-canary node down (SIGKILL of its agent).
     let s = fleet.wait_until("the canary window", |s| {
-        s["stage_data"]["canary"].get("window_start").is_some()
+        s["canary"].get("window_start").is_some()
     });
     let canary: Vec<String> =
-        serde_json::from_value(s["stage_data"]["canary"]["canary"].clone()).unwrap();
+        serde_json::from_value(s["canary"]["selection"]["nodes"].clone()).unwrap();
     let victim = nodes.iter().find(|n| !canary.contains(n)).unwrap().clone();
     let pid = agent_pid(&fleet, &victim).expect("victim agent running");
     nix::sys::signal::kill(

@@ -24,11 +24,11 @@ fn a_rollback_by_hand_during_canary_is_delivered_by_the_next_advance() {
     assert_eq!(code(&fleet.fg(&["start", "v2.5.0"])), 0);
     let mut run = fleet.spawn(&["run"]);
     let s = fleet.wait_until("the canary window", |s| {
-        s["stage_data"]["canary"].get("window_start").is_some()
+        s["canary"].get("window_start").is_some()
     });
     let _ = run.kill();
     let _ = run.wait();
-    let canary = s["stage_data"]["canary"]["canary"][0]
+    let canary = s["canary"]["selection"]["nodes"][0]
         .as_str()
         .unwrap()
         .to_owned();
@@ -59,7 +59,7 @@ fn a_rollback_by_hand_during_canary_is_delivered_by_the_next_advance() {
     let out = fleet.fg(&["advance"]);
     assert_eq!(code(&out), 4, "{}", text(&out));
     assert!(
-        text(&out).contains("rollback to v2.0.0 sent to 1 node"),
+        text(&out).contains("to v2.0.0: obeyed by 4 node(s)"),
         "{}",
         text(&out)
     );
@@ -89,7 +89,7 @@ fn a_rollback_order_with_nothing_to_return_to_is_abandoned_not_left_blocking() {
     assert_eq!(code(&fleet.fg(&["start", "v2.0.0"])), 0);
     let mut run = fleet.spawn(&["run"]);
     fleet.wait_until("the canary window", |s| {
-        s["stage_data"]["canary"].get("window_start").is_some()
+        s["canary"].get("window_start").is_some()
     });
     let _ = run.kill();
     let _ = run.wait();

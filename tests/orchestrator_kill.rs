@@ -21,25 +21,18 @@ fn killed_during_canary_and_during_deploy_the_orchestrator_resumes_and_finishes(
     let run = fleet.spawn(&["run"]);
     let before = fleet.wait_until("the canary window to be open for a few samples", |s| {
         s["stage"] == "canary"
-            && s["stage_data"]["canary"].get("window_start").is_some()
+            && s["canary"].get("window_start").is_some()
             && s["gate_results"]["canary"]["checks"].as_u64().unwrap_or(0) >= 3
     });
     kill(run);
-    let canary_before = before["stage_data"]["canary"].clone();
+    let canary_before = before["canary"].clone();
     let checks_before = before["gate_results"]["canary"]["checks"].as_u64().unwrap();
     let out = fleet.fg(&["run"]);
     assert_eq!(code(&out), 0, "the resumed run completes: {}", text(&out));
     let after = fleet.status();
     assert_eq!(after["stage"], "completed");
-    let canary_after = &after["stage_data"]["canary"];
-    for key in [
-        "canary",
-        "baseline",
-        "window_start",
-        "deadline",
-        "seed",
-        "selection",
-    ] {
+    let canary_after = &after["canary"];
+    for key in ["window_start", "deadline", "selection", "first_sent_at"] {
         assert_eq!(
             canary_after[key], canary_before[key],
             "{key} changed across the restart"
@@ -85,17 +78,17 @@ fn killed_during_canary_and_during_deploy_the_orchestrator_resumes_and_finishes(
     assert_eq!(code(&fleet.fg(&["start", "v2.1.0"])), 0);
     let run = fleet.spawn(&["run"]);
     let before = fleet.wait_until("DEPLOY to have handed the release out", |s| {
-        s["stage"] == "deploying" && s["stage_data"]["deploying"].get("targets").is_some()
+        s["stage"] == "deploying" && s["deploy"]["listed"] == true
     });
     kill(run);
-    let deploy_before = before["stage_data"]["deploying"].clone();
+    let deploy_before = before["deploy"].clone();
     let out = fleet.fg(&["run"]);
     assert_eq!(code(&out), 0, "the resumed run completes: {}", text(&out));
     let after = fleet.status();
     assert_eq!(after["stage"], "completed", "{}", after["failure_detail"]);
     for key in ["targets", "started_at", "deadline"] {
         assert_eq!(
-            after["stage_data"]["deploying"][key], deploy_before[key],
+            after["deploy"][key], deploy_before[key],
             "{key} changed across the restart"
         );
     }

@@ -351,6 +351,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         base: base.clone(),
         repo: base.join(&cfg.repo),
         state_dir: base.join(&cfg.state_dir),
+        fleet: Default::default(),
     });
     let keep = args.keep || args.prepare_only;
     let mut fleet = Fleet {

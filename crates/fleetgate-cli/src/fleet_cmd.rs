@@ -235,7 +235,7 @@ pub fn canary_health(o: &Orchestrator, json: bool) -> anyhow::Result<ExitCode> {
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "success": true, "outcome": rec.verdict.outcome, "detail": rec.verdict.detail, "checks": rec.checks,
-                "verdict": f, "selection": state.stage_data.get(&Stage::Canary),
+                "verdict": f, "selection": state.canary.as_ref().and_then(|c| c.selection.as_ref()), "canary": &state.canary,
             }))?
         );
         return Ok(ExitCode::SUCCESS);

@@ -13,13 +13,14 @@
 
 pub mod bench;
 pub mod config;
+pub mod fleet;
 pub mod machine;
 pub mod stage;
 pub mod state;
 pub mod verdict;
 pub mod version;
 
-pub use machine::{Command, Event, GateFacts, TransitionError, handle, resume};
+pub use machine::{Command, Event, FleetStageProgress, GateFacts, TransitionError, handle, resume};
 pub use stage::{OnFailure, RollbackScope, Stage};
 pub use state::{
     CompletedRelease, Effect, EffectAction, GateRecord, HistoryEntry, PipelineState, SCHEMA_VERSION,

@@ -5,6 +5,7 @@
 //! the events. Every transition bumps `epoch`; a gate result carries the epoch it was
 //! started under and is discarded if the run moved on meanwhile (a rollback always wins).
 
+use crate::fleet::{CanaryProgress, DeployProgress, RevocationProgress};
 use crate::stage::{OnFailure, RollbackScope, Stage};
 use crate::state::{
     CompletedRelease, Effect, EffectAction, GateRecord, HistoryEntry, PipelineState,
@@ -83,6 +84,40 @@ pub enum Event {
         /// Why it can never be carried out.
         reason: String,
     },
+    /// A fleet stage (CANARY or DEPLOY) saves its typed progress before an outside effect.
+    /// Does not change the stage or the epoch.
+    FleetProgress {
+        /// The epoch read before the gate started.
+        epoch: u64,
+        /// The progress, replacing what was there.
+        progress: FleetStageProgress,
+    },
+    /// A rollback order's delivery saves its progress before an outside effect.
+    EffectProgress {
+        /// The effect's id.
+        id: String,
+        /// The progress, replacing what was there.
+        progress: RevocationProgress,
+    },
+}
+
+/// The typed progress of one fleet stage.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FleetStageProgress {
+    /// CANARY's.
+    Canary(CanaryProgress),
+    /// DEPLOY's.
+    Deploy(DeployProgress),
+}
+
+impl FleetStageProgress {
+    /// The stage it belongs to.
+    pub fn stage(&self) -> Stage {
+        match self {
+            FleetStageProgress::Canary(_) => Stage::Canary,
+            FleetStageProgress::Deploy(_) => Stage::Deploying,
+        }
+    }
 }
 
 /// Values a gate computed that the state keeps.
@@ -226,6 +261,22 @@ pub fn handle(state: &mut PipelineState, event: Event) -> Result<Vec<Command>, T
             effect.last_error = Some(error);
             Ok(Vec::new())
         }
+        Event::FleetProgress { epoch, progress } => {
+            check_fresh(state, progress.stage(), epoch)?;
+            match progress {
+                FleetStageProgress::Canary(p) => state.canary = Some(p),
+                FleetStageProgress::Deploy(p) => state.deploy = Some(p),
+            }
+            Ok(Vec::new())
+        }
+        Event::EffectProgress { id, progress } => {
+            let Some(effect) = state.outbox.iter_mut().find(|e| e.id == id) else {
+                return Err(TransitionError::UnknownEffect { id });
+            };
+            state.last_sequence = state.last_sequence.max(progress.sequence);
+            effect.revocation = Some(progress);
+            Ok(Vec::new())
+        }
         Event::EffectAbandoned { id, reason } => {
             let before = state.outbox.len();
             state.outbox.retain(|e| e.id != id);
@@ -361,6 +412,7 @@ fn order(state: &mut PipelineState, action: EffectAction) -> Effect {
         action,
         attempts: 0,
         last_error: None,
+        revocation: None,
     };
     state.outbox.push(effect.clone());
     effect

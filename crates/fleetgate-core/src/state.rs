@@ -5,6 +5,7 @@
 //! the rest is what crash recovery needs. `schema_version` is bumped on any incompatible
 //! change; readers refuse files newer than they understand.
 
+use crate::fleet::{CanaryProgress, DeployProgress, RevocationProgress};
 use crate::stage::{RollbackScope, Stage};
 use crate::verdict::{Outcome, Verdict};
 use serde::{Deserialize, Serialize};
@@ -63,6 +64,10 @@ pub struct Effect {
     /// The last delivery error, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// A rollback order's delivery progress (signed sequence, per-node deliveries),
+    /// persisted before each send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<RevocationProgress>,
 }
 
 /// The outside effects the pipeline orders.
@@ -152,6 +157,13 @@ pub struct PipelineState {
     /// Number of effects ordered in this run (for effect ids).
     #[serde(default)]
     pub effects_ordered: u32,
+    /// CANARY's typed progress (selection, deliveries, window), persisted before each
+    /// outside effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryProgress>,
+    /// DEPLOY's typed progress (targets, deliveries or gossip hand-off, deadline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<DeployProgress>,
 }
 
 impl Default for PipelineState {
@@ -182,6 +194,8 @@ impl PipelineState {
             last_completed: None,
             last_sequence: 0,
             effects_ordered: 0,
+            canary: None,
+            deploy: None,
         }
     }
 

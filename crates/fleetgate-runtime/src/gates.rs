@@ -26,6 +26,8 @@ pub struct GateContext {
     pub repo: PathBuf,
     /// The state directory.
     pub state_dir: PathBuf,
+    /// The orchestrator's fleet connection (opened on first use, shared by clones).
+    pub fleet: std::sync::Arc<crate::fleet::FleetHandle>,
 }
 
 impl GateContext {
@@ -71,12 +73,16 @@ pub fn evaluate(
         Stage::Auditing => audit(ctx, state).map(|v| (v, GateFacts::default())),
         Stage::Benchmarking => benchmark(ctx, state).map(|v| (v, GateFacts::default())),
         Stage::Signing => sign(ctx, state),
-        Stage::Canary => {
-            crate::fleet::canary(ctx, state, checkpoint).map(|v| (v, GateFacts::default()))
-        }
-        Stage::Deploying => {
-            crate::fleet::deploy(ctx, state, checkpoint).map(|v| (v, GateFacts::default()))
-        }
+        Stage::Canary => ctx
+            .fleet
+            .get(ctx)
+            .and_then(|link| crate::fleet::canary(ctx, &link, state, checkpoint))
+            .map(|v| (v, GateFacts::default())),
+        Stage::Deploying => ctx
+            .fleet
+            .get(ctx)
+            .and_then(|link| crate::fleet::deploy(ctx, &link, state, checkpoint))
+            .map(|v| (v, GateFacts::default())),
         Stage::Idle | Stage::Completed | Stage::RolledBack | Stage::Failed => Ok((
             Verdict::failed(format!("`{stage}` has no gate"), serde_json::Value::Null),
             GateFacts::default(),
@@ -168,8 +174,7 @@ fn sign(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts)
 
     // Only the holder of the registry's pipeline lease signs releases for the fleet; its
     // fencing epoch goes into the manifest.
-    let fencing_epoch =
-        u64::try_from(crate::fleet::FleetLink::connect(ctx)?.fencing_epoch()).unwrap_or(0);
+    let fencing_epoch = u64::try_from(ctx.fleet.get(ctx)?.fencing_epoch()).unwrap_or(0);
     let bytes = if let Some(existing) = pending_manifest(ctx, state) {
         existing
     } else {

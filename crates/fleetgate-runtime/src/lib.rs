@@ -17,6 +17,7 @@
 //! Testing: `cargo nextest run -p fleetgate-runtime` (real git repositories in temp dirs,
 //! real `sh` commands).
 
+mod asynchronous;
 pub mod bench_registry;
 pub mod bench_store;
 pub mod checkout;
@@ -27,6 +28,7 @@ pub mod gates;
 pub mod junit;
 pub mod orchestrator;
 
+pub use asynchronous::AsyncOrchestrator;
 pub use orchestrator::{AdvanceReport, Orchestrator, Progress, load_config, rollback_in};
 
 use std::path::{Path, PathBuf};

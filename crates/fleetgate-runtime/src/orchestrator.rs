@@ -5,7 +5,8 @@ use crate::gates::{self, GateContext, resolve};
 use crate::{RuntimeError, codehash, now};
 use fleetgate_core::config::Config;
 use fleetgate_core::{
-    Command, EffectAction, Event, PipelineState, Stage, TransitionError, Verdict, Version, handle,
+    Command, Effect, EffectAction, Event, FleetStageProgress, PipelineState, Stage,
+    TransitionError, Verdict, Version, handle,
 };
 use fleetgate_store::{OrchestratorLock, StateDir, TransactError};
 use std::path::{Path, PathBuf};
@@ -156,6 +157,7 @@ impl Orchestrator {
                 base: base.to_owned(),
                 repo,
                 state_dir,
+                fleet: Default::default(),
             },
             store,
             _lock: None,
@@ -249,12 +251,23 @@ impl Orchestrator {
     ) -> Result<PipelineState, RuntimeError> {
         let state = self.store.load()?;
         for effect in &state.outbox {
-            let result = deliver(&self.ctx, &state, &effect.id, &effect.action);
-            if let Some(seq) = rollback_sequence(&self.ctx, &effect.id) {
-                self.store
-                    .transact(|s| handle(s, Event::SequenceUsed { sequence: seq }).map(|_| ()))
-                    .map_err(flatten)?;
-            }
+            let store = &self.store;
+            let id = effect.id.clone();
+            let mut persist = |p: &fleetgate_core::fleet::RevocationProgress| {
+                store
+                    .transact(|s| {
+                        handle(
+                            s,
+                            Event::EffectProgress {
+                                id: id.clone(),
+                                progress: p.clone(),
+                            },
+                        )
+                        .map(|_| ())
+                    })
+                    .map_err(flatten)
+            };
+            let result = deliver(&self.ctx, &state, effect, &mut persist);
             let event = match &result {
                 Ok(note) => {
                     progress(Progress::Delivered {
@@ -317,9 +330,9 @@ impl Orchestrator {
             version: snapshot.version.clone(),
         });
         let store = &self.store;
-        let mut checkpoint = |data: serde_json::Value| -> Result<(), RuntimeError> {
+        let mut checkpoint = |progress: FleetStageProgress| -> Result<(), RuntimeError> {
             store
-                .transact(|s| handle(s, Event::Checkpoint { stage, epoch, data }).map(|_| ()))
+                .transact(|s| handle(s, Event::FleetProgress { epoch, progress }).map(|_| ()))
                 .map_err(|e| match e {
                     TransactError::Rejected(t) => RuntimeError::Superseded(t.to_string()),
                     TransactError::Store(s) => RuntimeError::Store(s),
@@ -528,27 +541,16 @@ fn new_run_id(version: &Version) -> String {
     )
 }
 
-/// Deliver one effect: a rollback order to the nodes that may have received the release.
+/// Deliver one effect: a rollback order, revoking the release fleet-wide.
 fn deliver(
     ctx: &GateContext,
     state: &PipelineState,
-    id: &str,
-    action: &EffectAction,
+    effect: &Effect,
+    persist: crate::fleet::revoke::PersistRevocation<'_>,
 ) -> Result<String, DeliveryError> {
-    match action {
+    match &effect.action {
         EffectAction::SendRollback { scope, reason } => {
-            crate::fleet::send_rollback(ctx, state, id, *scope, reason)
+            crate::fleet::send_rollback(ctx, state, effect, *scope, reason, persist)
         }
     }
-}
-
-/// The sequence of the rollback manifest signed for an effect, if one was signed.
-fn rollback_sequence(ctx: &GateContext, effect_id: &str) -> Option<u64> {
-    let path = ctx
-        .state_dir
-        .join("manifests")
-        .join(format!("rollback-{effect_id}.json"));
-    let bytes = std::fs::read(path).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("sequence")?.as_u64()
 }

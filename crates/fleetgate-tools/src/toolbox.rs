@@ -484,7 +484,7 @@ impl Toolbox {
             "baseline_nodes": f.get("baseline_nodes").cloned().unwrap_or(Value::Null),
             "verdict": f,
             "checks": rec.checks,
-            "selection": state.stage_data.get(&Stage::Canary),
+            "selection": state.canary.as_ref().and_then(|c| c.selection.as_ref()), "canary": &state.canary,
         }))
     }
 

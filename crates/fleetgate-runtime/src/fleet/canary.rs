@@ -1,0 +1,282 @@
+//! The CANARY gate: the runtime half of [`fleetgate_core::fleet::CanaryMachine`]. Each pass
+//! observes the canary nodes' latest heartbeats, ticks the machine, and carries out what
+//! it asks: select (persisted before any node is contacted), send the signed manifest
+//! (each node marked in flight and persisted first), and run the health judge over the
+//! window from the registry's stored heartbeats.
+
+use super::link::{FleetLink, now_secs, rt_err};
+use super::{Checkpoint, MAX_TICKS, manifest_bytes};
+use crate::RuntimeError;
+use crate::gates::GateContext;
+use fleetgate_canary::{Eligible, Judge, JudgeConfig, OnInsufficientData, select_canary};
+use fleetgate_core::fleet::{
+    CanaryEvent, CanaryMachine, CanaryParams, CanarySelection, FleetCommand, JudgeDecision,
+};
+use fleetgate_core::{FleetStageProgress, PipelineState, Verdict};
+use serde_json::Value;
+use std::collections::{BTreeSet, VecDeque};
+
+pub(crate) fn judge_config(ctx: &GateContext) -> JudgeConfig {
+    let c = &ctx.cfg.canary;
+    let pos = |v: i64| u64::try_from(v).unwrap_or(0);
+    JudgeConfig {
+        window_secs: pos(c.window_secs),
+        sample_interval_secs: pos(c.sample_interval_secs),
+        heartbeat_timeout_secs: pos(c.heartbeat_timeout_secs),
+        max_exception_rate_increase: c.max_exception_rate_increase,
+        min_canary_requests: pos(c.min_requests),
+        on_insufficient_data: if c.on_insufficient_data == "extend" {
+            OnInsufficientData::Extend
+        } else {
+            OnInsufficientData::Fail
+        },
+        ..JudgeConfig::default()
+    }
+}
+
+/// Too few eligible peers is pending this long before CANARY fails.
+const SELECTION_TIMEOUT_SECS: i64 = 300;
+
+/// The CANARY machine's settings from the config and the run.
+pub fn params(ctx: &GateContext, state: &PipelineState) -> CanaryParams {
+    CanaryParams {
+        code_hash: state.code_hash.clone().unwrap_or_default(),
+        window_secs: ctx.cfg.canary.window_secs,
+        report_grace_secs: ctx.cfg.canary.heartbeat_timeout_secs,
+        selection_timeout_secs: SELECTION_TIMEOUT_SECS,
+    }
+}
+
+/// One pass of CANARY.
+pub fn canary(
+    ctx: &GateContext,
+    link: &FleetLink,
+    state: &PipelineState,
+    checkpoint: Checkpoint<'_>,
+) -> Result<Verdict, RuntimeError> {
+    let bytes = manifest_bytes(ctx, state)?;
+    let params = params(ctx, state);
+    let mut progress = state.canary.clone().unwrap_or_default();
+    let t = now_secs();
+    let mut m = CanaryMachine {
+        progress: &mut progress,
+        params: &params,
+    };
+    observe(link, &mut m, t)?;
+    let mut queue: VecDeque<FleetCommand> = m.handle(CanaryEvent::Tick { now: t }).into();
+    let mut ticks = 1;
+    while let Some(cmd) = queue.pop_front() {
+        match cmd {
+            FleetCommand::Persist => {
+                checkpoint(FleetStageProgress::Canary(m.progress.clone()))?;
+            }
+            FleetCommand::SelectCanary => {
+                let event = select(ctx, link, state, t)?;
+                let selected = matches!(event, CanaryEvent::Selected { .. });
+                if let CanaryEvent::Selected { selection } = &event {
+                    record_selection(link, state, selection, t)?;
+                }
+                queue.extend(m.handle(event));
+                if selected && ticks < MAX_TICKS {
+                    ticks += 1;
+                    queue.extend(m.handle(CanaryEvent::Tick { now: t }));
+                }
+            }
+            FleetCommand::Send { nodes } => {
+                for (node, answer) in link.send(&nodes, &bytes) {
+                    tracing::info!(node = %node, answer = ?answer, "canary apply answered");
+                    queue.extend(m.handle(CanaryEvent::Answered { node, answer }));
+                }
+                if ticks < MAX_TICKS {
+                    ticks += 1;
+                    let t2 = now_secs();
+                    observe(link, &mut m, t2)?;
+                    queue.extend(m.handle(CanaryEvent::Tick { now: t2 }));
+                }
+            }
+            FleetCommand::Judge {
+                window_start,
+                canary,
+                baseline,
+            } => {
+                let event = judge(ctx, link, &params.code_hash, window_start, canary, baseline)?;
+                queue.extend(m.handle(event));
+            }
+            FleetCommand::Verdict(v) => return Ok(v),
+            FleetCommand::ListTargets | FleetCommand::Publish => {
+                return Err(RuntimeError::Fleet(
+                    "internal: the CANARY machine asked for a DEPLOY command".into(),
+                ));
+            }
+        }
+    }
+    Ok(Verdict::pending(
+        "canary: waiting for the next pass",
+        serde_json::to_value(&*m.progress).unwrap_or(Value::Null),
+    ))
+}
+
+fn observe(link: &FleetLink, m: &mut CanaryMachine<'_>, t: i64) -> Result<(), RuntimeError> {
+    let nodes: Vec<String> = m
+        .progress
+        .selection
+        .as_ref()
+        .map(|s| s.nodes.clone())
+        .unwrap_or_default();
+    for node in nodes {
+        let observed = link.observe(&node, t)?;
+        m.handle(CanaryEvent::Observed { node, observed });
+    }
+    Ok(())
+}
+
+fn select(
+    ctx: &GateContext,
+    link: &FleetLink,
+    state: &PipelineState,
+    t: i64,
+) -> Result<CanaryEvent, RuntimeError> {
+    let timeout = u64::try_from(ctx.cfg.canary.heartbeat_timeout_secs).unwrap_or(60);
+    let eligible: Vec<Eligible> = link
+        .block_on(link.registry().eligible_peers(t, timeout))
+        .map_err(|e| rt_err("failed to list eligible peers", e))?;
+    let seed_hex = state
+        .manifest
+        .as_ref()
+        .and_then(|m| m.get("canary_seed"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let seed = hex::decode(&seed_hex)
+        .map_err(|e| RuntimeError::Fleet(format!("manifest canary_seed is not hex: {e}")))?;
+    let min = usize::try_from(ctx.cfg.canary.min_nodes).unwrap_or(1);
+    let selection = match select_canary(&seed, &eligible, ctx.cfg.canary.pct, min) {
+        Ok(s) => s,
+        Err(e) => {
+            let enrolled = link
+                .block_on(link.registry().list_peers())
+                .map_err(|e| rt_err("failed to list peers", e))?
+                .len();
+            return Ok(CanaryEvent::TooFewPeers {
+                enrolled,
+                eligible: eligible.len(),
+                reason: format!("cannot select canary nodes: {e}"),
+                now: t,
+            });
+        }
+    };
+    let chosen: BTreeSet<&str> = selection.nodes.iter().map(String::as_str).collect();
+    let baseline: Vec<String> = eligible
+        .iter()
+        .filter(|e| !chosen.contains(e.id.as_str()))
+        .map(|e| e.id.clone())
+        .collect();
+    Ok(CanaryEvent::Selected {
+        selection: CanarySelection {
+            nodes: selection.nodes.clone(),
+            baseline,
+            seed: seed_hex,
+            eligible: selection.eligible,
+            per_region: selection.per_region.clone(),
+            selected_at: t,
+            fencing_epoch: link.fencing_epoch(),
+        },
+    })
+}
+
+/// The selection is also recorded in the registry (under the lease), so any node or a
+/// standby can check it.
+fn record_selection(
+    link: &FleetLink,
+    state: &PipelineState,
+    s: &CanarySelection,
+    t: i64,
+) -> Result<(), RuntimeError> {
+    let selection = fleetgate_canary::Selection {
+        seed_hex: s.seed.clone(),
+        eligible: s.eligible,
+        pct: 0.0,
+        min: 0,
+        nodes: s.nodes.clone(),
+        per_region: s.per_region.clone(),
+    };
+    let run_id = state.run_id.clone().unwrap_or_default();
+    link.block_on(
+        link.registry()
+            .persist_selection(&run_id, &selection, &link.fence(), t),
+    )
+    .map_err(|e| rt_err("failed to record the canary selection", e))
+}
+
+/// Replay the window from the heartbeats stored in the registry, sampling when the judge
+/// asks (`SampleAt`), so a restarted orchestrator judges exactly the same samples.
+fn judge(
+    ctx: &GateContext,
+    link: &FleetLink,
+    code_hash: &str,
+    window_start: i64,
+    canary: Vec<String>,
+    baseline: Vec<String>,
+) -> Result<CanaryEvent, RuntimeError> {
+    let start = u64::try_from(window_start).unwrap_or(0);
+    let mut judge = Judge::new(
+        judge_config(ctx),
+        code_hash,
+        canary.clone(),
+        baseline.clone(),
+        start,
+    )
+    .map_err(|e| RuntimeError::Fleet(format!("invalid canary judge: {e}")))?;
+    let interval = u64::try_from(ctx.cfg.canary.sample_interval_secs)
+        .unwrap_or(30)
+        .max(1);
+    let now = u64::try_from(now_secs()).unwrap_or(0);
+    let mut next = start + interval;
+    let mut decided = false;
+    while next <= now && !decided {
+        let sample = link
+            .block_on(link.registry().sample(&canary, &baseline, next as i64))
+            .map_err(|e| rt_err("failed to read samples", e))?;
+        let cmds = judge
+            .on_event(fleetgate_canary::Event::Sample(sample))
+            .map_err(|e| RuntimeError::Fleet(e.to_string()))?;
+        let at = next;
+        next = at + interval;
+        for c in cmds {
+            match c {
+                fleetgate_canary::Command::SampleAt { at: want } => next = want.max(at + 1),
+                fleetgate_canary::Command::ExtendWindow { until } => {
+                    tracing::info!(until, "canary window extended for more data");
+                }
+                fleetgate_canary::Command::Promote { .. }
+                | fleetgate_canary::Command::Rollback { .. } => decided = true,
+            }
+        }
+    }
+    if !decided {
+        judge
+            .on_event(fleetgate_canary::Event::Tick { now })
+            .map_err(|e| RuntimeError::Fleet(e.to_string()))?;
+    }
+    let v = judge.verdict().clone();
+    let figures = serde_json::to_value(&v).unwrap_or(Value::Null);
+    let decision = match v.decision {
+        fleetgate_canary::Decision::Pass => JudgeDecision::Pass,
+        fleetgate_canary::Decision::Pending => JudgeDecision::Pending,
+        fleetgate_canary::Decision::Fail => JudgeDecision::Fail,
+    };
+    let detail = match decision {
+        JudgeDecision::Pending => format!(
+            "{} samples, {}s left: {}",
+            v.samples,
+            v.deadline.saturating_sub(now),
+            v.reason
+        ),
+        JudgeDecision::Pass | JudgeDecision::Fail | JudgeDecision::Inconclusive => v.reason,
+    };
+    Ok(CanaryEvent::Judged {
+        decision,
+        detail,
+        figures,
+    })
+}

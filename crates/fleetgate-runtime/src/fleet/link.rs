@@ -1,0 +1,433 @@
+//! The orchestrator's one connection to the fleet: the registry (opened once), the
+//! pipeline lease (renewed on every use), the HTTP client, and the classification of node
+//! answers into [`NodeAnswer`]s by what the node says it runs now.
+
+use crate::gates::GateContext;
+use crate::{RuntimeError, now};
+use fleetgate_core::fleet::{NodeAnswer, Observed};
+use fleetgate_fleet::{Fence, Registry};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Name of the lease that fences pipeline writes to the registry.
+pub const LEASE_NAME: &str = "fleetgate-pipeline";
+
+/// A connection to the fleet: registry, lease, HTTP client, and the small tokio runtime
+/// they run on.
+pub struct FleetLink {
+    rt: tokio::runtime::Runtime,
+    registry: Registry,
+    http: reqwest::Client,
+    holder: String,
+    url: String,
+    lease_ttl: Duration,
+    fence: Mutex<Fence>,
+}
+
+impl std::fmt::Debug for FleetLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetLink")
+            .field("holder", &self.holder)
+            .field("fence", &self.fence())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The registry URL of a config: `[fleet] database_url`, else `sqlite://<state_dir>/fleet.db`.
+pub fn database_url(ctx: &GateContext) -> String {
+    match &ctx.cfg.fleet.database_url {
+        Some(u) => match u.strip_prefix("sqlite://") {
+            Some(path) if !path.starts_with('/') => {
+                format!(
+                    "sqlite://{}",
+                    crate::gates::resolve(&ctx.base, path).display()
+                )
+            }
+            _ => u.clone(),
+        },
+        None => format!("sqlite://{}", ctx.state_dir.join("fleet.db").display()),
+    }
+}
+
+pub(crate) fn rt_err(what: &str, e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Fleet(format!("{what}: {e}"))
+}
+
+/// The orchestrator's fleet connection, opened on first use and kept: one registry pool,
+/// one HTTP client and one runtime per orchestrator.
+#[derive(Debug, Default)]
+pub struct FleetHandle {
+    link: Mutex<Option<Arc<FleetLink>>>,
+}
+
+impl FleetHandle {
+    /// The link, connecting on first use; the pipeline lease is taken or renewed on every
+    /// call (a non-holder gets [`RuntimeError::Fenced`]).
+    pub fn get(&self, ctx: &GateContext) -> Result<Arc<FleetLink>, RuntimeError> {
+        let mut slot = self.link.lock().unwrap_or_else(|p| p.into_inner());
+        let link = match slot.as_ref() {
+            Some(l) => l.clone(),
+            None => {
+                let l = Arc::new(FleetLink::open(ctx)?);
+                *slot = Some(l.clone());
+                l
+            }
+        };
+        drop(slot);
+        link.renew_lease()?;
+        Ok(link)
+    }
+}
+
+impl FleetLink {
+    /// Open the registry and build the HTTP client (no lease yet: see
+    /// [`FleetLink::renew_lease`]).
+    fn open(ctx: &GateContext) -> Result<FleetLink, RuntimeError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| rt_err("failed to start the async runtime", e))?;
+        let url = database_url(ctx);
+        let registry = block_on_rt(&rt, Registry::connect(&url))
+            .map_err(|e| rt_err("failed to open the fleet registry", e))?;
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let holder = format!("{}:{}", host.trim(), ctx.state_dir.display());
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(
+                u64::try_from(ctx.cfg.canary.apply_timeout_secs).unwrap_or(300),
+            ))
+            .build()
+            .map_err(|e| rt_err("failed to build the HTTP client", e))?;
+        Ok(FleetLink {
+            rt,
+            registry,
+            http,
+            holder,
+            url,
+            lease_ttl: Duration::from_secs(
+                u64::try_from(ctx.cfg.fleet.lease_ttl_secs.unwrap_or(120)).unwrap_or(120),
+            ),
+            fence: Mutex::new(Fence {
+                name: LEASE_NAME.to_owned(),
+                epoch: 0,
+            }),
+        })
+    }
+
+    /// Take or renew the pipeline lease. The holder is this state directory on this host,
+    /// so a restarted orchestrator gets its own lease back.
+    pub fn renew_lease(&self) -> Result<(), RuntimeError> {
+        let lease = self
+            .block_on(
+                self.registry
+                    .acquire_lease(LEASE_NAME, &self.holder, self.lease_ttl),
+            )
+            .map_err(|e| rt_err("failed to take the pipeline lease", e))?;
+        let Some(lease) = lease else {
+            let current = self
+                .block_on(self.registry.lease(LEASE_NAME))
+                .ok()
+                .flatten();
+            return Err(RuntimeError::Fenced(format!(
+                "another orchestrator holds the pipeline lease on {} ({}); only the lease holder may advance the pipeline",
+                fleetgate_fleet::redact_url(&self.url),
+                current
+                    .map(|l| format!(
+                        "holder {}, epoch {}, expires at {}",
+                        l.holder, l.epoch, l.expires_at
+                    ))
+                    .unwrap_or_default()
+            )));
+        };
+        *self.fence.lock().unwrap_or_else(|p| p.into_inner()) = lease.fence();
+        Ok(())
+    }
+
+    /// The fence of this orchestrator's lease.
+    pub fn fence(&self) -> Fence {
+        self.fence.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The fencing epoch of this orchestrator's lease.
+    pub fn fencing_epoch(&self) -> i64 {
+        self.fence().epoch
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Run a future to completion on the link's runtime. Safe to call from inside another
+    /// tokio runtime (it then blocks on a helper thread instead of nesting runtimes).
+    pub fn block_on<F>(&self, f: F) -> F::Output
+    where
+        F: std::future::Future + Send,
+        F::Output: Send,
+    {
+        block_on_rt(&self.rt, f)
+    }
+
+    /// The latest heartbeat of `node` as an observation.
+    pub fn observe(&self, node: &str, at: i64) -> Result<Option<Observed>, RuntimeError> {
+        let hb = self
+            .block_on(self.registry.latest_heartbeat(node, at))
+            .map_err(|e| rt_err("failed to read heartbeat", e))?;
+        Ok(hb.map(|h| Observed {
+            code_hash: h.code_hash,
+            healthy: h.healthy,
+            at: h.at,
+        }))
+    }
+
+    /// POST signed manifest bytes to each node's apply endpoint, concurrently, and classify
+    /// every answer. A node that cannot be looked up gets [`NodeAnswer::Unknown`].
+    pub fn send(&self, nodes: &[String], bytes: &[u8]) -> BTreeMap<String, NodeAnswer> {
+        let mut out = BTreeMap::new();
+        let mut addressed = Vec::new();
+        for id in nodes {
+            match self.block_on(self.registry.peer(id)) {
+                Ok(p) => addressed.push((p.id, p.address)),
+                Err(e) => {
+                    out.insert(
+                        id.clone(),
+                        NodeAnswer::Unknown {
+                            error: format!("no address for {id}: {e}"),
+                        },
+                    );
+                }
+            }
+        }
+        let bytes = bytes.to_vec();
+        let http = self.http.clone();
+        let answers = self.block_on(async move {
+            let mut set = tokio::task::JoinSet::new();
+            for (id, address) in addressed {
+                let client = http.clone();
+                let body = bytes.clone();
+                set.spawn(async move {
+                    let base = address.trim_end_matches('/').to_owned();
+                    let answer = post_apply(&client, &base, body).await;
+                    (id, answer)
+                });
+            }
+            let mut got = Vec::new();
+            while let Some(joined) = set.join_next().await {
+                if let Ok(pair) = joined {
+                    got.push(pair);
+                }
+            }
+            got
+        });
+        out.extend(answers);
+        out
+    }
+
+    /// Whether the node's agent lists the release `sequence` among the releases that
+    /// failed there (and that it will not retry).
+    pub fn agent_refused(&self, id: &str, sequence: u64) -> bool {
+        let Ok(p) = self.block_on(self.registry.peer(id)) else {
+            return false;
+        };
+        let base = p.address.trim_end_matches('/').to_owned();
+        let http = self.http.clone();
+        let status = self.block_on(async move { agent_status(&http, &base).await });
+        status
+            .and_then(|s| s.get("bad").and_then(Value::as_array).cloned())
+            .is_some_and(|bad| {
+                bad.iter()
+                    .any(|b| b.get("sequence").and_then(Value::as_u64) == Some(sequence))
+            })
+    }
+}
+
+fn block_on_rt<F>(rt: &tokio::runtime::Runtime, f: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    if tokio::runtime::Handle::try_current().is_ok() {
+        // Called from async code: a runtime cannot be nested, so block on a plain thread.
+        std::thread::scope(|s| {
+            s.spawn(|| rt.block_on(f))
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    } else {
+        rt.block_on(f)
+    }
+}
+
+async fn agent_status(http: &reqwest::Client, base: &str) -> Option<Value> {
+    let resp = http
+        .get(format!("{base}/status"))
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await
+        .ok()?;
+    resp.json().await.ok()
+}
+
+fn running_hash(v: &Value) -> Option<String> {
+    v.get("running")
+        .and_then(|r| r.get("code_hash"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+async fn post_apply(http: &reqwest::Client, base: &str, body: Vec<u8>) -> NodeAnswer {
+    let url = format!("{base}/apply");
+    let resp = match http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            return NodeAnswer::Unknown {
+                error: format!("{url}: {e}"),
+            };
+        }
+    };
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let mut answer = classify(status.as_u16(), &v, &text);
+    // An answer that says the node did not take the manifest but not what it runs: ask it.
+    if let NodeAnswer::BelowFloor {
+        running_code_hash: r @ None,
+        ..
+    }
+    | NodeAnswer::Failed {
+        running_code_hash: r @ None,
+        ..
+    } = &mut answer
+        && let Some(s) = agent_status(http, base).await
+    {
+        *r = s
+            .get("code_hash")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+    }
+    answer
+}
+
+/// Classify a node agent's answer to `POST /apply` by what it says it runs now; the HTTP
+/// status only decides when the body says nothing.
+pub fn classify(status: u16, body: &Value, text: &str) -> NodeAnswer {
+    let s = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or_default();
+    let outcome = s("outcome");
+    let reason = s("reason");
+    let detail = || {
+        let d = [s("detail"), s("error")]
+            .into_iter()
+            .find(|d| !d.is_empty())
+            .map(str::to_owned)
+            .unwrap_or_else(|| text.chars().take(400).collect());
+        format!("HTTP {status}: {d}")
+    };
+    match outcome {
+        "applied" | "noop" | "already_applied" => {
+            return NodeAnswer::Accepted {
+                outcome: outcome.to_owned(),
+                running_code_hash: running_hash(body),
+            };
+        }
+        "failed" | "rolled_back" | "interrupted" | "refused" => {
+            return NodeAnswer::Failed {
+                outcome: outcome.to_owned(),
+                detail: detail(),
+                running_code_hash: running_hash(body),
+            };
+        }
+        _ => {}
+    }
+    match reason {
+        "replayed" => NodeAnswer::BelowFloor {
+            floor: body.get("floor").and_then(Value::as_u64),
+            running_code_hash: running_hash(body),
+        },
+        "busy" | "internal" => NodeAnswer::Unknown { error: detail() },
+        "too_large" | "malformed" | "unsigned" | "bad_signature" | "unknown_key"
+        | "below_threshold" | "dev_mode" | "expired" | "not_yet_valid" | "bad_rollback" => {
+            NodeAnswer::Rejected {
+                reason: reason.to_owned(),
+                detail: detail(),
+            }
+        }
+        _ => NodeAnswer::Unknown {
+            error: format!("unrecognised answer: {}", detail()),
+        },
+    }
+}
+
+/// The current time as whole unix seconds.
+pub(crate) fn now_secs() -> i64 {
+    now() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn answers_are_classified_by_what_the_node_runs() {
+        let running = json!({"code_hash": "abc"});
+        assert_eq!(
+            classify(
+                200,
+                &json!({"success": true, "outcome": "already_applied", "running": running}),
+                ""
+            ),
+            NodeAnswer::Accepted {
+                outcome: "already_applied".into(),
+                running_code_hash: Some("abc".into())
+            }
+        );
+        assert_eq!(
+            classify(
+                409,
+                &json!({"success": false, "reason": "replayed", "floor": 7, "running": running}),
+                ""
+            ),
+            NodeAnswer::BelowFloor {
+                floor: Some(7),
+                running_code_hash: Some("abc".into())
+            }
+        );
+        assert!(matches!(
+            classify(
+                503,
+                &json!({"success": false, "reason": "busy", "retryable": true}),
+                ""
+            ),
+            NodeAnswer::Unknown { .. }
+        ));
+        assert!(matches!(
+            classify(
+                409,
+                &json!({"success": false, "outcome": "refused", "running": running}),
+                ""
+            ),
+            NodeAnswer::Failed { .. }
+        ));
+        assert!(matches!(
+            classify(
+                401,
+                &json!({"success": false, "reason": "bad_signature"}),
+                ""
+            ),
+            NodeAnswer::Rejected { .. }
+        ));
+        // An HTTP 409 alone proves nothing.
+        assert!(matches!(
+            classify(409, &Value::Null, "conflict"),
+            NodeAnswer::Unknown { .. }
+        ));
+    }
+}

@@ -1,0 +1,129 @@
+//! The fleet side of the orchestrator: the CANARY and DEPLOY gates and the delivery of
+//! rollback orders, as the runtime half of the pure machines in
+//! [`fleetgate_core::fleet`]. Each gate pass observes what the nodes run (their signed
+//! heartbeats in the registry), ticks its machine, and carries out the commands: every
+//! outside effect is persisted (typed, in the state file) before it is sent, every send
+//! has an identity (run, node, sequence) and is harmless to repeat, and a node's answer
+//! is classified by what it says it runs now ([`link::classify`]).
+//!
+//! - [`link`]: the one fleet connection per orchestrator (registry, lease, HTTP client).
+//! - [`canary`], [`deploy`]: the gates.
+//! - [`revoke`]: rollback orders as fleet-wide revocations.
+//!
+//! The calls block; they are safe from inside a tokio runtime too (the link then blocks
+//! on a helper thread instead of nesting runtimes).
+
+pub mod canary;
+pub mod deploy;
+pub mod link;
+pub mod revoke;
+
+pub use canary::canary;
+pub use deploy::deploy;
+pub use link::{FleetHandle, FleetLink, LEASE_NAME, classify, database_url};
+pub use revoke::send_rollback;
+
+use crate::RuntimeError;
+use crate::gates::{GateContext, resolve};
+use fleetgate_core::{FleetStageProgress, PipelineState};
+use link::rt_err;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Most machine ticks in one gate pass (select → send → judge).
+pub(crate) const MAX_TICKS: u32 = 4;
+
+/// Persists a fleet stage's typed progress (under the epoch the gate started with) before
+/// an outside effect; refused with [`RuntimeError::Superseded`] if the run moved on.
+pub type Checkpoint<'a> = &'a mut dyn FnMut(FleetStageProgress) -> Result<(), RuntimeError>;
+
+/// Hand signed manifest bytes to gossip: a short-lived gossip node of the orchestrator
+/// publishes them to the configured seeds, keeps pushing and answering pulls for
+/// `gossip_linger_ms`, then leaves. The fleet's own anti-entropy carries it the rest of
+/// the way.
+pub fn publish_gossip(
+    ctx: &GateContext,
+    link: &FleetLink,
+    bytes: &[u8],
+) -> Result<String, RuntimeError> {
+    let seeds: Vec<std::net::SocketAddr> = ctx
+        .cfg
+        .deploy
+        .gossip_seeds
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let trust = ctx.cfg.signing.trust_file.as_deref().ok_or_else(|| {
+        RuntimeError::Config("gossip needs `[signing] trust_file` to verify what it sends".into())
+    })?;
+    let keyring = fleetgate_trust::Keyring::load(&resolve(&ctx.base, trust))
+        .map_err(|e| RuntimeError::Config(e.to_string()))?;
+    let linger =
+        Duration::from_millis(u64::try_from(ctx.cfg.deploy.gossip_linger_ms).unwrap_or(5000));
+    let cfg = fleetgate_gossip::GossipConfig {
+        round_interval_ms: 200,
+        ..fleetgate_gossip::GossipConfig::default()
+    };
+    let bind: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+    let bind = if seeds.iter().any(|s| !s.ip().is_loopback()) {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        bind
+    };
+    link.block_on(async {
+        let handle = fleetgate_gossip::spawn_udp(
+            cfg,
+            bind,
+            seeds.clone(),
+            fleetgate_gossip::TrustVerifier::new(keyring),
+            None,
+        )
+        .await
+        .map_err(|e| rt_err("failed to start the orchestrator's gossip node", e))?;
+        let verified = handle
+            .publish(bytes.to_vec())
+            .await
+            .map_err(|e| rt_err("gossip refused the manifest", e))?;
+        tokio::time::sleep(linger).await;
+        let _ = handle.shutdown().await;
+        Ok(format!(
+            "handed sequence {} to gossip through {} seed(s)",
+            verified.sequence,
+            seeds.len()
+        ))
+    })
+}
+
+/// The exact signed bytes of the run's manifest (as SIGN archived them).
+pub fn manifest_bytes(ctx: &GateContext, state: &PipelineState) -> Result<Vec<u8>, RuntimeError> {
+    let seq = state
+        .manifest
+        .as_ref()
+        .and_then(|m| m.get("sequence"))
+        .and_then(Value::as_u64)
+        .ok_or_else(|| {
+            RuntimeError::Fleet("the run has no signed manifest (SIGN did not pass)".into())
+        })?;
+    let path = manifest_file(ctx, seq);
+    std::fs::read(&path).map_err(|e| RuntimeError::io("read signed manifest", &path, e))
+}
+
+fn manifest_file(ctx: &GateContext, seq: u64) -> PathBuf {
+    ctx.state_dir.join("manifests").join(format!("{seq}.json"))
+}
+
+/// Why an outbox effect was not carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryError {
+    /// It may work later (a node down, the registry unreachable): kept and retried.
+    Retry(String),
+    /// It can never work: abandoned, with the reason recorded in the run.
+    Never(String),
+}
+
+impl From<String> for DeliveryError {
+    fn from(e: String) -> DeliveryError {
+        DeliveryError::Retry(e)
+    }
+}

@@ -1,0 +1,263 @@
+//! Rollback orders as fleet-wide revocations. An order is a signed manifest of kind
+//! `rollback` with a sequence above the release it undoes. It is signed once (the file
+//! `manifests/rollback-<effect>.json` and its sequence are persisted before anything is
+//! sent), handed to gossip when gossip is configured, and pushed to every verified peer:
+//! nodes that may have the release must obey it (required), the rest get it best effort.
+//! Every node that takes it raises its anti-rollback floor past the release, so the
+//! revoked manifest can never be applied again anywhere; only nodes running the revoked
+//! release switch back. A re-sent order that a node already obeyed counts as delivered.
+
+use super::link::{FleetLink, now_secs, rt_err};
+use super::{DeliveryError, publish_gossip};
+use crate::RuntimeError;
+use crate::gates::GateContext;
+use fleetgate_core::fleet::{DeliveryStatus, NodeDelivery, RevocationProgress, RevocationStep};
+use fleetgate_core::{Effect, PipelineState, RollbackScope};
+use fleetgate_fleet::DeployStatus;
+use std::collections::BTreeSet;
+
+/// Persists a rollback order's progress (in its outbox effect) before an outside effect.
+pub type PersistRevocation<'a> = &'a mut dyn FnMut(&RevocationProgress) -> Result<(), RuntimeError>;
+
+/// The nodes that may have received the release of the run in `state`: canary nodes the
+/// manifest was sent to, and DEPLOY's targets (all of them with gossip, the ones it was
+/// pushed to otherwise).
+pub fn may_have_release(state: &PipelineState) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    if let Some(c) = &state.canary {
+        for d in &c.deliveries {
+            if d.attempts > 0 || d.status == DeliveryStatus::Done {
+                out.insert(d.node.clone());
+            }
+        }
+    }
+    if let Some(d) = &state.deploy {
+        match d.mode {
+            fleetgate_core::fleet::DeployMode::Gossip => out.extend(d.targets.iter().cloned()),
+            fleetgate_core::fleet::DeployMode::Push => {
+                for x in &d.deliveries {
+                    if x.attempts > 0 || x.status == DeliveryStatus::Done {
+                        out.insert(x.node.clone());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Deliver one rollback order. Returns a note when every node that may run the release
+/// obeyed it; [`DeliveryError::Retry`] while some have not (kept in the outbox);
+/// [`DeliveryError::Never`] when it can never be carried out.
+pub fn send_rollback(
+    ctx: &GateContext,
+    state: &PipelineState,
+    effect: &Effect,
+    scope: RollbackScope,
+    reason: &str,
+    persist: PersistRevocation<'_>,
+) -> Result<String, DeliveryError> {
+    let link = ctx.fleet.get(ctx).map_err(|e| e.to_string())?;
+    let mut progress = match &effect.revocation {
+        Some(p) => p.clone(),
+        None => {
+            let Some(p) = plan(ctx, &link, state, effect, scope, reason)? else {
+                return Ok(format!(
+                    "rollback order ({scope:?}): no node was sent the release; nothing to undo"
+                ));
+            };
+            persist(&p).map_err(|e| e.to_string())?;
+            p
+        }
+    };
+    let bytes = order_bytes(ctx, &effect.id).map_err(|e| e.to_string())?;
+    let run_id = state.run_id.clone().unwrap_or_default();
+    for _ in 0..3 {
+        let now = now_secs();
+        match progress.step(now) {
+            RevocationStep::Publish => {
+                let note = publish_gossip(ctx, &link, &bytes).map_err(|e| e.to_string())?;
+                progress.published = Some(note);
+                persist(&progress).map_err(|e| e.to_string())?;
+            }
+            RevocationStep::Send(nodes) => {
+                persist(&progress).map_err(|e| e.to_string())?;
+                for (node, answer) in link.send(&nodes, &bytes) {
+                    tracing::info!(node = %node, answer = ?answer, "rollback order answered");
+                    progress.answered(&node, answer);
+                }
+                persist(&progress).map_err(|e| e.to_string())?;
+                record(&link, &run_id, &progress, &nodes);
+            }
+            RevocationStep::Delivered(note) => return Ok(note),
+            RevocationStep::Waiting(note) => {
+                // With gossip, a node that may have the release but is down gets the
+                // order by anti-entropy when it returns: it does not hold the order up.
+                if progress.published.is_some() {
+                    let down = unreachable(ctx, &link, &progress)?;
+                    if !down.is_empty() {
+                        for d in progress
+                            .deliveries
+                            .iter_mut()
+                            .filter(|d| d.required && down.contains(&d.node) && !d.settled())
+                        {
+                            d.status = DeliveryStatus::Skipped;
+                            d.detail = Some(
+                                "unreachable: gossip anti-entropy delivers the order when it returns"
+                                    .into(),
+                            );
+                        }
+                        persist(&progress).map_err(|e| e.to_string())?;
+                        continue;
+                    }
+                }
+                return Err(DeliveryError::Retry(note));
+            }
+        }
+    }
+    match progress.step(now_secs()) {
+        RevocationStep::Delivered(note) => Ok(note),
+        RevocationStep::Publish | RevocationStep::Send(_) | RevocationStep::Waiting(_) => {
+            persist(&progress).map_err(|e| e.to_string())?;
+            Err(DeliveryError::Retry(format!(
+                "rollback order (sequence {}) not yet obeyed everywhere; retried on the next pass",
+                progress.sequence
+            )))
+        }
+    }
+}
+
+fn unreachable(
+    ctx: &GateContext,
+    link: &FleetLink,
+    p: &RevocationProgress,
+) -> Result<BTreeSet<String>, DeliveryError> {
+    let timeout = u64::try_from(ctx.cfg.canary.heartbeat_timeout_secs).unwrap_or(60);
+    let t = now_secs();
+    let eligible: BTreeSet<String> = link
+        .block_on(link.registry().eligible_peers(t, timeout))
+        .map_err(|e| rt_err("failed to list peers", e).to_string())?
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    let mut down = BTreeSet::new();
+    for d in &p.deliveries {
+        if eligible.contains(&d.node) {
+            continue;
+        }
+        down.insert(d.node.clone());
+    }
+    Ok(down)
+}
+
+fn record(link: &FleetLink, run_id: &str, p: &RevocationProgress, nodes: &[String]) {
+    let t = now_secs();
+    for d in p.deliveries.iter().filter(|d| nodes.contains(&d.node)) {
+        let status = match d.status {
+            DeliveryStatus::Done => DeployStatus::RolledBack,
+            DeliveryStatus::Queued | DeliveryStatus::InFlight => DeployStatus::RollbackSent,
+            DeliveryStatus::Failed | DeliveryStatus::Skipped => DeployStatus::Failed,
+        };
+        let detail: String = d
+            .detail
+            .clone()
+            .unwrap_or_default()
+            .chars()
+            .take(1000)
+            .collect();
+        if let Err(e) = link.block_on(link.registry().record_deployment_status(
+            run_id,
+            &d.node,
+            status,
+            &detail,
+            &link.fence(),
+            t,
+        )) {
+            tracing::warn!(node = %d.node, error = %e, "could not record the rollback status");
+        }
+    }
+}
+
+fn order_path(ctx: &GateContext, effect_id: &str) -> std::path::PathBuf {
+    ctx.state_dir
+        .join("manifests")
+        .join(format!("rollback-{effect_id}.json"))
+}
+
+fn order_bytes(ctx: &GateContext, effect_id: &str) -> Result<Vec<u8>, RuntimeError> {
+    let path = order_path(ctx, effect_id);
+    std::fs::read(&path).map_err(|e| RuntimeError::io("read the signed rollback order", &path, e))
+}
+
+/// Sign the order (or reuse the one signed before a crash) and plan its deliveries.
+fn plan(
+    ctx: &GateContext,
+    link: &FleetLink,
+    state: &PipelineState,
+    effect: &Effect,
+    scope: RollbackScope,
+    reason: &str,
+) -> Result<Option<RevocationProgress>, DeliveryError> {
+    let required = may_have_release(state);
+    if required.is_empty() {
+        return Ok(None);
+    }
+    let Some(last) = &state.last_completed else {
+        // No retry can change this (a new completed release needs a new run, which this
+        // queued order would block): the order is abandoned and the reason recorded.
+        return Err(DeliveryError::Never(format!(
+            "no completed release to return the {} node(s) that may run the release to ({}); they keep it until a newer one is signed",
+            required.len(),
+            required.iter().cloned().collect::<Vec<_>>().join(", ")
+        )));
+    };
+    let path = order_path(ctx, &effect.id);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(_) => {
+            let b =
+                crate::gates::sign_rollback(ctx, state, last, reason).map_err(|e| e.to_string())?;
+            fleetgate_store::write_atomic(&path, &b, None)
+                .map_err(|e| format!("failed to write {}: {e}", path.display()))?;
+            b
+        }
+    };
+    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        format!(
+            "the signed rollback order {} is not JSON: {e}",
+            path.display()
+        )
+    })?;
+    let sequence = v
+        .get("sequence")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| {
+            format!(
+                "the signed rollback order {} has no sequence",
+                path.display()
+            )
+        })?;
+    let peers = link
+        .block_on(link.registry().list_peers())
+        .map_err(|e| rt_err("failed to list peers", e).to_string())?;
+    let mut deliveries: Vec<NodeDelivery> = required
+        .iter()
+        .map(|n| NodeDelivery::new(n.clone(), true))
+        .collect();
+    for p in peers
+        .iter()
+        .filter(|p| p.master_key_verified && p.status == fleetgate_fleet::PeerStatus::Active)
+        .filter(|p| !required.contains(&p.id))
+    {
+        deliveries.push(NodeDelivery::new(p.id.clone(), false));
+    }
+    tracing::info!(effect = %effect.id, ?scope, sequence, nodes = deliveries.len(), "rollback order planned");
+    Ok(Some(RevocationProgress {
+        sequence,
+        revoked_code_hash: state.code_hash.clone().unwrap_or_default(),
+        return_to_version: last.version.clone(),
+        deliveries,
+        published: None,
+        gossip: !ctx.cfg.deploy.gossip_seeds.is_empty(),
+    }))
+}
