@@ -431,7 +431,14 @@ impl Agent {
                     .map_or("verify", |a| a.phase.as_str())
                     .to_owned(),
             })?;
-        let target = self.inner.verify(manifest)?;
+        let target = match self.inner.verify(manifest)? {
+            Checked::Fresh(target) => target,
+            Checked::BelowFloor { target, error } => {
+                let journal = lock(&self.inner.journal).clone();
+                return machine::already_applied(&journal, &target, fleetgate_trust::unix_now())
+                    .ok_or(ApplyError::Verify(error));
+            }
+        };
         let inner = self.inner.clone();
         let handle = tokio::spawn(async move {
             let _guard = guard;
@@ -559,20 +566,50 @@ impl Agent {
     }
 }
 
+/// A manifest that passed every check of [`Inner::verify`] but, perhaps, the floor.
+enum Checked {
+    /// Above the floor: apply it.
+    Fresh(Target),
+    /// Valid in every way except that its sequence is at or below the floor.
+    BelowFloor {
+        /// What it asks for.
+        target: Target,
+        /// The [`VerifyError::Replayed`] to answer unless it was already applied.
+        error: VerifyError,
+    },
+}
+
 impl Inner {
-    fn verify(&self, bytes: &[u8]) -> Result<Target, ApplyError> {
+    /// Verifies signatures, keyring, expiry and shape against everything but the floor,
+    /// then checks the floor last, so that a manifest refused only because it is
+    /// replayed can be recognised as one this node already applied.
+    fn verify(&self, bytes: &[u8]) -> Result<Checked, ApplyError> {
         let now = fleetgate_trust::unix_now();
         let mut floor = lock(&self.floor);
-        let v =
-            fleetgate_trust::verify_manifest(bytes, &self.keyring, now, &floor.verify_options())?;
+        let opts = fleetgate_trust::VerifyOptions {
+            floor: None,
+            ..floor.verify_options()
+        };
+        let v = fleetgate_trust::verify_manifest(bytes, &self.keyring, now, &opts)?;
+        let below_floor = floor.check(&v.manifest).err();
         if let Some(back) = v.clock_stepped_back_by {
             tracing::warn!(seconds = back, "the clock is behind the last verified time");
         }
-        if let Err(e) = floor.record_verified(now) {
+        if below_floor.is_none()
+            && let Err(e) = floor.record_verified(now)
+        {
             tracing::warn!(error = %e, "failed to record the verification time");
         }
         drop(floor);
-        let m = v.manifest;
+        let target = Self::target(v.manifest, bytes)?;
+        Ok(match below_floor {
+            None => Checked::Fresh(target),
+            Some(error) => Checked::BelowFloor { target, error },
+        })
+    }
+
+    /// What a verified manifest asks for.
+    fn target(m: fleetgate_trust::Manifest, bytes: &[u8]) -> Result<Target, ApplyError> {
         let manifest_sha256 = hex::encode(Sha256::digest(bytes));
         match m.kind {
             fleetgate_trust::ManifestKind::Release => {
@@ -589,6 +626,7 @@ impl Inner {
                     code_hash: m.code_hash,
                     git_sha: m.git_sha,
                     manifest_sha256,
+                    revokes: None,
                 })
             }
             fleetgate_trust::ManifestKind::Rollback => {
@@ -610,6 +648,11 @@ impl Inner {
                     code_hash,
                     git_sha: m.return_to_git_sha.clone().unwrap_or_default(),
                     manifest_sha256,
+                    revokes: m.rollback_of.map(|of| machine::Revoked {
+                        sequence: of.sequence,
+                        version: of.version,
+                        code_hash: of.code_hash.filter(|h| !h.is_empty()),
+                    }),
                 })
             }
         }
@@ -791,7 +834,7 @@ impl Inner {
             }
             Command::Report(r) => {
                 match r.outcome {
-                    Outcome::Applied | Outcome::Noop => {
+                    Outcome::Applied | Outcome::Noop | Outcome::AlreadyApplied => {
                         tracing::info!(outcome = ?r.outcome, version = %r.version, sequence = r.sequence, "{}", r.detail);
                     }
                     _ => {

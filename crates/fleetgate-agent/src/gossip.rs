@@ -7,6 +7,11 @@
 //! pull. After each apply the gossip verifier's floor is raised to the agent's floor.
 //! When an apply is busy (one already runs), the delivery is retried every 500 ms; only
 //! the newest delivery matters (the channel holds one).
+//!
+//! A delivery of a manifest this node already committed or no-op'd is answered
+//! `already_applied` by the agent: nothing restarts. One at or below the agent's floor
+//! that it did not apply (older, superseded, or revoked by a rollback order) is refused
+//! as replayed and changes nothing.
 
 use crate::agent::{Agent, ApplyError};
 use fleetgate_gossip::{GossipConfig, TrustVerifier};
@@ -100,6 +105,14 @@ pub async fn start(
 async fn apply_delivered(agent: &Agent, manifest: &[u8], stop: &mut watch::Receiver<bool>) {
     loop {
         match agent.apply(manifest).await {
+            Ok(r) if r.outcome == crate::Outcome::AlreadyApplied => {
+                tracing::debug!(
+                    sequence = r.sequence,
+                    "gossip manifest already applied: {}",
+                    r.detail
+                );
+                return;
+            }
             Ok(r) => {
                 tracing::info!(outcome = ?r.outcome, sequence = r.sequence, "gossip manifest applied: {}", r.detail);
                 return;
@@ -111,7 +124,7 @@ async fn apply_delivered(agent: &Agent, manifest: &[u8], stop: &mut watch::Recei
                 }
             }
             Err(e @ ApplyError::Verify(fleetgate_trust::VerifyError::Replayed { .. })) => {
-                tracing::debug!(error = %e, "gossip manifest already applied");
+                tracing::info!(error = %e, "gossip manifest refused: at or below this node's floor and not applied here");
                 return;
             }
             Err(e) => {

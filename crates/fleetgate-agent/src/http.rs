@@ -1,15 +1,27 @@
 //! The agent's HTTP endpoint (axum).
 //!
 //! * `POST /apply` — body: the signed manifest bytes (at most 64 KiB, refused before
-//!   reading further). Answers the JSON [`crate::ApplyReport`]:
-//!   200 when the apply ended `applied` or `noop`; 422 when it ended `failed` or
-//!   `rolled_back` (the release was bad; the previous version runs); 409 `refused` for a
-//!   release that already failed here. Refusals before anything is done answer
-//!   `{"success": false, "error": "<message>", "reason": "<name>"}`: 413 `too_large`,
-//!   400 `malformed`, 401 `unsigned` / `bad_signature` / `unknown_key` /
-//!   `below_threshold` / `dev_mode`, 422 `expired` / `not_yet_valid` / `bad_rollback`,
-//!   409 `replayed` (sequence at or below the floor), 409 `busy` (another apply runs:
-//!   applies are never queued; retry), 500 `internal`.
+//!   reading further). The answer says what the node runs now, so a caller can decide
+//!   from it (and repeat a request safely):
+//!
+//! | status | body | when |
+//! |---|---|---|
+//! | 200 | [`crate::ApplyReport`], `outcome` `applied` | the manifest was applied and committed |
+//! | 200 | report, `noop` | already on that code hash, or a rollback order for a release this node does not run: nothing restarted, floor raised to its sequence |
+//! | 200 | report, `already_applied` | this exact manifest (same SHA-256) was committed or no-op'd here and what it left running still runs: nothing done |
+//! | 409 | report, `refused` | a release that already failed here (never retried) |
+//! | 422 | report, `failed` / `rolled_back` / `interrupted` | the release was bad (or the apply was cut short); the previous version runs (`running`) |
+//! | 409 | `{"success": false, "reason": "replayed", "error", "floor": u64, "running": Installed \| null}` | sequence at or below the floor and not already applied (older, superseded or revoked) |
+//! | 503 + `Retry-After: 1` | `{"success": false, "reason": "busy", "retryable": true, "error", "phase"}` | another apply runs (never queued): retry |
+//! | 413 | refusal, `too_large` | body over 64 KiB |
+//! | 400 | refusal, `malformed` | not a manifest |
+//! | 401 | refusal, `unsigned` / `bad_signature` / `unknown_key` / `below_threshold` / `dev_mode` | not trusted |
+//! | 422 | refusal, `expired` / `not_yet_valid` / `bad_rollback` | not valid now, or a rollback the node cannot follow |
+//! | 500 | refusal, `internal` | journal or task failure |
+//!
+//!   A refusal is `{"success": false, "reason": "<snake_case>", "error": "<message>"}`
+//!   (plus the fields shown above); a report has `success`, `outcome`, `kind`,
+//!   `sequence`, `version`, `code_hash`, `running`, `failed_phase`, `detail`, `at`.
 //! * `GET /status` — [`crate::Status`].
 //! * `GET /health` — the agent's own liveness: `{"success": true, "node_id", "version"}`.
 //!
@@ -23,7 +35,8 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use fleetgate_trust::{MAX_MANIFEST_BYTES, VerifyError};
 use serde_json::{Value, json};
@@ -63,15 +76,49 @@ pub fn status_for(e: &ApplyError) -> StatusCode {
             VerifyError::Replayed { .. } => StatusCode::CONFLICT,
         },
         ApplyError::BadRollback { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        ApplyError::Busy { .. } => StatusCode::CONFLICT,
+        ApplyError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
         ApplyError::Agent(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
-async fn apply(
-    State(agent): State<Agent>,
-    body: Result<Bytes, BytesRejection>,
-) -> (StatusCode, Json<Value>) {
+/// HTTP status of a finished apply.
+#[must_use]
+pub fn status_for_outcome(outcome: Outcome) -> StatusCode {
+    match outcome {
+        Outcome::Applied | Outcome::Noop | Outcome::AlreadyApplied => StatusCode::OK,
+        Outcome::Refused => StatusCode::CONFLICT,
+        Outcome::Failed | Outcome::RolledBack | Outcome::Interrupted => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+    }
+}
+
+/// Seconds a `busy` caller should wait before retrying.
+pub const BUSY_RETRY_AFTER_SECS: u64 = 1;
+
+fn refusal(agent: &Agent, e: &ApplyError) -> Response {
+    let mut body = json!({"success": false, "reason": e.reason(), "error": e.to_string()});
+    match e {
+        ApplyError::Verify(VerifyError::Replayed { floor, .. }) => {
+            body["floor"] = json!(floor);
+            body["running"] = serde_json::to_value(agent.journal().current).unwrap_or(Value::Null);
+        }
+        ApplyError::Busy { phase } => {
+            body["retryable"] = Value::Bool(true);
+            body["phase"] = Value::String(phase.clone());
+            let mut r = (status_for(e), Json(body)).into_response();
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(BUSY_RETRY_AFTER_SECS),
+            );
+            return r;
+        }
+        ApplyError::Verify(_) | ApplyError::BadRollback { .. } | ApplyError::Agent(_) => {}
+    }
+    (status_for(e), Json(body)).into_response()
+}
+
+async fn apply(State(agent): State<Agent>, body: Result<Bytes, BytesRejection>) -> Response {
     let body = match body {
         Ok(b) => b,
         Err(rejection) => {
@@ -88,24 +135,18 @@ async fn apply(
                     "manifest refused: {} (limit {MAX_MANIFEST_BYTES} bytes)",
                     rejection.body_text()
                 ),
-            );
+            )
+            .into_response();
         }
     };
     match agent.apply(&body).await {
         Ok(report) => {
-            let status = match report.outcome {
-                Outcome::Applied | Outcome::Noop => StatusCode::OK,
-                Outcome::Refused => StatusCode::CONFLICT,
-                Outcome::Failed | Outcome::RolledBack | Outcome::Interrupted => {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                }
-            };
             let body = serde_json::to_value(&report).unwrap_or(Value::Null);
-            (status, Json(body))
+            (status_for_outcome(report.outcome), Json(body)).into_response()
         }
         Err(e) => {
             tracing::warn!(error = %e, "apply refused");
-            refuse(status_for(&e), e.reason(), e.to_string())
+            refusal(&agent, &e)
         }
     }
 }

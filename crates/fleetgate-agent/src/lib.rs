@@ -31,8 +31,15 @@
 //! app (drain) → start it from the new slot → wait for health within `health_grace_secs`
 //! (a crash loop — `crash_loop` exits — fails at once) → healthy: switch `current`, raise
 //! the floor, record; unhealthy: stop it, restart the previous slot, remember the release
-//! as bad. A rollback manifest returns to `return_to_*`, reusing the previous slot when
-//! its code hash matches.
+//! as bad. A rollback manifest is a revocation: a node that runs the revoked release
+//! (`rollback_of`: its sequence, or its code hash when named) returns to `return_to_*`,
+//! reusing the previous slot when its code hash matches; any other node only raises its
+//! floor (no-op), so the revoked manifest is refused as replayed from then on.
+//!
+//! **Idempotent answers.** A manifest refused only by the floor whose exact bytes this
+//! node committed or no-op'd (the journal keeps the last 16 digests), and whose code
+//! still runs, is answered `already_applied` (success, nothing done), over HTTP and
+//! gossip alike; "busy" is a retryable 503. See [`http`] for the full contract.
 //!
 //! **Architecture invariants.** The journal is written before every step's side
 //! effect; `current` and the committed version change only after the new version was

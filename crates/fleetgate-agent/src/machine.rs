@@ -14,6 +14,22 @@
 //!
 //! The `current` pointer and [`Journal::current`] change only in the `commit` phase,
 //! which is entered only after the new version passed its health check.
+//!
+//! **Idempotence.** The journal remembers the last [`MAX_APPLIED`] manifests this node
+//! committed or no-op'd ([`Journal::applied`]: sequence, SHA-256 of the exact bytes, and
+//! the code hash left running). A manifest refused by the floor whose digest is among
+//! them, and whose code hash still runs, is answered by [`already_applied`] with
+//! [`Outcome::AlreadyApplied`] (success, nothing done).
+//!
+//! **Revocation.** A rollback order names the release it revokes
+//! ([`Target::revokes`]). Only a node that runs it — its committed version was installed
+//! by that sequence, or has the revoked code hash when the order names one — switches
+//! back to `return_to_*`; every other node only raises its floor to the order's sequence
+//! ([`Outcome::Noop`]), so the revoked manifest is refused as replayed from then on. An
+//! apply of the revoked release that is still in flight is never seen here: applies are
+//! serialised (the order is answered `busy` until it ends), and after a crash
+//! [`Event::Recover`] has finished (committed: the node runs it) or undone (it does not)
+//! that apply before any order is verified.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +37,9 @@ use serde::{Deserialize, Serialize};
 pub const JOURNAL_SCHEMA_VERSION: u32 = 1;
 /// Most bad releases remembered (oldest forgotten first).
 pub const MAX_BAD: usize = 256;
+/// Most committed or no-op'd manifests remembered for idempotent answers (oldest
+/// forgotten first).
+pub const MAX_APPLIED: usize = 16;
 
 /// `release` or `rollback` (the manifest's kind).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +84,35 @@ pub struct Target {
     pub git_sha: String,
     /// SHA-256 of the manifest bytes, hex.
     pub manifest_sha256: String,
+    /// For a rollback order: the release it revokes (`rollback_of`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revokes: Option<Revoked>,
+}
+
+/// The release a rollback order revokes (the manifest's `rollback_of`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Revoked {
+    /// Sequence of the revoked release.
+    pub sequence: u64,
+    /// Its version (for messages).
+    pub version: String,
+    /// Its code hash, when the order names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_hash: Option<String>,
+}
+
+impl Revoked {
+    /// Whether `running` is the revoked release: installed by its sequence, or on its
+    /// code hash when the order names one.
+    #[must_use]
+    pub fn matches(&self, running: &Installed) -> bool {
+        running.sequence == self.sequence
+            || self
+                .code_hash
+                .as_deref()
+                .is_some_and(|h| !h.is_empty() && h == running.code_hash)
+    }
 }
 
 impl Target {
@@ -140,6 +188,18 @@ pub struct InFlight {
     pub started_at: u64,
 }
 
+/// A manifest this node committed or no-op'd (remembered for idempotent answers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppliedManifest {
+    /// Manifest sequence.
+    pub sequence: u64,
+    /// SHA-256 of the exact manifest bytes, hex.
+    pub manifest_sha256: String,
+    /// Code hash that ran once it was committed or no-op'd ("" when nothing ran).
+    pub code_hash: String,
+}
+
 /// A release that failed on this node and is never retried.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -168,13 +228,28 @@ pub enum Outcome {
     Refused,
     /// The agent died mid-apply; on restart the apply was undone.
     Interrupted,
+    /// This exact manifest was already committed or no-op'd here and what it left
+    /// running still runs; nothing was done.
+    AlreadyApplied,
+}
+
+impl Outcome {
+    /// Whether the node runs what the manifest asked for (`applied`, `noop`,
+    /// `already_applied`).
+    #[must_use]
+    pub fn is_success(self) -> bool {
+        match self {
+            Self::Applied | Self::Noop | Self::AlreadyApplied => true,
+            Self::RolledBack | Self::Failed | Self::Refused | Self::Interrupted => false,
+        }
+    }
 }
 
 /// The result of one apply, as `POST /apply` returns it and `GET /status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApplyReport {
-    /// `true` for `applied` and `noop`.
+    /// `true` for `applied`, `noop` and `already_applied`.
     pub success: bool,
     /// How it ended.
     pub outcome: Outcome,
@@ -213,6 +288,10 @@ pub struct Journal {
     pub bad: Vec<BadRelease>,
     /// The last apply's report.
     pub last_report: Option<ApplyReport>,
+    /// The last [`MAX_APPLIED`] manifests committed or no-op'd here, oldest first
+    /// (absent from journals written before it existed).
+    #[serde(default)]
+    pub applied: Vec<AppliedManifest>,
 }
 
 impl Default for Journal {
@@ -224,6 +303,7 @@ impl Default for Journal {
             apply: None,
             bad: Vec::new(),
             last_report: None,
+            applied: Vec::new(),
         }
     }
 }
@@ -391,7 +471,7 @@ fn report(
     now: u64,
 ) -> ApplyReport {
     ApplyReport {
-        success: matches!(outcome, Outcome::Applied | Outcome::Noop),
+        success: outcome.is_success(),
         outcome,
         kind: target.kind,
         sequence: target.sequence,
@@ -402,6 +482,66 @@ fn report(
         detail: detail.into(),
         at: now,
     }
+}
+
+fn push_applied(j: &mut Journal, target: &Target) {
+    let code_hash = j
+        .current
+        .as_ref()
+        .map(|c| c.code_hash.clone())
+        .unwrap_or_default();
+    j.applied
+        .retain(|a| a.manifest_sha256 != target.manifest_sha256);
+    j.applied.push(AppliedManifest {
+        sequence: target.sequence,
+        manifest_sha256: target.manifest_sha256.clone(),
+        code_hash,
+    });
+    if j.applied.len() > MAX_APPLIED {
+        let extra = j.applied.len() - MAX_APPLIED;
+        j.applied.drain(..extra);
+    }
+}
+
+/// The answer to a verified manifest whose sequence is at or below the floor: an
+/// [`Outcome::AlreadyApplied`] report when this exact manifest (same SHA-256) was
+/// committed or no-op'd here and the code hash it left running still runs; `None` when
+/// it is a replay to refuse (never applied here, forgotten, or superseded — e.g. a
+/// release revoked since). Changes nothing: the journal is not written.
+#[must_use]
+pub fn already_applied(journal: &Journal, target: &Target, now: u64) -> Option<ApplyReport> {
+    if journal.apply.is_some() {
+        return None;
+    }
+    let running = journal
+        .current
+        .as_ref()
+        .map_or("", |c| c.code_hash.as_str());
+    let seen = journal
+        .applied
+        .iter()
+        .find(|a| a.manifest_sha256 == target.manifest_sha256 && a.sequence == target.sequence)?;
+    if seen.code_hash != running {
+        return None;
+    }
+    let detail = match &journal.current {
+        Some(cur) => format!(
+            "manifest sequence {} was already applied on this node; it runs {} (code hash {}); nothing was done",
+            target.sequence, cur.version, cur.code_hash
+        ),
+        None => format!(
+            "manifest sequence {} was already applied on this node; nothing runs; nothing was done",
+            target.sequence
+        ),
+    };
+    Some(report(
+        journal,
+        target,
+        Outcome::AlreadyApplied,
+        None,
+        detail,
+        now,
+    ))
 }
 
 fn push_bad(j: &mut Journal, target: &Target, reason: &str) {
@@ -520,6 +660,30 @@ pub fn step(
                     j.last_report = Some(r.clone());
                     return Ok((j, vec![Command::Report(r)]));
                 }
+                if let Some(revoked) = &target.revokes
+                    && !j.current.as_ref().is_some_and(|c| revoked.matches(c))
+                {
+                    let runs = j.current.as_ref().map_or_else(
+                        || "nothing".to_owned(),
+                        |c| format!("{} (sequence {})", c.version, c.sequence),
+                    );
+                    let detail = format!(
+                        "this node does not run the revoked release {} (sequence {}); it runs {runs}; nothing switched, floor raised to {}",
+                        revoked.version, revoked.sequence, target.sequence
+                    );
+                    let r = report(&j, &target, Outcome::Noop, None, detail, now);
+                    j.last_report = Some(r.clone());
+                    push_applied(&mut j, &target);
+                    return Ok((
+                        j,
+                        vec![
+                            Command::RaiseFloor {
+                                sequence: target.sequence,
+                            },
+                            Command::Report(r),
+                        ],
+                    ));
+                }
                 if let Some(cur) = &mut j.current
                     && cur.code_hash == target.code_hash
                 {
@@ -530,6 +694,7 @@ pub fn step(
                     );
                     let r = report(&j, &target, Outcome::Noop, None, detail, now);
                     j.last_report = Some(r.clone());
+                    push_applied(&mut j, &target);
                     return Ok((
                         j,
                         vec![
@@ -643,6 +808,7 @@ pub fn step(
                 j.previous = j.current.take();
             }
             j.current = Some(new_app);
+            push_applied(&mut j, &a.target);
             let r = report(
                 &j,
                 &a.target,
@@ -761,8 +927,55 @@ mod tests {
             version: format!("v1.0.{seq}"),
             code_hash: hash.to_owned(),
             git_sha: format!("{hash}{hash}"),
-            manifest_sha256: "m".into(),
+            manifest_sha256: format!("sha-{seq}-{hash}"),
+            revokes: None,
         }
+    }
+
+    /// A rollback order `seq` revoking `revoked_seq` (with its code hash, if given) and
+    /// returning to `hash`.
+    fn order(seq: u64, revoked_seq: u64, revoked_hash: Option<&str>, hash: &str) -> Target {
+        Target {
+            kind: Kind::Rollback,
+            revokes: Some(Revoked {
+                sequence: revoked_seq,
+                version: format!("v1.0.{revoked_seq}"),
+                code_hash: revoked_hash.map(str::to_owned),
+            }),
+            ..target(seq, hash)
+        }
+    }
+
+    fn verified_target(t: Target) -> Event {
+        Event::Verified {
+            target: t,
+            previous_slot_present: true,
+        }
+    }
+
+    /// Drives a fresh apply of `ev` through every step to `Committed`.
+    fn commit_all(j: &Journal, ev: Event) -> Journal {
+        let mut j = on(j, ev).0;
+        for ev in [
+            Event::Fetched,
+            Event::InstallDone,
+            Event::Stopped,
+            Event::Started,
+            Event::Healthy,
+            Event::Committed,
+        ] {
+            if j.apply.is_none() {
+                break;
+            }
+            if j.apply.as_ref().is_some_and(|a| a.reused_slot)
+                && matches!(ev, Event::Fetched | Event::InstallDone)
+            {
+                continue;
+            }
+            j = on(&j, ev).0;
+        }
+        assert!(j.apply.is_none(), "{j:?}");
+        j
     }
 
     fn installed(seq: u64, hash: &str) -> Installed {
@@ -993,6 +1206,155 @@ mod tests {
         );
         let (r, _) = on(&r, Event::Committed);
         assert_eq!(r.current, Some(installed(2, "bbbb")));
+    }
+
+    #[test]
+    fn a_repeat_of_a_committed_manifest_is_already_applied_and_changes_nothing() {
+        let j = commit_all(&base(), verified(2, "bbbb"));
+        assert_eq!(j.current, Some(installed(2, "bbbb")));
+        assert_eq!(
+            j.applied,
+            vec![AppliedManifest {
+                sequence: 2,
+                manifest_sha256: "sha-2-bbbb".into(),
+                code_hash: "bbbb".into()
+            }]
+        );
+        let r = already_applied(&j, &target(2, "bbbb"), 7).expect("already applied");
+        assert_eq!(r.outcome, Outcome::AlreadyApplied);
+        assert!(r.success);
+        assert_eq!(r.running, Some(installed(2, "bbbb")));
+        assert_eq!((r.sequence, r.failed_phase, r.at), (2, None, 7));
+        // Same sequence, other bytes: a different manifest, a replay.
+        let mut other = target(2, "bbbb");
+        other.manifest_sha256 = "sha-forged-but-signed".into();
+        assert_eq!(already_applied(&j, &other, 7), None);
+        // Never applied here (the node started on seq 1 out of band): a replay.
+        assert_eq!(already_applied(&j, &target(1, "aaaa"), 7), None);
+        // A no-op counts as applied too.
+        let (j, _) = on(&j, verified(3, "bbbb"));
+        assert!(already_applied(&j, &target(3, "bbbb"), 7).is_some());
+        assert!(already_applied(&j, &target(2, "bbbb"), 7).is_some());
+    }
+
+    #[test]
+    fn a_superseded_or_revoked_release_is_not_already_applied() {
+        let mut j = commit_all(&base(), verified(2, "bbbb"));
+        j = commit_all(&j, verified_target(order(3, 2, None, "aaaa")));
+        assert_eq!(j.current.as_ref().unwrap().code_hash, "aaaa");
+        assert_eq!(
+            already_applied(&j, &target(2, "bbbb"), 7),
+            None,
+            "the revoked release no longer runs: it is a replay"
+        );
+        let r = already_applied(&j, &order(3, 2, None, "aaaa"), 7).expect("the order");
+        assert_eq!(r.outcome, Outcome::AlreadyApplied);
+        assert_eq!(r.running.unwrap().code_hash, "aaaa");
+    }
+
+    #[test]
+    fn an_apply_in_flight_is_never_already_applied() {
+        let j = commit_all(&base(), verified(2, "bbbb"));
+        let (j, _) = on(&j, verified(3, "cccc"));
+        assert_eq!(already_applied(&j, &target(2, "bbbb"), 7), None);
+    }
+
+    #[test]
+    fn the_applied_list_is_bounded() {
+        let mut j = base();
+        for seq in 2..(2 + MAX_APPLIED as u64 + 5) {
+            j = on(&j, verified(seq, "aaaa")).0;
+        }
+        assert_eq!(j.applied.len(), MAX_APPLIED);
+        assert_eq!(j.applied[0].sequence, 2 + 5, "oldest forgotten first");
+        assert_eq!(already_applied(&j, &target(2, "aaaa"), 7), None);
+    }
+
+    #[test]
+    fn a_rollback_order_for_a_release_this_node_does_not_run_only_raises_the_floor() {
+        // On v1 (seq 1); the order revokes seq 2 and returns to v1 or to another version.
+        for return_to in ["aaaa", "0000"] {
+            let (j, c) = on(&base(), verified_target(order(3, 2, None, return_to)));
+            assert_eq!(c[0], Command::RaiseFloor { sequence: 3 });
+            let Command::Report(r) = &c[1] else {
+                panic!("{c:?}")
+            };
+            assert_eq!((r.outcome, r.success), (Outcome::Noop, true));
+            assert!(
+                r.detail
+                    .contains("does not run the revoked release v1.0.2 (sequence 2)"),
+                "{}",
+                r.detail
+            );
+            assert_eq!(c.len(), 2, "nothing fetched, stopped or started: {c:?}");
+            assert_eq!(j.current, Some(installed(1, "aaaa")), "not switched");
+            assert!(already_applied(&j, &order(3, 2, None, return_to), 7).is_some());
+        }
+        // An empty node does not run it either.
+        let (j, c) = on(
+            &Journal::default(),
+            verified_target(order(3, 2, None, "aaaa")),
+        );
+        assert_eq!(c[0], Command::RaiseFloor { sequence: 3 });
+        assert_eq!(j.current, None);
+        // Nor does a node whose revoked apply failed (it is remembered as bad).
+        let mut j = on(&base(), verified(2, "bbbb")).0;
+        j = on(
+            &j,
+            Event::FetchFailed {
+                reason: "code hash mismatch".into(),
+                permanent: true,
+            },
+        )
+        .0;
+        let (_, c) = on(&j, verified_target(order(3, 2, None, "aaaa")));
+        assert!(
+            matches!(&c[..], [Command::RaiseFloor { sequence: 3 }, Command::Report(r)] if r.outcome == Outcome::Noop),
+            "{c:?}"
+        );
+    }
+
+    #[test]
+    fn a_rollback_order_switches_a_node_that_runs_the_revoked_release() {
+        let mut j = base();
+        j.previous = Some(installed(1, "0000"));
+        // By sequence.
+        j.current = Some(installed(2, "bbbb"));
+        let (j2, c) = on(&j, verified_target(order(3, 2, None, "0000")));
+        assert_eq!(c, vec![Command::StopApp], "reuses the previous slot");
+        assert_eq!(j2.apply.unwrap().target.sequence, 3);
+        // By code hash: the revoked code runs under a later sequence (a no-op raised it).
+        j.current = Some(installed(5, "bbbb"));
+        let (_, c) = on(&j, verified_target(order(6, 2, Some("bbbb"), "0000")));
+        assert_eq!(c, vec![Command::StopApp]);
+        // Without the code hash, the sequence alone does not match: floor only.
+        let (_, c) = on(&j, verified_target(order(6, 2, None, "0000")));
+        assert_eq!(c[0], Command::RaiseFloor { sequence: 6 });
+    }
+
+    #[test]
+    fn a_journal_written_before_the_applied_list_still_loads() {
+        let old = r#"{
+          "schema_version": 1,
+          "current": {"version": "v1", "code_hash": "aaaa", "git_sha": "ab", "sequence": 1, "slot": "1-ab"},
+          "previous": null,
+          "apply": {
+            "target": {"kind": "release", "sequence": 2, "version": "v2", "code_hash": "bbbb",
+                       "git_sha": "cd", "manifest_sha256": "ff"},
+            "slot": "2-cd", "reused_slot": false, "phase": "probe", "failure": null, "started_at": 5
+          },
+          "bad": [],
+          "last_report": null
+        }"#;
+        let j: Journal = serde_json::from_str(old).expect("old journal loads");
+        assert!(j.applied.is_empty());
+        assert_eq!(j.apply.as_ref().unwrap().target.revokes, None);
+        // Written back and read again, unchanged.
+        let again: Journal = serde_json::from_str(&serde_json::to_string(&j).unwrap()).unwrap();
+        assert_eq!(again, j);
+        // An unknown field is still refused.
+        let bad = old.replace("\"bad\": []", "\"bad\": [], \"surprise\": 1");
+        assert!(serde_json::from_str::<Journal>(&bad).is_err());
     }
 
     #[test]

@@ -25,7 +25,8 @@ fn good_release_applies_bad_release_rolls_back_and_same_hash_is_a_noop() {
     assert_eq!(node.addr().port(), f.agent_port);
 
     // 1. First release on an empty node: fetched, installed, started, healthy, committed.
-    let (code, r) = post_apply(&f, &f.manifest(1, &v1));
+    let m1 = f.manifest(1, &v1);
+    let (code, r) = post_apply(&f, &m1);
     assert_eq!(code, 200, "{r}");
     assert_eq!(outcome(&r), "applied", "{r}");
     assert_eq!(r["success"], true);
@@ -43,6 +44,26 @@ fn good_release_applies_bad_release_rolls_back_and_same_hash_is_a_noop() {
     );
     assert_eq!(f.floor(), 1);
 
+    // 1b. The same manifest again (a caller that lost the answer): success, nothing done.
+    let exits_before = status(&f)["app_exits"].clone();
+    let (code, r) = post_apply(&f, &m1);
+    assert_eq!((code, outcome(&r)), (200, "already_applied"), "{r}");
+    assert_eq!(r["success"], true);
+    assert_eq!(r["sequence"], 1);
+    assert_eq!(r["running"]["version"], "v1.0.0", "{r}");
+    assert_eq!(r["running"]["code_hash"], v1.code_hash.as_str(), "{r}");
+    assert_eq!(
+        f.app_version().unwrap().2,
+        pid1,
+        "the app was not restarted"
+    );
+    let s = status(&f);
+    assert_eq!(s["app_exits"], exits_before, "{s}");
+    assert_eq!(
+        s["last_report"]["outcome"], "applied",
+        "a repeat is not a new apply"
+    );
+
     // 2. Same code hash under a higher sequence: no restart, floor raised.
     let (code, r) = post_apply(&f, &f.manifest(2, &v1));
     assert_eq!((code, outcome(&r)), (200, "noop"), "{r}");
@@ -53,9 +74,16 @@ fn good_release_applies_bad_release_rolls_back_and_same_hash_is_a_noop() {
     );
     assert_eq!(f.floor(), 2);
 
-    // 3. Replay of an older manifest: refused by the floor.
-    let (code, r) = post_apply(&f, &f.manifest(1, &v1));
+    // 3. An older manifest this node never applied: refused by the floor, with what runs.
+    let (code, r) = post_apply(&f, &f.manifest(1, &v4));
     assert_eq!((code, r["reason"].as_str()), (409, Some("replayed")), "{r}");
+    assert_eq!(r["success"], false);
+    assert_eq!(r["floor"], 2, "{r}");
+    assert_eq!(r["running"]["version"], "v1.0.0", "{r}");
+    // The first manifest is older than the floor now but still what runs: already applied.
+    let (code, r) = post_apply(&f, &m1);
+    assert_eq!((code, outcome(&r)), (200, "already_applied"), "{r}");
+    assert_eq!(f.app_version().unwrap().2, pid1);
 
     // 4. A release whose app never becomes healthy: rolled back to v1.
     let t = Instant::now();
@@ -174,7 +202,7 @@ fn forged_unsigned_tampered_expired_oversized_and_malformed_manifests_are_refuse
 }
 
 #[test]
-fn a_second_apply_while_one_runs_gets_409_busy() {
+fn a_second_apply_while_one_runs_gets_503_busy_with_retry_after() {
     let f = Fixture::new(Opts::default());
     let v1 = f.commit("v1.0.0", "unhealthy");
     let v2 = f.commit("v2.0.0", "healthy");
@@ -188,8 +216,18 @@ fn a_second_apply_while_one_runs_gets_409_busy() {
         wait_until(Duration::from_secs(10), "apply in flight", || {
             !status(&f)["apply_phase"].is_null()
         });
-        let (code, r) = post_apply(&f, &f.manifest(2, &v2));
-        assert_eq!((code, r["reason"].as_str()), (409, Some("busy")), "{r}");
+        let (code, head, body) =
+            http_full("POST", &f.agent_url("/apply"), &f.manifest(2, &v2)).expect("answer");
+        let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!((code, r["reason"].as_str()), (503, Some("busy")), "{r}");
+        assert_eq!(header(&head, "retry-after"), Some("1"), "{head}");
+        assert_eq!(
+            (r["success"].as_bool(), r["retryable"].as_bool()),
+            (Some(false), Some(true)),
+            "{r}"
+        );
+        assert!(!r["phase"].as_str().unwrap_or_default().is_empty(), "{r}");
+        assert!(r["error"].as_str().unwrap().contains("in progress"), "{r}");
         h.join().unwrap()
     });
     // v1 was unhealthy on an empty node: nothing to go back to.
@@ -200,5 +238,76 @@ fn a_second_apply_while_one_runs_gets_409_busy() {
             .unwrap()
             .contains("no previous version")
     );
+    rt.block_on(node.shutdown()).unwrap();
+}
+
+#[test]
+fn a_node_running_the_revoked_release_switches_back_and_the_order_is_idempotent() {
+    let f = Fixture::new(Opts::default());
+    let v1 = f.commit("v1.0.0", "healthy");
+    let v2 = f.commit("v2.0.0", "healthy");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let node = rt
+        .block_on(fleetgate_agent::RunningNode::start(f.config()))
+        .unwrap();
+    let (code, r) = post_apply(&f, &f.manifest(1, &v1));
+    assert_eq!((code, outcome(&r)), (200, "applied"), "{r}");
+    let m2 = f.manifest(2, &v2);
+    let (code, r) = post_apply(&f, &m2);
+    assert_eq!((code, outcome(&r)), (200, "applied"), "{r}");
+    assert_eq!(f.app_version().unwrap().0, "v2.0.0");
+
+    // The order revokes seq 2 (the release this node runs) and returns to v1.
+    let order = f.rollback(3, (2, &v2), &v1);
+    let (code, r) = post_apply(&f, &order);
+    assert_eq!((code, outcome(&r)), (200, "applied"), "{r}");
+    assert_eq!(r["kind"], "rollback");
+    assert_eq!(r["running"]["code_hash"], v1.code_hash.as_str(), "{r}");
+    let (ver, _, pid) = f.app_version().unwrap();
+    assert_eq!(ver, "v1.0.0");
+    assert_eq!(f.floor(), 3);
+
+    // The same order again (its sender crashed before recording the answer).
+    let (code, r) = post_apply(&f, &order);
+    assert_eq!((code, outcome(&r)), (200, "already_applied"), "{r}");
+    assert_eq!(r["running"]["version"], "v1.0.0", "{r}");
+    assert_eq!(f.app_version().unwrap().2, pid, "not restarted");
+
+    // The revoked release, although this node committed it once: refused.
+    let (code, r) = post_apply(&f, &m2);
+    assert_eq!((code, r["reason"].as_str()), (409, Some("replayed")), "{r}");
+    assert_eq!(
+        (r["floor"].as_u64(), r["running"]["version"].as_str()),
+        (Some(3), Some("v1.0.0")),
+        "{r}"
+    );
+    assert_eq!(
+        f.app_version().unwrap(),
+        ("v1.0.0".to_owned(), format!("1-{}", &v1.sha[..12]), pid)
+    );
+    rt.block_on(node.shutdown()).unwrap();
+}
+
+#[test]
+fn an_order_naming_the_revoked_code_hash_switches_back_whatever_sequence_installed_it() {
+    let f = Fixture::new(Opts::default());
+    let v1 = f.commit("v1.0.0", "healthy");
+    let v2 = f.commit("v2.0.0", "healthy");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let node = rt
+        .block_on(fleetgate_agent::RunningNode::start(f.config()))
+        .unwrap();
+    for (seq, rel) in [(1, &v1), (2, &v2)] {
+        let (code, r) = post_apply(&f, &f.manifest(seq, rel));
+        assert_eq!((code, outcome(&r)), (200, "applied"), "{r}");
+    }
+    // v2 re-signed under seq 3: a no-op that records seq 3 for what runs.
+    let (code, r) = post_apply(&f, &f.manifest(3, &v2));
+    assert_eq!((code, outcome(&r)), (200, "noop"), "{r}");
+    // An order naming only seq 2 would not match; one naming v2's code hash does.
+    let (code, r) = post_apply(&f, &f.rollback_naming(4, (2, &v2), &v1, true));
+    assert_eq!((code, outcome(&r)), (200, "applied"), "{r}");
+    assert_eq!(f.app_version().unwrap().0, "v1.0.0");
+    assert_eq!(f.floor(), 4);
     rt.block_on(node.shutdown()).unwrap();
 }

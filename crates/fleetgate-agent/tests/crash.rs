@@ -97,9 +97,20 @@ fn crash_case(point: &str, bad_release: bool, expect: Expect) {
         assert_eq!((code, r["outcome"].as_str()), (409, Some("refused")), "{r}");
     }
     if expect == Expect::New {
-        // Committed: the manifest is now a replay.
+        // Committed (the recovery finished it): the same manifest again is answered as
+        // already applied, and nothing restarts.
         let (code, r) = post_apply(&f, &m2);
+        assert_eq!(
+            (code, r["outcome"].as_str()),
+            (200, Some("already_applied")),
+            "{r}"
+        );
+        assert_eq!(r["running"]["slot"], want_slot, "{r}");
+        assert_eq!(f.app_version().unwrap().2, pid, "not restarted");
+        // An older manifest it never applied is still a replay.
+        let (code, r) = post_apply(&f, &f.manifest(1, &v2));
         assert_eq!((code, r["reason"].as_str()), (409, Some("replayed")), "{r}");
+        assert_eq!(r["floor"], 2, "{r}");
     }
     // Graceful stop of agent 2 stops its app.
     nix::sys::signal::kill(

@@ -135,3 +135,98 @@ fn manifests_arriving_by_gossip_are_verified_and_applied() {
     rt.block_on(publisher.shutdown()).unwrap();
     rt.block_on(node.shutdown()).unwrap();
 }
+
+#[test]
+fn a_rollback_order_revokes_a_release_this_node_never_ran_over_http_and_gossip() {
+    let f = Fixture::new(Opts {
+        extra:
+            "gossip_listen = \"127.0.0.1:0\"\ngossip_round_ms = 100\ngossip_anti_entropy_secs = 1\n"
+                .into(),
+        ..Opts::default()
+    });
+    let v1 = f.commit("v1.0.0", "healthy");
+    let v2 = f.commit("v2.0.0", "healthy");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let node = rt
+        .block_on(fleetgate_agent::RunningNode::start(f.config()))
+        .unwrap();
+    let m1 = f.manifest(1, &v1);
+    let (code, r) = post_apply(&f, &m1);
+    assert_eq!((code, r["outcome"].as_str()), (200, Some("applied")), "{r}");
+    let (_, slot1, pid1) = f.app_version().expect("v1 runs");
+    let exits = status(&f)["app_exits"].clone();
+
+    let keyring = fleetgate_trust::Keyring::load(&f.dir.path().join("keys/trust.json")).unwrap();
+    let cfg = fleetgate_gossip::GossipConfig {
+        round_interval_ms: 100,
+        anti_entropy_interval_ms: Some(1000),
+        ..fleetgate_gossip::GossipConfig::default()
+    };
+    let publisher = rt
+        .block_on(fleetgate_gossip::runtime::spawn_udp(
+            cfg,
+            "127.0.0.1:0".parse().unwrap(),
+            [node.gossip_addr().expect("gossip runs")],
+            Arc::new(fleetgate_gossip::TrustVerifier::new(keyring)),
+            None,
+        ))
+        .unwrap();
+    let held = || std::fs::read(f.state().join(fleetgate_agent::gossip::HELD_FILE)).ok();
+
+    // 1. The manifest it committed over HTTP arrives again by gossip: a harmless no-op.
+    rt.block_on(publisher.publish(m1.clone())).unwrap();
+    wait_until(Duration::from_secs(15), "m1 delivered by gossip", || {
+        held().as_deref() == Some(&m1[..])
+    });
+
+    // 2. A rollback order for release seq 2, which this node never ran: floor only.
+    let order = f.rollback(3, (2, &v2), &v1);
+    let (code, r) = post_apply_retrying(&f, &order);
+    assert_eq!((code, r["outcome"].as_str()), (200, Some("noop")), "{r}");
+    assert!(
+        r["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not run the revoked release v2.0.0 (sequence 2)"),
+        "{r}"
+    );
+    assert_eq!(f.floor(), 3);
+    assert_eq!(r["running"]["version"], "v1.0.0", "{r}");
+    // The same order again: already applied.
+    let (code, r) = post_apply_retrying(&f, &order);
+    assert_eq!(
+        (code, r["outcome"].as_str()),
+        (200, Some("already_applied")),
+        "{r}"
+    );
+
+    // 3. The revoked release over HTTP: replayed, with the floor and what runs.
+    let m2 = f.manifest(2, &v2);
+    let (code, r) = post_apply_retrying(&f, &m2);
+    assert_eq!((code, r["reason"].as_str()), (409, Some("replayed")), "{r}");
+    assert_eq!(r["floor"], 3, "{r}");
+    assert_eq!(r["running"]["version"], "v1.0.0", "{r}");
+
+    // 4. The revoked release by gossip: delivered to the agent, refused.
+    rt.block_on(publisher.publish(m2.clone())).unwrap();
+    wait_until(Duration::from_secs(15), "m2 delivered by gossip", || {
+        held().as_deref() == Some(&m2[..])
+    });
+    // A later manifest by gossip (v1 under seq 4: a no-op) is applied only after the
+    // delivery of m2 was handled, so once the floor is 4, m2 was refused.
+    rt.block_on(publisher.publish(f.manifest(4, &v1))).unwrap();
+    wait_until(Duration::from_secs(15), "seq 4 applied by gossip", || {
+        status(&f)["floor"] == 4
+    });
+    let s = status(&f);
+    assert_eq!(s["version"], "v1.0.0", "{s}");
+    assert_eq!(s["last_report"]["sequence"], 4, "{s}");
+    assert_eq!(
+        f.app_version(),
+        Some(("v1.0.0".to_owned(), slot1, pid1)),
+        "never restarted"
+    );
+    assert_eq!(s["app_exits"], exits, "{s}");
+    rt.block_on(publisher.shutdown()).unwrap();
+    rt.block_on(node.shutdown()).unwrap();
+}

@@ -332,6 +332,7 @@ fn run_sign(args: SignArgs) -> anyhow::Result<ExitCode> {
         (ManifestKind::Rollback, Some(sequence), Some(version)) => Some(RollbackOf {
             sequence,
             version: version.clone(),
+            code_hash: None,
         }),
         (ManifestKind::Rollback, _, _) => {
             bail!("--kind rollback needs --rollback-of SEQ and --rollback-of-version VERSION")

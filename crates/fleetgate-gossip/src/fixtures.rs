@@ -76,6 +76,7 @@ impl Signer {
             rollback_of: Some(RollbackOf {
                 sequence: of,
                 version: of_version.to_owned(),
+                code_hash: None,
             }),
             return_to_version: Some(return_to.to_owned()),
             ..self.base(sequence, return_to)

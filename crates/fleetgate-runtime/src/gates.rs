@@ -774,6 +774,7 @@ pub fn sign_rollback(
         rollback_of: Some(RollbackOf {
             sequence: rel_seq,
             version: state.version.clone(),
+            code_hash: None,
         }),
         return_to_version: Some(to.version.clone()),
         return_to_code_hash: to.code_hash.clone(),

@@ -79,6 +79,11 @@ pub struct RollbackOf {
     pub sequence: u64,
     /// Version of the undone release.
     pub version: String,
+    /// Code hash of the undone release, when the signer names it. A node that runs
+    /// this code hash (under whatever sequence) counts as running the revoked release.
+    /// Absent from manifests that do not set it (their signed bytes are unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_hash: Option<String>,
 }
 
 /// A release manifest. HART's fields first, then fleetgate's. Unknown fields

@@ -339,18 +339,45 @@ fn replayed_sequence_is_refused_by_the_floor_with_code_18() {
     rb.rollback_of = Some(RollbackOf {
         sequence: 5,
         version: "v1.2.3".into(),
+        code_hash: None,
     });
     rb.return_to_version = Some("v1.2.2".into());
     rb.return_to_code_hash = Some("b".repeat(64));
     let signed = sign_manifest(&rb, &[&k]).expect("sign rollback");
     let v = verify_manifest(&signed, &r, NOW, &floor.verify_options()).expect("rollback accepted");
     assert_eq!(v.manifest.kind, ManifestKind::Rollback);
+    // Without a revoked code hash the signed object has no such key (older signers'
+    // bytes are unchanged); with one, it is signed and read back.
+    assert!(
+        v.value["rollback_of"].get("code_hash").is_none(),
+        "{:?}",
+        v.value
+    );
+    let mut rb_hash = rb.clone();
+    if let Some(of) = &mut rb_hash.rollback_of {
+        of.code_hash = Some("c".repeat(64));
+    }
+    let signed_hash = sign_manifest(&rb_hash, &[&k]).expect("sign rollback with code hash");
+    let vh = verify_manifest(&signed_hash, &r, NOW, &floor.verify_options())
+        .expect("rollback with code hash accepted");
+    assert_eq!(
+        vh.manifest.rollback_of.and_then(|o| o.code_hash),
+        Some("c".repeat(64))
+    );
+    let tampered = String::from_utf8(signed_hash)
+        .expect("utf-8")
+        .replace(&"c".repeat(64), &"d".repeat(64));
+    assert!(matches!(
+        verify_manifest(tampered.as_bytes(), &r, NOW, &floor.verify_options()),
+        Err(VerifyError::BadSignature { .. })
+    ));
     // A replayed rollback (old sequence) is refused like any release.
     let mut old_rb = rb.clone();
     old_rb.sequence = 5;
     old_rb.rollback_of = Some(RollbackOf {
         sequence: 4,
         version: "v1.2.2".into(),
+        code_hash: None,
     });
     let signed = sign_manifest(&old_rb, &[&k]).expect("sign");
     assert!(matches!(

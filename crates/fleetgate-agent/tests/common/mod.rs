@@ -177,11 +177,23 @@ timeout_ms = 1000
     }
 
     pub fn rollback(&self, seq: u64, undoes: (u64, &Release), to: &Release) -> Vec<u8> {
+        self.rollback_naming(seq, undoes, to, false)
+    }
+
+    /// A rollback order; with `name_code_hash`, `rollback_of.code_hash` is set too.
+    pub fn rollback_naming(
+        &self,
+        seq: u64,
+        undoes: (u64, &Release),
+        to: &Release,
+        name_code_hash: bool,
+    ) -> Vec<u8> {
         let mut m = self.manifest_struct(seq, undoes.1);
         m.kind = ManifestKind::Rollback;
         m.rollback_of = Some(RollbackOf {
             sequence: undoes.0,
             version: undoes.1.version.clone(),
+            code_hash: name_code_hash.then(|| undoes.1.code_hash.clone()),
         });
         m.return_to_version = Some(to.version.clone());
         m.return_to_code_hash = Some(to.code_hash.clone());
@@ -255,6 +267,11 @@ fn rand_seed(n: u8) -> [u8; 32] {
 
 /// Minimal blocking HTTP/1.1 client (std only): (status, body).
 pub fn http(method: &str, url: &str, body: &[u8]) -> Option<(u16, String)> {
+    http_full(method, url, body).map(|(status, _, body)| (status, body))
+}
+
+/// As [`http`], with the response head (status line and headers) too.
+pub fn http_full(method: &str, url: &str, body: &[u8]) -> Option<(u16, String, String)> {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://")?;
     let (host, path) = rest
@@ -276,7 +293,15 @@ pub fn http(method: &str, url: &str, body: &[u8]) -> Option<(u16, String)> {
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
     // The agent's axum answers are not chunked for JSON bodies; the app sends
     // content-length. Good enough for tests.
-    Some((status, body.to_owned()))
+    Some((status, head.to_owned(), body.to_owned()))
+}
+
+/// The value of header `name` (case-insensitive) in a response head.
+pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
 }
 
 pub fn http_get(url: &str) -> Option<(u16, String)> {
@@ -287,6 +312,19 @@ pub fn post_apply(f: &Fixture, manifest: &[u8]) -> (u16, serde_json::Value) {
     let (status, body) = http("POST", &f.agent_url("/apply"), manifest).expect("POST /apply");
     let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
     (status, v)
+}
+
+/// [`post_apply`], retried while the agent answers 503 `busy` (as a caller should).
+pub fn post_apply_retrying(f: &Fixture, manifest: &[u8]) -> (u16, serde_json::Value) {
+    let start = Instant::now();
+    loop {
+        let (code, v) = post_apply(f, manifest);
+        if code != 503 || start.elapsed() > Duration::from_secs(30) {
+            return (code, v);
+        }
+        assert_eq!(v["retryable"], true, "{v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 pub fn status(f: &Fixture) -> serde_json::Value {
