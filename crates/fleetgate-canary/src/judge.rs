@@ -3,9 +3,10 @@
 //! The runtime feeds it [`Event::Sample`]s (the latest heartbeat figures of every canary
 //! and baseline node, taken every `sample_interval_secs`) and [`Event::Tick`]s (time
 //! passes without data), and executes the [`Command`]s it returns: take the next sample,
-//! extend the window, hold an inconclusive verdict for an operator, promote, or roll back. The whole [`Judge`] is serialisable, so the
-//! runtime persists it after every event and a restarted orchestrator resumes the same
-//! window with the samples it already judged.
+//! extend the window, hold an inconclusive verdict for an operator, promote, or roll
+//! back. The whole [`Judge`] is serialisable, so the runtime persists it after every
+//! event and a restarted orchestrator resumes the same window with the samples it
+//! already judged.
 
 use std::collections::{BTreeMap, BTreeSet};
 
