@@ -1,12 +1,12 @@
 //! Replays the canary simulation for any seed and traffic level.
 //!
-//! `cargo run -p fleetgate-canary --release --example canary_sim -- [SEED] [NODES] [CANARIES] [REQ_PER_NODE] [BASE_RATE] [RATIO] [WINDOWS]`
+//! `cargo run -p fleetgate-canary --release --example canary_sim -- [SEED] [NODES] [CANARIES] [REQ_PER_NODE] [BASE_RATE] [RATIO] [WINDOWS] [ON_INCONCLUSIVE] [WATCH_HELD_SECS]`
 //!
 //! Defaults: seed 0xf1ee70a7e52026, 10 nodes, 1 canary, 1000 requests/node/interval,
-//! base rate 0.01, ratio 2.0, 2000 windows. Prints the figures as JSON.
+//! base rate 0.01, ratio 2.0, 2000 windows, `extend`, 0 s. Prints the figures as JSON.
 
-use fleetgate_canary::JudgeConfig;
 use fleetgate_canary::sim::{SimParams, simulate};
+use fleetgate_canary::{JudgeConfig, OnInconclusive};
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> T {
     args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default)
@@ -36,7 +36,19 @@ fn main() {
         base_rate: arg(&args, 4, 0.01f64),
         canary_ratio: arg(&args, 5, 2.0f64),
         windows: arg(&args, 6, 2000usize),
-        config: JudgeConfig::default(),
+        config: JudgeConfig {
+            on_inconclusive: match args.get(7).map(String::as_str) {
+                None | Some("extend") => OnInconclusive::Extend,
+                Some("hold") => OnInconclusive::Hold,
+                Some("rollback") => OnInconclusive::Rollback,
+                Some(other) => {
+                    eprintln!("ON_INCONCLUSIVE {other:?} is not extend, hold or rollback");
+                    std::process::exit(2)
+                }
+            },
+            ..JudgeConfig::default()
+        },
+        watch_held_secs: arg(&args, 8, 0u64),
     };
     if p.canary_nodes == 0 || p.canary_nodes >= p.nodes {
         eprintln!("CANARIES must be at least 1 and below NODES");
@@ -55,6 +67,13 @@ fn main() {
             "windows": r.windows,
             "rollbacks": r.rollbacks,
             "rollback_rate": r.rollback_rate,
+            "on_inconclusive": p.config.on_inconclusive.as_str(),
+            "watch_held_secs": p.watch_held_secs,
+            "passes": r.passes,
+            "extended": r.extended,
+            "held": r.held,
+            "inconclusive": r.inconclusive,
+            "late_rollbacks": r.late_rollbacks,
             "median_detection_intervals": r.median_detection_intervals,
             "p90_detection_intervals": r.p90_detection_intervals,
         })

@@ -3,9 +3,10 @@
 //! The runtime feeds it [`Event::Sample`]s (the latest heartbeat figures of every canary
 //! and baseline node, taken every `sample_interval_secs`) and [`Event::Tick`]s (time
 //! passes without data), and executes the [`Command`]s it returns: take the next sample,
-//! extend the window, promote, or roll back. The whole [`Judge`] is serialisable, so the
-//! runtime persists it after every event and a restarted orchestrator resumes the same
-//! window with the samples it already judged.
+//! extend the window, hold an inconclusive verdict for an operator, promote, or roll
+//! back. The whole [`Judge`] is serialisable, so the runtime persists it after every
+//! event and a restarted orchestrator resumes the same window with the samples it
+//! already judged.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,15 +15,35 @@ use serde_json::json;
 
 use crate::sprt::{RateDecision, RateTest};
 
-/// What to do when the window ends without enough data for a verdict.
+/// What to do when the window ends and the evidence is still inconclusive: a pending
+/// criterion (typically the exception test, for lack of traffic) and no failed one.
+///
+/// Whatever the policy, a hard failure (crash loop, integrity mismatch, silent node) and
+/// a failed criterion (exception rate too high, health check, benchmark) still fail at
+/// the next sample: the policy only decides what *too little data* means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
-pub enum OnInsufficientData {
-    /// Fail the canary with "insufficient data" (default: fail closed).
+pub enum OnInconclusive {
+    /// Keep judging (decision pending) until `max_window_secs` after the window start,
+    /// then behave as [`OnInconclusive::Hold`] (default).
     #[default]
-    Fail,
-    /// Keep sampling for up to `max_extension_secs`, then fail.
     Extend,
+    /// Report [`Decision::Inconclusive`] at once: neither promoted nor rolled back; an
+    /// operator decides. Sampling goes on, so failures are still caught.
+    Hold,
+    /// Fail the canary with "insufficient data" ([`FailureKind::InsufficientData`]).
+    Rollback,
+}
+
+impl OnInconclusive {
+    /// The configuration spelling (`"extend"`, `"hold"`, `"rollback"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnInconclusive::Extend => "extend",
+            OnInconclusive::Hold => "hold",
+            OnInconclusive::Rollback => "rollback",
+        }
+    }
 }
 
 /// Which way is better for a benchmark figure.
@@ -50,7 +71,12 @@ pub struct BenchSpec {
 }
 
 /// Judge configuration (the `[canary]` table of `fleetgate.toml`).
+///
+/// Serialised as part of a persisted [`Judge`]; a judge persisted before
+/// `on_inconclusive` existed (with `on_insufficient_data` and `max_extension_secs`)
+/// still loads, with the same behaviour it was started with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "JudgeConfigWire")]
 pub struct JudgeConfig {
     /// Length of the window (`canary.window_secs`, default 1800).
     pub window_secs: u64,
@@ -68,7 +94,7 @@ pub struct JudgeConfig {
     /// Reference exception rate used for intervals without baseline traffic (default none).
     pub baseline_exception_rate: Option<f64>,
     /// A canary that raised no exception passes the exception criterion only after this
-    /// many requests (default 1000).
+    /// many requests (`canary.min_requests`, default 1000).
     pub min_canary_requests: u64,
     /// More counter resets (restarts) than this on one canary node is a crash loop (default 1).
     pub max_restarts: u32,
@@ -77,10 +103,73 @@ pub struct JudgeConfig {
     pub consecutive_failures: u32,
     /// Benchmarks to judge; empty = criterion skipped (shown as such in the verdict).
     pub benchmarks: Vec<BenchSpec>,
-    /// What to do when the window ends without enough data (default fail).
-    pub on_insufficient_data: OnInsufficientData,
-    /// Longest extension when `on_insufficient_data = "extend"` (default 900).
-    pub max_extension_secs: u64,
+    /// What an inconclusive end of window means (`canary.on_inconclusive`, default extend).
+    pub on_inconclusive: OnInconclusive,
+    /// With [`OnInconclusive::Extend`], judging goes on until this many seconds after the
+    /// window start, then the verdict is held (`canary.max_window_secs`, default
+    /// `2 × window_secs`; at least `window_secs`).
+    pub max_window_secs: u64,
+}
+
+/// What a persisted [`JudgeConfig`] may contain: today's keys and the older
+/// `on_insufficient_data` / `max_extension_secs`.
+#[derive(Deserialize)]
+struct JudgeConfigWire {
+    window_secs: u64,
+    sample_interval_secs: u64,
+    heartbeat_timeout_secs: u64,
+    max_exception_rate_increase: f64,
+    alpha: f64,
+    beta: f64,
+    baseline_exception_rate: Option<f64>,
+    min_canary_requests: u64,
+    max_restarts: u32,
+    consecutive_failures: u32,
+    benchmarks: Vec<BenchSpec>,
+    #[serde(default)]
+    on_inconclusive: Option<OnInconclusive>,
+    #[serde(default)]
+    max_window_secs: Option<u64>,
+    #[serde(default)]
+    on_insufficient_data: Option<LegacyOnInsufficientData>,
+    #[serde(default)]
+    max_extension_secs: Option<u64>,
+}
+
+/// The setting `on_inconclusive` replaced.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum LegacyOnInsufficientData {
+    Fail,
+    Extend,
+}
+
+impl From<JudgeConfigWire> for JudgeConfig {
+    fn from(w: JudgeConfigWire) -> Self {
+        let on_inconclusive = w.on_inconclusive.unwrap_or(match w.on_insufficient_data {
+            Some(LegacyOnInsufficientData::Fail) => OnInconclusive::Rollback,
+            Some(LegacyOnInsufficientData::Extend) | None => OnInconclusive::Extend,
+        });
+        let max_window_secs = w.max_window_secs.unwrap_or(match w.max_extension_secs {
+            Some(ext) => w.window_secs.saturating_add(ext),
+            None => w.window_secs.saturating_mul(2),
+        });
+        Self {
+            window_secs: w.window_secs,
+            sample_interval_secs: w.sample_interval_secs,
+            heartbeat_timeout_secs: w.heartbeat_timeout_secs,
+            max_exception_rate_increase: w.max_exception_rate_increase,
+            alpha: w.alpha,
+            beta: w.beta,
+            baseline_exception_rate: w.baseline_exception_rate,
+            min_canary_requests: w.min_canary_requests,
+            max_restarts: w.max_restarts,
+            consecutive_failures: w.consecutive_failures,
+            benchmarks: w.benchmarks,
+            on_inconclusive,
+            max_window_secs,
+        }
+    }
 }
 
 impl Default for JudgeConfig {
@@ -97,8 +186,8 @@ impl Default for JudgeConfig {
             max_restarts: 1,
             consecutive_failures: 2,
             benchmarks: Vec::new(),
-            on_insufficient_data: OnInsufficientData::Fail,
-            max_extension_secs: 900,
+            on_inconclusive: OnInconclusive::Extend,
+            max_window_secs: 3600,
         }
     }
 }
@@ -152,6 +241,13 @@ impl JudgeConfig {
                 "canary.sample_interval_secs",
                 self.sample_interval_secs,
                 "must be > 0 and at most window_secs",
+            ));
+        }
+        if self.max_window_secs < self.window_secs {
+            return Err(bad(
+                "canary.max_window_secs",
+                self.max_window_secs,
+                "must be at least window_secs",
             ));
         }
         if self.heartbeat_timeout_secs == 0 {
@@ -257,10 +353,19 @@ pub enum Command {
         /// When (unix seconds).
         at: u64,
     },
-    /// The window ended without enough data; sampling continues until `until`.
+    /// The window ended inconclusive and `on_inconclusive = "extend"`: judging continues
+    /// (with [`Command::SampleAt`]) until `until`. Issued once.
     ExtendWindow {
-        /// New final deadline (unix seconds).
+        /// New final deadline: window start + `max_window_secs` (unix seconds).
         until: u64,
+    },
+    /// The verdict became [`Decision::Inconclusive`]: neither promote nor roll back; show
+    /// the verdict (`reason`, `more_requests_needed`, `eta_secs`) and wait for an operator
+    /// decision. Issued once, together with a [`Command::SampleAt`]: keep sampling, a
+    /// failure is still caught.
+    Hold {
+        /// The verdict.
+        verdict: Box<Verdict>,
     },
     /// The window completed healthy: go on to DEPLOY.
     Promote {
@@ -284,6 +389,10 @@ pub enum Decision {
     Pending,
     /// Roll back.
     Fail,
+    /// The window (and any extension) ended without enough evidence either way and no
+    /// criterion failed: neither a pass nor a failure. The judge keeps sampling and still
+    /// fails on a failing criterion, but never passes by itself; an operator decides.
+    Inconclusive,
 }
 
 /// Why a failed verdict failed.
@@ -294,7 +403,7 @@ pub enum FailureKind {
     Hard,
     /// A criterion failed on the evidence (exception test, health check, benchmark).
     Statistical,
-    /// The window (and any extension) ended without enough data.
+    /// The window ended without enough data and `on_inconclusive = "rollback"`.
     InsufficientData,
 }
 
@@ -350,7 +459,7 @@ pub struct CriterionVerdict {
 /// The structured verdict (shown by `fleetgate canary-health --json` and kept in the state).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
-    /// Pass / pending / fail.
+    /// Pass / pending / fail / inconclusive.
     pub decision: Decision,
     /// Set when `decision` is fail.
     pub failure: Option<FailureKind>,
@@ -366,6 +475,20 @@ pub struct Verdict {
     pub extended_until: Option<u64>,
     /// Samples judged.
     pub samples: u64,
+    /// While the exception test waits for data: how many more canary requests, at the
+    /// observed exception rates and traffic mix, it needs to pass (the smaller of the
+    /// SPRT's expected distance to its accept boundary and, for a canary without
+    /// exceptions, `min_canary_requests` minus the requests seen). `None` when the test
+    /// is not waiting for data or the data do not point towards a pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub more_requests_needed: Option<u64>,
+    /// `more_requests_needed` divided by the canary's request rate so far (seconds);
+    /// `None` without an estimate or without canary traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_secs: Option<u64>,
+    /// When the verdict became [`Decision::Inconclusive`] (unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_since: Option<u64>,
     /// Canary node ids.
     pub canary: Vec<String>,
     /// Number of baseline nodes.
@@ -403,6 +526,14 @@ pub struct Judge {
     samples: u64,
     last_at: u64,
     bench_bad_streak: u32,
+    /// Time of the first and of the latest sample (the canary's request rate).
+    #[serde(default)]
+    first_sample_at: Option<u64>,
+    #[serde(default)]
+    last_sample_at: Option<u64>,
+    /// When the verdict became inconclusive; it stays so until a failure.
+    #[serde(default)]
+    held_since: Option<u64>,
     verdict: Verdict,
 }
 
@@ -446,6 +577,9 @@ impl Judge {
                 deadline,
                 extended_until: None,
                 samples: 0,
+                more_requests_needed: None,
+                eta_secs: None,
+                held_since: None,
                 canary: canary.iter().cloned().collect(),
                 baseline_nodes: baseline.len(),
                 criteria: Vec::new(),
@@ -461,6 +595,9 @@ impl Judge {
             samples: 0,
             last_at: window_start,
             bench_bad_streak: 0,
+            first_sample_at: None,
+            last_sample_at: None,
+            held_since: None,
         };
         judge.verdict.criteria = judge.criteria(window_start);
         Ok(judge)
@@ -481,9 +618,13 @@ impl Judge {
         &self.rate
     }
 
-    /// Whether a final verdict (pass or fail) has been reached.
+    /// Whether a final verdict (pass or fail) has been reached. Pending and inconclusive
+    /// verdicts are not final: the judge wants more samples.
     pub fn is_decided(&self) -> bool {
-        self.verdict.decision != Decision::Pending
+        match self.verdict.decision {
+            Decision::Pass | Decision::Fail => true,
+            Decision::Pending | Decision::Inconclusive => false,
+        }
     }
 
     /// Handles one event and returns the commands to execute. Once decided, the judge
@@ -517,12 +658,14 @@ impl Judge {
             Decision::Fail => Some(Command::Rollback {
                 verdict: Box::new(self.verdict.clone()),
             }),
-            Decision::Pending => None,
+            Decision::Pending | Decision::Inconclusive => None,
         }
     }
 
     fn ingest(&mut self, sample: Sample) {
         self.samples += 1;
+        self.first_sample_at.get_or_insert(sample.at);
+        self.last_sample_at = Some(sample.at);
         let (mut ec, mut nc, mut eb, mut nb) = (0u64, 0u64, 0u64, 0u64);
         for r in sample.nodes {
             let is_canary = self.canary.contains(&r.node_id);
@@ -661,8 +804,14 @@ impl Judge {
             RateDecision::Continue => {
                 let why = if r.baseline_requests == 0
                     && self.config.baseline_exception_rate.is_none()
+                    && r.canary_exceptions > 0
                 {
                     "no baseline traffic to compare with (no baseline node reported requests; set canary.baseline_exception_rate to judge against a fixed rate)".to_owned()
+                } else if r.canary_exceptions == 0 {
+                    format!(
+                        "no canary exception yet, in {} of the {} requests (canary.min_requests) that pass on that alone",
+                        r.canary_requests, self.config.min_canary_requests
+                    )
                 } else {
                     format!(
                         "not enough evidence yet ({} canary exceptions in {} requests)",
@@ -943,6 +1092,39 @@ impl Judge {
         }
     }
 
+    /// While the exception test waits for data: more canary requests needed to pass
+    /// (see [`Verdict::more_requests_needed`]) and the time they take at the canary's
+    /// request rate so far.
+    fn shortfall(&self, criteria: &[CriterionVerdict]) -> (Option<u64>, Option<u64>) {
+        let waiting = criteria.iter().any(|c| {
+            c.criterion == Criterion::ExceptionRate && c.decision == CriterionDecision::Pending
+        });
+        if !waiting {
+            return (None, None);
+        }
+        let r = &self.rate;
+        let by_test = r.requests_to_accept(self.config.baseline_exception_rate);
+        let by_zero_rule = (r.canary_exceptions == 0).then(|| {
+            self.config
+                .min_canary_requests
+                .saturating_sub(r.canary_requests)
+        });
+        let more = match (by_test, by_zero_rule) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let eta = more.and_then(|n| {
+            let span = self.last_sample_at?.checked_sub(self.first_sample_at?)?;
+            if span == 0 || r.canary_requests == 0 {
+                return None;
+            }
+            let secs = n as f64 * span as f64 / r.canary_requests as f64;
+            // `as` saturates; the estimate is finite and non-negative here.
+            Some(secs.ceil() as u64)
+        });
+        (more, eta)
+    }
+
     fn evaluate(&mut self, now: u64) -> Vec<Command> {
         let criteria = self.criteria(now);
         let failed: Vec<&CriterionVerdict> = criteria
@@ -953,6 +1135,24 @@ impl Judge {
             .iter()
             .filter(|c| c.decision == CriterionDecision::Pending)
             .collect();
+        let (more, eta) = self.shortfall(&criteria);
+        let final_deadline = self
+            .window_start
+            .saturating_add(self.config.max_window_secs);
+        let why = pending
+            .iter()
+            .map(|c| c.detail.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let inconclusive = match (more, eta) {
+            (Some(n), Some(e)) => format!(
+                "inconclusive: {n} more requests needed at the current rate (about {e} s); {why}"
+            ),
+            (Some(n), None) => {
+                format!("inconclusive: {n} more requests needed at the current rate; {why}")
+            }
+            (None, _) => format!("inconclusive: {why}"),
+        };
         let (decision, failure, reason) = if !failed.is_empty() {
             let hard = failed.iter().any(|c| c.hard);
             let reason = failed
@@ -969,6 +1169,18 @@ impl Judge {
                 }),
                 reason,
             )
+        } else if let Some(since) = self.held_since {
+            // Held: never a pass by itself, whatever arrives later.
+            let reason = if pending.is_empty() {
+                format!(
+                    "held since {since}: the evidence is now complete and no criterion fails; an operator decides (promote or roll back)"
+                )
+            } else {
+                format!(
+                    "{inconclusive}; held since {since}: an operator decides (promote or roll back)"
+                )
+            };
+            (Decision::Inconclusive, None, reason)
         } else if now < self.deadline {
             (
                 Decision::Pending,
@@ -982,33 +1194,34 @@ impl Judge {
                 "window complete and every criterion healthy".into(),
             )
         } else {
-            let why = pending
-                .iter()
-                .map(|c| c.detail.as_str())
-                .collect::<Vec<_>>()
-                .join("; ");
-            let final_deadline = self.deadline.saturating_add(self.config.max_extension_secs);
-            if self.config.on_insufficient_data == OnInsufficientData::Extend
-                && now < final_deadline
-            {
-                (
-                    Decision::Pending,
-                    None,
-                    format!("window extended until {final_deadline}: insufficient data: {why}"),
-                )
-            } else {
-                (
+            match self.config.on_inconclusive {
+                OnInconclusive::Rollback => (
                     Decision::Fail,
                     Some(FailureKind::InsufficientData),
                     format!("insufficient data: {why}"),
-                )
+                ),
+                OnInconclusive::Extend if now < final_deadline => (
+                    Decision::Pending,
+                    None,
+                    format!("window extended until {final_deadline}: {inconclusive}"),
+                ),
+                OnInconclusive::Extend | OnInconclusive::Hold => (
+                    Decision::Inconclusive,
+                    None,
+                    format!("{inconclusive}; held: an operator decides (promote or roll back)"),
+                ),
             }
         };
         let mut commands = Vec::new();
         if decision == Decision::Pending && now >= self.deadline && self.extended_until.is_none() {
-            let until = self.deadline.saturating_add(self.config.max_extension_secs);
-            self.extended_until = Some(until);
-            commands.push(Command::ExtendWindow { until });
+            self.extended_until = Some(final_deadline);
+            commands.push(Command::ExtendWindow {
+                until: final_deadline,
+            });
+        }
+        let newly_held = decision == Decision::Inconclusive && self.held_since.is_none();
+        if newly_held {
+            self.held_since = Some(now);
         }
         self.verdict = Verdict {
             decision,
@@ -1019,14 +1232,26 @@ impl Judge {
             deadline: self.deadline,
             extended_until: self.extended_until,
             samples: self.samples,
+            more_requests_needed: more,
+            eta_secs: eta,
+            held_since: self.held_since,
             canary: self.canary.iter().cloned().collect(),
             baseline_nodes: self.baseline.len(),
             criteria,
         };
+        let next = Command::SampleAt {
+            at: now.saturating_add(self.config.sample_interval_secs),
+        };
         match decision {
-            Decision::Pending => commands.push(Command::SampleAt {
-                at: now.saturating_add(self.config.sample_interval_secs),
-            }),
+            Decision::Pending => commands.push(next),
+            Decision::Inconclusive => {
+                if newly_held {
+                    commands.push(Command::Hold {
+                        verdict: Box::new(self.verdict.clone()),
+                    });
+                }
+                commands.push(next);
+            }
             Decision::Pass | Decision::Fail => commands.extend(self.final_command()),
         }
         commands

@@ -19,15 +19,21 @@
 //!   checking it at every sample keeps the false-rollback rate at or below α. See
 //!   [`sprt`] for the derivation and assumptions.
 //! * A deterministic, seeded fleet simulator (module [`sim`]) that measures the
-//!   false-rollback rate (A/A) and the detection delay.
+//!   false-rollback rate (A/A), the detection delay and how thin traffic ends
+//!   (extended, inconclusive).
 //!
 //! **Verdict rules.** Crash loops (counter resets beyond `max_restarts`), integrity
 //! mismatches and lost heartbeats fail *hard* at the next sample. The exception test,
 //! health check and benchmarks fail *statistically*. The verdict passes only when the
 //! window is over and every criterion passed (or is explicitly skipped: benchmarks with
-//! none configured). Too little data is never a pass: at the deadline a pending criterion
-//! fails the canary with "insufficient data", or, with
-//! `on_insufficient_data = "extend"`, sampling continues up to `max_extension_secs`.
+//! none configured). Too little data is never a pass: when the window ends with a
+//! criterion still pending (typically the exception test, for thin traffic) and none
+//! failed, `on_inconclusive` decides — `extend` (default): keep judging until
+//! `max_window_secs` after the window start, then hold; `hold`: the verdict becomes
+//! [`Decision::Inconclusive`] (neither promote nor roll back: an operator decides, the
+//! verdict says how many more canary requests the test needs and how long they take at
+//! the current rate); `rollback`: fail with "insufficient data". Failures are caught in
+//! every mode, during an extension and while held.
 //!
 //! **What it must never do.** No I/O, no clock, no randomness, no tokio: time comes in
 //! with the events, randomness with the seed. Nothing here panics on data that came
@@ -45,7 +51,7 @@ pub mod sprt;
 
 pub use judge::{
     BenchSpec, Command, Criterion, CriterionDecision, CriterionVerdict, Decision, Direction, Event,
-    FailureKind, Judge, JudgeConfig, JudgeError, NodeReport, OnInsufficientData, Sample, Verdict,
+    FailureKind, Judge, JudgeConfig, JudgeError, NodeReport, OnInconclusive, Sample, Verdict,
 };
 pub use select::{
     Eligible, SelectError, Selection, canary_count, is_member, rank_key, select_canary,

@@ -9,6 +9,10 @@
 //! (at the window start) is the counters' reference; the detection delay is the index
 //! of the sample at which the judge ordered the rollback.
 //!
+//! A window ends at the judge's `Promote` or `Rollback`. A window the judge holds
+//! (inconclusive) is watched for `watch_held_secs` more — the judge keeps sampling, a
+//! failure is still a rollback — and then counted as inconclusive (the operator's call).
+//!
 //! The generator is SplitMix64 seeded from `(seed, window index)`: the same seed gives
 //! the same figures on every machine, and a single window can be replayed.
 
@@ -83,6 +87,9 @@ pub struct SimParams {
     pub canary_ratio: f64,
     /// Judge configuration.
     pub config: JudgeConfig,
+    /// How long a held (inconclusive) window keeps being sampled before it is counted
+    /// as inconclusive (0: counted at the hold).
+    pub watch_held_secs: u64,
 }
 
 /// Figures from a simulation run.
@@ -96,6 +103,15 @@ pub struct SimReport {
     pub rollbacks: usize,
     /// Windows that ended in a pass.
     pub passes: usize,
+    /// Windows still held (inconclusive) at the end of their watch.
+    pub inconclusive: usize,
+    /// Windows the judge extended past `window_secs` (`on_inconclusive = "extend"`).
+    pub extended: usize,
+    /// Windows that were held at some point (whatever came after).
+    pub held: usize,
+    /// Rollbacks ordered at or after the end of the window (during an extension or a
+    /// hold).
+    pub late_rollbacks: usize,
     /// `rollbacks / windows`.
     pub rollback_rate: f64,
     /// For each rolled-back window, the sample index of the rollback (sorted).
@@ -118,6 +134,10 @@ pub fn simulate(params: &SimParams) -> SimReport {
     let interval = params.config.sample_interval_secs;
     let mut rollbacks = 0;
     let mut passes = 0;
+    let mut inconclusive = 0;
+    let mut extended = 0;
+    let mut held = 0;
+    let mut late_rollbacks = 0;
     let mut detection = Vec::new();
     for w in 0..params.windows {
         let mut rng = SplitMix64::new(
@@ -137,6 +157,7 @@ pub fn simulate(params: &SimParams) -> SimReport {
         let mut exc = vec![0u64; params.nodes];
         let mut req = vec![0u64; params.nodes];
         let mut k = 0u64;
+        let mut watch_until = None;
         loop {
             let at = k * interval;
             if k > 0 {
@@ -172,6 +193,9 @@ pub fn simulate(params: &SimParams) -> SimReport {
                 match c {
                     Command::Rollback { .. } => {
                         rollbacks += 1;
+                        if at >= params.config.window_secs {
+                            late_rollbacks += 1;
+                        }
                         detection.push(k);
                         done = true;
                     }
@@ -179,10 +203,19 @@ pub fn simulate(params: &SimParams) -> SimReport {
                         passes += 1;
                         done = true;
                     }
-                    Command::SampleAt { .. } | Command::ExtendWindow { .. } => {}
+                    Command::ExtendWindow { .. } => extended += 1,
+                    Command::Hold { .. } => {
+                        held += 1;
+                        watch_until = Some(at.saturating_add(params.watch_held_secs));
+                    }
+                    Command::SampleAt { .. } => {}
                 }
             }
             if done {
+                break;
+            }
+            if watch_until.is_some_and(|until| at >= until) {
+                inconclusive += 1;
                 break;
             }
             k += 1;
@@ -199,11 +232,29 @@ pub fn simulate(params: &SimParams) -> SimReport {
         windows: params.windows,
         rollbacks,
         passes,
+        inconclusive,
+        extended,
+        held,
+        late_rollbacks,
         rollback_rate: rollbacks as f64 / params.windows as f64,
         median_detection_intervals: quantile(0.5),
         p90_detection_intervals: quantile(0.9),
         detection_intervals: detection,
     }
+}
+
+/// Wilson score interval `(low, high)` for `k` successes in `n` trials at `z` standard
+/// deviations (z = 1.645: one-sided 95% bounds). `(0, 1)` when `n` is 0.
+pub fn wilson_interval(k: usize, n: usize, z: f64) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let n = n as f64;
+    let p = k as f64 / n;
+    let z2 = z * z;
+    let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+    let half = z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt() / (1.0 + z2 / n);
+    ((centre - half).max(0.0), (centre + half).min(1.0))
 }
 
 #[cfg(test)]
@@ -227,5 +278,17 @@ mod tests {
         assert!((var - 9.9).abs() < 0.5, "variance {var}");
         assert_eq!(a.binomial(10, 1.0), 10);
         assert_eq!(a.binomial(10, 0.0), 0);
+    }
+
+    #[test]
+    fn wilson_interval_brackets_the_rate() {
+        // 30 of 10,000: the textbook Wilson 95% one-sided bounds are about 0.22% and 0.40%.
+        let (lo, hi) = wilson_interval(30, 10_000, 1.645);
+        assert!((lo - 0.00221).abs() < 0.0001, "{lo}");
+        assert!((hi - 0.00404).abs() < 0.0001, "{hi}");
+        let (lo, hi) = wilson_interval(0, 100, 1.645);
+        assert!(lo < 1e-12, "{lo}");
+        assert!(hi > 0.02 && hi < 0.03, "{hi}");
+        assert_eq!(wilson_interval(0, 0, 1.645), (0.0, 1.0));
     }
 }

@@ -149,6 +149,50 @@ impl RateTest {
         }
     }
 
+    /// Expected number of further canary requests before `S` reaches the accept
+    /// boundary, if the exception rates and the baseline/canary traffic ratio stay as
+    /// observed so far: `(S − lower) / −d`, where `d` is the expected increment of `S`
+    /// per canary request,
+    /// `d = λc·ln(p1/p0) + λb·ρ·ln((1−p1)/(1−p0))` with `ρ = n_b/n_c`,
+    /// `p0 = 1/(1+ρ)`, `p1 = (1+δ)/(1+δ+ρ)`, and `λc`, `λb` the observed rates (against
+    /// the reference rate `λ0` without baseline traffic: `d = λc·ln(1+δ) − δ·λ0`).
+    ///
+    /// `Some(0)` when `S` is already at or below the boundary; `None` when the canary
+    /// served nothing yet, when nothing can inform the test (no exception anywhere, or no
+    /// baseline traffic and no reference rate), or when `d ≥ 0` (at the observed rates
+    /// the test drifts towards failing, not passing).
+    pub fn requests_to_accept(&self, reference_rate: Option<f64>) -> Option<u64> {
+        if self.llr <= self.lower {
+            return Some(0);
+        }
+        if self.canary_requests == 0 {
+            return None;
+        }
+        let nc = self.canary_requests as f64;
+        let lc = self.canary_exceptions as f64 / nc;
+        let drift = if self.baseline_requests == 0 {
+            match reference_rate {
+                Some(l0) if l0 > 0.0 && l0.is_finite() => {
+                    lc * (1.0 + self.delta).ln() - self.delta * l0
+                }
+                _ => return None,
+            }
+        } else {
+            let nb = self.baseline_requests as f64;
+            let lb = self.baseline_exceptions as f64 / nb;
+            let rho = nb / nc;
+            let p0 = 1.0 / (1.0 + rho);
+            let p1 = (1.0 + self.delta) / (1.0 + self.delta + rho);
+            lc * (p1 / p0).ln() + lb * rho * ((1.0 - p1) / (1.0 - p0)).ln()
+        };
+        if !(drift.is_finite() && drift < 0.0) {
+            return None;
+        }
+        let n = ((self.llr - self.lower) / -drift).ceil();
+        // `as` saturates at u64::MAX for a huge estimate.
+        n.is_finite().then_some(n as u64)
+    }
+
     /// Canary exception rate so far (exceptions per request), if it served any.
     pub fn canary_rate(&self) -> Option<f64> {
         (self.canary_requests > 0)
@@ -202,6 +246,40 @@ mod tests {
         t.update(50, 1000, 0, 0, Some(0.01));
         assert_eq!(t.reference_intervals, 1);
         assert_eq!(t.decision(), RateDecision::Fail);
+    }
+
+    #[test]
+    fn requests_to_accept_matches_the_drift_of_the_test() {
+        // A/A at 1% with 9× the canary's traffic in the baseline: each canary request
+        // moves S by 0.01·(ln(p1/p0) + 9·ln((1−p1)/(1−p0))) on average.
+        let mut t = RateTest::new(0.5, 0.01, 0.05);
+        t.update(1, 100, 9, 900, None);
+        let (p0, p1) = (0.1f64, 1.5 / 10.5);
+        let drift = 0.01 * ((p1 / p0).ln() + 9.0 * ((1.0 - p1) / (1.0 - p0)).ln());
+        let expect = ((t.llr - t.lower) / -drift).ceil() as u64;
+        assert_eq!(t.requests_to_accept(None), Some(expect));
+        assert!((3000..4000).contains(&expect), "{expect}");
+        // Feeding that many requests at exactly those rates reaches the boundary.
+        t.update(expect / 100, expect, 9 * expect / 100, 9 * expect, None);
+        assert_eq!(t.decision(), RateDecision::Accept, "{t:?}");
+        assert_eq!(t.requests_to_accept(None), Some(0));
+    }
+
+    #[test]
+    fn requests_to_accept_is_none_without_a_way_to_pass() {
+        let mut t = RateTest::new(0.5, 0.01, 0.05);
+        assert_eq!(t.requests_to_accept(None), None, "no canary traffic");
+        t.update(0, 100, 0, 900, None);
+        assert_eq!(t.requests_to_accept(None), None, "no exception anywhere");
+        // Canary at 2× the baseline: the test drifts towards failing.
+        let mut bad = RateTest::new(0.5, 0.01, 0.05);
+        bad.update(2, 100, 9, 900, None);
+        assert_eq!(bad.requests_to_accept(None), None, "{bad:?}");
+        // No baseline: only with a reference rate.
+        let mut alone = RateTest::new(0.5, 0.01, 0.05);
+        alone.update(1, 100, 0, 0, Some(0.01));
+        assert_eq!(alone.requests_to_accept(None), None);
+        assert!(alone.requests_to_accept(Some(0.01)).is_some());
     }
 
     #[test]

@@ -39,6 +39,20 @@ pub enum ConfigError {
         /// What is allowed.
         expected: &'static str,
     },
+    /// Two keys that say different things about the same setting.
+    #[error("conflicting config values: `{key}` = {value} and `{other}` = {other_value} ({hint})")]
+    Conflict {
+        /// The key to remove or change.
+        key: String,
+        /// Its value as given.
+        value: String,
+        /// The key it contradicts.
+        other: String,
+        /// That key's value as given.
+        other_value: String,
+        /// What to do.
+        hint: &'static str,
+    },
 }
 
 /// The root of `fleetgate.toml`.
@@ -218,12 +232,91 @@ pub struct CanaryConfig {
     pub max_exception_rate_increase: f64,
     /// A node silent this long is failed.
     pub heartbeat_timeout_secs: i64,
-    /// Requests the canary must have served before the exception test can pass.
+    /// A canary without any exception passes the exception test only after serving this
+    /// many requests (default 1000); the sequential test may pass earlier on evidence.
     pub min_requests: i64,
-    /// At the end of the window without enough data: `fail` or `extend`.
-    pub on_insufficient_data: String,
+    /// When the window ends with too little data and nothing failed (thin traffic):
+    /// `"extend"` (default: keep judging until `max_window_secs`, then hold), `"hold"`
+    /// (inconclusive: neither promoted nor rolled back, an operator decides) or
+    /// `"rollback"`. Read it through [`CanaryConfig::inconclusive_policy`].
+    pub on_inconclusive: Option<String>,
+    /// Deprecated alias of `on_inconclusive`: `"fail"` means `"rollback"`, `"extend"`
+    /// means `"extend"`. Setting both to different policies is an error.
+    pub on_insufficient_data: Option<String>,
+    /// With `on_inconclusive = "extend"`: judge until this many seconds after the window
+    /// start, then hold. At least `window_secs`; default `2 × window_secs`. Read it
+    /// through [`CanaryConfig::max_window`].
+    pub max_window_secs: Option<i64>,
+    /// Fewer eligible peers than the canary needs is pending for this many seconds after
+    /// CANARY starts (a fleet still forming), then a failure with the counts (default 300).
+    pub selection_timeout_secs: i64,
     /// Seconds to wait for one node's apply endpoint to answer.
     pub apply_timeout_secs: i64,
+}
+
+/// What an inconclusive canary window leads to (`[canary] on_inconclusive`, resolved
+/// with its deprecated alias `on_insufficient_data`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InconclusivePolicy {
+    /// Keep judging until `max_window_secs`, then hold.
+    Extend,
+    /// Hold at once: inconclusive, an operator promotes or rolls back.
+    Hold,
+    /// Roll back ("insufficient data").
+    Rollback,
+}
+
+impl InconclusivePolicy {
+    /// Parses `on_inconclusive` (`extend`, `hold`, `rollback`).
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "extend" => Some(Self::Extend),
+            "hold" => Some(Self::Hold),
+            "rollback" => Some(Self::Rollback),
+            _ => None,
+        }
+    }
+
+    /// Parses the deprecated `on_insufficient_data` (`fail`, `extend`).
+    pub fn parse_legacy(value: &str) -> Option<Self> {
+        match value {
+            "fail" => Some(Self::Rollback),
+            "extend" => Some(Self::Extend),
+            _ => None,
+        }
+    }
+
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Extend => "extend",
+            Self::Hold => "hold",
+            Self::Rollback => "rollback",
+        }
+    }
+}
+
+impl CanaryConfig {
+    /// The policy in force: `on_inconclusive`, else the deprecated `on_insufficient_data`,
+    /// else `extend`. On a validated config the two never disagree; an unreadable value
+    /// (only possible on an unvalidated config) counts as `rollback` (fail closed).
+    pub fn inconclusive_policy(&self) -> InconclusivePolicy {
+        match (&self.on_inconclusive, &self.on_insufficient_data) {
+            (Some(v), _) => InconclusivePolicy::parse(v).unwrap_or(InconclusivePolicy::Rollback),
+            (None, Some(v)) => {
+                InconclusivePolicy::parse_legacy(v).unwrap_or(InconclusivePolicy::Rollback)
+            }
+            (None, None) => InconclusivePolicy::Extend,
+        }
+    }
+
+    /// `max_window_secs`, defaulting to `2 × window_secs`, never below `window_secs`.
+    pub fn max_window(&self) -> i64 {
+        self.max_window_secs
+            .unwrap_or_else(|| self.window_secs.saturating_mul(2))
+            .max(self.window_secs)
+    }
 }
 
 impl Default for CanaryConfig {
@@ -236,7 +329,10 @@ impl Default for CanaryConfig {
             max_exception_rate_increase: 0.5,
             heartbeat_timeout_secs: 60,
             min_requests: 1000,
-            on_insufficient_data: "fail".into(),
+            on_inconclusive: None,
+            on_insufficient_data: None,
+            max_window_secs: None,
+            selection_timeout_secs: 300,
             apply_timeout_secs: 300,
         }
     }
@@ -353,7 +449,10 @@ const KEYS: &[(&str, Kind)] = &[
     ("canary.max_exception_rate_increase", Kind::Float),
     ("canary.heartbeat_timeout_secs", Kind::Int),
     ("canary.min_requests", Kind::Int),
+    ("canary.on_inconclusive", Kind::Str),
     ("canary.on_insufficient_data", Kind::Str),
+    ("canary.max_window_secs", Kind::Int),
+    ("canary.selection_timeout_secs", Kind::Int),
     ("canary.apply_timeout_secs", Kind::Int),
     ("deploy.success_pct", Kind::Float),
     ("deploy.max_failure_pct", Kind::Float),
@@ -587,11 +686,42 @@ impl Config {
                 expected: "an integer ≥ 0",
             });
         }
-        if !matches!(c.on_insufficient_data.as_str(), "fail" | "extend") {
-            return Err(ConfigError::Invalid {
+        positive("canary.selection_timeout_secs", c.selection_timeout_secs)?;
+        let policy = match &c.on_inconclusive {
+            Some(v) => Some(
+                InconclusivePolicy::parse(v).ok_or_else(|| ConfigError::Invalid {
+                    key: "canary.on_inconclusive".into(),
+                    value: format!("{v:?}"),
+                    expected: "\"extend\", \"hold\" or \"rollback\"",
+                })?,
+            ),
+            None => None,
+        };
+        if let Some(v) = &c.on_insufficient_data {
+            let legacy = InconclusivePolicy::parse_legacy(v).ok_or_else(|| ConfigError::Invalid {
                 key: "canary.on_insufficient_data".into(),
-                value: format!("{:?}", c.on_insufficient_data),
-                expected: "\"fail\" or \"extend\"",
+                value: format!("{v:?}"),
+                expected: "\"fail\" or \"extend\" (deprecated: use canary.on_inconclusive = \"rollback\" | \"extend\" | \"hold\")",
+            })?;
+            if let (Some(p), Some(given)) = (policy, &c.on_inconclusive)
+                && p != legacy
+            {
+                return Err(ConfigError::Conflict {
+                    key: "canary.on_insufficient_data".into(),
+                    value: format!("{v:?}"),
+                    other: "canary.on_inconclusive".into(),
+                    other_value: format!("{given:?}"),
+                    hint: "on_insufficient_data is a deprecated alias (\"fail\" = \"rollback\", \"extend\" = \"extend\"); remove it and keep on_inconclusive",
+                });
+            }
+        }
+        if let Some(m) = c.max_window_secs
+            && m < c.window_secs
+        {
+            return Err(ConfigError::Invalid {
+                key: "canary.max_window_secs".into(),
+                value: m.to_string(),
+                expected: "at least canary.window_secs (the extension ends this many seconds after the window start)",
             });
         }
         nonneg_f(
@@ -693,6 +823,147 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.canary.pct, 0.4);
+    }
+
+    #[test]
+    fn inconclusive_policy_defaults_to_extend_up_to_twice_the_window() {
+        let c = parse("", &[]).unwrap();
+        assert_eq!(c.canary.inconclusive_policy(), InconclusivePolicy::Extend);
+        assert_eq!(c.canary.max_window(), 3600);
+        assert_eq!(c.canary.selection_timeout_secs, 300);
+        assert_eq!(c.canary.min_requests, 1000);
+        // The default follows window_secs.
+        let c = parse("[canary]\nwindow_secs = 600\n", &[]).unwrap();
+        assert_eq!(c.canary.max_window(), 1200);
+        let c = parse(
+            "[canary]\non_inconclusive = \"hold\"\nmax_window_secs = 1800\nselection_timeout_secs = 60\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.canary.inconclusive_policy(), InconclusivePolicy::Hold);
+        assert_eq!(c.canary.max_window(), 1800);
+        assert_eq!(c.canary.selection_timeout_secs, 60);
+    }
+
+    #[test]
+    fn inconclusive_keys_have_env_overrides() {
+        let c = parse(
+            "[canary]\non_inconclusive = \"hold\"\n",
+            &[
+                ("FLEETGATE_CANARY_ON_INCONCLUSIVE", "rollback"),
+                ("FLEETGATE_CANARY_MAX_WINDOW_SECS", "5400"),
+                ("FLEETGATE_CANARY_SELECTION_TIMEOUT_SECS", "30"),
+                ("FLEETGATE_CANARY_MIN_REQUESTS", "200"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.canary.inconclusive_policy(), InconclusivePolicy::Rollback);
+        assert_eq!(c.canary.max_window(), 5400);
+        assert_eq!(c.canary.selection_timeout_secs, 30);
+        assert_eq!(c.canary.min_requests, 200);
+        let listed: Vec<String> = env_overrides().into_iter().map(|(_, v)| v).collect();
+        for var in [
+            "FLEETGATE_CANARY_ON_INCONCLUSIVE",
+            "FLEETGATE_CANARY_ON_INSUFFICIENT_DATA",
+            "FLEETGATE_CANARY_MAX_WINDOW_SECS",
+            "FLEETGATE_CANARY_SELECTION_TIMEOUT_SECS",
+        ] {
+            assert!(listed.iter().any(|v| v == var), "{var} not listed");
+        }
+    }
+
+    #[test]
+    fn on_insufficient_data_is_a_deprecated_alias() {
+        let policy = |text: &str, env: &[(&str, &str)]| {
+            parse(text, env).map(|c| c.canary.inconclusive_policy())
+        };
+        let fail = "[canary]\non_insufficient_data = \"fail\"\n";
+        let extend = "[canary]\non_insufficient_data = \"extend\"\n";
+        assert_eq!(policy(fail, &[]), Ok(InconclusivePolicy::Rollback));
+        assert_eq!(policy(extend, &[]), Ok(InconclusivePolicy::Extend));
+        assert_eq!(
+            policy("", &[("FLEETGATE_CANARY_ON_INSUFFICIENT_DATA", "fail")]),
+            Ok(InconclusivePolicy::Rollback)
+        );
+        // Both set, saying the same thing: accepted.
+        assert_eq!(
+            policy(
+                "[canary]\non_insufficient_data = \"fail\"\non_inconclusive = \"rollback\"\n",
+                &[]
+            ),
+            Ok(InconclusivePolicy::Rollback)
+        );
+        // Both set, saying different things: refused, naming both keys.
+        let e = parse(
+            "[canary]\non_insufficient_data = \"fail\"\non_inconclusive = \"hold\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "conflicting config values: `canary.on_insufficient_data` = \"fail\" and `canary.on_inconclusive` = \"hold\" (on_insufficient_data is a deprecated alias (\"fail\" = \"rollback\", \"extend\" = \"extend\"); remove it and keep on_inconclusive)"
+        );
+        let e = parse(extend, &[("FLEETGATE_CANARY_ON_INCONCLUSIVE", "rollback")]).unwrap_err();
+        assert!(matches!(e, ConfigError::Conflict { .. }), "{e}");
+    }
+
+    #[test]
+    fn invalid_inconclusive_settings_name_the_key() {
+        let e = parse("[canary]\non_inconclusive = \"wait\"\n", &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid config value for `canary.on_inconclusive`: \"wait\" (\"extend\", \"hold\" or \"rollback\")"
+        );
+        let e = parse("", &[("FLEETGATE_CANARY_ON_INCONCLUSIVE", "Extend")]).unwrap_err();
+        assert!(e.to_string().contains("`canary.on_inconclusive`"), "{e}");
+        let e = parse("[canary]\non_insufficient_data = \"hold\"\n", &[]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("`canary.on_insufficient_data`: \"hold\""),
+            "{e}"
+        );
+        let e = parse("[canary]\nwindow_secs = 600\nmax_window_secs = 599\n", &[]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("invalid config value for `canary.max_window_secs`: 599 (at least canary.window_secs"),
+            "{e}"
+        );
+        // Equal to the window is allowed (hold as soon as the window ends).
+        assert!(parse("[canary]\nwindow_secs = 600\nmax_window_secs = 600\n", &[]).is_ok());
+        for v in ["0", "-1"] {
+            let e = parse("", &[("FLEETGATE_CANARY_SELECTION_TIMEOUT_SECS", v)]).unwrap_err();
+            assert!(
+                e.to_string().contains("`canary.selection_timeout_secs`"),
+                "{e}"
+            );
+        }
+        let e = parse("", &[("FLEETGATE_CANARY_MAX_WINDOW_SECS", "long")]).unwrap_err();
+        assert!(
+            e.to_string().contains("FLEETGATE_CANARY_MAX_WINDOW_SECS"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn init_template_parses_and_lists_the_canary_keys() {
+        let text = include_str!("../../fleetgate-cli/src/init_template.toml");
+        let c = parse(text, &[]).unwrap();
+        assert_eq!(c.canary.inconclusive_policy(), InconclusivePolicy::Extend);
+        assert_eq!(
+            c.canary,
+            CanaryConfig {
+                on_inconclusive: Some("extend".into()),
+                ..CanaryConfig::default()
+            }
+        );
+        for key in [
+            "min_requests =",
+            "on_inconclusive =",
+            "max_window_secs =",
+            "selection_timeout_secs =",
+        ] {
+            assert!(text.contains(key), "init template lacks `{key}`");
+        }
     }
 
     #[test]

@@ -310,7 +310,7 @@ async fn canary_window(db: &Db, fault: Fault) -> (Command, i64) {
                     assert_eq!(st.len(), 2);
                     return (c, k);
                 }
-                Command::SampleAt { .. } | Command::ExtendWindow { .. } => {}
+                Command::SampleAt { .. } | Command::ExtendWindow { .. } | Command::Hold { .. } => {}
             }
         }
     }
