@@ -11,6 +11,7 @@
 pub mod demo;
 mod demo_app;
 mod fleet_cmd;
+mod outbox_cmd;
 mod output;
 mod serve_cmd;
 pub mod trust_cmd;
@@ -124,6 +125,10 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The outbox: effects (rollback orders) a run ordered that were not delivered yet —
+    /// list them, deliver one again now, or give up on one with a reason.
+    #[command(subcommand)]
+    Outbox(outbox_cmd::OutboxCmd),
     /// Benchmark snapshots.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -468,12 +473,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
                 if !state.outbox.is_empty() {
                     println!(
-                        "a rollback order for the nodes is queued; `fleetgate advance` delivers it"
+                        "a rollback order for the nodes is queued; `fleetgate advance` delivers it (`fleetgate outbox list` shows it)"
                     );
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Outbox(cmd) => outbox_cmd::run(cfg_path, cmd),
         Cmd::Bench(cmd) => bench(cfg_path, cmd),
         Cmd::Demo(args) => demo::run(args),
         Cmd::Fleet(cmd) => fleet_cmd::run(&open(cfg_path, false)?, cmd),
