@@ -160,7 +160,7 @@ pub enum TransitionError {
     },
     /// `start` while a rollback order of the previous run is still undelivered.
     #[error(
-        "cannot start {version}: the previous run's effect {first} ({what}) has not been delivered yet ({attempts} attempt(s); last error: {last_error}); still queued: {pending}. Retry it now with `fleetgate outbox retry {first}`, or give up on it with `fleetgate outbox abandon {first} --reason TEXT` (`fleetgate outbox list` shows every queued effect)"
+        "cannot start {version}: the previous run's effect {first} has not been delivered yet ({first_detail}); still queued: {pending}. Retry it now with `fleetgate outbox retry {first}`, or give up on it with `fleetgate outbox abandon {first} --reason TEXT` (`fleetgate outbox list` shows every queued effect)"
     )]
     UndeliveredRollback {
         /// The requested version.
@@ -169,12 +169,8 @@ pub enum TransitionError {
         pending: String,
         /// The first pending effect's id (the one the suggested commands name).
         first: String,
-        /// What the first pending effect does.
-        what: String,
-        /// Its delivery attempts so far.
-        attempts: u32,
-        /// Its last delivery error (`none yet` when it was never tried).
-        last_error: String,
+        /// What the first pending effect does, its attempts and its last error.
+        first_detail: String,
     },
     /// `rollback` with nothing in progress.
     #[error(
@@ -401,12 +397,12 @@ fn start(
                 .collect::<Vec<_>>()
                 .join(", "),
             first: first.id.clone(),
-            what: describe(&first.action),
-            attempts: first.attempts,
-            last_error: first
-                .last_error
-                .clone()
-                .unwrap_or_else(|| "none yet".to_owned()),
+            first_detail: format!(
+                "{}, {} attempt(s), last error: {}",
+                describe(&first.action),
+                first.attempts,
+                first.last_error.as_deref().unwrap_or("none yet")
+            ),
         });
     }
     let from = state.stage;

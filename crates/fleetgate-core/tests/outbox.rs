@@ -92,8 +92,7 @@ fn start_refused_by_a_queued_effect_names_it_and_the_two_commands() {
     let msg = e.to_string();
     for want in [
         "cannot start v2.0.0",
-        "r1-1 (rollback order to the canary nodes)",
-        "1 attempt(s); last error: node n1: HTTP 409 replayed",
+        "effect r1-1 has not been delivered yet (rollback order to the canary nodes, 1 attempt(s), last error: node n1: HTTP 409 replayed); still queued: r1-1.",
         "`fleetgate outbox retry r1-1`",
         "`fleetgate outbox abandon r1-1 --reason TEXT`",
     ] {
