@@ -51,7 +51,7 @@ fn a_rollback_by_hand_during_canary_is_delivered_by_the_next_advance() {
     let refused = fleet.fg(&["start", "v2.5.0"]);
     assert_eq!(code(&refused), 1);
     assert!(
-        text(&refused).contains("fleetgate advance"),
+        text(&refused).contains("fleetgate outbox retry"),
         "{}",
         text(&refused)
     );

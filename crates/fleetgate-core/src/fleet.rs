@@ -566,9 +566,11 @@ impl CanaryMachine<'_> {
                     Verdict::pending(format!("canary window open: {detail}"), figures)
                 }
                 JudgeDecision::Inconclusive => Verdict::pending(
-                    format!(
-                        "inconclusive: {detail} (decide with `fleetgate promote` or `fleetgate rollback`, or wait for more traffic)"
-                    ),
+                    if detail.starts_with("inconclusive") {
+                        detail
+                    } else {
+                        format!("inconclusive: {detail}")
+                    },
                     figures,
                 ),
                 JudgeDecision::Fail => {
@@ -1066,6 +1068,22 @@ impl RevocationProgress {
                 open.len(),
                 open.join("; ")
             ))
+        }
+    }
+
+    /// An operator asks for the order to be sent again now: every node that has not
+    /// obeyed it (including required nodes that refused it) is queued without back-off.
+    pub fn retry_now(&mut self) {
+        for d in &mut self.deliveries {
+            let again = match d.status {
+                DeliveryStatus::Queued | DeliveryStatus::InFlight => true,
+                DeliveryStatus::Failed => d.required,
+                DeliveryStatus::Done | DeliveryStatus::Skipped => false,
+            };
+            if again {
+                d.status = DeliveryStatus::Queued;
+                d.next_attempt_at = 0;
+            }
         }
     }
 

@@ -99,6 +99,26 @@ pub enum Event {
         /// The progress, replacing what was there.
         progress: RevocationProgress,
     },
+    /// An operator asks for an outbox effect to be delivered again now: its attempt count
+    /// and last error are cleared (the effect stays queued; the runtime delivers it next).
+    EffectRetry {
+        /// The effect's id.
+        id: String,
+    },
+    /// An operator gives up on an outbox effect (`fleetgate outbox abandon ID --reason`):
+    /// it leaves the outbox, the reason is appended to `failure_detail` (as for
+    /// [`Event::EffectAbandoned`]) and an entry naming the effect, the reason and who gave
+    /// up is added to `stage_history` (same stage, epoch unchanged).
+    EffectAbandonedBy {
+        /// The effect's id.
+        id: String,
+        /// Why (must not be empty).
+        reason: String,
+        /// Who gave up on it (e.g. `operator alice`).
+        by: String,
+        /// Unix seconds.
+        now: f64,
+    },
 }
 
 /// The typed progress of one fleet stage.
@@ -175,13 +195,17 @@ pub enum TransitionError {
     },
     /// `start` while a rollback order of the previous run is still undelivered.
     #[error(
-        "cannot start {version}: the rollback order of the previous run ({pending}) has not been delivered yet; run `fleetgate advance` to retry delivery"
+        "cannot start {version}: the previous run's effect {first} has not been delivered yet ({first_detail}); still queued: {pending}. Retry it now with `fleetgate outbox retry {first}`, or give up on it with `fleetgate outbox abandon {first} --reason TEXT` (`fleetgate outbox list` shows every queued effect)"
     )]
     UndeliveredRollback {
         /// The requested version.
         version: String,
         /// Effect ids still pending.
         pending: String,
+        /// The first pending effect's id (the one the suggested commands name).
+        first: String,
+        /// What the first pending effect does, its attempts and its last error.
+        first_detail: String,
     },
     /// `rollback` with nothing in progress.
     #[error(
@@ -209,11 +233,34 @@ pub enum TransitionError {
         current_epoch: u64,
     },
     /// An effect acknowledgement for an id that is not in the outbox.
-    #[error("no outbox effect with id {id}")]
+    #[error("no outbox effect with id {id} ({})", known_effects(.known))]
     UnknownEffect {
         /// The id.
         id: String,
+        /// The ids that are in the outbox.
+        known: Vec<String>,
     },
+    /// An operator abandoned an effect without saying why.
+    #[error("abandoning outbox effect {id} needs a non-empty reason (--reason TEXT)")]
+    EmptyAbandonReason {
+        /// The effect's id.
+        id: String,
+    },
+}
+
+fn known_effects(known: &[String]) -> String {
+    if known.is_empty() {
+        "the outbox is empty".to_owned()
+    } else {
+        format!("the outbox holds: {}", known.join(", "))
+    }
+}
+
+fn unknown_effect(state: &PipelineState, id: String) -> TransitionError {
+    TransitionError::UnknownEffect {
+        id,
+        known: state.outbox.iter().map(|e| e.id.clone()).collect(),
+    }
 }
 
 /// Apply one event. On `Ok`, the caller must persist `state` before acting on the commands.
@@ -249,13 +296,13 @@ pub fn handle(state: &mut PipelineState, event: Event) -> Result<Vec<Command>, T
             let before = state.outbox.len();
             state.outbox.retain(|e| e.id != id);
             if state.outbox.len() == before {
-                return Err(TransitionError::UnknownEffect { id });
+                return Err(unknown_effect(state, id));
             }
             Ok(Vec::new())
         }
         Event::EffectFailed { id, error } => {
             let Some(effect) = state.outbox.iter_mut().find(|e| e.id == id) else {
-                return Err(TransitionError::UnknownEffect { id });
+                return Err(unknown_effect(state, id));
             };
             effect.attempts += 1;
             effect.last_error = Some(error);
@@ -271,7 +318,7 @@ pub fn handle(state: &mut PipelineState, event: Event) -> Result<Vec<Command>, T
         }
         Event::EffectProgress { id, progress } => {
             let Some(effect) = state.outbox.iter_mut().find(|e| e.id == id) else {
-                return Err(TransitionError::UnknownEffect { id });
+                return Err(unknown_effect(state, id));
             };
             state.last_sequence = state.last_sequence.max(progress.sequence);
             effect.revocation = Some(progress);
@@ -281,7 +328,7 @@ pub fn handle(state: &mut PipelineState, event: Event) -> Result<Vec<Command>, T
             let before = state.outbox.len();
             state.outbox.retain(|e| e.id != id);
             if state.outbox.len() == before {
-                return Err(TransitionError::UnknownEffect { id });
+                return Err(unknown_effect(state, id));
             }
             let note = format!("rollback order {id} was not sent: {reason}");
             state.failure_detail = Some(match state.failure_detail.take() {
@@ -290,7 +337,70 @@ pub fn handle(state: &mut PipelineState, event: Event) -> Result<Vec<Command>, T
             });
             Ok(Vec::new())
         }
+        Event::EffectRetry { id } => {
+            let Some(effect) = state.outbox.iter_mut().find(|e| e.id == id) else {
+                return Err(unknown_effect(state, id));
+            };
+            effect.attempts = 0;
+            effect.last_error = None;
+            if let Some(r) = &mut effect.revocation {
+                r.retry_now();
+            }
+            Ok(vec![Command::Deliver(effect.clone())])
+        }
+        Event::EffectAbandonedBy {
+            id,
+            reason,
+            by,
+            now,
+        } => abandon_by(state, id, reason, by, now),
     }
+}
+
+fn describe(action: &EffectAction) -> String {
+    match action {
+        EffectAction::SendRollback { scope, .. } => match scope {
+            RollbackScope::Canary => "rollback order to the canary nodes".to_owned(),
+            RollbackScope::All => "rollback order to the whole fleet".to_owned(),
+        },
+    }
+}
+
+fn abandon_by(
+    state: &mut PipelineState,
+    id: String,
+    reason: String,
+    by: String,
+    now: f64,
+) -> Result<Vec<Command>, TransitionError> {
+    let Some(pos) = state.outbox.iter().position(|e| e.id == id) else {
+        return Err(unknown_effect(state, id));
+    };
+    let reason = reason.trim().to_owned();
+    if reason.is_empty() {
+        return Err(TransitionError::EmptyAbandonReason { id });
+    }
+    let effect = state.outbox.remove(pos);
+    let what = describe(&effect.action);
+    let note = format!(
+        "{what} {id} was abandoned by {by} after {} attempt(s): {reason}",
+        effect.attempts
+    );
+    state.failure_detail = Some(match state.failure_detail.take() {
+        Some(d) => format!("{d}\n{note}"),
+        None => note.clone(),
+    });
+    state.stage_history.push(HistoryEntry {
+        stage: state.stage,
+        at: now,
+        from: Some(state.stage),
+        reason: Some(note),
+        detail: effect
+            .last_error
+            .map(|e| format!("last delivery error: {e}")),
+        epoch: Some(state.epoch),
+    });
+    Ok(Vec::new())
 }
 
 /// The commands a freshly loaded state implies: crash recovery re-issues these.
@@ -331,7 +441,7 @@ fn start(
             stage: state.stage,
         });
     }
-    if !state.outbox.is_empty() {
+    if let Some(first) = state.outbox.first() {
         return Err(TransitionError::UndeliveredRollback {
             version: version.to_string(),
             pending: state
@@ -340,6 +450,13 @@ fn start(
                 .map(|e| e.id.as_str())
                 .collect::<Vec<_>>()
                 .join(", "),
+            first: first.id.clone(),
+            first_detail: format!(
+                "{}, {} attempt(s), last error: {}",
+                describe(&first.action),
+                first.attempts,
+                first.last_error.as_deref().unwrap_or("none yet")
+            ),
         });
     }
     let from = state.stage;

@@ -27,6 +27,7 @@ pub mod fleet;
 pub mod gates;
 pub mod junit;
 pub mod orchestrator;
+pub mod outbox;
 
 pub use asynchronous::AsyncOrchestrator;
 pub use orchestrator::{AdvanceReport, Orchestrator, Progress, load_config, rollback_in};

@@ -1,8 +1,9 @@
 //! fleetgate-store: the durable, crash-safe home of the pipeline state.
 //!
 //! Where it sits: between the pure core (which decides) and the runtime (which acts).
-//! It owns the state directory: `upgrade_state.json`, the orchestrator lock, the short
-//! transaction lock, quarantined corrupt files, and the archive of finished runs.
+//! It owns the state directory: `upgrade_state.json`, the record of completed releases
+//! `releases.json`, the orchestrator lock, the short transaction lock, quarantined
+//! corrupt files, and the archive of finished runs.
 //!
 //! Invariants:
 //! - Every write is atomic and durable: temp file in the same directory, fsync, rename,
@@ -15,6 +16,12 @@
 //! - A corrupt file is never reset to idle: it is moved aside (`*.corrupt-<unix>`) and
 //!   reported as [`StoreError::Corrupt`]; later `status` calls list it.
 //! - A file with a newer `schema_version` than this build knows is refused, untouched.
+//! - The record of completed releases (`last_completed`, a bounded history of completed
+//!   releases, the highest manifest sequence ever used) lives in `releases.json` as well as
+//!   in the state, so a quarantined state file costs the run, not the release history. It
+//!   is written before the state file (it can only be ahead of it), its `last_sequence`
+//!   never goes down, and [`StateDir::load`] merges it into the state it returns (see
+//!   [`ReleaseRecord::merged_with`]).
 //!
 //! Test hook: `FLEETGATE_TEST_CRASH_AT=before-write:N|after-write:N` makes the process
 //! SIGKILL itself around its N-th state write (1-based). It exists so the crash-safety
@@ -22,6 +29,10 @@
 //! never skip a check.
 //!
 //! Testing: `cargo nextest run -p fleetgate-store`.
+
+mod releases;
+
+pub use releases::{RELEASE_HISTORY_LIMIT, RELEASES_FILE, RELEASES_SCHEMA_VERSION, ReleaseRecord};
 
 use fleetgate_core::{PipelineState, SCHEMA_VERSION};
 use std::fs::{self, File, OpenOptions};
@@ -57,17 +68,22 @@ pub enum StoreError {
         /// What the lock file says about the holder.
         holder: String,
     },
-    /// The state file could not be parsed; it has been moved aside.
+    /// A file of the state directory (the state file or `releases.json`) could not be
+    /// parsed; it has been moved aside.
     #[error(
-        "the state file {path} is corrupt ({reason}); it was moved aside to {moved_to} and nothing was reset — inspect it, then restore it or start a new run"
+        "the {what} {path} is corrupt ({reason}); it was moved aside to {moved_to} and nothing was reset — {note}"
     )]
     Corrupt {
+        /// Which file: `state file` or `record of completed releases`.
+        what: &'static str,
         /// The original path.
         path: PathBuf,
         /// Where it now is.
         moved_to: PathBuf,
         /// Parser message.
         reason: String,
+        /// What was kept and what to do.
+        note: String,
     },
     /// The state file was written by a newer fleetgate.
     #[error(
@@ -212,24 +228,73 @@ impl StateDir {
         Ok(OrchestratorLock { _file: file })
     }
 
+    /// `<dir>/releases.json`.
+    pub fn releases_path(&self) -> PathBuf {
+        self.dir.join(RELEASES_FILE)
+    }
+
     /// Load the state: idle if there is no file yet; a corrupt file is moved aside and
-    /// reported; a newer schema is refused.
+    /// reported; a newer schema is refused. The record of completed releases
+    /// (`releases.json`) is merged in: an idle state after a lost or quarantined state
+    /// file still carries `last_completed` and `last_sequence`. A corrupt `releases.json`
+    /// is moved aside and reported the same way (the next write rebuilds it from the state).
     pub fn load(&self) -> Result<PipelineState, StoreError> {
-        let path = self.state_path();
-        let bytes = match fs::metadata(&path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(PipelineState::idle()),
-            Err(e) => return Err(io_err("stat", &path)(e)),
-            Ok(m) if m.len() > MAX_STATE_BYTES => {
-                return self.quarantine(
-                    &path,
-                    format!("{} bytes, over the {} byte limit", m.len(), MAX_STATE_BYTES),
-                );
+        let record = self.releases()?;
+        let mut state = self.load_state_file(&record)?;
+        let merged = record.merged_with(&state);
+        state.last_completed = merged.last_completed;
+        state.last_sequence = merged.last_sequence;
+        Ok(state)
+    }
+
+    /// The record of completed releases as it is on disk (empty when there is none yet).
+    /// A corrupt file is moved aside and reported; a newer schema is refused.
+    pub fn releases(&self) -> Result<ReleaseRecord, StoreError> {
+        let path = self.releases_path();
+        let bytes = match read_bounded(&path)? {
+            Read::Missing => return Ok(ReleaseRecord::default()),
+            Read::TooBig(len) => {
+                return self.quarantine_releases(&path, too_big(len));
             }
-            Ok(_) => fs::read(&path).map_err(io_err("read", &path))?,
+            Read::Bytes(b) => b,
         };
         let value: serde_json::Value = match serde_json::from_slice(&bytes) {
             Ok(v) => v,
-            Err(e) => return self.quarantine(&path, format!("not JSON: {e}")),
+            Err(e) => return self.quarantine_releases(&path, format!("not JSON: {e}")),
+        };
+        let found = value
+            .get("schema_version")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(1);
+        if found > u64::from(RELEASES_SCHEMA_VERSION) {
+            return Err(StoreError::TooNew {
+                path,
+                found,
+                supported: RELEASES_SCHEMA_VERSION,
+            });
+        }
+        match serde_json::from_value::<ReleaseRecord>(value) {
+            Ok(mut r) => {
+                r.schema_version = RELEASES_SCHEMA_VERSION;
+                Ok(r)
+            }
+            Err(e) => self.quarantine_releases(
+                &path,
+                format!("not a fleetgate record of completed releases: {e}"),
+            ),
+        }
+    }
+
+    fn load_state_file(&self, record: &ReleaseRecord) -> Result<PipelineState, StoreError> {
+        let path = self.state_path();
+        let bytes = match read_bounded(&path)? {
+            Read::Missing => return Ok(PipelineState::idle()),
+            Read::TooBig(len) => return self.quarantine_state(&path, too_big(len), record),
+            Read::Bytes(b) => b,
+        };
+        let value: serde_json::Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => return self.quarantine_state(&path, format!("not JSON: {e}"), record),
         };
         let found = value
             .get("schema_version")
@@ -247,57 +312,136 @@ impl StateDir {
                 s.schema_version = SCHEMA_VERSION;
                 Ok(s)
             }
-            Err(e) => self.quarantine(&path, format!("not a fleetgate state: {e}")),
+            Err(e) => self.quarantine_state(&path, format!("not a fleetgate state: {e}"), record),
         }
     }
 
-    fn quarantine<T>(&self, path: &Path, reason: String) -> Result<T, StoreError> {
+    fn quarantine_state<T>(
+        &self,
+        path: &Path,
+        reason: String,
+        record: &ReleaseRecord,
+    ) -> Result<T, StoreError> {
+        let kept = match &record.last_completed {
+            Some(c) => format!(
+                "the record of completed releases in {RELEASES_FILE} was kept (last completed {} from run {}, {} release(s) in its history, last manifest sequence {}): the next run compares against {} and a rollback returns to it",
+                c.version,
+                c.run_id,
+                record.history.len(),
+                record.last_sequence,
+                c.version
+            ),
+            None if record.last_sequence > 0 => format!(
+                "{RELEASES_FILE} was kept (no completed release yet, last manifest sequence {})",
+                record.last_sequence
+            ),
+            None => format!(
+                "there is no record of a completed release in {RELEASES_FILE}, so the next run starts without a baseline"
+            ),
+        };
+        self.quarantine(
+            path,
+            STATE_FILE,
+            "state file",
+            reason,
+            format!(
+                "the run in it is lost; inspect it, then restore it or start a new run; {kept}"
+            ),
+        )
+    }
+
+    fn quarantine_releases<T>(&self, path: &Path, reason: String) -> Result<T, StoreError> {
+        self.quarantine(
+            path,
+            RELEASES_FILE,
+            "record of completed releases",
+            reason,
+            format!(
+                "inspect it; the state file's last completed release and manifest sequence are kept and {RELEASES_FILE} is rewritten from them on the next state write (the older history in the moved file is not restored)"
+            ),
+        )
+    }
+
+    fn quarantine<T>(
+        &self,
+        path: &Path,
+        name: &str,
+        what: &'static str,
+        reason: String,
+        note: String,
+    ) -> Result<T, StoreError> {
         let secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let mut moved_to = self.dir.join(format!("{STATE_FILE}.corrupt-{secs}"));
+        let mut moved_to = self.dir.join(format!("{name}.corrupt-{secs}"));
         let mut n = 1;
         while moved_to.exists() {
-            moved_to = self.dir.join(format!("{STATE_FILE}.corrupt-{secs}-{n}"));
+            moved_to = self.dir.join(format!("{name}.corrupt-{secs}-{n}"));
             n += 1;
         }
-        fs::rename(path, &moved_to).map_err(io_err("move aside corrupt state file", path))?;
+        fs::rename(path, &moved_to).map_err(io_err("move aside corrupt file", path))?;
         if let Ok(d) = File::open(&self.dir) {
             let _ = d.sync_all();
         }
-        tracing::error!(path = %path.display(), moved_to = %moved_to.display(), %reason, "corrupt state file moved aside");
+        tracing::error!(path = %path.display(), moved_to = %moved_to.display(), %reason, "corrupt {what} moved aside");
         Err(StoreError::Corrupt {
+            what,
             path: path.to_owned(),
             moved_to,
             reason,
+            note,
         })
     }
 
-    /// Corrupt state files that were moved aside and are still there (for `status`).
+    /// Corrupt files (state file, `releases.json`) that were moved aside and are still
+    /// there (for `status`).
     pub fn quarantined(&self) -> Vec<PathBuf> {
-        let prefix = format!("{STATE_FILE}.corrupt-");
+        let prefixes = [
+            format!("{STATE_FILE}.corrupt-"),
+            format!("{RELEASES_FILE}.corrupt-"),
+        ];
         let mut v: Vec<PathBuf> = fs::read_dir(&self.dir)
             .into_iter()
             .flatten()
             .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                prefixes.iter().any(|p| name.starts_with(p.as_str()))
+            })
             .map(|e| e.path())
             .collect();
         v.sort();
         v
     }
 
-    /// Write the state atomically and durably.
+    /// Write the state atomically and durably. When the state's record of completed
+    /// releases (`last_completed`, `last_sequence`) is ahead of `releases.json`, that file
+    /// is written first, so it is never behind the state file.
     pub fn save(&self, state: &PipelineState) -> Result<(), StoreError> {
         let mut bytes = serde_json::to_vec_pretty(state)?;
         bytes.push(b'\n');
         let path = self.state_path();
         WRITES.fetch_add(1, Ordering::SeqCst);
+        self.save_releases(state)?;
+        // A kill here is a crash between the two writes: `releases.json` ahead of the state.
         crash_point("before-write");
         write_atomic(&path, &bytes, None).map_err(io_err("write", &path))?;
         crash_point("after-write");
         Ok(())
+    }
+
+    fn save_releases(&self, state: &PipelineState) -> Result<(), StoreError> {
+        let on_disk = self.releases()?;
+        let merged = on_disk.merged_with(state);
+        if merged == on_disk {
+            return Ok(());
+        }
+        let mut bytes = serde_json::to_vec_pretty(&merged)?;
+        bytes.push(b'\n');
+        let path = self.releases_path();
+        write_atomic(&path, &bytes, None).map_err(io_err("write", &path))
     }
 
     /// Read-modify-write under the short transaction lock. `f` sees the freshest state
@@ -347,6 +491,25 @@ impl StateDir {
         write_atomic(&path, &bytes, None).map_err(io_err("write", &path))?;
         Ok(path)
     }
+}
+
+enum Read {
+    Missing,
+    TooBig(u64),
+    Bytes(Vec<u8>),
+}
+
+fn read_bounded(path: &Path) -> Result<Read, StoreError> {
+    match fs::metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Read::Missing),
+        Err(e) => Err(io_err("stat", path)(e)),
+        Ok(m) if m.len() > MAX_STATE_BYTES => Ok(Read::TooBig(m.len())),
+        Ok(_) => Ok(Read::Bytes(fs::read(path).map_err(io_err("read", path))?)),
+    }
+}
+
+fn too_big(len: u64) -> String {
+    format!("{len} bytes, over the {MAX_STATE_BYTES} byte limit")
 }
 
 /// A failed [`StateDir::transact`].

@@ -8,7 +8,8 @@ use super::link::{FleetLink, now_secs, rt_err};
 use super::{Checkpoint, MAX_TICKS, manifest_bytes};
 use crate::RuntimeError;
 use crate::gates::GateContext;
-use fleetgate_canary::{Eligible, Judge, JudgeConfig, OnInsufficientData, select_canary};
+use fleetgate_canary::{Eligible, Judge, JudgeConfig, OnInconclusive, select_canary};
+use fleetgate_core::config::InconclusivePolicy;
 use fleetgate_core::fleet::{
     CanaryEvent, CanaryMachine, CanaryParams, CanarySelection, FleetCommand, JudgeDecision,
 };
@@ -25,17 +26,15 @@ pub(crate) fn judge_config(ctx: &GateContext) -> JudgeConfig {
         heartbeat_timeout_secs: pos(c.heartbeat_timeout_secs),
         max_exception_rate_increase: c.max_exception_rate_increase,
         min_canary_requests: pos(c.min_requests),
-        on_insufficient_data: if c.on_insufficient_data == "extend" {
-            OnInsufficientData::Extend
-        } else {
-            OnInsufficientData::Fail
+        on_inconclusive: match c.inconclusive_policy() {
+            InconclusivePolicy::Extend => OnInconclusive::Extend,
+            InconclusivePolicy::Hold => OnInconclusive::Hold,
+            InconclusivePolicy::Rollback => OnInconclusive::Rollback,
         },
+        max_window_secs: pos(c.max_window()),
         ..JudgeConfig::default()
     }
 }
-
-/// Too few eligible peers is pending this long before CANARY fails.
-const SELECTION_TIMEOUT_SECS: i64 = 300;
 
 /// The CANARY machine's settings from the config and the run.
 pub fn params(ctx: &GateContext, state: &PipelineState) -> CanaryParams {
@@ -43,7 +42,7 @@ pub fn params(ctx: &GateContext, state: &PipelineState) -> CanaryParams {
         code_hash: state.code_hash.clone().unwrap_or_default(),
         window_secs: ctx.cfg.canary.window_secs,
         report_grace_secs: ctx.cfg.canary.heartbeat_timeout_secs,
-        selection_timeout_secs: SELECTION_TIMEOUT_SECS,
+        selection_timeout_secs: ctx.cfg.canary.selection_timeout_secs,
     }
 }
 
@@ -248,6 +247,9 @@ fn judge(
                 fleetgate_canary::Command::ExtendWindow { until } => {
                     tracing::info!(until, "canary window extended for more data");
                 }
+                fleetgate_canary::Command::Hold { verdict } => {
+                    tracing::info!(reason = %verdict.reason, "canary inconclusive: held for an operator");
+                }
                 fleetgate_canary::Command::Promote { .. }
                 | fleetgate_canary::Command::Rollback { .. } => decided = true,
             }
@@ -264,6 +266,7 @@ fn judge(
         fleetgate_canary::Decision::Pass => JudgeDecision::Pass,
         fleetgate_canary::Decision::Pending => JudgeDecision::Pending,
         fleetgate_canary::Decision::Fail => JudgeDecision::Fail,
+        fleetgate_canary::Decision::Inconclusive => JudgeDecision::Inconclusive,
     };
     let detail = match decision {
         JudgeDecision::Pending => format!(

@@ -1,0 +1,137 @@
+//! The pipeline commands: `start`, `advance`, `run`, `watch`, `status`, `rollback`.
+
+use crate::{exit, open, output, print_json, short, terminal_code};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// `fleetgate start VERSION [--git-sha REV]`.
+pub fn start(
+    cfg_path: Option<&Path>,
+    version: &str,
+    git_sha: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let o = open(cfg_path, false)?;
+    let state = o.start(version, git_sha)?;
+    if json {
+        print_json(&state)?;
+    } else {
+        println!(
+            "started {} at {} (run {}); next: `fleetgate run` (or `fleetgate advance` one gate at a time)",
+            state.version,
+            short(&state.git_sha),
+            state.run_id.as_deref().unwrap_or("?")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `fleetgate advance`.
+pub fn advance(cfg_path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
+    let o = open(cfg_path, true)?;
+    let mut show = output::progress_printer(json);
+    let report = o.advance(&mut show)?;
+    if json {
+        print_json(&serde_json::json!({
+            "stage": report.stage, "verdict": report.verdict, "committed": report.committed,
+            "state": report.state,
+        }))?;
+    }
+    Ok(ExitCode::from(if report.committed {
+        terminal_code(report.state.stage)
+    } else {
+        exit::OK
+    }))
+}
+
+/// `fleetgate run`.
+pub fn run(cfg_path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
+    let o = open(cfg_path, true)?;
+    let mut show = output::progress_printer(json);
+    let state = o.run(&mut show)?;
+    if json {
+        print_json(&state)?;
+    } else {
+        output::print_status(&state, &o.store().quarantined());
+    }
+    Ok(ExitCode::from(terminal_code(state.stage)))
+}
+
+/// `fleetgate status`.
+pub fn status(cfg_path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
+    let o = open(cfg_path, false)?;
+    let state = o.status()?;
+    let quarantined = o.store().quarantined();
+    if json {
+        let mut v = serde_json::to_value(&state)?;
+        v["warnings"] = serde_json::json!(
+            quarantined
+                .iter()
+                .map(|p| format!("a corrupt state file was moved aside to {}", p.display()))
+                .collect::<Vec<_>>()
+        );
+        v["skipped_gates"] = serde_json::json!(state.skipped_gates());
+        print_json(&v)?;
+    } else {
+        output::print_status(&state, &quarantined);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `fleetgate rollback --reason TEXT`.
+pub fn rollback(cfg_path: Option<&Path>, reason: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let o = open(cfg_path, false)?;
+    let state = o.rollback(reason)?;
+    if json {
+        print_json(&state)?;
+    } else {
+        println!(
+            "rolled back {} (run {}): {}",
+            state.version,
+            state.run_id.as_deref().unwrap_or("?"),
+            reason
+        );
+        if !state.outbox.is_empty() {
+            println!(
+                "a rollback order for the nodes is queued; `fleetgate advance` delivers it (`fleetgate outbox list` shows it)"
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `fleetgate watch [--once]`.
+pub fn watch(cfg_path: Option<&Path>, once: bool) -> anyhow::Result<ExitCode> {
+    let o = open(cfg_path, true)?;
+    let interval = std::time::Duration::from_secs(
+        u64::try_from(o.config().run.watch_interval_secs).unwrap_or(60),
+    );
+    let mut show = output::progress_printer(false);
+    let mut last_code = exit::OK;
+    loop {
+        let state = o.status()?;
+        if state.stage.is_gated() || !state.outbox.is_empty() {
+            eprintln!(
+                "watch: resuming the run of {} at `{}`",
+                state.version, state.stage
+            );
+            let end = o.run(&mut show)?;
+            last_code = terminal_code(end.stage);
+        } else if let Some((version, sha)) = o.detect_new_version(&state)? {
+            eprintln!(
+                "watch: new version {version} at {} — starting the pipeline",
+                short(&sha)
+            );
+            o.start(&version, Some(&sha))?;
+            let end = o.run(&mut show)?;
+            eprintln!("watch: {version} ended `{}`", end.stage);
+            last_code = terminal_code(end.stage);
+        } else if once {
+            eprintln!("watch: no new version");
+        }
+        if once {
+            return Ok(ExitCode::from(last_code));
+        }
+        std::thread::sleep(interval);
+    }
+}
