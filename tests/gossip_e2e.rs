@@ -194,18 +194,30 @@ fn a_node_down_during_the_broadcast_catches_up_and_forged_gossip_is_refused_ever
             "{n}: the floor did not move"
         );
     }
-    // The fleet is still healthy and on v2 by its heartbeats too.
-    let out = fleet.fg(&["fleet", "list", "--json"]);
-    let peers: Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
-    assert!(
-        peers
+    // The fleet is on v2 by its heartbeats too (the victim's first heartbeat since it
+    // caught up may still be on its way).
+    let t = Instant::now();
+    loop {
+        let out = fleet.fg(&["fleet", "list", "--json"]);
+        let peers: Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
+        let behind: Vec<String> = peers
             .as_array()
             .unwrap()
             .iter()
-            .all(|p| p["code_hash"].as_str() == Some(v2.as_str())),
-        "{peers}"
-    );
+            .filter(|p| p["code_hash"].as_str() != Some(v2.as_str()))
+            .map(|p| format!("{}: {} (seq {})", p["id"], p["code_hash"], p["last_seq"]))
+            .collect();
+        if behind.is_empty() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the registry still shows these nodes off v2 after {:?}: {behind:?}",
+            t.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let pid = nix::unistd::Pid::from_raw(restarted.id() as i32);
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     let _ = restarted.wait();
