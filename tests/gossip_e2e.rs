@@ -39,6 +39,43 @@ fn agent_status(fleet: &Fleet, node: &str) -> Option<Value> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
+/// Asks the gossip node at `addr` what it holds (an anti-entropy digest that claims
+/// nothing, from `sock`) and returns the manifest it answers with. A node handles the
+/// datagrams of one sender in order, so its answer also means that everything `sock`
+/// sent it before was handled. Asked again while unanswered (replies are rate-limited
+/// per round).
+fn gossip_head(sock: &std::net::UdpSocket, addr: &str) -> Value {
+    use fleetgate::gossip::Message;
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let digest = Message::Digest(None).encode().unwrap();
+    let peer: std::net::SocketAddr = addr.parse().unwrap();
+    let t = Instant::now();
+    let mut buf = vec![0u8; fleetgate::gossip::MAX_MESSAGE_BYTES];
+    loop {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the gossip node at {addr} does not answer a digest"
+        );
+        sock.send_to(&digest, peer).unwrap();
+        // Read until the answer from `peer` (other nodes may gossip to this socket too,
+        // having learned it from the injected datagrams) or the read timeout.
+        while let Ok((len, from)) = sock.recv_from(&mut buf) {
+            if from != peer {
+                continue;
+            }
+            // A `Manifest` (or, holding nothing, a `DigestReply`) answers a digest; the
+            // node may also gossip to this socket on its own (pushes, digests), which
+            // says nothing.
+            match Message::decode(&buf[..len]) {
+                Ok(Message::Manifest(m)) => return serde_json::from_slice(&m).unwrap(),
+                Ok(Message::DigestReply(_)) => return Value::Null,
+                _ => {}
+            }
+        }
+    }
+}
+
 #[test]
 fn a_node_down_during_the_broadcast_catches_up_and_forged_gossip_is_refused_everywhere() {
     let fleet = Fleet::prepare(5);
@@ -134,7 +171,17 @@ fn a_node_down_during_the_broadcast_catches_up_and_forged_gossip_is_refused_ever
                 .unwrap();
         }
     }
-    std::thread::sleep(Duration::from_secs(4));
+    // Each node's gossip answers, after the injected datagrams, with the genuine manifest:
+    // it handled them (datagrams from one sender are handled in order) and kept the
+    // genuine one.
+    for n in &nodes {
+        let held = gossip_head(&sock, &conf_value(&fleet, n, "gossip_listen"));
+        assert_eq!(
+            (&held["sequence"], &held["code_hash"]),
+            (&genuine["sequence"], &genuine["code_hash"]),
+            "{n}'s gossip holds another manifest after the injection: {held}"
+        );
+    }
     for n in &nodes {
         let s = agent_status(&fleet, n).unwrap_or_else(|| panic!("{n} is not answering"));
         assert_eq!(
@@ -147,18 +194,30 @@ fn a_node_down_during_the_broadcast_catches_up_and_forged_gossip_is_refused_ever
             "{n}: the floor did not move"
         );
     }
-    // The fleet is still healthy and on v2 by its heartbeats too.
-    let out = fleet.fg(&["fleet", "list", "--json"]);
-    let peers: Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
-    assert!(
-        peers
+    // The fleet is on v2 by its heartbeats too (the victim's first heartbeat since it
+    // caught up may still be on its way).
+    let t = Instant::now();
+    loop {
+        let out = fleet.fg(&["fleet", "list", "--json"]);
+        let peers: Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
+        let behind: Vec<String> = peers
             .as_array()
             .unwrap()
             .iter()
-            .all(|p| p["code_hash"].as_str() == Some(v2.as_str())),
-        "{peers}"
-    );
+            .filter(|p| p["code_hash"].as_str() != Some(v2.as_str()))
+            .map(|p| format!("{}: {} (seq {})", p["id"], p["code_hash"], p["last_seq"]))
+            .collect();
+        if behind.is_empty() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the registry still shows these nodes off v2 after {:?}: {behind:?}",
+            t.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let pid = nix::unistd::Pid::from_raw(restarted.id() as i32);
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     let _ = restarted.wait();

@@ -66,7 +66,7 @@ fn only_the_lease_holder_advances_and_a_takeover_fences_the_old_leader_out() {
         a.status()["failure_detail"]
             .as_str()
             .unwrap()
-            .contains("no eligible peers")
+            .contains("no fleet")
     );
 
     // B is refused at SIGN (only the lease holder signs for the fleet): exit 5, its run
@@ -87,8 +87,26 @@ fn only_the_lease_holder_advances_and_a_takeover_fences_the_old_leader_out() {
     );
 
     // After the lease expires, B takes over (epoch 2) and advances.
-    std::thread::sleep(std::time::Duration::from_millis(3500));
-    let out = b.fg(&["run"]);
+    // Until then each attempt is refused the same way and records nothing.
+    let t = std::time::Instant::now();
+    let out = loop {
+        let out = b.fg(&["run"]);
+        if code(&out) != 5 {
+            break out;
+        }
+        assert!(
+            text(&out).contains("another orchestrator holds the pipeline lease"),
+            "{}",
+            text(&out)
+        );
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(60),
+            "B is still refused {:?} later: {}",
+            t.elapsed(),
+            text(&out)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
     assert_eq!(code(&out), 4, "{}", text(&out));
     assert_eq!(
         history(&b.status()).last().map(String::as_str),

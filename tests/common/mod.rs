@@ -156,7 +156,10 @@ impl Fleet {
             .arg(fleet.dir.path())
             .output()
             .unwrap();
+        // The demo returns only once the fleet endpoint answers and the registry shows
+        // every node eligible for a canary on v1.0.0 (or fails, saying which part is not).
         assert_eq!(code(&out), 0, "{}", text(&out));
+        assert!(text(&out).contains("fleet ready"), "{}", text(&out));
         fleet
     }
     pub fn config(&self) -> PathBuf {

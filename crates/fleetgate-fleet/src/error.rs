@@ -29,6 +29,16 @@ pub enum FleetError {
         #[source]
         source: std::io::Error,
     },
+    /// The lock file guarding creation and migration of a SQLite registry could not be
+    /// taken (I/O error, or another process held it past the deadline).
+    #[error("lock {path} (held while the fleet database is created and migrated): {source}")]
+    Lock {
+        /// The lock file.
+        path: String,
+        /// OS error (`TimedOut` when another process held the lock too long).
+        #[source]
+        source: std::io::Error,
+    },
     /// Running the embedded migrations failed.
     #[error("migrate the fleet database {url}: {source}")]
     Migrate {

@@ -1,7 +1,11 @@
 //! Connection, migrations and the peer table.
 
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -179,11 +183,111 @@ pub(crate) fn to_i64(field: &'static str, value: u64) -> Result<i64, FleetError>
     i64::try_from(value).map_err(|_| FleetError::OutOfRange { field, value })
 }
 
+/// How long [`Registry::connect`] keeps trying to take the creation lock and open a
+/// SQLite file that other processes are creating or migrating at the same moment.
+const SQLITE_OPEN_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Pause between two attempts to take the creation lock or to open a busy file.
+const SQLITE_RETRY_PAUSE: Duration = Duration::from_millis(25);
+
+fn is_in_memory(file: &Path) -> bool {
+    file.as_os_str().is_empty() || file.as_os_str() == ":memory:"
+}
+
+/// `<file>.lock`, held while the file is created and migrated.
+fn lock_path(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Takes an exclusive `flock` on `path` (created if missing), waiting until `deadline`.
+/// The lock is released when the returned handle is dropped (or the process dies).
+async fn lock_file(
+    path: &Path,
+    deadline: tokio::time::Instant,
+) -> Result<Flock<std::fs::File>, FleetError> {
+    let lock_err = |source: std::io::Error| FleetError::Lock {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(lock_err)?;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((f, Errno::EWOULDBLOCK | Errno::EINTR)) => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(lock_err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "another process held it for more than {}s",
+                            SQLITE_OPEN_DEADLINE.as_secs()
+                        ),
+                    )));
+                }
+                file = f;
+                tokio::time::sleep(SQLITE_RETRY_PAUSE).await;
+            }
+            Err((_, errno)) => return Err(lock_err(std::io::Error::from(errno))),
+        }
+    }
+}
+
+/// SQLite's "database is locked" / "database table is locked" (any extended code of
+/// `SQLITE_BUSY` or `SQLITE_LOCKED`).
+fn is_sqlite_busy(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    let by_code = db
+        .code()
+        .and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| matches!(c & 0xff, 5 | 6));
+    by_code || db.message().contains("database is locked")
+}
+
+/// Opens the pool. Switching a fresh file to WAL needs an exclusive lock that SQLite's
+/// busy timeout does not wait for, so a process racing another one's creation gets
+/// "database is locked" at once: retried until `deadline`.
+async fn connect_sqlite(
+    opts: SqliteConnectOptions,
+    url: &str,
+    deadline: tokio::time::Instant,
+) -> Result<SqlitePool, FleetError> {
+    loop {
+        match SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts.clone())
+            .await
+        {
+            Ok(pool) => return Ok(pool),
+            Err(e) if is_sqlite_busy(&e) && tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "fleet database busy while opening it; retrying");
+                tokio::time::sleep(SQLITE_RETRY_PAUSE).await;
+            }
+            Err(source) => {
+                return Err(FleetError::Connect {
+                    url: url.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
 impl Registry {
     /// Connects to `database_url` and runs the embedded migrations.
     ///
     /// * `sqlite://PATH` (or `sqlite:PATH`): a file, created with its directory if
-    ///   missing, in WAL mode with a 5 s busy timeout and foreign keys on.
+    ///   missing, in WAL mode with a 5 s busy timeout and foreign keys on. Safe when
+    ///   several processes open a fresh file at once: creation and migration happen under
+    ///   an exclusive lock on `PATH.lock` (kept beside the file), and an open that finds
+    ///   the file busy is retried (up to 60 s in all).
     /// * `postgres://…` / `postgresql://…`: PostgreSQL. A `?options[search_path]=S`
     ///   parameter selects a schema (the tests use one schema each).
     pub async fn connect(database_url: &str) -> Result<Self, FleetError> {
@@ -198,7 +302,8 @@ impl Registry {
                 .journal_mode(SqliteJournalMode::Wal)
                 .busy_timeout(Duration::from_secs(5))
                 .foreign_keys(true);
-            if let Some(dir) = opts.get_filename().parent()
+            let file = opts.get_filename().to_path_buf();
+            if let Some(dir) = file.parent()
                 && !dir.as_os_str().is_empty()
             {
                 tokio::fs::create_dir_all(dir)
@@ -208,14 +313,17 @@ impl Registry {
                         source,
                     })?;
             }
-            let pool = SqlitePoolOptions::new()
-                .max_connections(4)
-                .connect_with(opts)
-                .await
-                .map_err(|source| FleetError::Connect {
-                    url: url.clone(),
-                    source,
-                })?;
+            // Creating the file, switching it to WAL and migrating it are done by one
+            // process at a time: `<file>.lock` is held (flock) around them. Processes that
+            // do not take the lock (older binaries, the sqlite3 shell) are covered by the
+            // retries below.
+            let deadline = tokio::time::Instant::now() + SQLITE_OPEN_DEADLINE;
+            let lock = if is_in_memory(&file) {
+                None
+            } else {
+                Some(lock_file(&lock_path(&file), deadline).await?)
+            };
+            let pool = connect_sqlite(opts, &url, deadline).await?;
             // SQLite has no migration lock: two processes opening the same fresh file at
             // once race, the loser's migration transaction rolls back ("table already
             // exists"). Running again sees the winner's migrations as applied.
@@ -225,7 +333,7 @@ impl Registry {
                     Ok(()) => break,
                     Err(_) if attempt < 5 => {
                         attempt += 1;
-                        tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+                        tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
                     }
                     Err(source) => {
                         return Err(FleetError::Migrate {
@@ -235,6 +343,8 @@ impl Registry {
                     }
                 }
             }
+            // Released on drop too; explicit so the lock covers exactly creation + migration.
+            drop(lock);
             Ok(Self {
                 pool: Pool::Sqlite(pool),
                 url,

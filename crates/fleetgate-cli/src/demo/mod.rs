@@ -1,0 +1,297 @@
+//! `fleetgate demo`: a throwaway workspace with the sample application in a git
+//! repository, run through the pipeline with progress, a timeline and a summary.
+//!
+//! The sample application's files are embedded in the binary, so the demo works from an
+//! installed `fleetgate` as well as from a checkout.
+//!
+//! * `fleet`: the fleet set-up and its readiness checks (also `--prepare-only`);
+//! * `scenario`: the scripted releases, the checks and the summary.
+
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+mod fleet;
+mod scenario;
+
+/// The sample application (examples/sample-app), embedded.
+pub const SAMPLE_APP: &[(&str, &str)] = &[
+    (
+        "README.md",
+        include_str!("../../../../examples/sample-app/README.md"),
+    ),
+    (
+        "app.conf",
+        include_str!("../../../../examples/sample-app/app.conf"),
+    ),
+    (
+        "build.sh",
+        include_str!("../../../../examples/sample-app/build.sh"),
+    ),
+    (
+        "test.sh",
+        include_str!("../../../../examples/sample-app/test.sh"),
+    ),
+    (
+        "audit.sh",
+        include_str!("../../../../examples/sample-app/audit.sh"),
+    ),
+    (
+        "bench.sh",
+        include_str!("../../../../examples/sample-app/bench.sh"),
+    ),
+    (
+        "tests/config_has_name.t",
+        include_str!("../../../../examples/sample-app/tests/config_has_name.t"),
+    ),
+    (
+        "tests/build_artifact.t",
+        include_str!("../../../../examples/sample-app/tests/build_artifact.t"),
+    ),
+    (
+        "tests/figures_are_numbers.t",
+        include_str!("../../../../examples/sample-app/tests/figures_are_numbers.t"),
+    ),
+    (
+        "policy/guardrails.toml",
+        include_str!("../../../../examples/sample-app/policy/guardrails.toml"),
+    ),
+    (
+        "fleetgate.toml",
+        include_str!("../../../../examples/sample-app/fleetgate.toml"),
+    ),
+    (
+        ".gitignore",
+        include_str!("../../../../examples/sample-app/.gitignore"),
+    ),
+];
+
+/// Options of `fleetgate demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Number of node agents to start (real processes on 127.0.0.1).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(2..=64))]
+    pub nodes: u16,
+    /// Workspace directory (default: a new directory under the system temp dir).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Keep the workspace and the node agents running afterwards, and print how to poke
+    /// at them.
+    #[arg(long)]
+    pub keep: bool,
+    /// Only set the fleet up (workspace, agents, fleet endpoint, v1.0.0 provisioned),
+    /// leave it running and exit: for driving the pipeline by hand or from tests.
+    #[arg(long)]
+    pub prepare_only: bool,
+}
+
+fn commit_all(repo: &git2::Repository, message: &str, tag: &str) -> anyhow::Result<git2::Oid> {
+    let mut index = repo.index()?;
+    index.add_all(["*"], git2::IndexAddOption::DEFAULT, None)?;
+    index.write()?;
+    let tree = repo.find_tree(index.write_tree()?)?;
+    let sig = git2::Signature::now("fleetgate demo", "demo@fleetgate.invalid")?;
+    let parents: Vec<git2::Commit<'_>> = repo
+        .head()
+        .ok()
+        .and_then(|h| h.peel_to_commit().ok())
+        .into_iter()
+        .collect();
+    let parent_refs: Vec<&git2::Commit<'_>> = parents.iter().collect();
+    let oid = repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parent_refs)?;
+    let obj = repo.find_object(oid, None)?;
+    repo.tag_lightweight(tag, &obj, false)?;
+    Ok(oid)
+}
+
+/// Write the sample application into `dir` as a git repository tagged `v1.0.0`, with a
+/// release key and trust file under `keys/` (git-ignored).
+pub fn create_sample_repo(dir: &Path) -> anyhow::Result<()> {
+    for (rel, text) in SAMPLE_APP {
+        let p = dir.join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&p, text).with_context(|| format!("failed to write {}", p.display()))?;
+    }
+    let repo = git2::Repository::init(dir)?;
+    commit_all(&repo, "sample-app v1.0.0", "v1.0.0")?;
+    create_keys(dir)?;
+    Ok(())
+}
+
+/// Replace `key=value` in the sample app's app.conf, commit, and tag.
+fn release(dir: &Path, tag: &str, key: &str, value: &str) -> anyhow::Result<()> {
+    let p = dir.join("app.conf");
+    let text = std::fs::read_to_string(&p)?;
+    let mut found = false;
+    let mut out: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.starts_with(&format!("{key}=")) {
+                found = true;
+                format!("{key}={value}")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    if !found {
+        out.push(format!("{key}={value}"));
+    }
+    std::fs::write(&p, out.join("\n") + "\n")?;
+    let repo = git2::Repository::open(dir)?;
+    commit_all(&repo, &format!("sample-app {tag}"), tag)?;
+    Ok(())
+}
+
+/// A release signing key (`keys/release.key`, mode 0600) and a 1-of-1 trust file
+/// (`keys/trust.json`) for the sample app; `keys/` is git-ignored.
+pub fn create_keys(dir: &Path) -> anyhow::Result<()> {
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys)?;
+    let out = fleetgate_trust::keygen(&keys.join("release.key"), false)?;
+    let public = fleetgate_trust::PublicKey::from_hex(&out.public_key_hex)?;
+    let ring = fleetgate_trust::Keyring::single(public);
+    fleetgate_store::write_atomic(&keys.join("trust.json"), &ring.to_bytes(), None)?;
+    Ok(())
+}
+
+const DEMO_CONFIG: &str = r#"
+# fleetgate.toml written by `fleetgate demo` (short windows so the demo takes about a minute)
+repo = "sample-app"
+state_dir = "state"
+
+[stages.build]
+command = "sh build.sh"
+timeout_secs = 120
+
+[stages.test]
+command = "sh test.sh"
+junit_report = "target/junit.xml"
+min_pass_rate = 0.95
+
+[stages.audit]
+command = "sh audit.sh"
+[stages.audit.guardrails]
+"policy/guardrails.toml" = "GUARDRAIL"
+
+[stages.benchmark]
+command = "sh bench.sh"
+results = "target/bench.json"
+tolerance = 0.05
+
+[signing]
+key_file = "sample-app/keys/release.key"
+trust_file = "sample-app/keys/trust.json"
+
+[canary]
+pct = 0.10
+min_nodes = 1
+window_secs = 15
+sample_interval_secs = 1
+max_exception_rate_increase = 0.5
+heartbeat_timeout_secs = 10
+min_requests = 1000
+apply_timeout_secs = 120
+
+[deploy]
+success_pct = 1.0
+max_failure_pct = 0.05
+deadline_secs = 180
+
+[run]
+poll_interval_secs = 1
+"#;
+
+/// Run the demo.
+pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let t0 = std::time::Instant::now();
+    let dir = match &args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.canonicalize()?
+        }
+        None => {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs();
+            let d =
+                std::env::temp_dir().join(format!("fleetgate-demo-{secs}-{}", std::process::id()));
+            std::fs::create_dir_all(&d)?;
+            d
+        }
+    };
+    let app = dir.join("sample-app");
+    if app.exists() {
+        anyhow::bail!("{} already exists: pass an empty --dir", app.display());
+    }
+    std::fs::create_dir_all(&app)?;
+    let exe = std::env::current_exe().context("cannot find the fleetgate executable")?;
+    println!("fleetgate demo — workspace {}", dir.display());
+
+    // 1. The sample application: v1.0.0 (what the fleet runs), v2.0.0 (good), v3.0.0
+    //    (starts fine, but raises its exception rate tenfold).
+    create_sample_repo(&app)?;
+    release(&app, "v2.0.0", "feature_greeting", "on")?;
+    release(&app, "v3.0.0", "error_rate", "0.10")?;
+    // v2.1.0 (good again, from v3's tree with the error rate restored): for driving
+    // further runs by hand after the demo.
+    release(&app, "v2.1.0", "error_rate", "0.01")?;
+    println!(
+        "  sample app: {} (tags v1.0.0, v2.0.0 good, v3.0.0 bad: 10x exception rate)",
+        app.display()
+    );
+    let guardrail = fleetgate_runtime::codehash::sha256_file(&app.join("policy/guardrails.toml"))?;
+    let config = dir.join("fleetgate.toml");
+    std::fs::write(&config, DEMO_CONFIG.replace("GUARDRAIL", &guardrail))?;
+
+    // 2. The fleet: registry, fleet endpoint, N agents on v1.0.0, ready for a canary.
+    //    A `--prepare-only` fleet that fails to come up is stopped, not left behind.
+    let fleet::Prepared {
+        mut fleet,
+        orchestrator: o,
+    } = fleet::prepare(&fleet::Plan {
+        dir: &dir,
+        app: &app,
+        config: &config,
+        exe: &exe,
+        nodes: args.nodes,
+        keep: args.keep,
+    })?;
+    if args.prepare_only {
+        fleet.keep = true;
+        println!(
+            "\nfleet ready (agents, apps and the fleet endpoint keep running). Config: {}",
+            config.display()
+        );
+        println!(
+            "  fleetgate --config {} start v2.0.0 && fleetgate --config {} run",
+            config.display(),
+            config.display()
+        );
+        println!("  stop everything: pkill -f {}", dir.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    // 3. The scenario: v2.0.0 released, v3.0.0 caught by the canary.
+    let report = scenario::run(&fleet, &o)?;
+    scenario::print_summary(&report, &fleet, t0.elapsed());
+    if args.keep {
+        scenario::print_keep_hints(&fleet, &config);
+    } else {
+        drop(fleet);
+        drop(o);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if report.all_ok() {
+        println!("\ndemo OK");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!(
+            "\ndemo FAILED: see the checks above (workspace {})",
+            dir.display()
+        );
+        Ok(ExitCode::from(crate::exit::ERROR))
+    }
+}
