@@ -39,8 +39,12 @@ fn an_undeliverable_rollback_order_is_listed_retried_abandoned_and_start_is_acce
     let id = format!("{run}-1");
     st.stage = Stage::RolledBack;
     st.rollback_reason = Some("canary unhealthy".into());
-    st.stage_data
-        .insert(Stage::Canary, json!({"contacted": ["node-x"]}));
+    let mut sent = fleetgate::core::fleet::NodeDelivery::new("node-x", true);
+    sent.sending(0);
+    st.canary = Some(fleetgate::core::fleet::CanaryProgress {
+        deliveries: vec![sent],
+        ..Default::default()
+    });
     st.last_completed = Some(CompletedRelease {
         version: "v0.9.0".into(),
         git_sha: "0".repeat(40),

@@ -58,7 +58,7 @@ fn a_good_version_passes_build_test_audit_benchmark_and_stops_closed_at_the_firs
         s["failure_detail"]
             .as_str()
             .unwrap()
-            .contains("no eligible peers"),
+            .contains("no fleet (no node is enrolled"),
         "{}",
         s["failure_detail"]
     );

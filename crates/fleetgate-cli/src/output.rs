@@ -135,6 +135,32 @@ pub fn print_status(s: &PipelineState, quarantined: &[PathBuf]) {
         if let Some(r) = &s.rollback_reason {
             println!("rollback: {r}");
         }
+        if let Some(c) = &s.canary
+            && let Some(sel) = &c.selection
+        {
+            let window = match (c.window_start, c.deadline) {
+                (Some(a), Some(b)) => format!("window {} → {}", when(a as f64), when(b as f64)),
+                _ => "window not open yet".to_owned(),
+            };
+            println!(
+                "canary:   {} of {} eligible node(s), {window}",
+                sel.nodes.len(),
+                sel.eligible
+            );
+            print_deliveries(&c.deliveries);
+        }
+        if let Some(d) = &s.deploy {
+            println!(
+                "deploy:   {:?} to {} target(s){}",
+                d.mode,
+                d.targets.len(),
+                d.published
+                    .as_deref()
+                    .map(|p| format!("; {p}"))
+                    .unwrap_or_default()
+            );
+            print_deliveries(&d.deliveries);
+        }
         for e in &s.outbox {
             println!(
                 "pending:  effect {} ({:?}) — {} attempt(s){}",
@@ -153,6 +179,21 @@ pub fn print_status(s: &PipelineState, quarantined: &[PathBuf]) {
             "last completed release: {} ({})",
             c.version,
             c.git_sha.get(..12).unwrap_or(&c.git_sha)
+        );
+    }
+}
+
+fn print_deliveries(ds: &[fleetgate_core::fleet::NodeDelivery]) {
+    for d in ds {
+        println!(
+            "          {:<16} {:<9} {} attempt(s){}",
+            d.node,
+            format!("{:?}", d.status).to_lowercase(),
+            d.attempts,
+            d.detail
+                .as_deref()
+                .map(|x| format!(" — {}", x.chars().take(120).collect::<String>()))
+                .unwrap_or_default()
         );
     }
 }
