@@ -12,8 +12,14 @@ pub struct Env {
     pub app: PathBuf,
 }
 
+/// The `fleetgate` binary under test: cargo's, or `FLEETGATE_TEST_BIN` (a copy, so a long
+/// run is not disturbed by a rebuild).
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_fleetgate")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("FLEETGATE_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_fleetgate").to_owned())
+    })
 }
 
 impl Env {
