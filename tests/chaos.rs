@@ -14,7 +14,7 @@
 //! (`FLEETGATE_CHAOS_SEED`).
 
 mod common;
-use common::{Fleet, code, git, text};
+use common::{Fleet, code, git, gossip_head, text};
 use serde_json::Value;
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -291,6 +291,43 @@ fn revoked_manifest_is_refused_everywhere(fleet: &Fleet, s: &Value, n: usize) {
             "round {n}: {node} runs the revoked release"
         );
     }
+    // The same manifest pushed straight into every node's gossip port: each gossip node
+    // handles it (its answer to a digest afterwards proves it) and no agent takes it.
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut msg = b"FGG\x01\x01".to_vec();
+    msg.extend_from_slice(&u32::try_from(bytes.len()).unwrap().to_be_bytes());
+    msg.extend_from_slice(&bytes);
+    for node in nodes(fleet) {
+        let addr = conf_value(fleet, &node, "gossip_listen");
+        sock.send_to(&msg, &addr).unwrap();
+        let held = gossip_head(&sock, &addr);
+        if fleet_uses_gossip(fleet) {
+            assert_ne!(
+                held["sequence"].as_u64(),
+                Some(seq),
+                "round {n}: {node}'s gossip holds the revoked release"
+            );
+        }
+        let url = format!("http://{}/status", conf_value(fleet, &node, "listen"));
+        let (_, st) = http("GET", &url, None);
+        assert_ne!(
+            st["code_hash"].as_str(),
+            Some(bad),
+            "round {n}: {node} took the revoked release from gossip: {st}"
+        );
+        assert!(
+            st["floor"].as_u64().unwrap_or(0) > seq,
+            "round {n}: {node}'s floor {} is not above the revoked sequence {seq}",
+            st["floor"]
+        );
+    }
+}
+
+fn fleet_uses_gossip(fleet: &Fleet) -> bool {
+    std::fs::read_to_string(fleet.config())
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("gossip_seeds") && l.contains(':'))
 }
 
 /// Good and bad releases at random (round 0 good: the first completed release; round 1

@@ -3,7 +3,7 @@
 //! refused by every node.
 
 mod common;
-use common::{Fleet, bin, code, text};
+use common::{Fleet, bin, code, gossip_head, text};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -37,43 +37,6 @@ fn agent_status(fleet: &Fleet, node: &str) -> Option<Value> {
         .output()
         .ok()?;
     serde_json::from_slice(&out.stdout).ok()
-}
-
-/// Asks the gossip node at `addr` what it holds (an anti-entropy digest that claims
-/// nothing, from `sock`) and returns the manifest it answers with. A node handles the
-/// datagrams of one sender in order, so its answer also means that everything `sock`
-/// sent it before was handled. Asked again while unanswered (replies are rate-limited
-/// per round).
-fn gossip_head(sock: &std::net::UdpSocket, addr: &str) -> Value {
-    use fleetgate::gossip::Message;
-    sock.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    let digest = Message::Digest(None).encode().unwrap();
-    let peer: std::net::SocketAddr = addr.parse().unwrap();
-    let t = Instant::now();
-    let mut buf = vec![0u8; fleetgate::gossip::MAX_MESSAGE_BYTES];
-    loop {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "the gossip node at {addr} does not answer a digest"
-        );
-        sock.send_to(&digest, peer).unwrap();
-        // Read until the answer from `peer` (other nodes may gossip to this socket too,
-        // having learned it from the injected datagrams) or the read timeout.
-        while let Ok((len, from)) = sock.recv_from(&mut buf) {
-            if from != peer {
-                continue;
-            }
-            // A `Manifest` (or, holding nothing, a `DigestReply`) answers a digest; the
-            // node may also gossip to this socket on its own (pushes, digests), which
-            // says nothing.
-            match Message::decode(&buf[..len]) {
-                Ok(Message::Manifest(m)) => return serde_json::from_slice(&m).unwrap(),
-                Ok(Message::DigestReply(_)) => return Value::Null,
-                _ => {}
-            }
-        }
-    }
 }
 
 #[test]
