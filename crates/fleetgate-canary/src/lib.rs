@@ -56,4 +56,4 @@ pub use judge::{
 pub use select::{
     Eligible, SelectError, Selection, canary_count, is_member, rank_key, select_canary,
 };
-pub use sprt::{RateDecision, RateTest};
+pub use sprt::{NodeCounts, RateDecision, RateEstimate, RateMethod, RateTest};

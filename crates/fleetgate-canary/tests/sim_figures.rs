@@ -23,8 +23,15 @@ fn params(canary_ratio: f64, windows: usize) -> SimParams {
         requests_per_node: 1000,
         base_rate: 0.01,
         canary_ratio,
-        config: JudgeConfig::default(),
+        // The issue-4 setting: every node alike, steady traffic, no history, and the
+        // thresholds these figures were first measured with (tolerance 0, detect +50%).
+        config: JudgeConfig {
+            max_exception_rate_increase: 1e-9,
+            detect_exception_rate_increase: Some(0.5),
+            ..JudgeConfig::default()
+        },
         watch_held_secs: 0,
+        ..SimParams::default()
     }
 }
 
