@@ -287,11 +287,11 @@ impl JudgeConfig {
             return Err(bad("canary.heartbeat_timeout_secs", 0, "must be > 0"));
         }
         let d = self.max_exception_rate_increase;
-        if !(d.is_finite() && d > 0.0) {
+        if !(d.is_finite() && d >= 0.0) {
             return Err(bad(
                 "canary.max_exception_rate_increase",
                 d,
-                "must be a finite number > 0",
+                "must be a finite number >= 0",
             ));
         }
         let det = self.detect_increase();
@@ -845,6 +845,7 @@ impl Judge {
 
     fn exception_criterion(&self) -> CriterionVerdict {
         let r = &self.rate;
+        let estimate = r.estimate();
         let figures = json!({
             "canary_exceptions": r.canary_exceptions,
             "canary_requests": r.canary_requests,
@@ -856,7 +857,7 @@ impl Judge {
                 (Some(c), Some(b)) if b > 0.0 => Some(c / b),
                 _ => None,
             },
-            "estimate": r.estimate(),
+            "estimate": estimate,
             "baseline_change": r.baseline_change(),
             "canary_history_requests": r.nodes.values().filter(|c| c.canary).map(|c| c.pre_requests).sum::<u64>(),
             "canary_history_exceptions": r.nodes.values().filter(|c| c.canary).map(|c| c.pre_exceptions).sum::<u64>(),
@@ -895,7 +896,7 @@ impl Judge {
             RateMethod::DiffInDiff => "against its own pre-update rate",
             RateMethod::CrossSection => "against the baseline",
         };
-        let estimate = match r.estimate() {
+        let estimate = match estimate {
             Some(e) => format!(
                 "estimated {} {against} (95% CI {} to {})",
                 pct(e.increase),

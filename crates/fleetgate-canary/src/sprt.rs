@@ -28,8 +28,9 @@
 //! `p = r·n_c / (r·n_c + n_b)` (the baseline's drift cancels); Wald's SPRT sums
 //! `e_c·ln(p1/p0) + e_b·ln((1−p1)/(1−p0))`. Nodes that differ persistently make the
 //! binomial variance far too small, so the sum is divided by a quasi-likelihood
-//! dispersion `φ = max(1, X²/(k−1))`, Pearson's X² of the `k` baseline nodes' counts
-//! around their pooled rate (McCullagh & Nelder, quasi-Poisson). Persistent spread
+//! dispersion `φ = X²/(k−1)`, Pearson's X² of the `k` baseline nodes' counts around
+//! their pooled rate (McCullagh & Nelder, quasi-Poisson), when X² exceeds its 95%
+//! quantile under pure Poisson noise (otherwise `φ = 1`, the plain test). Persistent spread
 //! makes `φ` grow with the data, so the scaled statistic stops growing: the canary is
 //! then judged against the spread between nodes, and a canary that is no worse than
 //! an ordinary node ends inconclusive rather than rolled back.
@@ -318,7 +319,13 @@ impl RateTest {
                 (c.exceptions as f64 - mu).powi(2) / mu
             })
             .sum();
-        (x2 / (base.len() - 1) as f64).max(1.0)
+        // Scale only when the spread is significant (X² above its 95% quantile under
+        // pure Poisson noise, Wilson–Hilferty): a homogeneous fleet keeps the plain
+        // test's power.
+        let df = (base.len() - 1) as f64;
+        let h = 2.0 / (9.0 * df);
+        let q95 = df * (1.0 - h + 1.645 * h.sqrt()).powi(3);
+        if x2 > q95 { (x2 / df).max(1.0) } else { 1.0 }
     }
 
     fn refresh(&mut self) {
@@ -369,7 +376,10 @@ impl RateTest {
                 / (et * et);
             (b / et, 1.0 / b + var_ref, RateMethod::DiffInDiff)
         } else {
-            let (ec, eb) = (self.canary_exceptions as f64, self.baseline_exceptions as f64);
+            let (ec, eb) = (
+                self.canary_exceptions as f64,
+                self.baseline_exceptions as f64,
+            );
             if ec <= 0.0 || eb <= 0.0 || self.canary_requests == 0 {
                 return None;
             }
@@ -381,10 +391,19 @@ impl RateTest {
             )
         };
         let half = Z * var.sqrt();
+        // Four decimals: enough to read, and exact through a JSON round trip (a
+        // persisted verdict compares equal to the live one).
+        let round = |x: f64| {
+            if x.is_finite() {
+                (x * 1e4).round() / 1e4
+            } else {
+                x
+            }
+        };
         Some(RateEstimate {
-            increase: ratio - 1.0,
-            low: ratio * (-half).exp() - 1.0,
-            high: ratio * half.exp() - 1.0,
+            increase: round(ratio - 1.0),
+            low: round(ratio * (-half).exp() - 1.0),
+            high: round(ratio * half.exp() - 1.0),
             method,
         })
     }

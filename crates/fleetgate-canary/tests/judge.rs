@@ -14,11 +14,15 @@ struct Fleet {
     nodes: Vec<NodeReport>,
 }
 
+/// The scripted scenarios below were sized for the plain SPRT (no history, H0 = the
+/// baseline's rate, H1 = +50%): tolerance 0, detect +50%.
 fn config() -> JudgeConfig {
     JudgeConfig {
         window_secs: 300,
         sample_interval_secs: 30,
         heartbeat_timeout_secs: 60,
+        max_exception_rate_increase: 0.0,
+        detect_exception_rate_increase: Some(0.5),
         ..JudgeConfig::default()
     }
 }
@@ -143,7 +147,9 @@ fn healthy_canary_is_pending_until_the_window_ends_then_passes() {
     assert_eq!(crit[0]["criterion"], "exception_rate");
     assert_eq!(crit[0]["decision"], "pass");
     assert!(crit[0]["statistic"]["llr"].as_f64().unwrap() < -2.9);
-    assert_eq!(crit[0]["threshold"]["max_exception_rate_increase"], 0.5);
+    assert_eq!(crit[0]["threshold"]["max_exception_rate_increase"], 0.0);
+    assert_eq!(crit[0]["threshold"]["detect_exception_rate_increase"], 0.5);
+    assert_eq!(crit[0]["statistic"]["method"], "cross_section");
     assert_eq!(crit[2]["threshold"]["heartbeat_timeout_secs"], 60);
     // Decided: later events re-issue the final command.
     let again = f.judge.on_event(Event::Tick { now: f.t + 5 }).unwrap();
@@ -170,7 +176,15 @@ fn raised_exception_rate_rolls_back_before_the_window_ends() {
         f.criterion(Criterion::ExceptionRate),
         CriterionDecision::Fail
     );
-    assert!(v.reason.contains("1.50x the baseline"), "{}", v.reason);
+    // The reason names both thresholds and the estimate with its interval: 30
+    // exceptions against 10 per baseline node is +200%.
+    assert!(
+        v.reason
+            .contains("canary exception rate is beyond the tolerance: estimated +200% against the baseline (95% CI"),
+        "{}",
+        v.reason
+    );
+    assert!(v.reason.contains("tolerance +0% (canary.max_exception_rate_increase), detect +50% (canary.detect_exception_rate_increase)"), "{}", v.reason);
 }
 
 #[test]
@@ -477,7 +491,7 @@ fn invalid_config_names_the_key() {
     let err = Judge::new(cfg, HASH, vec!["c".into()], Vec::new(), 0).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "invalid canary setting canary.max_exception_rate_increase = -1: must be a finite number > 0"
+        "invalid canary setting canary.max_exception_rate_increase = -1: must be a finite number >= 0"
     );
     let err = Judge::new(config(), HASH, Vec::new(), Vec::new(), 0).unwrap_err();
     assert_eq!(err, JudgeError::EmptyCanary);

@@ -7,7 +7,6 @@
 //! Wilson bounds that can still fail); the figures of `benches/README.md` come from
 //! `cargo test --release -p fleetgate-canary --test spread_figures -- --ignored --nocapture`.
 
-use fleetgate_canary::JudgeConfig;
 use fleetgate_canary::sim::{SimParams, SimReport, simulate, wilson_interval};
 
 const SEED: u64 = 0x5EED_0012_5B4E_AD00;
@@ -71,25 +70,26 @@ fn detected_in_window(r: &SimReport, p: &SimParams) -> usize {
     r.detection_intervals.iter().filter(|&&k| k <= last).count()
 }
 
-/// The table, reproduced with the old judge's behaviour: no history (the
-/// canary is compared with the baseline only) and the old thresholds (H0 = baseline,
-/// H1 = +50%) — and without the dispersion scaling that now guards the cross-section.
-/// Persistent spread makes it roll back far more than α.
+/// Without history (a runtime that feeds none, or brand-new nodes) the judge falls
+/// back to comparing the canary with the baseline, divided by the baseline nodes'
+/// dispersion. Under persistent spread most healthy windows then end inconclusive
+/// (held for an operator) instead of rolled back: the table measured 25.7%
+/// false rollbacks at σ = 0.3 for the binomial test this replaces.
 #[test]
-fn spread_rolls_back_healthy_canaries_without_history_under_old_thresholds() {
-    let mut p = fleet(0.3, 1.0, 1000, 300);
+fn spread_without_history_holds_instead_of_rolling_back() {
+    let mut p = fleet(0.3, 1.0, 1000, 200);
     p.history_intervals = 0;
-    p.traffic_node_ratio = 1.0;
-    p.traffic_variation = 0.0;
-    p.config = JudgeConfig {
-        max_exception_rate_increase: 1e-9,
-        detect_exception_rate_increase: Some(0.5),
-        ..JudgeConfig::default()
-    };
-    // With dispersion scaling, the cross-section holds even without history.
     let r = simulate(&p);
-    show("no history, old thresholds, σ=0.3", &p, &r);
-    assert_false_rollbacks_at_most(&r, 0.01);
+    show("A/A no history", &p, &r);
+    assert_false_rollbacks_at_most(&r, 0.05);
+    // …and a 2× canary, which the spread between nodes can hide (σ = 0.3 makes 2× a
+    // 2.3σ node), is caught or held, never promoted on a guess.
+    let mut p = fleet(0.3, 2.0, 1000, 200);
+    p.history_intervals = 0;
+    let r = simulate(&p);
+    show("2x no history", &p, &r);
+    assert!(r.passes * 100 <= r.windows, "{r:?}");
+    assert!(r.rollbacks * 10 >= r.windows, "{r:?}");
 }
 
 #[test]
@@ -109,7 +109,10 @@ fn spread_doubled_rate_short() {
     show("2x short", &p, &r);
     let (_, hi) = wilson_interval(r.rollbacks, r.windows, Z95);
     assert!(hi >= 0.99, "2x detected {} of {}", r.rollbacks, r.windows);
-    assert!(r.median_detection_intervals.is_some_and(|m| m <= 3), "{r:?}");
+    assert!(
+        r.median_detection_intervals.is_some_and(|m| m <= 3),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -119,12 +122,23 @@ fn spread_one_and_a_half_short() {
     show("1.5x short", &p, &r);
     let caught = detected_in_window(&r, &p);
     let (_, hi) = wilson_interval(caught, r.windows, Z95);
-    assert!(hi >= 0.90, "1.5x caught in the window {caught} of {}", r.windows);
+    assert!(
+        hi >= 0.90,
+        "1.5x caught in the window {caught} of {}",
+        r.windows
+    );
 }
 
 #[test]
 #[ignore = "long: cargo test --release -p fleetgate-canary --test spread_figures -- --ignored --nocapture"]
 fn spread_figures_long() {
+    // Without history (the fallback): printed, not asserted.
+    for sigma in [0.0, 0.1, 0.2, 0.3, 0.5] {
+        let mut p = fleet(sigma, 1.0, 1000, 2_000);
+        p.history_intervals = 0;
+        let r = simulate(&p);
+        show("A/A no history", &p, &r);
+    }
     for requests in [1000, 100] {
         for sigma in [0.0, 0.1, 0.2, 0.3, 0.5] {
             let p = fleet(sigma, 1.0, requests, 10_000);
@@ -137,8 +151,7 @@ fn spread_figures_long() {
         show("2x", &p, &r);
         let caught = r.rollbacks as f64 / r.windows as f64;
         assert!(
-            caught >= 0.99 && r.median_detection_intervals.is_some_and(|m| m <= 3)
-                || r.passes == 0,
+            caught >= 0.99 && r.median_detection_intervals.is_some_and(|m| m <= 3) || r.passes == 0,
             "2x at {requests}: {r:?}"
         );
         let p = fleet(0.3, 1.5, requests, 2_000);
