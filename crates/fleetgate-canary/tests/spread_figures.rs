@@ -146,18 +146,39 @@ fn spread_figures_long() {
             show("A/A", &p, &r);
             assert!(r.rollback_rate <= 0.01, "seed {SEED:#x}");
         }
+        // At 1,000 requests the figures; at 100 (a small service) the window may end
+        // without enough evidence, and then the judge holds (inconclusive) instead of
+        // guessing: a bad canary passes at most as often as β allows at `detect`.
+        let beta = p_beta();
         let p = fleet(0.3, 2.0, requests, 2_000);
         let r = simulate(&p);
         show("2x", &p, &r);
         let caught = r.rollbacks as f64 / r.windows as f64;
+        if requests >= 1000 {
+            assert!(caught >= 0.99, "2x at {requests}: {r:?}");
+            assert!(
+                r.median_detection_intervals.is_some_and(|m| m <= 3),
+                "{r:?}"
+            );
+        }
         assert!(
-            caught >= 0.99 && r.median_detection_intervals.is_some_and(|m| m <= 3) || r.passes == 0,
+            r.passes as f64 <= beta * r.windows as f64,
             "2x at {requests}: {r:?}"
         );
         let p = fleet(0.3, 1.5, requests, 2_000);
         let r = simulate(&p);
         show("1.5x", &p, &r);
         let caught = detected_in_window(&r, &p) as f64 / r.windows as f64;
-        assert!(caught >= 0.90 || r.passes == 0, "1.5x at {requests}: {r:?}");
+        if requests >= 1000 {
+            assert!(caught >= 0.90, "1.5x at {requests}: {r:?}");
+        }
+        assert!(
+            r.passes as f64 <= beta * r.windows as f64,
+            "1.5x at {requests}: {r:?}"
+        );
     }
+}
+
+fn p_beta() -> f64 {
+    fleetgate_canary::JudgeConfig::default().beta
 }
