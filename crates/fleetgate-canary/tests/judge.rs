@@ -493,6 +493,23 @@ fn invalid_config_names_the_key() {
         err.to_string(),
         "invalid canary setting canary.max_exception_rate_increase = -1: must be a finite number >= 0"
     );
+    let cfg = JudgeConfig {
+        max_exception_rate_increase: 0.5,
+        detect_exception_rate_increase: Some(0.4),
+        ..config()
+    };
+    let err = Judge::new(cfg, HASH, vec!["c".into()], Vec::new(), 0).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid canary setting canary.detect_exception_rate_increase = 0.4: must be a finite number above canary.max_exception_rate_increase (the tolerance)"
+    );
+    // The default detect threshold follows the tolerance.
+    let cfg = JudgeConfig {
+        max_exception_rate_increase: 0.5,
+        detect_exception_rate_increase: None,
+        ..config()
+    };
+    assert_eq!(cfg.detect_increase(), 1.0);
     let err = Judge::new(config(), HASH, Vec::new(), Vec::new(), 0).unwrap_err();
     assert_eq!(err, JudgeError::EmptyCanary);
     let err = Judge::new(config(), HASH, vec!["x".into()], vec!["x".into()], 0).unwrap_err();

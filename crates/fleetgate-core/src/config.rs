@@ -1018,6 +1018,9 @@ mod tests {
             "on_inconclusive =",
             "max_window_secs =",
             "selection_timeout_secs =",
+            "max_exception_rate_increase =",
+            "detect_exception_rate_increase =",
+            "pre_window_secs =",
         ] {
             assert!(text.contains(key), "init template lacks `{key}`");
         }
