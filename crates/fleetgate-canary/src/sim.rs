@@ -222,7 +222,12 @@ pub fn simulate(params: &SimParams) -> SimReport {
         let mut req = vec![0u64; params.nodes];
         let step = |rng: &mut SplitMix64, updated: bool, exc: &mut [u64], req: &mut [u64]| {
             for i in 0..params.nodes {
-                let v = params.traffic_variation * (2.0 * rng.next_open01() - 1.0);
+                // No draw without variation: the issue-4 figures replay unchanged.
+                let v = if params.traffic_variation > 0.0 {
+                    params.traffic_variation * (2.0 * rng.next_open01() - 1.0)
+                } else {
+                    0.0
+                };
                 let n = (weights[i] * (1.0 + v)).round().max(0.0) as u64;
                 let rate = if updated && i < params.canary_nodes {
                     rates[i] * params.canary_ratio
