@@ -218,7 +218,7 @@ fn aa_false_rollbacks(windows: usize) {
 
 #[test]
 fn sim_figures_doubled_exception_rate_detection() {
-    let p = params(2.0, 2_000);
+    let p = params(2.0, 1_000);
     let r = simulate(&p);
     println!("2x: {}", describe(&p));
     println!(
@@ -242,7 +242,7 @@ fn sim_figures_doubled_exception_rate_detection() {
 #[test]
 fn sim_figures_larger_fleet() {
     // 20 nodes, 2 canaries (the default 10%), same per-node traffic.
-    let mut p = params(2.0, 2_000);
+    let mut p = params(2.0, 1_000);
     p.nodes = 20;
     p.canary_nodes = 2;
     let r = simulate(&p);
@@ -251,7 +251,7 @@ fn sim_figures_larger_fleet() {
         "2x/20 nodes: detected {} of {}; median {:?}, p90 {:?} intervals",
         r.rollbacks, r.windows, r.median_detection_intervals, r.p90_detection_intervals
     );
-    let mut aa = params(1.0, 2_000);
+    let mut aa = params(1.0, 1_000);
     aa.nodes = 20;
     aa.canary_nodes = 2;
     let a = simulate(&aa);
