@@ -759,6 +759,7 @@ impl Judge {
             }
             *entry = Some(now);
         }
+        self.rate.recompute();
     }
 
     fn ingest(&mut self, sample: Sample) {

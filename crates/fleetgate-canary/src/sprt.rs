@@ -188,12 +188,18 @@ impl RateTest {
         1.0 + self.delta
     }
 
-    /// Adds pre-update history of one node (before the window start).
+    /// Adds pre-update history of one node (before the window start). Call
+    /// [`RateTest::recompute`] once the history sample's nodes are all in.
     pub fn add_history(&mut self, node: &str, canary: bool, exceptions: u64, requests: u64) {
         let c = self.nodes.entry(node.to_owned()).or_default();
         c.canary = canary;
         c.pre_requests = c.pre_requests.saturating_add(requests.max(exceptions));
         c.pre_exceptions = c.pre_exceptions.saturating_add(exceptions);
+    }
+
+    /// Recomputes the statistic in force from the counts (done by
+    /// [`RateTest::update`]; needed after [`RateTest::add_history`]).
+    pub fn recompute(&mut self) {
         self.refresh();
     }
 
@@ -571,6 +577,70 @@ mod tests {
         alone.update(1, 100, 0, 0, Some(0.01));
         assert_eq!(alone.requests_to_accept(None), None);
         assert!(alone.requests_to_accept(Some(0.01)).is_some());
+    }
+
+    /// One canary at `canary` per 1000 before and `after` per 1000 in the window, nine
+    /// baseline nodes at 10 per 1000 throughout; 60 intervals of history, `k` in the window.
+    fn did(canary: u64, after: u64, k: u64) -> RateTest {
+        let mut t = RateTest::new(0.1, 0.5, 0.01, 0.05);
+        t.add_history("c", true, 60 * canary, 60_000);
+        for b in 0..9 {
+            t.add_history(&format!("b{b}"), false, 600, 60_000);
+        }
+        t.recompute();
+        for _ in 0..k {
+            t.observe_node("c", true, after, 1000);
+            for b in 0..9 {
+                t.observe_node(&format!("b{b}"), false, 10, 1000);
+            }
+            t.update(after, 1000, 90, 9000, None);
+        }
+        t
+    }
+
+    #[test]
+    fn a_node_is_judged_against_its_own_history() {
+        // Always 3× the baseline: unchanged by the update, so it passes…
+        let same = did(30, 30, 20);
+        assert_eq!(same.method, RateMethod::DiffInDiff);
+        assert_eq!(same.decision(), RateDecision::Accept, "{same:?}");
+        let e = same.estimate().unwrap();
+        assert!(
+            e.increase.abs() < 1e-9 && e.low < 0.0 && e.high > 0.0,
+            "{e:?}"
+        );
+        // …while the plain comparison with the baseline fails it.
+        assert!(same.cross_llr > same.upper, "{}", same.cross_llr);
+        // Half the baseline before, the baseline's rate after: 2× its own, caught.
+        let worse = did(5, 10, 20);
+        assert_eq!(worse.decision(), RateDecision::Fail, "{worse:?}");
+        let e = worse.estimate().unwrap();
+        assert!((e.increase - 1.0).abs() < 1e-9 && e.low > 0.1, "{e:?}");
+    }
+
+    #[test]
+    fn persistent_spread_between_baseline_nodes_scales_the_cross_section() {
+        let mut t = RateTest::new(0.1, 0.5, 0.01, 0.05);
+        // Baseline nodes at 5, 10 and 20 per 1000, no history: overdispersed.
+        for _ in 0..10 {
+            for (i, e) in [5u64, 10, 20, 5, 10, 20].iter().enumerate() {
+                t.observe_node(&format!("b{i}"), false, *e, 1000);
+            }
+            t.observe_node("c", true, 20, 1000);
+            t.update(20, 1000, 70, 6000, None);
+        }
+        assert_eq!(t.method, RateMethod::CrossSection);
+        assert!(t.dispersion > 5.0, "{}", t.dispersion);
+        assert!((t.llr - t.cross_llr / t.dispersion).abs() < 1e-9);
+        // A homogeneous baseline keeps the plain test.
+        let mut h = RateTest::new(0.1, 0.5, 0.01, 0.05);
+        for _ in 0..10 {
+            for i in 0..6 {
+                h.observe_node(&format!("b{i}"), false, 10, 1000);
+            }
+            h.update(10, 1000, 60, 6000, None);
+        }
+        assert_eq!(h.dispersion, 1.0);
     }
 
     #[test]
