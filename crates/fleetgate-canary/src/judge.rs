@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::sprt::{RateDecision, RateTest};
+use crate::sprt::{RateDecision, RateMethod, RateTest};
 
 /// What to do when the window ends and the evidence is still inconclusive: a pending
 /// criterion (typically the exception test, for lack of traffic) and no failed one.
@@ -84,9 +84,17 @@ pub struct JudgeConfig {
     pub sample_interval_secs: u64,
     /// A canary node silent for longer fails hard (`canary.heartbeat_timeout_secs`, default 60).
     pub heartbeat_timeout_secs: u64,
-    /// δ: fail when the canary's exception rate exceeds the baseline's by this relative
-    /// increase (`canary.max_exception_rate_increase`, default 0.5).
+    /// Tolerance: the largest relative exception-rate increase that must still pass
+    /// (`canary.max_exception_rate_increase`, default 0.1). The exception test's H0.
     pub max_exception_rate_increase: f64,
+    /// The relative increase that must be caught (`canary.detect_exception_rate_increase`;
+    /// `None`: `max(2 × tolerance, 0.5)`, see [`JudgeConfig::detect_increase`]). The
+    /// exception test's H1; must exceed the tolerance.
+    pub detect_exception_rate_increase: Option<f64>,
+    /// How much pre-update history the runtime should feed with [`Event::History`]
+    /// (`canary.pre_window_secs`, default 1800; 0 = none, the judge then compares the
+    /// canary with the baseline only).
+    pub pre_window_secs: u64,
     /// False-rollback bound of the exception test (default 0.01).
     pub alpha: f64,
     /// Miss probability at `1+δ` of the exception test (default 0.05).
@@ -119,6 +127,10 @@ struct JudgeConfigWire {
     sample_interval_secs: u64,
     heartbeat_timeout_secs: u64,
     max_exception_rate_increase: f64,
+    #[serde(default)]
+    detect_exception_rate_increase: Option<f64>,
+    #[serde(default)]
+    pre_window_secs: u64,
     alpha: f64,
     beta: f64,
     baseline_exception_rate: Option<f64>,
@@ -159,6 +171,8 @@ impl From<JudgeConfigWire> for JudgeConfig {
             sample_interval_secs: w.sample_interval_secs,
             heartbeat_timeout_secs: w.heartbeat_timeout_secs,
             max_exception_rate_increase: w.max_exception_rate_increase,
+            detect_exception_rate_increase: w.detect_exception_rate_increase,
+            pre_window_secs: w.pre_window_secs,
             alpha: w.alpha,
             beta: w.beta,
             baseline_exception_rate: w.baseline_exception_rate,
@@ -178,7 +192,9 @@ impl Default for JudgeConfig {
             window_secs: 1800,
             sample_interval_secs: 30,
             heartbeat_timeout_secs: 60,
-            max_exception_rate_increase: 0.5,
+            max_exception_rate_increase: 0.1,
+            detect_exception_rate_increase: None,
+            pre_window_secs: 1800,
             alpha: 0.01,
             beta: 0.05,
             baseline_exception_rate: None,
@@ -211,6 +227,16 @@ pub enum JudgeError {
     /// A node is both canary and baseline.
     #[error("node {0:?} is listed both as canary and as baseline")]
     OverlappingSets(String),
+    /// History after the window start or after the first sample.
+    #[error(
+        "history sample at {at} is misplaced: history must be at or before the window start {window_start} and come before the first sample"
+    )]
+    MisplacedHistory {
+        /// Time of the rejected history sample.
+        at: u64,
+        /// The window start.
+        window_start: u64,
+    },
     /// An event older than the last one judged.
     #[error(
         "event at {at} is older than the last judged sample at {last}; refusing to go back in time"
@@ -224,6 +250,13 @@ pub enum JudgeError {
 }
 
 impl JudgeConfig {
+    /// The increase the exception test must catch: `detect_exception_rate_increase`, or
+    /// by default `max(2 × max_exception_rate_increase, 0.5)`.
+    pub fn detect_increase(&self) -> f64 {
+        self.detect_exception_rate_increase
+            .unwrap_or((2.0 * self.max_exception_rate_increase).max(0.5))
+    }
+
     /// Checks every value, naming the offending key.
     pub fn validate(&self) -> Result<(), JudgeError> {
         fn bad(key: &'static str, value: impl ToString, expected: &'static str) -> JudgeError {
@@ -254,11 +287,19 @@ impl JudgeConfig {
             return Err(bad("canary.heartbeat_timeout_secs", 0, "must be > 0"));
         }
         let d = self.max_exception_rate_increase;
-        if !(d.is_finite() && d > 0.0) {
+        if !(d.is_finite() && d >= 0.0) {
             return Err(bad(
                 "canary.max_exception_rate_increase",
                 d,
-                "must be a finite number > 0",
+                "must be a finite number >= 0",
+            ));
+        }
+        let det = self.detect_increase();
+        if !(det.is_finite() && det > d) {
+            return Err(bad(
+                "canary.detect_exception_rate_increase",
+                det,
+                "must be a finite number above canary.max_exception_rate_increase (the tolerance)",
             ));
         }
         if !(self.alpha > 0.0 && self.alpha < 0.5) {
@@ -337,6 +378,12 @@ pub struct Sample {
 pub enum Event {
     /// A new sample.
     Sample(Sample),
+    /// Pre-update history: the reports of the canary and baseline nodes at a time at or
+    /// before the window start, fed in time order before the first [`Event::Sample`]
+    /// (every `sample_interval_secs` from `window_start − pre_window_secs`). Only the
+    /// counters are used: consecutive history samples give each node's natural rate.
+    /// A canary node's counter reset ends its history (the update restarted it).
+    History(Sample),
     /// Time passed without a sample (checks heartbeat timeouts and the deadline).
     Tick {
         /// Current time (unix seconds).
@@ -534,6 +581,13 @@ pub struct Judge {
     /// When the verdict became inconclusive; it stays so until a failure.
     #[serde(default)]
     held_since: Option<u64>,
+    /// Per node, the counters of its latest history report; `None` once a canary
+    /// node's history ended (counter reset).
+    #[serde(default)]
+    history: BTreeMap<String, Option<(u64, u64)>>,
+    /// Time of the latest history sample.
+    #[serde(default)]
+    history_at: Option<u64>,
     verdict: Verdict,
 }
 
@@ -558,6 +612,7 @@ impl Judge {
         let deadline = window_start.saturating_add(config.window_secs);
         let rate = RateTest::new(
             config.max_exception_rate_increase,
+            config.detect_increase(),
             config.alpha,
             config.beta,
         );
@@ -598,6 +653,8 @@ impl Judge {
             first_sample_at: None,
             last_sample_at: None,
             held_since: None,
+            history: BTreeMap::new(),
+            history_at: None,
         };
         judge.verdict.criteria = judge.criteria(window_start);
         Ok(judge)
@@ -634,6 +691,22 @@ impl Judge {
             return Ok(vec![cmd]);
         }
         let at = match &event {
+            Event::History(s) => {
+                if s.at > self.window_start || self.samples > 0 {
+                    return Err(JudgeError::MisplacedHistory {
+                        at: s.at,
+                        window_start: self.window_start,
+                    });
+                }
+                if let Some(last) = self.history_at
+                    && s.at < last
+                {
+                    return Err(JudgeError::OutOfOrder { at: s.at, last });
+                }
+                self.history_at = Some(s.at);
+                self.ingest_history(&s.nodes);
+                return Ok(Vec::new());
+            }
             Event::Sample(s) => s.at,
             Event::Tick { now } => *now,
         };
@@ -662,6 +735,33 @@ impl Judge {
         }
     }
 
+    fn ingest_history(&mut self, reports: &[NodeReport]) {
+        for r in reports {
+            let is_canary = self.canary.contains(&r.node_id);
+            if !is_canary && !self.baseline.contains(&r.node_id) {
+                continue;
+            }
+            let now = (r.exceptions_total, r.requests_total);
+            let entry = self.history.entry(r.node_id.clone()).or_insert(Some(now));
+            let Some((le, lr)) = *entry else {
+                continue;
+            };
+            if now.0 < le || now.1 < lr {
+                if is_canary {
+                    // The update restarted it: what follows is not its old code.
+                    *entry = None;
+                    continue;
+                }
+                self.rate.add_history(&r.node_id, false, now.0, now.1);
+            } else {
+                self.rate
+                    .add_history(&r.node_id, is_canary, now.0 - le, now.1 - lr);
+            }
+            *entry = Some(now);
+        }
+        self.rate.recompute();
+    }
+
     fn ingest(&mut self, sample: Sample) {
         self.samples += 1;
         self.first_sample_at.get_or_insert(sample.at);
@@ -681,6 +781,7 @@ impl Judge {
                 } else {
                     (r.exceptions_total - le, r.requests_total - lr)
                 };
+                self.rate.observe_node(&r.node_id, is_canary, de, dr);
                 if is_canary {
                     ec = ec.saturating_add(de);
                     nc = nc.saturating_add(dr);
@@ -745,6 +846,7 @@ impl Judge {
 
     fn exception_criterion(&self) -> CriterionVerdict {
         let r = &self.rate;
+        let estimate = r.estimate();
         let figures = json!({
             "canary_exceptions": r.canary_exceptions,
             "canary_requests": r.canary_requests,
@@ -756,9 +858,15 @@ impl Judge {
                 (Some(c), Some(b)) if b > 0.0 => Some(c / b),
                 _ => None,
             },
+            "estimate": estimate,
+            "baseline_change": r.baseline_change(),
+            "canary_history_requests": r.nodes.values().filter(|c| c.canary).map(|c| c.pre_requests).sum::<u64>(),
+            "canary_history_exceptions": r.nodes.values().filter(|c| c.canary).map(|c| c.pre_exceptions).sum::<u64>(),
         });
         let threshold = json!({
-            "max_exception_rate_increase": r.delta,
+            "max_exception_rate_increase": r.tolerance,
+            "detect_exception_rate_increase": r.delta,
+            "pre_window_secs": self.config.pre_window_secs,
             "alpha": self.config.alpha,
             "beta": self.config.beta,
             "fail_when_llr_at_least": r.upper,
@@ -767,29 +875,55 @@ impl Judge {
             "min_canary_requests": self.config.min_canary_requests,
         });
         let statistic = json!({
-            "test": "sequential probability ratio test on canary exceptions given total exceptions (conditional binomial, request-weighted)",
+            "test": match r.method {
+                RateMethod::DiffInDiff => "sequential likelihood ratio: each canary node against its own pre-update rate, corrected by the baseline's change (difference in differences, Poisson-gamma)",
+                RateMethod::CrossSection => "sequential probability ratio test on canary exceptions given total exceptions (conditional binomial, request-weighted), divided by the baseline nodes' dispersion",
+            },
+            "method": r.method,
+            "dispersion": r.dispersion,
             "llr": r.llr,
             "max_llr": r.max_llr,
             "informative_intervals": r.informative_intervals,
             "reference_intervals": r.reference_intervals,
         });
+        let pct = |x: f64| {
+            if x.is_finite() {
+                format!("{:+.0}%", x * 100.0)
+            } else {
+                "unbounded".to_owned()
+            }
+        };
+        let against = match r.method {
+            RateMethod::DiffInDiff => "against its own pre-update rate",
+            RateMethod::CrossSection => "against the baseline",
+        };
+        let estimate = match estimate {
+            Some(e) => format!(
+                "estimated {} {against} (95% CI {} to {})",
+                pct(e.increase),
+                pct(e.low),
+                pct(e.high)
+            ),
+            None => format!("no estimate yet {against}"),
+        };
+        let thresholds = format!(
+            "tolerance {} (canary.max_exception_rate_increase), detect {} (canary.detect_exception_rate_increase)",
+            pct(r.tolerance),
+            pct(r.delta)
+        );
         let (decision, detail) = match r.decision() {
             RateDecision::Fail => (
                 CriterionDecision::Fail,
                 format!(
-                    "canary exception rate is above {:.2}x the baseline (log likelihood ratio {:.2} >= {:.2})",
-                    1.0 + r.delta,
-                    r.max_llr,
-                    r.upper
+                    "canary exception rate is beyond the tolerance: {estimate}; {thresholds}; log likelihood ratio {:.2} >= {:.2}",
+                    r.max_llr, r.upper
                 ),
             ),
             RateDecision::Accept => (
                 CriterionDecision::Pass,
                 format!(
-                    "canary exception rate is not {:.2}x the baseline (log likelihood ratio {:.2} <= {:.2})",
-                    1.0 + r.delta,
-                    r.llr,
-                    r.lower
+                    "canary exception rate is within the tolerance: {estimate}; {thresholds}; log likelihood ratio {:.2} <= {:.2}",
+                    r.llr, r.lower
                 ),
             ),
             RateDecision::Continue
@@ -814,7 +948,7 @@ impl Judge {
                     )
                 } else {
                     format!(
-                        "not enough evidence yet ({} canary exceptions in {} requests)",
+                        "not enough evidence yet ({} canary exceptions in {} requests; {estimate}; {thresholds})",
                         r.canary_exceptions, r.canary_requests
                     )
                 };

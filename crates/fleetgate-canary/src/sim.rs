@@ -79,17 +79,53 @@ pub struct SimParams {
     pub nodes: usize,
     /// Of which canaries.
     pub canary_nodes: usize,
-    /// Requests per node per sampling interval.
+    /// Mean requests per node per sampling interval.
     pub requests_per_node: u64,
-    /// Baseline exception rate (exceptions per request).
+    /// Fleet-average natural exception rate (exceptions per request).
     pub base_rate: f64,
-    /// Canary rate / baseline rate (1.0 = A/A).
+    /// Canary rate after the update / the same node's natural rate (1.0 = A/A: the
+    /// canary runs code as good as the baseline's).
     pub canary_ratio: f64,
+    /// σ of the persistent node-to-node spread: each node's natural rate is
+    /// `base_rate · exp(σ·Z − σ²/2)` (mean `base_rate`), drawn once per window.
+    pub node_rate_spread: f64,
+    /// Ratio between the busiest and the quietest node's traffic: each node's traffic
+    /// weight is `exp(U·ln(ratio)) / ratio^½` (`U` uniform), drawn once per window
+    /// (1.0 = every node serves `requests_per_node`).
+    pub traffic_node_ratio: f64,
+    /// Traffic varies by up to `±traffic_variation` between intervals (independently
+    /// per node): an interval's requests are `weight · (1 + v·(2U − 1))`.
+    pub traffic_variation: f64,
+    /// Sampling intervals of pre-update history fed to the judge
+    /// ([`Event::History`]), every node at its natural rate; 0 = none.
+    pub history_intervals: u64,
     /// Judge configuration.
     pub config: JudgeConfig,
     /// How long a held (inconclusive) window keeps being sampled before it is counted
     /// as inconclusive (0: counted at the hold).
     pub watch_held_secs: u64,
+}
+
+impl Default for SimParams {
+    /// The issue-4 setting: 10 nodes, 1 canary, 1,000 requests/node/interval, base 1%,
+    /// A/A, every node alike, steady traffic, no history, the default judge.
+    fn default() -> Self {
+        Self {
+            seed: 0x00F1_EE70_A7E5_2026,
+            windows: 1000,
+            nodes: 10,
+            canary_nodes: 1,
+            requests_per_node: 1000,
+            base_rate: 0.01,
+            canary_ratio: 1.0,
+            node_rate_spread: 0.0,
+            traffic_node_ratio: 1.0,
+            traffic_variation: 0.0,
+            history_intervals: 0,
+            config: JudgeConfig::default(),
+            watch_held_secs: 0,
+        }
+    }
 }
 
 /// Figures from a simulation run.
@@ -123,6 +159,14 @@ pub struct SimReport {
     pub p90_detection_intervals: Option<u64>,
 }
 
+impl SplitMix64 {
+    /// A standard normal draw (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let (u, v) = (self.next_open01(), self.next_open01());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+}
+
 /// Runs the simulation. Panics only if `params.config` is invalid or `canary_nodes` is
 /// 0 or not below `nodes` (programming errors in a test, not data).
 pub fn simulate(params: &SimParams) -> SimReport {
@@ -131,7 +175,10 @@ pub fn simulate(params: &SimParams) -> SimReport {
     let baseline: Vec<String> = (params.canary_nodes..params.nodes)
         .map(|i| format!("b{i}"))
         .collect();
+    let ids: Vec<&String> = canary.iter().chain(baseline.iter()).collect();
     let interval = params.config.sample_interval_secs;
+    // The window opens after the history (times are unsigned).
+    let start = params.history_intervals.saturating_add(1) * interval;
     let mut rollbacks = 0;
     let mut passes = 0;
     let mut inconclusive = 0;
@@ -146,37 +193,58 @@ pub fn simulate(params: &SimParams) -> SimReport {
                     .wrapping_mul(0xD6E8_FEB8_6659_FD93)
                     .rotate_left(17),
         );
+        let sigma = params.node_rate_spread;
+        let log_ratio = params.traffic_node_ratio.max(1.0).ln();
+        let (rates, weights): (Vec<f64>, Vec<f64>) = (0..params.nodes)
+            .map(|_| {
+                let m = if sigma > 0.0 {
+                    (sigma * rng.normal() - sigma * sigma / 2.0).exp()
+                } else {
+                    1.0
+                };
+                let wt = if log_ratio > 0.0 {
+                    (rng.next_open01() * log_ratio - log_ratio / 2.0).exp()
+                } else {
+                    1.0
+                };
+                (params.base_rate * m, params.requests_per_node as f64 * wt)
+            })
+            .collect();
         let mut judge = Judge::new(
             params.config.clone(),
             "code",
             canary.clone(),
             baseline.clone(),
-            0,
+            start,
         )
         .expect("valid simulation config");
         let mut exc = vec![0u64; params.nodes];
         let mut req = vec![0u64; params.nodes];
-        let mut k = 0u64;
-        let mut watch_until = None;
-        loop {
-            let at = k * interval;
-            if k > 0 {
-                for i in 0..params.nodes {
-                    let rate = if i < params.canary_nodes {
-                        params.base_rate * params.canary_ratio
-                    } else {
-                        params.base_rate
-                    };
-                    exc[i] += rng.binomial(params.requests_per_node, rate.min(1.0));
-                    req[i] += params.requests_per_node;
-                }
+        let step = |rng: &mut SplitMix64, updated: bool, exc: &mut [u64], req: &mut [u64]| {
+            for i in 0..params.nodes {
+                // No draw without variation: the issue-4 figures replay unchanged.
+                let v = if params.traffic_variation > 0.0 {
+                    params.traffic_variation * (2.0 * rng.next_open01() - 1.0)
+                } else {
+                    0.0
+                };
+                let n = (weights[i] * (1.0 + v)).round().max(0.0) as u64;
+                let rate = if updated && i < params.canary_nodes {
+                    rates[i] * params.canary_ratio
+                } else {
+                    rates[i]
+                };
+                exc[i] += rng.binomial(n, rate.min(1.0));
+                req[i] += n;
             }
-            let nodes = canary
+        };
+        let report = |at: u64, exc: &[u64], req: &[u64]| Sample {
+            at,
+            nodes: ids
                 .iter()
-                .chain(baseline.iter())
                 .enumerate()
                 .map(|(i, id)| NodeReport {
-                    node_id: id.clone(),
+                    node_id: (*id).clone(),
                     heartbeat_at: Some(at),
                     healthy: Some(true),
                     code_hash: Some("code".into()),
@@ -184,16 +252,40 @@ pub fn simulate(params: &SimParams) -> SimReport {
                     requests_total: req[i],
                     bench: Default::default(),
                 })
-                .collect();
+                .collect(),
+        };
+        if params.history_intervals > 0 {
+            for h in 0..=params.history_intervals {
+                if h > 0 {
+                    step(&mut rng, false, &mut exc, &mut req);
+                }
+                let at = start - (params.history_intervals - h) * interval;
+                judge
+                    .on_event(Event::History(report(at, &exc, &req)))
+                    .expect("history before the window");
+            }
+            // The update restarts the canary processes: their counters start again.
+            for i in 0..params.canary_nodes {
+                exc[i] = 0;
+                req[i] = 0;
+            }
+        }
+        let mut k = 0u64;
+        let mut watch_until = None;
+        loop {
+            let at = start + k * interval;
+            if k > 0 {
+                step(&mut rng, true, &mut exc, &mut req);
+            }
             let commands = judge
-                .on_event(Event::Sample(Sample { at, nodes }))
+                .on_event(Event::Sample(report(at, &exc, &req)))
                 .expect("samples are in order");
             let mut done = false;
             for c in commands {
                 match c {
                     Command::Rollback { .. } => {
                         rollbacks += 1;
-                        if at >= params.config.window_secs {
+                        if at >= start + params.config.window_secs {
                             late_rollbacks += 1;
                         }
                         detection.push(k);

@@ -1,52 +1,121 @@
 //! The sequential test behind the exception-rate criterion.
 //!
-//! Model: in one sampling interval the canary nodes serve `n_c` requests and raise
-//! `e_c` exceptions, the baseline (non-canary) nodes `n_b` and `e_b`; exceptions are
-//! Poisson with rates `λ_c·n_c` and `λ_b·n_b`. Conditional on the total `e = e_c + e_b`,
-//! `e_c ~ Binomial(e, p)` with `p = r·n_c / (r·n_c + n_b)` and `r = λ_c / λ_b` — the
-//! baseline's rate (which drifts with traffic) cancels out, the exposures (requests)
-//! weight the comparison.
+//! **Hypotheses (honest thresholds).** `r` is how many times the canary's exception
+//! rate exceeds what it would be running the baseline's code. H0: `r = 1 + tolerance`
+//! (`canary.max_exception_rate_increase`: the largest increase that must still pass)
+//! against H1: `r = 1 + detect` (`canary.detect_exception_rate_increase`: the increase
+//! that must be caught). Every `r ≤ 1 + tolerance` fails with probability at most α,
+//! every `r ≥ 1 + detect` passes with probability at most β; the indifference zone lies
+//! between them.
 //!
-//! Hypotheses: H0: `r = 1` (r ≤ 1 is only easier) against H1: `r = 1 + δ`, with
-//! `δ = max_exception_rate_increase`. Each interval adds the log likelihood ratio
-//! `e_c·ln(p1/p0) + e_b·ln((1−p1)/(1−p0))` to a running sum `S` (Wald's SPRT).
+//! **Difference in differences (used when every canary node has pre-update history).**
+//! Each canary node `c` is compared with *its own* rate before the update: `A_c`
+//! exceptions in `m_c` requests before, `B_c` in `n_c` after. The baseline nodes give
+//! the fleet-wide change over the same time, `g = Σ_b e_b,post / Σ_b (A_b/m_b)·n_b,post`
+//! (each baseline node against its own pre-update rate, so a changing traffic mix
+//! does not move `g`). Model: `B_c ~ Poisson(r·g·λ_c·n_c)`, `A_c ~ Poisson(λ_c·m_c)`,
+//! with the node's own rate `λ_c` unknown — a persistent node-to-node difference
+//! cancels. Integrating `λ_c` over its posterior from the history (Jeffreys prior,
+//! `Gamma(A_c + ½, m_c)`) gives the likelihood ratio in closed form:
+//! `S = Σ_c [B_c·ln(r1/r0) − (A_c + B_c + ½)·ln((r1·g·n_c + m_c)/(r0·g·n_c + m_c))]`.
+//! `exp(S)` is a Bayes factor, a martingale under H0 (averaged over the history's
+//! noise), so Ville's inequality bounds the false-rollback rate by α however often it
+//! is looked at. `S` stays bounded as the window grows when the canary's rate is its
+//! own old rate: the history's uncertainty is carried, not ignored.
 //!
-//! * `S ≥ ln(1/α)` → **fail**. Under H0, `exp(S)` is a non-negative martingale whatever
-//!   the exposures of each interval, so by Ville's inequality
-//!   `P(S ever reaches ln(1/α)) ≤ α` — looking at every sample, for as long as the window
-//!   lasts (extensions included), does not inflate the false alarm rate. (Wald's
-//!   textbook boundary `ln((1−β)/α)` is 0.05 lower; we use the bound that is exact.)
-//! * `S ≤ ln(β/(1−α))` → the data are enough to say the canary is not `1+δ` times
-//!   worse (power `1−β`); the criterion counts as passed. Sampling continues, so a
-//!   canary that degrades later in the window can still cross the upper boundary.
-//! * in between → not enough data yet; at the end of the window this is "insufficient
-//!   data", except when the canary raised no exception at all in at least
-//!   `min_canary_requests` requests.
+//! **Cross-section with overdispersion (fallback without history).** Per interval,
+//! conditional on the total, `e_c ~ Binomial(e, p)` with
+//! `p = r·n_c / (r·n_c + n_b)` (the baseline's drift cancels); Wald's SPRT sums
+//! `e_c·ln(p1/p0) + e_b·ln((1−p1)/(1−p0))`. Nodes that differ persistently make the
+//! binomial variance far too small, so the sum is divided by a quasi-likelihood
+//! dispersion `φ = X²/(k−1)`, Pearson's X² of the `k` baseline nodes' counts around
+//! their pooled rate (McCullagh & Nelder, quasi-Poisson), when X² exceeds its 95%
+//! quantile under pure Poisson noise (otherwise `φ = 1`, the plain test). Persistent spread
+//! makes `φ` grow with the data, so the scaled statistic stops growing: the canary is
+//! then judged against the spread between nodes, and a canary that is no worse than
+//! an ordinary node ends inconclusive rather than rolled back.
 //!
 //! An interval without baseline traffic uses, when configured, a fixed reference rate
-//! `λ0 = baseline_exception_rate` and the one-sample Poisson SPRT increment
-//! `e_c·ln(1+δ) − δ·λ0·n_c` (same boundaries, same guarantee). Without it the interval
-//! carries no information.
+//! `λ0 = baseline_exception_rate` and the one-sample Poisson increment
+//! `e_c·ln(r1/r0) − (r1 − r0)·λ0·n_c`.
 //!
-//! Assumptions: within an interval the baseline nodes share one rate (strongly
-//! over-dispersed baselines — one baseline node far noisier than the rest — make the
-//! test more eager to fail; that errs on the side of rolling back).
+//! * `max S ≥ ln(1/α)` → **fail** (stays failed).
+//! * `S ≤ ln(β/(1−α))` → the canary is not `1+detect` times worse; the criterion
+//!   counts as passed (sampling continues: a later degradation can still fail).
+//! * in between → not enough data yet.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
-/// State of the exception-rate SPRT; serialisable so a restarted orchestrator resumes it.
+/// Which statistic the test uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RateMethod {
+    /// Each canary node against its own pre-update rate, corrected by the baseline's
+    /// change over the same time.
+    DiffInDiff,
+    /// Canary against the baseline in the same intervals, scaled by the baseline's
+    /// between-node dispersion.
+    #[default]
+    CrossSection,
+}
+
+/// Per-node counts before and after the window start.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct NodeCounts {
+    /// Canary (true) or baseline node.
+    pub canary: bool,
+    /// Exceptions in the pre-update history.
+    pub pre_exceptions: u64,
+    /// Requests in the pre-update history.
+    pub pre_requests: u64,
+    /// Exceptions since the window start.
+    pub exceptions: u64,
+    /// Requests since the window start.
+    pub requests: u64,
+}
+
+/// The current estimate of the canary's increase, with a 95% confidence interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RateEstimate {
+    /// Estimated rate ratio `r` minus 1 (0.3 = +30%).
+    pub increase: f64,
+    /// Lower end of the two-sided 95% interval of the increase.
+    pub low: f64,
+    /// Upper end (may be infinite with very few exceptions).
+    pub high: f64,
+    /// How it was estimated.
+    pub method: RateMethod,
+}
+
+/// State of the exception-rate test; serialisable so a restarted orchestrator resumes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RateTest {
-    /// δ: the relative increase H1 stands for.
+    /// Tolerance: H0 is `r = 1 + tolerance`.
+    #[serde(default)]
+    pub tolerance: f64,
+    /// Detect: H1 is `r = 1 + delta`.
     pub delta: f64,
     /// Upper (fail) boundary, `ln(1/α)`.
     pub upper: f64,
     /// Lower (accept) boundary, `ln(β/(1−α))`.
     pub lower: f64,
-    /// Running log likelihood ratio `S`.
+    /// The statistic in force `S` (see [`RateTest::method`]).
     pub llr: f64,
     /// Highest `S` seen.
     pub max_llr: f64,
+    /// The cross-section sum before dispersion scaling.
+    #[serde(default)]
+    pub cross_llr: f64,
+    /// The dispersion `φ` the cross-section sum is divided by.
+    #[serde(default = "one")]
+    pub dispersion: f64,
+    /// The statistic in force.
+    #[serde(default)]
+    pub method: RateMethod,
+    /// Per node: history and window counts.
+    #[serde(default)]
+    pub nodes: BTreeMap<String, NodeCounts>,
     /// Exceptions raised by the canary nodes since the window started.
     pub canary_exceptions: u64,
     /// Requests served by the canary nodes since the window started.
@@ -61,11 +130,16 @@ pub struct RateTest {
     pub reference_intervals: u64,
 }
 
+fn one() -> f64 {
+    1.0
+}
+
 /// Where the test stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RateDecision {
-    /// `S` reached the upper boundary: the canary's rate is above `(1+δ)` × baseline.
+    /// `S` reached the upper boundary: the canary's rate is above `(1+tolerance)` × its
+    /// reference.
     Fail,
     /// `S` is at or below the lower boundary.
     Accept,
@@ -73,15 +147,30 @@ pub enum RateDecision {
     Continue,
 }
 
+/// Canary-side sufficient statistics of the difference-in-differences test.
+#[derive(Debug, Clone, Copy)]
+struct DidNode {
+    a: f64,
+    m: f64,
+    b: f64,
+    n: f64,
+}
+
 impl RateTest {
-    /// A fresh test for `delta`, `alpha`, `beta` (validated by the caller).
-    pub fn new(delta: f64, alpha: f64, beta: f64) -> Self {
+    /// A fresh test: H0 `r = 1 + tolerance`, H1 `r = 1 + detect`, error bounds
+    /// `alpha`, `beta` (validated by the caller; `detect > tolerance ≥ 0`).
+    pub fn new(tolerance: f64, detect: f64, alpha: f64, beta: f64) -> Self {
         Self {
-            delta,
+            tolerance,
+            delta: detect,
             upper: (1.0 / alpha).ln(),
             lower: (beta / (1.0 - alpha)).ln(),
             llr: 0.0,
             max_llr: 0.0,
+            cross_llr: 0.0,
+            dispersion: 1.0,
+            method: RateMethod::CrossSection,
+            nodes: BTreeMap::new(),
             canary_exceptions: 0,
             canary_requests: 0,
             baseline_exceptions: 0,
@@ -91,8 +180,40 @@ impl RateTest {
         }
     }
 
-    /// Adds one interval's counts. Counts where exceptions exceed requests are treated
-    /// as if every request had failed (requests are raised to the exception count).
+    fn r0(&self) -> f64 {
+        1.0 + self.tolerance
+    }
+
+    fn r1(&self) -> f64 {
+        1.0 + self.delta
+    }
+
+    /// Adds pre-update history of one node (before the window start). Call
+    /// [`RateTest::recompute`] once the history sample's nodes are all in.
+    pub fn add_history(&mut self, node: &str, canary: bool, exceptions: u64, requests: u64) {
+        let c = self.nodes.entry(node.to_owned()).or_default();
+        c.canary = canary;
+        c.pre_requests = c.pre_requests.saturating_add(requests.max(exceptions));
+        c.pre_exceptions = c.pre_exceptions.saturating_add(exceptions);
+    }
+
+    /// Recomputes the statistic in force from the counts (done by
+    /// [`RateTest::update`]; needed after [`RateTest::add_history`]).
+    pub fn recompute(&mut self) {
+        self.refresh();
+    }
+
+    /// Records one node's counts of one interval in the window. Call it for every node
+    /// of a sample, then [`RateTest::update`] with the sums.
+    pub fn observe_node(&mut self, node: &str, canary: bool, exceptions: u64, requests: u64) {
+        let c = self.nodes.entry(node.to_owned()).or_default();
+        c.canary = canary;
+        c.requests = c.requests.saturating_add(requests.max(exceptions));
+        c.exceptions = c.exceptions.saturating_add(exceptions);
+    }
+
+    /// Adds one interval's summed counts (canary, baseline). Counts where exceptions
+    /// exceed requests are treated as if every request had failed.
     pub fn update(
         &mut self,
         canary_exceptions: u64,
@@ -109,30 +230,121 @@ impl RateTest {
         self.canary_requests = self.canary_requests.saturating_add(nc);
         self.baseline_exceptions = self.baseline_exceptions.saturating_add(eb);
         self.baseline_requests = self.baseline_requests.saturating_add(nb);
-        if nc == 0 {
-            return;
-        }
-        let inc = if nb == 0 {
+        let (r0, r1) = (self.r0(), self.r1());
+        let inc = if nc == 0 {
+            None
+        } else if nb == 0 {
             match reference_rate {
                 Some(l0) if l0 > 0.0 => {
                     self.reference_intervals += 1;
-                    ec as f64 * (1.0 + self.delta).ln() - self.delta * l0 * nc as f64
+                    Some(ec as f64 * (r1 / r0).ln() - (r1 - r0) * l0 * nc as f64)
                 }
-                _ => return,
+                _ => None,
             }
+        } else if ec.saturating_add(eb) == 0 {
+            // No exception anywhere: the conditional test has nothing to condition on.
+            None
         } else {
-            if ec.saturating_add(eb) == 0 {
-                // No exception anywhere: the conditional test has nothing to condition on.
-                return;
-            }
             let (ncf, nbf) = (nc as f64, nb as f64);
-            let p0 = ncf / (ncf + nbf);
-            let p1 = (1.0 + self.delta) * ncf / ((1.0 + self.delta) * ncf + nbf);
-            ec as f64 * (p1 / p0).ln() + eb as f64 * ((1.0 - p1) / (1.0 - p0)).ln()
+            let p0 = r0 * ncf / (r0 * ncf + nbf);
+            let p1 = r1 * ncf / (r1 * ncf + nbf);
+            Some(ec as f64 * (p1 / p0).ln() + eb as f64 * ((1.0 - p1) / (1.0 - p0)).ln())
         };
-        self.informative_intervals += 1;
-        self.llr += inc;
-        if self.llr > self.max_llr {
+        if let Some(inc) = inc {
+            self.informative_intervals += 1;
+            self.cross_llr += inc;
+        }
+        self.refresh();
+    }
+
+    /// The canary nodes' DiD statistics, if every canary node has history.
+    fn did_nodes(&self) -> Option<Vec<DidNode>> {
+        let canaries: Vec<&NodeCounts> = self.nodes.values().filter(|c| c.canary).collect();
+        if canaries.is_empty() || canaries.iter().any(|c| c.pre_requests == 0) {
+            return None;
+        }
+        let g = self.baseline_change();
+        Some(
+            canaries
+                .iter()
+                .map(|c| DidNode {
+                    a: c.pre_exceptions as f64,
+                    m: c.pre_requests as f64,
+                    b: c.exceptions as f64,
+                    n: g * c.requests as f64,
+                })
+                .collect(),
+        )
+    }
+
+    /// The baseline's change since its history (observed / expected at each baseline
+    /// node's own pre-update rate); 1 without baseline history or data.
+    pub fn baseline_change(&self) -> f64 {
+        let (mut observed, mut expected) = (0.0, 0.0);
+        for c in self.nodes.values().filter(|c| !c.canary) {
+            if c.pre_requests > 0 {
+                observed += c.exceptions as f64;
+                expected += c.pre_exceptions as f64 / c.pre_requests as f64 * c.requests as f64;
+            }
+        }
+        if expected > 0.0 && observed > 0.0 {
+            observed / expected
+        } else {
+            1.0
+        }
+    }
+
+    fn did_llr(nodes: &[DidNode], r0: f64, r1: f64) -> f64 {
+        nodes
+            .iter()
+            .map(|d| {
+                d.b * (r1 / r0).ln()
+                    - (d.a + d.b + 0.5) * ((r1 * d.n + d.m) / (r0 * d.n + d.m)).ln()
+            })
+            .sum()
+    }
+
+    /// Pearson dispersion of the baseline nodes' window counts around their pooled rate.
+    fn baseline_dispersion(&self) -> f64 {
+        let base: Vec<&NodeCounts> = self
+            .nodes
+            .values()
+            .filter(|c| !c.canary && c.requests > 0)
+            .collect();
+        let (e, n) = base.iter().fold((0u64, 0u64), |(e, n), c| {
+            (e.saturating_add(c.exceptions), n.saturating_add(c.requests))
+        });
+        if base.len() < 2 || e == 0 {
+            return 1.0;
+        }
+        let p = e as f64 / n as f64;
+        let x2: f64 = base
+            .iter()
+            .map(|c| {
+                let mu = p * c.requests as f64;
+                (c.exceptions as f64 - mu).powi(2) / mu
+            })
+            .sum();
+        // Scale only when the spread is significant (X² above its 95% quantile under
+        // pure Poisson noise, Wilson–Hilferty): a homogeneous fleet keeps the plain
+        // test's power.
+        let df = (base.len() - 1) as f64;
+        let h = 2.0 / (9.0 * df);
+        let q95 = df * (1.0 - h + 1.645 * h.sqrt()).powi(3);
+        if x2 > q95 { (x2 / df).max(1.0) } else { 1.0 }
+    }
+
+    fn refresh(&mut self) {
+        if let Some(d) = self.did_nodes() {
+            self.method = RateMethod::DiffInDiff;
+            self.dispersion = 1.0;
+            self.llr = Self::did_llr(&d, self.r0(), self.r1());
+        } else {
+            self.method = RateMethod::CrossSection;
+            self.dispersion = self.baseline_dispersion();
+            self.llr = self.cross_llr / self.dispersion;
+        }
+        if self.llr.is_finite() && self.llr > self.max_llr {
             self.max_llr = self.llr;
         }
     }
@@ -149,18 +361,73 @@ impl RateTest {
         }
     }
 
+    /// The estimated increase `r − 1` with a two-sided 95% interval (log-scale Wald),
+    /// `None` before the canary and its reference have raised any exception.
+    pub fn estimate(&self) -> Option<RateEstimate> {
+        const Z: f64 = 1.96;
+        let (ratio, var, method) = if let Some(d) = self.did_nodes() {
+            // Observed over expected at each node's own old rate.
+            let b: f64 = d.iter().map(|x| x.b).sum();
+            let e: Vec<f64> = d.iter().map(|x| x.a / x.m * x.n).collect();
+            let et: f64 = e.iter().sum();
+            if b <= 0.0 || et <= 0.0 {
+                return None;
+            }
+            let var_ref: f64 = d
+                .iter()
+                .zip(&e)
+                .filter(|(x, _)| x.a > 0.0)
+                .map(|(x, ei)| ei * ei / x.a)
+                .sum::<f64>()
+                / (et * et);
+            (b / et, 1.0 / b + var_ref, RateMethod::DiffInDiff)
+        } else {
+            let (ec, eb) = (
+                self.canary_exceptions as f64,
+                self.baseline_exceptions as f64,
+            );
+            if ec <= 0.0 || eb <= 0.0 || self.canary_requests == 0 {
+                return None;
+            }
+            let ratio = (ec / self.canary_requests as f64) / (eb / self.baseline_requests as f64);
+            (
+                ratio,
+                self.dispersion * (1.0 / ec + 1.0 / eb),
+                RateMethod::CrossSection,
+            )
+        };
+        let half = Z * var.sqrt();
+        // Four decimals: enough to read, and exact through a JSON round trip (a
+        // persisted verdict compares equal to the live one).
+        let round = |x: f64| {
+            if x.is_finite() {
+                (x * 1e4).round() / 1e4
+            } else {
+                x
+            }
+        };
+        Some(RateEstimate {
+            increase: round(ratio - 1.0),
+            low: round(ratio * (-half).exp() - 1.0),
+            high: round(ratio * half.exp() - 1.0),
+            method,
+        })
+    }
+
     /// Expected number of further canary requests before `S` reaches the accept
-    /// boundary, if the exception rates and the baseline/canary traffic ratio stay as
-    /// observed so far: `(S − lower) / −d`, where `d` is the expected increment of `S`
-    /// per canary request,
-    /// `d = λc·ln(p1/p0) + λb·ρ·ln((1−p1)/(1−p0))` with `ρ = n_b/n_c`,
-    /// `p0 = 1/(1+ρ)`, `p1 = (1+δ)/(1+δ+ρ)`, and `λc`, `λb` the observed rates (against
-    /// the reference rate `λ0` without baseline traffic: `d = λc·ln(1+δ) − δ·λ0`).
+    /// boundary, if the exception rates and the traffic mix stay as observed so far.
+    ///
+    /// Cross-section: `(S − lower) / −d`, where `d` is the expected increment of the
+    /// scaled `S` per canary request,
+    /// `d = (λc·ln(p1/p0) + λb·ρ·ln((1−p1)/(1−p0))) / φ` with `ρ = n_b/n_c`,
+    /// `p0 = r0/(r0+ρ)`, `p1 = r1/(r1+ρ)` and `λc`, `λb` the observed rates (against
+    /// the reference rate `λ0` without baseline traffic: `d = λc·ln(r1/r0) − (r1−r0)·λ0`).
+    /// Difference in differences: the window's counts scaled up until `S` reaches the
+    /// boundary (bisection).
     ///
     /// `Some(0)` when `S` is already at or below the boundary; `None` when the canary
-    /// served nothing yet, when nothing can inform the test (no exception anywhere, or no
-    /// baseline traffic and no reference rate), or when `d ≥ 0` (at the observed rates
-    /// the test drifts towards failing, not passing).
+    /// served nothing yet, when nothing can inform the test, or when at the observed
+    /// rates the test drifts towards failing, not passing.
     pub fn requests_to_accept(&self, reference_rate: Option<f64>) -> Option<u64> {
         if self.llr <= self.lower {
             return Some(0);
@@ -168,22 +435,52 @@ impl RateTest {
         if self.canary_requests == 0 {
             return None;
         }
+        let (r0, r1) = (self.r0(), self.r1());
+        if let Some(d) = self.did_nodes() {
+            let at = |k: f64| {
+                let scaled: Vec<DidNode> = d
+                    .iter()
+                    .map(|x| DidNode {
+                        b: x.b * k,
+                        n: x.n * k,
+                        ..*x
+                    })
+                    .collect();
+                Self::did_llr(&scaled, r0, r1)
+            };
+            let mut hi = 2.0;
+            while at(hi) > self.lower {
+                hi *= 2.0;
+                if hi > 1e9 {
+                    return None;
+                }
+            }
+            let mut lo = 1.0;
+            for _ in 0..60 {
+                let mid = (lo + hi) / 2.0;
+                if at(mid) > self.lower {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            let n = ((hi - 1.0) * self.canary_requests as f64).ceil();
+            return n.is_finite().then_some(n as u64);
+        }
         let nc = self.canary_requests as f64;
         let lc = self.canary_exceptions as f64 / nc;
         let drift = if self.baseline_requests == 0 {
             match reference_rate {
-                Some(l0) if l0 > 0.0 && l0.is_finite() => {
-                    lc * (1.0 + self.delta).ln() - self.delta * l0
-                }
+                Some(l0) if l0 > 0.0 && l0.is_finite() => lc * (r1 / r0).ln() - (r1 - r0) * l0,
                 _ => return None,
             }
         } else {
             let nb = self.baseline_requests as f64;
             let lb = self.baseline_exceptions as f64 / nb;
             let rho = nb / nc;
-            let p0 = 1.0 / (1.0 + rho);
-            let p1 = (1.0 + self.delta) / (1.0 + self.delta + rho);
-            lc * (p1 / p0).ln() + lb * rho * ((1.0 - p1) / (1.0 - p0)).ln()
+            let p0 = r0 / (r0 + rho);
+            let p1 = r1 / (r1 + rho);
+            (lc * (p1 / p0).ln() + lb * rho * ((1.0 - p1) / (1.0 - p0)).ln()) / self.dispersion
         };
         if !(drift.is_finite() && drift < 0.0) {
             return None;
@@ -212,15 +509,15 @@ mod tests {
 
     #[test]
     fn boundaries_follow_alpha_and_beta() {
-        let t = RateTest::new(0.5, 0.01, 0.05);
+        let t = RateTest::new(0.0, 0.5, 0.01, 0.05);
         assert!((t.upper - 100f64.ln()).abs() < 1e-12);
         assert!((t.lower - (0.05f64 / 0.99).ln()).abs() < 1e-12);
     }
 
     #[test]
     fn equal_rates_drift_down_and_doubled_rate_fails() {
-        let mut same = RateTest::new(0.5, 0.01, 0.05);
-        let mut double = RateTest::new(0.5, 0.01, 0.05);
+        let mut same = RateTest::new(0.0, 0.5, 0.01, 0.05);
+        let mut double = RateTest::new(0.0, 0.5, 0.01, 0.05);
         for _ in 0..5 {
             same.update(10, 1000, 90, 9000, None);
             double.update(20, 1000, 90, 9000, None);
@@ -233,14 +530,14 @@ mod tests {
     fn small_numbers_are_not_a_verdict() {
         // 2 canary exceptions against 1 in the baseline is a raw ratio of 18x,
         // but far too little evidence either way.
-        let mut t = RateTest::new(0.5, 0.01, 0.05);
+        let mut t = RateTest::new(0.0, 0.5, 0.01, 0.05);
         t.update(2, 100, 1, 900, None);
         assert_eq!(t.decision(), RateDecision::Continue);
     }
 
     #[test]
     fn no_baseline_uses_the_reference_rate_only_when_configured() {
-        let mut t = RateTest::new(0.5, 0.01, 0.05);
+        let mut t = RateTest::new(0.0, 0.5, 0.01, 0.05);
         t.update(50, 1000, 0, 0, None);
         assert_eq!(t.informative_intervals, 0);
         t.update(50, 1000, 0, 0, Some(0.01));
@@ -252,7 +549,7 @@ mod tests {
     fn requests_to_accept_matches_the_drift_of_the_test() {
         // A/A at 1% with 9× the canary's traffic in the baseline: each canary request
         // moves S by 0.01·(ln(p1/p0) + 9·ln((1−p1)/(1−p0))) on average.
-        let mut t = RateTest::new(0.5, 0.01, 0.05);
+        let mut t = RateTest::new(0.0, 0.5, 0.01, 0.05);
         t.update(1, 100, 9, 900, None);
         let (p0, p1) = (0.1f64, 1.5 / 10.5);
         let drift = 0.01 * ((p1 / p0).ln() + 9.0 * ((1.0 - p1) / (1.0 - p0)).ln());
@@ -267,24 +564,88 @@ mod tests {
 
     #[test]
     fn requests_to_accept_is_none_without_a_way_to_pass() {
-        let mut t = RateTest::new(0.5, 0.01, 0.05);
+        let mut t = RateTest::new(0.0, 0.5, 0.01, 0.05);
         assert_eq!(t.requests_to_accept(None), None, "no canary traffic");
         t.update(0, 100, 0, 900, None);
         assert_eq!(t.requests_to_accept(None), None, "no exception anywhere");
         // Canary at 2× the baseline: the test drifts towards failing.
-        let mut bad = RateTest::new(0.5, 0.01, 0.05);
+        let mut bad = RateTest::new(0.0, 0.5, 0.01, 0.05);
         bad.update(2, 100, 9, 900, None);
         assert_eq!(bad.requests_to_accept(None), None, "{bad:?}");
         // No baseline: only with a reference rate.
-        let mut alone = RateTest::new(0.5, 0.01, 0.05);
+        let mut alone = RateTest::new(0.0, 0.5, 0.01, 0.05);
         alone.update(1, 100, 0, 0, Some(0.01));
         assert_eq!(alone.requests_to_accept(None), None);
         assert!(alone.requests_to_accept(Some(0.01)).is_some());
     }
 
+    /// One canary at `canary` per 1000 before and `after` per 1000 in the window, nine
+    /// baseline nodes at 10 per 1000 throughout; 60 intervals of history, `k` in the window.
+    fn did(canary: u64, after: u64, k: u64) -> RateTest {
+        let mut t = RateTest::new(0.1, 0.5, 0.01, 0.05);
+        t.add_history("c", true, 60 * canary, 60_000);
+        for b in 0..9 {
+            t.add_history(&format!("b{b}"), false, 600, 60_000);
+        }
+        t.recompute();
+        for _ in 0..k {
+            t.observe_node("c", true, after, 1000);
+            for b in 0..9 {
+                t.observe_node(&format!("b{b}"), false, 10, 1000);
+            }
+            t.update(after, 1000, 90, 9000, None);
+        }
+        t
+    }
+
+    #[test]
+    fn a_node_is_judged_against_its_own_history() {
+        // Always 3× the baseline: unchanged by the update, so it passes…
+        let same = did(30, 30, 20);
+        assert_eq!(same.method, RateMethod::DiffInDiff);
+        assert_eq!(same.decision(), RateDecision::Accept, "{same:?}");
+        let e = same.estimate().unwrap();
+        assert!(
+            e.increase.abs() < 1e-9 && e.low < 0.0 && e.high > 0.0,
+            "{e:?}"
+        );
+        // …while the plain comparison with the baseline fails it.
+        assert!(same.cross_llr > same.upper, "{}", same.cross_llr);
+        // Half the baseline before, the baseline's rate after: 2× its own, caught.
+        let worse = did(5, 10, 20);
+        assert_eq!(worse.decision(), RateDecision::Fail, "{worse:?}");
+        let e = worse.estimate().unwrap();
+        assert!((e.increase - 1.0).abs() < 1e-9 && e.low > 0.1, "{e:?}");
+    }
+
+    #[test]
+    fn persistent_spread_between_baseline_nodes_scales_the_cross_section() {
+        let mut t = RateTest::new(0.1, 0.5, 0.01, 0.05);
+        // Baseline nodes at 5, 10 and 20 per 1000, no history: overdispersed.
+        for _ in 0..10 {
+            for (i, e) in [5u64, 10, 20, 5, 10, 20].iter().enumerate() {
+                t.observe_node(&format!("b{i}"), false, *e, 1000);
+            }
+            t.observe_node("c", true, 20, 1000);
+            t.update(20, 1000, 70, 6000, None);
+        }
+        assert_eq!(t.method, RateMethod::CrossSection);
+        assert!(t.dispersion > 5.0, "{}", t.dispersion);
+        assert!((t.llr - t.cross_llr / t.dispersion).abs() < 1e-9);
+        // A homogeneous baseline keeps the plain test.
+        let mut h = RateTest::new(0.1, 0.5, 0.01, 0.05);
+        for _ in 0..10 {
+            for i in 0..6 {
+                h.observe_node(&format!("b{i}"), false, 10, 1000);
+            }
+            h.update(10, 1000, 60, 6000, None);
+        }
+        assert_eq!(h.dispersion, 1.0);
+    }
+
     #[test]
     fn inconsistent_counts_do_not_panic() {
-        let mut t = RateTest::new(0.5, 0.01, 0.05);
+        let mut t = RateTest::new(0.0, 0.5, 0.01, 0.05);
         t.update(u64::MAX, 0, u64::MAX, 0, Some(1.0));
         t.update(5, 0, 0, 0, None);
         assert!(t.llr.is_finite());

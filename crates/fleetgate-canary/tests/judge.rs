@@ -14,11 +14,15 @@ struct Fleet {
     nodes: Vec<NodeReport>,
 }
 
+/// The scripted scenarios below were sized for the plain SPRT (no history, H0 = the
+/// baseline's rate, H1 = +50%): tolerance 0, detect +50%.
 fn config() -> JudgeConfig {
     JudgeConfig {
         window_secs: 300,
         sample_interval_secs: 30,
         heartbeat_timeout_secs: 60,
+        max_exception_rate_increase: 0.0,
+        detect_exception_rate_increase: Some(0.5),
         ..JudgeConfig::default()
     }
 }
@@ -143,7 +147,9 @@ fn healthy_canary_is_pending_until_the_window_ends_then_passes() {
     assert_eq!(crit[0]["criterion"], "exception_rate");
     assert_eq!(crit[0]["decision"], "pass");
     assert!(crit[0]["statistic"]["llr"].as_f64().unwrap() < -2.9);
-    assert_eq!(crit[0]["threshold"]["max_exception_rate_increase"], 0.5);
+    assert_eq!(crit[0]["threshold"]["max_exception_rate_increase"], 0.0);
+    assert_eq!(crit[0]["threshold"]["detect_exception_rate_increase"], 0.5);
+    assert_eq!(crit[0]["statistic"]["method"], "cross_section");
     assert_eq!(crit[2]["threshold"]["heartbeat_timeout_secs"], 60);
     // Decided: later events re-issue the final command.
     let again = f.judge.on_event(Event::Tick { now: f.t + 5 }).unwrap();
@@ -170,7 +176,15 @@ fn raised_exception_rate_rolls_back_before_the_window_ends() {
         f.criterion(Criterion::ExceptionRate),
         CriterionDecision::Fail
     );
-    assert!(v.reason.contains("1.50x the baseline"), "{}", v.reason);
+    // The reason names both thresholds and the estimate with its interval: 30
+    // exceptions against 10 per baseline node is +200%.
+    assert!(
+        v.reason
+            .contains("canary exception rate is beyond the tolerance: estimated +200% against the baseline (95% CI"),
+        "{}",
+        v.reason
+    );
+    assert!(v.reason.contains("tolerance +0% (canary.max_exception_rate_increase), detect +50% (canary.detect_exception_rate_increase)"), "{}", v.reason);
 }
 
 #[test]
@@ -477,8 +491,25 @@ fn invalid_config_names_the_key() {
     let err = Judge::new(cfg, HASH, vec!["c".into()], Vec::new(), 0).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "invalid canary setting canary.max_exception_rate_increase = -1: must be a finite number > 0"
+        "invalid canary setting canary.max_exception_rate_increase = -1: must be a finite number >= 0"
     );
+    let cfg = JudgeConfig {
+        max_exception_rate_increase: 0.5,
+        detect_exception_rate_increase: Some(0.4),
+        ..config()
+    };
+    let err = Judge::new(cfg, HASH, vec!["c".into()], Vec::new(), 0).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid canary setting canary.detect_exception_rate_increase = 0.4: must be a finite number above canary.max_exception_rate_increase (the tolerance)"
+    );
+    // The default detect threshold follows the tolerance.
+    let cfg = JudgeConfig {
+        max_exception_rate_increase: 0.5,
+        detect_exception_rate_increase: None,
+        ..config()
+    };
+    assert_eq!(cfg.detect_increase(), 1.0);
     let err = Judge::new(config(), HASH, Vec::new(), Vec::new(), 0).unwrap_err();
     assert_eq!(err, JudgeError::EmptyCanary);
     let err = Judge::new(config(), HASH, vec!["x".into()], vec!["x".into()], 0).unwrap_err();
@@ -802,4 +833,212 @@ fn verdict_json_stays_readable_both_ways() {
         serde_json::to_value(Decision::Inconclusive).unwrap(),
         "inconclusive"
     );
+}
+
+// ---- pre-update history: each canary node against its own old rate ----------------
+
+/// `c0` plus `b0..b3`, each node with its own natural rate (exceptions per 1000
+/// requests), 10 intervals of history before t = 1000, then a 300 s window.
+struct History {
+    judge: Judge,
+    totals: Vec<(u64, u64)>,
+}
+
+const IDS: [&str; 5] = ["c0", "b0", "b1", "b2", "b3"];
+
+impl History {
+    fn new(per_thousand: [u64; 5]) -> Self {
+        let mut h = History {
+            judge: Judge::new(
+                JudgeConfig {
+                    window_secs: 300,
+                    sample_interval_secs: 30,
+                    pre_window_secs: 300,
+                    ..JudgeConfig::default()
+                },
+                HASH,
+                vec!["c0".to_owned()],
+                IDS[1..].iter().map(|s| s.to_string()),
+                1000,
+            )
+            .unwrap(),
+            totals: vec![(0, 0); 5],
+        };
+        for k in 0..=10u64 {
+            if k > 0 {
+                h.serve(per_thousand);
+            }
+            let cmds = h
+                .judge
+                .on_event(Event::History(h.sample(700 + 30 * k)))
+                .unwrap();
+            assert!(cmds.is_empty(), "{cmds:?}");
+        }
+        // The update restarts the canary: its counters start again.
+        h.totals[0] = (0, 0);
+        h
+    }
+
+    fn serve(&mut self, per_thousand: [u64; 5]) {
+        for (t, e) in self.totals.iter_mut().zip(per_thousand) {
+            t.0 += e;
+            t.1 += 1000;
+        }
+    }
+
+    fn sample(&self, at: u64) -> Sample {
+        Sample {
+            at,
+            nodes: IDS
+                .iter()
+                .zip(&self.totals)
+                .map(|(id, (e, n))| NodeReport {
+                    node_id: id.to_string(),
+                    heartbeat_at: Some(at),
+                    healthy: Some(true),
+                    code_hash: Some(HASH.into()),
+                    exceptions_total: *e,
+                    requests_total: *n,
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    /// Runs the window at these rates; returns the final verdict.
+    fn run(&mut self, per_thousand: [u64; 5]) -> Verdict {
+        let mut at = 1000;
+        self.judge.on_event(Event::Sample(self.sample(at))).unwrap();
+        while !self.judge.is_decided() && at < 1300 {
+            at += 30;
+            self.serve(per_thousand);
+            self.judge.on_event(Event::Sample(self.sample(at))).unwrap();
+        }
+        self.judge.verdict().clone()
+    }
+}
+
+#[test]
+fn a_canary_node_that_always_raised_more_is_judged_against_itself() {
+    // c0 has always raised 30 per 1000, the baseline 10: the update changed nothing.
+    let rates = [30, 10, 10, 10, 10];
+    let mut h = History::new(rates);
+    let v = h.run(rates);
+    assert_eq!(v.decision, Decision::Pass, "{}", v.reason);
+    let c = &v.criteria[0];
+    assert_eq!(c.statistic["method"], "diff_in_diff");
+    assert_eq!(c.figures["canary_history_requests"], 10_000);
+    assert_eq!(c.figures["estimate"]["increase"], 0.0);
+    // The same counts without history: 3× the baseline, rolled back.
+    let mut f = Fleet::new(JudgeConfig {
+        max_exception_rate_increase: 0.1,
+        detect_exception_rate_increase: None,
+        ..config()
+    });
+    f.step(0, 0, |_| {});
+    let rolled_back = (0..3).any(|_| is_rollback(&f.step(10, 30, |_| {})));
+    assert!(rolled_back, "{}", f.judge.verdict().reason);
+}
+
+#[test]
+fn a_canary_at_three_times_its_own_old_rate_is_rolled_back() {
+    // c0 used to raise 10 per 1000 and now 30, while its neighbours stay at 20 (a node
+    // that always raised less than the rest now raises more): caught within a few intervals.
+    let mut h = History::new([10, 20, 20, 20, 20]);
+    let v = h.run([30, 20, 20, 20, 20]);
+    assert_eq!(v.decision, Decision::Fail, "{}", v.reason);
+    assert!(v.samples <= 4, "took {} samples", v.samples);
+    assert!(
+        v.reason.contains("against its own pre-update rate") && v.reason.contains("tolerance +10%"),
+        "{}",
+        v.reason
+    );
+}
+
+#[test]
+fn a_fleet_wide_change_is_not_blamed_on_the_canary() {
+    // Every node doubles its rate in the window (a traffic mix or a dependency): the
+    // baseline's change cancels it.
+    let mut h = History::new([10, 10, 10, 10, 10]);
+    let v = h.run([20, 20, 20, 20, 20]);
+    assert_eq!(v.decision, Decision::Pass, "{}", v.reason);
+    let change = v.criteria[0].figures["baseline_change"].as_f64().unwrap();
+    assert!((change - 2.0).abs() < 1e-9, "{change}");
+}
+
+#[test]
+fn history_must_come_before_the_window_and_the_first_sample() {
+    let mut h = History::new([10; 5]);
+    let err = h
+        .judge
+        .on_event(Event::History(h.sample(1001)))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        JudgeError::MisplacedHistory {
+            at: 1001,
+            window_start: 1000
+        }
+    );
+    let err = h.judge.on_event(Event::History(h.sample(600))).unwrap_err();
+    assert_eq!(
+        err,
+        JudgeError::OutOfOrder {
+            at: 600,
+            last: 1000
+        }
+    );
+    h.judge.on_event(Event::Sample(h.sample(1000))).unwrap();
+    let err = h
+        .judge
+        .on_event(Event::History(h.sample(1000)))
+        .unwrap_err();
+    assert!(matches!(err, JudgeError::MisplacedHistory { .. }), "{err}");
+}
+
+#[test]
+fn a_canary_restart_inside_the_history_ends_its_history() {
+    // The canary's counters reset at 850: what it served after is not counted as its
+    // old rate, and before that it has 5 intervals.
+    let mut h = History {
+        judge: Judge::new(
+            JudgeConfig {
+                window_secs: 300,
+                sample_interval_secs: 30,
+                ..JudgeConfig::default()
+            },
+            HASH,
+            vec!["c0".to_owned()],
+            IDS[1..].iter().map(|s| s.to_string()),
+            1000,
+        )
+        .unwrap(),
+        totals: vec![(0, 0); 5],
+    };
+    for k in 0..=10u64 {
+        if k > 0 {
+            h.serve([10; 5]);
+        }
+        if k == 5 {
+            h.totals[0] = (0, 0);
+        }
+        h.judge
+            .on_event(Event::History(h.sample(700 + 30 * k)))
+            .unwrap();
+    }
+    h.totals[0] = (0, 0);
+    let v = h.run([10; 5]);
+    assert_eq!(v.criteria[0].figures["canary_history_requests"], 4_000);
+    // 40 old exceptions are too few to pass a +50% test in ten intervals, and nothing
+    // points to a failure: still waiting.
+    assert_eq!(v.decision, Decision::Pending, "{}", v.reason);
+}
+
+#[test]
+fn a_persisted_judge_with_history_resumes_identically() {
+    let mut h = History::new([10, 12, 8, 10, 11]);
+    h.judge.on_event(Event::Sample(h.sample(1000))).unwrap();
+    let saved = serde_json::to_string(&h.judge).unwrap();
+    let back: Judge = serde_json::from_str(&saved).unwrap();
+    assert_eq!(back, h.judge);
 }

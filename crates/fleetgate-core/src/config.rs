@@ -228,8 +228,17 @@ pub struct CanaryConfig {
     pub window_secs: i64,
     /// Sampling interval in seconds.
     pub sample_interval_secs: i64,
-    /// Allowed relative exception-rate increase.
+    /// Tolerance: the largest relative exception-rate increase that must still pass
+    /// (default 0.1 = +10%). The canary's false-rollback bound (1%) holds at and below it.
     pub max_exception_rate_increase: f64,
+    /// The relative increase that must be caught (95% power). Default
+    /// `max(2 × max_exception_rate_increase, 0.5)`; must exceed the tolerance. Between
+    /// the two lies the test's indifference zone. Read it through
+    /// [`CanaryConfig::detect_increase`].
+    pub detect_exception_rate_increase: Option<f64>,
+    /// Seconds of pre-update heartbeats the judge compares each canary node with (its
+    /// own rate before the update; default 1800, 0 = compare with the baseline only).
+    pub pre_window_secs: i64,
     /// A node silent this long is failed.
     pub heartbeat_timeout_secs: i64,
     /// A canary without any exception passes the exception test only after serving this
@@ -311,6 +320,13 @@ impl CanaryConfig {
         }
     }
 
+    /// `detect_exception_rate_increase`, defaulting to
+    /// `max(2 × max_exception_rate_increase, 0.5)`.
+    pub fn detect_increase(&self) -> f64 {
+        self.detect_exception_rate_increase
+            .unwrap_or((2.0 * self.max_exception_rate_increase).max(0.5))
+    }
+
     /// `max_window_secs`, defaulting to `2 × window_secs`, never below `window_secs`.
     pub fn max_window(&self) -> i64 {
         self.max_window_secs
@@ -326,7 +342,9 @@ impl Default for CanaryConfig {
             min_nodes: 1,
             window_secs: 1800,
             sample_interval_secs: 30,
-            max_exception_rate_increase: 0.5,
+            max_exception_rate_increase: 0.1,
+            detect_exception_rate_increase: None,
+            pre_window_secs: 1800,
             heartbeat_timeout_secs: 60,
             min_requests: 1000,
             on_inconclusive: None,
@@ -447,6 +465,8 @@ const KEYS: &[(&str, Kind)] = &[
     ("canary.window_secs", Kind::Int),
     ("canary.sample_interval_secs", Kind::Int),
     ("canary.max_exception_rate_increase", Kind::Float),
+    ("canary.detect_exception_rate_increase", Kind::Float),
+    ("canary.pre_window_secs", Kind::Int),
     ("canary.heartbeat_timeout_secs", Kind::Int),
     ("canary.min_requests", Kind::Int),
     ("canary.on_inconclusive", Kind::Str),
@@ -728,6 +748,21 @@ impl Config {
             "canary.max_exception_rate_increase",
             c.max_exception_rate_increase,
         )?;
+        let detect = c.detect_increase();
+        if !(detect.is_finite() && detect > c.max_exception_rate_increase) {
+            return Err(ConfigError::Invalid {
+                key: "canary.detect_exception_rate_increase".into(),
+                value: detect.to_string(),
+                expected: "a finite number above canary.max_exception_rate_increase (the increase that must be caught, above the one that must still pass)",
+            });
+        }
+        if c.pre_window_secs < 0 {
+            return Err(ConfigError::Invalid {
+                key: "canary.pre_window_secs".into(),
+                value: c.pre_window_secs.to_string(),
+                expected: "a number of seconds ≥ 0 (0: no pre-update history)",
+            });
+        }
         if c.sample_interval_secs > c.window_secs {
             return Err(ConfigError::Invalid {
                 key: "canary.sample_interval_secs".into(),
@@ -789,7 +824,9 @@ mod tests {
         assert_eq!(c.canary.pct, 0.10);
         assert_eq!(c.canary.window_secs, 1800);
         assert_eq!(c.canary.min_nodes, 1);
-        assert_eq!(c.canary.max_exception_rate_increase, 0.5);
+        assert_eq!(c.canary.max_exception_rate_increase, 0.1);
+        assert_eq!(c.canary.detect_increase(), 0.5);
+        assert_eq!(c.canary.pre_window_secs, 1800);
         assert_eq!(c.min_pass_rate(), 0.95);
         assert_eq!(c.bench_tolerance(), 0.05);
         assert_eq!(c.deploy.success_pct, 1.0);
@@ -823,6 +860,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.canary.pct, 0.4);
+    }
+
+    #[test]
+    fn detect_threshold_must_exceed_the_tolerance() {
+        let c = parse("[canary]\nmax_exception_rate_increase = 0.5\n", &[]).unwrap();
+        assert_eq!(c.canary.detect_increase(), 1.0);
+        let c = parse("[canary]\ndetect_exception_rate_increase = 0.3\n", &[]).unwrap();
+        assert_eq!(c.canary.detect_increase(), 0.3);
+        let err = parse(
+            "[canary]\nmax_exception_rate_increase = 0.4\ndetect_exception_rate_increase = 0.3\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("canary.detect_exception_rate_increase"),
+            "{err}"
+        );
+        let err = parse("", &[("FLEETGATE_CANARY_PRE_WINDOW_SECS", "-5")]).unwrap_err();
+        assert!(err.to_string().contains("canary.pre_window_secs"), "{err}");
     }
 
     #[test]
@@ -961,6 +1018,9 @@ mod tests {
             "on_inconclusive =",
             "max_window_secs =",
             "selection_timeout_secs =",
+            "max_exception_rate_increase =",
+            "detect_exception_rate_increase =",
+            "pre_window_secs =",
         ] {
             assert!(text.contains(key), "init template lacks `{key}`");
         }
