@@ -17,6 +17,9 @@ use fleetgate_core::{FleetStageProgress, PipelineState, Verdict};
 use serde_json::Value;
 use std::collections::{BTreeSet, VecDeque};
 
+/// Most pre-update history samples read per judge pass.
+const HISTORY_SAMPLES: u64 = 60;
+
 pub(crate) fn judge_config(ctx: &GateContext) -> JudgeConfig {
     let c = &ctx.cfg.canary;
     let pos = |v: i64| u64::try_from(v).unwrap_or(0);
@@ -32,6 +35,8 @@ pub(crate) fn judge_config(ctx: &GateContext) -> JudgeConfig {
             InconclusivePolicy::Rollback => OnInconclusive::Rollback,
         },
         max_window_secs: pos(c.max_window()),
+        detect_exception_rate_increase: c.detect_exception_rate_increase,
+        pre_window_secs: pos(c.pre_window_secs),
         ..JudgeConfig::default()
     }
 }
@@ -229,6 +234,24 @@ fn judge(
     let interval = u64::try_from(ctx.cfg.canary.sample_interval_secs)
         .unwrap_or(30)
         .max(1);
+    // Each canary node is judged against its own rate before the update (difference in
+    // differences): feed the stored heartbeats of `pre_window_secs` before the window.
+    // At most `HISTORY_SAMPLES` samples: the judge uses the counters' changes over the
+    // history, not its cadence.
+    let pre = judge.config().pre_window_secs;
+    if pre > 0 {
+        let step = interval.max(pre.div_ceil(HISTORY_SAMPLES));
+        let mut t = start.saturating_sub(pre);
+        while t <= start {
+            let s = link
+                .block_on(link.registry().sample(&canary, &baseline, t as i64))
+                .map_err(|e| rt_err("failed to read the pre-update history", e))?;
+            judge
+                .on_event(fleetgate_canary::Event::History(s))
+                .map_err(|e| RuntimeError::Fleet(e.to_string()))?;
+            t += step;
+        }
+    }
     let now = u64::try_from(now_secs()).unwrap_or(0);
     let mut next = start + interval;
     let mut decided = false;
