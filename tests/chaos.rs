@@ -147,10 +147,10 @@ fn set_push_mode(fleet: &Fleet) {
 
 /// One round: start, run, kill as scheduled, resume, check. Returns whether a kill
 /// happened (the run may finish before the kill point).
-fn round(fleet: &Fleet, r: Round, n: usize) -> bool {
-    // A good release is a fresh commit (a new code hash, so every node must change); the
-    // bad one is v3.0.0 (10x exception rate).
-    let version = if r.good {
+/// A good release is a fresh commit (a new code hash, so every node must change); the bad
+/// one is v3.0.0 (10x exception rate).
+fn release(fleet: &Fleet, good: bool, n: usize) -> String {
+    if good {
         let v = format!("v4.{n}.0");
         let app = fleet.dir.path().join("sample-app");
         std::fs::write(app.join("NOTES"), format!("chaos round {n}\n")).unwrap();
@@ -160,7 +160,11 @@ fn round(fleet: &Fleet, r: Round, n: usize) -> bool {
         v
     } else {
         "v3.0.0".to_owned()
-    };
+    }
+}
+
+fn round(fleet: &Fleet, r: Round, n: usize) -> bool {
+    let version = release(fleet, r.good, n);
     let out = fleet.fg(&["start", &version]);
     assert_eq!(
         code(&out),
@@ -213,45 +217,7 @@ fn round(fleet: &Fleet, r: Round, n: usize) -> bool {
         "round {n} {r:?}: the resumed run ends: {}",
         text(&out)
     );
-    let s = fleet.status();
-    let stage = s["stage"].as_str().unwrap_or("").to_owned();
-    assert!(
-        s["outbox"].as_array().is_none_or(|o| o.is_empty()),
-        "round {n} {r:?}: outbox not empty: {}",
-        s["outbox"]
-    );
-    let want = match stage.as_str() {
-        "completed" => s["code_hash"].as_str().unwrap().to_owned(),
-        "rolled_back" => s["last_completed"]["code_hash"]
-            .as_str()
-            .unwrap()
-            .to_owned(),
-        other => panic!(
-            "round {n} {r:?}: unexpected end `{other}`: {}",
-            s["failure_detail"]
-        ),
-    };
-    if r.good {
-        assert_eq!(
-            stage, "completed",
-            "round {n} {r:?}: a good release was rolled back: {}",
-            s["failure_detail"]
-        );
-    } else {
-        assert_eq!(
-            stage, "rolled_back",
-            "round {n} {r:?}: a bad release completed"
-        );
-    }
-    for (node, hash) in agent_hashes(fleet) {
-        assert_eq!(
-            hash, want,
-            "round {n} {r:?}: {node} runs {hash}, the state says `{stage}` ({want})"
-        );
-    }
-    if stage == "rolled_back" {
-        revoked_manifest_is_refused_everywhere(fleet, &s, n);
-    }
+    let (stage, want) = consistent(fleet, r.good, &format!("round {n} {r:?}"));
     println!(
         "round {n}: {version} {:?} +{}ms killed at `{}` ({}) after {:.1}s → {stage}, every node on {}",
         r.kill,
@@ -264,9 +230,48 @@ fn round(fleet: &Fleet, r: Round, n: usize) -> bool {
     killed
 }
 
+/// After a resumed run: the outbox is empty, every node runs what the state says, a
+/// rolled-back release is refused everywhere. Returns the end stage and the code hash.
+fn consistent(fleet: &Fleet, good: bool, what: &str) -> (String, String) {
+    let s = fleet.status();
+    let stage = s["stage"].as_str().unwrap_or("").to_owned();
+    assert!(
+        s["outbox"].as_array().is_none_or(|o| o.is_empty()),
+        "{what}: outbox not empty: {}",
+        s["outbox"]
+    );
+    let want = match stage.as_str() {
+        "completed" => s["code_hash"].as_str().unwrap().to_owned(),
+        "rolled_back" => s["last_completed"]["code_hash"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        other => panic!("{what}: unexpected end `{other}`: {}", s["failure_detail"]),
+    };
+    if good {
+        assert_eq!(
+            stage, "completed",
+            "{what}: a good release was rolled back: {}",
+            s["failure_detail"]
+        );
+    } else {
+        assert_eq!(stage, "rolled_back", "{what}: a bad release completed");
+    }
+    for (node, hash) in agent_hashes(fleet) {
+        assert_eq!(
+            hash, want,
+            "{what}: {node} runs {hash}, the state says `{stage}` ({want})"
+        );
+    }
+    if stage == "rolled_back" {
+        revoked_manifest_is_refused_everywhere(fleet, &s, what);
+    }
+    (stage, want)
+}
+
 /// The rolled-back release's signed manifest, posted to every node's `/apply`, is refused
 /// by every node: their floors are above it.
-fn revoked_manifest_is_refused_everywhere(fleet: &Fleet, s: &Value, n: usize) {
+fn revoked_manifest_is_refused_everywhere(fleet: &Fleet, s: &Value, what: &str) {
     let seq = s["manifest"]["sequence"].as_u64().unwrap();
     let bytes = std::fs::read(
         fleet
@@ -283,12 +288,12 @@ fn revoked_manifest_is_refused_everywhere(fleet: &Fleet, s: &Value, n: usize) {
         assert_eq!(
             (c, body["reason"].as_str()),
             (409, Some("replayed")),
-            "round {n}: {node} did not refuse the revoked release: {body}"
+            "{what}: {node} did not refuse the revoked release: {body}"
         );
         assert_ne!(
             body["running"]["code_hash"].as_str(),
             Some(bad),
-            "round {n}: {node} runs the revoked release"
+            "{what}: {node} runs the revoked release"
         );
     }
     // The same manifest pushed straight into every node's gossip port: each gossip node
@@ -305,7 +310,7 @@ fn revoked_manifest_is_refused_everywhere(fleet: &Fleet, s: &Value, n: usize) {
             assert_ne!(
                 held["sequence"].as_u64(),
                 Some(seq),
-                "round {n}: {node}'s gossip holds the revoked release"
+                "{what}: {node}'s gossip holds the revoked release"
             );
         }
         let url = format!("http://{}/status", conf_value(fleet, &node, "listen"));
@@ -313,11 +318,11 @@ fn revoked_manifest_is_refused_everywhere(fleet: &Fleet, s: &Value, n: usize) {
         assert_ne!(
             st["code_hash"].as_str(),
             Some(bad),
-            "round {n}: {node} took the revoked release from gossip: {st}"
+            "{what}: {node} took the revoked release from gossip: {st}"
         );
         assert!(
             st["floor"].as_u64().unwrap_or(0) > seq,
-            "round {n}: {node}'s floor {} is not above the revoked sequence {seq}",
+            "{what}: {node}'s floor {} is not above the revoked sequence {seq}",
             st["floor"]
         );
     }
@@ -379,7 +384,10 @@ fn chaos(rounds_per_mode: usize) {
             set_push_mode(&fleet);
         }
         // The fleet runs v1.0.0; the first completed release is the first good round.
-        for r in schedule(seed.wrapping_add(m as u64), rounds_per_mode) {
+        for r in schedule(
+            seed ^ (m as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            rounds_per_mode,
+        ) {
             total += 1;
             if round(&fleet, r, total) {
                 kills += 1;
@@ -404,4 +412,47 @@ fn chaos_short() {
 #[ignore = "long chaos run (≥ 100 kills, about an hour): cargo nextest run --run-ignored only --test chaos"]
 fn chaos_long() {
     chaos(55);
+}
+
+/// Killed at a deterministic point — right after each kind of fleet effect was sent and
+/// before the nodes' answers were recorded — the resumed run finishes consistent: the
+/// canary's and DEPLOY's sends (push mode) for a good release, the rollback order's for a
+/// bad one.
+#[test]
+fn killed_between_each_fleet_send_and_its_answers_the_resumed_run_finishes_consistent() {
+    use std::os::unix::process::ExitStatusExt;
+    let fleet = Fleet::prepare(4);
+    set_push_mode(&fleet);
+    for (n, (good, point)) in [
+        (true, "canary-sent"),
+        (true, "deploy-sent"),
+        (false, "rollback-sent"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let version = release(&fleet, good, n + 1);
+        let out = fleet.fg(&["start", &version]);
+        assert_eq!(code(&out), 0, "{point}: {}", text(&out));
+        let out = std::process::Command::new(common::bin())
+            .arg("--config")
+            .arg(fleet.config())
+            .arg("run")
+            .env("FLEETGATE_TEST_CRASH_AT", point)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "{point}: the orchestrator was killed there: {}",
+            text(&out)
+        );
+        let out = fleet.fg(&["run"]);
+        assert!(matches!(code(&out), 0 | 4), "{point}: {}", text(&out));
+        let (stage, want) = consistent(&fleet, good, point);
+        println!(
+            "killed at {point}: {version} → {stage}, every node on {}",
+            &want[..12]
+        );
+    }
 }

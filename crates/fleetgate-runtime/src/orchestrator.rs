@@ -502,19 +502,48 @@ impl Orchestrator {
         })
     }
 
+    /// How long `run` keeps retrying a finished run's queued effects before it returns
+    /// with them still queued: the longer of the apply timeout and three heartbeat
+    /// timeouts (a node that is restarting its app answers busy meanwhile).
+    fn delivery_deadline(&self) -> Duration {
+        let c = &self.ctx.cfg.canary;
+        let secs = c
+            .apply_timeout_secs
+            .max(c.heartbeat_timeout_secs.saturating_mul(3))
+            .max(30);
+        Duration::from_secs(u64::try_from(secs).unwrap_or(300))
+    }
+
     /// Advance until the run reaches a terminal state, sleeping between pending checks.
     /// A finished run's queued effects (rollback orders) are delivered once before it
     /// returns.
     pub fn run(&self, progress: &mut dyn FnMut(Progress)) -> Result<PipelineState, RuntimeError> {
+        let poll = Duration::from_secs(
+            u64::try_from(self.ctx.cfg.run.poll_interval_secs)
+                .unwrap_or(5)
+                .max(1),
+        );
+        let mut delivering_since: Option<std::time::Instant> = None;
         loop {
             let state = self.store.load()?;
             if !state.stage.is_gated() {
                 if state.outbox.is_empty() {
                     return Ok(state);
                 }
-                return Ok(self
-                    .deliver_queued(state.stage, state.outbox.len(), progress)?
-                    .state);
+                // A finished run's queued effects (rollback orders) are retried until every
+                // node that may run the release obeyed, or until the delivery deadline;
+                // what is left stays queued for `fleetgate outbox`.
+                let since = *delivering_since.get_or_insert_with(std::time::Instant::now);
+                let report = self.deliver_queued(state.stage, state.outbox.len(), progress)?;
+                if report.state.outbox.is_empty() || since.elapsed() >= self.delivery_deadline() {
+                    return Ok(report.state);
+                }
+                progress(Progress::Waiting {
+                    stage: state.stage,
+                    secs: poll.as_secs(),
+                });
+                std::thread::sleep(poll);
+                continue;
             }
             let report = self.advance(progress)?;
             if report.committed && report.verdict.outcome == fleetgate_core::Outcome::Pending {

@@ -24,7 +24,8 @@
 //!   [`ReleaseRecord::merged_with`]).
 //!
 //! Test hook: `FLEETGATE_TEST_CRASH_AT=before-write:N|after-write:N` makes the process
-//! SIGKILL itself around its N-th state write (1-based). It exists so the crash-safety
+//! SIGKILL itself around its N-th state write (1-based); [`kill_point`] names points
+//! outside the store. It exists so the crash-safety
 //! test can kill a real orchestrator at every transition; it can only lose progress,
 //! never skip a check.
 //!
@@ -123,6 +124,15 @@ pub struct OrchestratorLock {
 }
 
 static WRITES: AtomicU32 = AtomicU32::new(0);
+
+/// Test hook: `FLEETGATE_TEST_CRASH_AT=<name>` makes the process SIGKILL itself when it
+/// reaches the named point (`canary-sent`, `deploy-sent`, `rollback-sent`: after a
+/// manifest was sent to nodes and before their answers were recorded).
+pub fn kill_point(name: &str) {
+    if std::env::var("FLEETGATE_TEST_CRASH_AT").is_ok_and(|v| v == name) {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
 
 fn crash_point(phase: &str) {
     let Ok(spec) = std::env::var("FLEETGATE_TEST_CRASH_AT") else {

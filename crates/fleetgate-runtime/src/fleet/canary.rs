@@ -87,7 +87,9 @@ pub fn canary(
                 }
             }
             FleetCommand::Send { nodes } => {
-                for (node, answer) in link.send(&nodes, &bytes) {
+                let answers = link.send(&nodes, &bytes);
+                fleetgate_store::kill_point("canary-sent");
+                for (node, answer) in answers {
                     tracing::info!(node = %node, answer = ?answer, "canary apply answered");
                     queue.extend(m.handle(CanaryEvent::Answered { node, answer }));
                 }

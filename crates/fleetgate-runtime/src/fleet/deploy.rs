@@ -92,7 +92,9 @@ pub fn deploy(
                 }
             }
             FleetCommand::Send { nodes } => {
-                for (node, answer) in link.send(&nodes, &bytes) {
+                let answers = link.send(&nodes, &bytes);
+                fleetgate_store::kill_point("deploy-sent");
+                for (node, answer) in answers {
                     tracing::info!(node = %node, answer = ?answer, "deploy apply answered");
                     queue.extend(m.handle(DeployEvent::Answered { node, answer }));
                 }

@@ -82,7 +82,9 @@ pub fn send_rollback(
             }
             RevocationStep::Send(nodes) => {
                 persist(&progress).map_err(|e| e.to_string())?;
-                for (node, answer) in link.send(&nodes, &bytes) {
+                let answers = link.send(&nodes, &bytes);
+                fleetgate_store::kill_point("rollback-sent");
+                for (node, answer) in answers {
                     tracing::info!(node = %node, answer = ?answer, "rollback order answered");
                     progress.answered(&node, answer);
                 }
