@@ -304,6 +304,19 @@ impl NodeDelivery {
     }
 }
 
+/// Marks every delivery that is due at `now` as being sent and returns their nodes
+/// (persist before sending).
+fn send_due(deliveries: &mut [NodeDelivery], now: i64) -> Vec<String> {
+    deliveries
+        .iter_mut()
+        .filter(|d| d.due(now))
+        .map(|d| {
+            d.sending(now);
+            d.node.clone()
+        })
+        .collect()
+}
+
 fn short(h: &str) -> &str {
     h.get(..12).unwrap_or(h)
 }
@@ -605,15 +618,7 @@ impl CanaryMachine<'_> {
             ))];
         }
         if p.window_start.is_none() {
-            let due: Vec<String> = p
-                .deliveries
-                .iter_mut()
-                .filter(|d| d.due(now))
-                .map(|d| {
-                    d.sending(now);
-                    d.node.clone()
-                })
-                .collect();
+            let due = send_due(&mut p.deliveries, now);
             if !due.is_empty() {
                 p.first_sent_at.get_or_insert(now);
                 return vec![FleetCommand::Persist, FleetCommand::Send { nodes: due }];
@@ -868,16 +873,7 @@ impl DeployMachine<'_> {
             }
             DeployMode::Gossip => {}
             DeployMode::Push => {
-                let due: Vec<String> = self
-                    .progress
-                    .deliveries
-                    .iter_mut()
-                    .filter(|d| d.due(now))
-                    .map(|d| {
-                        d.sending(now);
-                        d.node.clone()
-                    })
-                    .collect();
+                let due = send_due(&mut self.progress.deliveries, now);
                 if !due.is_empty() {
                     return vec![FleetCommand::Persist, FleetCommand::Send { nodes: due }];
                 }
@@ -1009,15 +1005,7 @@ impl RevocationProgress {
         if self.gossip && self.published.is_none() {
             return RevocationStep::Publish;
         }
-        let due: Vec<String> = self
-            .deliveries
-            .iter_mut()
-            .filter(|d| d.due(now))
-            .map(|d| {
-                d.sending(now);
-                d.node.clone()
-            })
-            .collect();
+        let due = send_due(&mut self.deliveries, now);
         if !due.is_empty() {
             return RevocationStep::Send(due);
         }
