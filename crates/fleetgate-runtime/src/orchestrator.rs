@@ -515,8 +515,8 @@ impl Orchestrator {
     }
 
     /// Advance until the run reaches a terminal state, sleeping between pending checks.
-    /// A finished run's queued effects (rollback orders) are delivered once before it
-    /// returns.
+    /// A finished run's queued effects (rollback orders) are retried until delivered or
+    /// until the delivery deadline (see `delivery_deadline`), then left queued.
     pub fn run(&self, progress: &mut dyn FnMut(Progress)) -> Result<PipelineState, RuntimeError> {
         let poll = Duration::from_secs(
             u64::try_from(self.ctx.cfg.run.poll_interval_secs)

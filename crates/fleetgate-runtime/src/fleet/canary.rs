@@ -76,11 +76,18 @@ pub fn canary(
             }
             FleetCommand::SelectCanary => {
                 let event = select(ctx, link, state, t)?;
-                let selected = matches!(event, CanaryEvent::Selected { .. });
-                if let CanaryEvent::Selected { selection } = &event {
-                    record_selection(link, state, selection, t)?;
-                }
+                let selection = match &event {
+                    CanaryEvent::Selected { selection } => Some(selection.clone()),
+                    _ => None,
+                };
+                let selected = selection.is_some();
                 queue.extend(m.handle(event));
+                if let Some(selection) = selection {
+                    // The state file first: a restart then reuses this selection, so the
+                    // registry's copy (which refuses a different one) always matches.
+                    checkpoint(FleetStageProgress::Canary(m.progress.clone()))?;
+                    record_selection(link, state, &selection, t)?;
+                }
                 if selected && ticks < MAX_TICKS {
                     ticks += 1;
                     queue.extend(m.handle(CanaryEvent::Tick { now: t }));
