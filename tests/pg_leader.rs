@@ -6,12 +6,7 @@ mod common;
 use common::{Env, code, history, text};
 
 fn pg_schema() -> Option<String> {
-    let Ok(base) = std::env::var("FLEETGATE_TEST_PG_URL") else {
-        eprintln!(
-            "PostgreSQL skipped: FLEETGATE_TEST_PG_URL is not set (the two-orchestrator test needs it)"
-        );
-        return None;
-    };
+    let base = fleetgate_testkit::postgres_url("the two-orchestrator test needs it")?;
     let schema = format!(
         "e2e_{}_{}",
         std::process::id(),

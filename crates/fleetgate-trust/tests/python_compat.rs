@@ -9,8 +9,9 @@
 //!   implementing HART's `sign_release.py` / verifier. Skipped with a loud
 //!   message when `cryptography` is not installed.
 //!
-//! `python3` itself is required; set `FLEETGATE_SKIP_PYTHON_TESTS=1` to skip
-//! (loudly) on a machine without it.
+//! Without `python3` (or with `FLEETGATE_SKIP_PYTHON_TESTS=1`) the tests are skipped
+//! loudly through `fleetgate-testkit` (listed in `cargo xtask test`'s summary); in CI
+//! they fail instead.
 
 use fleetgate_trust::{
     Manifest, SigningKey, VerifyError, rfc3339_seconds, sign_manifest_value, to_canonical_bytes,
@@ -23,12 +24,18 @@ use std::process::{Command, Stdio};
 
 fn python_available() -> bool {
     if std::env::var_os("FLEETGATE_SKIP_PYTHON_TESTS").is_some() {
-        eprintln!(
-            "!!!!! SKIPPED: FLEETGATE_SKIP_PYTHON_TESTS is set; Python byte-compatibility NOT checked !!!!!"
+        fleetgate_testkit::skip(
+            "python3",
+            "FLEETGATE_SKIP_PYTHON_TESTS is set; Python byte-compatibility NOT checked",
         );
         return false;
     }
-    true
+    fleetgate_testkit::require(
+        "python3",
+        "python3",
+        &["--version"],
+        "python3 is not installed; Python byte-compatibility NOT checked",
+    )
 }
 
 /// Runs `python3 -c script` with `stdin`, returns stdout; panics with stderr
@@ -133,20 +140,16 @@ fn has_cryptography() -> bool {
     if !python_available() {
         return false;
     }
-    let ok = Command::new("python3")
-        .args([
+    fleetgate_testkit::require(
+        "Python's cryptography",
+        "python3",
+        &[
             "-c",
             "import cryptography.hazmat.primitives.asymmetric.ed25519",
-        ])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!(
-            "\n!!!!! SKIPPED: Python package `cryptography` is not installed; HART signing \
-             interop NOT checked. Install it with `pip install cryptography` !!!!!\n"
-        );
-    }
-    ok
+        ],
+        "HART signing interop NOT checked; install it with `pip install cryptography` \
+         (Debian: apt-get install python3-cryptography)",
+    )
 }
 
 /// HART's sign_release.py, reduced to its signing core: build the manifest,

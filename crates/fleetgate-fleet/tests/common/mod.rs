@@ -27,36 +27,31 @@ pub async fn backends() -> Vec<Db> {
         pg: None,
         _dir: Some(dir),
     }];
-    match std::env::var("FLEETGATE_TEST_PG_URL") {
-        Ok(base) if !base.is_empty() => {
-            let schema = format!(
-                "t_{}_{}_{}",
-                std::process::id(),
-                COUNTER.fetch_add(1, Ordering::SeqCst),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .subsec_nanos()
-            );
-            let mut conn = sqlx::PgConnection::connect(&base)
-                .await
-                .expect("connect to FLEETGATE_TEST_PG_URL");
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-                .execute(&mut conn)
-                .await
-                .expect("create test schema");
-            eprintln!("[postgres] testing in schema {schema}");
-            let sep = if base.contains('?') { '&' } else { '?' };
-            out.push(Db {
-                name: "postgres",
-                url: format!("{base}{sep}options[search_path]={schema}"),
-                pg: Some((base, schema)),
-                _dir: None,
-            });
-        }
-        _ => eprintln!(
-            "PostgreSQL skipped: FLEETGATE_TEST_PG_URL is not set (only SQLite was tested)"
-        ),
+    if let Some(base) = fleetgate_testkit::postgres_url("only SQLite was tested") {
+        let schema = format!(
+            "t_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        let mut conn = sqlx::PgConnection::connect(&base)
+            .await
+            .expect("connect to FLEETGATE_TEST_PG_URL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&mut conn)
+            .await
+            .expect("create test schema");
+        eprintln!("[postgres] testing in schema {schema}");
+        let sep = if base.contains('?') { '&' } else { '?' };
+        out.push(Db {
+            name: "postgres",
+            url: format!("{base}{sep}options[search_path]={schema}"),
+            pg: Some((base, schema)),
+            _dir: None,
+        });
     }
     out
 }
