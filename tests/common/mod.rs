@@ -148,6 +148,10 @@ impl Fleet {
             .collect()
     }
     pub fn prepare(nodes: u16) -> Fleet {
+        Fleet::prepare_with(nodes, &[])
+    }
+    /// [`Fleet::prepare`] with more `demo` options (e.g. `--node-error-spread 0.5`).
+    pub fn prepare_with(nodes: u16, extra: &[&str]) -> Fleet {
         let fleet = Fleet {
             dir: tempfile::tempdir().unwrap(),
         };
@@ -160,6 +164,7 @@ impl Fleet {
                 "--dir",
             ])
             .arg(fleet.dir.path())
+            .args(extra)
             .output()
             .unwrap();
         // The demo returns only once the fleet endpoint answers and the registry shows

@@ -582,7 +582,7 @@ pub struct Judge {
     #[serde(default)]
     held_since: Option<u64>,
     /// Per node, the counters of its latest history report; `None` once a canary
-    /// node's history ended (counter reset).
+    /// node's history ended (a counter reset into the release's code).
     #[serde(default)]
     history: BTreeMap<String, Option<(u64, u64)>>,
     /// Time of the latest history sample.
@@ -747,12 +747,19 @@ impl Judge {
                 continue;
             };
             if now.0 < le || now.1 < lr {
-                if is_canary {
-                    // The update restarted it: what follows is not its old code.
+                // A restart. On a canary node running the release (or saying nothing of
+                // its code) it is the update: its history ends there. Otherwise it is a
+                // restart of the old code (a reboot, the provisioning): counting goes on
+                // from zero.
+                let old_code = r
+                    .code_hash
+                    .as_deref()
+                    .is_some_and(|h| h != self.expected_code_hash);
+                if is_canary && !old_code {
                     *entry = None;
                     continue;
                 }
-                self.rate.add_history(&r.node_id, false, now.0, now.1);
+                self.rate.add_history(&r.node_id, is_canary, now.0, now.1);
             } else {
                 self.rate
                     .add_history(&r.node_id, is_canary, now.0 - le, now.1 - lr);

@@ -71,10 +71,13 @@
 //! with a 95% confidence interval.
 //!
 //! **Feeding history.** The runtime feeds [`Event::History`] samples (the registry's
-//! stored heartbeats of the canary and baseline nodes) every `sample_interval_secs`
-//! from `window_start − pre_window_secs` up to the window start, in time order, before
-//! the first [`Event::Sample`]. A canary node's counter reset in the history ends its
-//! history (the update restarted it).
+//! stored heartbeats of the canary and baseline nodes) from `window_start −
+//! pre_window_secs` up to the window start, in time order, before the first
+//! [`Event::Sample`]; only the counters' changes count, so the cadence may be sparse far
+//! from the start, but must be dense near it (a young fleet or a recently restarted node
+//! has only a few seconds of history). A canary node's counter reset into the release's
+//! code (or an unnamed one) ends its history (the update restarted it); a reset that
+//! reports another code hash is a restart of the old code, and counting goes on.
 //!
 //! **Verdict rules.** Crash loops (counter resets beyond `max_restarts`), integrity
 //! mismatches and lost heartbeats fail *hard* at the next sample. The exception test,

@@ -1042,3 +1042,43 @@ fn a_persisted_judge_with_history_resumes_identically() {
     let back: Judge = serde_json::from_str(&saved).unwrap();
     assert_eq!(back, h.judge);
 }
+
+#[test]
+fn a_canary_restart_on_its_old_code_inside_the_history_keeps_counting() {
+    // The canary's counters reset at 850 while it reports its old code (a reboot, the
+    // provisioning): the counting goes on from zero, and all ten intervals are history.
+    let mut h = History {
+        judge: Judge::new(
+            JudgeConfig {
+                window_secs: 300,
+                sample_interval_secs: 30,
+                ..JudgeConfig::default()
+            },
+            HASH,
+            vec!["c0".to_owned()],
+            IDS[1..].iter().map(|s| s.to_string()),
+            1000,
+        )
+        .unwrap(),
+        totals: vec![(0, 0); 5],
+    };
+    for k in 0..=10u64 {
+        if k > 0 {
+            h.serve([10; 5]);
+        }
+        if k == 5 {
+            h.totals[0] = (0, 0);
+        }
+        let mut old = h.sample(700 + 30 * k);
+        for r in &mut old.nodes {
+            r.code_hash = Some("0ld".into());
+        }
+        h.judge.on_event(Event::History(old)).unwrap();
+    }
+    h.totals[0] = (0, 0);
+    let v = h.run([10; 5]);
+    // 9 intervals × 1,000: all but the one the reset wiped (with the release's hash
+    // reported, the history would have ended at the reset: 4,000, see above).
+    assert_eq!(v.criteria[0].figures["canary_history_requests"], 9_000);
+    assert_ne!(v.decision, Decision::Fail, "{}", v.reason);
+}

@@ -5,6 +5,7 @@
 //! second, a fraction `error_rate` of which raise an exception. `GET /health` answers
 //! `{"status": "ok", "version", "requests_total", "exceptions_total"}` (503 when
 //! `healthy=false` in app.conf): the counters the node agent forwards in its heartbeats.
+//! `DEMO_ERROR_SCALE` in the environment (a per-node setting) multiplies `error_rate`.
 //! The traffic is synthetic on purpose, so the demo needs no load generator; the counts
 //! are drawn from a seeded generator, so the statistics are real draws, not constants.
 
@@ -38,6 +39,15 @@ pub fn run(args: DemoAppArgs) -> anyhow::Result<std::process::ExitCode> {
     let error_rate: f64 = conf("error_rate")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.01);
+    // The node's own factor (its hardware, region, tenant mix): set per node in the node
+    // agent's `[env]` by `demo --node-error-spread`.
+    let error_rate = match std::env::var("DEMO_ERROR_SCALE") {
+        Ok(v) => match v.parse::<f64>() {
+            Ok(f) if f.is_finite() && f > 0.0 && f <= 100.0 => error_rate * f,
+            _ => anyhow::bail!("DEMO_ERROR_SCALE={v:?} is not a factor between 0 and 100"),
+        },
+        Err(_) => error_rate,
+    };
     let healthy = conf("healthy").is_none_or(|v| v != "false");
     let version = std::env::var("FLEETGATE_VERSION").unwrap_or_else(|_| "dev".into());
     let requests = Arc::new(AtomicU64::new(0));

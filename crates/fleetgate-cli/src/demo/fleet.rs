@@ -99,6 +99,30 @@ pub(super) struct Plan<'a> {
     pub(super) nodes: u16,
     /// Leave the processes running when the fleet is dropped.
     pub(super) keep: bool,
+    /// Node-to-node spread σ of the apps' natural exception rate (`--node-error-spread`).
+    pub(super) error_spread: f64,
+}
+
+/// Node `i`'s factor on the app's exception rate: exp(σ·Z − σ²/2), Z standard normal
+/// drawn (Box–Muller over SplitMix64) from a seed fixed per node index, so a fleet's
+/// spread is the same on every run. Mean 1 over nodes; 1 exactly when σ = 0.
+pub(super) fn error_scale(sigma: f64, i: u16) -> f64 {
+    if sigma == 0.0 {
+        return 1.0;
+    }
+    let mut x = 0x5eed_0012_0000_0000_u64 ^ u64::from(i);
+    let mut uniform = || {
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        // (0, 1]: never 0, so ln is finite.
+        ((z >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    };
+    let (u1, u2) = (uniform(), uniform());
+    let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+    (sigma * z - sigma * sigma / 2.0).exp()
 }
 
 /// A prepared fleet and the orchestrator that drives it.
@@ -143,6 +167,7 @@ pub(super) fn prepare(plan: &Plan<'_>) -> anyhow::Result<Prepared> {
         exe,
         nodes,
         keep,
+        error_spread,
     } = *plan;
     let (cfg, base) = load_config(Some(config))?;
     let db_url = fleetgate_runtime::fleet::database_url(&fleetgate_runtime::gates::GateContext {
@@ -240,6 +265,7 @@ gossip_anti_entropy_secs = 2
 
 [env]
 PORT = "{app_port}"
+DEMO_ERROR_SCALE = "{error_scale:.4}"
 
 [health]
 http = "http://127.0.0.1:{app_port}/health"
@@ -248,6 +274,7 @@ http = "http://127.0.0.1:{app_port}/health"
             remote = app.display().to_string(),
             start = format!("exec '{}' demo-app", exe.display()),
             gossip_port = gossip_ports[usize::from(i - 1)],
+            error_scale = error_scale(error_spread, i),
             seeds = (1..=3u16)
                 .map(|k| format!(
                     "127.0.0.1:{}",
@@ -273,6 +300,15 @@ http = "http://127.0.0.1:{app_port}/health"
             child: Some(child),
             log: log_path,
         });
+    }
+    if error_spread > 0.0 {
+        let scales: Vec<String> = (1..=nodes)
+            .map(|i| format!("{:.2}", error_scale(error_spread, i)))
+            .collect();
+        println!(
+            "  node-to-node spread σ = {error_spread}: each node's natural exception rate × [{}]",
+            scales.join(", ")
+        );
     }
     println!(
         "  started {} node agents (logs: {}/nodes/*/agent.log)",
@@ -580,4 +616,25 @@ async fn post_all(
         out.insert(id, r);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_scale;
+
+    #[test]
+    fn node_error_scales_are_lognormal_with_mean_one_and_fixed_per_node() {
+        assert_eq!(error_scale(0.0, 3), 1.0);
+        let scales: Vec<f64> = (1..=64).map(|i| error_scale(0.3, i)).collect();
+        assert_eq!(
+            scales,
+            (1..=64).map(|i| error_scale(0.3, i)).collect::<Vec<_>>()
+        );
+        let mean = scales.iter().sum::<f64>() / 64.0;
+        assert!((0.85..1.15).contains(&mean), "mean factor {mean}");
+        let logs: Vec<f64> = scales.iter().map(|s| s.ln()).collect();
+        let m = logs.iter().sum::<f64>() / 64.0;
+        let sd = (logs.iter().map(|l| (l - m).powi(2)).sum::<f64>() / 63.0).sqrt();
+        assert!((0.2..0.4).contains(&sd), "σ of ln(factor) {sd}");
+    }
 }

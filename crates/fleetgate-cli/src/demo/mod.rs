@@ -83,6 +83,24 @@ pub struct DemoArgs {
     /// leave it running and exit: for driving the pipeline by hand or from tests.
     #[arg(long)]
     pub prepare_only: bool,
+    /// Node-to-node spread σ of the apps' natural exception rate: node i's rate is the
+    /// release's `error_rate` × exp(σ·Zᵢ − σ²/2) (Zᵢ standard normal, drawn from a fixed
+    /// seed; mean factor 1), set as `DEMO_ERROR_SCALE` in the node's `[env]`. Real nodes
+    /// differ like this (hardware, region, tenant mix); the canary judge must not mistake
+    /// it for a regression. 0 (the default) = identical nodes.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_spread)]
+    pub node_error_spread: f64,
+}
+
+fn parse_spread(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number (σ, e.g. 0.3)"))?;
+    if v.is_finite() && (0.0..=2.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("σ must be between 0 and 2, got {s}"))
+    }
 }
 
 fn commit_all(repo: &git2::Repository, message: &str, tag: &str) -> anyhow::Result<git2::Oid> {
@@ -258,6 +276,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         exe: &exe,
         nodes: args.nodes,
         keep: args.keep,
+        error_spread: args.node_error_spread,
     })?;
     if args.prepare_only {
         fleet.keep = true;

@@ -223,6 +223,32 @@ fn record_selection(
 
 /// Replay the window from the heartbeats stored in the registry, sampling when the judge
 /// asks (`SampleAt`), so a restarted orchestrator judges exactly the same samples.
+///
+/// History points, in time order, from `start − pre` to `start`: `HISTORY_SAMPLES` spread
+/// evenly over the whole span (the judge uses the counters' changes, not the cadence)
+/// plus the last `HISTORY_SAMPLES / 2` sample intervals before the start, so a fleet or
+/// node only seconds old still has its history counted (with points 30 s apart, a node
+/// up for 20 s had none, and the judge fell back to comparing nodes with each other).
+fn history_points(start: u64, pre: u64, interval: u64) -> Vec<u64> {
+    if pre == 0 {
+        return Vec::new();
+    }
+    let from = start.saturating_sub(pre);
+    let step = interval.max(pre.div_ceil(HISTORY_SAMPLES));
+    let mut points: Vec<u64> = (0..)
+        .map(|k| from + k * step)
+        .take_while(|t| *t <= start)
+        .chain(
+            (0..HISTORY_SAMPLES / 2)
+                .map(|k| start.saturating_sub(k * interval))
+                .filter(|t| *t >= from),
+        )
+        .collect();
+    points.sort_unstable();
+    points.dedup();
+    points
+}
+
 fn judge(
     ctx: &GateContext,
     link: &FleetLink,
@@ -248,18 +274,13 @@ fn judge(
     // At most `HISTORY_SAMPLES` samples: the judge uses the counters' changes over the
     // history, not its cadence.
     let pre = judge.config().pre_window_secs;
-    if pre > 0 {
-        let step = interval.max(pre.div_ceil(HISTORY_SAMPLES));
-        let mut t = start.saturating_sub(pre);
-        while t <= start {
-            let s = link
-                .block_on(link.registry().sample(&canary, &baseline, t as i64))
-                .map_err(|e| rt_err("failed to read the pre-update history", e))?;
-            judge
-                .on_event(fleetgate_canary::Event::History(s))
-                .map_err(|e| RuntimeError::Fleet(e.to_string()))?;
-            t += step;
-        }
+    for t in history_points(start, pre, interval) {
+        let s = link
+            .block_on(link.registry().sample(&canary, &baseline, t as i64))
+            .map_err(|e| rt_err("failed to read the pre-update history", e))?;
+        judge
+            .on_event(fleetgate_canary::Event::History(s))
+            .map_err(|e| RuntimeError::Fleet(e.to_string()))?;
     }
     let now = u64::try_from(now_secs()).unwrap_or(0);
     let mut next = start + interval;
@@ -314,4 +335,23 @@ fn judge(
         detail,
         figures,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::history_points;
+
+    #[test]
+    fn history_points_cover_the_span_and_are_dense_near_the_start() {
+        assert!(history_points(10_000, 0, 1).is_empty());
+        let p = history_points(10_000, 1800, 1);
+        assert_eq!(p.first(), Some(&8_200));
+        assert_eq!(p.last(), Some(&10_000));
+        assert!(p.windows(2).all(|w| w[0] < w[1]), "sorted, no repeats");
+        // Every one of the last 30 seconds is a point: a node up for 20 s has history.
+        assert!((9_971..=10_000).all(|t| p.contains(&t)));
+        assert!(p.len() <= 61 + 30, "{} points", p.len());
+        // Near time zero nothing underflows.
+        assert_eq!(history_points(5, 1800, 1), vec![0, 1, 2, 3, 4, 5]);
+    }
 }

@@ -1,0 +1,116 @@
+//! The canary judge on a real fleet whose nodes differ in their natural exception rate
+//! (issue 12): a demo fleet started with `--node-error-spread 0.5` (node i's rate is the
+//! release's × exp(0.5·Zᵢ − 0.125), a factor between about 0.5 and 2 here) passes a
+//! healthy release (same code behaviour, a new commit) and rolls back one that doubles
+//! the exception rate. A judge comparing the canary with the baseline's rate alone would
+//! see the canary node's own factor as a regression (or hide a real one behind it); the
+//! difference-in-differences judge compares it with its own rate before the update.
+
+mod common;
+use common::{Fleet, code, git, text};
+use std::time::{Duration, Instant};
+
+const SIGMA: &str = "0.5";
+
+fn set_canary_thresholds(fleet: &Fleet) {
+    let path = fleet.config();
+    let conf = std::fs::read_to_string(&path).unwrap();
+    // Tolerance +25% (must pass), detect +75% (must be caught): a 2× release is well past
+    // the detect threshold, a healthy one well inside the tolerance. Anything the judge
+    // cannot decide rolls back, so an undecided healthy canary fails this test visibly
+    // instead of holding `run` forever.
+    let edited = conf.replace(
+        "max_exception_rate_increase = 0.5\n",
+        "max_exception_rate_increase = 0.25\ndetect_exception_rate_increase = 0.75\n\
+         on_inconclusive = \"rollback\"\n",
+    );
+    assert_ne!(conf, edited, "the demo config sets the canary tolerance");
+    std::fs::write(&path, edited).unwrap();
+}
+
+/// A new commit of the sample app, tagged `tag`; `error_rate` sets its exception rate.
+fn release(fleet: &Fleet, tag: &str, error_rate: Option<&str>) {
+    let app = fleet.dir.path().join("sample-app");
+    std::fs::write(app.join("NOTES"), format!("{tag}\n")).unwrap();
+    if let Some(rate) = error_rate {
+        let conf_path = app.join("app.conf");
+        let conf = std::fs::read_to_string(&conf_path).unwrap();
+        let edited: String = conf
+            .lines()
+            .map(|l| {
+                if l.starts_with("error_rate=") {
+                    format!("error_rate={rate}")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_ne!(conf.trim_end(), edited, "app.conf sets error_rate");
+        std::fs::write(&conf_path, edited + "\n").unwrap();
+    }
+    git(&app, &["add", "-A"]);
+    git(&app, &["commit", "-qm", tag]);
+    git(&app, &["tag", tag]);
+}
+
+/// Runs `fleetgate run` to its end (bounded), returning its exit code and the final state.
+fn run(fleet: &Fleet, version: &str) -> (i32, serde_json::Value) {
+    let out = fleet.fg(&["start", version]);
+    assert_eq!(code(&out), 0, "start {version}: {}", text(&out));
+    let mut child = fleet.spawn(&["run"]);
+    let t = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if t.elapsed() > Duration::from_secs(300) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{version}: run did not end in 300 s: {}", fleet.status());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    (status.code().unwrap_or(-1), fleet.status())
+}
+
+/// The judge's summary of the exception-rate criterion, for the log.
+fn canary_summary(state: &serde_json::Value) -> String {
+    let canary = &state["gate_results"]["canary"];
+    format!(
+        "{} | {}",
+        canary["detail"].as_str().unwrap_or(""),
+        state["failure_detail"].as_str().unwrap_or("")
+    )
+}
+
+#[test]
+fn fleet_with_node_to_node_spread_passes_a_healthy_release_and_rolls_back_a_doubled_one() {
+    let fleet = Fleet::prepare_with(6, &["--node-error-spread", SIGMA]);
+    set_canary_thresholds(&fleet);
+
+    release(&fleet, "v4.1.0", None);
+    let (rc, s) = run(&fleet, "v4.1.0");
+    println!("healthy v4.1.0 → {}: {}", s["stage"], canary_summary(&s));
+    assert_eq!(
+        (rc, s["stage"].as_str()),
+        (0, Some("completed")),
+        "a healthy release on a fleet with spread σ={SIGMA} was not passed: {}",
+        canary_summary(&s)
+    );
+
+    release(&fleet, "v4.2.0", Some("0.02"));
+    let (rc, s) = run(&fleet, "v4.2.0");
+    println!("doubled v4.2.0 → {}: {}", s["stage"], canary_summary(&s));
+    assert_eq!(
+        (rc, s["stage"].as_str()),
+        (4, Some("rolled_back")),
+        "a release doubling the exception rate was not rolled back: {}",
+        canary_summary(&s)
+    );
+    let detail = s["failure_detail"].as_str().unwrap_or("");
+    assert!(
+        detail.contains("exception"),
+        "rolled back for the exception rate, not something else: {detail}"
+    );
+}
