@@ -229,7 +229,7 @@ pub fn add_signature(signed: &[u8], key: &SigningKey) -> Result<Vec<u8>, SignErr
             found: json_kind(&value),
         });
     };
-    if crate::cosign::is_manifest_object(&obj) {
+    if crate::cosign::is_manifest_object(&obj) || obj.contains_key(crate::cosign::BUNDLE_FIELD) {
         return Err(SignError::ManifestCosignature);
     }
     let message = signed_bytes(&obj)?;

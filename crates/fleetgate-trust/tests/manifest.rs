@@ -830,6 +830,10 @@ fn co_signatures_are_detached_so_the_manifest_keeps_one_signature() {
     let bundle = cosigned.transport_bytes().expect("bundle");
     assert!(object(&bundle).contains_key("fleetgate_bundle"));
     assert_eq!(verify(&bundle, &r).expect("bundle").key_ids.len(), 2);
+    assert!(matches!(
+        add_signature(&bundle, &c),
+        Err(SignError::ManifestCosignature)
+    ));
     // A single-signature manifest is sent as itself.
     assert_eq!(fleetgate_trust::bundle(&one, None).expect("plain"), one);
 
