@@ -25,6 +25,7 @@ fn manifest(key: &SigningKey) -> Manifest {
         git_sha: "a".repeat(40),
         code_hash: "b".repeat(64),
         file_manifest_hash: "c".repeat(64),
+        hash_scheme: fleetgate::trust::HashScheme::Git,
         guardrail_hash: "d".repeat(64),
         built_at: fleetgate::trust::rfc3339_seconds(now),
         master_public_key: key.public_key_hex(),

@@ -497,6 +497,18 @@ fn a_two_of_two_trust_file_keeps_sign_pending_until_co_signed() {
         b.to_str().unwrap(),
     ]);
     assert_eq!(code(&out), 0, "{}", text(&out));
+    // The co-signature went beside the manifest: the manifest keeps exactly one
+    // signature, so HART's verifier (which strips only master_signature) accepts it.
+    assert_eq!(
+        std::fs::read_to_string(&manifest).unwrap(),
+        seq,
+        "the manifest is not rewritten"
+    );
+    let sigs: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.state_dir().join("release_manifest.json.sigs")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(sigs["signatures"].as_array().unwrap().len(), 1, "{sigs}");
     env.fg(&["advance"]);
     let s = env.status();
     assert_eq!(
@@ -505,6 +517,19 @@ fn a_two_of_two_trust_file_keeps_sign_pending_until_co_signed() {
         s["gate_results"]["signing"]
     );
     assert_eq!(s["stage"], "canary");
+    assert!(
+        s["manifest"].get("signatures").is_none(),
+        "the recorded manifest is HART's: {}",
+        s["manifest"]
+    );
+    // What the nodes are sent: the manifest with its co-signatures, as one bundle.
+    let sequence = s["manifest"]["sequence"].as_u64().unwrap();
+    let sent: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.state_dir().join(format!("manifests/{sequence}.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(sent["fleetgate_bundle"], 1, "{sent}");
+    assert_eq!(sent["cosignatures"], sigs);
 }
 
 #[test]

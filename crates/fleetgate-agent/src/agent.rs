@@ -626,6 +626,7 @@ impl Inner {
                     code_hash: m.code_hash,
                     git_sha: m.git_sha,
                     manifest_sha256,
+                    hash_scheme: m.hash_scheme,
                     revokes: None,
                 })
             }
@@ -648,6 +649,7 @@ impl Inner {
                     code_hash,
                     git_sha: m.return_to_git_sha.clone().unwrap_or_default(),
                     manifest_sha256,
+                    hash_scheme: m.hash_scheme,
                     revokes: m.rollback_of.map(|of| machine::Revoked {
                         sequence: of.sequence,
                         version: of.version,
@@ -665,10 +667,11 @@ impl Inner {
         };
         let slots = self.slots.clone();
         let cfg = self.cfg.code_hash.clone();
+        let scheme = target.hash_scheme;
         tokio::task::spawn_blocking(move || {
             slots.exists(&prev.slot)
                 && slots
-                    .verify(&prev.slot, &prev.git_sha, &prev.code_hash, &cfg)
+                    .verify(&prev.slot, &prev.git_sha, &prev.code_hash, scheme, &cfg)
                     .inspect_err(|e| tracing::warn!(error = %e, "previous slot is unusable; fetching instead"))
                     .is_ok()
         })
@@ -732,12 +735,13 @@ impl Inner {
                 slot,
                 git_sha,
                 code_hash,
+                hash_scheme,
             } => {
                 let slots = self.slots.clone();
                 let remote = self.cfg.remote.clone();
                 let cfg = self.cfg.code_hash.clone();
                 let r = tokio::task::spawn_blocking(move || {
-                    slots.fetch(&slot, &remote, &git_sha, &code_hash, &cfg)
+                    slots.fetch(&slot, &remote, &git_sha, &code_hash, hash_scheme, &cfg)
                 })
                 .await;
                 Some(match r {

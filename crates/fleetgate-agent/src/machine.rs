@@ -31,6 +31,7 @@
 //! [`Event::Recover`] has finished (committed: the node runs it) or undone (it does not)
 //! that apply before any order is verified.
 
+use fleetgate_trust::HashScheme;
 use serde::{Deserialize, Serialize};
 
 /// Journal format version.
@@ -65,6 +66,9 @@ pub struct Installed {
     pub sequence: u64,
     /// Slot directory name under `slots/`.
     pub slot: String,
+    /// How `code_hash` was computed (from the manifest; absent = `git`).
+    #[serde(default, skip_serializing_if = "HashScheme::is_git")]
+    pub hash_scheme: HashScheme,
 }
 
 /// What a verified manifest asks for.
@@ -84,6 +88,9 @@ pub struct Target {
     pub git_sha: String,
     /// SHA-256 of the manifest bytes, hex.
     pub manifest_sha256: String,
+    /// How `code_hash` was computed: the manifest's `hash_scheme` (absent = `git`).
+    #[serde(default, skip_serializing_if = "HashScheme::is_git")]
+    pub hash_scheme: HashScheme,
     /// For a rollback order: the release it revokes (`rollback_of`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revokes: Option<Revoked>,
@@ -389,6 +396,8 @@ pub enum Command {
         git_sha: String,
         /// Expected code hash.
         code_hash: String,
+        /// The scheme `code_hash` was computed with.
+        hash_scheme: HashScheme,
     },
     /// Run the install step in the slot. Produces `InstallDone` / `InstallFailed`.
     RunInstall {
@@ -722,6 +731,7 @@ pub fn step(
                         slot: slot.clone(),
                         git_sha: target.git_sha.clone(),
                         code_hash: target.code_hash.clone(),
+                        hash_scheme: target.hash_scheme,
                     };
                     (slot, Phase::Fetch, vec![cmd])
                 };
@@ -750,6 +760,7 @@ pub fn step(
         git_sha: a.target.git_sha.clone(),
         sequence: a.target.sequence,
         slot: a.slot.clone(),
+        hash_scheme: a.target.hash_scheme,
     };
     match (a.phase, event) {
         (Phase::Fetch, Event::Fetched) => {
@@ -928,6 +939,7 @@ mod tests {
             code_hash: hash.to_owned(),
             git_sha: format!("{hash}{hash}"),
             manifest_sha256: format!("sha-{seq}-{hash}"),
+            hash_scheme: HashScheme::Git,
             revokes: None,
         }
     }
@@ -986,6 +998,7 @@ mod tests {
             git_sha: t.git_sha.clone(),
             sequence: seq,
             slot: t.slot_name(),
+            hash_scheme: HashScheme::Git,
         }
     }
 
@@ -1015,7 +1028,8 @@ mod tests {
             vec![Command::FetchSlot {
                 slot: "2-bbbbbbbb".into(),
                 git_sha: "bbbbbbbb".into(),
-                code_hash: "bbbb".into()
+                code_hash: "bbbb".into(),
+                hash_scheme: HashScheme::Git,
             }]
         );
         let (j, c) = on(&j, Event::Fetched);

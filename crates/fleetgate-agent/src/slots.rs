@@ -3,11 +3,14 @@
 //!
 //! A slot is fetched into `slots/.partial-<name>` and renamed into place only when the
 //! checkout is complete, so a `slots/<name>` directory is always a whole checkout. Its
-//! code hash is computed with [`fleetgate_runtime::codehash::code_hash_at`] (THE
-//! definition, over the commit's tree) and then every hashed file of the working tree is
-//! compared with it, so what will run is exactly what was signed.
+//! code hash is computed with the scheme the manifest names: `git` with
+//! [`fleetgate_runtime::codehash::code_hash_at`] (THE definition, over the commit's tree)
+//! and then every hashed file of the working tree is compared with it; `hart` with
+//! [`fleetgate_runtime::codehash::hart_code_hash_dir`] over the checked-out files on disk
+//! (before the install step runs). Either way what will run is exactly what was signed.
 
 use fleetgate_core::config::CodeHashConfig;
+use fleetgate_trust::HashScheme;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
@@ -165,6 +168,7 @@ impl Slots {
         remote: &str,
         commit: &str,
         expected_code_hash: &str,
+        scheme: HashScheme,
         cfg: &CodeHashConfig,
     ) -> Result<PathBuf, SlotError> {
         check_name(name)?;
@@ -211,7 +215,7 @@ impl Slots {
             repo.set_head_detached(oid)
                 .map_err(|e| git("detach HEAD", e, false))?;
         }
-        match verify_tree(&partial, name, commit, expected_code_hash, cfg) {
+        match verify_tree(&partial, name, commit, expected_code_hash, scheme, cfg) {
             Ok(()) => {}
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&partial);
@@ -233,10 +237,18 @@ impl Slots {
         name: &str,
         commit: &str,
         expected_code_hash: &str,
+        scheme: HashScheme,
         cfg: &CodeHashConfig,
     ) -> Result<(), SlotError> {
         check_name(name)?;
-        verify_tree(&self.path(name), name, commit, expected_code_hash, cfg)
+        verify_tree(
+            &self.path(name),
+            name,
+            commit,
+            expected_code_hash,
+            scheme,
+            cfg,
+        )
     }
 
     /// Points `current` at `slots/<name>` atomically (symlink to a temporary name, rename
@@ -312,14 +324,28 @@ fn verify_tree(
     slot: &str,
     commit: &str,
     expected: &str,
+    scheme: HashScheme,
     cfg: &CodeHashConfig,
 ) -> Result<(), SlotError> {
-    let ch = fleetgate_runtime::codehash::code_hash_at(dir, commit, cfg).map_err(|e| {
-        SlotError::Hash {
-            slot: slot.to_owned(),
-            message: e.to_string(),
+    let hash_err = |e: fleetgate_runtime::RuntimeError| SlotError::Hash {
+        slot: slot.to_owned(),
+        message: e.to_string(),
+    };
+    if scheme == HashScheme::Hart {
+        // HART's scheme hashes the files on disk: that is what will run.
+        let ch = fleetgate_runtime::codehash::hart_code_hash_dir(dir, commit.to_owned())
+            .map_err(hash_err)?;
+        if ch.code_hash != expected {
+            return Err(SlotError::CodeHashMismatch {
+                slot: slot.to_owned(),
+                commit: commit.to_owned(),
+                expected: expected.to_owned(),
+                actual: ch.code_hash,
+            });
         }
-    })?;
+        return Ok(());
+    }
+    let ch = fleetgate_runtime::codehash::code_hash_at(dir, commit, cfg).map_err(hash_err)?;
     if ch.code_hash != expected {
         return Err(SlotError::CodeHashMismatch {
             slot: slot.to_owned(),

@@ -311,3 +311,79 @@ fn an_order_naming_the_revoked_code_hash_switches_back_whatever_sequence_install
     assert_eq!(f.floor(), 4);
     rt.block_on(node.shutdown()).unwrap();
 }
+
+/// Adds `rel` with `bytes` to the fixture repository's index (committed by the next
+/// [`Fixture::commit`]).
+fn stage_file(f: &Fixture, rel: &str, bytes: &[u8]) {
+    let path = f.repo.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    let r = git2::Repository::open(&f.repo).unwrap();
+    let mut idx = r.index().unwrap();
+    idx.add_path(std::path::Path::new(rel)).unwrap();
+    idx.write().unwrap();
+}
+
+#[test]
+fn a_co_signed_release_hashed_with_harts_scheme_is_verified_with_that_scheme_and_applied() {
+    let f = Fixture::new(Opts::default());
+    // Two of two keys must sign.
+    let cosigner = fleetgate_trust::SigningKey::from_seed(&[7; 32]);
+    let ring = fleetgate_trust::Keyring::new(
+        1,
+        2,
+        vec![
+            fleetgate_trust::TrustedKey::new(f.signer.public_key()),
+            fleetgate_trust::TrustedKey::new(cosigner.public_key()),
+        ],
+    )
+    .unwrap();
+    std::fs::write(f.dir.path().join("keys/trust.json"), ring.to_bytes()).unwrap();
+    stage_file(&f, "app/main.py", b"print('v1')\r\n");
+    stage_file(&f, "app/tests/test_main.py", b"assert True\n");
+    let v1 = f.commit("v1.0.0", "healthy");
+    let scratch = f.dir.path().join("hash-scratch");
+    let hart = fleetgate_runtime::codehash::hart_code_hash_at(&f.repo, &v1.sha, &scratch).unwrap();
+    assert_eq!(hart.files.keys().collect::<Vec<_>>(), ["app/main.py"]);
+    assert_ne!(hart.code_hash, v1.code_hash, "the schemes differ");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let node = rt
+        .block_on(fleetgate_agent::RunningNode::start(f.config()))
+        .unwrap();
+    let mut m = f.manifest_struct(1, &v1);
+    m.hash_scheme = fleetgate_trust::HashScheme::Hart;
+    m.code_hash = hart.code_hash.clone();
+    m.file_manifest_hash = hart.file_manifest_hash.clone();
+    let signed = fleetgate_trust::sign_manifest_detached(&m, &[&f.signer, &cosigner]).unwrap();
+    // The manifest alone carries one of the two signatures.
+    let (code, r) = post_apply(&f, &signed.manifest);
+    assert_eq!(
+        (code, r["reason"].as_str()),
+        (401, Some("below_threshold")),
+        "{r}"
+    );
+    // A manifest claiming the git scheme for HART's hash does not install.
+    let mut wrong = m.clone();
+    wrong.hash_scheme = fleetgate_trust::HashScheme::Git;
+    wrong.sequence = 9;
+    let wrong = fleetgate_trust::sign_manifest(&wrong, &[&f.signer, &cosigner]).unwrap();
+    let (code, r) = post_apply(&f, &wrong);
+    assert_eq!((code, outcome(&r)), (422, "failed"), "{r}");
+    assert!(
+        r["detail"].as_str().unwrap().contains("code hash mismatch"),
+        "{r}"
+    );
+
+    // With its co-signatures (a bundle, as the orchestrator sends it): applied, and the
+    // node runs (and reports) HART's code hash.
+    let bundle = signed.transport_bytes().unwrap();
+    let (code, r) = post_apply(&f, &bundle);
+    assert_eq!((code, outcome(&r)), (200, "applied"), "{r}");
+    assert_eq!(r["running"]["code_hash"], hart.code_hash.as_str(), "{r}");
+    assert_eq!(r["running"]["hash_scheme"], "hart", "{r}");
+    assert_eq!(status(&f)["code_hash"], hart.code_hash.as_str());
+    let (code, r) = post_apply(&f, &bundle);
+    assert_eq!((code, outcome(&r)), (200, "already_applied"), "{r}");
+    rt.block_on(node.shutdown()).unwrap();
+}

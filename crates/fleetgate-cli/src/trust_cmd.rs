@@ -15,9 +15,10 @@
 use anyhow::{Context as _, bail};
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
 use fleetgate_trust::{
-    Floor, Keyring, KeyringError, Manifest, ManifestKind, PublicKey, RollbackOf, SigningKey,
-    TrustedKey, VerifyError, VerifyOptions, fsutil, keygen, random_canary_seed, rfc3339_seconds,
-    sign_manifest, unix_now, verify_manifest,
+    Floor, HashScheme, Keyring, KeyringError, Manifest, ManifestKind, PublicKey, RollbackOf,
+    SigningKey, TrustedKey, VerifyError, VerifyOptions, cosignatures_path, fsutil, keygen,
+    random_canary_seed, rfc3339_seconds, sign_manifest_detached, unix_now,
+    verify_manifest_detached,
 };
 use serde_json::json;
 use std::io::Read as _;
@@ -81,6 +82,25 @@ pub enum KindArg {
     Rollback,
 }
 
+/// `--hash-scheme`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HashSchemeArg {
+    /// Every file git tracks at the commit (blob bytes), with --include/--exclude.
+    Git,
+    /// HART's compute_code_hash: the *.py files of a clean checkout of the commit, on
+    /// disk, outside HART's skipped directories.
+    Hart,
+}
+
+impl From<HashSchemeArg> for HashScheme {
+    fn from(a: HashSchemeArg) -> Self {
+        match a {
+            HashSchemeArg::Git => HashScheme::Git,
+            HashSchemeArg::Hart => HashScheme::Hart,
+        }
+    }
+}
+
 /// `fleetgate manifest sign`.
 #[derive(Debug, Args)]
 pub struct SignArgs {
@@ -112,6 +132,11 @@ pub struct SignArgs {
     /// With --repo: leave out tracked files matching these globs (repeatable).
     #[arg(long, requires = "repo")]
     pub exclude: Vec<String>,
+    /// How the code hash and file manifest hash are computed (with --repo), or were
+    /// computed (with --code-hash/--manifest-hash); written to the manifest as
+    /// `hash_scheme` unless `git`.
+    #[arg(long, value_enum, default_value_t = HashSchemeArg::Git)]
+    pub hash_scheme: HashSchemeArg,
     /// Where to write the signed manifest.
     #[arg(long, default_value = "release_manifest.json")]
     pub output: PathBuf,
@@ -169,6 +194,9 @@ pub struct VerifyArgs {
     /// The signed manifest.
     #[arg(value_name = "MANIFEST")]
     pub manifest: PathBuf,
+    /// Its detached co-signature file (k-of-n). Default: MANIFEST.sigs when it exists.
+    #[arg(long, value_name = "FILE")]
+    pub sigs: Option<PathBuf>,
     /// Anti-rollback floor directory: refuse sequences not above it.
     #[arg(long, value_name = "DIR")]
     pub floor_dir: Option<PathBuf>,
@@ -186,8 +214,10 @@ pub struct VerifyArgs {
 pub enum TrustCmd {
     /// Write a new, unsigned trust file.
     Init(TrustInitArgs),
-    /// Add your signature to a signed document (a proposed trust file, or a
-    /// manifest that needs k-of-n signatures). Rewrites FILE in place.
+    /// Add your signature to a signed document: a proposed trust file
+    /// (rewritten in place), or a release manifest that needs k-of-n signatures
+    /// (the signature goes to FILE.sigs; FILE keeps its one master_signature,
+    /// so HART's verifier still accepts it).
     Sign(TrustSignArgs),
     /// Replace the trust file with a new one signed by k current keys and k'
     /// of its own keys, with a higher version.
@@ -286,19 +316,31 @@ struct Hashes {
 
 fn hashes(args: &SignArgs) -> anyhow::Result<Hashes> {
     if let Some(repo) = &args.repo {
+        let scheme = HashScheme::from(args.hash_scheme);
+        if scheme == HashScheme::Hart && !(args.include.is_empty() && args.exclude.is_empty()) {
+            bail!(
+                "--include/--exclude apply to --hash-scheme git only; HART's scheme hashes every *.py file \
+                 outside its fixed list of skipped directories"
+            );
+        }
         let cfg = fleetgate_core::config::CodeHashConfig {
             include: args.include.clone(),
             exclude: args.exclude.clone(),
         };
-        let h = fleetgate_runtime::codehash::code_hash_at(repo, &args.rev, &cfg).with_context(
-            || {
-                format!(
-                    "compute the code hash of {} at {}",
-                    repo.display(),
-                    args.rev
-                )
-            },
-        )?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let scratch =
+            std::env::temp_dir().join(format!("fleetgate-hash-{}-{nanos}", std::process::id()));
+        let h =
+            fleetgate_runtime::codehash::code_hash_with(scheme, repo, &args.rev, &cfg, &scratch)
+                .with_context(|| {
+                    format!(
+                        "compute the {scheme} code hash of {} at {}",
+                        repo.display(),
+                        args.rev
+                    )
+                })?;
         return Ok(Hashes {
             git_sha: h.commit,
             code_hash: h.code_hash,
@@ -347,6 +389,7 @@ fn run_sign(args: SignArgs) -> anyhow::Result<ExitCode> {
         git_sha: h.git_sha,
         code_hash: h.code_hash,
         file_manifest_hash: h.file_manifest_hash,
+        hash_scheme: args.hash_scheme.into(),
         guardrail_hash: args.guardrail_hash,
         built_at: rfc3339_seconds(now),
         sequence: args.sequence.unwrap_or(now),
@@ -360,15 +403,27 @@ fn run_sign(args: SignArgs) -> anyhow::Result<ExitCode> {
         fencing_epoch: args.fencing_epoch,
         ..Manifest::default()
     };
-    let bytes = sign_manifest(&manifest, &[&key])?;
+    let signed = sign_manifest_detached(&manifest, &[&key])?;
+    let bytes = signed.manifest;
     // Belt and braces: what we write must verify with our own key.
-    let verified = verify_manifest(
+    let verified = verify_manifest_detached(
         &bytes,
+        None,
         &Keyring::single(key.public_key()),
         now,
         &VerifyOptions::default(),
     )
     .context("verify the manifest just signed")?;
+    // Co-signatures of an earlier manifest at this path would be refused with this one.
+    let sigs = cosignatures_path(&args.output);
+    let removed_sigs = match std::fs::remove_file(&sigs) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("remove stale co-signatures {}", sigs.display()));
+        }
+    };
     fsutil::atomic_write(&args.output, &bytes, 0o644)?;
     let m = &verified.manifest;
     if args.json {
@@ -383,9 +438,18 @@ fn run_sign(args: SignArgs) -> anyhow::Result<ExitCode> {
                 "expires_at": m.expires_at,
                 "key_id": key.key_id(),
                 "code_hash": m.code_hash,
+                "file_manifest_hash": m.file_manifest_hash,
+                "hash_scheme": m.hash_scheme.as_str(),
+                "removed_stale_cosignatures": removed_sigs,
             })
         );
     } else {
+        if removed_sigs {
+            eprintln!(
+                "fleetgate: removed {} (co-signatures of the manifest this one replaces)",
+                sigs.display()
+            );
+        }
         println!(
             "signed {} {} (sequence {}, expires {}) with key {} -> {}",
             m.kind.as_str(),
@@ -461,7 +525,18 @@ fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             return Ok(refuse(&err, args.json, &args.manifest));
         }
     };
-    let verified = match verify_manifest(&bytes, &keyring, now, &opts) {
+    let sigs_path = match &args.sigs {
+        Some(p) => Some(p.clone()),
+        None => Some(cosignatures_path(&args.manifest)).filter(|p| p.exists()),
+    };
+    let sigs = match &sigs_path {
+        Some(p) => Some(
+            fsutil::read_limited(p, fleetgate_trust::MAX_DOCUMENT_BYTES as u64)
+                .with_context(|| format!("read co-signatures {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let verified = match verify_manifest_detached(&bytes, sigs.as_deref(), &keyring, now, &opts) {
         Ok(v) => v,
         Err(err) => return Ok(refuse(&err, args.json, &args.manifest)),
     };
@@ -498,6 +573,8 @@ fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 "code_hash": m.code_hash,
                 "git_sha": m.git_sha,
                 "key_ids": verified.key_ids,
+                "hash_scheme": m.hash_scheme.as_str(),
+                "cosignatures": sigs_path,
                 "legacy_hart": verified.legacy_hart,
                 "floor_committed": committed,
                 "warnings": warnings,
@@ -516,6 +593,43 @@ fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             if committed { "; floor raised" } else { "" }
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `trust sign` of a release manifest: the signature goes to the co-signature file;
+/// the manifest is rewritten only when it was unsigned (it gets `master_signature`) or
+/// carried the embedded `signatures` of an earlier fleetgate (they move out).
+fn cosign_manifest(file: &Path, bytes: &[u8], key: &SigningKey) -> anyhow::Result<ExitCode> {
+    let sigs_path = cosignatures_path(file);
+    let existing = if sigs_path.exists() {
+        Some(
+            fsutil::read_limited(&sigs_path, fleetgate_trust::MAX_DOCUMENT_BYTES as u64)
+                .with_context(|| format!("read co-signatures {}", sigs_path.display()))?,
+        )
+    } else {
+        None
+    };
+    let signed = fleetgate_trust::add_manifest_signature(bytes, existing.as_deref(), key)?;
+    // Co-signatures first: a crash before the manifest is rewritten leaves signatures
+    // that are counted once however often they appear.
+    if let Some(c) = &signed.cosignatures {
+        fsutil::atomic_write(&sigs_path, c, 0o644)?;
+    }
+    if signed.manifest != bytes {
+        fsutil::atomic_write(file, &signed.manifest, 0o644)?;
+    }
+    let had_master = matches!(
+        fleetgate_trust::parse_strict(bytes),
+        Ok(serde_json::Value::Object(ref o))
+            if o.get("master_signature").and_then(serde_json::Value::as_str).is_some_and(|s| !s.is_empty())
+    );
+    let to = if had_master { &sigs_path } else { file };
+    println!(
+        "added the signature of key {} to {} (manifest {})",
+        key.key_id(),
+        to.display(),
+        file.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -566,6 +680,13 @@ pub fn run_trust(cmd: TrustCmd) -> anyhow::Result<ExitCode> {
             let key = SigningKey::load(args.key_file.as_deref())?;
             let bytes =
                 fsutil::read_limited(&args.file, fleetgate_trust::MAX_DOCUMENT_BYTES as u64)?;
+            let is_manifest = matches!(
+                fleetgate_trust::parse_strict(&bytes),
+                Ok(serde_json::Value::Object(ref o)) if fleetgate_trust::cosign::is_manifest_object(o)
+            );
+            if is_manifest {
+                return cosign_manifest(&args.file, &bytes, &key);
+            }
             let signed = fleetgate_trust::add_signature(&bytes, &key)?;
             fsutil::atomic_write(&args.file, &signed, 0o644)?;
             println!(

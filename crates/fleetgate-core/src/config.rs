@@ -104,7 +104,7 @@ fn default_state_dir() -> String {
 pub struct Stages {
     /// `[stages.build]`.
     #[serde(default)]
-    pub build: CommandStage,
+    pub build: BuildStage,
     /// `[stages.test]`.
     #[serde(default)]
     pub test: TestStage,
@@ -116,16 +116,34 @@ pub struct Stages {
     pub benchmark: BenchmarkStage,
 }
 
-/// A gate that runs a command.
+/// `[stages.build]`: the build command and how the code hash is computed.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CommandStage {
+pub struct BuildStage {
     /// Shell command (`sh -c`), run in a clean checkout of the version's commit.
     pub command: Option<String>,
     /// Kill the command after this many seconds (default 3600).
     pub timeout_secs: Option<i64>,
     /// Explicitly skip the command, with a reason shown in `status`.
     pub skip: Option<String>,
+    /// How the code hash and file manifest hash are computed (default `git`).
+    #[serde(default)]
+    pub hash_scheme: HashScheme,
+}
+
+/// `[stages.build] hash_scheme`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum HashScheme {
+    /// Every file git tracks at the release commit (blob bytes), with the
+    /// `[code_hash]` include/exclude globs.
+    #[default]
+    Git,
+    /// HART's `compute_code_hash`: the `*.py` files of a clean checkout of the release
+    /// commit, as bytes on disk (no include/exclude).
+    Hart,
 }
 
 /// `[stages.test]`.
@@ -659,6 +677,21 @@ impl Config {
                 nonempty(k, c)?;
             }
         }
+        if s.build.hash_scheme == HashScheme::Hart {
+            for (k, globs) in [
+                ("code_hash.include", &self.code_hash.include),
+                ("code_hash.exclude", &self.code_hash.exclude),
+            ] {
+                if !globs.is_empty() {
+                    return Err(ConfigError::Invalid {
+                        key: k.into(),
+                        value: format!("{globs:?}"),
+                        expected: "no globs with stages.build.hash_scheme = \"hart\" (HART's scheme \
+                                   hashes every *.py file outside its fixed skip list)",
+                    });
+                }
+            }
+        }
         if let Some(r) = s.test.min_pass_rate {
             frac("stages.test.min_pass_rate", r, true)?;
         }
@@ -831,6 +864,28 @@ mod tests {
         assert_eq!(c.bench_tolerance(), 0.05);
         assert_eq!(c.deploy.success_pct, 1.0);
         assert_eq!(c.state_dir, "state");
+    }
+
+    #[test]
+    fn hash_scheme_defaults_to_git_and_hart_refuses_include_exclude() {
+        assert_eq!(
+            parse("", &[]).unwrap().stages.build.hash_scheme,
+            HashScheme::Git
+        );
+        let c = parse("[stages.build]\nhash_scheme = \"hart\"\n", &[]).unwrap();
+        assert_eq!(c.stages.build.hash_scheme, HashScheme::Hart);
+        assert!(parse("[stages.build]\nhash_scheme = \"sha1\"\n", &[]).is_err());
+        let err = parse(
+            "[stages.build]\nhash_scheme = \"hart\"\n[code_hash]\nexclude = [\"docs/**\"]\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("code_hash.exclude"), "{err}");
+        assert!(
+            parse("[code_hash]\nexclude = [\"docs/**\"]\n", &[]).is_ok(),
+            "globs stay valid with git"
+        );
     }
 
     #[test]

@@ -134,6 +134,45 @@ mod tests {
     }
 
     #[test]
+    fn a_k_of_n_bundle_verifies_and_its_manifest_alone_is_below_the_threshold() {
+        use fleetgate_trust::{Manifest, SigningKey, TrustedKey, rfc3339_seconds};
+        let (a, b) = (
+            SigningKey::from_seed(&[1; 32]),
+            SigningKey::from_seed(&[2; 32]),
+        );
+        let ring = Keyring::new(
+            1,
+            2,
+            vec![
+                TrustedKey::new(a.public_key()),
+                TrustedKey::new(b.public_key()),
+            ],
+        )
+        .unwrap();
+        let m = Manifest {
+            version: "v1.0.0".into(),
+            git_sha: "a".repeat(40),
+            code_hash: "c".repeat(64),
+            built_at: rfc3339_seconds(NOW - 60),
+            sequence: 3,
+            expires_at: NOW + 3600,
+            canary_seed: "00ff".into(),
+            ..Manifest::default()
+        };
+        let signed = fleetgate_trust::sign_manifest_detached(&m, &[&a, &b]).unwrap();
+        let bundle = signed.transport_bytes().unwrap();
+        let v = TrustVerifier::new(ring);
+        let ok = v.verify(&bundle, NOW).unwrap();
+        assert_eq!(ok.sequence, 3);
+        assert_eq!(ok.manifest_hash, sha256(&bundle));
+        assert_eq!(
+            v.verify(&signed.manifest, NOW),
+            Err(Reject::UntrustedKey),
+            "one of two signatures"
+        );
+    }
+
+    #[test]
     fn floor_refuses_replays_and_only_rises() {
         let s = Signer::new(1, NOW - 60);
         let v = s.verifier().with_floor(3);

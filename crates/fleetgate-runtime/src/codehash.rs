@@ -10,9 +10,23 @@
 //! `file_manifest_hash = hex(sha256(json))` where `json` is the compact JSON object
 //! `{path: sha256, …}` with sorted keys (Python's `json.dumps(sort_keys=True,
 //! separators=(',', ':'))`).
+//!
+//! That is the `git` scheme. The `hart` scheme ([`hart_code_hash_dir`],
+//! `[stages.build] hash_scheme = "hart"`) is HART's `compute_code_hash` byte for byte:
+//! the files of a directory *on disk* (for a release: a clean checkout of the commit),
+//! only regular files (symlinks followed) whose name ends in `.py` (not a bare `.py`),
+//! never entering a directory named in [`HART_SKIP_DIRS`] at any depth; lines
+//! `"{relpath}:{hex(sha256(bytes))}"` sorted by path, joined with `"\n"` and **no**
+//! trailing newline; `code_hash = hex(sha256(lines))`. `file_manifest_hash` is the
+//! SHA-256 of Python's `json.dumps({relpath: sha256}, sort_keys=True)` with the
+//! *default* separators `", "` and `": "` (ASCII-escaped, `\uXXXX` with surrogate
+//! pairs). Unlike HART it fails, rather than skipping silently, on an unreadable file or
+//! directory, a symlink to a directory (HART would follow it, even in a loop), and a
+//! name that is not UTF-8 or holds a backslash.
 
 use crate::RuntimeError;
 use fleetgate_core::config::CodeHashConfig;
+pub use fleetgate_trust::HashScheme;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -170,4 +184,160 @@ pub fn hash_files(commit: String, files: BTreeMap<String, String>) -> CodeHash {
 /// SHA-256 of a file on disk (guardrail pins).
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(sha256_hex(&std::fs::read(path)?))
+}
+
+/// Directories HART's `compute_code_hash` never enters, at any depth.
+pub const HART_SKIP_DIRS: [&str; 12] = [
+    "__pycache__",
+    "venv310",
+    "venv",
+    ".venv",
+    ".git",
+    ".idea",
+    "agent_data",
+    "tests",
+    "node_modules",
+    "hevolve_backend.egg-info",
+    "autogen-0.2.37",
+    ".pycharm_plugin",
+];
+
+/// The manifest's scheme for the configured one.
+#[must_use]
+pub fn scheme_of(cfg: fleetgate_core::config::HashScheme) -> HashScheme {
+    match cfg {
+        fleetgate_core::config::HashScheme::Git => HashScheme::Git,
+        fleetgate_core::config::HashScheme::Hart => HashScheme::Hart,
+    }
+}
+
+/// Whether HART hashes a file of this name: Python's `Path.suffix == ".py"`.
+fn hart_is_py(name: &str) -> bool {
+    name.len() > 3 && name.ends_with(".py")
+}
+
+fn walk_hart(
+    dir: &Path,
+    rel: &str,
+    files: &mut BTreeMap<String, String>,
+) -> Result<(), RuntimeError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| RuntimeError::io("list", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| RuntimeError::io("list", dir, e))?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            return Err(RuntimeError::Git(format!(
+                "file name {} is not UTF-8; HART's code hash cannot include it (rename it)",
+                path.display()
+            )));
+        };
+        let link = entry
+            .file_type()
+            .map_err(|e| RuntimeError::io("inspect", &path, e))?
+            .is_symlink();
+        // Like Python's `is_dir()` / `is_file()`: symlinks are followed, a dangling one
+        // is neither.
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if link && e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(RuntimeError::io("inspect", &path, e)),
+        };
+        let child = if rel.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{rel}/{name}")
+        };
+        if meta.is_dir() {
+            if HART_SKIP_DIRS.contains(&name) {
+                continue;
+            }
+            if link {
+                return Err(RuntimeError::Config(format!(
+                    "{child} is a symlink to a directory; HART's code hash would follow it \
+                     (possibly in a loop or out of the tree), fleetgate refuses to"
+                )));
+            }
+            walk_hart(&path, &child, files)?;
+        } else if meta.is_file() && hart_is_py(name) {
+            if name.contains('\\') {
+                return Err(RuntimeError::Config(format!(
+                    "file name {child:?} holds a backslash, which HART's code hash turns into a \
+                     path separator; rename it"
+                )));
+            }
+            let bytes = std::fs::read(&path).map_err(|e| RuntimeError::io("read", &path, e))?;
+            files.insert(child, sha256_hex(&bytes));
+        }
+    }
+    Ok(())
+}
+
+/// HART's code hash and file manifest hash of the tree at `root` on disk (see the
+/// module docs for the exact definition). `commit` is only recorded in the result.
+///
+/// # Errors
+/// An unreadable file or directory, a symlink to a directory, a name that is not UTF-8
+/// or holds a backslash.
+pub fn hart_code_hash_dir(root: &Path, commit: String) -> Result<CodeHash, RuntimeError> {
+    let mut files = BTreeMap::new();
+    walk_hart(root, "", &mut files)?;
+    // BTreeMap order is byte order, which for UTF-8 is Python's code-point order.
+    let lines: Vec<String> = files.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+    let mut json = String::from("{");
+    for (i, (k, v)) in files.iter().enumerate() {
+        if i > 0 {
+            json.push_str(", ");
+        }
+        json.push_str(&python_json_string(k));
+        json.push_str(": ");
+        json.push_str(&python_json_string(v));
+    }
+    json.push('}');
+    Ok(CodeHash {
+        commit,
+        code_hash: sha256_hex(lines.join("\n").as_bytes()),
+        file_manifest_hash: sha256_hex(json.as_bytes()),
+        files,
+    })
+}
+
+/// Python's `json.dumps(s)` of a string (ASCII-escaped).
+fn python_json_string(s: &str) -> String {
+    let bytes = fleetgate_trust::to_canonical_bytes(&serde_json::Value::String(s.to_owned()))
+        .unwrap_or_default();
+    String::from_utf8(bytes).unwrap_or_default()
+}
+
+/// HART's code hash of commit `rev` of `repo`: a clean checkout of the commit is made at
+/// `scratch` (replacing whatever is there), hashed on disk, and removed.
+///
+/// # Errors
+/// The commit cannot be resolved or checked out, or as [`hart_code_hash_dir`].
+pub fn hart_code_hash_at(repo: &Path, rev: &str, scratch: &Path) -> Result<CodeHash, RuntimeError> {
+    let sha = resolve_commit(repo, rev)?;
+    let dir = crate::checkout::checkout(repo, &sha, scratch, true)?;
+    let result = hart_code_hash_dir(&dir, sha);
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "failed to remove the hash checkout");
+    }
+    result
+}
+
+/// The code hash of `rev` under `scheme`: [`code_hash_at`] for `git` (with `cfg`'s
+/// globs), [`hart_code_hash_at`] for `hart` (checked out at `scratch`).
+///
+/// # Errors
+/// As the scheme's function.
+pub fn code_hash_with(
+    scheme: HashScheme,
+    repo: &Path,
+    rev: &str,
+    cfg: &CodeHashConfig,
+    scratch: &Path,
+) -> Result<CodeHash, RuntimeError> {
+    match scheme {
+        HashScheme::Git => code_hash_at(repo, rev, cfg),
+        HashScheme::Hart => hart_code_hash_at(repo, rev, scratch),
+    }
 }

@@ -4,7 +4,7 @@
 
 use crate::bench_store::{self, NotRun, Snapshot};
 use crate::checkout::checkout;
-use crate::codehash::{code_hash_at, sha256_file};
+use crate::codehash::{CodeHash, code_hash_with, scheme_of, sha256_file};
 use crate::exec::run_shell;
 use crate::{RuntimeError, junit, now};
 use fleetgate_core::bench::{ComparePolicy, compare, parse_results};
@@ -34,6 +34,21 @@ impl GateContext {
     fn checkout_dir(&self, state: &PipelineState) -> PathBuf {
         let run = state.run_id.clone().unwrap_or_else(|| "run".into());
         self.state_dir.join("work").join(run)
+    }
+
+    /// The code hash of the run's commit under the configured scheme (`hart`: over a
+    /// clean checkout of its own, made and removed here, so no gate command's output is
+    /// ever hashed).
+    fn code_hash(&self, state: &PipelineState) -> Result<CodeHash, RuntimeError> {
+        let run = state.run_id.clone().unwrap_or_else(|| "run".into());
+        let scratch = self.state_dir.join("work").join(format!("{run}-hash"));
+        code_hash_with(
+            scheme_of(self.cfg.stages.build.hash_scheme),
+            &self.repo,
+            &state.git_sha,
+            &self.cfg.code_hash,
+            &scratch,
+        )
     }
 
     fn log_path(&self, state: &PipelineState, stage: Stage) -> PathBuf {
@@ -138,6 +153,18 @@ fn pending_manifest(ctx: &GateContext, state: &PipelineState) -> Option<Vec<u8>>
     same.then_some(bytes)
 }
 
+/// The co-signature file beside the manifest, if there is one (size-limited).
+fn read_cosignatures(path: &Path) -> Result<Option<Vec<u8>>, RuntimeError> {
+    match fleetgate_trust::fsutil::read_limited(path, fleetgate_trust::MAX_DOCUMENT_BYTES as u64) {
+        Ok(b) => Ok(Some(b)),
+        Err(_) if !path.exists() => Ok(None),
+        Err(e) => Err(RuntimeError::Config(format!(
+            "cannot read the co-signatures {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 fn sign(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts), RuntimeError> {
     use fleetgate_trust::{
         Keyring, Manifest, ManifestKind, SigningKey, VerifyError, VerifyOptions,
@@ -167,10 +194,8 @@ fn sign(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts)
         }
     };
     let now_secs = fleetgate_trust::unix_now();
-    let verify = |bytes: &[u8]| {
-        fleetgate_trust::verify_manifest(bytes, &keyring, now_secs, &VerifyOptions::default())
-    };
     let out = manifest_path(&ctx.state_dir);
+    let sigs_path = fleetgate_trust::cosignatures_path(&out);
 
     // Only the holder of the registry's pipeline lease signs releases for the fleet; its
     // fencing epoch goes into the manifest.
@@ -203,7 +228,7 @@ fn sign(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts)
                 GateFacts::default(),
             ));
         };
-        let hashes = code_hash_at(&ctx.repo, &state.git_sha, &ctx.cfg.code_hash)?;
+        let hashes = ctx.code_hash(state)?;
         if hashes.code_hash != code_hash {
             return Ok((
                 Verdict::failed(
@@ -239,6 +264,7 @@ fn sign(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts)
             git_sha: state.git_sha.clone(),
             code_hash,
             file_manifest_hash: hashes.file_manifest_hash,
+            hash_scheme: scheme_of(ctx.cfg.stages.build.hash_scheme),
             guardrail_hash: guardrail_hash(&ctx.cfg)?,
             built_at: fleetgate_trust::rfc3339_seconds(now_secs),
             master_public_key: key.public_key_hex(),
@@ -258,14 +284,39 @@ fn sign(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts)
         };
         let bytes = fleetgate_trust::sign_manifest(&manifest, &[&key])
             .map_err(|e| RuntimeError::Config(format!("failed to sign the manifest: {e}")))?;
+        // Co-signatures of an earlier manifest would be refused with this one: remove them
+        // before the new manifest exists (a crash in between re-signs: no run id matches).
+        match std::fs::remove_file(&sigs_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(RuntimeError::io(
+                    "remove stale co-signatures",
+                    &sigs_path,
+                    e,
+                ));
+            }
+        }
         fleetgate_store::write_atomic(&out, &bytes, None)
             .map_err(|e| RuntimeError::io("write", &out, e))?;
         bytes
     };
-    match verify(&bytes) {
+    let sigs = read_cosignatures(&sigs_path)?;
+    let verified = fleetgate_trust::verify_manifest_detached(
+        &bytes,
+        sigs.as_deref(),
+        &keyring,
+        now_secs,
+        &VerifyOptions::default(),
+    );
+    match verified {
         Ok(v) => {
             let m = &v.manifest;
             let value = serde_json::Value::Object(v.value.clone());
+            // What nodes are sent: the manifest itself, or with its co-signatures as a bundle.
+            let bytes = fleetgate_trust::bundle(&bytes, sigs.as_deref()).map_err(|e| {
+                RuntimeError::Config(format!("failed to bundle the co-signed manifest: {e}"))
+            })?;
             let archive = ctx
                 .state_dir
                 .join("manifests")
@@ -304,8 +355,10 @@ fn sign(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts)
             Verdict::pending(
                 format!(
                     "manifest signed by {valid} of the {threshold} keys the trust file requires; co-sign it with \
-                     `fleetgate trust sign {} --key-file KEY` (the gate passes once it verifies)",
-                    out.display()
+                     `fleetgate trust sign {} --key-file KEY` (writes the co-signatures to {}; the gate passes \
+                     once it verifies)",
+                    out.display(),
+                    sigs_path.display()
                 ),
                 json!({"valid_signatures": valid, "threshold": threshold, "manifest_file": out.display().to_string()}),
             ),
@@ -375,7 +428,7 @@ fn run_step(
 }
 
 fn build(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts), RuntimeError> {
-    let hash = code_hash_at(&ctx.repo, &state.git_sha, &ctx.cfg.code_hash)?;
+    let hash = ctx.code_hash(state)?;
     let facts = GateFacts {
         code_hash: Some(hash.code_hash.clone()),
         ..GateFacts::default()
@@ -383,6 +436,7 @@ fn build(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts
     let mut figures = json!({
         "code_hash": hash.code_hash, "file_manifest_hash": hash.file_manifest_hash,
         "files": hash.files.len(), "commit": hash.commit,
+        "hash_scheme": scheme_of(ctx.cfg.stages.build.hash_scheme).as_str(),
     });
     let b = &ctx.cfg.stages.build;
     if let Some(reason) = &b.skip {
@@ -405,8 +459,9 @@ fn build(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts
     Ok((
         Verdict::passed(
             format!(
-                "code hash {} over {} files; build command exited 0",
+                "code hash {} ({} scheme) over {} files; build command exited 0",
                 hash.code_hash,
+                scheme_of(b.hash_scheme),
                 hash.files.len()
             ),
             figures,
@@ -763,6 +818,9 @@ pub fn sign_rollback(
         git_sha: to.git_sha.clone(),
         code_hash: to.code_hash.clone().unwrap_or_default(),
         file_manifest_hash: String::new(),
+        // The scheme of `return_to_code_hash`: the completed release was hashed with the
+        // configured scheme (the release record does not keep it).
+        hash_scheme: scheme_of(ctx.cfg.stages.build.hash_scheme),
         guardrail_hash: guardrail_hash(&ctx.cfg)?,
         built_at: fleetgate_trust::rfc3339_seconds(now_secs),
         master_public_key: key.public_key_hex(),

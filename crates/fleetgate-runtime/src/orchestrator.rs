@@ -445,7 +445,13 @@ impl Orchestrator {
         if state.stage == Stage::Idle && state.last_completed.is_none() {
             return Ok(None); // nothing released yet and no tag: wait for a tag
         }
-        let head = codehash::code_hash_at(repo_path, "HEAD", &self.ctx.cfg.code_hash)?;
+        let head = codehash::code_hash_with(
+            codehash::scheme_of(self.ctx.cfg.stages.build.hash_scheme),
+            repo_path,
+            "HEAD",
+            &self.ctx.cfg.code_hash,
+            &self.ctx.state_dir.join("work").join("watch-hash"),
+        )?;
         let known = [
             state.code_hash.as_deref(),
             state

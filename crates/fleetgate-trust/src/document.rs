@@ -8,7 +8,9 @@
 //!   signed by one key has exactly this one signature field, so HART's
 //!   verifier — which strips only `master_signature` — accepts it);
 //! - `signatures`: `[{"key_id": "…", "sig": "…"}]`, the extra signatures of a
-//!   k-of-n threshold.
+//!   k-of-n threshold — for trust files and certificates. A release manifest
+//!   never carries it (its co-signatures are detached, see [`crate::cosign`]);
+//!   manifests of earlier versions that did are still read.
 //!
 //! **Signed bytes** = [`to_canonical_bytes`] of the object without those two
 //! fields. The verifier parses the *received* bytes once ([`parse_strict`]),
@@ -70,6 +72,12 @@ pub enum SignError {
         /// What is wrong, naming the field.
         reason: String,
     },
+    /// A manifest's further signatures go in its detached co-signature file.
+    #[error(
+        "sign document: it is a release manifest; its co-signatures go in the detached file \
+         MANIFEST.sigs (use add_manifest_signature, or `fleetgate trust sign MANIFEST`)"
+    )]
+    ManifestCosignature,
     /// Refusing to sign a dev-mode manifest.
     #[error("sign manifest: it carries the dev_mode marker; dev-mode manifests are never signed")]
     DevMode,
@@ -161,17 +169,26 @@ pub fn sign_document(value: &Value, keys: &[&SigningKey]) -> Result<Vec<u8>, Sig
     Ok(render(&sign_object(obj, keys)?))
 }
 
-pub(crate) fn sign_object(
-    obj: &Map<String, Value>,
-    keys: &[&SigningKey],
-) -> Result<Map<String, Value>, SignError> {
-    let (first, rest) = keys.split_first().ok_or(SignError::NoKeys)?;
+/// Refuses an empty key list and a key given twice.
+pub(crate) fn check_signers(keys: &[&SigningKey]) -> Result<(), SignError> {
+    if keys.is_empty() {
+        return Err(SignError::NoKeys);
+    }
     let mut seen = BTreeSet::new();
     for k in keys {
         if !seen.insert(k.public_key().to_bytes()) {
             return Err(SignError::DuplicateSigner { key_id: k.key_id() });
         }
     }
+    Ok(())
+}
+
+pub(crate) fn sign_object(
+    obj: &Map<String, Value>,
+    keys: &[&SigningKey],
+) -> Result<Map<String, Value>, SignError> {
+    check_signers(keys)?;
+    let (first, rest) = keys.split_first().ok_or(SignError::NoKeys)?;
     let mut out = strip_signatures(obj);
     let message = to_canonical_bytes(&Value::Object(out.clone()))?;
     out.insert(
@@ -185,7 +202,7 @@ pub(crate) fn sign_object(
     Ok(out)
 }
 
-fn signature_entry(key: &SigningKey, message: &[u8]) -> Value {
+pub(crate) fn signature_entry(key: &SigningKey, message: &[u8]) -> Value {
     let mut entry = Map::new();
     entry.insert("key_id".to_owned(), Value::String(key.key_id()));
     entry.insert(
@@ -196,9 +213,11 @@ fn signature_entry(key: &SigningKey, message: &[u8]) -> Value {
 }
 
 /// Adds one more signature to an already signed (or unsigned) document —
-/// how k-of-n signers who do not share a machine co-sign. The signed
-/// content is untouched; an unsigned document gets `master_signature`,
-/// otherwise a `signatures` entry is appended.
+/// how k-of-n signers who do not share a machine co-sign a trust file or a
+/// certificate. The signed content is untouched; an unsigned document gets
+/// `master_signature`, otherwise a `signatures` entry is appended. Release
+/// manifests are refused ([`SignError::ManifestCosignature`]): their
+/// co-signatures are detached ([`crate::add_manifest_signature`]).
 ///
 /// # Errors
 /// Parse errors, [`SignError::AlreadySigned`] when this key's signature is
@@ -210,6 +229,9 @@ pub fn add_signature(signed: &[u8], key: &SigningKey) -> Result<Vec<u8>, SignErr
             found: json_kind(&value),
         });
     };
+    if crate::cosign::is_manifest_object(&obj) || obj.contains_key(crate::cosign::BUNDLE_FIELD) {
+        return Err(SignError::ManifestCosignature);
+    }
     let message = signed_bytes(&obj)?;
     let pk = key.public_key();
     let id = key.key_id();
@@ -249,6 +271,11 @@ pub fn add_signature(signed: &[u8], key: &SigningKey) -> Result<Vec<u8>, SignErr
         );
     }
     Ok(render(&obj))
+}
+
+/// Whether `sig_hex` is `pk`'s valid signature of `message`.
+pub(crate) fn verify_sig_by(pk: &PublicKey, message: &[u8], sig_hex: &str) -> bool {
+    decode_sig(sig_hex).is_some_and(|s| pk.verify_strict(message, &s).is_ok())
 }
 
 /// Lowercase hex only, so one signature has exactly one encoding.

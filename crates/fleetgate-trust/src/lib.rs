@@ -24,9 +24,14 @@
 //!   manifests, keyring rotation, and node enrollment certificates.
 //! - [`Keyring`] (the trust file: keys, k-of-n threshold, validity windows,
 //!   [`Keyring::rotate`]).
-//! - [`Manifest`], [`sign_manifest`] / [`sign_manifest_value`],
-//!   [`verify_manifest`] / [`verify_manifest_value`] / [`verify_with_pubkey`],
-//!   [`dev_mode_manifest`].
+//! - [`Manifest`] (with [`HashScheme`]: how its code hash was computed),
+//!   [`sign_manifest_detached`] / [`sign_manifest`] / [`sign_manifest_value`],
+//!   [`verify_manifest`] / [`verify_manifest_detached`] /
+//!   [`verify_manifest_value`] / [`verify_with_pubkey`], [`dev_mode_manifest`].
+//! - [`cosign`]: a manifest's k-of-n co-signatures live in a detached file
+//!   (`release_manifest.json.sigs`), so the manifest keeps exactly one
+//!   signature and HART's verifier accepts it; [`add_manifest_signature`],
+//!   and the bundle that carries both to a node ([`bundle`]).
 //! - [`Floor`]: the persisted anti-rollback floor.
 //!
 //! **Invariants.** Verification works on the received bytes: size limit
@@ -64,6 +69,7 @@
 //! `crates/fleetgate-cli/src/trust_cmd.rs`, compiled from here).
 
 pub mod canonical;
+pub mod cosign;
 mod document;
 mod error;
 mod floor;
@@ -73,6 +79,9 @@ mod keys;
 mod manifest;
 
 pub use canonical::{CanonicalError, ParseError, parse_strict, to_canonical_bytes};
+pub use cosign::{
+    COSIGNATURES_SUFFIX, SignedManifest, add_manifest_signature, bundle, cosignatures_path,
+};
 pub use document::{
     MASTER_SIGNATURE_FIELD, MAX_DOCUMENT_BYTES, MAX_SIGNATURES, SIGNATURE_FIELDS, SIGNATURES_FIELD,
     SignError, VerifiedDocument, add_signature, sign_document, signed_bytes, strip_signatures,
@@ -89,8 +98,9 @@ pub use keys::{
     SigningKey, key_id, keygen, public_path_for,
 };
 pub use manifest::{
-    DEV_MODE_FIELD, MANIFEST_SCHEMA_VERSION, MAX_FUTURE_SKEW_SECS, MAX_MANIFEST_BYTES, Manifest,
-    ManifestKind, RollbackOf, VerifiedManifest, VerifyOptions, dev_mode_manifest, parse_rfc3339,
-    random_canary_seed, rfc3339_seconds, sign_manifest, sign_manifest_value, unix_now,
-    verify_manifest, verify_manifest_value, verify_with_pubkey,
+    DEV_MODE_FIELD, HashScheme, MANIFEST_SCHEMA_VERSION, MAX_FUTURE_SKEW_SECS, MAX_MANIFEST_BYTES,
+    Manifest, ManifestKind, RollbackOf, VerifiedManifest, VerifyOptions, dev_mode_manifest,
+    parse_rfc3339, random_canary_seed, rfc3339_seconds, sign_manifest, sign_manifest_detached,
+    sign_manifest_value, sign_manifest_value_detached, unix_now, verify_manifest,
+    verify_manifest_detached, verify_manifest_value, verify_with_pubkey,
 };

@@ -1,7 +1,9 @@
 //! The release manifest: its fields, signing, and verification.
 
+use crate::cosign::{SignedManifest, join_detached, render_cosignatures, split_bundle};
 use crate::document::{
-    SignError, VerifiedDocument, json_kind, parse_limited, render, sign_object, verify_object,
+    MASTER_SIGNATURE_FIELD, SIGNATURES_FIELD, SignError, VerifiedDocument, check_signers,
+    json_kind, parse_limited, render, signature_entry, signed_bytes, verify_object,
 };
 use crate::error::VerifyError;
 use crate::keyring::Keyring;
@@ -71,6 +73,57 @@ impl ManifestKind {
     }
 }
 
+/// How a manifest's `code_hash` and `file_manifest_hash` were computed (the manifest's
+/// `hash_scheme`; absent means `git`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HashScheme {
+    /// fleetgate's own: every file git tracks at the commit (blob bytes), lines
+    /// `path:sha256\n`, compact JSON file manifest.
+    #[default]
+    Git,
+    /// HART's `compute_code_hash`: the `*.py` files of the checked-out tree on disk,
+    /// lines joined by `\n` without a trailing one, file manifest with Python's default
+    /// `json.dumps` separators.
+    Hart,
+}
+
+impl HashScheme {
+    /// `"git"` / `"hart"`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Git => "git",
+            Self::Hart => "hart",
+        }
+    }
+
+    /// Whether this is the default (`git`), which manifests leave out.
+    #[must_use]
+    pub fn is_git(&self) -> bool {
+        *self == Self::Git
+    }
+}
+
+impl std::fmt::Display for HashScheme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for HashScheme {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "git" => Ok(Self::Git),
+            "hart" => Ok(Self::Hart),
+            other => Err(format!(
+                "hash scheme {other:?} is not known; use \"git\" or \"hart\""
+            )),
+        }
+    }
+}
+
 /// The release a rollback undoes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,6 +157,10 @@ pub struct Manifest {
     /// Hash of the file manifest.
     #[serde(default)]
     pub file_manifest_hash: String,
+    /// How `code_hash` and `file_manifest_hash` were computed. Left out of the JSON
+    /// when `git` (the default), so such manifests are byte-identical to earlier ones.
+    #[serde(default, skip_serializing_if = "HashScheme::is_git")]
+    pub hash_scheme: HashScheme,
     /// Hash of the pinned guardrail files ("" when none).
     #[serde(default)]
     pub guardrail_hash: String,
@@ -157,6 +214,7 @@ impl Default for Manifest {
             git_sha: String::new(),
             code_hash: String::new(),
             file_manifest_hash: String::new(),
+            hash_scheme: HashScheme::Git,
             guardrail_hash: String::new(),
             built_at: String::new(),
             master_public_key: String::new(),
@@ -423,18 +481,76 @@ fn verify_manifest_object(
     now: u64,
     opts: &VerifyOptions,
 ) -> Result<VerifiedManifest, VerifyError> {
-    if obj.contains_key(DEV_MODE_FIELD) {
+    let (manifest, cosignatures) = split_bundle(obj)?;
+    verify_parts(manifest, cosignatures, keyring, now, opts)
+}
+
+/// Verifies a manifest file together with its detached co-signature file (when there
+/// is one; see [`crate::cosign`]): both size-limited before parsing, the co-signature
+/// file bound to this manifest by its `signed_sha256`, every signature counted once
+/// per distinct trusted key. Otherwise as [`verify_manifest`].
+///
+/// # Errors
+/// As [`verify_manifest`]; a co-signature file of another manifest is
+/// [`VerifyError::Malformed`].
+pub fn verify_manifest_detached(
+    manifest: &[u8],
+    cosignatures: Option<&[u8]>,
+    keyring: &Keyring,
+    now: u64,
+    opts: &VerifyOptions,
+) -> Result<VerifiedManifest, VerifyError> {
+    let obj = parse_limited(manifest, MAX_MANIFEST_BYTES, "manifest")?;
+    let Some(cosig) = cosignatures else {
+        return verify_manifest_object(obj, keyring, now, opts);
+    };
+    if obj.contains_key(crate::cosign::BUNDLE_FIELD) {
+        return Err(malformed(
+            "it is a bundle, which carries its own co-signatures; verify it without a co-signature file"
+                .into(),
+        ));
+    }
+    let (manifest, entries) = join_detached(obj, cosig)?;
+    verify_parts(manifest, entries, keyring, now, opts)
+}
+
+fn verify_parts(
+    manifest: Map<String, Value>,
+    cosignatures: Vec<Value>,
+    keyring: &Keyring,
+    now: u64,
+    opts: &VerifyOptions,
+) -> Result<VerifiedManifest, VerifyError> {
+    if manifest.contains_key(DEV_MODE_FIELD) {
         return Err(VerifyError::DevMode);
     }
     let last = opts.last_verified_at.unwrap_or(0);
     let clock_stepped_back_by = (last > now).then(|| last - now);
     let effective_now = now.max(last);
 
+    // The verifier counts `master_signature` plus a `signatures` list; detached
+    // co-signatures join the (legacy, embedded) list for that purpose only.
+    let mut combined = manifest.clone();
+    if !cosignatures.is_empty() {
+        let mut list = match combined.remove(SIGNATURES_FIELD) {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(list)) => list,
+            Some(other) => {
+                return Err(malformed(format!(
+                    "signatures is a {}, not an array",
+                    json_kind(&other)
+                )));
+            }
+        };
+        list.extend(cosignatures);
+        combined.insert(SIGNATURES_FIELD.to_owned(), Value::Array(list));
+    }
     let VerifiedDocument {
-        value,
         signed_bytes,
         key_ids,
-    } = verify_object(obj, keyring, effective_now, "manifest")?;
+        ..
+    } = verify_object(combined, keyring, effective_now, "manifest")?;
+    let value = manifest;
     let payload = crate::document::strip_signatures(&value);
     let manifest = Manifest::from_object(&payload, opts.allow_legacy_hart).map_err(malformed)?;
 
@@ -499,19 +615,15 @@ pub fn verify_with_pubkey(
     verify_manifest(bytes, &Keyring::single(pk), now, &opts)
 }
 
-/// Signs a manifest: sets `master_public_key` to the first key's public key
-/// and `key_ids` to the signers' ids, validates it, and returns the bytes to
-/// write (what verifiers will read). One key ⇒ exactly one signature field,
-/// `master_signature`, as HART expects.
+/// Signs a manifest and returns the bytes to send to a node: with one key, the manifest
+/// itself (exactly one signature field, `master_signature`, as HART expects); with more,
+/// a bundle of the manifest and its detached co-signatures ([`crate::cosign`]). To write
+/// `release_manifest.json` (and `.sigs`), use [`sign_manifest_detached`].
 ///
 /// # Errors
-/// [`SignError::InvalidManifest`], [`SignError::DevMode`], or as
-/// [`crate::sign_document`].
+/// As [`sign_manifest_detached`].
 pub fn sign_manifest(manifest: &Manifest, keys: &[&SigningKey]) -> Result<Vec<u8>, SignError> {
-    let value = serde_json::to_value(manifest).map_err(|e| SignError::InvalidManifest {
-        reason: e.to_string(),
-    })?;
-    sign_manifest_value(&value, keys)
+    sign_manifest_detached(manifest, keys)?.transport_bytes()
 }
 
 /// [`sign_manifest`] for a JSON object (keeps any extra fields; they are
@@ -520,6 +632,37 @@ pub fn sign_manifest(manifest: &Manifest, keys: &[&SigningKey]) -> Result<Vec<u8
 /// # Errors
 /// As [`sign_manifest`].
 pub fn sign_manifest_value(value: &Value, keys: &[&SigningKey]) -> Result<Vec<u8>, SignError> {
+    sign_manifest_value_detached(value, keys)?.transport_bytes()
+}
+
+/// Signs a manifest: sets `master_public_key` to the first key's public key and
+/// `key_ids` to the signers' ids, validates it, and returns the files to write: the
+/// manifest with the first key's `master_signature` (the only signature field in it, so
+/// HART's verifier accepts it), and, with more keys, the co-signature file holding the
+/// others' signatures over the same bytes.
+///
+/// # Errors
+/// [`SignError::InvalidManifest`], [`SignError::DevMode`], [`SignError::NoKeys`],
+/// [`SignError::DuplicateSigner`], [`SignError::Canonical`].
+pub fn sign_manifest_detached(
+    manifest: &Manifest,
+    keys: &[&SigningKey],
+) -> Result<SignedManifest, SignError> {
+    let value = serde_json::to_value(manifest).map_err(|e| SignError::InvalidManifest {
+        reason: e.to_string(),
+    })?;
+    sign_manifest_value_detached(&value, keys)
+}
+
+/// [`sign_manifest_detached`] for a JSON object (keeps any extra fields; they are
+/// signed too).
+///
+/// # Errors
+/// As [`sign_manifest_detached`].
+pub fn sign_manifest_value_detached(
+    value: &Value,
+    keys: &[&SigningKey],
+) -> Result<SignedManifest, SignError> {
     let Value::Object(obj) = value else {
         return Err(SignError::NotAnObject {
             found: json_kind(value),
@@ -528,7 +671,8 @@ pub fn sign_manifest_value(value: &Value, keys: &[&SigningKey]) -> Result<Vec<u8
     if obj.contains_key(DEV_MODE_FIELD) {
         return Err(SignError::DevMode);
     }
-    let first = keys.first().ok_or(SignError::NoKeys)?;
+    check_signers(keys)?;
+    let (first, rest) = keys.split_first().ok_or(SignError::NoKeys)?;
     let mut obj = crate::document::strip_signatures(obj);
     obj.insert(
         "master_public_key".to_owned(),
@@ -539,7 +683,21 @@ pub fn sign_manifest_value(value: &Value, keys: &[&SigningKey]) -> Result<Vec<u8
         Value::Array(keys.iter().map(|k| Value::String(k.key_id())).collect()),
     );
     Manifest::from_object(&obj, false).map_err(|reason| SignError::InvalidManifest { reason })?;
-    Ok(render(&sign_object(&obj, keys)?))
+    let message = signed_bytes(&obj)?;
+    obj.insert(
+        MASTER_SIGNATURE_FIELD.to_owned(),
+        Value::String(hex::encode(first.sign(&message))),
+    );
+    let cosignatures = (!rest.is_empty()).then(|| {
+        render_cosignatures(
+            &message,
+            rest.iter().map(|k| signature_entry(k, &message)).collect(),
+        )
+    });
+    Ok(SignedManifest {
+        manifest: render(&obj),
+        cosignatures,
+    })
 }
 
 /// The bytes of a dev-mode manifest: unsigned, marked with

@@ -3,8 +3,8 @@
 
 use fleetgate_trust::{
     Floor, Keyring, KeyringError, MAX_MANIFEST_BYTES, Manifest, ManifestKind, RollbackOf,
-    SignError, SigningKey, TrustedKey, VerifyError, VerifyOptions, add_signature,
-    dev_mode_manifest, parse_strict, rfc3339_seconds, sign_document, sign_manifest,
+    SignError, SigningKey, TrustedKey, VerifyError, VerifyOptions, add_manifest_signature,
+    add_signature, dev_mode_manifest, parse_strict, rfc3339_seconds, sign_document, sign_manifest,
     sign_manifest_value, verify_document, verify_manifest, verify_with_pubkey,
 };
 use serde_json::{Map, Value, json};
@@ -205,7 +205,7 @@ fn threshold_counts_each_distinct_key_once() {
     assert!(err.to_string().contains("not counted again"), "{err}");
     // ... and co-signing with a key that already signed is refused.
     assert!(matches!(
-        add_signature(&one, &a),
+        add_manifest_signature(&one, None, &a),
         Err(SignError::AlreadySigned { .. })
     ));
     assert!(matches!(
@@ -226,7 +226,10 @@ fn threshold_counts_each_distinct_key_once() {
         verify(&both, &r).expect("2 of 3").key_ids,
         vec![a.key_id(), c.key_id()]
     );
-    let cosigned = add_signature(&one, &b).expect("cosign");
+    let cosigned = add_manifest_signature(&one, None, &b)
+        .expect("cosign")
+        .transport_bytes()
+        .expect("bundle");
     assert_eq!(
         verify(&cosigned, &r).expect("2 of 3").key_ids,
         vec![a.key_id(), b.key_id()]
@@ -741,4 +744,198 @@ fn newer_schema_version_is_refused_clearly() {
             .contains("schema_version 2 is not supported"),
         "{err}"
     );
+}
+
+/// What HART's verifier does: strip `master_signature` only, canonicalise the rest,
+/// check one Ed25519 signature under `master_public_key`.
+fn hart_verifies(manifest: &[u8]) -> bool {
+    let mut obj = object(manifest);
+    let Some(Value::String(sig)) = obj.remove("master_signature") else {
+        return false;
+    };
+    let Some(pk) = obj
+        .get("master_public_key")
+        .and_then(Value::as_str)
+        .and_then(|h| fleetgate_trust::PublicKey::from_hex(h).ok())
+    else {
+        return false;
+    };
+    let message = fleetgate_trust::to_canonical_bytes(&Value::Object(obj)).expect("canonical");
+    let mut raw = [0u8; 64];
+    hex::decode_to_slice(&sig, &mut raw).is_ok() && pk.verify_strict(&message, &raw).is_ok()
+}
+
+#[test]
+fn co_signatures_are_detached_so_the_manifest_keeps_one_signature() {
+    let (a, b, c) = (key(1), key(2), key(3));
+    let r = ring(&[&a, &b, &c], 2);
+    // Signed by two keys at once: the manifest has master_signature only.
+    let both = fleetgate_trust::sign_manifest_detached(&manifest(1), &[&a, &c]).expect("sign");
+    assert!(!object(&both.manifest).contains_key("signatures"));
+    assert!(hart_verifies(&both.manifest), "HART's verifier accepts it");
+    let sigs = both.cosignatures.clone().expect("a co-signature file");
+    let v = fleetgate_trust::verify_manifest_detached(
+        &both.manifest,
+        Some(&sigs),
+        &r,
+        NOW,
+        &VerifyOptions::default(),
+    )
+    .expect("2 of 3 through the detached file");
+    assert_eq!(v.key_ids, vec![a.key_id(), c.key_id()]);
+    assert!(
+        !v.value.contains_key("signatures"),
+        "value is the HART manifest"
+    );
+    // Without the file it is one signature short.
+    assert!(matches!(
+        fleetgate_trust::verify_manifest_detached(
+            &both.manifest,
+            None,
+            &r,
+            NOW,
+            &VerifyOptions::default()
+        ),
+        Err(VerifyError::BelowThreshold { valid: 1, .. })
+    ));
+
+    // Co-signed later, by a signer who only has the files.
+    let one = sign_manifest(&manifest(1), &[&a]).expect("sign");
+    let cosigned = add_manifest_signature(&one, None, &b).expect("cosign");
+    assert_eq!(cosigned.manifest, one, "the manifest file is not touched");
+    assert!(hart_verifies(&cosigned.manifest));
+    let third = add_manifest_signature(&cosigned.manifest, cosigned.cosignatures.as_deref(), &c)
+        .expect("third");
+    assert_eq!(third.manifest, one);
+    let v = fleetgate_trust::verify_manifest_detached(
+        &third.manifest,
+        third.cosignatures.as_deref(),
+        &r,
+        NOW,
+        &VerifyOptions::default(),
+    )
+    .expect("3 of 3");
+    assert_eq!(v.key_ids.len(), 3);
+    assert!(matches!(
+        add_manifest_signature(&one, cosigned.cosignatures.as_deref(), &b),
+        Err(SignError::AlreadySigned { .. })
+    ));
+    // The generic document co-signer refuses a manifest (it would embed the signature).
+    assert!(matches!(
+        add_signature(&one, &b),
+        Err(SignError::ManifestCosignature)
+    ));
+
+    // The bundle (what nodes are sent) verifies through the plain entry point.
+    let bundle = cosigned.transport_bytes().expect("bundle");
+    assert!(object(&bundle).contains_key("fleetgate_bundle"));
+    assert_eq!(verify(&bundle, &r).expect("bundle").key_ids.len(), 2);
+    assert!(matches!(
+        add_signature(&bundle, &c),
+        Err(SignError::ManifestCosignature)
+    ));
+    // A single-signature manifest is sent as itself.
+    assert_eq!(fleetgate_trust::bundle(&one, None).expect("plain"), one);
+
+    // A co-signature file of another manifest is refused, not ignored.
+    let other = sign_manifest(&manifest(2), &[&a]).expect("sign");
+    let err = fleetgate_trust::verify_manifest_detached(
+        &other,
+        cosigned.cosignatures.as_deref(),
+        &r,
+        NOW,
+        &VerifyOptions::default(),
+    )
+    .unwrap_err();
+    assert_eq!(err.exit_code(), 11, "{err}");
+    assert!(err.to_string().contains("another manifest"), "{err}");
+    // A tampered co-signature is a bad signature.
+    let mut c_obj = object(cosigned.cosignatures.as_deref().expect("file"));
+    let entry = &mut c_obj["signatures"][0]["sig"];
+    let flipped: String = entry
+        .as_str()
+        .expect("sig")
+        .chars()
+        .rev()
+        .collect::<String>();
+    *entry = Value::String(flipped);
+    let tampered = serde_json::to_vec(&c_obj).expect("ser");
+    assert!(matches!(
+        fleetgate_trust::verify_manifest_detached(
+            &one,
+            Some(&tampered),
+            &r,
+            NOW,
+            &VerifyOptions::default()
+        ),
+        Err(VerifyError::BelowThreshold { valid: 1, .. } | VerifyError::BadSignature { .. })
+    ));
+}
+
+#[test]
+fn an_embedded_signatures_array_of_an_earlier_version_is_read_and_moved_out() {
+    let (a, b, c) = (key(1), key(2), key(3));
+    let r = ring(&[&a, &b, &c], 2);
+    // The old form: the second signature inside the manifest.
+    let one = sign_manifest(&manifest(1), &[&a]).expect("sign");
+    let mut obj = object(&one);
+    let message = fleetgate_trust::signed_bytes(&obj).expect("bytes");
+    obj.insert(
+        "signatures".into(),
+        json!([{"key_id": b.key_id(), "sig": hex::encode(b.sign(&message))}]),
+    );
+    let old = serde_json::to_vec_pretty(&obj).expect("ser");
+    assert!(!hart_verifies(&old), "the reason it changed");
+    assert_eq!(verify(&old, &r).expect("still read").key_ids.len(), 2);
+    // Co-signing it converts it: the manifest loses the array, the file gains both.
+    let converted = add_manifest_signature(&old, None, &c).expect("cosign");
+    assert!(!object(&converted.manifest).contains_key("signatures"));
+    assert!(hart_verifies(&converted.manifest));
+    let v = fleetgate_trust::verify_manifest_detached(
+        &converted.manifest,
+        converted.cosignatures.as_deref(),
+        &r,
+        NOW,
+        &VerifyOptions::default(),
+    )
+    .expect("3 of 3");
+    assert_eq!(v.key_ids.len(), 3);
+}
+
+#[test]
+fn hash_scheme_is_written_only_when_hart_and_is_signed() {
+    let k = key(1);
+    let r = ring(&[&k], 1);
+    let git = sign_manifest(&manifest(1), &[&k]).expect("sign");
+    assert!(
+        !object(&git).contains_key("hash_scheme"),
+        "git manifests unchanged"
+    );
+    assert_eq!(
+        verify(&git, &r).expect("git").manifest.hash_scheme,
+        fleetgate_trust::HashScheme::Git
+    );
+    let mut m = manifest(1);
+    m.hash_scheme = fleetgate_trust::HashScheme::Hart;
+    let hart = sign_manifest(&m, &[&k]).expect("sign");
+    assert_eq!(object(&hart)["hash_scheme"], "hart");
+    assert!(hart_verifies(&hart));
+    assert_eq!(
+        verify(&hart, &r).expect("hart").manifest.hash_scheme,
+        fleetgate_trust::HashScheme::Hart
+    );
+    // Changing the scheme breaks the signature; an unknown scheme is malformed.
+    let text = String::from_utf8(hart).expect("utf8");
+    let swapped = text.replace("\"hash_scheme\": \"hart\"", "\"hash_scheme\": \"git\"");
+    assert_ne!(swapped, text);
+    assert!(matches!(
+        verify(swapped.as_bytes(), &r),
+        Err(VerifyError::BadSignature { .. })
+    ));
+    let mut v: Value = serde_json::to_value(&m).expect("value");
+    v["hash_scheme"] = json!("blake3");
+    assert!(matches!(
+        sign_manifest_value(&v, &[&k]),
+        Err(SignError::InvalidManifest { .. })
+    ));
 }

@@ -342,6 +342,7 @@ http = "http://127.0.0.1:{app_port}/health"
         git_sha: v1.commit.clone(),
         code_hash: v1.code_hash.clone(),
         file_manifest_hash: v1.file_manifest_hash.clone(),
+        hash_scheme: fleetgate_trust::HashScheme::Git,
         guardrail_hash: String::new(),
         built_at: fleetgate_trust::rfc3339_seconds(seq),
         master_public_key: key.public_key_hex(),
