@@ -303,6 +303,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 for (key, var) in fleetgate_core::config::env_overrides() {
                     println!("{var:<48} {key}");
                 }
+                println!();
+                println!("# read outside the config file (fleetgate's own names first)");
+                for (var, what) in fleetgate_core::config::other_env() {
+                    println!("{var:<48} {what}");
+                }
                 return Ok(ExitCode::SUCCESS);
             }
             let (cfg, base) = load_config(cfg_path)?;

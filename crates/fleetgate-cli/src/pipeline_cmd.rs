@@ -13,9 +13,15 @@ pub fn start(
 ) -> anyhow::Result<ExitCode> {
     let o = open(cfg_path, false)?;
     let state = o.start(version, git_sha)?;
+    let warnings = hart_env_warnings();
     if json {
-        print_json(&state)?;
+        let mut v = serde_json::to_value(&state)?;
+        v["warnings"] = serde_json::json!(warnings);
+        print_json(&v)?;
     } else {
+        for w in &warnings {
+            eprintln!("warning: {w}");
+        }
         println!(
             "started {} at {} (run {}); next: `fleetgate run` (or `fleetgate advance` one gate at a time)",
             state.version,
@@ -64,16 +70,19 @@ pub fn status(cfg_path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
     let quarantined = o.store().quarantined();
     if json {
         let mut v = serde_json::to_value(&state)?;
-        v["warnings"] = serde_json::json!(
-            quarantined
-                .iter()
-                .map(|p| format!("a corrupt state file was moved aside to {}", p.display()))
-                .collect::<Vec<_>>()
-        );
+        let mut warnings: Vec<String> = quarantined
+            .iter()
+            .map(|p| format!("a corrupt state file was moved aside to {}", p.display()))
+            .collect();
+        warnings.extend(hart_env_warnings());
+        v["warnings"] = serde_json::json!(warnings);
         v["skipped_gates"] = serde_json::json!(state.skipped_gates());
         print_json(&v)?;
     } else {
         output::print_status(&state, &quarantined);
+        for w in hart_env_warnings() {
+            println!("warning: {w}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -134,4 +143,9 @@ pub fn watch(cfg_path: Option<&Path>, once: bool) -> anyhow::Result<ExitCode> {
         }
         std::thread::sleep(interval);
     }
+}
+
+/// HART variables that are set but never obeyed (`HEVOLVE_DEV_MODE`, …).
+fn hart_env_warnings() -> Vec<String> {
+    fleetgate_core::config::hart_env_warnings(|k| std::env::var(k).ok())
 }

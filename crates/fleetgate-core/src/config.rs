@@ -6,6 +6,13 @@
 //! (`[canary] pct` → `FLEETGATE_CANARY_PCT`, `[stages.test] min_pass_rate` →
 //! `FLEETGATE_STAGES_TEST_MIN_PASS_RATE`). Aliases: `FLEETGATE_CANARY_DURATION_SECONDS`,
 //! HART's `HEVOLVE_CANARY_PCT` and `HEVOLVE_CANARY_DURATION_SECONDS`.
+//!
+//! HART's location variables fill a key only when fleetgate has no setting of its own (the
+//! key is absent from the file and its `FLEETGATE_` variable is unset):
+//! `HEVOLVE_DB_PATH` (absolute, not `:memory:`) → `state_dir = <dir of it>/agent_data`
+//! (where HART keeps `upgrade_state.json`), `HEVOLVE_CODE_ROOT` → `repo`. The other HART
+//! variables are listed by [`other_env`]; [`hart_env_warnings`] reports the ones fleetgate
+//! reads but never obeys (`HEVOLVE_DEV_MODE` never skips a gate).
 
 use crate::bench::Direction;
 use serde::{Deserialize, Serialize};
@@ -215,7 +222,8 @@ pub struct CodeHashConfig {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SigningConfig {
-    /// Secret key file (hex seed). Else `FLEETGATE_SIGNING_KEY_HEX` / `MASTER_PRIVATE_KEY_HEX`.
+    /// Secret key file (hex seed). Else `FLEETGATE_SIGNING_KEY_HEX`, `MASTER_PRIVATE_KEY_HEX`,
+    /// `HEVOLVE_MASTER_PRIVATE_KEY_HEX`, `HEVOLVE_MASTER_PRIVATE_KEY` (the first set one).
     pub key_file: Option<String>,
     /// Trust file (keyring) the signed manifest must verify against.
     pub trust_file: Option<String>,
@@ -508,6 +516,81 @@ const ALIASES: &[(&str, &str)] = &[
     ("HEVOLVE_CANARY_PCT", "canary.pct"),
 ];
 
+/// HART's location variables: used for a key only when fleetgate has no setting of its
+/// own for it (see the module doc).
+const HART_FALLBACKS: &[(&str, &str)] = &[
+    ("HEVOLVE_DB_PATH", "state_dir"),
+    ("HEVOLVE_CODE_ROOT", "repo"),
+];
+
+/// Environment variables read outside the config file, with what they do (for
+/// `fleetgate config --env`). fleetgate's own names are read first.
+pub fn other_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        (
+            "FLEETGATE_SIGNING_KEY_HEX",
+            "signing key (Ed25519 seed, 64 hex) when [signing] key_file is unset; read first",
+        ),
+        (
+            "MASTER_PRIVATE_KEY_HEX",
+            "signing key, HART's CI name; read when FLEETGATE_SIGNING_KEY_HEX is unset",
+        ),
+        (
+            "HEVOLVE_MASTER_PRIVATE_KEY_HEX",
+            "signing key, HART's name; read after the two above",
+        ),
+        (
+            "HEVOLVE_MASTER_PRIVATE_KEY",
+            "signing key, HART's runtime name; read last",
+        ),
+        (
+            "FLEETGATE_API_TOKEN",
+            "bearer token of `fleetgate serve` for mutating calls",
+        ),
+        (
+            "FLEETGATE_CONFIG",
+            "the config file when --config is not given",
+        ),
+        (
+            "HEVOLVE_DEV_MODE",
+            "HART's dev mode: recognised and reported as a warning; it never skips or weakens a gate",
+        ),
+        (
+            "HEVOLVE_CODE_HASH_PRECOMPUTED",
+            "HART's baked-in code hash: recognised and reported; fleetgate always computes the code hash itself",
+        ),
+    ]
+}
+
+/// Warnings about HART variables that are set but never obeyed, for `status` and `start`
+/// (and the matching tools). Empty when none is set.
+pub fn hart_env_warnings(env: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    let set = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    let mut w = Vec::new();
+    if let Some(v) = set("HEVOLVE_DEV_MODE") {
+        w.push(format!(
+            "HEVOLVE_DEV_MODE={:?} is set: fleetgate ignores it; every gate runs as configured (skip gates only with `[stages.<gate>] skip = \"<reason>\"`)",
+            v.chars().take(40).collect::<String>()
+        ));
+    }
+    if set("HEVOLVE_CODE_HASH_PRECOMPUTED").is_some() {
+        w.push("HEVOLVE_CODE_HASH_PRECOMPUTED is set: fleetgate ignores it; BUILD always computes the code hash from the release commit".to_owned());
+    }
+    w
+}
+
+/// `state_dir` from `HEVOLVE_DB_PATH`: `<dir of the database>/agent_data`, as HART resolves
+/// it. `None` for a relative path or `:memory:` (HART then uses `./agent_data`; fleetgate
+/// keeps its own default).
+fn state_dir_from_db_path(db_path: &str) -> Option<String> {
+    let p = std::path::Path::new(db_path.trim());
+    if db_path.trim() == ":memory:" || !p.is_absolute() {
+        return None;
+    }
+    let dir = p.parent()?;
+    Some(dir.join("agent_data").to_string_lossy().into_owned())
+}
+
 /// The environment variable that overrides `key`.
 pub fn env_name(key: &str) -> String {
     format!("FLEETGATE_{}", key.replace('.', "_").to_ascii_uppercase())
@@ -521,6 +604,15 @@ pub fn env_overrides() -> Vec<(String, String)> {
         .collect();
     for (var, key) in ALIASES {
         v.push(((*key).to_owned(), (*var).to_owned()));
+    }
+    for (var, key) in HART_FALLBACKS {
+        v.push((
+            format!(
+                "{key} (only when neither the file nor {} sets it)",
+                env_name(key)
+            ),
+            (*var).to_owned(),
+        ));
     }
     v
 }
@@ -564,6 +656,21 @@ impl Config {
                         })?,
                 };
                 set_path(&mut doc, key, value);
+            }
+        }
+        for (var, key) in HART_FALLBACKS {
+            if doc.contains_key(*key) {
+                continue;
+            }
+            let Some(raw) = env(var).filter(|v| !v.trim().is_empty()) else {
+                continue;
+            };
+            let value = match *key {
+                "state_dir" => state_dir_from_db_path(&raw),
+                _ => Some(raw.trim().to_owned()),
+            };
+            if let Some(value) = value {
+                doc.insert((*key).to_owned(), toml::Value::String(value));
             }
         }
         let text = toml::to_string(&doc).map_err(|e| ConfigError::Parse(e.to_string()))?;
@@ -915,6 +1022,56 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.canary.pct, 0.4);
+    }
+
+    #[test]
+    fn hart_location_variables_fill_only_absent_keys() {
+        let c = parse(
+            "",
+            &[
+                ("HEVOLVE_DB_PATH", "/var/lib/hart/hevolve.db"),
+                ("HEVOLVE_CODE_ROOT", "/opt/hart"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.state_dir, "/var/lib/hart/agent_data");
+        assert_eq!(c.repo, "/opt/hart");
+        // fleetgate's own setting wins: the file's key, or the FLEETGATE_ variable.
+        let c = parse(
+            "state_dir = \"st\"\n",
+            &[("HEVOLVE_DB_PATH", "/var/lib/hart/hevolve.db")],
+        )
+        .unwrap();
+        assert_eq!(c.state_dir, "st");
+        let c = parse(
+            "",
+            &[
+                ("HEVOLVE_DB_PATH", "/var/lib/hart/hevolve.db"),
+                ("FLEETGATE_STATE_DIR", "mine"),
+                ("HEVOLVE_CODE_ROOT", "/opt/hart"),
+                ("FLEETGATE_REPO", "/src"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.state_dir, "mine");
+        assert_eq!(c.repo, "/src");
+        // A relative path or an in-memory database keeps the default, as HART does.
+        for db in ["hevolve.db", ":memory:"] {
+            let c = parse("", &[("HEVOLVE_DB_PATH", db)]).unwrap();
+            assert_eq!(c.state_dir, "state", "{db}");
+        }
+        let listed: Vec<String> = env_overrides().into_iter().map(|(_, v)| v).collect();
+        assert!(listed.contains(&"HEVOLVE_DB_PATH".to_owned()));
+        assert!(listed.contains(&"FLEETGATE_STATE_DIR".to_owned()));
+    }
+
+    #[test]
+    fn hart_dev_mode_is_reported_never_obeyed() {
+        let none = hart_env_warnings(|_| None);
+        assert!(none.is_empty());
+        let w = hart_env_warnings(|k| (k == "HEVOLVE_DEV_MODE").then(|| "true".to_owned()));
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("every gate runs"), "{w:?}");
     }
 
     #[test]

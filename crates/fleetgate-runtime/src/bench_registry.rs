@@ -87,6 +87,35 @@ pub struct BenchmarkDef {
     pub description: Option<String>,
     /// When it was registered (unix seconds).
     pub registered_at: f64,
+    /// HART's `requires_gpu`: recorded for the operator's review (fleetgate does not probe
+    /// for a GPU; what runs is what the operator allowed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub requires_gpu: bool,
+    /// HART's `min_vram_gb`, recorded like `requires_gpu`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_vram_gb: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
+/// HART's `run_command` (one string) as an argv, split the way a POSIX shell splits words
+/// (quotes, backslashes) — and nothing more: the result runs without a shell, so `$VAR`,
+/// globs, `;` and `|` stay literal arguments.
+pub fn split_run_command(run_command: &str) -> Result<Vec<String>, RuntimeError> {
+    let argv = shlex::split(run_command).ok_or_else(|| {
+        RuntimeError::Config(
+            "register_benchmark: `run_command` has an unterminated quote or a trailing backslash"
+                .to_owned(),
+        )
+    })?;
+    if argv.is_empty() {
+        return Err(RuntimeError::Config(
+            "register_benchmark: `run_command` is empty: give the program to run and its arguments (it runs in the release checkout; `repo_url` is never cloned)".to_owned(),
+        ));
+    }
+    Ok(argv)
 }
 
 impl BenchmarkDef {
@@ -141,6 +170,9 @@ impl BenchmarkDef {
             relative_path("command[0]", &self.command[0])?;
         }
         relative_path("results", &self.results)?;
+        if !self.min_vram_gb.is_finite() || self.min_vram_gb < 0.0 {
+            return bad("min_vram_gb", "must be a number of GB ≥ 0".into());
+        }
         for (field, v) in [
             ("repo_url", &self.repo_url),
             ("description", &self.description),
@@ -317,7 +349,31 @@ mod tests {
             repo_url: None,
             description: None,
             registered_at: 1.0,
+            requires_gpu: false,
+            min_vram_gb: 0.0,
         }
+    }
+
+    #[test]
+    fn hart_run_command_is_split_without_a_shell() {
+        assert_eq!(
+            split_run_command("python bench.py --out 'my results.json' $HOME;rm").unwrap(),
+            ["python", "bench.py", "--out", "my results.json", "$HOME;rm"]
+        );
+        assert!(split_run_command("python 'open").is_err());
+        assert!(split_run_command("   ").is_err());
+        // HART's extra fields are provenance: they do not change the definition hash.
+        let mut gpu = def("g");
+        gpu.requires_gpu = true;
+        gpu.min_vram_gb = 8.0;
+        assert_eq!(gpu.definition_hash(), def("g").definition_hash());
+        gpu.min_vram_gb = -1.0;
+        assert!(
+            gpu.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("min_vram_gb")
+        );
     }
 
     #[test]

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 pub const SECRET_ENV: &[&str] = &[
     fleetgate_trust::ENV_SIGNING_KEY,
     fleetgate_trust::ENV_HART_SIGNING_KEY,
+    "HEVOLVE_MASTER_PRIVATE_KEY_HEX",
+    "HEVOLVE_MASTER_PRIVATE_KEY",
     "FLEETGATE_API_TOKEN",
 ];
 

@@ -210,7 +210,7 @@ fn sign(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts)
                 return Ok((
                     Verdict::failed(
                         format!(
-                            "no signing key: {e} (set `[signing] key_file`, or FLEETGATE_SIGNING_KEY_HEX / MASTER_PRIVATE_KEY_HEX); \
+                            "no signing key: {e} (set `[signing] key_file`, or FLEETGATE_SIGNING_KEY_HEX / MASTER_PRIVATE_KEY_HEX / HEVOLVE_MASTER_PRIVATE_KEY_HEX / HEVOLVE_MASTER_PRIVATE_KEY); \
                              there is no unsigned path"
                         ),
                         json!({"missing": "signing key"}),

@@ -213,6 +213,41 @@ impl Orchestrator {
         }
     }
 
+    /// The version of the commit `rev` (e.g. `HEAD`): the highest valid version tag that
+    /// points at it, else `auto-<unix seconds>` (HART's fallback for an untagged commit).
+    /// Returns the version and the commit.
+    pub fn version_at(&self, rev: &str) -> Result<(Version, String), RuntimeError> {
+        let repo_path = &self.ctx.repo;
+        let sha = codehash::resolve_commit(repo_path, rev)?;
+        let repo = git2::Repository::open(repo_path)
+            .map_err(|e| RuntimeError::git(repo_path, "open the repository", e))?;
+        let names = repo
+            .tag_names(None)
+            .map_err(|e| RuntimeError::git(repo_path, "list tags", e))?;
+        let mut best: Option<(semver::Version, Version)> = None;
+        for name in names.iter().flatten().flatten() {
+            let Ok(v) = Version::parse(name) else {
+                continue;
+            };
+            let Some(sv) = v.semver() else { continue };
+            let at = codehash::resolve_commit(repo_path, &format!("refs/tags/{name}"));
+            if at.is_ok_and(|c| c == sha) && best.as_ref().is_none_or(|(b, _)| &sv > b) {
+                best = Some((sv, v));
+            }
+        }
+        let version = match best {
+            Some((_, v)) => v,
+            None => {
+                let secs = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs();
+                Version::parse(&format!("auto-{secs}"))?
+            }
+        };
+        Ok((version, sha))
+    }
+
     /// Start a run of `version`.
     pub fn start(
         &self,
@@ -312,7 +347,10 @@ impl Orchestrator {
         &self,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<AdvanceReport, RuntimeError> {
-        let snapshot = self.store.load()?;
+        let mut snapshot = self.store.load()?;
+        if snapshot.stage.is_gated() && snapshot.git_sha.is_empty() {
+            snapshot = self.pin_commit(snapshot)?;
+        }
         let stage = snapshot.stage;
         if !stage.is_gated() && !snapshot.outbox.is_empty() {
             // A finished run with effects still queued (a rollback order sent by hand, or
@@ -401,6 +439,31 @@ impl Orchestrator {
             }
             Err(e) => Err(flatten(e)),
         }
+    }
+
+    /// A run without a commit (adopted from a HART state file: HART's `start_upgrade`
+    /// defaults `git_sha` to `""`) gets the commit of the tag named like its version, the
+    /// same rule as `start` without `git_sha`, recorded before any gate runs. Without such a
+    /// tag the state is left as it is and BUILD fails closed on the missing commit.
+    fn pin_commit(&self, snapshot: PipelineState) -> Result<PipelineState, RuntimeError> {
+        let Ok(version) = Version::parse(&snapshot.version) else {
+            return Ok(snapshot);
+        };
+        let Ok(sha) = self.resolve_version(&version, None) else {
+            return Ok(snapshot);
+        };
+        let epoch = snapshot.epoch;
+        self.store
+            .transact(|s| {
+                if s.epoch == epoch && s.git_sha.is_empty() {
+                    s.git_sha = sha.clone();
+                }
+                Ok::<_, std::convert::Infallible>(s.clone())
+            })
+            .map_err(|e| match e {
+                TransactError::Store(s) => RuntimeError::Store(s),
+                TransactError::Rejected(never) => match never {},
+            })
     }
 
     /// A version to release next, if there is one: a version tag newer than anything run

@@ -16,6 +16,9 @@
 //! - A corrupt file is never reset to idle: it is moved aside (`*.corrupt-<unix>`) and
 //!   reported as [`StoreError::Corrupt`]; later `status` calls list it.
 //! - A file with a newer `schema_version` than this build knows is refused, untouched.
+//! - A file without `schema_version` is HART's state file: it is adopted (mapped to
+//!   fleetgate's state, see [`hart`]), its original kept as `upgrade_state.json.hart-orig`
+//!   before anything else is written; the next state write upgrades the file in place.
 //! - The record of completed releases (`last_completed`, a bounded history of completed
 //!   releases, the highest manifest sequence ever used) lives in `releases.json` as well as
 //!   in the state, so a quarantined state file costs the run, not the release history. It
@@ -31,8 +34,10 @@
 //!
 //! Testing: `cargo nextest run -p fleetgate-store`.
 
+pub mod hart;
 mod releases;
 
+pub use hart::HART_ORIGINAL_SUFFIX;
 pub use releases::{RELEASE_HISTORY_LIMIT, RELEASES_FILE, RELEASES_SCHEMA_VERSION, ReleaseRecord};
 
 use fleetgate_core::{PipelineState, SCHEMA_VERSION};
@@ -306,6 +311,9 @@ impl StateDir {
             Ok(v) => v,
             Err(e) => return self.quarantine_state(&path, format!("not JSON: {e}"), record),
         };
+        if hart::is_hart(&value) {
+            return self.adopt_hart(&path, &bytes, value, record);
+        }
         let found = value
             .get("schema_version")
             .and_then(|v| v.as_u64())
@@ -324,6 +332,53 @@ impl StateDir {
             }
             Err(e) => self.quarantine_state(&path, format!("not a fleetgate state: {e}"), record),
         }
+    }
+
+    /// `<dir>/upgrade_state.json.hart-orig`: the HART state file as it was when fleetgate
+    /// adopted it.
+    pub fn hart_original_path(&self) -> PathBuf {
+        self.dir
+            .join(format!("{STATE_FILE}.{HART_ORIGINAL_SUFFIX}"))
+    }
+
+    fn adopt_hart(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        value: serde_json::Value,
+        record: &ReleaseRecord,
+    ) -> Result<PipelineState, StoreError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let state = match hart::adopt(value, now) {
+            Ok(s) => s,
+            Err(e) => {
+                return self.quarantine_state(
+                    path,
+                    format!("a HART state file (no schema_version) that cannot be mapped: {e}"),
+                    record,
+                );
+            }
+        };
+        // Keep the original before any write can replace it. An earlier adoption's copy is
+        // never overwritten: a different original goes beside it with a timestamp.
+        let orig = self.hart_original_path();
+        let keep = match fs::read(&orig) {
+            Ok(existing) if existing == bytes => None,
+            Ok(_) => Some(self.dir.join(format!(
+                "{STATE_FILE}.{HART_ORIGINAL_SUFFIX}-{}",
+                now as u64
+            ))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Some(orig),
+            Err(e) => return Err(io_err("read", &orig)(e)),
+        };
+        if let Some(keep) = keep {
+            write_atomic(&keep, bytes, None).map_err(io_err("keep the HART original", &keep))?;
+            tracing::warn!(path = %path.display(), original = %keep.display(), stage = %state.stage, "adopted a HART state file; the next write upgrades it to fleetgate's format");
+        }
+        Ok(state)
     }
 
     fn quarantine_state<T>(

@@ -59,6 +59,51 @@ fn corrupt_file_is_moved_aside_and_reported_never_reset() {
 }
 
 #[test]
+fn a_hart_state_file_is_adopted_kept_and_upgraded_on_the_next_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = StateDir::open(tmp.path()).unwrap();
+    // HART's file, byte for byte as its orchestrator writes it mid-run (indent=2).
+    let hart = "{\n  \"stage\": \"benchmarking\",\n  \"version\": \"v2.0.0\",\n  \"git_sha\": \"\",\n  \"started_at\": 1771864669.14,\n  \"stage_history\": [\n    {\"stage\": \"building\", \"at\": 1771864669.14},\n    {\"stage\": \"benchmarking\", \"at\": 1771864680.5}\n  ],\n  \"code_hash\": \"ab12\"\n}";
+    fs::write(dir.state_path(), hart).unwrap();
+    let s = dir.load().unwrap();
+    assert_eq!(s.stage, Stage::Building, "fleetgate re-runs the gates");
+    assert_eq!(s.version, "v2.0.0");
+    assert_eq!(s.started_at, Some(1771864669.14));
+    assert_eq!(s.stage_history.len(), 3);
+    assert!(dir.quarantined().is_empty(), "not quarantined");
+    // The original is kept beside it, and the state file is untouched until a write.
+    assert_eq!(fs::read_to_string(dir.hart_original_path()).unwrap(), hart);
+    assert_eq!(fs::read_to_string(dir.state_path()).unwrap(), hart);
+    // The next write upgrades it; later loads read fleetgate's format.
+    dir.transact(|st| {
+        st.git_sha = "deadbeef".into();
+        Ok::<_, std::convert::Infallible>(())
+    })
+    .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.state_path()).unwrap()).unwrap();
+    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["git_sha"], "deadbeef");
+    assert_eq!(dir.load().unwrap().stage, Stage::Building);
+    assert_eq!(fs::read_to_string(dir.hart_original_path()).unwrap(), hart);
+}
+
+#[test]
+fn an_idle_hart_state_file_is_idle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = StateDir::open(tmp.path()).unwrap();
+    fs::write(
+        dir.state_path(),
+        r#"{"stage": "idle", "version": "", "git_sha": "", "started_at": 0, "stage_history": []}"#,
+    )
+    .unwrap();
+    let s = dir.load().unwrap();
+    assert_eq!(s.stage, Stage::Idle);
+    assert_eq!(s.started_at, None);
+    assert!(dir.hart_original_path().exists());
+}
+
+#[test]
 fn newer_schema_is_refused_and_left_alone() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = StateDir::open(tmp.path()).unwrap();

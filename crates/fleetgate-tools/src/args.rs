@@ -2,7 +2,8 @@
 //! ([`crate::definitions`]) and snapshot-tested (`schemas/tools.json`).
 //!
 //! Every type refuses unknown fields, so a misspelt argument is an error that names it
-//! rather than a silently ignored value.
+//! rather than a silently ignored value. Every argument HART's tools take is accepted with
+//! HART's default and optionality (see README, "HART compatibility").
 
 use fleetgate_runtime::bench_registry::Tier;
 use schemars::JsonSchema;
@@ -20,8 +21,8 @@ pub struct StartUpgrade {
     /// The version to release: semver with an optional leading `v` (`v2.1.0`), or
     /// `auto-<unix seconds>`. Without `git_sha`, the git tag of that name is released.
     pub new_version: String,
-    /// The commit to release (a SHA or any git revision). Default: the tag named
-    /// `new_version`.
+    /// The commit to release (a SHA or any git revision). Default (absent or `""`, HART's
+    /// default): the tag named `new_version`.
     #[serde(default)]
     pub git_sha: Option<String>,
 }
@@ -31,7 +32,9 @@ pub struct StartUpgrade {
 #[serde(deny_unknown_fields)]
 pub struct RollbackUpgrade {
     /// Why the run is rolled back (recorded in the state and carried by the rollback
-    /// order). 1-2000 characters.
+    /// order), at most 2000 characters. Optional as in HART (default `""`); without one,
+    /// a default reason saying so is recorded.
+    #[serde(default)]
     pub reason: String,
 }
 
@@ -40,15 +43,23 @@ pub struct RollbackUpgrade {
 #[serde(deny_unknown_fields)]
 pub struct CaptureBenchmark {
     /// The version to label the snapshot with (semver with optional `v`, or
-    /// `auto-<unix seconds>`).
+    /// `auto-<unix seconds>`). Optional as in HART: absent or `""` means the run in
+    /// progress (its version and commit), else the version tag at `git_sha` (default
+    /// HEAD), else `auto-<unix seconds>` for that commit.
+    #[serde(default)]
     pub version: String,
-    /// The commit to measure. Default: the tag named `version`.
+    /// The commit to measure (a SHA or any git revision). Default (absent or `""`): the
+    /// tag named `version`.
     #[serde(default)]
     pub git_sha: Option<String>,
     /// Which registered benchmarks to run besides the configured benchmark command:
-    /// `fast`, `heavy` or `all` (default).
-    #[serde(default)]
+    /// `fast` (default, as in HART), `heavy` or `all`.
+    #[serde(default = "fast")]
     pub tier: Tier,
+}
+
+fn fast() -> Tier {
+    Tier::Fast
 }
 
 /// `compare_benchmarks`.
@@ -70,14 +81,28 @@ pub struct RegisterBenchmark {
     pub name: String,
     /// The program and its arguments, e.g. `["./scripts/bench.sh", "--quick"]`. Run
     /// without a shell, in a clean checkout of the version measured, and only once the
-    /// operator has allowed this exact definition in the config.
-    pub command: Vec<String>,
-    /// The results file the command writes, relative to the checkout, in
-    /// github-action-benchmark format: `[{"name", "unit", "value"}]`.
-    pub results: String,
-    /// `fast`, `heavy` or `all` (default): which `capture_benchmark` tiers run it.
+    /// operator has allowed this exact definition in the config. Give this or
+    /// `run_command`.
     #[serde(default)]
-    pub tier: Tier,
+    pub command: Option<Vec<String>>,
+    /// HART's form of `command`: one string, split into program and arguments like a
+    /// POSIX shell would split words (quotes, backslashes), but never run by a shell: no
+    /// variables, globs, pipes or `;`.
+    #[serde(default)]
+    pub run_command: Option<String>,
+    /// The results file the command writes, relative to the checkout, in
+    /// github-action-benchmark format: `[{"name", "unit", "value"}]`. Give this or
+    /// `metrics_file`; with `run_command` and neither, `results.json` (HART's default).
+    #[serde(default)]
+    pub results: Option<String>,
+    /// HART's name for `results`.
+    #[serde(default)]
+    pub metrics_file: Option<String>,
+    /// `fast`, `heavy` or `all`: which `capture_benchmark` tiers run it. Default `all`,
+    /// or `heavy` for HART's form (`run_command`), the tier HART gives benchmarks
+    /// registered from a repository.
+    #[serde(default)]
+    pub tier: Option<Tier>,
     /// Where the benchmark comes from, for the operator's review. Recorded only: it is
     /// never cloned or fetched.
     #[serde(default)]
@@ -85,4 +110,11 @@ pub struct RegisterBenchmark {
     /// What it measures.
     #[serde(default)]
     pub description: Option<String>,
+    /// HART: the benchmark needs a GPU. Recorded for the operator (fleetgate does not
+    /// probe GPUs; it runs what the operator allowed). Default false.
+    #[serde(default)]
+    pub requires_gpu: bool,
+    /// HART: the GPU memory it needs, in GB. Recorded like `requires_gpu`. Default 0.
+    #[serde(default)]
+    pub min_vram_gb: f64,
 }

@@ -8,7 +8,7 @@
 //! | GET  | `/api/upgrades/status` | `check_upgrade_status` |
 //! | POST | `/api/upgrades/start` | `start_upgrade` (`{"new_version", "git_sha"?}`) |
 //! | POST | `/api/upgrades/advance` | `advance_upgrade_pipeline` (empty body or `{}`) |
-//! | POST | `/api/upgrades/rollback` | `rollback_upgrade` (`{"reason"}`) |
+//! | POST | `/api/upgrades/rollback` | `rollback_upgrade` (`{"reason"?}`) |
 //! | GET  | `/api/upgrades/canary-health` | `check_canary_health` |
 //! | GET  | `/api/benchmarks` | `list_benchmarks` |
 //! | POST | `/api/benchmarks` | `register_benchmark` |
@@ -25,8 +25,7 @@
 //!
 //! Statuses: 200 the tool succeeded; when it answered `success: false` (the body is
 //! passed through), by its `error_kind`: 409 `locked` (another orchestrator) or `refused`
-//! (a run is active, nothing to roll back), 404 `not_found` (no such snapshot, no canary
-//! verdict yet), 500 `config` or `corrupt_state` (the server's own files), 422 otherwise
+//! (a run is active, nothing to roll back), 404 `not_found` (no such snapshot), 500 `config` or `corrupt_state` (the server's own files), 422 otherwise
 //! (`invalid_arguments`, `failed`); 400 a body that is not JSON or a malformed query; 401 a missing or wrong
 //! bearer token (with `WWW-Authenticate: Bearer`; nothing was run); 404 an unknown route
 //! or tool; 405 a wrong method; 413 a body over [`MAX_BODY_BYTES`]; 503 more than
@@ -738,7 +737,7 @@ pub fn openapi(open_reads: bool) -> Value {
         responses.insert("409".into(), err("`error_kind` `locked` (another orchestrator holds the state directory) or `refused` (the pipeline refused the transition)"));
         responses.insert(
             "404".into(),
-            err("`error_kind` `not_found`: no such snapshot, no canary verdict yet"),
+            err("`error_kind` `not_found`: no such snapshot"),
         );
         responses.insert(
             "500".into(),

@@ -3,7 +3,7 @@
 
 use crate::args;
 use fleetgate_core::{Outcome, PipelineState, Stage};
-use fleetgate_runtime::bench_registry::{self, BenchmarkDef};
+use fleetgate_runtime::bench_registry::{self, BenchmarkDef, Tier};
 use fleetgate_runtime::{Orchestrator, Progress, RuntimeError, bench_store, gates, load_config};
 use fleetgate_store::StoreError;
 use schemars::JsonSchema;
@@ -15,6 +15,11 @@ use std::path::PathBuf;
 pub const MAX_REASON_CHARS: usize = 2000;
 /// The longest version or revision string accepted.
 pub const MAX_VERSION_CHARS: usize = 128;
+/// The reason recorded when `rollback_upgrade` is called without one (HART's `reason`
+/// defaults to `""`).
+pub const DEFAULT_ROLLBACK_REASON: &str = "no reason given (rollback_upgrade called without one)";
+/// HART's default `metrics_file` for a benchmark registered with `run_command`.
+pub const HART_METRICS_FILE: &str = "results.json";
 
 /// One tool's definition.
 #[derive(Debug, Clone)]
@@ -55,7 +60,7 @@ pub fn definitions() -> Vec<ToolDef> {
     vec![
         ToolDef {
             name: "check_upgrade_status",
-            description: "Show the upgrade pipeline: the current stage, version, commit, gate verdicts with their figures, history, and whether a new version is waiting (a version tag newer than anything run, or a changed code hash at HEAD). Start here; `next_step` says what to call next.",
+            description: "Show the upgrade pipeline: the current stage, version, commit, gate verdicts with their figures, history, and whether a new version is waiting (a version tag newer than anything run, or a changed code hash at HEAD). HART's keys too: `pipeline` (the state) and `new_version` (null or {new_version_detected, version, git_sha, previous_hash}). Start here; `next_step` says what to call next.",
             input_schema: schema::<args::NoArgs>(),
             read_only: true,
             destructive: false,
@@ -63,7 +68,7 @@ pub fn definitions() -> Vec<ToolDef> {
         },
         ToolDef {
             name: "capture_benchmark",
-            description: "Run the configured benchmark command (and the operator-allowed registered benchmarks of `tier`) in a clean checkout of `version` and store the results as that version's snapshot. Use it to record a baseline before an upgrade. Can take minutes.",
+            description: "Run the configured benchmark command (and the operator-allowed registered benchmarks of `tier`, default fast) in a clean checkout of `version` and store the results as that version's snapshot. Without `version`: the run in progress, else the version tag at `git_sha` (default HEAD), else auto-<unix seconds>. Use it to record a baseline before an upgrade. Can take minutes.",
             input_schema: schema::<args::CaptureBenchmark>(),
             read_only: false,
             destructive: false,
@@ -71,7 +76,7 @@ pub fn definitions() -> Vec<ToolDef> {
         },
         ToolDef {
             name: "compare_benchmarks",
-            description: "Compare the stored benchmark snapshots of two versions, direction-aware and within the configured tolerance. `passed` is false if any benchmark regressed or is missing; `regressions` names them. Any regression means: do not upgrade (or roll back).",
+            description: "Compare the stored benchmark snapshots of two versions, direction-aware and within the configured tolerance. `safe` (= `passed`) is false if any benchmark regressed or is missing; `reason` and `regressions` name them. Any regression means: do not upgrade (or roll back).",
             input_schema: schema::<args::CompareBenchmarks>(),
             read_only: true,
             destructive: false,
@@ -95,7 +100,7 @@ pub fn definitions() -> Vec<ToolDef> {
         },
         ToolDef {
             name: "check_canary_health",
-            description: "The CANARY gate's latest health verdict: for each of the five criteria (exception rate vs the baseline nodes, health check, heartbeat, code hash integrity, benchmarks) the figures, the threshold, the statistic and the decision, plus the canary nodes. `healthy` is false as soon as any criterion failed.",
+            description: "The CANARY gate's latest health verdict: for each of the five criteria (exception rate vs the baseline nodes, health check, heartbeat, code hash integrity, benchmarks) the figures, the threshold, the statistic and the decision, plus the canary nodes. `healthy` is false as soon as any criterion failed. `canary_active` is false (and nothing else is judged) when no canary ran in this run.",
             input_schema: schema::<args::NoArgs>(),
             read_only: true,
             destructive: false,
@@ -103,7 +108,7 @@ pub fn definitions() -> Vec<ToolDef> {
         },
         ToolDef {
             name: "rollback_upgrade",
-            description: "Roll back the run in progress, from any stage, with a reason. It always wins over a gate that is running; nodes that may have received the release get a signed rollback order to the last good version. Call it on ANY degradation.",
+            description: "Roll back the run in progress, from any stage, with a reason (optional, but say why). It always wins over a gate that is running; nodes that may have received the release get a signed rollback order to the last good version. `rolled_back_from` is the stage it left. Call it on ANY degradation.",
             input_schema: schema::<args::RollbackUpgrade>(),
             read_only: false,
             destructive: true,
@@ -119,7 +124,7 @@ pub fn definitions() -> Vec<ToolDef> {
         },
         ToolDef {
             name: "register_benchmark",
-            description: "Record a benchmark definition (a program and its arguments, and the results file it writes). Registering runs, clones and fetches nothing: the benchmark runs in capture_benchmark and the BENCHMARK gate only after the operator allows its exact definition (`definition_hash`) in the config, and then without a shell.",
+            description: "Record a benchmark definition (a program and its arguments as `command`, or HART's `run_command` string, and the results file it writes). Registering runs, clones and fetches nothing (`repo_url` is recorded only): the benchmark runs in capture_benchmark and the BENCHMARK gate only after the operator allows its exact definition (`definition_hash`) in the config, and then without a shell. `installed` says whether it is allowed yet.",
             input_schema: schema::<args::RegisterBenchmark>(),
             read_only: false,
             destructive: false,
@@ -374,28 +379,40 @@ impl Toolbox {
         v["last_completed"] = json!(state.last_completed);
         v["outbox_pending"] = json!(state.outbox.len());
         v["new_version_detected"] = json!(detected.is_some());
+        // HART's shape: null, or {new_version_detected, version, previous_hash} (HART adds
+        // the new code hash; fleetgate computes it in BUILD) plus the commit.
         v["new_version"] = match &detected {
-            Some((version, sha)) => json!({"version": version, "git_sha": sha}),
+            Some((version, sha)) => json!({
+                "new_version_detected": true,
+                "version": version,
+                "git_sha": sha,
+                "previous_hash": state.code_hash.as_deref().or(state.last_completed.as_ref().and_then(|c| c.code_hash.as_deref())),
+            }),
             None => Value::Null,
         };
         if let Some(e) = detection_error {
             v["new_version_error"] = json!(e);
         }
-        v["warnings"] = json!(o_warn);
+        v["pipeline"] = hart_pipeline(&state);
+        let mut warnings = o_warn;
+        warnings.extend(env_warnings());
+        v["warnings"] = json!(warnings);
         v["next_step"] = json!(next_step);
         Ok(v)
     }
 
     fn start(&self, a: args::StartUpgrade) -> ToolResult {
         check_len("new_version", &a.new_version, MAX_VERSION_CHARS)?;
-        if let Some(sha) = &a.git_sha {
+        let git_sha = given(a.git_sha.as_deref());
+        if let Some(sha) = git_sha {
             check_len("git_sha", sha, MAX_VERSION_CHARS)?;
         }
         let o = self.open(false)?;
-        let state = o.start(&a.new_version, a.git_sha.as_deref()).map_err(|e| {
+        let state = o.start(&a.new_version, git_sha).map_err(|e| {
             ToolError::from(e).context(&format!("start_upgrade({})", a.new_version))
         })?;
         let mut v = summary(&state);
+        v["warnings"] = json!(env_warnings());
         v["next_step"] = json!("call advance_upgrade_pipeline to run the BUILD gate");
         Ok(v)
     }
@@ -415,6 +432,8 @@ impl Toolbox {
         v["figures"] = report.verdict.figures.clone();
         v["skipped"] = json!(report.verdict.skipped);
         v["committed"] = json!(report.committed);
+        // HART: a gate still working answers `in_progress: true`.
+        v["in_progress"] = json!(report.verdict.outcome == Outcome::Pending);
         v["progress"] = json!(progress);
         v["next_step"] = json!(if !report.committed {
             "the verdict was discarded because the run moved on (a rollback landed); call check_upgrade_status".to_owned()
@@ -439,17 +458,26 @@ impl Toolbox {
     }
 
     fn rollback(&self, a: args::RollbackUpgrade) -> ToolResult {
-        if a.reason.trim().is_empty() {
-            return Err(ToolError::invalid(
-                "rollback_upgrade: `reason` must say why (it is recorded and sent with the rollback order)",
-            ));
-        }
         check_len("reason", &a.reason, MAX_REASON_CHARS)?;
+        // HART's `reason` is optional; the rollback order still carries one.
+        let reason = if a.reason.trim().is_empty() {
+            DEFAULT_ROLLBACK_REASON.to_owned()
+        } else {
+            a.reason
+        };
         let o = self.open(false)?;
         let state = o
-            .rollback(&a.reason)
+            .rollback(&reason)
             .map_err(|e| ToolError::from(e).context("rollback_upgrade"))?;
         let mut v = summary(&state);
+        v["rolled_back_from"] = json!(
+            state
+                .stage_history
+                .last()
+                .filter(|h| h.stage == Stage::RolledBack)
+                .and_then(|h| h.from)
+        );
+        v["reason"] = json!(reason);
         v["rollback_order_queued"] = json!(!state.outbox.is_empty());
         v["next_step"] = json!(if state.outbox.is_empty() {
             "rolled back; no node had received the release, so no rollback order is needed"
@@ -463,16 +491,30 @@ impl Toolbox {
         let o = self.open(false)?;
         let state = o.status()?;
         let Some(rec) = state.gate_results.get(&Stage::Canary) else {
-            return Err(ToolError::new(
-                ErrorKind::NotFound,
-                format!(
-                    "the CANARY gate has not run in this run (the pipeline is at `{}`)",
+            // HART's answer when no canary is running.
+            return Ok(json!({
+                "canary_active": false,
+                "stage": state.stage,
+                "version": state.version,
+                "run_id": state.run_id,
+                "message": format!(
+                    "no canary: the CANARY gate has not run in this run (the pipeline is at `{}`)",
                     state.stage
                 ),
-            ));
+            }));
         };
         let f = &rec.verdict.figures;
+        let active = state.stage == Stage::Canary;
+        let until = if active {
+            fleetgate_runtime::now()
+        } else {
+            rec.last_checked_at
+        };
         Ok(json!({
+            "canary_active": active,
+            "reason": rec.verdict.detail,
+            "elapsed_seconds": (until - rec.first_checked_at).max(0.0),
+            "duration_seconds": o.config().canary.window_secs,
             "stage": state.stage,
             "version": state.version,
             "run_id": state.run_id,
@@ -490,10 +532,38 @@ impl Toolbox {
 
     fn capture(&self, a: args::CaptureBenchmark) -> ToolResult {
         check_len("version", &a.version, MAX_VERSION_CHARS)?;
+        let git_sha = given(a.git_sha.as_deref());
+        if let Some(sha) = git_sha {
+            check_len("git_sha", sha, MAX_VERSION_CHARS)?;
+        }
         let o = self.open(false)?;
-        let v = fleetgate_core::Version::parse(&a.version)
-            .map_err(|e| ToolError::invalid(format!("`version`: {e}")))?;
-        let sha = o.resolve_version(&v, a.git_sha.as_deref())?;
+        let (v, sha) = if !a.version.is_empty() {
+            let v = fleetgate_core::Version::parse(&a.version)
+                .map_err(|e| ToolError::invalid(format!("`version`: {e}")))?;
+            let sha = o.resolve_version(&v, git_sha)?;
+            (v, sha)
+        } else {
+            // HART detects the version when none is given: the run in progress, else the
+            // version tag at the commit (HEAD by default), else `auto-<unix seconds>`.
+            let state = o.status()?;
+            match git_sha {
+                None if state.is_active() => {
+                    let v = fleetgate_core::Version::parse(&state.version).map_err(|e| {
+                        ToolError::new(
+                            ErrorKind::Failed,
+                            format!("the run in progress has a version fleetgate cannot use: {e}"),
+                        )
+                    })?;
+                    let sha = if state.git_sha.is_empty() {
+                        o.resolve_version(&v, None)?
+                    } else {
+                        state.git_sha.clone()
+                    };
+                    (v, sha)
+                }
+                rev => o.version_at(rev.unwrap_or("HEAD"))?,
+            }
+        };
         let mut st = PipelineState::idle();
         st.version = v.to_string();
         st.git_sha = sha;
@@ -506,6 +576,8 @@ impl Toolbox {
         let path = bench_store::save(&o.context().state_dir, &snap)?;
         let mut out = json!(snap);
         out["path"] = json!(path.display().to_string());
+        // HART's key: the snapshot as one object.
+        out["snapshot"] = json!(snap);
         Ok(out)
     }
 
@@ -527,7 +599,14 @@ impl Toolbox {
             &new.benchmarks,
             &gates::policy(o.config()),
         );
+        let reason = if report.passed() {
+            "all metrics pass".to_owned()
+        } else {
+            format!("Regressions: {}", report.failure_summary())
+        };
         Ok(json!({
+            "safe": report.passed(),
+            "reason": reason,
             "old_version": a.old_version,
             "new_version": a.new_version,
             "passed": report.passed(),
@@ -539,19 +618,64 @@ impl Toolbox {
     fn history(&self) -> ToolResult {
         let o = self.open(false)?;
         let all = bench_store::history(&o.context().state_dir)?;
-        Ok(json!({"count": all.len(), "snapshots": all}))
+        let snapshots: Vec<Value> = all
+            .iter()
+            .map(|snap| {
+                let mut e = json!(snap);
+                // HART's keys for each entry.
+                e["timestamp"] = json!(snap.captured_at);
+                e["benchmark_count"] = json!(snap.benchmarks.len());
+                e
+            })
+            .collect();
+        Ok(json!({"count": all.len(), "snapshots": snapshots}))
     }
 
     fn register(&self, a: args::RegisterBenchmark) -> ToolResult {
+        let hart_form = a.run_command.is_some();
+        let command = match (a.command, a.run_command) {
+            (Some(_), Some(_)) => {
+                return Err(ToolError::invalid(
+                    "register_benchmark: give `command` (a list) or `run_command` (HART's string), not both",
+                ));
+            }
+            (Some(c), None) => c,
+            (None, Some(rc)) => bench_registry::split_run_command(&rc)
+                .map_err(|e| ToolError::invalid(e.to_string()))?,
+            (None, None) => {
+                return Err(ToolError::invalid(
+                    "register_benchmark: give `command` (program and arguments) or `run_command`; fleetgate never clones `repo_url`, so the benchmark must be a program in the release checkout",
+                ));
+            }
+        };
+        let results = match (a.results, a.metrics_file) {
+            (Some(_), Some(_)) => {
+                return Err(ToolError::invalid(
+                    "register_benchmark: give `results` or `metrics_file` (HART's name), not both",
+                ));
+            }
+            (Some(r), None) | (None, Some(r)) if !r.is_empty() => r,
+            _ if hart_form => HART_METRICS_FILE.to_owned(),
+            _ => {
+                return Err(ToolError::invalid(
+                    "register_benchmark: `results` is required: the results file the command writes, relative to the checkout",
+                ));
+            }
+        };
+        let tier = a
+            .tier
+            .unwrap_or(if hart_form { Tier::Heavy } else { Tier::All });
         let o = self.open(false)?;
         let def = BenchmarkDef {
             name: a.name,
-            command: a.command,
-            results: a.results,
-            tier: a.tier,
-            repo_url: a.repo_url,
+            command,
+            results,
+            tier,
+            repo_url: a.repo_url.filter(|u| !u.is_empty()),
             description: a.description,
             registered_at: fleetgate_runtime::now(),
+            requires_gpu: a.requires_gpu,
+            min_vram_gb: a.min_vram_gb,
         };
         let (def, replaced) =
             bench_registry::register(&o.context().state_dir, def).map_err(|e| match e {
@@ -567,6 +691,10 @@ impl Toolbox {
             .get(&def.name)
             .is_some_and(|pin| pin.eq_ignore_ascii_case(&hash));
         Ok(json!({
+            // HART's keys: `installed` is true once the benchmark can run, i.e. once the
+            // operator allowed this exact definition.
+            "name": def.name,
+            "installed": allowed,
             "benchmark": def,
             "definition_hash": hash,
             "replaced": replaced,
@@ -619,6 +747,38 @@ fn progress_line(p: &Progress) -> String {
             format!("{}: pending, next check in {secs}s", stage.gate_name())
         }
     }
+}
+
+/// What HART's `get_status()` returns: its state file's fields (`started_at` is 0 when
+/// idle, as HART writes it).
+fn hart_pipeline(s: &PipelineState) -> Value {
+    let mut v = json!({
+        "stage": s.stage,
+        "version": s.version,
+        "git_sha": s.git_sha,
+        "started_at": s.started_at.unwrap_or(0.0),
+        "stage_history": s.stage_history,
+    });
+    for (k, val) in [
+        ("code_hash", &s.code_hash),
+        ("failure_detail", &s.failure_detail),
+        ("rollback_reason", &s.rollback_reason),
+    ] {
+        if let Some(val) = val {
+            v[k] = json!(val);
+        }
+    }
+    v
+}
+
+/// HART variables that are set but never obeyed (`HEVOLVE_DEV_MODE`, …).
+fn env_warnings() -> Vec<String> {
+    fleetgate_core::config::hart_env_warnings(|k| std::env::var(k).ok())
+}
+
+/// An optional string argument: absent and `""` (HART's default) are the same.
+fn given(v: Option<&str>) -> Option<&str> {
+    v.filter(|s| !s.is_empty())
 }
 
 /// The fields every pipeline result carries.

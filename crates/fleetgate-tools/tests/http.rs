@@ -253,7 +253,8 @@ async fn advance_runs_the_build_gate_then_rollback_ends_the_run() {
     assert_eq!(b["outcome"], json!("passed"), "{b}");
     assert_eq!(b["stage"], json!("testing"), "{b}");
 
-    // Rollback: needs the token and a reason.
+    // Rollback: needs the token; an over-long reason is refused (an empty one is HART's
+    // default and allowed).
     let reason = json!({"reason": "canary looked wrong"});
     let (s, b) = srv.post("/api/upgrades/rollback", None, &reason).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
@@ -262,11 +263,12 @@ async fn advance_runs_the_build_gate_then_rollback_ends_the_run() {
         .post(
             "/api/upgrades/rollback",
             Some(TOKEN),
-            &json!({"reason": "  "}),
+            &json!({"reason": "x".repeat(2001)}),
         )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
     assert!(error(&b).contains("reason"), "{b}");
+    assert_eq!(srv.stage().await, "testing");
     let (s, b) = srv
         .post("/api/upgrades/rollback", Some(TOKEN), &reason)
         .await;
@@ -374,10 +376,11 @@ async fn reads_need_the_token_unless_open() {
     assert_eq!(b["count"], json!(0));
     let (s, b) = open.get("/api/fleet/peers", None).await;
     assert_eq!(s, StatusCode::OK, "{b}");
+    // No canary yet: HART's answer, `canary_active: false`.
     let (s, b) = open.get("/api/upgrades/canary-health", None).await;
-    assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
-    assert_eq!(b["error_kind"], json!("not_found"), "{b}");
-    assert!(error(&b).contains("CANARY"), "{b}");
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["canary_active"], json!(false), "{b}");
+    assert!(b["message"].as_str().unwrap().contains("CANARY"), "{b}");
     let (s, b) = open
         .post("/api/tools/check_upgrade_status", None, &json!({}))
         .await;

@@ -82,7 +82,22 @@ fn schemas_accept_good_arguments_and_refuse_bad_ones() {
             false,
         ),
         ("rollback_upgrade", json!({"reason": "p99 up"}), true),
-        ("rollback_upgrade", json!({}), false),
+        // HART's defaults: `reason` optional, `capture_benchmark` without arguments,
+        // `register_benchmark` with HART's arguments.
+        ("rollback_upgrade", json!({}), true),
+        ("rollback_upgrade", json!({"reason": 5}), false),
+        ("capture_benchmark", json!({}), true),
+        (
+            "register_benchmark",
+            json!({"name": "q", "repo_url": "https://x.invalid/q.git", "requires_gpu": true,
+                   "min_vram_gb": 4.0, "run_command": "python bench.py", "metrics_file": "m.json"}),
+            true,
+        ),
+        (
+            "register_benchmark",
+            json!({"name": "q", "requires_gpu": "yes"}),
+            false,
+        ),
         (
             "capture_benchmark",
             json!({"version": "v1.0.0", "tier": "fast"}),

@@ -19,6 +19,16 @@ use zeroize::{Zeroize as _, Zeroizing};
 pub const ENV_SIGNING_KEY: &str = "FLEETGATE_SIGNING_KEY_HEX";
 /// HART's env var, read second by [`SigningKey::from_env`].
 pub const ENV_HART_SIGNING_KEY: &str = "MASTER_PRIVATE_KEY_HEX";
+/// Every env var [`SigningKey::from_env`] reads, in order: fleetgate's own name, then
+/// HART's (`MASTER_PRIVATE_KEY_HEX` of its CI, `HEVOLVE_MASTER_PRIVATE_KEY_HEX`,
+/// `HEVOLVE_MASTER_PRIVATE_KEY` of its runtime; all hold the seed as 64 hex). Processes
+/// that run other code (gate commands) get none of them.
+pub const SIGNING_KEY_ENV_VARS: &[&str] = &[
+    ENV_SIGNING_KEY,
+    ENV_HART_SIGNING_KEY,
+    "HEVOLVE_MASTER_PRIVATE_KEY_HEX",
+    "HEVOLVE_MASTER_PRIVATE_KEY",
+];
 /// Largest secret-key file accepted.
 pub const MAX_KEY_FILE_BYTES: u64 = 4096;
 
@@ -198,13 +208,14 @@ impl SigningKey {
         Self::from_seed_hex(text, &path.display().to_string())
     }
 
-    /// Reads `$FLEETGATE_SIGNING_KEY_HEX`, else `$MASTER_PRIVATE_KEY_HEX`.
-    /// `Ok(None)` when neither is set (or both are empty).
+    /// Reads the first set of [`SIGNING_KEY_ENV_VARS`]: `$FLEETGATE_SIGNING_KEY_HEX`, else
+    /// HART's `$MASTER_PRIVATE_KEY_HEX`, `$HEVOLVE_MASTER_PRIVATE_KEY_HEX`,
+    /// `$HEVOLVE_MASTER_PRIVATE_KEY`. `Ok(None)` when none is set (or all are empty).
     ///
     /// # Errors
     /// [`KeyError::BadSecret`] when the first set variable is not a seed.
     pub fn from_env() -> Result<Option<Self>, KeyError> {
-        for name in [ENV_SIGNING_KEY, ENV_HART_SIGNING_KEY] {
+        for &name in SIGNING_KEY_ENV_VARS {
             if let Some(os) = std::env::var_os(name) {
                 let mut value = Zeroizing::new(os.into_string().map_err(|os| {
                     os.into_encoded_bytes().zeroize();

@@ -12,7 +12,8 @@
 //! - Keys: [`SigningKey`] (zeroized, secret never in `Debug` or errors;
 //!   [`SigningKey::generate`], [`SigningKey::from_file`] (seed hex, HART's
 //!   `MASTER_PRIVATE_KEY_HEX` form), [`SigningKey::from_env`]
-//!   (`FLEETGATE_SIGNING_KEY_HEX`, then `MASTER_PRIVATE_KEY_HEX`),
+//!   (`FLEETGATE_SIGNING_KEY_HEX`, then HART's `MASTER_PRIVATE_KEY_HEX`,
+//!   `HEVOLVE_MASTER_PRIVATE_KEY_HEX`, `HEVOLVE_MASTER_PRIVATE_KEY`),
 //!   [`SigningKey::load`]), [`PublicKey`], [`keygen`] (seed hex at `out`,
 //!   mode 0600; public hex at `out.pub`). **Key id** = first 16 hex chars of
 //!   `sha256(public key bytes)` ([`key_id`]).
@@ -95,7 +96,7 @@ pub use keyring::{
 };
 pub use keys::{
     ENV_HART_SIGNING_KEY, ENV_SIGNING_KEY, KeyError, KeygenOutput, MAX_KEY_FILE_BYTES, PublicKey,
-    SigningKey, key_id, keygen, public_path_for,
+    SIGNING_KEY_ENV_VARS, SigningKey, key_id, keygen, public_path_for,
 };
 pub use manifest::{
     DEV_MODE_FIELD, HashScheme, MANIFEST_SCHEMA_VERSION, MAX_FUTURE_SKEW_SECS, MAX_MANIFEST_BYTES,
