@@ -10,9 +10,9 @@
 //!   `master_signature` only, Ed25519 over `json.dumps(sort_keys=True,
 //!   separators=(',', ':'))`), its co-signatures being in `release_manifest.json.sigs`.
 //!
-//! `python3` is required (set `FLEETGATE_SKIP_PYTHON_TESTS=1` to skip loudly). The
-//! verifier needs Python's `cryptography`: without it that test is skipped with a
-//! message, except when `CI=true`, where it fails.
+//! Needs `python3` and, for the verifier, Python's `cryptography`: without them the tests
+//! are skipped loudly through `fleetgate-testkit` (listed by `cargo xtask test`), except
+//! when `CI=true`, where they fail.
 
 mod common;
 use common::{Env, code, git, text};
@@ -93,33 +93,29 @@ print(json.dumps(result))
 
 fn python_available() -> bool {
     if std::env::var_os("FLEETGATE_SKIP_PYTHON_TESTS").is_some() {
-        eprintln!(
-            "!!!!! SKIPPED: FLEETGATE_SKIP_PYTHON_TESTS is set; HART compatibility NOT checked !!!!!"
+        fleetgate_testkit::skip(
+            "python3",
+            "FLEETGATE_SKIP_PYTHON_TESTS is set; HART compatibility NOT checked",
         );
         return false;
     }
-    true
+    fleetgate_testkit::require(
+        "python3",
+        "python3",
+        &["--version"],
+        "python3 is not installed; HART compatibility NOT checked",
+    )
 }
 
-/// Whether Python's `cryptography` can be imported; under `CI=true` its absence fails.
+/// Whether Python's `cryptography` can be imported (a skip outside CI, a failure in CI).
 fn cryptography_available() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import cryptography"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true but Python's `cryptography` package is missing (pip install cryptography): \
-         the HART verifier compatibility test cannot run"
-    );
-    eprintln!(
-        "!!!!! SKIPPED: Python's `cryptography` package is not installed (pip install cryptography); \
-         HART verifier compatibility NOT checked !!!!!"
-    );
-    false
+    fleetgate_testkit::require(
+        "Python's cryptography",
+        "python3",
+        &["-c", "import cryptography"],
+        "HART verifier compatibility NOT checked; install it with `pip install cryptography` \
+         (Debian: apt-get install python3-cryptography)",
+    )
 }
 
 fn python(script: &str, args: &[&str]) -> Value {

@@ -468,6 +468,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("stages.build.command", Kind::Str),
     ("stages.build.timeout_secs", Kind::Int),
     ("stages.build.skip", Kind::Str),
+    ("stages.build.hash_scheme", Kind::Str),
     ("stages.test.command", Kind::Str),
     ("stages.test.junit_report", Kind::Str),
     ("stages.test.min_pass_rate", Kind::Float),
