@@ -21,6 +21,7 @@ mod outbox_cmd;
 mod output;
 mod pipeline_cmd;
 mod serve_cmd;
+mod signing_cmd;
 mod tools_cmd;
 pub mod trust_cmd;
 
@@ -142,9 +143,9 @@ enum Cmd {
     Bench(bench_cmd::BenchCmd),
     /// Generate an Ed25519 signing key (secret seed hex, mode 0600) and `PATH.pub`.
     Keygen(trust_cmd::KeygenArgs),
-    /// Sign or verify release manifests.
+    /// Sign or verify release manifests; external signing (sign-request, submit).
     #[command(subcommand)]
-    Manifest(trust_cmd::ManifestCmd),
+    Manifest(ManifestTop),
     /// Trust files (keyrings): create, co-sign, rotate.
     #[command(subcommand)]
     Trust(trust_cmd::TrustCmd),
@@ -183,6 +184,17 @@ enum Cmd {
         #[arg(long)]
         env: bool,
     },
+}
+
+/// `fleetgate manifest …`: signing and verifying, and the external-signing pair.
+#[derive(Debug, Subcommand)]
+pub enum ManifestTop {
+    /// Sign and verify.
+    #[command(flatten)]
+    Trust(trust_cmd::ManifestCmd),
+    /// External signing.
+    #[command(flatten)]
+    External(signing_cmd::ExternalCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -355,7 +367,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Tools(cmd) => tools_cmd::run(cli.config.clone(), cmd),
         Cmd::Serve(args) => serve_cmd::run(cfg_path, args),
         Cmd::Keygen(args) => trust_cmd::run_keygen(args),
-        Cmd::Manifest(cmd) => trust_cmd::run_manifest(cmd),
+        Cmd::Manifest(ManifestTop::Trust(cmd)) => trust_cmd::run_manifest(cmd),
+        Cmd::Manifest(ManifestTop::External(cmd)) => signing_cmd::run(cfg_path, cmd),
         Cmd::Trust(cmd) => trust_cmd::run_trust(cmd),
     }
 }

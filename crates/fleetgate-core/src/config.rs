@@ -229,6 +229,24 @@ pub struct SigningConfig {
     pub trust_file: Option<String>,
     /// Manifest lifetime in seconds (default 30 days).
     pub expires_in_secs: Option<i64>,
+    /// Who signs: `local` (default: SIGN signs with `key_file` / the key variables) or
+    /// `external` (SIGN writes a signing request and waits, pending, for a manifest signed
+    /// by a trusted key elsewhere — `fleetgate manifest sign-request` on the signer's
+    /// machine, `fleetgate manifest submit` here; this host then holds no signing secret).
+    pub mode: Option<SigningMode>,
+}
+
+/// `[signing] mode`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum SigningMode {
+    /// SIGN signs with the configured key.
+    #[default]
+    Local,
+    /// SIGN waits for a manifest signed elsewhere.
+    External,
 }
 
 /// `[fleet]`.
@@ -485,6 +503,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("signing.key_file", Kind::Str),
     ("signing.trust_file", Kind::Str),
     ("signing.expires_in_secs", Kind::Int),
+    ("signing.mode", Kind::Str),
     ("fleet.database_url", Kind::Str),
     ("fleet.lease_ttl_secs", Kind::Int),
     ("canary.pct", Kind::Float),

@@ -153,6 +153,35 @@ fn pending_manifest(ctx: &GateContext, state: &PipelineState) -> Option<Vec<u8>>
     same.then_some(bytes)
 }
 
+/// External signing: this run's signing request, if SIGN already wrote it.
+fn external_request_of_run(ctx: &GateContext, state: &PipelineState) -> Option<PathBuf> {
+    let path = crate::external_sign::request_path(&ctx.state_dir);
+    let bytes = std::fs::read(&path).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let same = v.get("version")?.as_str()? == state.version
+        && v.get("git_sha")?.as_str()? == state.git_sha
+        && v.get("code_hash")?.as_str() == state.code_hash.as_deref()
+        && v.get("run_id").and_then(|r| r.as_str()) == state.run_id.as_deref()
+        && v.get("sequence")?.as_u64()? > state.last_sequence;
+    same.then_some(path)
+}
+
+/// SIGN's verdict while it waits for an externally signed manifest.
+fn external_pending(request: &Path) -> (Verdict, GateFacts) {
+    (
+        Verdict::pending(
+            format!(
+                "waiting for an externally signed manifest ([signing] mode = \"external\"): where \
+                 the key is, run `fleetgate manifest sign-request {req} --key-file KEY --out \
+                 signed.json`, then here `fleetgate manifest submit signed.json`",
+                req = request.display()
+            ),
+            json!({"signing": "external", "request": request.display().to_string()}),
+        ),
+        GateFacts::default(),
+    )
+}
+
 /// The co-signature file beside the manifest, if there is one (size-limited).
 fn read_cosignatures(path: &Path) -> Result<Option<Vec<u8>>, RuntimeError> {
     match fleetgate_trust::fsutil::read_limited(path, fleetgate_trust::MAX_DOCUMENT_BYTES as u64) {
@@ -200,13 +229,19 @@ fn sign(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts)
     // Only the holder of the registry's pipeline lease signs releases for the fleet; its
     // fencing epoch goes into the manifest.
     let fencing_epoch = u64::try_from(ctx.fleet.get(ctx)?.fencing_epoch()).unwrap_or(0);
+    let external = s.mode == Some(fleetgate_core::config::SigningMode::External);
     let bytes = if let Some(existing) = pending_manifest(ctx, state) {
         existing
+    } else if external && let Some(req) = external_request_of_run(ctx, state) {
+        // The request was written at an earlier check: its fields are fixed; wait on.
+        return Ok(external_pending(&req));
     } else {
         let key_file = s.key_file.as_deref().map(|k| resolve(&ctx.base, k));
-        let key = match SigningKey::load(key_file.as_deref()) {
-            Ok(k) => k,
-            Err(e) => {
+        // External mode never reads a key, even one this host happens to have.
+        let key = match (!external).then(|| SigningKey::load(key_file.as_deref())) {
+            None => None,
+            Some(Ok(k)) => Some(k),
+            Some(Err(e)) => {
                 return Ok((
                     Verdict::failed(
                         format!(
@@ -267,7 +302,10 @@ fn sign(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts)
             hash_scheme: scheme_of(ctx.cfg.stages.build.hash_scheme),
             guardrail_hash: guardrail_hash(&ctx.cfg)?,
             built_at: fleetgate_trust::rfc3339_seconds(now_secs),
-            master_public_key: key.public_key_hex(),
+            master_public_key: key
+                .as_ref()
+                .map(SigningKey::public_key_hex)
+                .unwrap_or_default(),
             sequence,
             expires_at: now_secs.saturating_add(expires_in),
             kind: ManifestKind::Release,
@@ -278,9 +316,17 @@ fn sign(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts)
             canary_seed: fleetgate_trust::random_canary_seed().map_err(|e| {
                 RuntimeError::Config(format!("no randomness for the canary seed: {e}"))
             })?,
-            key_ids: vec![key.key_id()],
+            key_ids: key.as_ref().map(SigningKey::key_id).into_iter().collect(),
             fencing_epoch,
             extra,
+        };
+        let Some(key) = key else {
+            // External mode: write the request once; a signer elsewhere signs it.
+            let req = crate::external_sign::request_path(&ctx.state_dir);
+            let body = crate::external_sign::request_bytes(&manifest)?;
+            fleetgate_store::write_atomic(&req, &body, None)
+                .map_err(|e| RuntimeError::io("write", &req, e))?;
+            return Ok(external_pending(&req));
         };
         let bytes = fleetgate_trust::sign_manifest(&manifest, &[&key])
             .map_err(|e| RuntimeError::Config(format!("failed to sign the manifest: {e}")))?;

@@ -23,6 +23,7 @@ pub mod bench_store;
 pub mod checkout;
 pub mod codehash;
 pub mod exec;
+pub mod external_sign;
 pub mod fleet;
 pub mod gates;
 pub mod junit;
