@@ -188,6 +188,10 @@ enum Cmd {
 
 /// `fleetgate manifest …`: signing and verifying, and the external-signing pair.
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; boxing buys nothing"
+)]
 pub enum ManifestTop {
     /// Sign and verify.
     #[command(flatten)]
