@@ -88,4 +88,7 @@ pub use runtime::{GossipHandle, RuntimeError, StartError, spawn, spawn_udp};
 pub use transport::{LinkModel, MemNetwork, MemTransport, Transport, TransportError, UdpTransport};
 pub use trust_adapter::{TrustVerifier, reject_of};
 pub use verify::{CachingVerifier, ManifestKind, Reject, Verified, Verifier};
-pub use wire::{DecodeError, Head, MAX_MANIFEST_BYTES, MAX_MESSAGE_BYTES, Message};
+pub use wire::{
+    CHALLENGE_BYTES, COOKIE_BYTES, Cookie, DecodeError, Head, MAX_MANIFEST_BYTES,
+    MAX_MESSAGE_BYTES, Message,
+};
