@@ -21,7 +21,9 @@
 //!   pipeline; writes from a deposed one are refused in the same statement.
 //! * Canary queries ([`canary`]): eligible peers, judge samples, the persisted selection,
 //!   per-node deployment status.
-//! * The HTTP routes ([`http::router`]) for the orchestrator's server to mount.
+//! * The HTTP routes ([`http::router`]) for the orchestrator's server to mount, and the
+//!   per-source rate limit every HTTP listener of fleetgate puts in front ([`limit`]:
+//!   429 with `Retry-After`).
 //!
 //! **What it must never do.** Trust a peer's word without a signature; accept a heartbeat
 //! from an unknown, removed or unverifiable node; panic on input from a peer or the
@@ -50,6 +52,7 @@ pub mod error;
 pub mod heartbeat;
 pub mod http;
 pub mod lease;
+pub mod limit;
 pub mod registry;
 
 pub use canary::{DeployStatus, DeploymentRecord};
