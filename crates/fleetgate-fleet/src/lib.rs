@@ -16,7 +16,9 @@
 //!   issued_at}` signed by the trust keys with `fleetgate-trust`'s signed-document
 //!   primitive; a peer that presents a valid one is `master_key_verified`.
 //! * Heartbeats ([`heartbeat`]): Ed25519-signed by the node key, size-limited, replay
-//!   protected (strictly increasing `seq`, bounded `sent_at` age), stored as a time series.
+//!   protected (strictly increasing `(epoch, seq)` — a higher signed epoch resets the seq
+//!   window, so a node re-syncs after an inflated seq — and a bounded `sent_at` age),
+//!   stored as a time series.
 //! * Leases with fencing epochs ([`lease`]): one orchestrator at a time advances the
 //!   pipeline; writes from a deposed one are refused in the same statement.
 //! * Canary queries ([`canary`]): eligible peers, judge samples, the persisted selection,

@@ -64,6 +64,27 @@ fn a_non_member_never_gets_more_bytes_than_it_sent() {
             .unwrap(),
         ),
         (
+            "probe without a cookie",
+            Message::Probe {
+                head: None,
+                cookie: [0; 16],
+            }
+            .encode()
+            .unwrap(),
+        ),
+        (
+            "probe with a forged cookie, older head",
+            Message::Probe {
+                head: Some(Head {
+                    sequence: 1,
+                    manifest_hash: [0; 32],
+                }),
+                cookie: [7; 16],
+            }
+            .encode()
+            .unwrap(),
+        ),
+        (
             "stale push (replayed old release)",
             Message::Push(old.clone()).encode().unwrap(),
         ),
