@@ -257,6 +257,17 @@ async fn advance_runs_the_build_gate_then_rollback_ends_the_run() {
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
     assert_eq!(srv.stage().await, "building");
+    // What a crash left in the work directory: an older run's checkout, a half-made
+    // clone, a capture's checkout. The orchestrator removes the first two when it starts;
+    // captures clean their own.
+    let work = srv._dir.path().join("state/work");
+    for d in [
+        "1700-v0.9.0-dead",
+        ".1700-v0.9.0-dead.partial-00ff",
+        "bench-v0.9.0-0011",
+    ] {
+        std::fs::create_dir_all(work.join(d).join("sub")).unwrap();
+    }
     let (s, _, b) = srv
         .send(
             srv.http
@@ -265,6 +276,12 @@ async fn advance_runs_the_build_gate_then_rollback_ends_the_run() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(!work.join("1700-v0.9.0-dead").exists());
+    assert!(!work.join(".1700-v0.9.0-dead.partial-00ff").exists());
+    assert!(
+        work.join("bench-v0.9.0-0011").exists(),
+        "not the orchestrator's"
+    );
     assert_eq!(b["stage_evaluated"], json!("building"), "{b}");
     assert_eq!(b["outcome"], json!("passed"), "{b}");
     assert_eq!(b["stage"], json!("testing"), "{b}");
