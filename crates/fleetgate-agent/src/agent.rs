@@ -543,12 +543,14 @@ impl Agent {
         &self.inner.http
     }
 
-    pub(crate) fn record_heartbeat(&self, r: &Result<u64, String>) {
+    pub(crate) fn record_heartbeat(&self, r: &Result<(u64, u64), String>, resynced: bool) {
         let mut s = lock(&self.inner.hb_stats);
+        s.resyncs += u64::from(resynced);
         match r {
-            Ok(seq) => {
+            Ok((epoch, seq)) => {
                 s.sent += 1;
                 s.consecutive_failures = 0;
+                s.last_epoch = *epoch;
                 s.last_seq = *seq;
             }
             Err(e) => {

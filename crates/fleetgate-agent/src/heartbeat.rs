@@ -7,8 +7,15 @@
 //! JSON with its keys in sorted order (the struct's fields are declared alphabetically,
 //! exactly as `fleetgate_fleet::Heartbeat`).
 //!
-//! `seq` is strictly increasing across restarts: the next value is persisted
-//! (`<state_dir>/heartbeat_seq.json`, atomic write) before a heartbeat is sent.
+//! Every heartbeat carries `(epoch, seq)`, strictly increasing across restarts: both are
+//! persisted (`<state_dir>/heartbeat_seq.json`, atomic write) before a heartbeat is
+//! sent. Each start of the agent bumps the epoch (and `seq` starts again at 1), and so
+//! does a refusal as a replay: the registry's 409 names the last accepted
+//! `(last_epoch, last_seq)` and the agent continues with epoch `last_epoch + 1`, seq 1.
+//! So one signed heartbeat with an inflated `seq` (or a counter file restored from an
+//! old backup) costs one refused heartbeat, not the node's place in the fleet; the bump
+//! is signed like every heartbeat, and the registry still refuses any `(epoch, seq)` at
+//! or below what it accepted.
 //!
 //! When the orchestrator is unreachable or refuses, the agent keeps going: the pause
 //! doubles from the interval up to `heartbeat_max_backoff_secs`, and returns to the
@@ -34,6 +41,9 @@ pub struct Heartbeat {
     pub bench: BTreeMap<String, f64>,
     /// Code hash of what the node runs ("" when nothing is installed).
     pub code_hash: String,
+    /// Epoch of `seq`: bumped at each start and on a refusal as a replay.
+    #[serde(default)]
+    pub epoch: u64,
     /// Cumulative exceptions the app reported.
     pub exceptions_total: u64,
     /// The app's own health check passed.
@@ -44,7 +54,7 @@ pub struct Heartbeat {
     pub requests_total: u64,
     /// Send time (unix seconds).
     pub sent_at: u64,
-    /// Strictly increasing per node, from 1.
+    /// Strictly increasing per node within an epoch, from 1.
     pub seq: u64,
     /// Version the node runs ("" when nothing is installed).
     pub version: String,
@@ -83,6 +93,10 @@ pub struct HeartbeatStats {
     pub consecutive_failures: u64,
     /// Last seq sent.
     pub last_seq: u64,
+    /// Epoch of the last seq sent.
+    pub last_epoch: u64,
+    /// Times the agent re-synced its epoch after a refusal as a replay.
+    pub resyncs: u64,
     /// Last error.
     pub last_error: Option<String>,
 }
@@ -91,59 +105,99 @@ pub struct HeartbeatStats {
 #[serde(deny_unknown_fields)]
 struct SeqFile {
     next: u64,
+    /// Absent in files written before epochs: 0.
+    #[serde(default)]
+    epoch: u64,
 }
 
-/// The persisted heartbeat sequence.
+/// The persisted heartbeat `(epoch, seq)`.
 #[derive(Debug)]
 pub struct SeqCounter {
     path: PathBuf,
+    epoch: u64,
     next: u64,
 }
 
 impl SeqCounter {
-    /// Opens `<state_dir>/heartbeat_seq.json` (missing: start at 1; unreadable: error).
+    /// Opens `<state_dir>/heartbeat_seq.json` (missing: epoch 0; unreadable: error) and
+    /// starts a new epoch (persisted before it is used), `seq` from 1.
     ///
     /// # Errors
-    /// A message naming the file.
+    /// A message naming the file, or the write error.
     pub fn open(state_dir: &Path) -> Result<Self, String> {
         let path = state_dir.join("heartbeat_seq.json");
-        let next = match std::fs::read(&path) {
-            Ok(b) if b.len() <= 4096 => {
-                serde_json::from_slice::<SeqFile>(&b)
-                    .map_err(|e| format!("heartbeat sequence file {}: {e}", path.display()))?
-                    .next
-            }
+        let stored = match std::fs::read(&path) {
+            Ok(b) if b.len() <= 4096 => serde_json::from_slice::<SeqFile>(&b)
+                .map_err(|e| format!("heartbeat sequence file {}: {e}", path.display()))?,
             Ok(_) => {
                 return Err(format!(
                     "heartbeat sequence file {} is too large",
                     path.display()
                 ));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => SeqFile { next: 1, epoch: 0 },
             Err(e) => return Err(format!("heartbeat sequence file {}: {e}", path.display())),
         };
-        Ok(Self {
+        let mut c = Self {
             path,
-            next: next.max(1),
-        })
+            epoch: stored.epoch,
+            next: stored.next.max(1),
+        };
+        c.start_epoch(stored.epoch.saturating_add(1))?;
+        Ok(c)
     }
 
-    /// Takes the next seq, persisting the one after it first.
+    fn persist(&self, epoch: u64, next: u64) -> Result<(), String> {
+        let bytes = serde_json::to_vec(&SeqFile { next, epoch }).unwrap_or_default();
+        fleetgate_store::write_atomic(&self.path, &bytes, Some(0o644))
+            .map_err(|e| format!("write {}: {e}", self.path.display()))
+    }
+
+    fn start_epoch(&mut self, epoch: u64) -> Result<(), String> {
+        self.persist(epoch, 1)?;
+        self.epoch = epoch;
+        self.next = 1;
+        Ok(())
+    }
+
+    /// The current epoch.
+    #[must_use]
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Takes the next `(epoch, seq)`, persisting the one after it first.
     ///
     /// # Errors
     /// The write error (the seq is then not used).
-    pub fn take(&mut self) -> Result<u64, String> {
+    pub fn take(&mut self) -> Result<(u64, u64), String> {
         let seq = self.next;
-        let bytes = serde_json::to_vec(&SeqFile { next: seq + 1 }).unwrap_or_default();
-        fleetgate_store::write_atomic(&self.path, &bytes, Some(0o644))
-            .map_err(|e| format!("write {}: {e}", self.path.display()))?;
-        self.next = seq + 1;
-        Ok(seq)
+        self.persist(self.epoch, seq.saturating_add(1))?;
+        self.next = seq.saturating_add(1);
+        Ok((self.epoch, seq))
+    }
+
+    /// The registry refused a heartbeat as a replay and last accepted one of epoch
+    /// `last_epoch`: continue with epoch `last_epoch + 1`, seq 1 (persisted first).
+    ///
+    /// # Errors
+    /// The write error.
+    pub fn resync(&mut self, last_epoch: u64) -> Result<(), String> {
+        self.start_epoch(last_epoch.saturating_add(1))
     }
 }
 
+/// Why a heartbeat was not accepted.
+#[derive(Debug)]
+enum SendError {
+    /// Refused as a replay; the registry last accepted one of this epoch.
+    Replayed { last_epoch: u64, message: String },
+    /// Anything else (unreachable, refused for another reason).
+    Other(String),
+}
+
 /// Builds the current heartbeat (runs the health check once).
-pub async fn build(agent: &Agent, seq: u64) -> Heartbeat {
+pub async fn build(agent: &Agent, epoch: u64, seq: u64) -> Heartbeat {
     let probe = agent.check_health().await;
     let status = agent.status();
     let counters = agent.last_counters().unwrap_or_default();
@@ -155,6 +209,7 @@ pub async fn build(agent: &Agent, seq: u64) -> Heartbeat {
             .take(64)
             .collect(),
         code_hash: status.code_hash.unwrap_or_default(),
+        epoch,
         exceptions_total: counters.exceptions_total,
         healthy: probe.healthy,
         node_id: status.node_id,
@@ -180,14 +235,34 @@ pub async fn run(agent: Agent, base_url: String, mut shutdown: tokio::sync::watc
     let mut pause = interval;
     loop {
         let result = match seqs.take() {
-            Ok(seq) => send_one(&agent, &url, seq).await.map(|()| seq),
-            Err(e) => Err(e),
+            Ok((epoch, seq)) => send_one(&agent, &url, epoch, seq)
+                .await
+                .map(|()| (epoch, seq)),
+            Err(e) => Err(SendError::Other(e)),
         };
-        agent.record_heartbeat(&result);
         pause = match result {
-            Ok(_) => interval,
-            Err(e) => {
+            Ok(sent) => {
+                agent.record_heartbeat(&Ok(sent), false);
+                interval
+            }
+            Err(SendError::Replayed {
+                last_epoch,
+                message,
+            }) => {
+                // Re-sync at once: the next heartbeat is signed with a higher epoch.
+                let resync = seqs.resync(last_epoch);
+                tracing::warn!(error = %message, new_epoch = seqs.epoch(), "heartbeat refused as a replay; re-synced to a new epoch");
+                agent.record_heartbeat(&Err(message), resync.is_ok());
+                if let Err(e) = resync {
+                    tracing::warn!(error = %e, "heartbeat epoch not persisted");
+                    (pause * 2).min(cap)
+                } else {
+                    interval
+                }
+            }
+            Err(SendError::Other(e)) => {
                 tracing::warn!(error = %e, url = %url, retry_in = ?pause, "heartbeat failed");
+                agent.record_heartbeat(&Err(e), false);
                 (pause * 2).min(cap)
             }
         };
@@ -198,8 +273,8 @@ pub async fn run(agent: Agent, base_url: String, mut shutdown: tokio::sync::watc
     }
 }
 
-async fn send_one(agent: &Agent, url: &str, seq: u64) -> Result<(), String> {
-    let hb = build(agent, seq).await;
+async fn send_one(agent: &Agent, url: &str, epoch: u64, seq: u64) -> Result<(), SendError> {
+    let hb = build(agent, epoch, seq).await;
     let env = SignedHeartbeat::sign(&hb, agent.identity());
     let resp = agent
         .http_client()
@@ -208,14 +283,26 @@ async fn send_one(agent: &Agent, url: &str, seq: u64) -> Result<(), String> {
         .json(&env)
         .send()
         .await
-        .map_err(|e| format!("POST {url}: {e}"))?;
+        .map_err(|e| SendError::Other(format!("POST {url}: {e}")))?;
     let status = resp.status();
     if status.is_success() {
         return Ok(());
     }
     let body = resp.bytes().await.unwrap_or_default();
-    let text = String::from_utf8_lossy(&body[..body.len().min(MAX_ANSWER_BYTES)]).into_owned();
-    Err(format!("POST {url}: {status}: {}", text.trim()))
+    let body = &body[..body.len().min(MAX_ANSWER_BYTES)];
+    let text = String::from_utf8_lossy(body).into_owned();
+    let message = format!("POST {url}: {status}: {}", text.trim());
+    if status == reqwest::StatusCode::CONFLICT
+        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(body)
+        && v.get("reason").and_then(serde_json::Value::as_str) == Some("replayed")
+        && let Some(last_epoch) = v.get("last_epoch").and_then(serde_json::Value::as_u64)
+    {
+        return Err(SendError::Replayed {
+            last_epoch,
+            message,
+        });
+    }
+    Err(SendError::Other(message))
 }
 
 #[cfg(test)]
@@ -228,6 +315,7 @@ mod tests {
         let hb = Heartbeat {
             bench: BTreeMap::from([("rps".into(), 1.5)]),
             code_hash: "ab".into(),
+            epoch: 4,
             exceptions_total: 2,
             healthy: true,
             node_id: "n1".into(),
@@ -239,7 +327,7 @@ mod tests {
         let s = SignedHeartbeat::sign(&hb, &key);
         assert_eq!(
             s.payload,
-            r#"{"bench":{"rps":1.5},"code_hash":"ab","exceptions_total":2,"healthy":true,"node_id":"n1","requests_total":9,"sent_at":100,"seq":3,"version":"v1"}"#
+            r#"{"bench":{"rps":1.5},"code_hash":"ab","epoch":4,"exceptions_total":2,"healthy":true,"node_id":"n1","requests_total":9,"sent_at":100,"seq":3,"version":"v1"}"#
         );
         let mut sig = [0u8; 64];
         hex::decode_to_slice(&s.signature, &mut sig).unwrap();
@@ -249,13 +337,23 @@ mod tests {
     }
 
     #[test]
-    fn seq_survives_restart_and_only_grows() {
+    fn epoch_and_seq_survive_restart_and_only_grow() {
         let d = tempfile::tempdir().unwrap();
         let mut c = SeqCounter::open(d.path()).unwrap();
-        assert_eq!(c.take().unwrap(), 1);
-        assert_eq!(c.take().unwrap(), 2);
+        assert_eq!(c.take().unwrap(), (1, 1));
+        assert_eq!(c.take().unwrap(), (1, 2));
+        // A restart starts a new epoch.
         let mut c = SeqCounter::open(d.path()).unwrap();
-        assert_eq!(c.take().unwrap(), 3);
+        assert_eq!(c.take().unwrap(), (2, 1));
+        // A refusal naming the registry's epoch moves past it.
+        c.resync(7).unwrap();
+        assert_eq!(c.take().unwrap(), (8, 1));
+        let mut c = SeqCounter::open(d.path()).unwrap();
+        assert_eq!(c.take().unwrap(), (9, 1));
+        // A file from before epochs is epoch 0: the next is 1.
+        std::fs::write(d.path().join("heartbeat_seq.json"), br#"{"next":40}"#).unwrap();
+        let mut c = SeqCounter::open(d.path()).unwrap();
+        assert_eq!(c.take().unwrap(), (1, 1));
         std::fs::write(d.path().join("heartbeat_seq.json"), b"{oops").unwrap();
         assert!(SeqCounter::open(d.path()).is_err());
     }

@@ -122,11 +122,15 @@ impl RunningNode {
         let (stop, rx) = watch::channel(false);
         let mut srv_rx = rx.clone();
         let server = tokio::spawn(
-            axum::serve(listener, http::router(agent.clone()))
-                .with_graceful_shutdown(async move {
-                    let _ = srv_rx.wait_for(|v| *v).await;
-                })
-                .into_future(),
+            axum::serve(
+                listener,
+                http::router(agent.clone())
+                    .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = srv_rx.wait_for(|v| *v).await;
+            })
+            .into_future(),
         );
         let heartbeats = agent
             .config()

@@ -230,3 +230,108 @@ fn a_rollback_order_revokes_a_release_this_node_never_ran_over_http_and_gossip()
     rt.block_on(publisher.shutdown()).unwrap();
     rt.block_on(node.shutdown()).unwrap();
 }
+
+/// Issue 13: one validly signed heartbeat with an inflated `seq` (or a clock jump on a
+/// node deriving `seq` from its clock) used to lock the node out: the registry refused
+/// every later heartbeat as a replay until the node's counter caught up. The agent now
+/// re-syncs through a signed epoch bump, without anyone editing the database, and a
+/// replay of what was accepted is still refused.
+#[test]
+fn a_node_locked_out_by_an_inflated_seq_recovers_and_replays_stay_refused() {
+    let orch_port = free_port();
+    let f = Fixture::new(Opts {
+        orchestrator: Some(format!("http://127.0.0.1:{orch_port}")),
+        ..Opts::default()
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = f.dir.path().join("fleet.db");
+    let reg = rt
+        .block_on(fleetgate_fleet::Registry::connect(&format!(
+            "sqlite://{}",
+            db.display()
+        )))
+        .unwrap();
+    let now = fleetgate_trust::unix_now();
+    rt.block_on(reg.register_unverified(
+        "node-1",
+        "http://127.0.0.1:1",
+        &f.identity.public_key_hex(),
+        "r1",
+        i64::try_from(now).unwrap(),
+    ))
+    .unwrap();
+    // The poisoned heartbeat: signed by the node's own key, seq far in the future.
+    let inflated = fleetgate_fleet::Heartbeat {
+        bench: Default::default(),
+        code_hash: String::new(),
+        exceptions_total: 0,
+        healthy: true,
+        node_id: "node-1".into(),
+        requests_total: 0,
+        sent_at: now,
+        seq: 4_000_000_000_000,
+        version: String::new(),
+        ..serde_json::from_value(serde_json::json!({
+            "code_hash": "", "exceptions_total": 0, "healthy": true, "node_id": "node-1",
+            "requests_total": 0, "sent_at": 0, "seq": 1, "version": ""
+        }))
+        .unwrap()
+    };
+    let poisoned = fleetgate_fleet::SignedHeartbeat::sign(&inflated, &f.identity).to_json();
+    let policy = fleetgate_fleet::HeartbeatPolicy::default();
+    rt.block_on(reg.record_heartbeat(&poisoned, &policy, i64::try_from(now).unwrap()))
+        .expect("the inflated heartbeat is validly signed: accepted");
+
+    let app = fleetgate_fleet::http::router(reg.clone());
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(("127.0.0.1", orch_port)))
+        .unwrap();
+    rt.spawn(async move { axum::serve(listener, app).await });
+    let node = rt
+        .block_on(fleetgate_agent::RunningNode::start(f.config()))
+        .unwrap();
+    let stored = || {
+        rt.block_on(reg.heartbeats_between(&["node-1".into()], 0, i64::MAX))
+            .unwrap()
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "a heartbeat of the agent accepted after the inflated one",
+        || stored().len() >= 2,
+    );
+    let s = status(&f);
+    assert_eq!(s["heartbeats"]["consecutive_failures"], 0, "{s}");
+    // The agent's start bumped the epoch past the poisoned one.
+    let latest = stored().last().cloned().unwrap();
+    assert!(latest.epoch >= 1, "{latest:?}");
+    // Poisoned again, now within the agent's own epoch: its next heartbeat is refused
+    // as a replay, it re-syncs to a higher epoch from the 409, and is accepted again.
+    let again = fleetgate_fleet::Heartbeat {
+        epoch: u64::try_from(latest.epoch).unwrap(),
+        sent_at: fleetgate_trust::unix_now(),
+        ..inflated.clone()
+    };
+    let poisoned_again = fleetgate_fleet::SignedHeartbeat::sign(&again, &f.identity).to_json();
+    rt.block_on(reg.record_heartbeat(
+        &poisoned_again,
+        &policy,
+        i64::try_from(fleetgate_trust::unix_now()).unwrap(),
+    ))
+    .expect("accepted: above the agent's own (epoch, seq)");
+    wait_until(
+        Duration::from_secs(20),
+        "the agent re-synced to a higher epoch and was accepted",
+        || stored().last().is_some_and(|h| h.epoch > latest.epoch),
+    );
+    let s = status(&f);
+    assert!(s["heartbeats"]["resyncs"].as_u64().unwrap_or(0) >= 1, "{s}");
+    // Replay protection kept: the accepted inflated heartbeat, sent again, is refused.
+    let err = rt
+        .block_on(reg.record_heartbeat(&poisoned, &policy, i64::try_from(now).unwrap()))
+        .expect_err("a replay is refused");
+    assert!(
+        matches!(err, fleetgate_fleet::HeartbeatError::Replayed { .. }),
+        "{err}"
+    );
+    rt.block_on(node.shutdown()).unwrap();
+}

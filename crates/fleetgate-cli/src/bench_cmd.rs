@@ -4,7 +4,6 @@
 use crate::{exit, open, output, print_json, short};
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use fleetgate_core::PipelineState;
 use fleetgate_runtime::{bench_store, gates};
 use std::path::Path;
 use std::process::ExitCode;
@@ -161,13 +160,8 @@ pub fn run(cfg_path: Option<&Path>, cmd: BenchCmd) -> anyhow::Result<ExitCode> {
         } => {
             let v = fleetgate_core::Version::parse(&version)?;
             let sha = o.resolve_version(&v, git_sha.as_deref())?;
-            let mut st = PipelineState::idle();
-            st.version = v.to_string();
-            st.git_sha = sha;
-            st.run_id = Some(format!("bench-{}", v.as_str()));
-            match gates::capture(o.context(), &st, &tier)? {
-                Ok(snap) => {
-                    let path = bench_store::save(&state_dir, &snap)?;
+            match gates::capture_version(o.context(), &v, sha, &tier)? {
+                Ok((snap, path)) => {
                     if json {
                         print_json(&snap)?;
                     } else {

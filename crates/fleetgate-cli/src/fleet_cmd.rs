@@ -200,7 +200,8 @@ pub fn run(o: &Orchestrator, cmd: FleetCmd) -> anyhow::Result<ExitCode> {
                         _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
                     }
                 };
-                axum::serve(listener, fleetgate_fleet::http::router(reg)).with_graceful_shutdown(shutdown).await?;
+                let app = fleetgate_fleet::limit::per_source(fleetgate_fleet::http::router(reg), fleetgate_fleet::limit::FLEET_LIMIT);
+                axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(shutdown).await?;
                 anyhow::Ok(())
             })?;
         }

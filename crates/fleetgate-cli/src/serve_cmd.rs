@@ -99,7 +99,11 @@ pub fn run(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         let app = fleetgate_tools::http::router(toolbox, Some(registry), auth);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(listener, app).with_graceful_shutdown(async {
+        let server = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
             let _ = stop_rx.await;
         });
         tokio::select! {

@@ -176,15 +176,35 @@ pub enum HeartbeatError {
     },
     /// Sequence number not above the last accepted one.
     #[error(
-        "heartbeat from {node_id:?} replayed: seq {seq} is not above the last accepted seq {last_seq}"
+        "heartbeat from {node_id:?} replayed: (epoch {epoch}, seq {seq}) is not above the last accepted (epoch {last_epoch}, seq {last_seq}); a node re-syncs by signing its next heartbeat with epoch {last_epoch} + 1"
     )]
     Replayed {
         /// Node id.
         node_id: String,
+        /// Received epoch.
+        epoch: u64,
         /// Received seq.
         seq: u64,
+        /// Last accepted epoch.
+        last_epoch: u64,
         /// Last accepted seq.
         last_seq: u64,
+    },
+    /// The epoch jumps further above the last accepted one than
+    /// [`crate::heartbeat::MAX_EPOCH_STEP`] (so that no single heartbeat can push the epoch
+    /// to where the node could never go above it).
+    #[error(
+        "heartbeat from {node_id:?} refused: epoch {epoch} is more than {max_step} above the last accepted epoch {last_epoch}; sign it with epoch {last_epoch} + 1"
+    )]
+    EpochJump {
+        /// Node id.
+        node_id: String,
+        /// Received epoch.
+        epoch: u64,
+        /// Last accepted epoch.
+        last_epoch: u64,
+        /// The largest step accepted.
+        max_step: u64,
     },
     /// `sent_at` too far in the past.
     #[error(

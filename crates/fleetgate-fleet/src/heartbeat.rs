@@ -10,14 +10,22 @@
 //! Checks, in order: size limit before parsing; envelope and payload shape (unknown
 //! fields refused); known, not removed node; signature (`verify_strict`) with the
 //! enrolled key; `sent_at` not older than `max_age_secs` nor ahead by more than
-//! `max_future_skew_secs`; `seq` strictly above the last accepted one (the first
-//! heartbeat of a node must have `seq ≥ 1`). The seq check and the insert happen in
-//! one transaction with a conditional update, so two copies racing in are not both
-//! accepted.
+//! `max_future_skew_secs`; `(epoch, seq)` strictly above the last accepted pair, compared
+//! in that order (the first heartbeat of a node must have `seq ≥ 1`), with `epoch` at
+//! most [`MAX_EPOCH_STEP`] above the last accepted epoch. The check and the insert
+//! happen in one transaction with a conditional update, so two copies racing in are not
+//! both accepted.
 //!
-//! A node must never reuse a `seq`, across restarts too: derive it from a persisted
-//! counter, or from a clock that only moves forward (e.g. unix milliseconds), otherwise
-//! a restarted node is refused as a replay until its counter passes the stored one.
+//! **Epochs: re-sync without an operator.** A node must never reuse an `(epoch, seq)`.
+//! Within an epoch `seq` strictly increases; a higher epoch resets the window, so any
+//! `seq` (from 1) is accepted again. One validly signed heartbeat with an inflated `seq`
+//! (a bug, a clock jump on a node deriving `seq` from its clock) therefore no longer
+//! locks the node out: its next heartbeat, signed with a higher epoch, is accepted. The
+//! bump is authenticated like every heartbeat (the node key signs the epoch), and replay
+//! protection is unchanged: an `(epoch, seq)` at or below the stored pair is refused.
+//! The refusal (`409`) tells the node the stored pair (`last_epoch`, `last_seq`), so a
+//! node that lost its counter re-syncs with `last_epoch + 1`. Heartbeats without an
+//! `epoch` field (older agents) are epoch 0.
 
 use std::collections::BTreeMap;
 
@@ -28,6 +36,11 @@ use crate::enroll::validate_node_id;
 use crate::error::{FleetError, HeartbeatError};
 use crate::registry::{PeerStatus, Registry, to_i64};
 
+/// How far above the last accepted epoch a heartbeat's epoch may be. An agent steps its
+/// epoch by one (per restart or re-sync); the cap keeps a single heartbeat from pushing
+/// the epoch to where the node could never go above it again.
+pub const MAX_EPOCH_STEP: u64 = 1 << 20;
+
 /// What a node reports (fields in alphabetical order: the JSON has sorted keys).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +50,10 @@ pub struct Heartbeat {
     pub bench: BTreeMap<String, f64>,
     /// Code hash of what the node runs.
     pub code_hash: String,
+    /// Epoch of `seq` (0 when absent: heartbeats of older agents). A higher epoch resets
+    /// the `seq` window.
+    #[serde(default)]
+    pub epoch: u64,
     /// Cumulative exceptions since the process started.
     pub exceptions_total: u64,
     /// The application's own health check.
@@ -47,7 +64,7 @@ pub struct Heartbeat {
     pub requests_total: u64,
     /// Send time (unix seconds, node clock).
     pub sent_at: u64,
-    /// Sequence number, strictly increasing per node (start at 1).
+    /// Sequence number, strictly increasing per node and epoch (start at 1).
     pub seq: u64,
     /// Version the node runs.
     pub version: String,
@@ -112,6 +129,9 @@ pub struct HeartbeatRecord {
     pub at: i64,
     /// When the node sent it (node clock).
     pub sent_at: i64,
+    /// Epoch of `seq`.
+    #[serde(default)]
+    pub epoch: i64,
     /// Sequence number.
     pub seq: i64,
     /// Version.
@@ -133,6 +153,7 @@ pub(crate) struct HeartbeatRow {
     node_id: String,
     at: i64,
     sent_at: i64,
+    epoch: i64,
     seq: i64,
     version: String,
     code_hash: String,
@@ -153,6 +174,7 @@ impl TryFrom<HeartbeatRow> for HeartbeatRecord {
             node_id: r.node_id,
             at: r.at,
             sent_at: r.sent_at,
+            epoch: r.epoch,
             seq: r.seq,
             version: r.version,
             code_hash: r.code_hash,
@@ -263,6 +285,16 @@ impl Registry {
             });
         }
         let seq = to_i64("seq", hb.seq)?;
+        let epoch = to_i64("epoch", hb.epoch)?;
+        let last_epoch = u64::try_from(peer.last_epoch).unwrap_or(0);
+        if hb.epoch > last_epoch.saturating_add(MAX_EPOCH_STEP) {
+            return Err(HeartbeatError::EpochJump {
+                node_id: hb.node_id,
+                epoch: hb.epoch,
+                last_epoch,
+                max_step: MAX_EPOCH_STEP,
+            });
+        }
         let sent_at = to_i64("sent_at", hb.sent_at)?;
         let exceptions = to_i64("exceptions_total", hb.exceptions_total)?;
         let requests = to_i64("requests_total", hb.requests_total)?;
@@ -275,10 +307,14 @@ impl Registry {
             .collect();
         let bench_json = serde_json::to_string(&bench).unwrap_or_else(|_| "{}".into());
 
-        const UPDATE: &str = "UPDATE peers SET last_seq = $1, last_heartbeat = $2, current_version = $3, code_hash = $4
-            WHERE id = $5 AND last_seq < $1 AND status <> 'removed'";
-        const INSERT: &str = "INSERT INTO heartbeats (node_id, at, sent_at, seq, version, code_hash, healthy, exceptions_total, requests_total, bench)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+        // (epoch, seq) above the stored pair, and the epoch within the step of the stored
+        // epoch (checked again here: the peer row read above may be stale).
+        const UPDATE: &str = "UPDATE peers SET last_seq = $1, last_epoch = $6, last_heartbeat = $2, current_version = $3, code_hash = $4
+            WHERE id = $5 AND (last_epoch < $6 OR (last_epoch = $6 AND last_seq < $1))
+              AND last_epoch >= $6 - $7 AND status <> 'removed'";
+        const INSERT: &str = "INSERT INTO heartbeats (node_id, at, sent_at, seq, version, code_hash, healthy, exceptions_total, requests_total, bench, epoch)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+        let step = to_i64("epoch step", MAX_EPOCH_STEP)?;
         let accepted = with_pool!(self, |pool| {
             let mut tx = pool
                 .begin()
@@ -290,6 +326,8 @@ impl Registry {
                 .bind(&hb.version)
                 .bind(&hb.code_hash)
                 .bind(&hb.node_id)
+                .bind(epoch)
+                .bind(step)
                 .execute(&mut *tx)
                 .await
                 .map_err(FleetError::db("update peer from heartbeat"))?
@@ -306,6 +344,7 @@ impl Registry {
                     .bind(exceptions)
                     .bind(requests)
                     .bind(&bench_json)
+                    .bind(epoch)
                     .execute(&mut *tx)
                     .await
                     .map_err(FleetError::db("store heartbeat"))?;
@@ -327,7 +366,9 @@ impl Registry {
                 Some(p) if p.status == PeerStatus::Removed => HeartbeatError::Removed(hb.node_id),
                 Some(p) => HeartbeatError::Replayed {
                     node_id: hb.node_id,
+                    epoch: hb.epoch,
                     seq: hb.seq,
+                    last_epoch: u64::try_from(p.last_epoch).unwrap_or(0),
                     last_seq: u64::try_from(p.last_seq).unwrap_or(0),
                 },
             });
@@ -336,6 +377,7 @@ impl Registry {
             node_id: hb.node_id,
             at: now,
             sent_at,
+            epoch,
             seq,
             version: hb.version,
             code_hash: hb.code_hash,
@@ -353,8 +395,8 @@ impl Registry {
         from: i64,
         to: i64,
     ) -> Result<Vec<HeartbeatRecord>, FleetError> {
-        const SQL: &str = "SELECT node_id, at, sent_at, seq, version, code_hash, healthy, exceptions_total, requests_total, bench
-            FROM heartbeats WHERE node_id = $1 AND at >= $2 AND at <= $3 ORDER BY at, seq";
+        const SQL: &str = "SELECT node_id, at, sent_at, epoch, seq, version, code_hash, healthy, exceptions_total, requests_total, bench
+            FROM heartbeats WHERE node_id = $1 AND at >= $2 AND at <= $3 ORDER BY at, epoch, seq";
         let mut out = Vec::new();
         for node in nodes {
             let rows: Vec<HeartbeatRow> = with_pool!(self, |pool| {
@@ -370,7 +412,9 @@ impl Registry {
                 out.push(HeartbeatRecord::try_from(r)?);
             }
         }
-        out.sort_by(|a, b| (a.at, &a.node_id, a.seq).cmp(&(b.at, &b.node_id, b.seq)));
+        out.sort_by(|a, b| {
+            (a.at, &a.node_id, a.epoch, a.seq).cmp(&(b.at, &b.node_id, b.epoch, b.seq))
+        });
         Ok(out)
     }
 
@@ -380,8 +424,8 @@ impl Registry {
         node: &str,
         at: i64,
     ) -> Result<Option<HeartbeatRecord>, FleetError> {
-        const SQL: &str = "SELECT node_id, at, sent_at, seq, version, code_hash, healthy, exceptions_total, requests_total, bench
-            FROM heartbeats WHERE node_id = $1 AND at <= $2 ORDER BY at DESC, seq DESC LIMIT 1";
+        const SQL: &str = "SELECT node_id, at, sent_at, epoch, seq, version, code_hash, healthy, exceptions_total, requests_total, bench
+            FROM heartbeats WHERE node_id = $1 AND at <= $2 ORDER BY at DESC, epoch DESC, seq DESC LIMIT 1";
         let row: Option<HeartbeatRow> = with_pool!(self, |pool| {
             sqlx::query_as(SQL)
                 .bind(node)

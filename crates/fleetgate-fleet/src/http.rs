@@ -3,7 +3,10 @@
 //! * `POST /api/fleet/heartbeat` — body: a [`crate::SignedHeartbeat`]; answers
 //!   `{"success": true, "node_id", "seq", "at"}` or `{"success": false, "error"}` with
 //!   413 (too large), 400 (malformed), 401 (unsigned, bad signature), 403 (unknown or
-//!   removed node), 409 (replayed seq), 422 (too old / from the future), 500 (database).
+//!   removed node), 409 (replayed (epoch, seq), or an epoch jump too large; the answer
+//!   then carries `"reason": "replayed"`, `last_epoch` and `last_seq`, so the node can
+//!   re-sync with epoch `last_epoch + 1`), 422 (too old / from the future), 500
+//!   (database). The answer is `{"success": true, "node_id", "epoch", "seq", "at"}`.
 //! * `GET /api/fleet/peers` — `{"success": true, "peers": [...]}`.
 //! * `GET /api/fleet/peers/{id}` — `{"success": true, "peer": {...}}` or 404.
 //!
@@ -68,7 +71,7 @@ pub fn status_for(err: &HeartbeatError) -> StatusCode {
             StatusCode::UNAUTHORIZED
         }
         HeartbeatError::UnknownNode(_) | HeartbeatError::Removed(_) => StatusCode::FORBIDDEN,
-        HeartbeatError::Replayed { .. } => StatusCode::CONFLICT,
+        HeartbeatError::Replayed { .. } | HeartbeatError::EpochJump { .. } => StatusCode::CONFLICT,
         HeartbeatError::TooOld { .. } | HeartbeatError::FromFuture { .. } => {
             StatusCode::UNPROCESSABLE_ENTITY
         }
@@ -100,11 +103,29 @@ async fn post_heartbeat(
     {
         Ok(rec) => (
             StatusCode::OK,
-            Json(json!({"success": true, "node_id": rec.node_id, "seq": rec.seq, "at": rec.at})),
+            Json(
+                json!({"success": true, "node_id": rec.node_id, "epoch": rec.epoch, "seq": rec.seq, "at": rec.at}),
+            ),
         ),
         Err(e) => {
             tracing::warn!(error = %e, "heartbeat refused");
-            fail(status_for(&e), e.to_string())
+            let (status, mut body) = fail(status_for(&e), e.to_string());
+            // What the node needs to re-sync (its own numbers; nothing secret).
+            let last = match &e {
+                HeartbeatError::Replayed {
+                    last_epoch,
+                    last_seq,
+                    ..
+                } => Some((*last_epoch, *last_seq)),
+                HeartbeatError::EpochJump { last_epoch, .. } => Some((*last_epoch, 0)),
+                _ => None,
+            };
+            if let (Some((epoch, seq)), Some(o)) = (last, body.0.as_object_mut()) {
+                o.insert("reason".into(), json!("replayed"));
+                o.insert("last_epoch".into(), json!(epoch));
+                o.insert("last_seq".into(), json!(seq));
+            }
+            (status, body)
         }
     }
 }

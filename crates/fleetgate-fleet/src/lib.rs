@@ -16,12 +16,16 @@
 //!   issued_at}` signed by the trust keys with `fleetgate-trust`'s signed-document
 //!   primitive; a peer that presents a valid one is `master_key_verified`.
 //! * Heartbeats ([`heartbeat`]): Ed25519-signed by the node key, size-limited, replay
-//!   protected (strictly increasing `seq`, bounded `sent_at` age), stored as a time series.
+//!   protected (strictly increasing `(epoch, seq)` — a higher signed epoch resets the seq
+//!   window, so a node re-syncs after an inflated seq — and a bounded `sent_at` age),
+//!   stored as a time series.
 //! * Leases with fencing epochs ([`lease`]): one orchestrator at a time advances the
 //!   pipeline; writes from a deposed one are refused in the same statement.
 //! * Canary queries ([`canary`]): eligible peers, judge samples, the persisted selection,
 //!   per-node deployment status.
-//! * The HTTP routes ([`http::router`]) for the orchestrator's server to mount.
+//! * The HTTP routes ([`http::router`]) for the orchestrator's server to mount, and the
+//!   per-source rate limit every HTTP listener of fleetgate puts in front ([`limit`]:
+//!   429 with `Retry-After`).
 //!
 //! **What it must never do.** Trust a peer's word without a signature; accept a heartbeat
 //! from an unknown, removed or unverifiable node; panic on input from a peer or the
@@ -50,6 +54,7 @@ pub mod error;
 pub mod heartbeat;
 pub mod http;
 pub mod lease;
+pub mod limit;
 pub mod registry;
 
 pub use canary::{DeployStatus, DeploymentRecord};

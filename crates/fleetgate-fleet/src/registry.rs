@@ -97,8 +97,11 @@ pub struct Peer {
     pub code_hash: Option<String>,
     /// When its last accepted heartbeat arrived (unix seconds).
     pub last_heartbeat: Option<i64>,
-    /// Last accepted heartbeat sequence number.
+    /// Last accepted heartbeat sequence number (within `last_epoch`).
     pub last_seq: i64,
+    /// Epoch of the last accepted heartbeat (0 for heartbeats without one).
+    #[serde(default)]
+    pub last_epoch: i64,
     /// Region label.
     pub region: String,
     /// When it was (last) enrolled (unix seconds).
@@ -118,6 +121,7 @@ pub(crate) struct PeerRow {
     code_hash: Option<String>,
     last_heartbeat: Option<i64>,
     last_seq: i64,
+    last_epoch: i64,
     region: String,
     enrolled_at: i64,
     cert: Option<String>,
@@ -140,6 +144,7 @@ impl TryFrom<PeerRow> for Peer {
             code_hash: r.code_hash,
             last_heartbeat: r.last_heartbeat,
             last_seq: r.last_seq,
+            last_epoch: r.last_epoch,
             region: r.region,
             enrolled_at: r.enrolled_at,
             cert: r.cert,
@@ -462,7 +467,7 @@ impl Registry {
 
     /// One peer, if it exists.
     pub async fn find_peer(&self, id: &str) -> Result<Option<Peer>, FleetError> {
-        const SQL: &str = "SELECT id, address, public_key, master_key_verified, status, current_version, code_hash, last_heartbeat, last_seq, region, enrolled_at, cert FROM peers WHERE id = $1";
+        const SQL: &str = "SELECT id, address, public_key, master_key_verified, status, current_version, code_hash, last_heartbeat, last_seq, last_epoch, region, enrolled_at, cert FROM peers WHERE id = $1";
         let row: Option<PeerRow> = with_pool!(self, |pool| {
             sqlx::query_as(SQL)
                 .bind(id)
@@ -475,7 +480,7 @@ impl Registry {
 
     /// Every peer (removed ones included), by id.
     pub async fn list_peers(&self) -> Result<Vec<Peer>, FleetError> {
-        const SQL: &str = "SELECT id, address, public_key, master_key_verified, status, current_version, code_hash, last_heartbeat, last_seq, region, enrolled_at, cert FROM peers ORDER BY id";
+        const SQL: &str = "SELECT id, address, public_key, master_key_verified, status, current_version, code_hash, last_heartbeat, last_seq, last_epoch, region, enrolled_at, cert FROM peers ORDER BY id";
         let rows: Vec<PeerRow> = with_pool!(self, |pool| {
             sqlx::query_as(SQL)
                 .fetch_all(pool)

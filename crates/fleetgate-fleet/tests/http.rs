@@ -58,6 +58,13 @@ async fn heartbeat_endpoint_over_a_real_socket() {
 
         let (s, v) = post(&client, &base, signed(&heartbeat("n1", 1, now), &key)).await;
         assert_eq!(s, 409, "{v}");
+        // The refusal tells the node how to re-sync.
+        assert_eq!(v["reason"], "replayed", "{v}");
+        assert_eq!(
+            (v["last_epoch"].as_u64(), v["last_seq"].as_u64()),
+            (Some(0), Some(1)),
+            "{v}"
+        );
         assert_eq!(v["success"], false);
         assert!(v["error"].as_str().unwrap().contains("replayed"), "{v}");
 
@@ -177,6 +184,7 @@ async fn beat(
             "manifest-hash"
         }
         .into(),
+        epoch: 0,
         exceptions_total: node.exceptions,
         healthy: !(faulty && fault == Fault::HealthCheck),
         node_id: node.id.clone(),
@@ -374,4 +382,66 @@ async fn canary_passes_when_healthy_and_rolls_back_for_each_fault() {
             }
         }
     }
+}
+
+/// Every fleetgate HTTP listener puts the per-source limit in front: one source address
+/// over its bucket gets 429 with `Retry-After` (nothing run), another source address is
+/// not affected.
+#[tokio::test]
+async fn a_flooding_source_gets_429_and_others_are_served() {
+    let db = backends().await.remove(0);
+    let reg = db.registry().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = fleetgate_fleet::limit::per_source(
+        fleetgate_fleet::http::router(reg.clone()),
+        fleetgate_trust::ratelimit::RateLimit::new(3, 1),
+    );
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    let from = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (from([127, 0, 0, 1]), from([127, 0, 0, 2]));
+    let url = format!("http://{addr}/api/fleet/peers");
+    for i in 0..3 {
+        let r = a.get(&url).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "request {i} within the burst");
+    }
+    let r = a.get(&url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error_kind"], "rate_limited", "{v}");
+    // A heartbeat from the limited source is refused before it is read or stored.
+    let key = node_key(1);
+    reg.enroll(&cert_for("n1", &key, "eu"), &keyring(), unix_now())
+        .await
+        .unwrap();
+    let (s, _) = post(
+        &a,
+        &format!("http://{addr}"),
+        signed(&heartbeat("n1", 1, unix_now() as u64), &key),
+    )
+    .await;
+    assert_eq!(s, 429);
+    assert_eq!(reg.peer("n1").await.unwrap().last_seq, 0);
+    // Another source is served.
+    let r = b.get(&url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    db.cleanup().await;
 }

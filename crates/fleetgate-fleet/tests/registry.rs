@@ -256,6 +256,125 @@ async fn heartbeats_are_verified_and_replay_protected() {
     }
 }
 
+/// Issue 13: one validly signed heartbeat with an inflated `seq` used to lock the node
+/// out until its counter caught up. A higher epoch resets the window; replays of any
+/// accepted `(epoch, seq)` and anything below it stay refused; the epoch cannot jump
+/// arbitrarily far; heartbeats without an epoch are epoch 0.
+#[tokio::test]
+async fn an_inflated_seq_is_recovered_by_an_epoch_bump_and_replays_stay_refused() {
+    let policy = HeartbeatPolicy::default();
+    for db in backends().await {
+        let reg = db.registry().await;
+        let key = node_key(1);
+        reg.enroll(&cert_for("n1", &key, "eu"), &keyring(), NOW)
+            .await
+            .unwrap();
+        let t = NOW as u64;
+        let hb = |epoch: u64, seq: u64| {
+            let mut h = heartbeat("n1", seq, t);
+            h.epoch = epoch;
+            signed(&h, &key)
+        };
+        // An old agent (no epoch field): epoch 0.
+        let legacy = {
+            let h = heartbeat("n1", 1, t);
+            let mut v = serde_json::to_value(&h).unwrap();
+            v.as_object_mut().unwrap().remove("epoch");
+            let payload = serde_json::to_string(&v).unwrap();
+            assert!(!payload.contains("epoch"));
+            let sig = hex::encode(key.sign(payload.as_bytes()));
+            serde_json::to_vec(&SignedHeartbeat {
+                payload,
+                signature: sig,
+            })
+            .unwrap()
+        };
+        let rec = reg.record_heartbeat(&legacy, &policy, NOW).await.unwrap();
+        assert_eq!((rec.epoch, rec.seq), (0, 1), "[{}]", db.name);
+        // The poison: validly signed, seq far ahead.
+        let inflated = hb(0, 4_000_000_000_000);
+        reg.record_heartbeat(&inflated, &policy, NOW).await.unwrap();
+        // Locked out within epoch 0 ...
+        let err = reg
+            .record_heartbeat(&hb(0, 2), &policy, NOW + 1)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                HeartbeatError::Replayed {
+                    epoch: 0,
+                    seq: 2,
+                    last_epoch: 0,
+                    last_seq: 4_000_000_000_000,
+                    ..
+                }
+            ),
+            "[{}] {err}",
+            db.name
+        );
+        // ... recovered by the next epoch, seq from 1.
+        let rec = reg
+            .record_heartbeat(&hb(1, 1), &policy, NOW + 2)
+            .await
+            .unwrap();
+        assert_eq!((rec.epoch, rec.seq), (1, 1), "[{}]", db.name);
+        reg.record_heartbeat(&hb(1, 2), &policy, NOW + 3)
+            .await
+            .unwrap();
+        // Replays stay refused: the poison, an accepted one, an older epoch.
+        for (body, what) in [
+            (&inflated, "the inflated heartbeat"),
+            (&hb(1, 2), "an accepted heartbeat"),
+            (&hb(1, 1), "a lower seq"),
+            (
+                &hb(0, 5_000_000_000_000),
+                "an older epoch with a higher seq",
+            ),
+        ] {
+            let err = reg
+                .record_heartbeat(body, &policy, NOW + 4)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    HeartbeatError::Replayed {
+                        last_epoch: 1,
+                        last_seq: 2,
+                        ..
+                    }
+                ),
+                "[{}] {what}: {err}",
+                db.name
+            );
+        }
+        // The epoch cannot be pushed out of reach in one step.
+        let err = reg
+            .record_heartbeat(&hb(u64::MAX / 4, 1), &policy, NOW + 5)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, HeartbeatError::EpochJump { last_epoch: 1, .. }),
+            "[{}] {err}",
+            db.name
+        );
+        let peer = reg.peer("n1").await.unwrap();
+        assert_eq!((peer.last_epoch, peer.last_seq), (1, 2), "[{}]", db.name);
+        let series = reg
+            .heartbeats_between(&["n1".into()], NOW - 10, NOW + 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            series.iter().map(|h| (h.epoch, h.seq)).collect::<Vec<_>>(),
+            vec![(0, 1), (0, 4_000_000_000_000), (1, 1), (1, 2)],
+            "[{}]",
+            db.name
+        );
+        db.cleanup().await;
+    }
+}
+
 #[tokio::test]
 async fn concurrent_copies_of_one_heartbeat_are_accepted_once() {
     let policy = HeartbeatPolicy::default();

@@ -36,6 +36,11 @@
 //!   [`Output::Drop`]; nothing that was dropped is ever forwarded.
 //! * Answers to unauthenticated requests (digests, stale pushes) are rate-limited per
 //!   round, and an anti-entropy answer nobody asked for is dropped.
+//! * No amplification: a sender that is not a verified member (a configured peer, or one
+//!   that proved its address with a cookie) never gets more bytes than it sent — a probe
+//!   gets a 21-byte challenge, only a probe carrying the cookie back gets the manifest,
+//!   and only proven peers are learned (see [`node`]). The runtime drops datagrams from
+//!   one `ip:port` beyond `max_messages_per_source_per_round` before the node sees them.
 //! * The state machine is deterministic given its seed and inputs; the simulator
 //!   replays any run from its seed.
 //!
@@ -88,4 +93,7 @@ pub use runtime::{GossipHandle, RuntimeError, StartError, spawn, spawn_udp};
 pub use transport::{LinkModel, MemNetwork, MemTransport, Transport, TransportError, UdpTransport};
 pub use trust_adapter::{TrustVerifier, reject_of};
 pub use verify::{CachingVerifier, ManifestKind, Reject, Verified, Verifier};
-pub use wire::{DecodeError, Head, MAX_MANIFEST_BYTES, MAX_MESSAGE_BYTES, Message};
+pub use wire::{
+    CHALLENGE_BYTES, COOKIE_BYTES, Cookie, DecodeError, Head, MAX_MANIFEST_BYTES,
+    MAX_MESSAGE_BYTES, Message,
+};

@@ -19,8 +19,21 @@
 //!   hash (equivocation) and lower sequences are dropped.
 //! * **Safety.** Everything is verified before it is stored, forwarded or delivered;
 //!   every drop is counted by reason and reported as an [`Output::Drop`].
+//! * **No amplification.** UDP source addresses can be spoofed, so a node never answers
+//!   a sender that is not a *verified member* with more bytes than it sent. Verified
+//!   members are the configured peers, peers learned from a proven probe, and any sender
+//!   whose probe carries a valid address cookie. Anyone else's probe gets a
+//!   [`Message::Challenge`] (21 bytes, smaller than any probe) holding a cookie,
+//!   `SHA-256(secret ‖ window ‖ address)` truncated to 16 bytes, valid for the current
+//!   and the previous `COOKIE_WINDOW_MS` window; a sender that really receives at its
+//!   address sends it back in its next probe and is answered in full. Legacy digests
+//!   (no cookie) from non-members are dropped ([`DropReason::Unproven`]); a stale
+//!   manifest or push from a non-member is answered only if our manifest is no larger.
+//!   Peers are learned only from proven probes, so a spoofed sender never ends up
+//!   in the push rounds either. The cookie secret comes from the seed unless set with
+//!   [`Node::set_cookie_secret`] (the UDP runtime sets 32 random bytes).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -28,7 +41,11 @@ use thiserror::Error;
 
 use crate::rng::Rng;
 use crate::verify::{Reject, Verified, Verifier};
-use crate::wire::{DecodeError, Head, Message};
+use crate::wire::{COOKIE_BYTES, Cookie, DecodeError, Head, Message};
+
+/// Length of an address cookie's validity window (a cookie is accepted in its window and
+/// the next one, so for 60 to 120 s).
+pub const COOKIE_WINDOW_MS: u64 = 60_000;
 
 /// Address of a gossip peer (its UDP/in-memory endpoint).
 pub type PeerAddr = SocketAddr;
@@ -65,6 +82,10 @@ pub struct GossipConfig {
     /// Peers learned from incoming messages at most, beyond the static list
     /// (default 4096).
     pub max_learned_peers: usize,
+    /// Messages one source address (`ip:port`) may send per round before the runtime
+    /// drops the rest, with a burst of four rounds' worth (default 16; a peer needs at
+    /// most about 4 per round). Enforced by the runtime's listener, not by the node.
+    pub max_messages_per_source_per_round: u32,
 }
 
 impl Default for GossipConfig {
@@ -80,6 +101,7 @@ impl Default for GossipConfig {
             catch_up_pulls: 5,
             max_replies_per_round: 64,
             max_learned_peers: 4096,
+            max_messages_per_source_per_round: 16,
         }
     }
 }
@@ -262,6 +284,8 @@ pub enum SendKind {
     Digest,
     /// Anti-entropy digest answer.
     DigestReply,
+    /// Address challenge to a probe from a sender that is not a verified member.
+    Challenge,
 }
 
 /// A manifest handed to the application after verification.
@@ -297,10 +321,14 @@ pub enum DropReason {
     /// An anti-entropy answer nobody asked this peer for.
     #[error("unsolicited anti-entropy answer")]
     Unsolicited,
+    /// A request from a sender that is not a verified member and cannot be challenged
+    /// (or answered) without sending it more bytes than it sent.
+    #[error("request from an unverified address that cannot be answered without amplification")]
+    Unproven,
 }
 
 impl DropReason {
-    const SLOTS: usize = 6 + Reject::ALL.len();
+    const SLOTS: usize = 7 + Reject::ALL.len();
 
     fn slot(self) -> usize {
         match self {
@@ -310,7 +338,8 @@ impl DropReason {
             DropReason::Equivocation => 3,
             DropReason::RateLimited => 4,
             DropReason::Unsolicited => 5,
-            DropReason::Unverified(r) => 6 + r.index(),
+            DropReason::Unproven => 6,
+            DropReason::Unverified(r) => 7 + r.index(),
         }
     }
 
@@ -323,6 +352,7 @@ impl DropReason {
             DropReason::Equivocation,
             DropReason::RateLimited,
             DropReason::Unsolicited,
+            DropReason::Unproven,
         ]
         .into_iter()
         .chain(Reject::ALL.into_iter().map(DropReason::Unverified))
@@ -337,6 +367,7 @@ impl DropReason {
             DropReason::Equivocation => "equivocation",
             DropReason::RateLimited => "rate_limited",
             DropReason::Unsolicited => "unsolicited",
+            DropReason::Unproven => "unproven",
             DropReason::Unverified(r) => r.as_str(),
         }
     }
@@ -389,6 +420,8 @@ pub struct Stats {
     pub sent_digest: u64,
     /// Anti-entropy digest answers sent.
     pub sent_digest_reply: u64,
+    /// Address challenges sent.
+    pub sent_challenge: u64,
     /// Manifests delivered to the application.
     pub delivered: u64,
     /// Copies of the held manifest received again (normal in gossip; not a drop).
@@ -409,7 +442,11 @@ impl Stats {
 
     /// All messages sent.
     pub fn sent_total(&self) -> u64 {
-        self.sent_push + self.sent_manifest + self.sent_digest + self.sent_digest_reply
+        self.sent_push
+            + self.sent_manifest
+            + self.sent_digest
+            + self.sent_digest_reply
+            + self.sent_challenge
     }
 
     /// Add another node's counters (for cluster totals).
@@ -419,6 +456,7 @@ impl Stats {
         self.sent_manifest += o.sent_manifest;
         self.sent_digest += o.sent_digest;
         self.sent_digest_reply += o.sent_digest_reply;
+        self.sent_challenge += o.sent_challenge;
         self.delivered += o.delivered;
         self.duplicates += o.duplicates;
         for (a, b) in self.drops.iter_mut().zip(o.drops.iter()) {
@@ -449,6 +487,8 @@ struct PendingPull {
     peer: PeerAddr,
     deadline_ms: u64,
     retries_left: u32,
+    /// The peer challenged this pull once already (a second challenge is not followed).
+    challenged: bool,
 }
 
 /// Why a node could not be built.
@@ -482,6 +522,9 @@ pub struct Node<V> {
     replies_this_round: u32,
     stats: Stats,
     scratch: Vec<PeerAddr>,
+    cookie_secret: [u8; 32],
+    /// Cookies peers handed this node (sent back in its probes to them).
+    cookies: HashMap<PeerAddr, Cookie>,
 }
 
 impl<V: Verifier> Node<V> {
@@ -518,7 +561,59 @@ impl<V: Verifier> Node<V> {
             replies_this_round: 0,
             stats: Stats::default(),
             scratch: Vec::new(),
+            cookie_secret: crate::verify::sha256(
+                &[b"fleetgate-gossip cookie".as_slice(), &seed.to_be_bytes()].concat(),
+            ),
+            cookies: HashMap::new(),
         })
+    }
+
+    /// Set the secret address cookies are made with (production: 32 random bytes; by
+    /// default it is derived from the seed, which suits simulations only).
+    pub fn set_cookie_secret(&mut self, secret: [u8; 32]) {
+        self.cookie_secret = secret;
+    }
+
+    /// This node's cookie for `addr` in cookie window `window`.
+    fn cookie_in(&self, addr: PeerAddr, window: u64) -> Cookie {
+        let mut input = Vec::with_capacity(32 + 8 + 19);
+        input.extend_from_slice(&self.cookie_secret);
+        input.extend_from_slice(&window.to_be_bytes());
+        match addr {
+            SocketAddr::V4(a) => {
+                input.push(4);
+                input.extend_from_slice(&a.ip().octets());
+            }
+            SocketAddr::V6(a) => {
+                input.push(6);
+                input.extend_from_slice(&a.ip().octets());
+            }
+        }
+        input.extend_from_slice(&addr.port().to_be_bytes());
+        let h = crate::verify::sha256(&input);
+        let mut c = [0u8; COOKIE_BYTES];
+        c.copy_from_slice(&h[..COOKIE_BYTES]);
+        c
+    }
+
+    /// This node's current cookie for `addr`.
+    fn cookie_for(&self, addr: PeerAddr) -> Cookie {
+        self.cookie_in(addr, self.now_ms / COOKIE_WINDOW_MS)
+    }
+
+    /// Is `cookie` this node's cookie for `addr`, of this window or the previous one?
+    fn cookie_valid(&self, addr: PeerAddr, cookie: &Cookie) -> bool {
+        if *cookie == [0; COOKIE_BYTES] {
+            return false;
+        }
+        let w = self.now_ms / COOKIE_WINDOW_MS;
+        let same = |c: Cookie| c.iter().zip(cookie).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        same(self.cookie_in(addr, w)) | (w > 0 && same(self.cookie_in(addr, w - 1)))
+    }
+
+    /// Is `addr` a verified member: configured, or learned from a proven probe?
+    fn is_member(&self, addr: &PeerAddr) -> bool {
+        self.members.contains(addr)
     }
 
     /// Reload the manifest this node held before a restart (e.g. from disk). It is
@@ -599,19 +694,28 @@ impl<V: Verifier> Node<V> {
             SendKind::Manifest => self.stats.sent_manifest += 1,
             SendKind::Digest => self.stats.sent_digest += 1,
             SendKind::DigestReply => self.stats.sent_digest_reply += 1,
+            SendKind::Challenge => self.stats.sent_challenge += 1,
         }
         out.push(Output::Send { to, bytes, kind });
     }
 
-    fn digest_msg(&self, reply: bool) -> Arc<[u8]> {
-        let head = self.head();
-        let msg = if reply {
-            Message::DigestReply(head)
-        } else {
-            Message::Digest(head)
-        };
+    fn digest_reply_msg(&self) -> Arc<[u8]> {
         // Digests have a fixed small size; encoding cannot fail.
-        msg.encode().unwrap_or_default().into()
+        Message::DigestReply(self.head())
+            .encode()
+            .unwrap_or_default()
+            .into()
+    }
+
+    /// The anti-entropy request to `to`, with the cookie `to` handed us (if any).
+    fn probe_msg(&self, to: PeerAddr) -> Arc<[u8]> {
+        Message::Probe {
+            head: self.head(),
+            cookie: self.cookies.get(&to).copied().unwrap_or([0; COOKIE_BYTES]),
+        }
+        .encode()
+        .unwrap_or_default()
+        .into()
     }
 
     fn on_tick(&mut self, now_ms: u64, out: &mut Vec<Output>) {
@@ -697,8 +801,9 @@ impl<V: Verifier> Node<V> {
             peer,
             deadline_ms: self.now_ms + self.cfg.pull_timeout_ms,
             retries_left,
+            challenged: false,
         });
-        let msg = self.digest_msg(false);
+        let msg = self.probe_msg(peer);
         self.send(peer, msg, SendKind::Digest, out);
     }
 
@@ -725,35 +830,24 @@ impl<V: Verifier> Node<V> {
             Ok(m) => m,
             Err(e) => return self.drop(Source::Peer(from), e.into(), out),
         };
-        self.members.learn(from);
+        let len = bytes.len();
         match msg {
-            Message::Push(m) => self.on_manifest(from, &m, true, out),
+            Message::Push(m) => self.on_manifest(from, &m, true, len, out),
             Message::Manifest(m) => {
                 if self.pending.is_some_and(|p| p.peer == from) {
                     self.pending = None;
                     let before = self.head();
-                    self.on_manifest(from, &m, false, out);
+                    self.on_manifest(from, &m, false, len, out);
                     if self.head() != before {
                         self.catch_up_left = 0;
                     }
                 } else {
-                    self.on_manifest(from, &m, false, out);
+                    self.on_manifest(from, &m, false, len, out);
                 }
             }
-            Message::Digest(theirs) => {
-                if !self.take_reply_budget(from, out) {
-                    return;
-                }
-                if is_newer(self.head(), theirs)
-                    && let Some(cur) = &self.current
-                {
-                    let msg = Arc::clone(&cur.manifest_msg);
-                    self.send(from, msg, SendKind::Manifest, out);
-                } else {
-                    let msg = self.digest_msg(true);
-                    self.send(from, msg, SendKind::DigestReply, out);
-                }
-            }
+            Message::Digest(theirs) => self.on_digest(from, theirs, None, len, out),
+            Message::Probe { head, cookie } => self.on_digest(from, head, Some(cookie), len, out),
+            Message::Challenge(cookie) => self.on_challenge(from, cookie, out),
             Message::DigestReply(theirs) => {
                 if self.pending.is_none_or(|p| p.peer != from) {
                     return self.drop(Source::Peer(from), DropReason::Unsolicited, out);
@@ -773,6 +867,68 @@ impl<V: Verifier> Node<V> {
         }
     }
 
+    /// An anti-entropy request (`cookie` is `None` for a legacy digest) of `len` bytes.
+    fn on_digest(
+        &mut self,
+        from: PeerAddr,
+        theirs: Option<Head>,
+        cookie: Option<Cookie>,
+        len: usize,
+        out: &mut Vec<Output>,
+    ) {
+        let proven = self.is_member(&from) || cookie.is_some_and(|c| self.cookie_valid(from, &c));
+        if !proven {
+            // Not a verified member: the source may be spoofed. Answer with at most as
+            // many bytes as it sent: a challenge to a probe, nothing to a legacy digest.
+            if cookie.is_some() && crate::wire::CHALLENGE_BYTES <= len {
+                let msg: Arc<[u8]> = Message::Challenge(self.cookie_for(from))
+                    .encode()
+                    .unwrap_or_default()
+                    .into();
+                self.send(from, msg, SendKind::Challenge, out);
+            } else {
+                self.drop(Source::Peer(from), DropReason::Unproven, out);
+            }
+            return;
+        }
+        self.members.learn(from);
+        if !self.take_reply_budget(from, out) {
+            return;
+        }
+        if is_newer(self.head(), theirs)
+            && let Some(cur) = &self.current
+        {
+            let msg = Arc::clone(&cur.manifest_msg);
+            self.send(from, msg, SendKind::Manifest, out);
+        } else {
+            let msg = self.digest_reply_msg();
+            self.send(from, msg, SendKind::DigestReply, out);
+        }
+    }
+
+    /// A peer asks this node to prove its address: follow only a challenge to the pull
+    /// in progress with that peer, once, by probing again with the cookie.
+    fn on_challenge(&mut self, from: PeerAddr, cookie: Cookie, out: &mut Vec<Output>) {
+        match self.pending {
+            Some(p) if p.peer == from && !p.challenged => {
+                self.pending = Some(PendingPull {
+                    challenged: true,
+                    deadline_ms: self.now_ms + self.cfg.pull_timeout_ms,
+                    ..p
+                });
+                if self.cookies.len() >= self.cfg.max_learned_peers.saturating_add(1024)
+                    && !self.cookies.contains_key(&from)
+                {
+                    self.cookies.clear();
+                }
+                self.cookies.insert(from, cookie);
+                let msg = self.probe_msg(from);
+                self.send(from, msg, SendKind::Digest, out);
+            }
+            _ => self.drop(Source::Peer(from), DropReason::Unsolicited, out),
+        }
+    }
+
     fn take_reply_budget(&mut self, from: PeerAddr, out: &mut Vec<Output>) -> bool {
         if self.replies_this_round >= self.cfg.max_replies_per_round {
             self.drop(Source::Peer(from), DropReason::RateLimited, out);
@@ -782,7 +938,14 @@ impl<V: Verifier> Node<V> {
         true
     }
 
-    fn on_manifest(&mut self, from: PeerAddr, manifest: &[u8], push: bool, out: &mut Vec<Output>) {
+    fn on_manifest(
+        &mut self,
+        from: PeerAddr,
+        manifest: &[u8],
+        push: bool,
+        len: usize,
+        out: &mut Vec<Output>,
+    ) {
         match self.accept(Source::Peer(from), manifest, out) {
             Accepted::Installed(_) | Accepted::Refused => {}
             Accepted::Duplicate => {
@@ -792,10 +955,14 @@ impl<V: Verifier> Node<V> {
             }
             Accepted::Stale => {
                 // The sender is behind (e.g. still pushing a release we already hold a
-                // rollback for): bring it forward.
+                // rollback for): bring it forward — a sender that is not a verified
+                // member only if that is no more than it sent (it catches up by its own
+                // probes otherwise).
                 if let Some(cur) = &self.current {
                     let msg = Arc::clone(&cur.manifest_msg);
-                    if self.take_reply_budget(from, out) {
+                    if (msg.len() <= len || self.is_member(&from))
+                        && self.take_reply_budget(from, out)
+                    {
                         self.send(from, msg, SendKind::Manifest, out);
                     }
                 }

@@ -5,8 +5,15 @@
 //! the transport, deliveries to a `watch` channel (the application only ever needs the
 //! newest verified manifest, and a slow application never stalls gossip), drops to
 //! `tracing`.
+//!
+//! The listener drops datagrams from a source address (`ip:port`) beyond
+//! `max_messages_per_source_per_round` per round (burst: four rounds' worth) before the
+//! node sees them ([`fleetgate_trust::ratelimit`]). Keyed by port too, so a whole fleet
+//! on one host (every node on 127.0.0.1) is never throttled by its own members.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fleetgate_trust::ratelimit::{RateLimit, RateLimiter};
 
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -90,6 +97,7 @@ where
     let me = transport.local_addr();
     let peers = std::sync::Arc::new(PeerList::new(peers));
     let mut node = Node::new(cfg, me, peers, verifier, random_seed())?;
+    node.set_cookie_secret(rand::random());
     if let Some(m) = held {
         node.restore(m, unix_ms())?;
     }
@@ -120,6 +128,14 @@ async fn run<T: Transport, V: Verifier>(
     mut cmds: mpsc::Receiver<Command>,
     delivered: watch::Sender<Option<Delivered>>,
 ) -> Node<V> {
+    let round_ms = node.config().round_interval_ms.max(1);
+    let per_round = node.config().max_messages_per_source_per_round.max(1);
+    let per_sec = u64::from(per_round).saturating_mul(1000) / round_ms;
+    let mut limiter: RateLimiter<PeerAddr> = RateLimiter::new(RateLimit::new(
+        per_round.saturating_mul(4),
+        u32::try_from(per_sec).unwrap_or(u32::MAX),
+    ));
+    let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(node.config().round_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The node verifies expiry with the time of its latest tick: give it one first.
@@ -130,7 +146,15 @@ async fn run<T: Transport, V: Verifier>(
         let outs = tokio::select! {
             _ = tick.tick() => node.handle(Input::Tick { now_ms: unix_ms() }),
             r = transport.recv() => match r {
-                Ok((from, bytes)) => node.handle(Input::Message { from, bytes }),
+                Ok((from, bytes)) => {
+                    let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    if limiter.check(&from, now).is_ok() {
+                        node.handle(Input::Message { from, bytes })
+                    } else {
+                        tracing::debug!(%from, refused = limiter.refused(), "gossip: over the per-source rate limit, dropped");
+                        Vec::new()
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "gossip: receive failed");
                     // Do not spin on a persistent error.

@@ -6,7 +6,16 @@
 //!   type 2 Manifest     body = len u32 BE | manifest bytes   (anti-entropy answer)
 //!   type 3 Digest       body = has u8 | [sequence u64 BE | sha256 32 bytes]
 //!   type 4 DigestReply  body = has u8 | [sequence u64 BE | sha256 32 bytes]
+//!   type 5 Probe        body = has u8 | [sequence u64 BE | sha256 32 bytes] | cookie 16 bytes
+//!   type 6 Challenge    body = cookie 16 bytes
 //! ```
+//!
+//! `Probe` is the anti-entropy request nodes send (a `Digest` plus the address cookie the
+//! receiver gave them, zeros when they have none); `Digest` is still decoded, from older
+//! nodes. `Challenge` answers a probe from an address that is not a verified member: the
+//! cookie proves, when it comes back, that the sender receives what is sent to its
+//! address. It is 21 bytes, smaller than the smallest probe (22), so a spoofed request
+//! is never answered with more bytes than it carried.
 //!
 //! A message must be consumed exactly: trailing bytes are malformed. The whole message is
 //! at most [`MAX_MESSAGE_BYTES`], which fits in one UDP datagram (65 507 bytes).
@@ -26,6 +35,15 @@ const T_PUSH: u8 = 1;
 const T_MANIFEST: u8 = 2;
 const T_DIGEST: u8 = 3;
 const T_DIGEST_REPLY: u8 = 4;
+const T_PROBE: u8 = 5;
+const T_CHALLENGE: u8 = 6;
+
+/// Length of an address cookie.
+pub const COOKIE_BYTES: usize = 16;
+/// An address cookie (see the module docs); all zeros means "none".
+pub type Cookie = [u8; COOKIE_BYTES];
+/// Encoded length of a [`Message::Challenge`].
+pub const CHALLENGE_BYTES: usize = 4 + 1 + COOKIE_BYTES;
 
 /// What a node holds, as compared during anti-entropy: the latest sequence and the
 /// SHA-256 of that manifest's bytes.
@@ -48,6 +66,16 @@ pub enum Message {
     Digest(Option<Head>),
     /// Anti-entropy answer when the answerer holds nothing newer.
     DigestReply(Option<Head>),
+    /// Anti-entropy request carrying the address cookie the receiver handed out (zeros
+    /// for none).
+    Probe {
+        /// What the sender holds.
+        head: Option<Head>,
+        /// The receiver's cookie for the sender's address.
+        cookie: Cookie,
+    },
+    /// "Prove your address": the cookie to send back in the next probe.
+    Challenge(Cookie),
 }
 
 /// Why a message could not be decoded.
@@ -77,6 +105,14 @@ impl Message {
             Message::Manifest(m) => encode_manifest(&mut out, T_MANIFEST, m)?,
             Message::Digest(h) => encode_head(&mut out, T_DIGEST, *h),
             Message::DigestReply(h) => encode_head(&mut out, T_DIGEST_REPLY, *h),
+            Message::Probe { head, cookie } => {
+                encode_head(&mut out, T_PROBE, *head);
+                out.extend_from_slice(cookie);
+            }
+            Message::Challenge(cookie) => {
+                out.push(T_CHALLENGE);
+                out.extend_from_slice(cookie);
+            }
         }
         Ok(out)
     }
@@ -98,6 +134,11 @@ impl Message {
             T_MANIFEST => Message::Manifest(decode_manifest(&mut r)?),
             T_DIGEST => Message::Digest(decode_head(&mut r)?),
             T_DIGEST_REPLY => Message::DigestReply(decode_head(&mut r)?),
+            T_PROBE => Message::Probe {
+                head: decode_head(&mut r)?,
+                cookie: r.array()?,
+            },
+            T_CHALLENGE => Message::Challenge(r.array()?),
             _ => return Err(DecodeError::Malformed("unknown message type")),
         };
         if !r.rest.is_empty() {
@@ -202,11 +243,33 @@ mod tests {
             Message::Digest(Some(head())),
             Message::DigestReply(Some(head())),
             Message::DigestReply(None),
+            Message::Probe {
+                head: None,
+                cookie: [0; COOKIE_BYTES],
+            },
+            Message::Probe {
+                head: Some(head()),
+                cookie: [9; COOKIE_BYTES],
+            },
+            Message::Challenge([7; COOKIE_BYTES]),
         ] {
             let bytes = m.encode().unwrap();
             assert!(bytes.len() <= MAX_MESSAGE_BYTES);
             assert_eq!(Message::decode(&bytes).unwrap(), m);
         }
+    }
+
+    #[test]
+    fn a_challenge_is_smaller_than_any_probe() {
+        let c = Message::Challenge([1; COOKIE_BYTES]).encode().unwrap();
+        assert_eq!(c.len(), CHALLENGE_BYTES);
+        let smallest = Message::Probe {
+            head: None,
+            cookie: [0; COOKIE_BYTES],
+        }
+        .encode()
+        .unwrap();
+        assert!(c.len() < smallest.len(), "{} < {}", c.len(), smallest.len());
     }
 
     #[test]

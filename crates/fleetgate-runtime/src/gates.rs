@@ -606,6 +606,53 @@ fn audit(ctx: &GateContext, state: &PipelineState) -> Result<Verdict, RuntimeErr
     ))
 }
 
+/// Names of capture work directories and locks under `<state>/work` start with this.
+pub const CAPTURE_PREFIX: &str = "bench-";
+
+/// Capture a benchmark snapshot of `version` at commit `sha` and store it (the
+/// `capture_benchmark` tool and `fleetgate bench capture`); returns it with its path.
+///
+/// One capture per version at a time: while one runs, another of the same version is
+/// refused at once with [`RuntimeError::Busy`] (nothing run), so the stored snapshot is
+/// never written by two captures at once. Captures of different versions run side by
+/// side. Each runs in a checkout of its own, `work/bench-<version>-<capture id>` (its
+/// `FLEETGATE_RUN_ID` and log directory carry the same name), removed when it ends;
+/// capture directories left by a crash are removed before it starts.
+pub fn capture_version(
+    ctx: &GateContext,
+    version: &Version,
+    sha: String,
+    tier: &str,
+) -> Result<Result<(Snapshot, PathBuf), Verdict>, RuntimeError> {
+    let root = ctx.state_dir.join("work");
+    let per_version = format!("{CAPTURE_PREFIX}{}", version.as_str());
+    let Some(_version_lock) = crate::checkout::WorkLock::try_claim(&root, &per_version)? else {
+        return Err(RuntimeError::Busy(format!(
+            "locked: a benchmark capture of {version} is already running; nothing was run — \
+             retry when it has finished (its snapshot then shows in get_benchmark_history)"
+        )));
+    };
+    crate::checkout::clean_stale(&root, &|name| name.starts_with(CAPTURE_PREFIX), None);
+    let id = format!("{per_version}-{}", crate::checkout::random_suffix());
+    let Some(work) = crate::checkout::WorkLock::try_claim(&root, &id)? else {
+        return Err(RuntimeError::Busy(format!(
+            "locked: the capture directory {id} is in use; retry"
+        )));
+    };
+    let work = work.remove_on_drop();
+    let mut st = PipelineState::idle();
+    st.version = version.to_string();
+    st.git_sha = sha;
+    st.run_id = Some(id);
+    let snap = match capture(ctx, &st, tier)? {
+        Ok(s) => s,
+        Err(v) => return Ok(Err(v)),
+    };
+    let path = bench_store::save(&ctx.state_dir, &snap)?;
+    drop(work);
+    Ok(Ok((snap, path)))
+}
+
 /// Run the benchmark command and every allowed registered benchmark of `tier` in the
 /// release checkout and read their results (used by the gate and by `bench capture`).
 /// Registered benchmarks that are not allowed are listed in the snapshot's `not_run`.

@@ -78,6 +78,10 @@ pub enum RuntimeError {
     /// may not advance the fleet stages (nothing was changed).
     #[error("{0}")]
     Fenced(String),
+    /// The same work is already being done by another call (a capture of the same
+    /// version): nothing was run; retry when it has finished.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl RuntimeError {

@@ -168,6 +168,25 @@ impl Orchestrator {
     pub fn open(cfg: Config, base: &Path) -> Result<Orchestrator, RuntimeError> {
         let mut o = Orchestrator::open_shared(cfg, base)?;
         o._lock = Some(o.store.lock_orchestrator()?);
+        // Under the orchestrator lock nobody else makes pipeline checkouts: every run
+        // directory but the current run's, and every temporary clone, is stale. Capture
+        // directories (`bench-*`) belong to captures, which clean their own.
+        // The current run id is read without `load`, whose handling of a corrupt file
+        // (moved aside, reported) belongs to the caller; an unreadable file cleans nothing.
+        let current = match std::fs::read(o.store.state_path()) {
+            Ok(b) => serde_json::from_slice::<serde_json::Value>(&b)
+                .ok()
+                .map(|v| v.get("run_id").and_then(|r| r.as_str()).map(str::to_owned)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(None),
+            Err(_) => None,
+        };
+        if let Some(current) = current {
+            crate::checkout::clean_stale(
+                &o.ctx.state_dir.join("work"),
+                &|name| !name.starts_with(crate::gates::CAPTURE_PREFIX),
+                current.as_deref(),
+            );
+        }
         Ok(o)
     }
 

@@ -28,8 +28,12 @@
 //! (a run is active, nothing to roll back), 404 `not_found` (no such snapshot), 500 `config` or `corrupt_state` (the server's own files), 422 otherwise
 //! (`invalid_arguments`, `failed`); 400 a body that is not JSON or a malformed query; 401 a missing or wrong
 //! bearer token (with `WWW-Authenticate: Bearer`; nothing was run); 404 an unknown route
-//! or tool; 405 a wrong method; 413 a body over [`MAX_BODY_BYTES`]; 503 more than
-//! [`MAX_CONCURRENT_CALLS`] tool calls already running. Every body is JSON
+//! or tool; 405 a wrong method; 413 a body over [`MAX_BODY_BYTES`]; 429 more requests
+//! from one source address than [`fleetgate_fleet::limit::API_LIMIT`] allows (with
+//! `Retry-After`, `error_kind` `rate_limited`; checked first, nothing was run; serve with
+//! `into_make_service_with_connect_info::<SocketAddr>()`); 503 more than
+//! [`MAX_CONCURRENT_CALLS`] tool calls already running (`error_kind` `busy`, with
+//! `Retry-After`; nothing was run). Every body is JSON
 //! (`{"success": false, "error": "..."}` on error).
 //!
 //! Invariants:
@@ -408,10 +412,13 @@ pub fn router(
     }
     .layer(axum::middleware::from_fn_with_state(app, fleet_guard));
 
-    api.merge(fleet)
+    let routes = api
+        .merge(fleet)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    // Outermost: a flood is refused before authentication or any body is read.
+    fleetgate_fleet::limit::per_source(routes, fleetgate_fleet::limit::API_LIMIT)
         .layer(axum::middleware::map_response(no_store))
 }
 
@@ -488,12 +495,17 @@ impl App {
     /// Run `tool` with `args` on the blocking pool and answer its result.
     async fn run_tool(&self, tool: &'static str, args: Value) -> Response {
         let Ok(permit) = self.calls.clone().try_acquire_owned() else {
-            let mut r = fail(
+            let mut r = (
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "{MAX_CONCURRENT_CALLS} tool calls are already running; retry in a few seconds"
-                ),
-            );
+                Json(json!({
+                    "success": false,
+                    "error_kind": "busy",
+                    "error": format!(
+                        "busy: {MAX_CONCURRENT_CALLS} tool calls are already running; nothing was run, retry in a few seconds"
+                    ),
+                })),
+            )
+                .into_response();
             r.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from_static("5"));
             return r;
@@ -734,7 +746,7 @@ pub fn openapi(open_reads: bool) -> Value {
             json!({"description": "the tool succeeded", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ToolResult"}}}}),
         );
         responses.insert("422".into(), err("the tool answered `success: false`: `error_kind` is `invalid_arguments` or `failed`; `error` says why"));
-        responses.insert("409".into(), err("`error_kind` `locked` (another orchestrator holds the state directory) or `refused` (the pipeline refused the transition)"));
+        responses.insert("409".into(), err("`error_kind` `locked` (another orchestrator holds the state directory, or a capture of the same version is running) or `refused` (the pipeline refused the transition)"));
         responses.insert(
             "404".into(),
             err("`error_kind` `not_found`: no such snapshot"),

@@ -162,7 +162,8 @@ pub enum ErrorKind {
     UnknownTool,
     /// The config file is missing or invalid.
     Config,
-    /// Another orchestrator holds the state directory (or the fleet's pipeline lease).
+    /// Another orchestrator holds the state directory (or the fleet's pipeline lease), or
+    /// a capture of the same version is running.
     Locked,
     /// The state file is corrupt (moved aside) or newer than this fleetgate.
     CorruptState,
@@ -233,9 +234,9 @@ impl ToolError {
 impl From<RuntimeError> for ToolError {
     fn from(e: RuntimeError) -> ToolError {
         let kind = match &e {
-            RuntimeError::Store(StoreError::Locked { .. }) | RuntimeError::Fenced(_) => {
-                ErrorKind::Locked
-            }
+            RuntimeError::Store(StoreError::Locked { .. })
+            | RuntimeError::Fenced(_)
+            | RuntimeError::Busy(_) => ErrorKind::Locked,
             RuntimeError::Store(StoreError::Corrupt { .. } | StoreError::TooNew { .. }) => {
                 ErrorKind::CorruptState
             }
@@ -564,16 +565,11 @@ impl Toolbox {
                 rev => o.version_at(rev.unwrap_or("HEAD"))?,
             }
         };
-        let mut st = PipelineState::idle();
-        st.version = v.to_string();
-        st.git_sha = sha;
-        st.run_id = Some(format!("bench-{}", v.as_str()));
-        let snap = match gates::capture(o.context(), &st, a.tier.as_str()) {
+        let (snap, path) = match gates::capture_version(o.context(), &v, sha, a.tier.as_str()) {
             Ok(Ok(s)) => s,
             Ok(Err(verdict)) => return Err(ToolError::new(ErrorKind::Failed, verdict.detail)),
             Err(e) => return Err(e.into()),
         };
-        let path = bench_store::save(&o.context().state_dir, &snap)?;
         let mut out = json!(snap);
         out["path"] = json!(path.display().to_string());
         // HART's key: the snapshot as one object.

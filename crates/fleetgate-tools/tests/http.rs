@@ -46,6 +46,17 @@ impl Server {
     }
 
     async fn with_build(open_reads: bool, build: &str) -> Server {
+        Server::with_config(
+            open_reads,
+            &format!("[stages.build]\ncommand = {build:?}\n"),
+            &[],
+        )
+        .await
+    }
+
+    /// A server whose config ends with `stages` (TOML), over a repository whose first
+    /// commit is tagged v1.0.0 and each of `more_tags` tags one more commit.
+    async fn with_config(open_reads: bool, stages: &str, more_tags: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path();
         git(repo, &["init", "-q"]);
@@ -54,10 +65,15 @@ impl Server {
         git(repo, &["add", "-A"]);
         git(repo, &["commit", "-q", "-m", "v1"]);
         git(repo, &["tag", "v1.0.0"]);
+        for tag in more_tags {
+            std::fs::write(repo.join("app.txt"), format!("{tag}\n")).unwrap();
+            git(repo, &["commit", "-q", "-am", tag]);
+            git(repo, &["tag", tag]);
+        }
         let config = repo.join("fleetgate.toml");
         std::fs::write(
             &config,
-            format!("repo = \".\"\nstate_dir = \"state\"\n\n[stages.build]\ncommand = {build:?}\n"),
+            format!("repo = \".\"\nstate_dir = \"state\"\n\n{stages}"),
         )
         .unwrap();
         let registry = fleetgate_fleet::Registry::connect(&format!(
@@ -241,6 +257,17 @@ async fn advance_runs_the_build_gate_then_rollback_ends_the_run() {
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
     assert_eq!(srv.stage().await, "building");
+    // What a crash left in the work directory: an older run's checkout, a half-made
+    // clone, a capture's checkout. The orchestrator removes the first two when it starts;
+    // captures clean their own.
+    let work = srv._dir.path().join("state/work");
+    for d in [
+        "1700-v0.9.0-dead",
+        ".1700-v0.9.0-dead.partial-00ff",
+        "bench-v0.9.0-0011",
+    ] {
+        std::fs::create_dir_all(work.join(d).join("sub")).unwrap();
+    }
     let (s, _, b) = srv
         .send(
             srv.http
@@ -249,6 +276,12 @@ async fn advance_runs_the_build_gate_then_rollback_ends_the_run() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(!work.join("1700-v0.9.0-dead").exists());
+    assert!(!work.join(".1700-v0.9.0-dead.partial-00ff").exists());
+    assert!(
+        work.join("bench-v0.9.0-0011").exists(),
+        "not the orchestrator's"
+    );
     assert_eq!(b["stage_evaluated"], json!("building"), "{b}");
     assert_eq!(b["outcome"], json!("passed"), "{b}");
     assert_eq!(b["stage"], json!("testing"), "{b}");
@@ -702,4 +735,119 @@ fn tokens_are_checked_and_never_shown() {
         unset.contains("FLEETGATE_TEST_SURELY_UNSET_TOKEN_VAR"),
         "{unset}"
     );
+}
+
+/// Issue 13: 40 concurrent `capture_benchmark` calls over two versions whose names share
+/// a stem (`v4.0.3`, `v4.0.5`) used to collide in one temporary checkout directory
+/// (`bench-v4.0.partial`): none succeeded, 16 failed with "Directory not empty". Now
+/// every call either succeeds or is refused at once with a clear `locked` (a capture of
+/// the same version is running) or busy (503, too many calls) answer; none fails on the
+/// filesystem, and no work directory is left behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_captures_never_collide() {
+    let srv = Server::with_config(
+        false,
+        "[stages.benchmark]\ncommand = \"sleep 0.2; printf '[{\\\"name\\\":\\\"op\\\",\\\"unit\\\":\\\"ns\\\",\\\"value\\\":5}]' > bench.json\"\nresults = \"bench.json\"\n",
+        &["v4.0.3", "v4.0.5"],
+    )
+    .await;
+    let versions = ["v4.0.3", "v4.0.5"];
+    let mut calls = Vec::new();
+    for i in 0..40 {
+        let req = srv
+            .http
+            .post(srv.url("/api/benchmarks/capture"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(json!({"version": versions[i % 2]}).to_string());
+        calls.push(tokio::spawn(async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status();
+            let retry_after = resp.headers().get("retry-after").is_some();
+            let body: Value = resp.json().await.unwrap();
+            (i, status, retry_after, body)
+        }));
+    }
+    let mut results = Vec::new();
+    for c in calls {
+        results.push(c.await.unwrap());
+    }
+    let mut summary: std::collections::BTreeMap<u16, (usize, String)> = Default::default();
+    for (_, status, _, body) in &results {
+        let e = summary
+            .entry(status.as_u16())
+            .or_insert((0, body["error"].as_str().unwrap_or("").to_owned()));
+        e.0 += 1;
+    }
+    eprintln!("40 concurrent captures: {summary:#?}");
+    let mut ok = [0usize; 2];
+    let (mut locked, mut busy) = (0, 0);
+    for (i, status, retry_after, body) in results {
+        match status {
+            StatusCode::OK => {
+                assert_eq!(body["version"], json!(versions[i % 2]), "{body}");
+                assert_eq!(body["benchmarks"][0]["value"], json!(5.0), "{body}");
+                ok[i % 2] += 1;
+            }
+            StatusCode::CONFLICT => {
+                assert_eq!(body["error_kind"], json!("locked"), "{body}");
+                assert!(error(&body).contains(versions[i % 2]), "{body}");
+                locked += 1;
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert!(retry_after, "503 without Retry-After: {body}");
+                assert_eq!(body["error_kind"], json!("busy"), "{body}");
+                busy += 1;
+            }
+            other => panic!("call {i} ({}): {other}: {body}", versions[i % 2]),
+        }
+    }
+    assert!(
+        ok[0] >= 1 && ok[1] >= 1,
+        "each version captured at least once: {ok:?}"
+    );
+    assert_eq!(ok[0] + ok[1] + locked + busy, 40);
+    // Once they are done, a capture of each version succeeds again, and nothing is left
+    // in the work directory but (free) lock files.
+    for v in versions {
+        let (s, b) = srv
+            .post(
+                "/api/benchmarks/capture",
+                Some(TOKEN),
+                &json!({"version": v}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
+    let work = srv._dir.path().join("state/work");
+    let left: Vec<String> = std::fs::read_dir(&work)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".lock"))
+        .collect();
+    assert!(left.is_empty(), "left in {}: {left:?}", work.display());
+}
+
+/// The API is rate-limited per source address before anything else: a client that keeps
+/// calling gets 429 with `Retry-After` and `error_kind` `rate_limited` (even without the
+/// token: nothing was checked or run).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_from_one_source_gets_429() {
+    let srv = Server::start(false).await;
+    let limit = fleetgate_fleet::limit::API_LIMIT;
+    let mut limited = None;
+    for i in 0..(limit.burst * 4) {
+        let (s, h, b) = srv.send(srv.http.get(srv.url("/api/openapi.json"))).await;
+        if s == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some((i, h, b));
+            break;
+        }
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
+    let (i, h, b) = limited.expect("a 429 after the burst");
+    assert!(i >= limit.burst, "limited after {i} requests");
+    assert!(h.get("retry-after").is_some());
+    assert_eq!(b["error_kind"], json!("rate_limited"), "{b}");
+    let (s, _) = srv.get("/api/upgrades/status", None).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "checked before the token");
 }

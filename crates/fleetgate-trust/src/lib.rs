@@ -34,6 +34,8 @@
 //!   signature and HART's verifier accepts it; [`add_manifest_signature`],
 //!   and the bundle that carries both to a node ([`bundle`]).
 //! - [`Floor`]: the persisted anti-rollback floor.
+//! - [`ratelimit`]: a pure per-source token bucket (time passed in), used by the
+//!   gossip and HTTP listeners.
 //!
 //! **Invariants.** Verification works on the received bytes: size limit
 //! ([`MAX_MANIFEST_BYTES`] = 64 KiB) before parsing; parse once, strip the
@@ -78,6 +80,7 @@ pub mod fsutil;
 mod keyring;
 mod keys;
 mod manifest;
+pub mod ratelimit;
 
 pub use canonical::{CanonicalError, ParseError, parse_strict, to_canonical_bytes};
 pub use cosign::{

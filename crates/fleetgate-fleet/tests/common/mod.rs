@@ -125,6 +125,7 @@ pub fn heartbeat(id: &str, seq: u64, sent_at: u64) -> Heartbeat {
     Heartbeat {
         bench: BTreeMap::from([("latency_ms".to_owned(), 12.5)]),
         code_hash: "hash-1".into(),
+        epoch: 0,
         exceptions_total: seq * 2,
         healthy: true,
         node_id: id.into(),

@@ -387,7 +387,13 @@ fn pull_on_start_retries_unanswered_and_sends_manifest_to_a_peer_that_is_behind(
         .filter(|(_, k, _)| *k == SendKind::Digest)
         .collect();
     assert_eq!(digests.len(), 1);
-    assert_eq!(digests[0].2, Message::Digest(Some(head(&m, 1))));
+    assert_eq!(
+        digests[0].2,
+        Message::Probe {
+            head: Some(head(&m, 1)),
+            cookie: [0; 16]
+        }
+    );
     let first = digests[0].0;
     // Unanswered: after the timeout, another peer is asked, twice, then it gives up.
     let mut asked = vec![first];
@@ -437,7 +443,13 @@ fn a_node_that_is_behind_gets_the_manifest_by_pulling() {
     let mut n = node(5);
     let s = sends(&n.handle(Input::Tick { now_ms: 0 }));
     let (peer, _, body) = s[0].clone();
-    assert_eq!(body, Message::Digest(None));
+    assert_eq!(
+        body,
+        Message::Probe {
+            head: None,
+            cookie: [0; 16]
+        }
+    );
     let m = release(2);
     let out = n.handle(Input::Message {
         from: peer,
@@ -453,7 +465,7 @@ fn a_node_that_is_behind_gets_the_manifest_by_pulling() {
 }
 
 #[test]
-fn peers_are_learned_from_messages_up_to_a_cap() {
+fn peers_are_learned_from_proven_probes_up_to_a_cap() {
     let mut n = node_with(
         GossipConfig {
             max_learned_peers: 2,
@@ -462,10 +474,34 @@ fn peers_are_learned_from_messages_up_to_a_cap() {
         3,
     );
     assert_eq!(n.peer_count(), 2);
+    // Unproven senders (legacy digest, probe without or with a wrong cookie, pushes)
+    // teach nothing: their source may be spoofed.
+    for (i, m) in [
+        Message::Digest(None),
+        Message::Probe {
+            head: None,
+            cookie: [0; 16],
+        },
+        Message::Probe {
+            head: None,
+            cookie: [1; 16],
+        },
+        Message::Push(release(1)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        n.handle(Input::Message {
+            from: addr(40 + i as u8),
+            bytes: msg(m),
+        });
+    }
+    assert_eq!(n.peer_count(), 2);
     for i in 50..55 {
+        let cookie = n.cookie_for(addr(i));
         n.handle(Input::Message {
             from: addr(i),
-            bytes: msg(Message::Digest(None)),
+            bytes: msg(Message::Probe { head: None, cookie }),
         });
     }
     assert_eq!(n.peer_count(), 4);
@@ -475,6 +511,85 @@ fn peers_are_learned_from_messages_up_to_a_cap() {
         bytes: b"junk".to_vec(),
     });
     assert_eq!(n.peer_count(), 4);
+}
+
+#[test]
+fn a_stranger_is_challenged_once_and_a_cookie_is_bound_to_its_address_and_window() {
+    let mut n = node(3);
+    n.handle(Input::Tick { now_ms: 0 });
+    n.handle(Input::Publish {
+        manifest: release(3),
+    });
+    let stranger = addr(77);
+    let probe = msg(Message::Probe {
+        head: None,
+        cookie: [0; 16],
+    });
+    let out = n.handle(Input::Message {
+        from: stranger,
+        bytes: probe.clone(),
+    });
+    let cookie = match sends(&out).as_slice() {
+        [(to, SendKind::Challenge, Message::Challenge(c))] if *to == stranger => *c,
+        other => panic!("{other:?}"),
+    };
+    // The cookie of another address, or from two windows ago, proves nothing.
+    let out = n.handle(Input::Message {
+        from: addr(78),
+        bytes: msg(Message::Probe { head: None, cookie }),
+    });
+    assert!(matches!(
+        sends(&out).as_slice(),
+        [(_, SendKind::Challenge, _)]
+    ));
+    let proven = msg(Message::Probe { head: None, cookie });
+    n.handle(Input::Tick {
+        now_ms: COOKIE_WINDOW_MS + 1,
+    });
+    let out = n.handle(Input::Message {
+        from: stranger,
+        bytes: proven.clone(),
+    });
+    assert!(
+        matches!(sends(&out).as_slice(), [(_, SendKind::Manifest, _)]),
+        "the previous window's cookie still counts"
+    );
+    n.handle(Input::Tick {
+        now_ms: 2 * COOKIE_WINDOW_MS + 1,
+    });
+    // Learned by now (a member): answered even without the cookie.
+    let out = n.handle(Input::Message {
+        from: stranger,
+        bytes: probe,
+    });
+    assert!(matches!(
+        sends(&out).as_slice(),
+        [(_, SendKind::Manifest, _)]
+    ));
+    let mut fresh = node(3);
+    fresh.handle(Input::Tick {
+        now_ms: 2 * COOKIE_WINDOW_MS + 1,
+    });
+    let out = fresh.handle(Input::Message {
+        from: stranger,
+        bytes: proven,
+    });
+    assert!(
+        matches!(sends(&out).as_slice(), [(_, SendKind::Challenge, _)]),
+        "another node's (or an expired) cookie is challenged again"
+    );
+    // A challenge nobody asked for is dropped, and a pull follows one challenge only.
+    let out = n.handle(Input::Message {
+        from: addr(2),
+        bytes: msg(Message::Challenge([5; 16])),
+    });
+    assert!(matches!(
+        out.as_slice(),
+        [Output::Drop {
+            reason: DropReason::Unsolicited,
+            ..
+        }]
+    ));
 }
 
 #[test]
@@ -628,7 +743,10 @@ fn random_inputs_keep_the_invariants() {
                                 );
                                 assert_eq!(Some(m), n.held().map(|d| d.manifest.to_vec()));
                             }
-                            Message::Digest(_) | Message::DigestReply(_) => {}
+                            Message::Digest(_)
+                            | Message::DigestReply(_)
+                            | Message::Probe { .. }
+                            | Message::Challenge(_) => {}
                         }
                     }
                     Output::Deliver(d) => {
