@@ -71,9 +71,11 @@ pub fn status(cfg_path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
                 .collect::<Vec<_>>()
         );
         v["skipped_gates"] = serde_json::json!(state.skipped_gates());
+        v["gate_isolation"] = serde_json::to_value(fleetgate_runtime::sandbox::isolation())?;
         print_json(&v)?;
     } else {
         output::print_status(&state, &quarantined);
+        println!("{}", fleetgate_runtime::sandbox::isolation().line());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -198,21 +198,21 @@ impl SigningKey {
         Self::from_seed_hex(text, &path.display().to_string())
     }
 
-    /// Reads `$FLEETGATE_SIGNING_KEY_HEX`, else `$MASTER_PRIVATE_KEY_HEX`.
+    /// Reads `$FLEETGATE_SIGNING_KEY_HEX`, else `$MASTER_PRIVATE_KEY_HEX` (from the
+    /// [`crate::secret_env`] vault when the process sealed them).
     /// `Ok(None)` when neither is set (or both are empty).
     ///
     /// # Errors
     /// [`KeyError::BadSecret`] when the first set variable is not a seed.
     pub fn from_env() -> Result<Option<Self>, KeyError> {
         for name in [ENV_SIGNING_KEY, ENV_HART_SIGNING_KEY] {
-            if let Some(os) = std::env::var_os(name) {
-                let mut value = Zeroizing::new(os.into_string().map_err(|os| {
-                    os.into_encoded_bytes().zeroize();
-                    KeyError::BadSecret {
+            if crate::secret_env::is_sealed(name) || std::env::var_os(name).is_some() {
+                let Some(mut value) = crate::secret_env::var(name) else {
+                    return Err(KeyError::BadSecret {
                         source_name: format!("${name}"),
                         reason: "it is not UTF-8".to_owned(),
-                    }
-                })?);
+                    });
+                };
                 if value.trim().is_empty() {
                     value.zeroize();
                     continue;

@@ -28,6 +28,8 @@
 //!   [`verify_manifest`] / [`verify_manifest_value`] / [`verify_with_pubkey`],
 //!   [`dev_mode_manifest`].
 //! - [`Floor`]: the persisted anti-rollback floor.
+//! - [`secret_env`]: secrets taken out of the environment (and out of the initial
+//!   environment block `/proc/PID/environ` shows) into a zeroizing vault.
 //!
 //! **Invariants.** Verification works on the received bytes: size limit
 //! ([`MAX_MANIFEST_BYTES`] = 64 KiB) before parsing; parse once, strip the
@@ -71,6 +73,7 @@ pub mod fsutil;
 mod keyring;
 mod keys;
 mod manifest;
+pub mod secret_env;
 
 pub use canonical::{CanonicalError, ParseError, parse_strict, to_canonical_bytes};
 pub use document::{
