@@ -290,3 +290,52 @@ fn without_isolation_the_same_attack_finds_the_secrets() {
     );
     assert!(contains(&loot, secret_in_file), "the key file was not read");
 }
+
+/// A gate that times out is killed with everything it started, even a process that left
+/// its process group with `setsid` (the PID namespace dies with its PID 1): the escapee
+/// holds a lock, which is free again once `advance` returned.
+#[test]
+fn a_timed_out_gate_is_killed_with_everything_it_started_even_in_a_new_session() {
+    let env = Env::new();
+    let lock = env.dir.path().join("held.lock");
+    let marker = env.dir.path().join("held");
+    std::fs::write(&lock, "").unwrap();
+    env.edit_config(
+        "command = \"sh build.sh\"\ntimeout_secs = 120",
+        &format!(
+            "command = \"setsid flock {} sh -c 'echo held > {}; sleep 300' & sleep 300\"\ntimeout_secs = 2",
+            lock.display(),
+            marker.display()
+        ),
+    );
+    assert_eq!(code(&env.fg(&["start", "v1.0.0"])), 0);
+    let out = env.fg(&["advance"]);
+    let s = env.status();
+    let building = &s["gate_results"]["building"];
+    assert_eq!(building["outcome"], "failed", "{}", text(&out));
+    assert!(
+        building["detail"].as_str().unwrap().contains("timed out"),
+        "{building}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap().trim(),
+        "held",
+        "the escapee never ran"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let free = Command::new("flock")
+            .args(["-n", lock.to_str().unwrap(), "true"])
+            .status()
+            .unwrap()
+            .success();
+        if free {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the process that left the gate's process group still runs"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
