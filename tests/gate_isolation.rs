@@ -339,3 +339,82 @@ fn a_timed_out_gate_is_killed_with_everything_it_started_even_in_a_new_session()
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// Where the kernel refuses user namespaces (here: a user namespace whose
+/// `user.max_user_namespaces` is 0), every command that runs gates says so at start,
+/// `status` says so with the reason, and `FLEETGATE_REQUIRE_GATE_ISOLATION=1` turns the
+/// gate into a failure instead of running it unisolated.
+#[test]
+fn degraded_isolation_is_said_at_start_and_in_status_and_can_be_required() {
+    let env = Env::new();
+    let no_userns = |args: &[&str], require: bool| {
+        let mut c = Command::new("unshare");
+        c.args([
+            "--user",
+            "--map-root-user",
+            "--",
+            "sh",
+            "-c",
+            "echo 0 > /proc/sys/user/max_user_namespaces && exec \"$@\"",
+            "sh",
+            bin(),
+            "--config",
+        ])
+        .arg(env.config())
+        .args(args);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("FLEETGATE_") || k.starts_with("HEVOLVE_") {
+                c.env_remove(k);
+            }
+        }
+        if require {
+            c.env("FLEETGATE_REQUIRE_GATE_ISOLATION", "1");
+        }
+        c.output().unwrap()
+    };
+    let probe = no_userns(&["status"], false);
+    if code(&probe) != 0 && text(&probe).contains("unshare") {
+        panic!(
+            "this machine cannot run `unshare --user` to simulate a kernel without user namespaces: {}",
+            text(&probe)
+        );
+    }
+    assert_eq!(code(&probe), 0, "{}", text(&probe));
+    let said = String::from_utf8_lossy(&probe.stdout).to_string();
+    assert!(
+        said.contains(
+            "gate isolation: DEGRADED (no namespaces: unshare(user, mount, pid namespaces)"
+        ),
+        "{said}"
+    );
+    assert_eq!(code(&no_userns(&["start", "v1.0.0"], false)), 0);
+    // Required: the gate fails, naming why, and never ran.
+    let out = no_userns(&["advance"], true);
+    assert!(
+        text(&out).contains("warning: gate isolation: DEGRADED"),
+        "{}",
+        text(&out)
+    );
+    let s = env.status();
+    assert_eq!(s["gate_results"]["building"]["outcome"], "failed");
+    assert!(
+        s["failure_detail"]
+            .as_str()
+            .unwrap()
+            .contains("gate isolation is required"),
+        "{s:#}"
+    );
+    assert!(
+        !env.state_dir()
+            .join("work")
+            .join(s["run_id"].as_str().unwrap())
+            .join("build")
+            .exists()
+    );
+    let status = no_userns(&["status", "--json"], false);
+    let v: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(v["gate_isolation"]["level"], "degraded");
+    assert_eq!(v["gate_isolation"]["namespaces"], false);
+    assert_eq!(v["gate_isolation"]["orchestrator_non_dumpable"], true);
+    assert_eq!(v["gate_isolation"]["environment_sealed"], true);
+}

@@ -388,7 +388,8 @@ fn mount_err(what: &str, target: &Path) -> impl FnOnce(nix::Error) -> String {
 fn stage1(a: &HelperArgs) -> Result<u8, String> {
     let uid = nix::unistd::getuid().as_raw();
     let gid = nix::unistd::getgid().as_raw();
-    let exe = std::env::current_exe().map_err(|e| format!("find own executable: {e}"))?;
+    // The running binary itself, even if its file was replaced or removed meanwhile.
+    let exe = PathBuf::from("/proc/self/exe");
     nix::sched::unshare(
         CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID,
     )
