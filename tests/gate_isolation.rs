@@ -6,7 +6,9 @@
 //! `[signing] key_file`, and the token in `FLEETGATE_API_TOKEN`, under a parent shell
 //! that has them all in its environment. It must find nothing, while the same attempts
 //! against canaries it may legitimately reach succeed (so the test cannot pass by not
-//! trying). As root, and again as an unprivileged user (`setpriv --reuid=65534`).
+//! trying). As root, and again as an unprivileged user (`setpriv --reuid=65534`); and
+//! with the kernel refusing user namespaces, where the Landlock fallback must still keep
+//! every process outside the gate out of its reach and the report must say "degraded".
 
 mod common;
 use common::{Env, bin, code, text};
@@ -50,20 +52,48 @@ fn chown_tree(p: &Path, uid: u32) {
     }
 }
 
-/// A command running `args` as the test user, or as uid/gid 65534 with `setpriv`.
-fn as_user(nobody: bool, program: &str) -> Command {
-    let mut c = if nobody {
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-            program,
-        ]);
-        c
-    } else {
-        Command::new(program)
+/// How the orchestrator is run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Under {
+    /// As the test's user.
+    Me,
+    /// As uid/gid 65534 (`setpriv`).
+    Nobody,
+    /// In a user namespace that may create no more user namespaces, so the kernel
+    /// refuses the gate's namespaces (the Landlock fallback then applies).
+    NoUserns,
+}
+
+/// A command running `program` as `under` says, without the test's own fleetgate
+/// variables.
+fn as_user(under: Under, program: &str) -> Command {
+    let mut c = match under {
+        Under::Me => Command::new(program),
+        Under::Nobody => {
+            let mut c = Command::new("setpriv");
+            c.args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+                program,
+            ]);
+            c
+        }
+        Under::NoUserns => {
+            let mut c = Command::new("unshare");
+            c.args([
+                "--user",
+                "--map-root-user",
+                "--",
+                "sh",
+                "-c",
+                "echo 0 > /proc/sys/user/max_user_namespaces && exec \"$@\"",
+                "sh",
+                program,
+            ]);
+            c
+        }
     };
     for (k, _) in std::env::vars() {
         if k.starts_with("FLEETGATE_") || k.starts_with("HEVOLVE_") || k == "MASTER_PRIVATE_KEY_HEX"
@@ -76,7 +106,7 @@ fn as_user(nobody: bool, program: &str) -> Command {
 
 /// Start v1.0.0 with the hostile build command and advance once (BUILD) under a parent
 /// shell holding every secret in its environment.
-fn run_attack(nobody: bool) -> Attack {
+fn run_attack(under: Under) -> Attack {
     let env = Env::new();
     let root = env.dir.path().to_owned();
     let out_dir = root.join("attack-out");
@@ -112,11 +142,11 @@ fn run_attack(nobody: bool) -> Attack {
             pid_file.display()
         ),
     );
-    if nobody {
+    if under == Under::Nobody {
         chown_tree(&root, 65534);
     }
     let fg = |args: &[&str]| {
-        as_user(nobody, bin())
+        as_user(under, bin())
             .arg("--config")
             .arg(env.config())
             .args(args)
@@ -127,7 +157,7 @@ fn run_attack(nobody: bool) -> Attack {
     let out = fg(&["start", "v1.0.0"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     // `sh` stays the orchestrator's parent (no exec), with the secrets in its environ.
-    let out = as_user(nobody, "sh")
+    let out = as_user(under, "sh")
         .args([
             "-c",
             "\"$FG\" --config \"$CFG\" advance & echo $! > \"$PIDFILE\"; wait $!",
@@ -157,7 +187,12 @@ fn run_attack(nobody: bool) -> Attack {
         "{}",
         text(&out)
     );
-    assert_eq!(status["gate_isolation"]["level"], "full", "{status:#}");
+    let level = if under == Under::NoUserns {
+        "degraded"
+    } else {
+        "full"
+    };
+    assert_eq!(status["gate_isolation"]["level"], level, "{status:#}");
     Attack {
         report,
         loot,
@@ -167,8 +202,9 @@ fn run_attack(nobody: bool) -> Attack {
     }
 }
 
-/// The attempts were made, the canaries were found, the secrets were not.
-fn assert_found_nothing(a: &Attack) {
+/// The attempts on processes were made and worked on the canaries, and no process gave
+/// away a secret (environment, /proc/PID/environ, /proc/PID/mem, ptrace).
+fn assert_no_secret_from_a_process(a: &Attack) {
     let r = &a.report;
     let attempts = &r["attempts"];
     let ctx = format!("{r:#}\n{}", text(&a.out));
@@ -209,14 +245,7 @@ fn assert_found_nothing(a: &Attack) {
             "ancestor {p} not a target: {ctx}"
         );
     }
-    // Nothing secret.
-    assert_eq!(
-        attempts["key_file"],
-        serde_json::json!(0),
-        "the key file read as something: {ctx}"
-    );
     for (what, secret) in [
-        ("the key file's key", a.key_file_secret.as_str()),
         ("$FLEETGATE_SIGNING_KEY_HEX", ENV_KEY),
         ("$MASTER_PRIVATE_KEY_HEX", HART_KEY),
         ("$FLEETGATE_API_TOKEN", TOKEN),
@@ -226,6 +255,22 @@ fn assert_found_nothing(a: &Attack) {
             "the gate obtained {what}: {ctx}"
         );
     }
+}
+
+/// Full isolation: nothing from any process, nor from the key file or the disk.
+fn assert_found_nothing(a: &Attack) {
+    assert_no_secret_from_a_process(a);
+    let attempts = &a.report["attempts"];
+    let ctx = format!("{:#}\n{}", a.report, text(&a.out));
+    assert_eq!(
+        attempts["key_file"],
+        serde_json::json!(0),
+        "the key file read as something: {ctx}"
+    );
+    assert!(
+        !contains(&a.loot, &a.key_file_secret),
+        "the gate obtained the key file's key: {ctx}"
+    );
     assert_eq!(
         attempts["block_devices"],
         serde_json::json!([]),
@@ -235,7 +280,7 @@ fn assert_found_nothing(a: &Attack) {
 
 #[test]
 fn a_hostile_build_gate_obtains_neither_the_signing_key_nor_the_api_token() {
-    let a = run_attack(false);
+    let a = run_attack(Under::Me);
     assert_found_nothing(&a);
 }
 
@@ -250,7 +295,7 @@ fn the_same_as_an_unprivileged_user() {
     if Command::new("setpriv").arg("--version").output().is_err() {
         panic!("setpriv (util-linux) is needed to run the orchestrator as uid 65534");
     }
-    let a = run_attack(true);
+    let a = run_attack(Under::Nobody);
     assert_found_nothing(&a);
 }
 
@@ -415,6 +460,45 @@ fn degraded_isolation_is_said_at_start_and_in_status_and_can_be_required() {
     let v: Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(v["gate_isolation"]["level"], "degraded");
     assert_eq!(v["gate_isolation"]["namespaces"], false);
+    assert_eq!(v["gate_isolation"]["landlock"], true, "{v:#}");
     assert_eq!(v["gate_isolation"]["orchestrator_non_dumpable"], true);
     assert_eq!(v["gate_isolation"]["environment_sealed"], true);
+}
+
+/// Without user namespaces the Landlock fallback still keeps every process outside the
+/// gate (ancestors, the orchestrator) out of its reach; the key file is then readable,
+/// which is why it is reported as degraded (asserted here so the report stays true).
+#[test]
+fn without_namespaces_the_landlock_fallback_keeps_processes_out_of_reach() {
+    let a = run_attack(Under::NoUserns);
+    assert_no_secret_from_a_process(&a);
+    // The gate's own shell (the script's parent) is inside the domain; every other
+    // target — the helper's ancestors, the orchestrator, the shell above it — is not.
+    let own_shell = &a.report["ancestors"][0];
+    let outside: Vec<&Value> = a.report["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| *p != own_shell)
+        .collect();
+    assert!(outside.len() >= 3, "{:#}", a.report);
+    for p in outside {
+        assert_ne!(
+            a.report["attempts"][format!("ptrace:{p}")],
+            "attached",
+            "{:#}",
+            a.report
+        );
+        assert!(
+            a.report["attempts"][format!("environ:{p}")]["error"]
+                .as_str()
+                .is_some(),
+            "{:#}",
+            a.report
+        );
+    }
+    assert!(
+        contains(&a.loot, &a.key_file_secret),
+        "the fallback hides the key file after all: update the degraded report"
+    );
 }

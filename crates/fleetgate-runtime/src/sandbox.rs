@@ -36,10 +36,15 @@
 //!
 //! Whether this works is probed once per process (the helper runs the whole setup with
 //! `--probe`); [`isolation`] reports the result, the CLI prints it at start when
-//! degraded and in `status`. When it does not work (no unprivileged user namespaces, no
-//! helper binary), gate commands run as before — without the secrets in their
-//! environment, the orchestrator non-dumpable — and the report says what is missing;
-//! `FLEETGATE_REQUIRE_GATE_ISOLATION=1` makes such gates fail instead.
+//! degraded and in `status`. When the namespaces do not work (no unprivileged user
+//! namespaces), the helper falls back to **Landlock** (`--landlock`): the gate runs in a
+//! Landlock domain that allows every file access but, like any Landlock domain, cannot
+//! read `/proc/PID/environ|mem` of, ptrace, or signal a process outside it — every
+//! ancestor included, as root too; the key file then stays readable, so this is
+//! reported as degraded. Without either (or without a helper binary) gate commands run
+//! as before — without the secrets in their environment, the orchestrator
+//! non-dumpable — and the report says what is missing.
+//! `FLEETGATE_REQUIRE_GATE_ISOLATION=1` makes gates fail whenever isolation is degraded.
 
 use crate::RuntimeError;
 use nix::mount::MsFlags;
@@ -66,7 +71,18 @@ pub const ENV_REQUIRE: &str = "FLEETGATE_REQUIRE_GATE_ISOLATION";
 
 static HELPER: OnceLock<PathBuf> = OnceLock::new();
 static PROTECTED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
-static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
+static PROBE: OnceLock<Mode> = OnceLock::new();
+
+/// What the probe found usable.
+#[derive(Debug, Clone)]
+enum Mode {
+    /// User + PID + mount namespaces (full isolation).
+    Namespaces,
+    /// Namespaces failed (why); Landlock works.
+    Landlock(String),
+    /// Neither: why not namespaces, why not Landlock.
+    Direct(String, String),
+}
 static HARDENING: Mutex<Option<Hardening>> = Mutex::new(None);
 
 /// Register the binary whose `main` dispatches [`HELPER_ARG`] and [`INIT_ARG`] to
@@ -151,6 +167,8 @@ pub struct Isolation {
     pub level: &'static str,
     /// Gates run in their own user, PID and mount namespaces.
     pub namespaces: bool,
+    /// Gates run in a Landlock domain (the fallback without namespaces).
+    pub landlock: bool,
     /// The orchestrator process is non-dumpable.
     pub orchestrator_non_dumpable: bool,
     /// The secret variables were sealed (taken out of `/proc/self/environ`).
@@ -182,9 +200,16 @@ impl Isolation {
 /// The isolation gate commands get in this process (probes the helper once).
 pub fn isolation() -> Isolation {
     let mut missing = Vec::new();
-    let probe = probe();
-    if let Err(why) = probe {
-        missing.push(format!("no namespaces: {why}"));
+    let mode = probe();
+    match mode {
+        Mode::Namespaces => {}
+        Mode::Landlock(ns) => missing.push(format!(
+            "no namespaces: {ns}; fallback Landlock: ancestors' /proc/PID/environ|mem and ptrace are blocked, but the key file and raw devices are not hidden"
+        )),
+        Mode::Direct(ns, ll) => {
+            missing.push(format!("no namespaces: {ns}"));
+            missing.push(format!("no Landlock: {ll}"));
+        }
     }
     let h = HARDENING
         .lock()
@@ -206,7 +231,8 @@ pub fn isolation() -> Isolation {
         } else {
             "degraded"
         },
-        namespaces: probe.is_ok(),
+        namespaces: matches!(mode, Mode::Namespaces),
+        landlock: matches!(mode, Mode::Landlock(_)),
         orchestrator_non_dumpable: non_dumpable,
         environment_sealed: sealed,
         hidden_paths: protected_paths()
@@ -217,48 +243,60 @@ pub fn isolation() -> Isolation {
     }
 }
 
-fn probe() -> &'static Result<(), String> {
+fn probe() -> &'static Mode {
     PROBE.get_or_init(|| {
         let Some(helper) = HELPER.get() else {
-            return Err(
-                "no gate helper binary registered (run gates through the `fleetgate` binary, or call fleetgate_runtime::sandbox::set_helper)"
-                    .into(),
-            );
+            let why = "no gate helper binary registered (run gates through the `fleetgate` binary, or call fleetgate_runtime::sandbox::set_helper)".to_owned();
+            return Mode::Direct(why.clone(), why);
         };
-        let mut child = Command::new(helper)
-            .args([HELPER_ARG, "--probe", "--", "true"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("cannot start the gate helper {}: {e}", helper.display()))?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(s)) => break s,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Ok(None) | Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err("the gate helper's probe did not finish within 20s".into());
-                }
-            }
+        let ns = match run_probe(helper, &[]) {
+            Ok(()) => return Mode::Namespaces,
+            Err(why) => why,
         };
-        if status.success() {
-            return Ok(());
+        match run_probe(helper, &["--landlock"]) {
+            Ok(()) => Mode::Landlock(ns),
+            Err(ll) => Mode::Direct(ns, ll),
         }
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut e, &mut err);
-        }
-        Err(err
-            .trim()
-            .trim_start_matches("fleetgate gate isolation: ")
-            .to_owned())
     })
+}
+
+/// Run the helper's `--probe` with `extra` arguments: `Ok` when the setup worked.
+fn run_probe(helper: &Path, extra: &[&str]) -> Result<(), String> {
+    let mut child = Command::new(helper)
+        .arg(HELPER_ARG)
+        .args(extra)
+        .args(["--probe", "--", "true"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start the gate helper {}: {e}", helper.display()))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(None) | Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("the gate helper's probe did not finish within 20s".into());
+            }
+        }
+    };
+    if status.success() {
+        return Ok(());
+    }
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    Err(err
+        .trim()
+        .trim_start_matches("fleetgate gate isolation: ")
+        .to_owned())
 }
 
 /// The command that runs `program args` for a gate: through the helper when isolation
@@ -268,32 +306,37 @@ pub(crate) fn gate_command(
     program: &OsStr,
     args: &[OsString],
 ) -> Result<Option<Command>, RuntimeError> {
-    match probe() {
-        Ok(()) => {
-            let helper = HELPER.get().ok_or_else(|| {
-                RuntimeError::Config("gate isolation: the helper binary went missing".into())
-            })?;
-            let mut cmd = Command::new(helper);
-            cmd.arg(HELPER_ARG);
-            for p in protected_paths() {
-                cmd.arg("--hide").arg(p);
-            }
-            cmd.arg("--").arg(program).args(args);
-            Ok(Some(cmd))
+    let mode = probe();
+    if !matches!(mode, Mode::Namespaces) {
+        if std::env::var_os(ENV_REQUIRE).is_some_and(|v| v == "1") {
+            return Err(RuntimeError::Config(format!(
+                "gate isolation is required (${ENV_REQUIRE}=1) but degraded: {}",
+                isolation().missing.join("; ")
+            )));
         }
-        Err(why) => {
-            if std::env::var_os(ENV_REQUIRE).is_some_and(|v| v == "1") {
-                return Err(RuntimeError::Config(format!(
-                    "gate isolation is required (${ENV_REQUIRE}=1) but not available: {why}"
-                )));
-            }
-            static WARNED: OnceLock<()> = OnceLock::new();
-            WARNED.get_or_init(|| {
-                tracing::warn!("{}", isolation().line());
-            });
-            Ok(None)
-        }
+        static WARNED: OnceLock<()> = OnceLock::new();
+        WARNED.get_or_init(|| {
+            tracing::warn!("{}", isolation().line());
+        });
     }
+    let landlock = match mode {
+        Mode::Namespaces => false,
+        Mode::Landlock(_) => true,
+        Mode::Direct(..) => return Ok(None),
+    };
+    let helper = HELPER.get().ok_or_else(|| {
+        RuntimeError::Config("gate isolation: the helper binary went missing".into())
+    })?;
+    let mut cmd = Command::new(helper);
+    cmd.arg(HELPER_ARG);
+    if landlock {
+        cmd.arg("--landlock");
+    }
+    for p in protected_paths() {
+        cmd.arg("--hide").arg(p);
+    }
+    cmd.arg("--").arg(program).args(args);
+    Ok(Some(cmd))
 }
 
 /// Entry point of the helper: `args` are the process arguments after the subcommand
@@ -323,6 +366,7 @@ fn fail(why: &str) -> ExitCode {
 #[derive(Debug, Default)]
 struct HelperArgs {
     probe: bool,
+    landlock: bool,
     hide: Vec<PathBuf>,
     command: Vec<OsString>,
 }
@@ -334,6 +378,7 @@ impl HelperArgs {
         while let Some(a) = it.next() {
             match a.to_str() {
                 Some("--probe") => out.probe = true,
+                Some("--landlock") => out.landlock = true,
                 Some("--hide") => {
                     let p = it.next().ok_or("--hide needs a path")?;
                     out.hide.push(PathBuf::from(p));
@@ -355,6 +400,9 @@ impl HelperArgs {
         let mut v = Vec::new();
         if self.probe {
             v.push("--probe".into());
+        }
+        if self.landlock {
+            v.push("--landlock".into());
         }
         for p in &self.hide {
             v.push("--hide".into());
@@ -386,6 +434,9 @@ fn mount_err(what: &str, target: &Path) -> impl FnOnce(nix::Error) -> String {
 }
 
 fn stage1(a: &HelperArgs) -> Result<u8, String> {
+    if a.landlock {
+        return landlock_exec(a);
+    }
     let uid = nix::unistd::getuid().as_raw();
     let gid = nix::unistd::getgid().as_raw();
     // The running binary itself, even if its file was replaced or removed meanwhile.
@@ -508,6 +559,56 @@ fn fresh_dev() -> Result<(), String> {
         Some("newinstance,ptmxmode=0666,mode=0620"),
     );
     Ok(())
+}
+
+/// The fallback without namespaces: enter a Landlock domain that allows every file
+/// access (so the gate keeps the filesystem) and scopes signals and abstract sockets;
+/// any domain keeps its processes from reading `/proc/PID/environ|mem` of, or tracing,
+/// processes outside it. Then become the gate command (same PID, same process group).
+fn landlock_exec(a: &HelperArgs) -> Result<u8, String> {
+    use landlock::{
+        ABI, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
+        path_beneath_rules,
+    };
+    use std::os::unix::ffi::OsStringExt as _;
+    let abi = ABI::V6;
+    let err = |e: landlock::RulesetError| format!("Landlock: {e}");
+    let status = Ruleset::default()
+        .handle_access(AccessFs::from_all(abi))
+        .map_err(err)?
+        .scope(Scope::from_all(abi))
+        .map_err(err)?
+        .create()
+        .map_err(err)?
+        .add_rules(path_beneath_rules(["/"], AccessFs::from_all(abi)))
+        .map_err(err)?
+        .restrict_self()
+        .map_err(err)?;
+    if status.ruleset == RulesetStatus::NotEnforced {
+        return Err(format!(
+            "Landlock is not enforced by this kernel ({:?})",
+            status.landlock
+        ));
+    }
+    if a.probe {
+        let parent = nix::unistd::getppid();
+        return match std::fs::read(format!("/proc/{parent}/environ")) {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Ok(0),
+            Err(e) => Err(format!(
+                "Landlock probe: reading the parent's environ gave {e}"
+            )),
+            Ok(_) => Err("Landlock did not block reading the parent's environ".into()),
+        };
+    }
+    let argv = a
+        .command
+        .iter()
+        .map(|s| std::ffi::CString::new(s.clone().into_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| "a command argument contains a NUL byte".to_owned())?;
+    let program = argv.first().ok_or("no command given after --")?;
+    let e = nix::unistd::execvp(program, &argv).unwrap_err();
+    Err(format!("start {program:?}: {e}"))
 }
 
 fn stage2(a: &HelperArgs) -> Result<u8, String> {
