@@ -307,16 +307,17 @@ pub(crate) fn gate_command(
     args: &[OsString],
 ) -> Result<Option<Command>, RuntimeError> {
     let mode = probe();
-    if !matches!(mode, Mode::Namespaces) {
+    let iso = isolation();
+    if iso.level != "full" {
         if std::env::var_os(ENV_REQUIRE).is_some_and(|v| v == "1") {
             return Err(RuntimeError::Config(format!(
                 "gate isolation is required (${ENV_REQUIRE}=1) but degraded: {}",
-                isolation().missing.join("; ")
+                iso.missing.join("; ")
             )));
         }
         static WARNED: OnceLock<()> = OnceLock::new();
         WARNED.get_or_init(|| {
-            tracing::warn!("{}", isolation().line());
+            tracing::warn!("{}", iso.line());
         });
     }
     let landlock = match mode {
