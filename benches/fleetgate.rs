@@ -279,6 +279,7 @@ fn heartbeat_bench(c: &mut Criterion) {
                             requests_total: seq * 100,
                             sent_at: u64::try_from(now).unwrap_or(0),
                             seq,
+                            epoch: 0,
                             version: "v1.0.0".into(),
                         };
                         SignedHeartbeat::sign(&hb, key).to_json()

@@ -28,7 +28,7 @@ pub mod trust_cmd;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fleetgate_core::{Outcome, Stage};
-use fleetgate_runtime::{Orchestrator, Progress, RuntimeError, load_config};
+use fleetgate_runtime::{Orchestrator, Progress, RuntimeError, load_config, sandbox};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -213,6 +213,22 @@ enum NodeCmd {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    // The gate isolation helper (a gate command about to run): nothing else happens in
+    // this process, and it holds no secret.
+    let mut args = std::env::args_os().skip(1);
+    if let Some(stage) = args.next().and_then(|a| a.into_string().ok())
+        && (stage == sandbox::HELPER_ARG || stage == sandbox::INIT_ARG)
+    {
+        let rest: Vec<std::ffi::OsString> = args.collect();
+        return sandbox::helper_main(&stage, &rest);
+    }
+    // Before anything else (one thread): the secret variables leave the environment
+    // (and /proc/self/environ) for a zeroizing vault, the process becomes non-dumpable,
+    // and gate commands are run through this binary's helper.
+    sandbox::harden_process(fleetgate_runtime::exec::SECRET_ENV);
+    if let Ok(exe) = std::env::current_exe() {
+        sandbox::set_helper(exe);
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -284,11 +300,25 @@ fn terminal_code(stage: Stage) -> u8 {
 
 fn open(cli_config: Option<&Path>, exclusive: bool) -> anyhow::Result<Orchestrator> {
     let (cfg, base) = load_config(cli_config)?;
+    if exclusive {
+        warn_if_isolation_degraded();
+    }
     Ok(if exclusive {
         Orchestrator::open(cfg, &base)?
     } else {
         Orchestrator::open_shared(cfg, &base)?
     })
+}
+
+/// Said loudly once per process, before any gate runs: gates may reach the secrets.
+pub(crate) fn warn_if_isolation_degraded() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let iso = sandbox::isolation();
+        if iso.level != "full" {
+            eprintln!("warning: {}", iso.line());
+        }
+    });
 }
 
 fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -345,8 +375,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Status { json } => pipeline_cmd::status(cfg_path, json),
         Cmd::Rollback { reason, json } => pipeline_cmd::rollback(cfg_path, &reason, json),
         Cmd::Outbox(cmd) => outbox_cmd::run(cfg_path, cmd),
-        Cmd::Bench(cmd) => bench_cmd::run(cfg_path, cmd),
-        Cmd::Demo(args) => demo::run(args),
+        Cmd::Bench(cmd) => {
+            warn_if_isolation_degraded();
+            bench_cmd::run(cfg_path, cmd)
+        }
+        Cmd::Demo(args) => {
+            warn_if_isolation_degraded();
+            demo::run(args)
+        }
         Cmd::Fleet(cmd) => fleet_cmd::run(&open(cfg_path, false)?, cmd),
         Cmd::CanaryHealth { json } => fleet_cmd::canary_health(&open(cfg_path, false)?, json),
         Cmd::Node(NodeCmd::Run { config }) => {
@@ -360,6 +396,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::DemoApp(args) => demo_app::run(args),
         Cmd::Mcp => {
+            warn_if_isolation_degraded();
             let toolbox = fleetgate_tools::Toolbox::new(cli.config.clone());
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -368,8 +405,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rt.block_on(fleetgate_tools::mcp::McpServer::new(toolbox).serve_stdio())?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Tools(cmd) => tools_cmd::run(cli.config.clone(), cmd),
-        Cmd::Serve(args) => serve_cmd::run(cfg_path, args),
+        Cmd::Tools(cmd) => {
+            warn_if_isolation_degraded();
+            tools_cmd::run(cli.config.clone(), cmd)
+        }
+        Cmd::Serve(args) => {
+            warn_if_isolation_degraded();
+            serve_cmd::run(cfg_path, args)
+        }
         Cmd::Keygen(args) => trust_cmd::run_keygen(args),
         Cmd::Manifest(ManifestTop::Trust(cmd)) => trust_cmd::run_manifest(cmd),
         Cmd::Manifest(ManifestTop::External(cmd)) => signing_cmd::run(cfg_path, cmd),

@@ -77,12 +77,14 @@ pub fn status(cfg_path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
         warnings.extend(hart_env_warnings());
         v["warnings"] = serde_json::json!(warnings);
         v["skipped_gates"] = serde_json::json!(state.skipped_gates());
+        v["gate_isolation"] = serde_json::to_value(fleetgate_runtime::sandbox::isolation())?;
         print_json(&v)?;
     } else {
         output::print_status(&state, &quarantined);
         for w in hart_env_warnings() {
             println!("warning: {w}");
         }
+        println!("{}", fleetgate_runtime::sandbox::isolation().line());
     }
     Ok(ExitCode::SUCCESS)
 }

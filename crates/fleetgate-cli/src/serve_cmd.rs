@@ -26,8 +26,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
     /// Environment variable holding the API token, used when --token-file is not given.
-    /// Gate commands never see `FLEETGATE_API_TOKEN` (nor the signing key variables); a
-    /// variable of another name is passed on to them, so prefer --token-file.
+    /// It is taken out of the environment at start, so gate commands never see it (nor
+    /// the signing key variables).
     #[arg(long, value_name = "VAR", default_value = "FLEETGATE_API_TOKEN")]
     pub token_env: String,
     /// Let reads through without the token: the GET routes (status, canary health,
@@ -39,7 +39,14 @@ pub struct ServeArgs {
 
 /// Run the API server until SIGTERM/SIGINT.
 pub fn run(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<ExitCode> {
-    // Fail closed: no token, no server.
+    // Fail closed: no token, no server. The token never reaches a gate command: a
+    // token file is hidden from them, a variable of another name is sealed like
+    // FLEETGATE_API_TOKEN (out of the environment and /proc/self/environ).
+    if let Some(path) = &args.token_file {
+        fleetgate_runtime::sandbox::protect_path(path);
+    } else {
+        fleetgate_runtime::sandbox::harden_process(&[args.token_env.as_str()]);
+    }
     let auth = match &args.token_file {
         Some(path) => ApiAuth::from_file(path)?,
         None => ApiAuth::from_env(&args.token_env).map_err(|e| {

@@ -1,8 +1,12 @@
 //! Running gate commands: `sh -c` (or an argv without a shell, for registered
 //! benchmarks) in the run's checkout, output to a log file, a timeout
 //! that kills the whole process group, and the tail of the output for failure details.
+//! Every command runs isolated from the orchestrator's secrets when the machine allows
+//! it (see [`crate::sandbox`]): through the `fleetgate __gate-exec` helper, in its own
+//! user, PID and mount namespaces.
 
 use crate::RuntimeError;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
@@ -64,9 +68,15 @@ pub fn run_shell(
     timeout: Duration,
     log: &Path,
 ) -> Result<CommandOutcome, RuntimeError> {
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(command);
-    run(cmd, command, cwd, env, timeout, log)
+    run(
+        OsStr::new("sh"),
+        &[OsString::from("-c"), OsString::from(command)],
+        command,
+        cwd,
+        env,
+        timeout,
+        log,
+    )
 }
 
 /// Run `argv[0]` with the arguments `argv[1..]` directly — no shell, so nothing in the
@@ -89,13 +99,21 @@ pub fn run_argv(
     } else {
         program.clone()
     };
-    let mut cmd = Command::new(&program_path);
-    cmd.args(args);
-    run(cmd, &argv.join(" "), cwd, env, timeout, log)
+    let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+    run(
+        OsStr::new(&program_path),
+        &args,
+        &argv.join(" "),
+        cwd,
+        env,
+        timeout,
+        log,
+    )
 }
 
 fn run(
-    mut cmd: Command,
+    program: &OsStr,
+    args: &[OsString],
     label: &str,
     cwd: &Path,
     env: &[(&str, String)],
@@ -110,6 +128,14 @@ fn run(
     let err = out
         .try_clone()
         .map_err(|e| RuntimeError::io("open log file", log, e))?;
+    let mut cmd = match crate::sandbox::gate_command(program, args)? {
+        Some(isolated) => isolated,
+        None => {
+            let mut c = Command::new(program);
+            c.args(args);
+            c
+        }
+    };
     let started = Instant::now();
     cmd.current_dir(cwd)
         .stdin(Stdio::null())

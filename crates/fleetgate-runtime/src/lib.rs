@@ -29,6 +29,7 @@ pub mod gates;
 pub mod junit;
 pub mod orchestrator;
 pub mod outbox;
+pub mod sandbox;
 
 pub use asynchronous::AsyncOrchestrator;
 pub use orchestrator::{AdvanceReport, Orchestrator, Progress, load_config, rollback_in};

@@ -151,6 +151,10 @@ impl Orchestrator {
         let state_dir = resolve(base, &cfg.state_dir);
         let repo = resolve(base, &cfg.repo);
         let store = StateDir::open(&state_dir)?;
+        // The signing key file is hidden from every gate command this process runs.
+        if let Some(key_file) = &cfg.signing.key_file {
+            crate::sandbox::protect_path(&resolve(base, key_file));
+        }
         Ok(Orchestrator {
             ctx: GateContext {
                 cfg,

@@ -214,9 +214,10 @@ impl ApiAuth {
         ApiAuth::new(&text, &format!("the file {}", path.display()))
     }
 
-    /// The token in the environment variable `var` (whitespace trimmed).
+    /// The token in the environment variable `var` (whitespace trimmed), or in the vault
+    /// of `fleetgate_trust::secret_env` when the process sealed that variable.
     pub fn from_env(var: &str) -> Result<ApiAuth, AuthError> {
-        let text = std::env::var(var).map_err(|_| AuthError::EnvUnset {
+        let text = fleetgate_trust::secret_env::var(var).ok_or_else(|| AuthError::EnvUnset {
             var: var.to_owned(),
         })?;
         ApiAuth::new(&text, &format!("${var}"))

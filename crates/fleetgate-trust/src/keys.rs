@@ -211,19 +211,19 @@ impl SigningKey {
     /// Reads the first set of [`SIGNING_KEY_ENV_VARS`]: `$FLEETGATE_SIGNING_KEY_HEX`, else
     /// HART's `$MASTER_PRIVATE_KEY_HEX`, `$HEVOLVE_MASTER_PRIVATE_KEY_HEX`,
     /// `$HEVOLVE_MASTER_PRIVATE_KEY`. `Ok(None)` when none is set (or all are empty).
+    /// Read from the [`crate::secret_env`] vault when the process sealed them.
     ///
     /// # Errors
     /// [`KeyError::BadSecret`] when the first set variable is not a seed.
     pub fn from_env() -> Result<Option<Self>, KeyError> {
         for &name in SIGNING_KEY_ENV_VARS {
-            if let Some(os) = std::env::var_os(name) {
-                let mut value = Zeroizing::new(os.into_string().map_err(|os| {
-                    os.into_encoded_bytes().zeroize();
-                    KeyError::BadSecret {
+            if crate::secret_env::is_sealed(name) || std::env::var_os(name).is_some() {
+                let Some(mut value) = crate::secret_env::var(name) else {
+                    return Err(KeyError::BadSecret {
                         source_name: format!("${name}"),
                         reason: "it is not UTF-8".to_owned(),
-                    }
-                })?);
+                    });
+                };
                 if value.trim().is_empty() {
                     value.zeroize();
                     continue;

@@ -36,6 +36,8 @@
 //! - [`Floor`]: the persisted anti-rollback floor.
 //! - [`ratelimit`]: a pure per-source token bucket (time passed in), used by the
 //!   gossip and HTTP listeners.
+//! - [`secret_env`]: secrets taken out of the environment (and out of the initial
+//!   environment block `/proc/PID/environ` shows) into a zeroizing vault.
 //!
 //! **Invariants.** Verification works on the received bytes: size limit
 //! ([`MAX_MANIFEST_BYTES`] = 64 KiB) before parsing; parse once, strip the
@@ -81,6 +83,7 @@ mod keyring;
 mod keys;
 mod manifest;
 pub mod ratelimit;
+pub mod secret_env;
 
 pub use canonical::{CanonicalError, ParseError, parse_strict, to_canonical_bytes};
 pub use cosign::{
