@@ -249,34 +249,43 @@ impl Drop for Fleet {
     }
 }
 
-/// Asks the gossip node at `addr` what it holds (an anti-entropy digest that claims
-/// nothing, from `sock`) and returns the manifest it answers with. A node handles the
-/// datagrams of one sender in order, so its answer also means that everything `sock`
-/// sent it before was handled. Asked again while unanswered (replies are rate-limited
-/// per round).
+/// Asks the gossip node at `addr` what it holds (an anti-entropy probe that claims
+/// nothing, from `sock`) and returns the manifest it answers with. The socket is not a
+/// member the node knows, so it first proves its address: the node answers the first
+/// probe with a small challenge (no amplification), and the probe that returns the
+/// challenge's cookie with the manifest. A node handles the datagrams of one sender in
+/// order, so its answer also means that everything `sock` sent it before was handled.
+/// Asked again while unanswered (replies are rate-limited per round).
 pub fn gossip_head(sock: &std::net::UdpSocket, addr: &str) -> Value {
     use fleetgate::gossip::Message;
     sock.set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
-    let digest = Message::Digest(None).encode().unwrap();
     let peer: std::net::SocketAddr = addr.parse().unwrap();
     let t = Instant::now();
     let mut buf = vec![0u8; fleetgate::gossip::MAX_MESSAGE_BYTES];
+    let mut cookie = [0u8; fleetgate::gossip::COOKIE_BYTES];
     loop {
         assert!(
             t.elapsed() < Duration::from_secs(30),
-            "the gossip node at {addr} does not answer a digest"
+            "the gossip node at {addr} does not answer a probe"
         );
-        sock.send_to(&digest, peer).unwrap();
+        let probe = Message::Probe { head: None, cookie }.encode().unwrap();
+        sock.send_to(&probe, peer).unwrap();
         // Read until the answer from `peer` (other nodes may gossip to this socket too,
         // having learned it from the injected datagrams) or the read timeout.
         while let Ok((len, from)) = sock.recv_from(&mut buf) {
             if from != peer {
                 continue;
             }
-            // A `Manifest` (or, holding nothing, a `DigestReply`) answers a digest; the
-            // node may also gossip to this socket on its own (pushes, digests), which
-            // says nothing.
+            // A `Challenge` asks for the probe again with its cookie; a `Manifest` (or,
+            // holding nothing, a `DigestReply`) answers the proven probe; the node may
+            // also gossip to this socket on its own (pushes, digests), which says nothing.
+            if let Ok(Message::Challenge(c)) = Message::decode(&buf[..len]) {
+                cookie = c;
+                let probe = Message::Probe { head: None, cookie }.encode().unwrap();
+                sock.send_to(&probe, peer).unwrap();
+                continue;
+            }
             match Message::decode(&buf[..len]) {
                 Ok(Message::Manifest(m)) => return serde_json::from_slice(&m).unwrap(),
                 Ok(Message::DigestReply(_)) => return Value::Null,
