@@ -578,6 +578,8 @@ impl Toolbox {
             "baseline_nodes": f.get("baseline_nodes").cloned().unwrap_or(Value::Null),
             "verdict": f,
             "checks": rec.checks,
+            "promoted": rec.promoted,
+            "paused": state.paused,
             "selection": state.canary.as_ref().and_then(|c| c.selection.as_ref()), "canary": &state.canary,
         }))
     }
