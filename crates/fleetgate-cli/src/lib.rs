@@ -134,6 +134,45 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Hold the run at its current stage: nothing is evaluated or sent (a running
+    /// `fleetgate run` waits) until `fleetgate resume`.
+    Pause {
+        /// Why (recorded in the history with who paused).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let a paused run go on (the paused time does not count against a canary window or
+    /// the deploy deadline).
+    Resume {
+        /// Why (recorded in the history).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End the open canary window now and move on to DEPLOY, recorded as passed by the
+    /// operator (never as a judged pass). The way out of a canary held as inconclusive.
+    Promote {
+        /// Why (recorded in the history and the canary gate's result).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Abort the run: the same as `fleetgate rollback`.
+    Abort {
+        /// Why (recorded in the state and sent with the rollback order).
+        #[arg(long, default_value = "aborted by an operator (no reason given)")]
+        reason: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// The outbox: effects (rollback orders) a run ordered that were not delivered yet —
     /// list them, deliver one again now, or give up on one with a reason.
     #[command(subcommand)]
@@ -172,7 +211,7 @@ enum Cmd {
     /// /api/benchmarks…, /api/tools/NAME), node heartbeats and peers (/api/fleet/…) and
     /// the OpenAPI description (/api/openapi.json). Refuses to start without an API token.
     Serve(serve_cmd::ServeArgs),
-    /// Serve the ten agent tools over MCP on stdio (for AI agents: Claude, Cursor, …).
+    /// Serve the agent tools over MCP on stdio (for AI agents: Claude, Cursor, …).
     /// stdout carries only protocol messages; logs go to stderr.
     Mcp,
     /// The agent tools without MCP: export their definitions, list them, call one.
@@ -373,7 +412,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Run { json } => pipeline_cmd::run(cfg_path, json),
         Cmd::Watch { once } => pipeline_cmd::watch(cfg_path, once),
         Cmd::Status { json } => pipeline_cmd::status(cfg_path, json),
-        Cmd::Rollback { reason, json } => pipeline_cmd::rollback(cfg_path, &reason, json),
+        Cmd::Rollback { reason, json } | Cmd::Abort { reason, json } => {
+            pipeline_cmd::rollback(cfg_path, &reason, json)
+        }
+        Cmd::Pause { reason, json } => pipeline_cmd::control(cfg_path, "pause", &reason, json),
+        Cmd::Resume { reason, json } => pipeline_cmd::control(cfg_path, "resume", &reason, json),
+        Cmd::Promote { reason, json } => pipeline_cmd::control(cfg_path, "promote", &reason, json),
         Cmd::Outbox(cmd) => outbox_cmd::run(cfg_path, cmd),
         Cmd::Bench(cmd) => {
             warn_if_isolation_degraded();

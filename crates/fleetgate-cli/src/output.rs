@@ -68,6 +68,10 @@ pub fn progress_line(p: &Progress) -> String {
             "[{:<9}] pending; checking again in {secs}s",
             stage.gate_name()
         ),
+        Progress::Paused { stage, by, reason } => format!(
+            "[{:<9}] PAUSED by {by}: {reason}; nothing is evaluated or sent until `fleetgate resume`",
+            stage.gate_name()
+        ),
     }
 }
 
@@ -93,6 +97,15 @@ pub fn print_status(s: &PipelineState, quarantined: &[PathBuf]) {
         println!("stage: idle (no run yet) — start one with `fleetgate start <version>`");
     } else {
         println!("stage:    {}", s.stage);
+        if let Some(p) = &s.paused {
+            println!(
+                "PAUSED:   by {} since {} ({} ago): {} — `fleetgate resume` to go on",
+                p.by,
+                when(p.at),
+                ago(p.at),
+                p.reason
+            );
+        }
         println!("version:  {}  commit {}", s.version, s.git_sha);
         if let Some(run) = &s.run_id {
             println!("run:      {run}  epoch {}", s.epoch);
@@ -118,14 +131,37 @@ pub fn print_status(s: &PipelineState, quarantined: &[PathBuf]) {
                     } else {
                         String::new()
                     };
+                    let word = if r.promoted.is_some() {
+                        "PROMOTED"
+                    } else {
+                        word
+                    };
                     println!("  {:<10} {:<8} {first}{checks}", st.gate_name(), word);
                 }
                 None if st == s.stage => println!("  {:<10} {:<8}", st.gate_name(), "next"),
                 None => {}
             }
         }
-        let path: Vec<&str> = s.stage_history.iter().map(|h| h.stage.as_str()).collect();
+        let path: Vec<&str> = s
+            .stage_history
+            .iter()
+            .filter(|h| h.from != Some(h.stage))
+            .map(|h| h.stage.as_str())
+            .collect();
         println!("history:  {}", path.join(" → "));
+        for h in s.stage_history.iter().filter(|h| {
+            h.reason.as_deref().is_some_and(|r| {
+                r.starts_with("paused by")
+                    || r.starts_with("resumed by")
+                    || r.starts_with("promoted by")
+            })
+        }) {
+            println!(
+                "operator: {} {}",
+                when(h.at),
+                h.reason.as_deref().unwrap_or("")
+            );
+        }
         if let Some(f) = &s.failure_detail {
             println!("failure:  {}", f.lines().next().unwrap_or(""));
             for l in f.lines().skip(1).take(20) {

@@ -1,4 +1,5 @@
-//! The pipeline commands: `start`, `advance`, `run`, `watch`, `status`, `rollback`.
+//! The pipeline commands: `start`, `advance`, `run`, `watch`, `status`, `rollback`
+//! (`abort`), `pause`, `resume`, `promote`.
 
 use crate::{exit, open, output, print_json, short, terminal_code};
 use std::path::Path;
@@ -107,6 +108,48 @@ pub fn rollback(cfg_path: Option<&Path>, reason: &str, json: bool) -> anyhow::Re
                 "a rollback order for the nodes is queued; `fleetgate advance` delivers it (`fleetgate outbox list` shows it)"
             );
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `fleetgate pause|resume|promote [--reason TEXT]`.
+pub fn control(
+    cfg_path: Option<&Path>,
+    action: &str,
+    reason: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let o = open(cfg_path, false)?;
+    let by = fleetgate_runtime::outbox::operator();
+    let state = match action {
+        "pause" => o.pause(&by, reason)?,
+        "resume" => o.resume(&by, reason)?,
+        _ => o.promote(&by, reason)?,
+    };
+    if json {
+        print_json(&state)?;
+    } else {
+        let what = state
+            .stage_history
+            .last()
+            .and_then(|h| h.reason.clone())
+            .unwrap_or_default();
+        println!(
+            "{} (run {}, now at `{}`): {what}",
+            state.version,
+            state.run_id.as_deref().unwrap_or("?"),
+            state.stage
+        );
+        println!(
+            "{}",
+            match action {
+                "pause" =>
+                    "nothing is evaluated or sent until `fleetgate resume` (`fleetgate abort --reason TEXT` rolls back)",
+                "resume" =>
+                    "a running `fleetgate run` goes on by itself; otherwise `fleetgate run`",
+                _ => "next: DEPLOY (a running `fleetgate run` goes on by itself)",
+            }
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

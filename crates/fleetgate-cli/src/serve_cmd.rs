@@ -1,4 +1,4 @@
-//! `fleetgate serve`: the HTTP API ([`fleetgate_tools::http`]) — the ten tools, the
+//! `fleetgate serve`: the HTTP API ([`fleetgate_tools::http`]) — the tools, the
 //! fleet's heartbeat and peer routes, and `/api/openapi.json` — until SIGTERM/SIGINT.
 
 use anyhow::Context;

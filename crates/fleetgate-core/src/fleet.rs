@@ -416,9 +416,17 @@ pub struct CanaryProgress {
     /// When the window opened: every canary node reported the release.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_start: Option<i64>,
-    /// `window_start + window_secs`.
+    /// `window_start + window_secs + paused_secs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<i64>,
+    /// Seconds the run was paused while the window was open: the window's clock stops
+    /// while paused, so the judge's window (and `max_window_secs`) is this much longer.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub paused_secs: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 /// Settings of the CANARY machine.

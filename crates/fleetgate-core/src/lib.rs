@@ -20,10 +20,13 @@ pub mod state;
 pub mod verdict;
 pub mod version;
 
-pub use machine::{Command, Event, FleetStageProgress, GateFacts, TransitionError, handle, resume};
+pub use machine::{
+    Command, Event, FleetStageProgress, GateFacts, NO_REASON, TransitionError, handle, resume,
+};
 pub use stage::{OnFailure, RollbackScope, Stage};
 pub use state::{
-    CompletedRelease, Effect, EffectAction, GateRecord, HistoryEntry, PipelineState, SCHEMA_VERSION,
+    CompletedRelease, Effect, EffectAction, GateRecord, HistoryEntry, OperatorAction,
+    PipelineState, SCHEMA_VERSION,
 };
 pub use verdict::{Outcome, Verdict};
 pub use version::{Version, VersionError};

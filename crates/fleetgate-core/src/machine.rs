@@ -8,7 +8,7 @@
 use crate::fleet::{CanaryProgress, DeployProgress, RevocationProgress};
 use crate::stage::{OnFailure, RollbackScope, Stage};
 use crate::state::{
-    CompletedRelease, Effect, EffectAction, GateRecord, HistoryEntry, PipelineState,
+    CompletedRelease, Effect, EffectAction, GateRecord, HistoryEntry, OperatorAction, PipelineState,
 };
 use crate::verdict::{Outcome, Verdict};
 use crate::version::Version;
@@ -116,6 +116,39 @@ pub enum Event {
         reason: String,
         /// Who gave up on it (e.g. `operator alice`).
         by: String,
+        /// Unix seconds.
+        now: f64,
+    },
+    /// An operator holds the run at its current stage (`fleetgate pause`): no gate result,
+    /// checkpoint or fleet progress is accepted until [`Event::Resume`], so nothing is
+    /// sent. Bumps the epoch, so a gate pass already running is discarded.
+    Pause {
+        /// Who.
+        by: String,
+        /// Why (may be empty: recorded as "no reason given").
+        reason: String,
+        /// Unix seconds.
+        now: f64,
+    },
+    /// An operator lets a paused run go on. The time spent paused does not count against
+    /// the stage: an open CANARY window's deadline (and its judge's window), a canary's
+    /// report grace and selection timeout, and DEPLOY's deadline move by it.
+    Resume {
+        /// Who.
+        by: String,
+        /// Why (may be empty).
+        reason: String,
+        /// Unix seconds.
+        now: f64,
+    },
+    /// An operator ends the open CANARY window early and moves on to DEPLOY: the gate is
+    /// recorded as passed *by the operator* ([`GateRecord::promoted`]), never as judged.
+    /// Also the way out of a canary held as inconclusive.
+    Promote {
+        /// Who.
+        by: String,
+        /// Why (may be empty).
+        reason: String,
         /// Unix seconds.
         now: f64,
     },
@@ -240,6 +273,49 @@ pub enum TransitionError {
         /// The ids that are in the outbox.
         known: Vec<String>,
     },
+    /// `pause`, `resume` or `promote` with no run in progress.
+    #[error(
+        "cannot {action}: no run in progress (the pipeline is at `{stage}`; start one with `fleetgate start VERSION`)"
+    )]
+    NoRun {
+        /// `pause`, `resume` or `promote`.
+        action: &'static str,
+        /// Current stage.
+        stage: Stage,
+    },
+    /// `pause` on a paused run.
+    #[error("the run is already paused (by {by}: {reason}); `fleetgate resume` lets it go on")]
+    AlreadyPaused {
+        /// Who paused it.
+        by: String,
+        /// Why.
+        reason: String,
+    },
+    /// `resume` on a run that is not paused.
+    #[error("the run is not paused (it is at `{stage}`)")]
+    NotPaused {
+        /// Current stage.
+        stage: Stage,
+    },
+    /// A gate result, checkpoint or promotion while the run is paused: refused, nothing is
+    /// sent until it is resumed.
+    #[error(
+        "the run is paused at `{stage}` (by {by}: {reason}); nothing is evaluated or sent until `fleetgate resume`"
+    )]
+    Paused {
+        /// Current stage.
+        stage: Stage,
+        /// Who paused it.
+        by: String,
+        /// Why.
+        reason: String,
+    },
+    /// `promote` where there is no open canary window to end.
+    #[error("cannot promote: {why}")]
+    NotPromotable {
+        /// Why.
+        why: String,
+    },
     /// An operator abandoned an effect without saying why.
     #[error("abandoning outbox effect {id} needs a non-empty reason (--reason TEXT)")]
     EmptyAbandonReason {
@@ -354,7 +430,205 @@ pub fn handle(state: &mut PipelineState, event: Event) -> Result<Vec<Command>, T
             by,
             now,
         } => abandon_by(state, id, reason, by, now),
+        Event::Pause { by, reason, now } => pause(state, by, reason, now),
+        Event::Resume { by, reason, now } => resume_run(state, by, reason, now),
+        Event::Promote { by, reason, now } => promote(state, by, reason, now),
     }
+}
+
+/// The reason recorded when an operator gives none.
+pub const NO_REASON: &str = "no reason given";
+
+fn action(by: String, reason: String, now: f64) -> OperatorAction {
+    let reason = reason.trim();
+    OperatorAction {
+        by,
+        reason: if reason.is_empty() {
+            NO_REASON.to_owned()
+        } else {
+            reason.to_owned()
+        },
+        at: now,
+    }
+}
+
+fn note(state: &mut PipelineState, now: f64, reason: String, detail: Option<String>) {
+    state.epoch += 1;
+    state.stage_history.push(HistoryEntry {
+        stage: state.stage,
+        at: now,
+        from: Some(state.stage),
+        reason: Some(reason),
+        detail,
+        epoch: Some(state.epoch),
+    });
+}
+
+fn pause(
+    state: &mut PipelineState,
+    by: String,
+    reason: String,
+    now: f64,
+) -> Result<Vec<Command>, TransitionError> {
+    if !state.stage.is_gated() {
+        return Err(TransitionError::NoRun {
+            action: "pause",
+            stage: state.stage,
+        });
+    }
+    if let Some(p) = &state.paused {
+        return Err(TransitionError::AlreadyPaused {
+            by: p.by.clone(),
+            reason: p.reason.clone(),
+        });
+    }
+    let a = action(by, reason, now);
+    let line = format!("paused by {}: {}", a.by, a.reason);
+    state.paused = Some(a);
+    note(state, now, line, None);
+    Ok(Vec::new())
+}
+
+fn resume_run(
+    state: &mut PipelineState,
+    by: String,
+    reason: String,
+    now: f64,
+) -> Result<Vec<Command>, TransitionError> {
+    if !state.stage.is_gated() {
+        return Err(TransitionError::NoRun {
+            action: "resume",
+            stage: state.stage,
+        });
+    }
+    let Some(paused) = state.paused.take() else {
+        return Err(TransitionError::NotPaused { stage: state.stage });
+    };
+    // Whole seconds paused (the fleet machines count in whole unix seconds).
+    let secs = (now - paused.at).max(0.0).round();
+    let secs = if secs.is_finite() && secs < 1e15 {
+        secs as i64
+    } else {
+        0
+    };
+    let mut moved = Vec::new();
+    match state.stage {
+        Stage::Canary => {
+            if let Some(c) = &mut state.canary {
+                if c.window_start.is_some() {
+                    c.paused_secs = c.paused_secs.saturating_add(secs);
+                    c.deadline = c.deadline.map(|d| d.saturating_add(secs));
+                    moved.push("the canary window's deadline");
+                } else {
+                    if let Some(t) = &mut c.first_sent_at {
+                        *t = t.saturating_add(secs);
+                        moved.push("the canary report grace");
+                    }
+                    if let Some(t) = &mut c.first_selection_attempt_at {
+                        *t = t.saturating_add(secs);
+                        moved.push("the canary selection timeout");
+                    }
+                }
+            }
+        }
+        Stage::Deploying => {
+            if let Some(d) = &mut state.deploy {
+                d.deadline = d.deadline.saturating_add(secs);
+                moved.push("the deploy deadline");
+            }
+        }
+        Stage::Idle
+        | Stage::Building
+        | Stage::Testing
+        | Stage::Auditing
+        | Stage::Benchmarking
+        | Stage::Signing
+        | Stage::Completed
+        | Stage::RolledBack
+        | Stage::Failed => {}
+    }
+    let a = action(by, reason, now);
+    let detail = if moved.is_empty() {
+        format!("paused {secs}s (by {}: {})", paused.by, paused.reason)
+    } else {
+        format!(
+            "paused {secs}s (by {}: {}); moved by {secs}s: {}",
+            paused.by,
+            paused.reason,
+            moved.join(", ")
+        )
+    };
+    note(
+        state,
+        now,
+        format!("resumed by {}: {}", a.by, a.reason),
+        Some(detail),
+    );
+    Ok(vec![Command::EvaluateGate {
+        stage: state.stage,
+        epoch: state.epoch,
+    }])
+}
+
+fn promote(
+    state: &mut PipelineState,
+    by: String,
+    reason: String,
+    now: f64,
+) -> Result<Vec<Command>, TransitionError> {
+    if !state.stage.is_gated() {
+        return Err(TransitionError::NoRun {
+            action: "promote",
+            stage: state.stage,
+        });
+    }
+    if let Some(p) = &state.paused {
+        return Err(TransitionError::Paused {
+            stage: state.stage,
+            by: p.by.clone(),
+            reason: p.reason.clone(),
+        });
+    }
+    if state.stage != Stage::Canary {
+        return Err(TransitionError::NotPromotable {
+            why: format!(
+                "the run is at `{}`; only an open CANARY window can be ended early",
+                state.stage
+            ),
+        });
+    }
+    if state.canary.as_ref().and_then(|c| c.window_start).is_none() {
+        return Err(TransitionError::NotPromotable {
+            why: "the canary window is not open yet (every canary node must first report the release; until then DEPLOY would skip canary nodes that do not run it)".to_owned(),
+        });
+    }
+    let a = action(by, reason, now);
+    let last = state.gate_results.get(&Stage::Canary);
+    let judged = last.map_or_else(
+        || "the judge had not reported yet".to_owned(),
+        |r| format!("the judge's last word: {}", r.verdict.detail),
+    );
+    let figures = last.map_or(serde_json::Value::Null, |r| r.verdict.figures.clone());
+    let detail = format!(
+        "promoted by {}: {} — the window was ended early, NOT judged a pass; {judged}",
+        a.by, a.reason
+    );
+    let verdict = Verdict::passed(detail.clone(), figures);
+    record(state, Stage::Canary, &verdict, now);
+    if let Some(r) = state.gate_results.get_mut(&Stage::Canary) {
+        r.promoted = Some(a.clone());
+    }
+    enter(
+        state,
+        Stage::Deploying,
+        now,
+        Some(format!("promoted by {}: {}", a.by, a.reason)),
+        Some(detail),
+    );
+    Ok(vec![Command::EvaluateGate {
+        stage: Stage::Deploying,
+        epoch: state.epoch,
+    }])
 }
 
 fn describe(action: &EffectAction) -> String {
@@ -406,7 +680,7 @@ fn abandon_by(
 /// The commands a freshly loaded state implies: crash recovery re-issues these.
 pub fn resume(state: &PipelineState) -> Vec<Command> {
     let mut cmds: Vec<Command> = state.outbox.iter().cloned().map(Command::Deliver).collect();
-    if state.stage.is_gated() {
+    if state.stage.is_gated() && state.paused.is_none() {
         cmds.push(Command::EvaluateGate {
             stage: state.stage,
             epoch: state.epoch,
@@ -416,6 +690,13 @@ pub fn resume(state: &PipelineState) -> Vec<Command> {
 }
 
 fn check_fresh(state: &PipelineState, stage: Stage, epoch: u64) -> Result<(), TransitionError> {
+    if let Some(p) = &state.paused {
+        return Err(TransitionError::Paused {
+            stage: state.stage,
+            by: p.by.clone(),
+            reason: p.reason.clone(),
+        });
+    }
     if state.stage != stage || state.epoch != epoch {
         return Err(TransitionError::Stale {
             stage,
@@ -495,6 +776,7 @@ fn record(state: &mut PipelineState, stage: Stage, verdict: &Verdict, now: f64) 
             first_checked_at: now,
             last_checked_at: now,
             checks: 0,
+            promoted: None,
         });
     entry.verdict = verdict.clone();
     entry.last_checked_at = now;
@@ -636,6 +918,8 @@ fn rollback(
         return Err(TransitionError::EmptyReason);
     }
     let scope: Option<RollbackScope> = state.stage.rollback_scope();
+    // An abort wins over a pause: the run ends.
+    state.paused = None;
     state.rollback_reason = Some(reason.clone());
     enter(state, Stage::RolledBack, now, Some(reason.clone()), None);
     let mut cmds = Vec::new();

@@ -35,6 +35,17 @@ pub struct HistoryEntry {
     pub epoch: Option<u64>,
 }
 
+/// An operator's action on a run (pause, promote): who, why, when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct OperatorAction {
+    /// Who (e.g. `operator alice`).
+    pub by: String,
+    /// Why.
+    pub reason: String,
+    /// When (unix seconds, float).
+    pub at: f64,
+}
+
 /// The latest verdict of one gate in this run, with how often it was checked.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct GateRecord {
@@ -47,6 +58,10 @@ pub struct GateRecord {
     pub last_checked_at: f64,
     /// Number of evaluations (pending gates are evaluated repeatedly).
     pub checks: u32,
+    /// Set when an operator ended the gate early (`fleetgate promote`): the gate passed by
+    /// an operator's decision, not by its judge; the verdict keeps the judge's last figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted: Option<OperatorAction>,
 }
 
 /// An outside effect the runtime must carry out, persisted before it is attempted and
@@ -164,6 +179,10 @@ pub struct PipelineState {
     /// DEPLOY's typed progress (targets, deliveries or gossip hand-off, deadline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deploy: Option<DeployProgress>,
+    /// Set while an operator holds the run (`fleetgate pause`): no gate is evaluated and
+    /// nothing is sent until `fleetgate resume`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<OperatorAction>,
 }
 
 impl Default for PipelineState {
@@ -196,6 +215,7 @@ impl PipelineState {
             effects_ordered: 0,
             canary: None,
             deploy: None,
+            paused: None,
         }
     }
 

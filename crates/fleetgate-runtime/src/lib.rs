@@ -32,7 +32,10 @@ pub mod outbox;
 pub mod sandbox;
 
 pub use asynchronous::AsyncOrchestrator;
-pub use orchestrator::{AdvanceReport, Orchestrator, Progress, load_config, rollback_in};
+pub use orchestrator::{
+    AdvanceReport, Orchestrator, Progress, load_config, operator_in, pause_in, promote_in,
+    resume_in, rollback_in,
+};
 
 use std::path::{Path, PathBuf};
 

@@ -60,6 +60,15 @@ pub enum Progress {
         /// Why.
         reason: String,
     },
+    /// The run is paused by an operator: nothing is evaluated or sent until it is resumed.
+    Paused {
+        /// Stage held.
+        stage: Stage,
+        /// Who paused it.
+        by: String,
+        /// Why.
+        reason: String,
+    },
     /// Waiting before checking a pending gate again.
     Waiting {
         /// Stage.
@@ -76,8 +85,11 @@ pub struct AdvanceReport {
     pub stage: Stage,
     /// Its verdict.
     pub verdict: Verdict,
-    /// False when the verdict was discarded (a rollback landed meanwhile).
+    /// False when the verdict was discarded (a rollback or a pause landed meanwhile) or
+    /// no gate ran because the run is paused.
     pub committed: bool,
+    /// The run is paused (no gate was evaluated, or the pass was cut short by the pause).
+    pub paused: bool,
     /// The state after.
     pub state: PipelineState,
 }
@@ -128,6 +140,55 @@ pub fn rollback_in(state_dir: &Path, reason: &str) -> Result<PipelineState, Runt
         .map_err(flatten)?;
     store.archive_run(&state)?;
     Ok(state)
+}
+
+/// An operator's control of the run in `state_dir`: [`Event::Pause`], [`Event::Resume`] or
+/// [`Event::Promote`] (build it with the current time). Needs no orchestrator lock: a
+/// `run` in another process sees it at its next pass, and a gate pass already running is
+/// discarded (the epoch moved). Returns the state after.
+pub fn operator_in(state_dir: &Path, event: Event) -> Result<PipelineState, RuntimeError> {
+    let store = StateDir::open(state_dir)?;
+    store
+        .transact(|s| handle(s, event.clone()).map(|_| s.clone()))
+        .map_err(flatten)
+}
+
+/// `fleetgate pause`: hold the run at its current stage.
+pub fn pause_in(state_dir: &Path, by: &str, reason: &str) -> Result<PipelineState, RuntimeError> {
+    operator_in(
+        state_dir,
+        Event::Pause {
+            by: by.to_owned(),
+            reason: reason.to_owned(),
+            now: now(),
+        },
+    )
+}
+
+/// `fleetgate resume`: let a paused run go on (the paused time does not count against
+/// the stage's window or deadline).
+pub fn resume_in(state_dir: &Path, by: &str, reason: &str) -> Result<PipelineState, RuntimeError> {
+    operator_in(
+        state_dir,
+        Event::Resume {
+            by: by.to_owned(),
+            reason: reason.to_owned(),
+            now: now(),
+        },
+    )
+}
+
+/// `fleetgate promote`: end the open CANARY window now and move on to DEPLOY, recorded as
+/// passed by the operator.
+pub fn promote_in(state_dir: &Path, by: &str, reason: &str) -> Result<PipelineState, RuntimeError> {
+    operator_in(
+        state_dir,
+        Event::Promote {
+            by: by.to_owned(),
+            reason: reason.to_owned(),
+            now: now(),
+        },
+    )
 }
 
 fn flatten(e: TransactError<TransitionError>) -> RuntimeError {
@@ -301,6 +362,21 @@ impl Orchestrator {
         rollback_in(self.store.path(), reason)
     }
 
+    /// Pause the current run (see [`pause_in`]).
+    pub fn pause(&self, by: &str, reason: &str) -> Result<PipelineState, RuntimeError> {
+        pause_in(self.store.path(), by, reason)
+    }
+
+    /// Resume the paused run (see [`resume_in`]).
+    pub fn resume(&self, by: &str, reason: &str) -> Result<PipelineState, RuntimeError> {
+        resume_in(self.store.path(), by, reason)
+    }
+
+    /// Promote the open canary window (see [`promote_in`]).
+    pub fn promote(&self, by: &str, reason: &str) -> Result<PipelineState, RuntimeError> {
+        promote_in(self.store.path(), by, reason)
+    }
+
     /// Carry out the outbox effects (rollback orders) and record each result. Returns the
     /// state afterwards. Effects that cannot be delivered stay in the outbox.
     pub fn deliver_outbox(
@@ -385,6 +461,26 @@ impl Orchestrator {
                 "no run in progress (the pipeline is at `{stage}`); start one with `fleetgate start <version>`"
             )));
         }
+        if let Some(p) = &snapshot.paused {
+            progress(Progress::Paused {
+                stage,
+                by: p.by.clone(),
+                reason: p.reason.clone(),
+            });
+            return Ok(AdvanceReport {
+                stage,
+                verdict: Verdict::pending(
+                    format!(
+                        "paused by {}: {}; nothing is evaluated or sent until `fleetgate resume`",
+                        p.by, p.reason
+                    ),
+                    serde_json::json!({"paused": p}),
+                ),
+                committed: false,
+                paused: true,
+                state: snapshot,
+            });
+        }
         let epoch = snapshot.epoch;
         progress(Progress::GateStarted {
             stage,
@@ -406,11 +502,13 @@ impl Orchestrator {
                     stage,
                     reason: reason.clone(),
                 });
+                let state = self.store.load()?;
                 return Ok(AdvanceReport {
                     stage,
                     verdict: Verdict::failed(reason, serde_json::Value::Null),
                     committed: false,
-                    state: self.store.load()?,
+                    paused: state.paused.is_some(),
+                    state,
                 });
             }
             Err(e) => return Err(e),
@@ -445,19 +543,24 @@ impl Orchestrator {
                     stage,
                     verdict,
                     committed: true,
+                    paused: false,
                     state,
                 })
             }
-            Err(TransactError::Rejected(e @ TransitionError::Stale { .. })) => {
+            Err(TransactError::Rejected(
+                e @ (TransitionError::Stale { .. } | TransitionError::Paused { .. }),
+            )) => {
                 progress(Progress::Discarded {
                     stage,
                     reason: e.to_string(),
                 });
+                let state = self.store.load()?;
                 Ok(AdvanceReport {
                     stage,
                     verdict,
                     committed: false,
-                    state: self.store.load()?,
+                    paused: state.paused.is_some(),
+                    state,
                 })
             }
             Err(e) => Err(flatten(e)),
@@ -590,6 +693,7 @@ impl Orchestrator {
             stage,
             verdict,
             committed: true,
+            paused: false,
             state,
         })
     }
@@ -607,6 +711,8 @@ impl Orchestrator {
     }
 
     /// Advance until the run reaches a terminal state, sleeping between pending checks.
+    /// While the run is paused it evaluates nothing and waits (reporting the pause once)
+    /// until an operator resumes, promotes or aborts it.
     /// A finished run's queued effects (rollback orders) are retried until delivered or
     /// until the delivery deadline (see `delivery_deadline`), then left queued.
     pub fn run(&self, progress: &mut dyn FnMut(Progress)) -> Result<PipelineState, RuntimeError> {
@@ -616,6 +722,7 @@ impl Orchestrator {
                 .max(1),
         );
         let mut delivering_since: Option<std::time::Instant> = None;
+        let mut shown_pause: Option<fleetgate_core::OperatorAction> = None;
         loop {
             let state = self.store.load()?;
             if !state.stage.is_gated() {
@@ -637,7 +744,22 @@ impl Orchestrator {
                 std::thread::sleep(poll);
                 continue;
             }
+            if let Some(p) = &state.paused {
+                if shown_pause.as_ref() != Some(p) {
+                    progress(Progress::Paused {
+                        stage: state.stage,
+                        by: p.by.clone(),
+                        reason: p.reason.clone(),
+                    });
+                    shown_pause = Some(p.clone());
+                }
+                std::thread::sleep(poll);
+                continue;
+            }
             let report = self.advance(progress)?;
+            if report.paused {
+                continue;
+            }
             if report.committed && report.verdict.outcome == fleetgate_core::Outcome::Pending {
                 let secs = u64::try_from(self.ctx.cfg.run.poll_interval_secs).unwrap_or(5);
                 progress(Progress::Waiting {

@@ -38,6 +38,16 @@ pub struct RollbackUpgrade {
     pub reason: String,
 }
 
+/// `pause_upgrade`, `resume_upgrade` and `promote_upgrade`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorControl {
+    /// Why (recorded in the run's history with who acted), at most 2000 characters.
+    /// Optional; without one, "no reason given" is recorded.
+    #[serde(default)]
+    pub reason: String,
+}
+
 /// `capture_benchmark`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -1,4 +1,4 @@
-//! The HTTP API (`fleetgate serve`): the ten tools over HTTP, JSON in and out, plus the
+//! The HTTP API (`fleetgate serve`): the tools over HTTP, JSON in and out, plus the
 //! fleet routes nodes heartbeat to, and an OpenAPI 3.1 description.
 //!
 //! Routes (every tool route answers what [`Toolbox::call`] returns):
@@ -9,6 +9,9 @@
 //! | POST | `/api/upgrades/start` | `start_upgrade` (`{"new_version", "git_sha"?}`) |
 //! | POST | `/api/upgrades/advance` | `advance_upgrade_pipeline` (empty body or `{}`) |
 //! | POST | `/api/upgrades/rollback` | `rollback_upgrade` (`{"reason"?}`) |
+//! | POST | `/api/upgrades/pause` | `pause_upgrade` (`{"reason"?}`) |
+//! | POST | `/api/upgrades/resume` | `resume_upgrade` (`{"reason"?}`) |
+//! | POST | `/api/upgrades/promote` | `promote_upgrade` (`{"reason"?}`) |
 //! | GET  | `/api/upgrades/canary-health` | `check_canary_health` |
 //! | GET  | `/api/benchmarks` | `list_benchmarks` |
 //! | POST | `/api/benchmarks` | `register_benchmark` |
@@ -310,6 +313,27 @@ fn ops() -> Vec<Op> {
             "/api/upgrades/rollback",
             "rollback_upgrade",
             "Roll back the run in progress",
+            "upgrades",
+        ),
+        op(
+            Method::POST,
+            "/api/upgrades/pause",
+            "pause_upgrade",
+            "Hold the run at its current stage",
+            "upgrades",
+        ),
+        op(
+            Method::POST,
+            "/api/upgrades/resume",
+            "resume_upgrade",
+            "Let a paused run go on",
+            "upgrades",
+        ),
+        op(
+            Method::POST,
+            "/api/upgrades/promote",
+            "promote_upgrade",
+            "End the open canary window early (passed by the operator)",
             "upgrades",
         ),
         op(
@@ -899,7 +923,7 @@ pub fn openapi(open_reads: bool) -> Value {
         "info": {
             "title": "fleetgate",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "The fleetgate release pipeline over HTTP: the same ten tools as the MCP server (HART's names and result shapes: `{\"success\": true, ...}` or `{\"success\": false, \"error\": \"...\"}`), the fleet's heartbeat and peer routes. Operations that change something need `Authorization: Bearer <token>`.",
+            "description": "The fleetgate release pipeline over HTTP: the same tools as the MCP server (HART's names and result shapes: `{\"success\": true, ...}` or `{\"success\": false, \"error\": \"...\"}`), the fleet's heartbeat and peer routes. Operations that change something need `Authorization: Bearer <token>`.",
         },
         "tags": [
             {"name": "upgrades", "description": "The release pipeline"},

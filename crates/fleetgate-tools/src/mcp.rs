@@ -1,4 +1,4 @@
-//! The MCP server: the ten tools over the Model Context Protocol, on stdio
+//! The MCP server: the tools over the Model Context Protocol, on stdio
 //! (`fleetgate mcp`), with the official Rust SDK (`rmcp`).
 //!
 //! `tools/list` returns every tool with its description, its argument schema and hints
@@ -27,7 +27,7 @@ use std::sync::Arc;
 pub const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the server tells the agent at `initialize`.
-pub const INSTRUCTIONS: &str = "fleetgate moves a new version of the software through seven gated stages (BUILD, TEST, AUDIT, BENCHMARK, SIGN, CANARY, DEPLOY) and ends with the fleet on the new signed version or back on the last good one. Typical session: check_upgrade_status; capture_benchmark for the current version if you want a baseline; start_upgrade(new_version); call advance_upgrade_pipeline repeatedly (a `pending` gate means call again later) while watching check_canary_health during CANARY; call rollback_upgrade(reason) on ANY degradation. Every result is JSON with `success`; on `success: false` read `error`.";
+pub const INSTRUCTIONS: &str = "fleetgate moves a new version of the software through seven gated stages (BUILD, TEST, AUDIT, BENCHMARK, SIGN, CANARY, DEPLOY) and ends with the fleet on the new signed version or back on the last good one. Typical session: check_upgrade_status; capture_benchmark for the current version if you want a baseline; start_upgrade(new_version); call advance_upgrade_pipeline repeatedly (a `pending` gate means call again later) while watching check_canary_health during CANARY; call rollback_upgrade(reason) on ANY degradation. pause_upgrade / resume_upgrade hold and release the run; promote_upgrade ends an open canary window early (recorded as the operator's decision). Every result is JSON with `success`; on `success: false` read `error`.";
 
 /// A failure to run the MCP server.
 #[derive(Debug, thiserror::Error)]

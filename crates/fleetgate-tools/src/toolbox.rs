@@ -1,4 +1,4 @@
-//! The ten tools: definitions (name, description, argument schema, hints) and the
+//! The tools (HART's ten, plus pause, resume and promote): definitions (name, description, argument schema, hints) and the
 //! dispatcher that runs them against an orchestrator.
 
 use crate::args;
@@ -55,7 +55,7 @@ fn schema<T: JsonSchema>() -> Value {
     v
 }
 
-/// The ten tools, in HART's order.
+/// The tools: HART's ten in HART's order, then fleetgate's operator controls.
 pub fn definitions() -> Vec<ToolDef> {
     vec![
         ToolDef {
@@ -137,6 +137,30 @@ pub fn definitions() -> Vec<ToolDef> {
             read_only: true,
             destructive: false,
             idempotent: true,
+        },
+        ToolDef {
+            name: "pause_upgrade",
+            description: "Hold the run in progress at its current stage, with a reason: no gate is evaluated and nothing is sent to the fleet until resume_upgrade (a gate pass already running is discarded); advance_upgrade_pipeline answers `paused`. Recorded in the history with who and why. Refused when nothing runs or the run is already paused.",
+            input_schema: schema::<args::OperatorControl>(),
+            read_only: false,
+            destructive: false,
+            idempotent: false,
+        },
+        ToolDef {
+            name: "resume_upgrade",
+            description: "Let a paused run go on from where it was held. The paused time does not count: an open canary window's deadline (and DEPLOY's) move by it. Recorded in the history with who and why.",
+            input_schema: schema::<args::OperatorControl>(),
+            read_only: false,
+            destructive: false,
+            idempotent: false,
+        },
+        ToolDef {
+            name: "promote_upgrade",
+            description: "End the open CANARY window now and move on to DEPLOY, recorded as passed BY THE OPERATOR (gate result `promoted` with who and why; never as a judged pass). The way out of a canary held as inconclusive (too little traffic). Refused outside an open canary window and while paused. To stop instead, call rollback_upgrade.",
+            input_schema: schema::<args::OperatorControl>(),
+            read_only: false,
+            destructive: false,
+            idempotent: false,
         },
     ]
 }
@@ -325,6 +349,9 @@ impl Toolbox {
             }
             "register_benchmark" => parse(name, args).and_then(|a| self.register(a)),
             "list_benchmarks" => parse::<args::NoArgs>(name, args).and_then(|_| self.list()),
+            "pause_upgrade" | "resume_upgrade" | "promote_upgrade" => {
+                parse(name, args).and_then(|a| self.control(name, a))
+            }
             other => Err(ToolError::new(
                 ErrorKind::UnknownTool,
                 format!(
@@ -372,7 +399,7 @@ impl Toolbox {
                 .iter()
                 .map(|(stage, r)| (
                     stage.as_str().to_owned(),
-                    json!({"outcome": r.verdict.outcome, "detail": r.verdict.detail, "skipped": r.verdict.skipped, "figures": r.verdict.figures})
+                    json!({"outcome": r.verdict.outcome, "detail": r.verdict.detail, "skipped": r.verdict.skipped, "figures": r.verdict.figures, "promoted": r.promoted})
                 ))
                 .collect::<serde_json::Map<_, _>>()
         );
@@ -436,7 +463,10 @@ impl Toolbox {
         // HART: a gate still working answers `in_progress: true`.
         v["in_progress"] = json!(report.verdict.outcome == Outcome::Pending);
         v["progress"] = json!(progress);
-        v["next_step"] = json!(if !report.committed {
+        v["paused"] = json!(report.state.paused);
+        v["next_step"] = json!(if report.paused {
+            "the run is paused: nothing was evaluated; call resume_upgrade to go on (or rollback_upgrade to abort)".to_owned()
+        } else if !report.committed {
             "the verdict was discarded because the run moved on (a rollback landed); call check_upgrade_status".to_owned()
         } else {
             match (report.verdict.outcome, report.state.stage) {
@@ -488,6 +518,28 @@ impl Toolbox {
         Ok(v)
     }
 
+    fn control(&self, tool: &str, a: args::OperatorControl) -> ToolResult {
+        check_len("reason", &a.reason, MAX_REASON_CHARS)?;
+        let o = self.open(false)?;
+        let by = format!("{} (tool {tool})", fleetgate_runtime::outbox::operator());
+        let result = match tool {
+            "pause_upgrade" => o.pause(&by, &a.reason),
+            "resume_upgrade" => o.resume(&by, &a.reason),
+            _ => o.promote(&by, &a.reason),
+        };
+        let state = result.map_err(|e| ToolError::from(e).context(tool))?;
+        let mut v = summary(&state);
+        v["stage_history"] = json!(state.stage_history.last());
+        v["next_step"] = json!(match tool {
+            "pause_upgrade" =>
+                "paused: nothing is evaluated or sent; call resume_upgrade to go on, promote_upgrade is refused while paused, rollback_upgrade aborts",
+            "resume_upgrade" =>
+                "resumed: call advance_upgrade_pipeline (a running `fleetgate run` goes on by itself)",
+            _ => "promoted: the run is at DEPLOY; call advance_upgrade_pipeline",
+        });
+        Ok(v)
+    }
+
     fn canary_health(&self) -> ToolResult {
         let o = self.open(false)?;
         let state = o.status()?;
@@ -527,6 +579,8 @@ impl Toolbox {
             "baseline_nodes": f.get("baseline_nodes").cloned().unwrap_or(Value::Null),
             "verdict": f,
             "checks": rec.checks,
+            "promoted": rec.promoted,
+            "paused": state.paused,
             "selection": state.canary.as_ref().and_then(|c| c.selection.as_ref()), "canary": &state.canary,
         }))
     }
@@ -742,6 +796,10 @@ fn progress_line(p: &Progress) -> String {
         Progress::Waiting { stage, secs } => {
             format!("{}: pending, next check in {secs}s", stage.gate_name())
         }
+        Progress::Paused { stage, by, reason } => format!(
+            "{}: paused by {by}: {reason}; nothing is evaluated until resumed",
+            stage.gate_name()
+        ),
     }
 }
 
@@ -789,6 +847,7 @@ fn summary(s: &PipelineState) -> Value {
         "failure_detail": s.failure_detail,
         "rollback_reason": s.rollback_reason,
         "active": s.stage.is_gated(),
+        "paused": s.paused,
     })
 }
 

@@ -331,6 +331,65 @@ async fn advance_runs_the_build_gate_then_rollback_ends_the_run() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn pause_holds_the_run_resume_lets_it_go_and_promote_is_refused_outside_canary() {
+    let srv = Server::start(false).await;
+    let (s, b) = srv
+        .post(
+            "/api/upgrades/start",
+            Some(TOKEN),
+            &json!({"new_version": "v1.0.0"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let why = json!({"reason": "freeze"});
+    let (s, b) = srv.post("/api/upgrades/pause", None, &why).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+    let (s, b) = srv.post("/api/upgrades/pause", Some(TOKEN), &why).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["paused"]["reason"], json!("freeze"), "{b}");
+    assert!(
+        b["paused"]["by"]
+            .as_str()
+            .unwrap()
+            .contains("(tool pause_upgrade)"),
+        "{b}"
+    );
+    // A paused run evaluates nothing.
+    let (s, b) = srv
+        .post("/api/upgrades/advance", Some(TOKEN), &json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["committed"], json!(false), "{b}");
+    assert_eq!(b["stage"], json!("building"), "{b}");
+    assert!(b["next_step"].as_str().unwrap().contains("paused"), "{b}");
+    // Pausing again and promoting are refused (409).
+    let (s, b) = srv.post("/api/upgrades/pause", Some(TOKEN), &why).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    assert!(error(&b).contains("already paused"), "{b}");
+    let (s, b) = srv
+        .post("/api/upgrades/promote", Some(TOKEN), &json!({}))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    let (s, b) = srv
+        .post("/api/upgrades/resume", Some(TOKEN), &json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(b["paused"].is_null(), "{b}");
+    let (s, b) = srv
+        .post("/api/upgrades/advance", Some(TOKEN), &json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["stage"], json!("testing"), "{b}");
+    // Promote outside an open canary window is refused and names why.
+    let (s, b) = srv
+        .post("/api/upgrades/promote", Some(TOKEN), &json!({}))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    assert!(error(&b).contains("only an open CANARY window"), "{b}");
+    assert_eq!(srv.stage().await, "testing");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_long_gate_blocks_neither_the_server_nor_reads() {
     let srv = Server::with_build(false, "sleep 3").await;
     let (s, b) = srv
@@ -624,6 +683,9 @@ async fn openapi_describes_every_route() {
                 Some("advance_upgrade_pipeline"),
             ),
             ("post", "/api/upgrades/rollback", Some("rollback_upgrade")),
+            ("post", "/api/upgrades/pause", Some("pause_upgrade")),
+            ("post", "/api/upgrades/resume", Some("resume_upgrade")),
+            ("post", "/api/upgrades/promote", Some("promote_upgrade")),
             (
                 "get",
                 "/api/upgrades/canary-health",

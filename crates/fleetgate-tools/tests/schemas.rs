@@ -26,7 +26,7 @@ fn committed_schemas_match_the_types() {
 }
 
 #[test]
-fn the_ten_hart_tools_in_order() {
+fn the_ten_hart_tools_in_order_then_the_operator_controls() {
     let names: Vec<&str> = definitions().iter().map(|d| d.name).collect();
     assert_eq!(
         names,
@@ -40,7 +40,10 @@ fn the_ten_hart_tools_in_order() {
             "rollback_upgrade",
             "get_benchmark_history",
             "register_benchmark",
-            "list_benchmarks"
+            "list_benchmarks",
+            "pause_upgrade",
+            "resume_upgrade",
+            "promote_upgrade"
         ]
     );
     for d in definitions() {

@@ -112,7 +112,16 @@ pub fn canary(
                 canary,
                 baseline,
             } => {
-                let event = judge(ctx, link, &params.code_hash, window_start, canary, baseline)?;
+                let paused_secs = m.progress.paused_secs;
+                let event = judge(
+                    ctx,
+                    link,
+                    &params.code_hash,
+                    window_start,
+                    paused_secs,
+                    canary,
+                    baseline,
+                )?;
                 queue.extend(m.handle(event));
             }
             FleetCommand::Verdict(v) => return Ok(v),
@@ -254,18 +263,20 @@ fn judge(
     link: &FleetLink,
     code_hash: &str,
     window_start: i64,
+    paused_secs: i64,
     canary: Vec<String>,
     baseline: Vec<String>,
 ) -> Result<CanaryEvent, RuntimeError> {
     let start = u64::try_from(window_start).unwrap_or(0);
-    let mut judge = Judge::new(
-        judge_config(ctx),
-        code_hash,
-        canary.clone(),
-        baseline.clone(),
-        start,
-    )
-    .map_err(|e| RuntimeError::Fleet(format!("invalid canary judge: {e}")))?;
+    // The window's clock stopped while the run was paused: its deadline (and the longest
+    // extension) move by the paused time. Heartbeats taken meanwhile still count as
+    // evidence: the canary nodes kept running the release.
+    let paused = u64::try_from(paused_secs).unwrap_or(0);
+    let mut config = judge_config(ctx);
+    config.window_secs = config.window_secs.saturating_add(paused);
+    config.max_window_secs = config.max_window_secs.saturating_add(paused);
+    let mut judge = Judge::new(config, code_hash, canary.clone(), baseline.clone(), start)
+        .map_err(|e| RuntimeError::Fleet(format!("invalid canary judge: {e}")))?;
     let interval = u64::try_from(ctx.cfg.canary.sample_interval_secs)
         .unwrap_or(30)
         .max(1);
