@@ -208,7 +208,7 @@ async fn send_one(agent: &Agent, url: &str, seq: u64) -> Result<(), String> {
         .json(&env)
         .send()
         .await
-        .map_err(|e| format!("POST {url}: {e}"))?;
+        .map_err(|e| format!("POST {url}: {}", error_chain(&e)))?;
     let status = resp.status();
     if status.is_success() {
         return Ok(());
@@ -216,6 +216,22 @@ async fn send_one(agent: &Agent, url: &str, seq: u64) -> Result<(), String> {
     let body = resp.bytes().await.unwrap_or_default();
     let text = String::from_utf8_lossy(&body[..body.len().min(MAX_ANSWER_BYTES)]).into_owned();
     Err(format!("POST {url}: {status}: {}", text.trim()))
+}
+
+/// `e` with its sources (`error sending request: … : invalid peer certificate: UnknownIssuer`),
+/// so a TLS failure names its cause.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let msg = s.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        cur = s.source();
+    }
+    out
 }
 
 #[cfg(test)]
