@@ -14,6 +14,8 @@
 //! binary as a child process.
 
 mod bench_cmd;
+#[cfg(test)]
+mod config_key_tests;
 pub mod demo;
 mod demo_app;
 mod fleet_cmd;
