@@ -445,6 +445,27 @@ fn sign_fails_closed_without_a_key_or_trust_file_and_tampering_is_caught() {
 }
 
 #[test]
+fn sign_refuses_a_signing_key_that_git_tracks_in_the_release_repository() {
+    let env = Env::new();
+    common::git(&env.app, &["add", "-f", "keys/release.key"]);
+    env.fg(&["start", "v1.0.0"]);
+    assert_eq!(code(&env.fg(&["run"])), 3);
+    let s = env.status();
+    assert_eq!(history(&s).last().unwrap(), "failed");
+    assert_eq!(s["gate_results"]["signing"]["outcome"], "failed");
+    let detail = s["failure_detail"].as_str().unwrap();
+    assert!(
+        detail.contains("is tracked by git") && detail.contains("keys/release.key"),
+        "{detail}"
+    );
+    assert!(
+        !env.state_dir().join("release_manifest.json").exists(),
+        "nothing was signed"
+    );
+    // (The same key, git-ignored and untracked, signs: the first test of this file.)
+}
+
+#[test]
 fn a_two_of_two_trust_file_keeps_sign_pending_until_co_signed() {
     let env = Env::new();
     let b = env.dir.path().join("b.key");
@@ -574,6 +595,22 @@ fn init_writes_a_commented_config_that_loads_and_every_env_override_is_listed() 
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert!(text(&out).contains("window_secs = 1800"));
     assert_eq!(code(&run(&["init"])), 1, "never overwrites without --force");
+    // The release key the template names is git-ignored, once, even after --force.
+    assert_eq!(code(&run(&["init", "--force"])), 0);
+    let ignore = std::fs::read_to_string(dir.path().join(".gitignore")).unwrap();
+    assert_eq!(
+        ignore.lines().filter(|l| *l == "/keys/release.key").count(),
+        1,
+        "{ignore}"
+    );
+    assert!(text_cfg.contains("key_file = \"keys/release.key\""));
+    common::git(dir.path(), &["init", "-q"]);
+    let ignored = std::process::Command::new("git")
+        .current_dir(dir.path())
+        .args(["check-ignore", "-q", "keys/release.key"])
+        .status()
+        .unwrap();
+    assert!(ignored.success(), "git ignores keys/release.key");
     let out = run(&["config", "--env"]);
     for var in [
         "FLEETGATE_CANARY_PCT",

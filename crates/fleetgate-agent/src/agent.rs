@@ -33,6 +33,14 @@ pub enum AgentError {
     /// The trust file.
     #[error(transparent)]
     Keyring(#[from] KeyringError),
+    /// The `tls_ca_file` could not be read or holds no PEM certificate.
+    #[error("invalid node config: `tls_ca_file` {}: {reason}", path.display())]
+    TlsCa {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The identity key.
     #[error("failed to load the node identity key {}: {source}", path.display())]
     IdentityKey {
@@ -357,10 +365,7 @@ impl Agent {
         let floor = Floor::open(&cfg.state_dir)?;
         let journal_path = cfg.state_dir.join(JOURNAL_FILE);
         let journal = load_journal(&journal_path)?;
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .map_err(|e| AgentError::Task(format!("build HTTP client: {e}")))?;
+        let http = http_client(&cfg)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 policy: Policy {
@@ -937,4 +942,35 @@ impl Inner {
         crash_point("commit_floor", sequence);
         Ok(())
     }
+}
+
+/// Largest `tls_ca_file` read.
+const MAX_CA_BYTES: u64 = 1024 * 1024;
+
+/// The agent's HTTP client: rustls; with `tls_ca_file`, only those roots are trusted.
+fn http_client(cfg: &NodeConfig) -> Result<reqwest::Client, AgentError> {
+    let mut builder = reqwest::Client::builder().no_proxy();
+    if let Some(path) = &cfg.tls_ca_file {
+        let ca_err = |reason: String| AgentError::TlsCa {
+            path: path.clone(),
+            reason,
+        };
+        let meta = std::fs::metadata(path).map_err(|e| ca_err(e.to_string()))?;
+        if meta.len() > MAX_CA_BYTES {
+            return Err(ca_err(format!(
+                "{} bytes, more than the {MAX_CA_BYTES}-byte limit",
+                meta.len()
+            )));
+        }
+        let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| ca_err(format!("not a PEM certificate bundle: {e}")))?;
+        if certs.is_empty() {
+            return Err(ca_err("no PEM certificate in the file".to_owned()));
+        }
+        builder = builder.tls_certs_only(certs);
+    }
+    builder
+        .build()
+        .map_err(|e| AgentError::Task(format!("build HTTP client: {e}")))
 }

@@ -154,10 +154,15 @@ pub struct NodeConfig {
     /// Exits within the grace window that count as a crash loop (default 3).
     #[serde(default = "default_crash_loop")]
     pub crash_loop: u32,
-    /// Orchestrator base URL; heartbeats go to `{orchestrator}/api/fleet/heartbeat`.
-    /// Unset: no heartbeats.
+    /// Orchestrator base URL (`http://` or `https://`); heartbeats go to
+    /// `{orchestrator}/api/fleet/heartbeat`. Unset: no heartbeats.
     #[serde(default)]
     pub orchestrator: Option<String>,
+    /// PEM file of the CA certificate(s) that sign the orchestrator's TLS certificate (a
+    /// private fleet CA). When set, only these roots are trusted for `https://`; unset, the
+    /// platform's trust store is used.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
     /// Seconds between heartbeats (default 10).
     #[serde(default = "default_heartbeat_interval")]
     pub heartbeat_interval_secs: u64,
@@ -234,6 +239,9 @@ impl NodeConfig {
         abs(&mut self.trust_file);
         abs(&mut self.state_dir);
         if let Some(c) = &mut self.enrollment_cert {
+            abs(c);
+        }
+        if let Some(c) = &mut self.tls_ca_file {
             abs(c);
         }
         if !self.remote.contains("://") && Path::new(&self.remote).is_relative() {
@@ -330,13 +338,27 @@ impl NodeConfig {
             1,
             86_400,
         )?;
-        if let Some(url) = &self.orchestrator
-            && !(url.starts_with("http://") && reqwest::Url::parse(url).is_ok())
+        if let Some(url) = &self.orchestrator {
+            let ok = reqwest::Url::parse(url).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some_and(|h| !h.is_empty())
+                    && (url.starts_with("http://") || url.starts_with("https://"))
+            });
+            if !ok {
+                return Err(invalid(
+                    "orchestrator",
+                    url,
+                    "expected an http:// or https:// base URL such as https://fleet.example.com:7000",
+                ));
+            }
+        }
+        if let Some(ca) = &self.tls_ca_file
+            && self.orchestrator.is_none()
         {
             return Err(invalid(
-                "orchestrator",
-                url,
-                "expected an http:// base URL such as http://10.0.0.1:7000",
+                "tls_ca_file",
+                ca.display(),
+                "set only with `orchestrator` (it verifies the orchestrator's certificate)",
             ));
         }
         range("gossip_round_ms", self.gossip_round_ms, 10, 600_000)?;
@@ -432,6 +454,23 @@ http = "http://127.0.0.1:8080/health"
     }
 
     #[test]
+    fn accepts_https_orchestrators_and_resolves_the_ca_file() {
+        let text = BASE.replace(
+            "start = ",
+            "orchestrator = \"https://fleet.example.com:7000\"\ntls_ca_file = \"tls/ca.pem\"\nstart = ",
+        );
+        let c = NodeConfig::from_toml(&text, Path::new("/etc/fg")).unwrap();
+        assert_eq!(
+            c.orchestrator.as_deref(),
+            Some("https://fleet.example.com:7000")
+        );
+        assert_eq!(
+            c.tls_ca_file.as_deref(),
+            Some(Path::new("/etc/fg/tls/ca.pem"))
+        );
+    }
+
+    #[test]
     fn the_example_file_is_valid() {
         let text = include_str!("../node.example.toml");
         let c = NodeConfig::from_toml(text, Path::new("/etc/fg")).unwrap();
@@ -445,7 +484,9 @@ http = "http://127.0.0.1:8080/health"
         check_err("node_id2 = 1", "", "node_id2");
         check_err("drain_secs = 99999", "", "drain_secs");
         check_err("crash_loop = 0", "", "crash_loop");
-        check_err("orchestrator = \"https://x\"", "", "orchestrator");
+        check_err("orchestrator = \"ftp://x\"", "", "orchestrator");
+        check_err("orchestrator = \"https://\"", "", "orchestrator");
+        check_err("tls_ca_file = \"ca.pem\"", "", "tls_ca_file");
         check_err("seeds = [\"nope\"]", "", "seeds");
         check_err("", "command = \"true\"", "health");
         check_err("", "timeout_ms = 0", "health.timeout_ms");

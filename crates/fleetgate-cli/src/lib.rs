@@ -14,6 +14,8 @@
 //! binary as a child process.
 
 mod bench_cmd;
+#[cfg(test)]
+mod config_key_tests;
 pub mod demo;
 mod demo_app;
 mod fleet_cmd;
@@ -365,6 +367,34 @@ fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The key path `init`'s template sets (`[signing] key_file`).
+const INIT_KEY_PATH: &str = "keys/release.key";
+
+/// Adds `/keys/release.key` to `.gitignore` (created if missing; nothing written when a
+/// line already ignores it).
+fn ignore_release_key(path: &Path) -> anyhow::Result<()> {
+    let rule = format!("/{INIT_KEY_PATH}");
+    let mut text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e.into()),
+    };
+    if text
+        .lines()
+        .any(|l| l.trim() == rule || l.trim() == INIT_KEY_PATH)
+    {
+        return Ok(());
+    }
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str("# fleetgate: the release signing key must never be committed\n");
+    text.push_str(&rule);
+    text.push('\n');
+    fleetgate_store::write_atomic(path, text.as_bytes(), Some(0o644))?;
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cfg_path = cli.config.as_deref();
     match cli.command {
@@ -377,9 +407,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             std::fs::write(&path, include_str!("init_template.toml"))
                 .with_context(|| format!("failed to write {}", path.display()))?;
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+            let ignore = dir.unwrap_or(Path::new(".")).join(".gitignore");
+            ignore_release_key(&ignore)
+                .with_context(|| format!("failed to write {}", ignore.display()))?;
             println!(
                 "wrote {} — edit the stage commands, then `fleetgate start <version>`",
                 path.display()
+            );
+            println!(
+                "{} ignores {INIT_KEY_PATH}: the release key never goes into git (SIGN refuses a tracked key)",
+                ignore.display()
             );
             Ok(ExitCode::SUCCESS)
         }

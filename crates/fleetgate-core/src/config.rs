@@ -611,6 +611,63 @@ fn state_dir_from_db_path(db_path: &str) -> Option<String> {
     Some(dir.join("agent_data").to_string_lossy().into_owned())
 }
 
+/// Every key path of the config file, sections included (`canary`, `canary.pct`,
+/// `stages.audit.guardrails`, …), read from the config's JSON schema. Entries of free-form
+/// tables (a guardrail's name) are not listed.
+pub fn key_paths() -> Vec<String> {
+    let schema = schemars::schema_for!(Config);
+    let root = schema.as_value();
+    let mut out = Vec::new();
+    walk_schema(root, root, "", &mut out, 0);
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn walk_schema(
+    root: &serde_json::Value,
+    node: &serde_json::Value,
+    prefix: &str,
+    out: &mut Vec<String>,
+    depth: usize,
+) {
+    if depth > 16 {
+        return;
+    }
+    if let Some(def) = node
+        .get("$ref")
+        .and_then(serde_json::Value::as_str)
+        .and_then(|r| r.strip_prefix("#/$defs/"))
+        .and_then(|name| root.get("$defs").and_then(|d| d.get(name)))
+    {
+        walk_schema(root, def, prefix, out, depth + 1);
+    }
+    for combinator in ["allOf", "anyOf", "oneOf"] {
+        for sub in node
+            .get(combinator)
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            walk_schema(root, sub, prefix, out, depth + 1);
+        }
+    }
+    if let Some(props) = node
+        .get("properties")
+        .and_then(serde_json::Value::as_object)
+    {
+        for (name, sub) in props {
+            let path = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}.{name}")
+            };
+            out.push(path.clone());
+            walk_schema(root, sub, &path, out, depth + 1);
+        }
+    }
+}
+
 /// The environment variable that overrides `key`.
 pub fn env_name(key: &str) -> String {
     format!("FLEETGATE_{}", key.replace('.', "_").to_ascii_uppercase())
@@ -968,6 +1025,18 @@ fn set_path(doc: &mut toml::Table, key: &str, value: toml::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_overridable_key_is_a_key_of_the_schema() {
+        let paths = key_paths();
+        assert!(
+            paths.iter().any(|p| p == "stages.audit.guardrails"),
+            "{paths:?}"
+        );
+        for (key, _) in KEYS {
+            assert!(paths.iter().any(|p| p == key), "{key} not in {paths:?}");
+        }
+    }
     use std::collections::HashMap;
 
     fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {

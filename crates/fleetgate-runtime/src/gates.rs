@@ -237,6 +237,40 @@ fn sign(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts)
         return Ok(external_pending(&req));
     } else {
         let key_file = s.key_file.as_deref().map(|k| resolve(&ctx.base, k));
+        if !external && let Some(kf) = &key_file {
+            let tracked = match key_tracked_by_git(&ctx.repo, kf) {
+                Ok(t) => t,
+                Err(e) => {
+                    return Ok((
+                        Verdict::failed(
+                            format!(
+                                "cannot tell whether the signing key {} is tracked by git in {}: {e}; refusing to sign",
+                                kf.display(),
+                                ctx.repo.display()
+                            ),
+                            json!({"key_file": kf.display().to_string()}),
+                        ),
+                        GateFacts::default(),
+                    ));
+                }
+            };
+            if let Some(rel) = tracked {
+                let rel = rel.display().to_string();
+                return Ok((
+                    Verdict::failed(
+                        format!(
+                            "the signing key {} is tracked by git in the release repository ({rel}): whoever has \
+                             the repository has the key. Refusing to sign. Remove it (`git rm --cached {rel}`, \
+                             add it to .gitignore), make a new key outside the repository (`fleetgate keygen`), \
+                             put its public key in the trust file and point `[signing] key_file` at it",
+                            kf.display()
+                        ),
+                        json!({"tracked_key": rel}),
+                    ),
+                    GateFacts::default(),
+                ));
+            }
+        }
         // External mode never reads a key, even one this host happens to have.
         let key = match (!external).then(|| SigningKey::load(key_file.as_deref())) {
             None => None,
@@ -867,6 +901,34 @@ fn benchmark(ctx: &GateContext, state: &PipelineState) -> Result<Verdict, Runtim
             figures,
         ))
     }
+}
+
+/// The key file's path inside `repo` when git tracks it there (in the index or the `HEAD`
+/// commit); `None` when it is outside the work tree, untracked, or missing.
+///
+/// # Errors
+/// The repository cannot be read (the caller fails closed).
+fn key_tracked_by_git(repo: &Path, key: &Path) -> Result<Option<PathBuf>, String> {
+    let Ok(key) = key.canonicalize() else {
+        return Ok(None);
+    };
+    let repo = git2::Repository::open(repo).map_err(|e| e.message().to_owned())?;
+    let Some(workdir) = repo.workdir() else {
+        return Ok(None);
+    };
+    let workdir = workdir.canonicalize().map_err(|e| e.to_string())?;
+    let Ok(rel) = key.strip_prefix(&workdir) else {
+        return Ok(None);
+    };
+    let index = repo.index().map_err(|e| e.message().to_owned())?;
+    if index.get_path(rel, 0).is_some() {
+        return Ok(Some(rel.to_owned()));
+    }
+    let in_head = repo
+        .head()
+        .and_then(|h| h.peel_to_tree())
+        .is_ok_and(|tree| tree.get_path(rel).is_ok());
+    Ok(in_head.then(|| rel.to_owned()))
 }
 
 /// Relative paths in the config are relative to the config file's directory.

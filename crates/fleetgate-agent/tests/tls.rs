@@ -1,0 +1,189 @@
+//! Heartbeats over HTTPS to an orchestrator stand-in whose certificate a private CA signs
+//! (generated here with rcgen, served by axum over tokio-rustls on 127.0.0.1): trusted
+//! with the right `tls_ca_file`, refused with a clear error under a wrong one.
+
+mod common;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::routing::post;
+use common::*;
+use fleetgate_agent::heartbeat::{Heartbeat, SignedHeartbeat};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// A CA: its PEM certificate and an issuer for leaf certificates.
+fn make_ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), Issuer::new(params, key))
+}
+
+/// An axum listener that completes a TLS handshake on each accepted connection.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            // A client that refuses the certificate fails the handshake: keep serving.
+            if let Ok(tls) = self.acceptor.accept(stream).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// Serves `POST /api/fleet/heartbeat` over HTTPS with a certificate for 127.0.0.1 issued
+/// by `issuer`; returns the port and the received bodies.
+fn serve_https(
+    rt: &tokio::runtime::Runtime,
+    issuer: &Issuer<'static, KeyPair>,
+) -> (u16, Arc<Mutex<Vec<Vec<u8>>>>) {
+    let params =
+        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, issuer).unwrap();
+    let config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(cert.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap();
+    let got: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let sink = got.clone();
+    let app = Router::new().route(
+        "/api/fleet/heartbeat",
+        post(move |body: Bytes| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(body.to_vec());
+                axum::Json(serde_json::json!({"success": true}))
+            }
+        }),
+    );
+    let tcp = rt
+        .block_on(tokio::net::TcpListener::bind(("127.0.0.1", 0)))
+        .unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let listener = TlsListener {
+        tcp,
+        acceptor: TlsAcceptor::from(Arc::new(config)),
+    };
+    rt.spawn(async move { axum::serve(listener, app).await });
+    (port, got)
+}
+
+fn fixture(port: u16, ca_file: &Path) -> Fixture {
+    Fixture::new(Opts {
+        orchestrator: Some(format!("https://127.0.0.1:{port}")),
+        extra: format!("tls_ca_file = {:?}\n", ca_file.display().to_string()),
+        ..Opts::default()
+    })
+}
+
+#[test]
+fn heartbeats_reach_an_https_orchestrator_signed_by_the_configured_ca_only() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pki = tempfile::tempdir().unwrap();
+    let (fleet_ca_pem, fleet_ca) = make_ca("fleet CA");
+    let (other_ca_pem, _other) = make_ca("some other CA");
+    let fleet_ca_file = pki.path().join("fleet-ca.pem");
+    let other_ca_file = pki.path().join("other-ca.pem");
+    std::fs::write(&fleet_ca_file, fleet_ca_pem).unwrap();
+    std::fs::write(&other_ca_file, other_ca_pem).unwrap();
+    let (port, got) = serve_https(&rt, &fleet_ca);
+
+    // The fleet CA: signed heartbeats arrive over TLS.
+    let f = fixture(port, &fleet_ca_file);
+    let node = rt
+        .block_on(fleetgate_agent::RunningNode::start(f.config()))
+        .unwrap();
+    wait_until(Duration::from_secs(20), "two heartbeats over https", || {
+        got.lock().unwrap().len() >= 2
+    });
+    let s = status(&f);
+    assert_eq!(s["heartbeats"]["consecutive_failures"], 0, "{s}");
+    rt.block_on(node.shutdown()).unwrap();
+    let bodies = got.lock().unwrap().clone();
+    for b in &bodies {
+        let env: SignedHeartbeat = serde_json::from_slice(b).expect("envelope");
+        let mut sig = [0u8; 64];
+        hex::decode_to_slice(&env.signature, &mut sig).expect("hex signature");
+        f.identity
+            .public_key()
+            .verify_strict(env.payload.as_bytes(), &sig)
+            .expect("signed by the node identity key");
+        let hb: Heartbeat = serde_json::from_str(&env.payload).expect("payload");
+        assert_eq!(hb.node_id, "node-1");
+    }
+    let received = bodies.len();
+
+    // Another CA: the handshake is refused, the error says why, nothing is delivered.
+    let g = fixture(port, &other_ca_file);
+    let node = rt
+        .block_on(fleetgate_agent::RunningNode::start(g.config()))
+        .unwrap();
+    wait_until(Duration::from_secs(20), "two refused heartbeats", || {
+        status(&g)["heartbeats"]["failed"].as_u64().unwrap_or(0) >= 2
+    });
+    let s = status(&g);
+    let err = s["heartbeats"]["last_error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("certificate") && err.contains("UnknownIssuer"),
+        "the error names the certificate problem: {err}"
+    );
+    assert_eq!(s["heartbeats"]["sent"], 0, "{s}");
+    rt.block_on(node.shutdown()).unwrap();
+    assert_eq!(got.lock().unwrap().len(), received, "nothing delivered");
+}
+
+#[test]
+fn an_unreadable_or_empty_ca_file_stops_the_agent_naming_the_key() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pki = tempfile::tempdir().unwrap();
+    let missing = pki.path().join("missing.pem");
+    let f = fixture(free_port(), &missing);
+    let Err(err) = rt.block_on(fleetgate_agent::RunningNode::start(f.config())) else {
+        panic!("a missing CA file is refused");
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("tls_ca_file") && err.contains("missing.pem"),
+        "{err}"
+    );
+
+    let empty = pki.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let g = fixture(free_port(), &empty);
+    let Err(err) = rt.block_on(fleetgate_agent::RunningNode::start(g.config())) else {
+        panic!("a file without certificates is refused");
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("tls_ca_file") && err.contains("empty.pem"),
+        "{err}"
+    );
+}
