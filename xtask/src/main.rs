@@ -99,6 +99,9 @@ fn test(extra: &[String]) -> Result<ExitCode, String> {
         .args(["nextest", "run", "--workspace"]);
     if ci {
         nextest.args(["--profile", "ci", "--locked"]);
+    } else if extra.is_empty() {
+        // The whole suite: every failure is worth seeing, not just the first.
+        nextest.arg("--no-fail-fast");
     }
     nextest.args(extra).env("FLEETGATE_SKIP_LOG", &skip_log);
     eprintln!("xtask test: running {}", describe(&nextest));
