@@ -303,27 +303,35 @@ impl JudgeConfig {
             ));
         }
         if !(self.alpha > 0.0 && self.alpha < 0.5) {
-            return Err(bad("canary.alpha", self.alpha, "must be in (0, 0.5)"));
+            return Err(bad(
+                "alpha (judge config)",
+                self.alpha,
+                "must be in (0, 0.5)",
+            ));
         }
         if !(self.beta > 0.0 && self.beta < 0.5) {
-            return Err(bad("canary.beta", self.beta, "must be in (0, 0.5)"));
+            return Err(bad("beta (judge config)", self.beta, "must be in (0, 0.5)"));
         }
         if let Some(r) = self.baseline_exception_rate
             && !(r.is_finite() && r > 0.0 && r <= 1.0)
         {
             return Err(bad(
-                "canary.baseline_exception_rate",
+                "baseline_exception_rate (judge config)",
                 r,
                 "must be in (0, 1]",
             ));
         }
         if self.consecutive_failures == 0 {
-            return Err(bad("canary.consecutive_failures", 0, "must be >= 1"));
+            return Err(bad(
+                "consecutive_failures (judge config)",
+                0,
+                "must be >= 1",
+            ));
         }
         for b in &self.benchmarks {
             if !(b.tolerance.is_finite() && b.tolerance >= 0.0) {
                 return Err(bad(
-                    "canary.benchmarks.tolerance",
+                    "benchmarks[].tolerance (judge config)",
                     format!("{} (benchmark {:?})", b.tolerance, b.name),
                     "must be a finite number >= 0",
                 ));
@@ -332,7 +340,7 @@ impl JudgeConfig {
                 && !r.is_finite()
             {
                 return Err(bad(
-                    "canary.benchmarks.reference",
+                    "benchmarks[].reference (judge config)",
                     format!("{r} (benchmark {:?})", b.name),
                     "must be finite",
                 ));
@@ -947,7 +955,7 @@ impl Judge {
                     && self.config.baseline_exception_rate.is_none()
                     && r.canary_exceptions > 0
                 {
-                    "no baseline traffic to compare with (no baseline node reported requests; set canary.baseline_exception_rate to judge against a fixed rate)".to_owned()
+                    "no baseline traffic to compare with (no baseline node reported requests; keep canary.pct below 1 so some nodes stay on the old release, or give the judge a fixed `baseline_exception_rate` when embedding it)".to_owned()
                 } else if r.canary_exceptions == 0 {
                     format!(
                         "no canary exception yet, in {} of the {} requests (canary.min_requests) that pass on that alone",
@@ -1192,7 +1200,9 @@ impl Judge {
                 figures: serde_json::Value::Null,
                 threshold: serde_json::Value::Null,
                 statistic: serde_json::Value::Null,
-                detail: "skipped: no benchmarks configured (canary.benchmarks is empty)".into(),
+                detail:
+                    "skipped: no canary benchmark criteria (the judge's `benchmarks` list is empty)"
+                        .into(),
             };
         }
         let (figures, worse, missing) = self.bench_eval();
