@@ -82,7 +82,6 @@ attempt("own_environment", lambda: take(b"\0".join(
 
 # A child holding the canary in its environment (and so in its memory).
 child = subprocess.Popen(["sleep", "60"], env={"CANARY_ENV": CANARY, "PATH": os.environ.get("PATH", "")})
-time.sleep(0)  # nothing to wait for: /proc/CHILD exists once Popen returned
 
 # 2. Every ancestor, then every process we can see.
 ancestors = []

@@ -144,26 +144,32 @@ fn pending_manifest(ctx: &GateContext, state: &PipelineState) -> Option<Vec<u8>>
     if bytes.len() > fleetgate_trust::MAX_MANIFEST_BYTES {
         return None;
     }
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let same = v.get("version")?.as_str()? == state.version
-        && v.get("git_sha")?.as_str()? == state.git_sha
-        && v.get("code_hash")?.as_str() == state.code_hash.as_deref()
-        && v.get("run_id").and_then(|r| r.as_str()) == state.run_id.as_deref()
-        && v.get("sequence")?.as_u64()? > state.last_sequence;
-    same.then_some(bytes)
+    is_of_run(&bytes, state).then_some(bytes)
+}
+
+/// Whether a manifest (or signing request) is this run's: same version, commit, code
+/// hash and run id, and a sequence above the last one released.
+fn is_of_run(bytes: &[u8], state: &PipelineState) -> bool {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return false;
+    };
+    let same = || -> Option<bool> {
+        Some(
+            v.get("version")?.as_str()? == state.version
+                && v.get("git_sha")?.as_str()? == state.git_sha
+                && v.get("code_hash")?.as_str() == state.code_hash.as_deref()
+                && v.get("run_id").and_then(|r| r.as_str()) == state.run_id.as_deref()
+                && v.get("sequence")?.as_u64()? > state.last_sequence,
+        )
+    };
+    same().unwrap_or(false)
 }
 
 /// External signing: this run's signing request, if SIGN already wrote it.
 fn external_request_of_run(ctx: &GateContext, state: &PipelineState) -> Option<PathBuf> {
     let path = crate::external_sign::request_path(&ctx.state_dir);
     let bytes = std::fs::read(&path).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let same = v.get("version")?.as_str()? == state.version
-        && v.get("git_sha")?.as_str()? == state.git_sha
-        && v.get("code_hash")?.as_str() == state.code_hash.as_deref()
-        && v.get("run_id").and_then(|r| r.as_str()) == state.run_id.as_deref()
-        && v.get("sequence")?.as_u64()? > state.last_sequence;
-    same.then_some(path)
+    is_of_run(&bytes, state).then_some(path)
 }
 
 /// SIGN's verdict while it waits for an externally signed manifest.
