@@ -34,6 +34,8 @@
 //!   signature and HART's verifier accepts it; [`add_manifest_signature`],
 //!   and the bundle that carries both to a node ([`bundle`]).
 //! - [`Floor`]: the persisted anti-rollback floor.
+//! - [`provenance`]: the release's in-toto Statement v1 / SLSA Provenance v1, whose
+//!   SHA-256 the manifest carries in `provenance_sha256`.
 //! - [`ratelimit`]: a pure per-source token bucket (time passed in), used by the
 //!   gossip and HTTP listeners.
 //! - [`secret_env`]: secrets taken out of the environment (and out of the initial
@@ -82,6 +84,7 @@ pub mod fsutil;
 mod keyring;
 mod keys;
 mod manifest;
+pub mod provenance;
 pub mod ratelimit;
 pub mod secret_env;
 
@@ -107,7 +110,7 @@ pub use keys::{
 pub use manifest::{
     DEV_MODE_FIELD, HashScheme, MANIFEST_SCHEMA_VERSION, MAX_FUTURE_SKEW_SECS, MAX_MANIFEST_BYTES,
     Manifest, ManifestKind, RollbackOf, VerifiedManifest, VerifyOptions, dev_mode_manifest,
-    parse_rfc3339, random_canary_seed, rfc3339_seconds, sign_manifest, sign_manifest_detached,
-    sign_manifest_value, sign_manifest_value_detached, unix_now, verify_manifest,
-    verify_manifest_detached, verify_manifest_value, verify_with_pubkey,
+    is_sha256_hex, parse_rfc3339, random_canary_seed, rfc3339_seconds, sign_manifest,
+    sign_manifest_detached, sign_manifest_value, sign_manifest_value_detached, unix_now,
+    verify_manifest, verify_manifest_detached, verify_manifest_value, verify_with_pubkey,
 };

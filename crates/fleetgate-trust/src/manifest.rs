@@ -41,13 +41,14 @@ const V1_REQUIRED: [&str; 13] = [
     "fencing_epoch",
 ];
 /// fleetgate-only fields; a legacy (HART) manifest must have none.
-const FLEETGATE_FIELDS: [&str; 6] = [
+const FLEETGATE_FIELDS: [&str; 7] = [
     "sequence",
     "expires_at",
     "kind",
     "canary_seed",
     "key_ids",
     "fencing_epoch",
+    "provenance_sha256",
 ];
 
 /// `release` or `rollback`.
@@ -201,6 +202,13 @@ pub struct Manifest {
     /// Orchestrator lease epoch (fencing token); 0 when unused.
     #[serde(default)]
     pub fencing_epoch: u64,
+    /// SHA-256 (lowercase hex) of the release's provenance statement file: an in-toto
+    /// Statement v1 with an SLSA Provenance v1 predicate, in canonical JSON, naming the
+    /// digests of every gate's evidence (see [`crate::provenance`]). Signed like every
+    /// other field; left out of the JSON when absent (rollback orders, manifests signed
+    /// by hand), so such manifests are byte-identical to earlier ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance_sha256: Option<String>,
     /// Fields this version does not know, preserved as received.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -228,6 +236,7 @@ impl Default for Manifest {
             canary_seed: String::new(),
             key_ids: Vec::new(),
             fencing_epoch: 0,
+            provenance_sha256: None,
             extra: Map::new(),
         }
     }
@@ -267,6 +276,12 @@ pub fn random_canary_seed() -> Result<String, getrandom::Error> {
 
 fn is_hex(s: &str) -> bool {
     !s.is_empty() && s.len().is_multiple_of(2) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Whether `s` is a SHA-256 digest as fleetgate writes them: 64 lowercase hex characters.
+#[must_use]
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 impl Manifest {
@@ -321,6 +336,13 @@ impl Manifest {
             return Err(format!(
                 "canary_seed {:?} is not a non-empty hex string",
                 self.canary_seed
+            ));
+        }
+        if let Some(p) = &self.provenance_sha256
+            && !is_sha256_hex(p)
+        {
+            return Err(format!(
+                "provenance_sha256 {p:?} is not a SHA-256 digest (64 lowercase hex characters)"
             ));
         }
         match self.kind {

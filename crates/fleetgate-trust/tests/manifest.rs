@@ -939,3 +939,62 @@ fn hash_scheme_is_written_only_when_hart_and_is_signed() {
         Err(SignError::InvalidManifest { .. })
     ));
 }
+
+/// `provenance_sha256` (issue 13): signed like every field, verified by the keyring and
+/// the pinned-key (HART) paths, left out when absent (older manifests keep their bytes),
+/// validated when present, and a reader that does not know it keeps it as an unknown
+/// field without breaking the signature.
+#[test]
+fn provenance_sha256_is_signed_optional_and_validated() {
+    let k = key(1);
+    let digest = "ab".repeat(32);
+    let mut m = manifest(1);
+    m.provenance_sha256 = Some(digest.clone());
+    let signed = sign_manifest(&m, &[&k]).expect("sign");
+    let v = verify(&signed, &ring(&[&k], 1)).expect("verifies");
+    assert_eq!(
+        v.manifest.provenance_sha256.as_deref(),
+        Some(digest.as_str())
+    );
+    verify_with_pubkey(&signed, &k.public_key_hex(), NOW).expect("pinned key");
+
+    // Covered by the signature: changed or removed, the manifest is refused.
+    let mut obj = object(&signed);
+    obj.insert("provenance_sha256".into(), json!("cd".repeat(32)));
+    let changed = serde_json::to_vec(&obj).unwrap();
+    assert!(matches!(
+        verify(&changed, &ring(&[&k], 1)),
+        Err(VerifyError::BadSignature { .. })
+    ));
+    obj.remove("provenance_sha256");
+    let removed = serde_json::to_vec(&obj).unwrap();
+    assert!(matches!(
+        verify(&removed, &ring(&[&k], 1)),
+        Err(VerifyError::BadSignature { .. })
+    ));
+
+    // Absent: not written at all.
+    let plain = sign_manifest(&manifest(1), &[&k]).expect("sign");
+    assert!(!object(&plain).contains_key("provenance_sha256"));
+
+    // A reader without the field (an older agent: unknown fields kept as received) sees
+    // it as an extra field and the signature still holds, because verification works on
+    // the received bytes.
+    #[derive(serde::Deserialize)]
+    struct OlderReader {
+        version: String,
+        #[serde(flatten)]
+        extra: Map<String, Value>,
+    }
+    let older: OlderReader = serde_json::from_slice(&signed).unwrap();
+    assert_eq!(older.version, "v1.2.3");
+    assert_eq!(older.extra["provenance_sha256"], json!(digest));
+
+    // Present but not a SHA-256: refused at signing.
+    let mut bad = manifest(1);
+    bad.provenance_sha256 = Some("XYZ".into());
+    assert!(matches!(
+        sign_manifest(&bad, &[&k]),
+        Err(SignError::InvalidManifest { .. })
+    ));
+}
