@@ -39,6 +39,7 @@ fn manifest(key: &SigningKey) -> Manifest {
         canary_seed: "0f".repeat(16),
         key_ids: vec![key.key_id()],
         fencing_epoch: 0,
+        provenance_sha256: None,
         extra: serde_json::Map::new(),
     }
 }

@@ -22,6 +22,7 @@ mod fleet_cmd;
 mod outbox_cmd;
 mod output;
 mod pipeline_cmd;
+mod provenance_cmd;
 mod serve_cmd;
 mod signing_cmd;
 mod tools_cmd;
@@ -190,6 +191,10 @@ enum Cmd {
     /// Trust files (keyrings): create, co-sign, rotate.
     #[command(subcommand)]
     Trust(trust_cmd::TrustCmd),
+    /// Release provenance (in-toto Statement v1, SLSA Provenance v1) that SIGN writes and
+    /// the signed manifest names by digest: show it, or verify it against a manifest.
+    #[command(subcommand)]
+    Provenance(provenance_cmd::ProvenanceCmd),
     /// The fleet registry: enroll, list, show, remove peers.
     #[command(subcommand)]
     Fleet(fleet_cmd::FleetCmd),
@@ -499,6 +504,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Manifest(ManifestTop::Trust(cmd)) => trust_cmd::run_manifest(cmd),
         Cmd::Manifest(ManifestTop::External(cmd)) => signing_cmd::run(cfg_path, cmd),
         Cmd::Trust(cmd) => trust_cmd::run_trust(cmd),
+        Cmd::Provenance(cmd) => provenance_cmd::run(cfg_path, cmd),
     }
 }
 

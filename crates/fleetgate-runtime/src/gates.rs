@@ -333,6 +333,24 @@ fn sign(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts)
         let mut extra = serde_json::Map::new();
         extra.insert("run_id".into(), json!(state.run_id));
         extra.insert("gates".into(), serde_json::Value::Object(gate_summary));
+        // The provenance statement first: the manifest carries its digest, so the
+        // signature covers the evidence it names.
+        let release = crate::provenance::Release {
+            code_hash: &code_hash,
+            file_manifest_hash: &hashes.file_manifest_hash,
+            hash_scheme: scheme_of(ctx.cfg.stages.build.hash_scheme).as_str(),
+            sequence,
+            now: now_secs,
+        };
+        let provenance_sha256 = match crate::provenance::write(ctx, state, &release)? {
+            Ok((_, digest)) => digest,
+            Err(msg) => {
+                return Ok((
+                    Verdict::failed(msg, json!({"provenance": "evidence changed or missing"})),
+                    GateFacts::default(),
+                ));
+            }
+        };
         let manifest = Manifest {
             schema_version: fleetgate_trust::MANIFEST_SCHEMA_VERSION,
             version: state.version.clone(),
@@ -358,6 +376,7 @@ fn sign(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts)
             })?,
             key_ids: key.as_ref().map(SigningKey::key_id).into_iter().collect(),
             fencing_epoch,
+            provenance_sha256: Some(provenance_sha256),
             extra,
         };
         let Some(key) = key else {
@@ -426,7 +445,11 @@ fn sign(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts)
                         out.display()
                     ),
                     json!({"sequence": m.sequence, "key_ids": v.key_ids, "threshold": keyring.threshold(),
-                           "manifest_file": out.display().to_string(), "expires_at": m.expires_at}),
+                    "manifest_file": out.display().to_string(), "expires_at": m.expires_at,
+                    "provenance_sha256": m.provenance_sha256,
+                    "provenance_file": m.provenance_sha256.as_ref().map(|_| {
+                        crate::provenance::path(&ctx.state_dir, &m.version).display().to_string()
+                    })}),
                 ),
                 GateFacts {
                     manifest: Some(value),
@@ -538,6 +561,11 @@ fn build(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts
     };
     let (failed, run, _) = run_step(ctx, state, Stage::Building, cmd, b.timeout_secs)?;
     figures["build"] = run;
+    crate::provenance::attach(
+        &ctx.state_dir,
+        &mut figures,
+        &[(ctx.log_path(state, Stage::Building), "log", "text/plain")],
+    );
     if let Some(mut v) = failed {
         v.figures = figures;
         return Ok((v, facts));
@@ -576,7 +604,13 @@ fn test(ctx: &GateContext, state: &PipelineState) -> Result<Verdict, RuntimeErro
     // A report left from an earlier attempt must never be read as this run's result.
     let _ = std::fs::remove_file(&report_path);
     let (failed, run, _) = run_step(ctx, state, Stage::Testing, cmd, t.timeout_secs)?;
-    let counts = match junit::read_counts(&report_path) {
+    // The report is kept beside the logs (the checkout is reused by later gates): the
+    // bytes judged are the bytes kept, so the evidence digest is of what was judged.
+    let kept = ctx
+        .log_path(state, Stage::Testing)
+        .with_file_name("junit.xml");
+    let _ = std::fs::remove_file(&kept);
+    let counts = match junit::read_counts_keeping(&report_path, Some(&kept)) {
         Ok(c) => c,
         Err(e) => {
             let why = failed
@@ -592,6 +626,14 @@ fn test(ctx: &GateContext, state: &PipelineState) -> Result<Verdict, RuntimeErro
     let mut v = counts.verdict(ctx.cfg.min_pass_rate());
     v.figures["run"] = run;
     v.figures["report"] = json!(report);
+    crate::provenance::attach(
+        &ctx.state_dir,
+        &mut v.figures,
+        &[
+            (ctx.log_path(state, Stage::Testing), "log", "text/plain"),
+            (kept, "junit", "application/xml"),
+        ],
+    );
     if failed.is_some() && v.outcome == fleetgate_core::Outcome::Passed {
         v.detail = format!(
             "{} (the test command exited non-zero, but the report's pass rate meets the minimum)",
@@ -627,7 +669,17 @@ fn audit(ctx: &GateContext, state: &PipelineState) -> Result<Verdict, RuntimeErr
             )),
         }
     }
-    let figures = json!({"run": run, "guardrails_checked": checked, "guardrail_mismatches": bad});
+    let mut figures =
+        json!({"run": run, "guardrails_checked": checked, "guardrail_mismatches": bad});
+    crate::provenance::attach(
+        &ctx.state_dir,
+        &mut figures,
+        &[(
+            ctx.log_path(state, Stage::Auditing),
+            "audit-output",
+            "text/plain",
+        )],
+    );
     if !bad.is_empty() {
         return Ok(Verdict::failed(
             format!(
@@ -784,12 +836,7 @@ fn run_registered(
     let dir = checkout(&ctx.repo, &state.git_sha, &ctx.checkout_dir(state), false)?;
     let results_path = dir.join(&def.results);
     let _ = std::fs::remove_file(&results_path);
-    let run = state.run_id.clone().unwrap_or_else(|| "run".into());
-    let log = ctx
-        .state_dir
-        .join("logs")
-        .join(run)
-        .join(format!("benchmark-{}.log", def.name));
+    let log = registered_log(ctx, state, &def.name);
     let limit = Duration::from_secs(
         ctx.cfg
             .benchmarks
@@ -864,7 +911,35 @@ fn benchmark(ctx: &GateContext, state: &PipelineState) -> Result<Verdict, Runtim
         Ok(s) => s,
         Err(v) => return Ok(v),
     };
-    bench_store::save(&ctx.state_dir, &snap)?;
+    let saved = bench_store::save(&ctx.state_dir, &snap)?;
+    let mut files = vec![(saved, "benchmark-results", "application/json")];
+    if ctx.cfg.stages.benchmark.command.is_some() {
+        files.push((
+            ctx.log_path(state, Stage::Benchmarking),
+            "log",
+            "text/plain",
+        ));
+    }
+    for name in &snap.registered {
+        files.push((registered_log(ctx, state, name), "log", "text/plain"));
+    }
+    let mut v = judge_benchmarks(ctx, state, &snap)?;
+    crate::provenance::attach(&ctx.state_dir, &mut v.figures, &files);
+    Ok(v)
+}
+
+/// The log of a registered benchmark's run.
+fn registered_log(ctx: &GateContext, state: &PipelineState, name: &str) -> PathBuf {
+    ctx.log_path(state, Stage::Benchmarking)
+        .with_file_name(format!("benchmark-{name}.log"))
+}
+
+/// The BENCHMARK verdict on a stored snapshot: against the last completed version's.
+fn judge_benchmarks(
+    ctx: &GateContext,
+    state: &PipelineState,
+    snap: &Snapshot,
+) -> Result<Verdict, RuntimeError> {
     let Some(last) = &state.last_completed else {
         return Ok(Verdict::passed(
             format!(
@@ -1008,6 +1083,7 @@ pub fn sign_rollback(
             .and_then(|m| m.get("fencing_epoch"))
             .and_then(serde_json::Value::as_u64)
             .unwrap_or(0),
+        provenance_sha256: None,
         extra,
     };
     let bytes = fleetgate_trust::sign_manifest(&m, &[&key])

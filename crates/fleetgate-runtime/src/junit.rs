@@ -10,6 +10,12 @@ pub const MAX_REPORT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Count the test cases of a report on disk.
 pub fn read_counts(path: &Path) -> Result<TestCounts, RuntimeError> {
+    read_counts_keeping(path, None)
+}
+
+/// [`read_counts`], also writing the bytes read to `keep` (when given) before parsing
+/// them: the evidence kept is exactly the report judged.
+pub fn read_counts_keeping(path: &Path, keep: Option<&Path>) -> Result<TestCounts, RuntimeError> {
     let meta =
         std::fs::metadata(path).map_err(|e| RuntimeError::io("read JUnit report", path, e))?;
     if meta.len() > MAX_REPORT_BYTES {
@@ -22,6 +28,13 @@ pub fn read_counts(path: &Path) -> Result<TestCounts, RuntimeError> {
     }
     let text = std::fs::read_to_string(path)
         .map_err(|e| RuntimeError::io("read JUnit report", path, e))?;
+    if let Some(keep) = keep {
+        if let Some(dir) = keep.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io("create", dir, e))?;
+        }
+        fleetgate_store::write_atomic(keep, text.as_bytes(), None)
+            .map_err(|e| RuntimeError::io("keep JUnit report", keep, e))?;
+    }
     parse_counts(&text).map_err(|e| {
         RuntimeError::Report(format!(
             "JUnit report {} is not valid JUnit XML: {e}",

@@ -356,6 +356,7 @@ http = "http://127.0.0.1:{app_port}/health"
         canary_seed: fleetgate_trust::random_canary_seed().map_err(|e| anyhow::anyhow!("{e}"))?,
         key_ids: vec![key.key_id()],
         fencing_epoch: 0,
+        provenance_sha256: None,
         extra: serde_json::Map::new(),
     };
     let bytes = fleetgate_trust::sign_manifest(&provision, &[&key])?;
