@@ -69,9 +69,22 @@ fn external_signing_completes_sign_with_a_key_the_orchestrator_never_had() {
     assert_eq!(req["version"], "v1.0.0");
     assert_eq!(req["run_id"], s["run_id"]);
     assert!(!env.state_dir().join("release_manifest.json").exists());
+    // The request carries the provenance statement's digest, so the signer signs it too.
+    let statement = env.state_dir().join("provenance/v1.0.0.intoto.json");
+    let st_bytes = std::fs::read(&statement).unwrap();
+    use sha2::Digest as _;
+    assert_eq!(
+        req["provenance_sha256"],
+        hex::encode(sha2::Sha256::digest(&st_bytes))
+    );
     // Checking again keeps the same request: its sequence and seed are fixed.
     env.fg(&["advance"]);
     assert_eq!(std::fs::read(&request).unwrap(), req_bytes);
+    assert_eq!(
+        std::fs::read(&statement).unwrap(),
+        st_bytes,
+        "and its statement"
+    );
 
     // A signer that changes a field: refused, naming it.
     let mut altered = req.clone();
@@ -89,6 +102,20 @@ fn external_signing_completes_sign_with_a_key_the_orchestrator_never_had() {
         text(&out)
     );
     assert!(text(&out).contains("`sequence`"), "{}", text(&out));
+    // Nor may the signer swap the statement.
+    let mut swapped = req.clone();
+    swapped["provenance_sha256"] = serde_json::json!("0".repeat(64));
+    std::fs::write(&altered_req, serde_json::to_vec(&swapped).unwrap()).unwrap();
+    let out = sign_request(&signer, &altered_req, &key, &altered_signed);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = env.fg(&["manifest", "submit", altered_signed.to_str().unwrap()]);
+    assert_ne!(
+        code(&out),
+        0,
+        "a swapped statement was accepted: {}",
+        text(&out)
+    );
+    assert!(text(&out).contains("`provenance_sha256`"), "{}", text(&out));
 
     // A key the trust file does not pin: refused.
     let stranger = signer.join("stranger.key");
@@ -130,6 +157,19 @@ fn external_signing_completes_sign_with_a_key_the_orchestrator_never_had() {
     assert_ne!(s["stage"], "signing");
     assert_eq!(s["manifest"]["sequence"], req["sequence"]);
     assert_eq!(s["manifest"]["canary_seed"], req["canary_seed"]);
+    assert_eq!(s["manifest"]["provenance_sha256"], req["provenance_sha256"]);
+    let out = env.fg(&[
+        "provenance",
+        "verify",
+        "--manifest",
+        env.state_dir()
+            .join("release_manifest.json")
+            .to_str()
+            .unwrap(),
+        "--statement",
+        statement.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
     let verify = env.fg(&[
         "manifest",
         "verify",

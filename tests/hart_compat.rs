@@ -384,6 +384,31 @@ fn the_pipeline_with_hash_scheme_hart_builds_and_signs_harts_hashes() {
     assert_eq!(m["hash_scheme"], "hart");
     assert_eq!(m["code_hash"], hart["code_hash"]);
     assert_eq!(m["file_manifest_hash"], hart["file_manifest_hash"]);
+    // The pipeline's manifest names its provenance statement; HART's verifier, which signs
+    // over every field but master_signature, still accepts it (and the field is covered).
+    assert_eq!(
+        m["provenance_sha256"].as_str().map(str::len),
+        Some(64),
+        "{m}"
+    );
+    if cryptography_available() {
+        let mp = env.state_dir().join("release_manifest.json");
+        let v = python(HART_VERIFY_PY, &[p(&mp)]);
+        assert_eq!(v["hart_valid"], true, "{v}");
+        assert!(
+            v["fields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f == "provenance_sha256"),
+            "{v}"
+        );
+        let forged = env.dir.path().join("forged.json");
+        let mut fm = m.clone();
+        fm["provenance_sha256"] = "0".repeat(64).into();
+        std::fs::write(&forged, serde_json::to_vec(&fm).unwrap()).unwrap();
+        assert_eq!(python(HART_VERIFY_PY, &[p(&forged)])["hart_valid"], false);
+    }
 }
 
 #[test]
