@@ -177,13 +177,10 @@ fn show(cfg_path: Option<&Path>, a: &ShowArgs) -> anyhow::Result<ExitCode> {
     let st = parse_statement(&bytes)?;
     let digest = sha256_hex(&bytes);
     let checks = check_byproducts(&st, &state_dir);
-    // Does the current manifest (if it is this version's) name this statement?
-    let manifest_path = fleetgate_runtime::gates::manifest_path(&state_dir);
-    let named = std::fs::read(&manifest_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .filter(|m| m["version"] == version.as_str())
-        .map(|m| m["provenance_sha256"] == digest.as_str());
+    // Does a manifest of this version (the current one, or one archived by SIGN) name it?
+    let found = manifest_of(&state_dir, &version, &digest);
+    let named = found.as_ref().map(|(_, n)| *n);
+    let manifest_path = found.map(|(p, _)| p).unwrap_or_default();
     if a.json {
         print_json(&json!({
             "version": version,
@@ -211,6 +208,42 @@ fn show(cfg_path: Option<&Path>, a: &ShowArgs) -> anyhow::Result<ExitCode> {
         print_checks(&checks);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A manifest of `version` in the state directory — `release_manifest.json`, then the
+/// archive `manifests/*.json` (newest first; bundles too) — preferring one whose
+/// `provenance_sha256` is `digest`: its path, and whether it names `digest`.
+fn manifest_of(state_dir: &Path, version: &str, digest: &str) -> Option<(PathBuf, bool)> {
+    let mut candidates = vec![fleetgate_runtime::gates::manifest_path(state_dir)];
+    if let Ok(entries) = std::fs::read_dir(state_dir.join("manifests")) {
+        let mut archived: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        archived.sort();
+        archived.reverse();
+        candidates.extend(archived);
+    }
+    let mut other = None;
+    for path in candidates {
+        let Ok(bytes) = fsutil::read_limited(&path, fleetgate_trust::MAX_DOCUMENT_BYTES as u64)
+        else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
+        };
+        let m = if v.get("manifest").is_some_and(serde_json::Value::is_object) {
+            &v["manifest"]
+        } else {
+            &v
+        };
+        if m["version"] != version {
+            continue;
+        }
+        if m["provenance_sha256"] == digest {
+            return Some((path, true));
+        }
+        other.get_or_insert(path);
+    }
+    other.map(|p| (p, false))
 }
 
 fn keyring(cfg_path: Option<&Path>, a: &VerifyArgs) -> anyhow::Result<(Keyring, bool)> {
