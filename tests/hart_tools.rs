@@ -116,10 +116,19 @@ fn hart_style_tool_calls_succeed_and_answer_with_harts_keys() {
     assert_eq!(r["stage"], "building");
     assert_eq!(r["git_sha"].as_str().unwrap().len(), 40, "{r}");
 
+    // advance_upgrade_pipeline {}: BUILD runs and passes; HART's `in_progress` is true
+    // only while a gate is still working.
+    let r = tool(&env, "advance_upgrade_pipeline", json!({}));
+    assert_eq!(r["success"], true, "{r}");
+    assert_eq!(r["stage_evaluated"], "building", "{r}");
+    assert_eq!(r["outcome"], "passed", "{r}");
+    assert_eq!(r["stage"], "testing", "{r}");
+    assert_eq!(r["in_progress"], false, "{r}");
+
     // rollback_upgrade {}: HART's reason defaults to "", the state still records one.
     let r = tool(&env, "rollback_upgrade", json!({}));
     assert_eq!(r["success"], true, "{r}");
-    assert_eq!(r["rolled_back_from"], "building", "{r}");
+    assert_eq!(r["rolled_back_from"], "testing", "{r}");
     assert_eq!(r["stage"], "rolled_back");
     let reason = r["reason"].as_str().unwrap();
     assert!(!reason.is_empty());
@@ -141,6 +150,32 @@ const HART_TESTING: &str = r#"{
   ],
   "code_hash": "9f2c"
 }"#;
+
+/// HART's orchestrator in its canary window: the release already runs on canary nodes.
+const HART_CANARY: &str = r#"{
+  "stage": "canary",
+  "version": "v1.0.0",
+  "git_sha": "",
+  "started_at": 1771864669.14,
+  "stage_history": [
+    {"stage": "building", "at": 1771864669.14},
+    {"stage": "testing", "at": 1771864671.5},
+    {"stage": "auditing", "at": 1771864680.0},
+    {"stage": "benchmarking", "at": 1771864690.0},
+    {"stage": "signing", "at": 1771864700.0},
+    {"stage": "canary", "at": 1771864710.0}
+  ],
+  "code_hash": "9f2c"
+}"#;
+
+fn warnings(s: &Value) -> Vec<String> {
+    s["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap().to_owned())
+        .collect()
+}
 
 fn write_hart_state(dir: &Path, text: &str) {
     std::fs::create_dir_all(dir).unwrap();
@@ -189,6 +224,20 @@ fn a_hart_run_in_progress_is_adopted_and_its_gates_run_again() {
         ["building", "testing", "building"],
         "HART's history is kept and the adoption recorded"
     );
+    let adopted = &s["stage_history"][2];
+    assert_eq!(adopted["from"], "testing");
+    let reason = adopted["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("adopted from a HART state file at `testing`")
+            && reason.contains("no evidence it can check")
+            && reason.contains("nothing had left HART's orchestrator"),
+        "{reason}"
+    );
+    assert_eq!(
+        warnings(&s),
+        [format!("this run was {reason}")],
+        "status says why while the run is active"
+    );
     // BUILD pins the commit HART left empty (the version's tag) and runs.
     let out = env.fg(&["advance", "--json"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
@@ -200,6 +249,64 @@ fn a_hart_run_in_progress_is_adopted_and_its_gates_run_again() {
         std::fs::read_to_string(env.state_dir().join("upgrade_state.json.hart-orig")).unwrap(),
         HART_TESTING
     );
+}
+
+#[test]
+fn a_hart_run_adopted_in_its_canary_window_restarts_at_build_and_says_the_release_left() {
+    let env = Env::new();
+    write_hart_state(&env.state_dir(), HART_CANARY);
+    let out = env.fg(&["status"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        text(&out).contains("warning: this run was adopted from a HART state file at `canary`"),
+        "{}",
+        text(&out)
+    );
+    let s = env.status();
+    assert_eq!(s["stage"], "building", "{s}");
+    assert_eq!(
+        s["canary"],
+        Value::Null,
+        "HART kept no canary record to resume"
+    );
+    assert_eq!(s["manifest"], Value::Null, "nor a signed manifest");
+    let last = s["stage_history"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["from"], "canary");
+    let reason = last["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("HART had already sent this release to its canary nodes")
+            && reason.contains("no rollback order is sent"),
+        "{reason}"
+    );
+    // The same over the tools.
+    let r = tool(&env, "check_upgrade_status", json!({}));
+    assert!(r["warnings"].to_string().contains("canary nodes"), "{r}");
+
+    // BUILD runs; the file is fleetgate's from the first write on, and the warning stays
+    // while the adopted run is active.
+    let out = env.fg(&["advance"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let on_disk: Value =
+        serde_json::from_slice(&std::fs::read(env.state_dir().join("upgrade_state.json")).unwrap())
+            .unwrap();
+    assert_eq!(on_disk["schema_version"], 1);
+    assert_eq!(on_disk["stage"], "testing");
+    let s = env.status();
+    assert!(warnings(&s)[0].contains("canary nodes"), "{s}");
+
+    // Rolled back before fleetgate's own CANARY: as the reason said, no order is queued
+    // (fleetgate never sent the release to any node), and the warning goes.
+    let out = env.fg(&["rollback", "--reason", "operator", "--json"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let s = env.status();
+    assert_eq!(s["stage"], "rolled_back");
+    assert_eq!(s["outbox"], json!([]), "{s}");
+    assert_eq!(warnings(&s), Vec::<String>::new());
 }
 
 #[test]
@@ -367,4 +474,100 @@ fn hart_variables_never_reach_gate_commands_and_dev_mode_skips_nothing() {
         r["warnings"].to_string().contains("HEVOLVE_DEV_MODE"),
         "{r}"
     );
+}
+
+/// A run rolled back during CANARY after node-x got its release, with an earlier
+/// completed release to return to (`record`): `advance` signs the rollback order into
+/// `state/manifests/rollback-<effect>.json` (delivering it to node-x fails: no such node).
+fn signed_rollback_order(env: &Env, record: fleetgate::core::CompletedRelease) -> Value {
+    use fleetgate::core::{Effect, EffectAction, RollbackScope, Stage};
+    let out = env.fg(&["start", "v1.0.0"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let store = fleetgate::store::StateDir::open(env.state_dir()).unwrap();
+    let mut st = store.load().unwrap();
+    let id = format!("{}-1", st.run_id.clone().unwrap());
+    st.stage = Stage::RolledBack;
+    st.rollback_reason = Some("canary unhealthy".into());
+    let mut sent = fleetgate::core::fleet::NodeDelivery::new("node-x", true);
+    sent.sending(0);
+    st.canary = Some(fleetgate::core::fleet::CanaryProgress {
+        deliveries: vec![sent],
+        ..Default::default()
+    });
+    st.last_completed = Some(record);
+    st.effects_ordered = 1;
+    st.outbox.push(Effect {
+        id: id.clone(),
+        action: EffectAction::SendRollback {
+            scope: RollbackScope::Canary,
+            reason: "canary unhealthy".into(),
+        },
+        attempts: 0,
+        last_error: None,
+        revocation: None,
+    });
+    store.save(&st).unwrap();
+    let _ = env.fg(&["advance"]);
+    let order = env
+        .state_dir()
+        .join("manifests")
+        .join(format!("rollback-{id}.json"));
+    let bytes = std::fs::read(&order).unwrap_or_else(|e| {
+        panic!(
+            "no rollback order at {} ({e}); status: {}",
+            order.display(),
+            env.status()
+        )
+    });
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[test]
+fn a_rollback_order_names_the_hash_scheme_the_returned_to_release_was_signed_with() {
+    use fleetgate::core::CompletedRelease;
+    use fleetgate::core::config::HashScheme;
+    let back = |scheme: Option<HashScheme>, sequence: Option<u64>| CompletedRelease {
+        version: "v0.9.0".into(),
+        git_sha: "0".repeat(40),
+        code_hash: Some("ab".repeat(32)),
+        run_id: "earlier".into(),
+        sequence,
+        hash_scheme: scheme,
+    };
+
+    // The config now says `hart`; v0.9.0 was signed with `git`: the order says `git`
+    // (a manifest leaves the default scheme out).
+    let env = Env::new();
+    env.edit_config(
+        "[stages.build]\n",
+        "[stages.build]\nhash_scheme = \"hart\"\n",
+    );
+    let order = signed_rollback_order(&env, back(Some(HashScheme::Git), Some(5)));
+    assert_eq!(order["kind"], "rollback", "{order}");
+    assert_eq!(order["return_to_code_hash"], "ab".repeat(32));
+    assert!(
+        order.get("hash_scheme").is_none(),
+        "git, not the config's hart: {order}"
+    );
+
+    // The other way round: config `git`, v0.9.0 signed with `hart`.
+    let env = Env::new();
+    let order = signed_rollback_order(&env, back(Some(HashScheme::Hart), Some(5)));
+    assert_eq!(order["hash_scheme"], "hart", "{order}");
+    assert_eq!(order["return_to_code_hash"], "ab".repeat(32));
+
+    // A record written before fleetgate kept the scheme: the archived manifest of its
+    // sequence says which.
+    let env = Env::new();
+    let archive = env.state_dir().join("manifests");
+    std::fs::create_dir_all(&archive).unwrap();
+    std::fs::write(
+        archive.join("5.json"),
+        json!({"version": "v0.9.0", "git_sha": "0".repeat(40), "sequence": 5,
+               "code_hash": "ab".repeat(32), "hash_scheme": "hart"})
+        .to_string(),
+    )
+    .unwrap();
+    let order = signed_rollback_order(&env, back(None, Some(5)));
+    assert_eq!(order["hash_scheme"], "hart", "{order}");
 }

@@ -51,6 +51,7 @@ fn an_undeliverable_rollback_order_is_listed_retried_abandoned_and_start_is_acce
         code_hash: None,
         run_id: "earlier".into(),
         sequence: Some(5),
+        hash_scheme: None,
     });
     st.effects_ordered = 1;
     st.outbox.push(Effect {
@@ -208,6 +209,7 @@ fn after_a_quarantined_state_file_the_next_run_still_compares_against_the_last_r
         code_hash: st.code_hash.clone(),
         run_id: st.run_id.clone().unwrap(),
         sequence: Some(sequence),
+        hash_scheme: None,
     });
     store.save(&st).unwrap();
 

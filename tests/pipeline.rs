@@ -193,6 +193,7 @@ fn a_benchmark_regression_against_the_last_completed_version_rolls_back_with_the
         code_hash: None,
         run_id: "earlier".into(),
         sequence: None,
+        hash_scheme: None,
     });
     store.save(&st).unwrap();
     // A newer snapshot of an unrelated version on disk must not become the baseline.

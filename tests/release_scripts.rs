@@ -118,6 +118,55 @@ fn expected_hashes(repo: &Path, rev: &str) -> (String, String) {
     (sha256_hex(lines.as_bytes()), sha256_hex(json.as_bytes()))
 }
 
+/// HART's code hash and file manifest hash of the tree at `dir`, computed here from the
+/// README's description of the `hart` scheme (not with fleetgate): the `*.py` files on
+/// disk, never entering a skipped directory; sorted `relpath:sha256` lines joined by "\n"
+/// without a trailing one; `json.dumps({relpath: sha256}, sort_keys=True)` with Python's
+/// default separators (ASCII names only here: no escaping needed).
+fn expected_hart_hashes(dir: &Path) -> (String, String, Vec<String>) {
+    const SKIPPED: [&str; 12] = [
+        "__pycache__",
+        "venv310",
+        "venv",
+        ".venv",
+        ".git",
+        ".idea",
+        "agent_data",
+        "tests",
+        "node_modules",
+        "hevolve_backend.egg-info",
+        "autogen-0.2.37",
+        ".pycharm_plugin",
+    ];
+    fn walk(top: &Path, here: &Path, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(here).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            if path.is_dir() {
+                if !SKIPPED.contains(&name.as_str()) {
+                    walk(top, &path, out);
+                }
+            } else if name.len() > 3 && name.ends_with(".py") {
+                let rel = path.strip_prefix(top).unwrap().to_str().unwrap().to_owned();
+                out.push((rel, sha256_hex(&std::fs::read(&path).unwrap())));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, dir, &mut files);
+    files.sort();
+    let lines: Vec<String> = files.iter().map(|(p, h)| format!("{p}:{h}")).collect();
+    let json: Vec<String> = files
+        .iter()
+        .map(|(p, h)| format!("\"{p}\": \"{h}\""))
+        .collect();
+    (
+        sha256_hex(lines.join("\n").as_bytes()),
+        sha256_hex(format!("{{{}}}", json.join(", ")).as_bytes()),
+        files.into_iter().map(|(p, _)| p).collect(),
+    )
+}
+
 struct Fixture {
     dir: tempfile::TempDir,
     repo: PathBuf,
@@ -327,6 +376,8 @@ fn sign_release_signs_the_tagged_commit_and_the_manifest_verifies() {
     assert_eq!(o["git_sha"], tag_sha);
     assert_eq!(o["code_hash"], code_hash);
     assert_eq!(o["file_manifest_hash"], file_manifest_hash);
+    assert_eq!(o["hash_scheme"], "git", "the default scheme");
+    assert!(m.get("hash_scheme").is_none(), "git is the field's absence");
     assert_eq!(o["manifest"], p(&manifest));
     assert_eq!(o["sequence"], m["sequence"].to_string());
     assert_eq!(o["key_id"], m["key_ids"][0].as_str().unwrap());
@@ -452,4 +503,124 @@ fn sign_release_fails_closed_and_never_prints_the_key() {
     a.push(fx.key.clone());
     let out = sign(Some(&fx.key), &a);
     assert_eq!(code(&out), 2, "{}", both(&out));
+}
+
+#[test]
+fn sign_release_with_hash_scheme_hart_signs_harts_code_hash_of_the_tag() {
+    let fx = Fixture::new();
+    // A Python release on top of the fixture: nested packages, CRLF bytes, an empty file,
+    // directories HART never enters, files it does not hash; tagged v1.3.0, then changed.
+    let repo = &fx.repo;
+    git(repo, &["config", "core.autocrlf", "false"]);
+    for (rel, bytes) in [
+        ("app.py", &b"print('hello')\n"[..]),
+        ("pkg/__init__.py", b""),
+        ("pkg/crlf.py", b"x = 1\r\ny = 2\r\n"),
+        ("pkg/sub/deep.py", b"DEEP = 1\n"),
+        ("tests/test_app.py", b"SKIPPED = 1\n"),
+        ("pkg/venv/site.py", b"SKIPPED = 1\n"),
+        ("node_modules/x.py", b"SKIPPED = 1\n"),
+        ("pkg/data.pyc", b"not hashed\n"),
+    ] {
+        let path = repo.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-q", "-m", "v1.3.0"]);
+    git(repo, &["tag", "v1.3.0"]);
+    std::fs::write(repo.join("app.py"), "print('after the tag')\n").unwrap();
+    git(repo, &["commit", "-q", "-am", "after v1.3.0"]);
+
+    // What HART computes on a clean clone of the tag (made by git, not fleetgate).
+    let clone = fx.dir.path().join("clone");
+    git(
+        fx.dir.path(),
+        &[
+            "clone",
+            "-q",
+            "-c",
+            "core.autocrlf=false",
+            "--branch",
+            "v1.3.0",
+            p(repo),
+            p(&clone),
+        ],
+    );
+    let (code_hash, file_manifest_hash, files) = expected_hart_hashes(&clone);
+    assert_eq!(
+        files,
+        [
+            "app.py",
+            "pkg/__init__.py",
+            "pkg/crlf.py",
+            "pkg/sub/deep.py"
+        ],
+        "the files HART hashes"
+    );
+
+    let manifest = fx.dir.path().join("dist/release_manifest.json");
+    let sign = |scheme: &str, out_file: &Path| {
+        fx.sign(
+            Some(&fx.key),
+            &[
+                "--version",
+                "v1.3.0",
+                "--repo",
+                p(repo),
+                "--output",
+                p(out_file),
+                "--trust",
+                p(&fx.trust),
+                "--hash-scheme",
+                scheme,
+            ],
+        )
+    };
+    let out = sign("hart", &manifest);
+    assert_eq!(code(&out), 0, "{}", both(&out));
+    assert_eq!(code(&fx.verify(&manifest)), 0);
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    assert_eq!(
+        m["hash_scheme"], "hart",
+        "the manifest names its scheme: {m}"
+    );
+    assert_eq!(
+        m["code_hash"],
+        code_hash.as_str(),
+        "HART's code hash of the tag"
+    );
+    assert_eq!(m["file_manifest_hash"], file_manifest_hash.as_str());
+    let o = outputs(&out);
+    assert_eq!(o["hash_scheme"], "hart");
+    assert_eq!(o["code_hash"], code_hash);
+    assert_eq!(o["file_manifest_hash"], file_manifest_hash);
+    assert!(
+        stderr(&out).contains("hash scheme:        hart"),
+        "{}",
+        both(&out)
+    );
+
+    // `git` (the default, said explicitly): the hashes of every tracked blob, no field.
+    let git_manifest = fx.dir.path().join("git.json");
+    let out = sign("git", &git_manifest);
+    assert_eq!(code(&out), 0, "{}", both(&out));
+    let g: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&git_manifest).unwrap()).unwrap();
+    assert!(g.get("hash_scheme").is_none(), "{g}");
+    assert_eq!(g["code_hash"], expected_hashes(repo, "v1.3.0").0.as_str());
+    assert_eq!(outputs(&out)["hash_scheme"], "git");
+
+    // Anything else is a usage error, before anything is signed.
+    let refused = fx.dir.path().join("refused.json");
+    for bad in ["HART", "svn", ""] {
+        let out = sign(bad, &refused);
+        assert_eq!(code(&out), 2, "{bad:?}: {}", both(&out));
+        assert!(
+            stderr(&out).contains("--hash-scheme must be git or hart"),
+            "{}",
+            both(&out)
+        );
+        assert!(!refused.exists());
+    }
 }

@@ -3,7 +3,8 @@
 #
 #   FLEETGATE_SIGNING_KEY_HEX=… scripts/release/sign-release.sh \
 #       --version vX.Y.Z [--repo DIR] [--rev REV] [--output FILE] \
-#       (--trust TRUST.json | --pubkey HEX|FILE.pub) [--expires-in 30d]
+#       (--trust TRUST.json | --pubkey HEX|FILE.pub) [--expires-in 30d] \
+#       [--hash-scheme git|hart]
 #
 #   --version     the release tag; validated by validate-tag.sh (semver with a leading v).
 #   --repo        the git repository to hash (default: .).
@@ -15,18 +16,27 @@
 #   --pubkey      or: one public key (64 hex chars or a .pub file); a 1-of-1 trust file
 #                 is built from it with `fleetgate trust init`.
 #   --expires-in  lifetime of the manifest (fleetgate's default: 30d).
+#   --hash-scheme how the code hash and file manifest hash are computed (default: git):
+#                 `git`, fleetgate's own (every file git tracks at the commit, blob
+#                 bytes); `hart`, HART's `compute_code_hash` (the *.py files of a clean
+#                 checkout of the commit, bytes on disk), so HART nodes accept the release.
+#                 It must be the scheme of the `[stages.build] hash_scheme` your
+#                 orchestrator and nodes use; the manifest names it (`hash_scheme`, left
+#                 out for `git`).
 #
 # The secret comes only from $FLEETGATE_SIGNING_KEY_HEX (the 32-byte Ed25519 seed as 64 hex
 # characters, what `fleetgate keygen` writes). It is never an argument, never printed and
 # is handed to `fleetgate manifest sign` alone. $MASTER_PRIVATE_KEY_HEX is ignored.
 # The fleetgate binary is ${FLEETGATE_BIN:-fleetgate}.
 #
-# Steps: `fleetgate manifest sign --repo … --rev … --version …` (code hash and file
-# manifest hash of the files git tracks at the commit), then `fleetgate manifest verify
-# --trust …`, then cross-checks of the verified manifest (version, git sha, hash shapes).
+# Steps: `fleetgate manifest sign --repo … --rev … --version … --hash-scheme …` (code
+# hash and file manifest hash of the commit under that scheme), then `fleetgate manifest
+# verify --trust …`, then cross-checks of the verified manifest (version, git sha, hash
+# scheme, hash shapes).
 #
 # stdout, on success, in $GITHUB_OUTPUT format:
-#   version=…  git_sha=…  code_hash=…  file_manifest_hash=…  key_id=…  sequence=…  manifest=…
+#   version=…  git_sha=…  code_hash=…  file_manifest_hash=…  hash_scheme=…  key_id=…
+#   sequence=…  manifest=…
 # Progress and errors go to stderr. Exit codes: 0 signed and verified; 1 refused (with the
 # reason); 2 usage; the code of `fleetgate manifest verify` (10-19) when it refuses.
 set -euo pipefail
@@ -43,6 +53,7 @@ usage() {
   cat >&2 <<EOF
 usage: $0 --version vX.Y.Z [--repo DIR] [--rev REV] [--output FILE]
           (--trust TRUST.json | --pubkey HEX|FILE.pub) [--expires-in DURATION]
+          [--hash-scheme git|hart]
 The signing key is read from the environment variable FLEETGATE_SIGNING_KEY_HEX only.
 EOF
   exit 2
@@ -57,9 +68,10 @@ output="release_manifest.json"
 trust=""
 pubkey=""
 expires_in=""
+hash_scheme="git"
 while [ $# -gt 0 ]; do
   case "$1" in
-    --version | --repo | --rev | --output | --trust | --pubkey | --expires-in)
+    --version | --repo | --rev | --output | --trust | --pubkey | --expires-in | --hash-scheme)
       [ $# -ge 2 ] || usage
       case "$1" in
         --version) version="$2" ;;
@@ -69,6 +81,7 @@ while [ $# -gt 0 ]; do
         --trust) trust="$2" ;;
         --pubkey) pubkey="$2" ;;
         --expires-in) expires_in="$2" ;;
+        --hash-scheme) hash_scheme="$2" ;;
       esac
       shift 2
       ;;
@@ -102,6 +115,13 @@ fi
   say "--version is required"
   usage
 }
+case "$hash_scheme" in
+  git | hart) ;;
+  *)
+    say "--hash-scheme must be git or hart, not \"$(printf '%s' "$hash_scheme" | head -c 40 | tr -c '[:print:]' '?')\""
+    usage
+    ;;
+esac
 if [ -n "$trust" ] && [ -n "$pubkey" ]; then
   say "give one of --trust and --pubkey, not both"
   usage
@@ -145,9 +165,9 @@ fi
 
 # 3. Sign. The key reaches fleetgate through its environment only (not argv).
 sign_args=(manifest sign --repo "$repo" --rev "$rev" --version "$version"
-  --output "$work/release_manifest.json" --json)
+  --hash-scheme "$hash_scheme" --output "$work/release_manifest.json" --json)
 [ -z "$expires_in" ] || sign_args+=(--expires-in "$expires_in")
-say "signing $version ($git_sha) of $repo"
+say "signing $version ($git_sha) of $repo, hash scheme $hash_scheme"
 if ! signed="$(FLEETGATE_SIGNING_KEY_HEX="$signing_key" "$fleetgate" "${sign_args[@]}")"; then
   die "fleetgate manifest sign failed (see above)"
 fi
@@ -183,6 +203,9 @@ v_code="$(field code_hash <<<"$verified")"
 v_seq="$(field sequence <<<"$verified")"
 m_code="$(field code_hash <"$m")"
 m_files="$(field file_manifest_hash <"$m")"
+# The manifest names a non-default scheme; `git` is the field's absence.
+m_scheme="$(field hash_scheme <"$m")"
+v_scheme="$(field hash_scheme <<<"$verified")"
 key_id="$(field key_id <<<"$signed")"
 [ "$v_version" = "$version" ] || die "the verified manifest is for version \"$v_version\", not $version"
 [ "$v_sha" = "$git_sha" ] || die "the verified manifest names commit $v_sha, not $git_sha ($rev)"
@@ -190,6 +213,10 @@ key_id="$(field key_id <<<"$signed")"
 [ "$m_code" = "$v_code" ] || die "the manifest file's code_hash differs from the verified one"
 [[ "$m_files" =~ ^[0-9a-f]{64}$ ]] || die "the manifest has no well-formed file_manifest_hash"
 [[ "$v_seq" =~ ^[0-9]+$ ]] || die "the verified manifest has no sequence"
+[ "${m_scheme:-git}" = "$hash_scheme" ] ||
+  die "the manifest names hash scheme \"${m_scheme:-git}\", not $hash_scheme"
+[ "${v_scheme:-git}" = "$hash_scheme" ] ||
+  die "the verified manifest's hash scheme is \"${v_scheme:-git}\", not $hash_scheme"
 
 # 6. Publish the verified file atomically.
 tmp_out="$(mktemp "$out_dir/.release_manifest.XXXXXX")"
@@ -202,6 +229,7 @@ say "verified: $version signed by key $key_id (sequence $v_seq)"
 say "git sha:            $git_sha"
 say "code hash:          $v_code"
 say "file manifest hash: $m_files"
+say "hash scheme:        $hash_scheme"
 say "manifest:           $output"
-printf 'version=%s\ngit_sha=%s\ncode_hash=%s\nfile_manifest_hash=%s\nkey_id=%s\nsequence=%s\nmanifest=%s\n' \
-  "$version" "$git_sha" "$v_code" "$m_files" "$key_id" "$v_seq" "$output"
+printf 'version=%s\ngit_sha=%s\ncode_hash=%s\nfile_manifest_hash=%s\nhash_scheme=%s\nkey_id=%s\nsequence=%s\nmanifest=%s\n' \
+  "$version" "$git_sha" "$v_code" "$m_files" "$hash_scheme" "$key_id" "$v_seq" "$output"

@@ -75,6 +75,7 @@ pub fn status(cfg_path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|p| format!("a corrupt state file was moved aside to {}", p.display()))
             .collect();
+        warnings.extend(fleetgate_store::adoption_warning(&state));
         warnings.extend(hart_env_warnings());
         v["warnings"] = serde_json::json!(warnings);
         v["skipped_gates"] = serde_json::json!(state.skipped_gates());
@@ -82,7 +83,10 @@ pub fn status(cfg_path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
         print_json(&v)?;
     } else {
         output::print_status(&state, &quarantined);
-        for w in hart_env_warnings() {
+        for w in fleetgate_store::adoption_warning(&state)
+            .into_iter()
+            .chain(hart_env_warnings())
+        {
             println!("warning: {w}");
         }
         println!("{}", fleetgate_runtime::sandbox::isolation().line());

@@ -5,6 +5,7 @@
 //! the events. Every transition bumps `epoch`; a gate result carries the epoch it was
 //! started under and is discarded if the run moved on meanwhile (a rollback always wins).
 
+use crate::config::HashScheme;
 use crate::fleet::{CanaryProgress, DeployProgress, RevocationProgress};
 use crate::stage::{OnFailure, RollbackScope, Stage};
 use crate::state::{
@@ -817,6 +818,18 @@ fn order(state: &mut PipelineState, action: EffectAction) -> Effect {
     effect
 }
 
+/// The hash scheme a signed manifest names (`hash_scheme`; its absence, or a value this
+/// build does not know, is `git`, as the manifest format defines it).
+fn manifest_hash_scheme(manifest: &serde_json::Value) -> HashScheme {
+    match manifest
+        .get("hash_scheme")
+        .and_then(serde_json::Value::as_str)
+    {
+        Some("hart") => HashScheme::Hart,
+        _ => HashScheme::Git,
+    }
+}
+
 fn gate_evaluated(
     state: &mut PipelineState,
     stage: Stage,
@@ -859,6 +872,7 @@ fn gate_evaluated(
                             .and_then(|m| m.get("sequence"))
                             .and_then(|s| s.as_u64())
                     }),
+                    hash_scheme: state.manifest.as_ref().map(manifest_hash_scheme),
                 });
                 vec![Command::Finished {
                     stage: Stage::Completed,

@@ -114,6 +114,11 @@ pub struct CompletedRelease {
     /// Manifest sequence, when it was signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequence: Option<u64>,
+    /// How `code_hash` was computed: the `hash_scheme` of the release's signed manifest
+    /// (a rollback order that returns to this release names it, whatever the config says
+    /// now). Absent in records written before fleetgate kept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_scheme: Option<crate::config::HashScheme>,
 }
 
 /// The whole persisted state of the orchestrator.

@@ -445,3 +445,43 @@ fn an_abandoned_effect_leaves_the_outbox_records_why_and_unblocks_start() {
     .unwrap();
     assert_eq!(s.stage, Stage::Building);
 }
+
+#[test]
+fn a_completed_release_records_the_hash_scheme_its_manifest_was_signed_with() {
+    use fleetgate_core::config::HashScheme;
+    for (manifest, want) in [
+        (json!({"sequence": 7}), HashScheme::Git),
+        (
+            json!({"sequence": 7, "hash_scheme": "git"}),
+            HashScheme::Git,
+        ),
+        (
+            json!({"sequence": 7, "hash_scheme": "hart"}),
+            HashScheme::Hart,
+        ),
+    ] {
+        let mut s = at(Stage::Signing);
+        let epoch = s.epoch;
+        handle(
+            &mut s,
+            Event::GateEvaluated {
+                stage: Stage::Signing,
+                epoch,
+                verdict: Verdict::passed("signed", json!({})),
+                facts: GateFacts {
+                    code_hash: None,
+                    manifest: Some(manifest.clone()),
+                    sequence: Some(7),
+                },
+                now: 3.0,
+            },
+        )
+        .unwrap();
+        while s.stage != Stage::Completed {
+            pass(&mut s);
+        }
+        let c = s.last_completed.unwrap();
+        assert_eq!(c.hash_scheme, Some(want), "{manifest}");
+        assert_eq!(c.sequence, Some(7));
+    }
+}

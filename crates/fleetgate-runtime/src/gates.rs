@@ -1022,6 +1022,40 @@ pub fn resolve(base: &Path, p: &str) -> PathBuf {
     }
 }
 
+/// The hash scheme of a completed release's `code_hash`: its record's (the scheme of its
+/// signed manifest); for a record written before fleetgate kept it, the scheme of its
+/// manifest archived at `state/manifests/<sequence>.json` (a manifest or a co-signed
+/// bundle); only when neither exists, the configured scheme.
+fn completed_hash_scheme(
+    ctx: &GateContext,
+    to: &fleetgate_core::CompletedRelease,
+) -> fleetgate_trust::HashScheme {
+    if let Some(s) = to.hash_scheme {
+        return scheme_of(s);
+    }
+    let archived = to.sequence.and_then(|seq| {
+        let path = ctx.state_dir.join("manifests").join(format!("{seq}.json"));
+        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        let m = if doc.get(fleetgate_trust::cosign::BUNDLE_FIELD).is_some() {
+            doc.get("manifest")?
+        } else {
+            &doc
+        };
+        // The archive must be the release recorded, not a later file at that path.
+        (m.get("version")?.as_str()? == to.version && m.get("git_sha")?.as_str()? == to.git_sha)
+            .then(
+                || match m.get("hash_scheme").and_then(serde_json::Value::as_str) {
+                    Some("hart") => fleetgate_trust::HashScheme::Hart,
+                    _ => fleetgate_trust::HashScheme::Git,
+                },
+            )
+    });
+    archived.unwrap_or_else(|| {
+        tracing::warn!(version = %to.version, "the completed release's record names no hash scheme and its manifest is not archived: assuming the configured one");
+        scheme_of(ctx.cfg.stages.build.hash_scheme)
+    })
+}
+
 /// Sign a rollback manifest returning the fleet to `to` (the last completed release).
 pub fn sign_rollback(
     ctx: &GateContext,
@@ -1054,9 +1088,9 @@ pub fn sign_rollback(
         git_sha: to.git_sha.clone(),
         code_hash: to.code_hash.clone().unwrap_or_default(),
         file_manifest_hash: String::new(),
-        // The scheme of `return_to_code_hash`: the completed release was hashed with the
-        // configured scheme (the release record does not keep it).
-        hash_scheme: scheme_of(ctx.cfg.stages.build.hash_scheme),
+        // The scheme of `return_to_code_hash`: the one the returned-to release was signed
+        // with, never the configured one (which may have changed since).
+        hash_scheme: completed_hash_scheme(ctx, to),
         guardrail_hash: guardrail_hash(&ctx.cfg)?,
         built_at: fleetgate_trust::rfc3339_seconds(now_secs),
         master_public_key: key.public_key_hex(),

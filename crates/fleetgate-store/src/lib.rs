@@ -37,7 +37,7 @@
 pub mod hart;
 mod releases;
 
-pub use hart::HART_ORIGINAL_SUFFIX;
+pub use hart::{ADOPTED_REASON_PREFIX, HART_ORIGINAL_SUFFIX, adoption_warning};
 pub use releases::{RELEASE_HISTORY_LIMIT, RELEASES_FILE, RELEASES_SCHEMA_VERSION, ReleaseRecord};
 
 use fleetgate_core::{PipelineState, SCHEMA_VERSION};

@@ -1,6 +1,7 @@
 //! `releases.json`, the record of completed releases: it survives a quarantined state
 //! file, is itself quarantined when corrupt, and is never behind the state file.
 
+use fleetgate_core::config::HashScheme;
 use fleetgate_core::{
     CompletedRelease, Event, GateFacts, PipelineState, Stage, Verdict, Version, handle,
 };
@@ -65,6 +66,8 @@ fn release(version: &str, run: &str, seq: u64) -> CompletedRelease {
         code_hash: None,
         run_id: run.into(),
         sequence: Some(seq),
+        // SIGN's manifest (below) names no scheme: `git`.
+        hash_scheme: Some(HashScheme::Git),
     }
 }
 

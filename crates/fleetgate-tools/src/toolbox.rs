@@ -423,6 +423,7 @@ impl Toolbox {
         }
         v["pipeline"] = hart_pipeline(&state);
         let mut warnings = o_warn;
+        warnings.extend(fleetgate_store::adoption_warning(&state));
         warnings.extend(env_warnings());
         v["warnings"] = json!(warnings);
         v["next_step"] = json!(next_step);

@@ -219,6 +219,12 @@ fn plan(
         Err(_) => {
             let b =
                 crate::gates::sign_rollback(ctx, state, last, reason).map_err(|e| e.to_string())?;
+            // `manifests/` exists once SIGN archived a release here, but not in a state
+            // directory that never ran SIGN (a moved or restored one).
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("failed to create {}: {e}", dir.display()))?;
+            }
             fleetgate_store::write_atomic(&path, &b, None)
                 .map_err(|e| format!("failed to write {}: {e}", path.display()))?;
             b
