@@ -29,6 +29,7 @@ pub mod gates;
 pub mod junit;
 pub mod orchestrator;
 pub mod outbox;
+pub mod provision;
 pub mod sandbox;
 
 pub use asynchronous::AsyncOrchestrator;
