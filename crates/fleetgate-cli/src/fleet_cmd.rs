@@ -53,6 +53,44 @@ pub enum FleetCmd {
         /// Node id.
         node_id: String,
     },
+    /// Put the first release on empty (or newly enrolled) nodes and record it as the
+    /// completed release, so later runs have a baseline and a rollback target.
+    ///
+    /// The release is sent as a signed manifest (signed here with `[signing] key_file`, or
+    /// one signed elsewhere with --manifest) to every active, verified peer whose heartbeats
+    /// report no code yet (or to the --node peers), and judged on absolute criteria: each
+    /// node must report the release's code hash and a passing health check in its signed
+    /// heartbeats for --observe-secs, and the exception rate over that time must stay at
+    /// or below `[canary] max_exception_rate` (judged once `[canary] min_requests` were
+    /// served). Only between runs; only the completed release once there is one (a newer
+    /// version goes through `fleetgate start`). Safe to run again: nodes that already run
+    /// it are counted, not sent to. Exit status 0 when it passed and was recorded, 4 when a
+    /// check failed (nothing recorded).
+    Provision {
+        /// The release: a version tag (the commit it names), or any name with --git-sha.
+        version: String,
+        /// The commit (default: the tag named VERSION).
+        #[arg(long)]
+        git_sha: Option<String>,
+        /// Provision only this node (repeat for more); default: every active, verified
+        /// peer that runs no code yet.
+        #[arg(long = "node", value_name = "NODE_ID")]
+        nodes: Vec<String>,
+        /// Send this manifest, signed elsewhere (required with `[signing] mode =
+        /// "external"`): it must verify against the trust file and name VERSION and its
+        /// code hash.
+        #[arg(long, value_name = "FILE")]
+        manifest: Option<PathBuf>,
+        /// Seconds every node must keep reporting the release, healthy.
+        #[arg(long, default_value_t = 60)]
+        observe_secs: u64,
+        /// Seconds to wait for every node to report the release at all.
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+        /// Machine-readable output (the report).
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve the fleet endpoints only: POST /api/fleet/heartbeat (signed by node keys)
     /// and GET /api/fleet/peers[/ID]. Runs until SIGTERM/SIGINT.
     Serve {
@@ -204,6 +242,59 @@ pub fn run(o: &Orchestrator, cmd: FleetCmd) -> anyhow::Result<ExitCode> {
                 axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(shutdown).await?;
                 anyhow::Ok(())
             })?;
+        }
+        FleetCmd::Provision {
+            version,
+            git_sha,
+            nodes,
+            manifest,
+            observe_secs,
+            timeout_secs,
+            json,
+        } => {
+            drop(rt);
+            let req = fleetgate_runtime::provision::ProvisionRequest {
+                version: fleetgate_core::Version::parse(&version)
+                    .with_context(|| format!("VERSION {version:?}"))?,
+                git_sha,
+                nodes,
+                manifest,
+                observe: std::time::Duration::from_secs(observe_secs),
+                timeout: std::time::Duration::from_secs(timeout_secs),
+            };
+            let report = o.provision(&req, &mut |line| eprintln!("  {line}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "provision {} ({}): {}",
+                    report.version,
+                    if report.passed {
+                        "passed, recorded as the completed release"
+                    } else {
+                        "FAILED, not recorded"
+                    },
+                    report.detail
+                );
+                for (id, n) in &report.nodes {
+                    println!(
+                        "  {id:<16} {:<16} {}",
+                        n.answer,
+                        if n.ok { "ok" } else { "NOT OK" },
+                    );
+                    if !n.detail.is_empty() {
+                        println!("  {:<16} {}", "", n.detail);
+                    }
+                }
+                for (id, why) in &report.skipped {
+                    println!("  {id:<16} left alone: {why}");
+                }
+            }
+            return Ok(if report.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(4)
+            });
         }
         FleetCmd::Remove { node_id } => {
             rt.block_on(reg.remove_peer(&node_id))?;

@@ -470,7 +470,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             warn_if_isolation_degraded();
             demo::run(args)
         }
-        Cmd::Fleet(cmd) => fleet_cmd::run(&open(cfg_path, false)?, cmd),
+        // Provisioning sends releases to nodes: it excludes `run`/`watch` like they do
+        // each other (the orchestrator lock); the other fleet commands only read or enroll.
+        Cmd::Fleet(cmd) => {
+            let exclusive = matches!(cmd, fleet_cmd::FleetCmd::Provision { .. });
+            fleet_cmd::run(&open(cfg_path, exclusive)?, cmd)
+        }
         Cmd::CanaryHealth { json } => fleet_cmd::canary_health(&open(cfg_path, false)?, json),
         Cmd::Node(NodeCmd::Run { config }) => {
             let cfg = fleetgate_agent::NodeConfig::load(&config)?;

@@ -275,6 +275,10 @@ pub struct CanaryConfig {
     /// Tolerance: the largest relative exception-rate increase that must still pass
     /// (default 0.1 = +10%). The canary's false-rollback bound (1%) holds at and below it.
     pub max_exception_rate_increase: f64,
+    /// The absolute exception rate (exceptions per request, in (0, 1]) a release may show
+    /// where there is no baseline to compare with: `fleetgate fleet provision`, the first
+    /// release onto empty nodes (default 0.05).
+    pub max_exception_rate: f64,
     /// The relative increase that must be caught (95% power). Default
     /// `max(2 × max_exception_rate_increase, 0.5)`; must exceed the tolerance. Between
     /// the two lies the test's indifference zone. Read it through
@@ -387,6 +391,7 @@ impl Default for CanaryConfig {
             window_secs: 1800,
             sample_interval_secs: 30,
             max_exception_rate_increase: 0.1,
+            max_exception_rate: 0.05,
             detect_exception_rate_increase: None,
             pre_window_secs: 1800,
             heartbeat_timeout_secs: 60,
@@ -511,6 +516,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("canary.window_secs", Kind::Int),
     ("canary.sample_interval_secs", Kind::Int),
     ("canary.max_exception_rate_increase", Kind::Float),
+    ("canary.max_exception_rate", Kind::Float),
     ("canary.detect_exception_rate_increase", Kind::Float),
     ("canary.pre_window_secs", Kind::Int),
     ("canary.heartbeat_timeout_secs", Kind::Int),
@@ -965,6 +971,13 @@ impl Config {
             "canary.max_exception_rate_increase",
             c.max_exception_rate_increase,
         )?;
+        if !(c.max_exception_rate > 0.0 && c.max_exception_rate <= 1.0) {
+            return Err(ConfigError::Invalid {
+                key: "canary.max_exception_rate".into(),
+                value: c.max_exception_rate.to_string(),
+                expected: "a fraction of requests in (0, 1] (e.g. 0.05 = 5%)",
+            });
+        }
         let detect = c.detect_increase();
         if !(detect.is_finite() && detect > c.max_exception_rate_increase) {
             return Err(ConfigError::Invalid {
@@ -1322,6 +1335,7 @@ mod tests {
             "max_exception_rate_increase =",
             "detect_exception_rate_increase =",
             "pre_window_secs =",
+            "max_exception_rate =",
         ] {
             assert!(text.contains(key), "init template lacks `{key}`");
         }

@@ -153,6 +153,22 @@ pub enum Event {
         /// Unix seconds.
         now: f64,
     },
+    /// A release was put on (part of) the fleet outside a run (`fleetgate fleet
+    /// provision`: the first release onto empty or newly enrolled nodes) and passed the
+    /// absolute checks. It becomes the completed release — the benchmark baseline and
+    /// what a rollback returns to — and an entry is added to `stage_history`. Refused while
+    /// a run is in progress, and for a version other than the completed one (a newer
+    /// version goes through a run).
+    Provisioned {
+        /// The release now on the nodes.
+        release: CompletedRelease,
+        /// The nodes that were checked running it.
+        nodes: Vec<String>,
+        /// What was checked (recorded as the history entry's detail).
+        detail: String,
+        /// Unix seconds.
+        now: f64,
+    },
 }
 
 /// The typed progress of one fleet stage.
@@ -317,6 +333,15 @@ pub enum TransitionError {
         /// Why.
         why: String,
     },
+    /// `fleet provision` while a run is in progress, or of a version other than the
+    /// completed release.
+    #[error("cannot provision {version}: {why}")]
+    NotProvisionable {
+        /// The version asked for.
+        version: String,
+        /// Why.
+        why: String,
+    },
     /// An operator abandoned an effect without saying why.
     #[error("abandoning outbox effect {id} needs a non-empty reason (--reason TEXT)")]
     EmptyAbandonReason {
@@ -434,6 +459,12 @@ pub fn handle(state: &mut PipelineState, event: Event) -> Result<Vec<Command>, T
         Event::Pause { by, reason, now } => pause(state, by, reason, now),
         Event::Resume { by, reason, now } => resume_run(state, by, reason, now),
         Event::Promote { by, reason, now } => promote(state, by, reason, now),
+        Event::Provisioned {
+            release,
+            nodes,
+            detail,
+            now,
+        } => provisioned(state, release, &nodes, detail, now),
     }
 }
 
@@ -675,6 +706,60 @@ fn abandon_by(
             .map(|e| format!("last delivery error: {e}")),
         epoch: Some(state.epoch),
     });
+    Ok(Vec::new())
+}
+
+fn provisioned(
+    state: &mut PipelineState,
+    release: CompletedRelease,
+    nodes: &[String],
+    detail: String,
+    now: f64,
+) -> Result<Vec<Command>, TransitionError> {
+    let refuse = |why: String| {
+        Err(TransitionError::NotProvisionable {
+            version: release.version.clone(),
+            why,
+        })
+    };
+    if state.is_active() {
+        return refuse(format!(
+            "a run of {} is in progress at stage `{}`; provisioning is for a fleet between runs",
+            state.version, state.stage
+        ));
+    }
+    if let Some(done) = &state.last_completed
+        && (done.version != release.version || done.code_hash != release.code_hash)
+    {
+        return refuse(format!(
+            "the fleet's completed release is {} (code hash {}); new nodes are provisioned with that one, and a newer version goes through a run (`fleetgate start {}`)",
+            done.version,
+            done.code_hash.as_deref().unwrap_or("unknown"),
+            release.version
+        ));
+    }
+    if let Some(seq) = release.sequence {
+        state.last_sequence = state.last_sequence.max(seq);
+    }
+    let note = format!(
+        "provisioned {} on {} node(s): {}",
+        release.version,
+        nodes.len(),
+        nodes.join(", ")
+    );
+    state.stage_history.push(HistoryEntry {
+        stage: state.stage,
+        at: now,
+        from: Some(state.stage),
+        reason: Some(note),
+        detail: Some(detail),
+        epoch: Some(state.epoch),
+    });
+    // The record of the first provisioning stays (its run id and sequence); a later
+    // provisioning of the same release onto new nodes only adds history.
+    if state.last_completed.is_none() {
+        state.last_completed = Some(release);
+    }
     Ok(Vec::new())
 }
 

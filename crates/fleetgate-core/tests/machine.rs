@@ -446,6 +446,7 @@ fn an_abandoned_effect_leaves_the_outbox_records_why_and_unblocks_start() {
     assert_eq!(s.stage, Stage::Building);
 }
 
+<<<<<<< HEAD
 #[test]
 fn a_completed_release_records_the_hash_scheme_its_manifest_was_signed_with() {
     use fleetgate_core::config::HashScheme;
@@ -485,3 +486,74 @@ fn a_completed_release_records_the_hash_scheme_its_manifest_was_signed_with() {
         assert_eq!(c.sequence, Some(7));
     }
 }
+=======
+fn provisioned(version: &str, hash: &str, seq: u64) -> Event {
+    Event::Provisioned {
+        release: fleetgate_core::CompletedRelease {
+            version: version.into(),
+            git_sha: "abc".into(),
+            code_hash: Some(hash.into()),
+            run_id: format!("provision-{seq}"),
+            sequence: Some(seq),
+            hash_scheme: None,
+        },
+        nodes: vec!["n1".into(), "n2".into()],
+        detail: "2/2 healthy".into(),
+        now: 5.0,
+    }
+}
+
+#[test]
+fn provisioning_records_the_first_release_between_runs_only() {
+    let mut s = PipelineState::idle();
+    assert_eq!(
+        handle(&mut s, provisioned("v1.0.0", "h1", 40)).unwrap(),
+        vec![]
+    );
+    let done = s.last_completed.clone().unwrap();
+    assert_eq!(
+        (
+            done.version.as_str(),
+            done.code_hash.as_deref(),
+            done.sequence
+        ),
+        ("v1.0.0", Some("h1"), Some(40))
+    );
+    assert_eq!(s.last_sequence, 40);
+    assert_eq!(s.stage, Stage::Idle);
+    let last = s.stage_history.last().unwrap();
+    assert_eq!(
+        last.reason.as_deref(),
+        Some("provisioned v1.0.0 on 2 node(s): n1, n2")
+    );
+    assert_eq!(last.detail.as_deref(), Some("2/2 healthy"));
+
+    // Newly enrolled nodes get the same release: history grows, the record stays.
+    handle(&mut s, provisioned("v1.0.0", "h1", 41)).unwrap();
+    assert_eq!(s.last_completed.as_ref().unwrap().sequence, Some(40));
+    assert_eq!(s.last_sequence, 41);
+    assert_eq!(s.stage_history.len(), 2);
+
+    // Another version (or the same name with other code) goes through a run.
+    let before = s.clone();
+    for ev in [
+        provisioned("v1.1.0", "h2", 42),
+        provisioned("v1.0.0", "h9", 42),
+    ] {
+        let e = handle(&mut s, ev).unwrap_err();
+        assert!(matches!(e, TransitionError::NotProvisionable { .. }), "{e}");
+        assert!(e.to_string().contains("fleetgate start"), "{e}");
+        assert_eq!(s, before);
+    }
+
+    // Not while a run is in progress.
+    let mut running = at(Stage::Canary);
+    let before = running.clone();
+    let e = handle(&mut running, provisioned("v1.0.0", "h1", 50)).unwrap_err();
+    assert!(
+        e.to_string().contains("in progress at stage `canary`"),
+        "{e}"
+    );
+    assert_eq!(running, before);
+}
+>>>>>>> provision

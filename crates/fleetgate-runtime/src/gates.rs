@@ -122,7 +122,7 @@ pub fn manifest_path(state_dir: &Path) -> PathBuf {
     state_dir.join("release_manifest.json")
 }
 
-fn guardrail_hash(cfg: &Config) -> Result<String, RuntimeError> {
+pub(crate) fn guardrail_hash(cfg: &Config) -> Result<String, RuntimeError> {
     let map: serde_json::Map<String, serde_json::Value> = cfg
         .stages
         .audit

@@ -30,6 +30,7 @@ pub mod junit;
 pub mod orchestrator;
 pub mod outbox;
 pub mod provenance;
+pub mod provision;
 pub mod sandbox;
 
 pub use asynchronous::AsyncOrchestrator;

@@ -191,7 +191,7 @@ pub fn promote_in(state_dir: &Path, by: &str, reason: &str) -> Result<PipelineSt
     )
 }
 
-fn flatten(e: TransactError<TransitionError>) -> RuntimeError {
+pub(crate) fn flatten(e: TransactError<TransitionError>) -> RuntimeError {
     match e {
         TransactError::Store(s) => RuntimeError::Store(s),
         TransactError::Rejected(t) => RuntimeError::Transition(t),

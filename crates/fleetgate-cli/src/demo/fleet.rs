@@ -101,6 +101,8 @@ pub(super) struct Plan<'a> {
     pub(super) keep: bool,
     /// Node-to-node spread σ of the apps' natural exception rate (`--node-error-spread`).
     pub(super) error_spread: f64,
+    /// Leave the nodes empty (no v1.0.0 provisioned).
+    pub(super) empty_nodes: bool,
 }
 
 /// Node `i`'s factor on the app's exception rate: exp(σ·Z − σ²/2), Z standard normal
@@ -168,6 +170,7 @@ pub(super) fn prepare(plan: &Plan<'_>) -> anyhow::Result<Prepared> {
         nodes,
         keep,
         error_spread,
+        empty_nodes,
     } = *plan;
     let (cfg, base) = load_config(Some(config))?;
     let db_url = fleetgate_runtime::fleet::database_url(&fleetgate_runtime::gates::GateContext {
@@ -333,6 +336,20 @@ http = "http://127.0.0.1:{app_port}/health"
     let (cfg, base) = load_config(Some(config))?;
     let o = Orchestrator::open(cfg, &base)?;
 
+    if empty_nodes {
+        wait_for_agents(&rt, &http, &mut fleet)?;
+        let timeout = u64::try_from(o.config().canary.heartbeat_timeout_secs).unwrap_or(60);
+        wait_for_eligible(&rt, &reg, &mut fleet, "", timeout, &serve_log)?;
+        println!(
+            "  {} nodes enrolled and heartbeating, running nothing yet",
+            fleet.nodes.len()
+        );
+        rt.block_on(reg.close());
+        return Ok(Prepared {
+            fleet,
+            orchestrator: o,
+        });
+    }
     // Provision v1.0.0 on every node with a signed manifest, as an installer would.
     let v1 = fleetgate_runtime::codehash::code_hash_at(app, "v1.0.0", &o.config().code_hash)?;
     let seq = fleetgate_trust::unix_now();

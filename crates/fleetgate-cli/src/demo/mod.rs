@@ -83,6 +83,10 @@ pub struct DemoArgs {
     /// leave it running and exit: for driving the pipeline by hand or from tests.
     #[arg(long)]
     pub prepare_only: bool,
+    /// With --prepare-only: leave the nodes empty (no v1.0.0), as a new fleet is before
+    /// its first release — put one on it with `fleetgate fleet provision v1.0.0`.
+    #[arg(long, requires = "prepare_only")]
+    pub empty_nodes: bool,
     /// Node-to-node spread σ of the apps' natural exception rate: node i's rate is the
     /// release's `error_rate` × exp(σ·Zᵢ − σ²/2) (Zᵢ standard normal, drawn from a fixed
     /// seed; mean factor 1), set as `DEMO_ERROR_SCALE` in the node's `[env]`. Real nodes
@@ -281,6 +285,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         nodes: args.nodes,
         keep: args.keep,
         error_spread: args.node_error_spread,
+        empty_nodes: args.empty_nodes,
     })?;
     if args.prepare_only {
         fleet.keep = true;
@@ -288,6 +293,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             "\nfleet ready (agents, apps and the fleet endpoint keep running). Config: {}",
             config.display()
         );
+        if args.empty_nodes {
+            println!(
+                "  the nodes run nothing yet: fleetgate --config {} fleet provision v1.0.0",
+                config.display()
+            );
+        }
         println!(
             "  fleetgate --config {} start v2.0.0 && fleetgate --config {} run",
             config.display(),
