@@ -40,9 +40,25 @@ fn on_pg(env: &Env, url: &str) {
     let p = env.config();
     let mut text = std::fs::read_to_string(&p).unwrap();
     text.push_str(&format!(
-        "\n[fleet]\ndatabase_url = {url:?}\nlease_ttl_secs = 3\n"
+        "\n[fleet]\ndatabase_url = {url:?}\nlease_ttl_secs = 10\n"
     ));
     std::fs::write(p, text).unwrap();
+}
+
+/// Advance one gate at a time until the run waits at SIGN (BUILD…BENCHMARK need no lease).
+fn walk_to_signing(env: &Env) {
+    while env.status()["stage"] != "signing" {
+        let out = env.fg(&["advance"]);
+        assert_eq!(code(&out), 0, "{}", text(&out));
+        let stage = env.status()["stage"].clone();
+        assert!(
+            stage
+                .as_str()
+                .is_some_and(|s| s != "rolled_back" && s != "failed"),
+            "{stage}: {}",
+            text(&out)
+        );
+    }
 }
 
 #[test]
@@ -52,6 +68,11 @@ fn only_the_lease_holder_advances_and_a_takeover_fences_the_old_leader_out() {
     let b = Env::new();
     on_pg(&a, &url);
     on_pg(&b, &url);
+
+    // B walks BUILD…BENCHMARK first (no lease needed there), so that its SIGN comes right
+    // after A's run however slow the machine is: the lease is still A's then.
+    assert_eq!(code(&b.fg(&["start", "v1.0.0"])), 0);
+    walk_to_signing(&b);
 
     // A signs first and takes the lease (the empty fleet then fails its canary).
     assert_eq!(code(&a.fg(&["start", "v1.0.0"])), 0);
@@ -66,7 +87,6 @@ fn only_the_lease_holder_advances_and_a_takeover_fences_the_old_leader_out() {
 
     // B is refused at SIGN (only the lease holder signs for the fleet): exit 5, its run
     // untouched at `signing`.
-    assert_eq!(code(&b.fg(&["start", "v1.0.0"])), 0);
     let out = b.fg(&["run"]);
     assert_eq!(code(&out), 5, "{}", text(&out));
     assert!(
@@ -80,6 +100,10 @@ fn only_the_lease_holder_advances_and_a_takeover_fences_the_old_leader_out() {
         s["gate_results"].get("signing").is_none(),
         "the refused orchestrator recorded nothing"
     );
+
+    // A's next run walks to SIGN now, so that its SIGN comes right after B's takeover.
+    assert_eq!(code(&a.fg(&["start", "v1.0.0"])), 0);
+    walk_to_signing(&a);
 
     // After the lease expires, B takes over (epoch 2) and advances.
     // Until then each attempt is refused the same way and records nothing.
@@ -108,8 +132,7 @@ fn only_the_lease_holder_advances_and_a_takeover_fences_the_old_leader_out() {
         Some("rolled_back")
     );
 
-    // A is now fenced out.
-    assert_eq!(code(&a.fg(&["start", "v1.0.0"])), 0);
+    // A is now fenced out (its next run was walked to SIGN while B waited).
     let out = a.fg(&["run"]);
     assert_eq!(code(&out), 5, "{}", text(&out));
     assert!(text(&out).contains("epoch 2"), "{}", text(&out));

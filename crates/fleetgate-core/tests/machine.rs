@@ -446,7 +446,6 @@ fn an_abandoned_effect_leaves_the_outbox_records_why_and_unblocks_start() {
     assert_eq!(s.stage, Stage::Building);
 }
 
-<<<<<<< HEAD
 #[test]
 fn a_completed_release_records_the_hash_scheme_its_manifest_was_signed_with() {
     use fleetgate_core::config::HashScheme;
@@ -486,7 +485,7 @@ fn a_completed_release_records_the_hash_scheme_its_manifest_was_signed_with() {
         assert_eq!(c.sequence, Some(7));
     }
 }
-=======
+
 fn provisioned(version: &str, hash: &str, seq: u64) -> Event {
     Event::Provisioned {
         release: fleetgate_core::CompletedRelease {
@@ -556,4 +555,3 @@ fn provisioning_records_the_first_release_between_runs_only() {
     );
     assert_eq!(running, before);
 }
->>>>>>> provision
