@@ -654,3 +654,47 @@ fn gate_commands_never_see_the_orchestrators_secrets() {
         );
     }
 }
+
+/// `fleetgate status | head -0`: the reader is gone before anything is written. The
+/// process ends quietly (SIGPIPE, as any Unix tool), never with a panic; and `RUST_LOG`
+/// is honoured when `FLEETGATE_LOG` is not set.
+#[test]
+fn a_closed_pipe_ends_the_cli_quietly_and_rust_log_is_honoured() {
+    use std::os::unix::process::ExitStatusExt;
+    let env = Env::new();
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    let out = env
+        .command(&["status"])
+        .stdout(std::process::Stdio::from(write))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc_sigpipe()),
+        "{:?} {stderr}",
+        out.status
+    );
+
+    // `fleet list` opens the registry (its queries are logged at DEBUG).
+    let quiet = env.fg(&["fleet", "list"]);
+    assert_eq!(code(&quiet), 0, "{}", text(&quiet));
+    assert!(!String::from_utf8_lossy(&quiet.stderr).contains("DEBUG"));
+    let out = env
+        .command(&["fleet", "list"])
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("DEBUG"),
+        "RUST_LOG=debug shows debug events: {}",
+        text(&out)
+    );
+}
+
+fn libc_sigpipe() -> i32 {
+    nix::sys::signal::Signal::SIGPIPE as i32
+}

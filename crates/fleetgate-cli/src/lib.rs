@@ -272,6 +272,7 @@ pub fn main() -> ExitCode {
     // (and /proc/self/environ) for a zeroizing vault, the process becomes non-dumpable,
     // and gate commands are run through this binary's helper.
     sandbox::harden_process(fleetgate_runtime::exec::SECRET_ENV);
+    default_sigpipe();
     if let Ok(exe) = std::env::current_exe() {
         sandbox::set_helper(exe);
     }
@@ -297,8 +298,22 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `fleetgate status | head -2`: a closed pipe ends the process quietly, as it does any
+/// Unix tool, instead of a panic in `println!` (Rust ignores SIGPIPE by default). Every
+/// state change is written atomically before its effect, so being ended there is as safe
+/// as a kill.
+fn default_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: called first thing in `main`, while the process has one thread, and it only
+    // restores the default disposition (no handler function runs).
+    #[allow(unsafe_code)]
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
+/// The log filter: `FLEETGATE_LOG`, else the conventional `RUST_LOG`, else `warn`.
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FLEETGATE_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RUST_LOG"))
         .unwrap_or_else(|_| "warn".into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
