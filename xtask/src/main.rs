@@ -12,6 +12,14 @@
 //!    `xtask test: N passed, N failed, N skipped`.
 //!
 //! In CI those tests never skip: `fleetgate-testkit` fails them instead.
+//!
+//! `cargo xtask fuzz [--secs N] [TARGET…]` runs the cargo-fuzz targets of `fuzz/` (all of
+//! them, or those named), one after the other, each for N seconds (default 60), and
+//! prints a table: seconds, executions, executions per second, crashes. It needs the
+//! nightly toolchain (it says so and fails when there is none) and installs `cargo-fuzz`
+//! (`cargo install cargo-fuzz --locked`) when it is missing. New inputs the fuzzer finds
+//! go to `fuzz/target/corpus/<target>`; the committed seeds in `fuzz/corpus/<target>`
+//! are only read. A crash fails the command; its input is in `fuzz/artifacts/<target>/`.
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
@@ -28,7 +36,14 @@ toolchain is missing (PostgreSQL via FLEETGATE_TEST_PG_URL, python3, Python's
 Arguments are passed to nextest (e.g. `cargo xtask test -p fleetgate-core`; then the doc
 tests are not run).
 
-Environment: CI=true makes every such test required (a missing tool fails it).";
+Environment: CI=true makes every such test required (a missing tool fails it).
+
+usage: cargo xtask fuzz [--secs N] [TARGET…]
+
+Runs the fuzz targets of fuzz/ (all, or those named) one at a time for N seconds each
+(default 60) on one core, and prints seconds, executions, executions/s and crashes per
+target. Needs the nightly toolchain; installs cargo-fuzz if it is missing. Fails on the
+first crash (the input is kept in fuzz/artifacts/TARGET/).";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -37,6 +52,13 @@ fn main() -> ExitCode {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("xtask test: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some("fuzz") => match fuzz(&args[1..]) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("xtask fuzz: {e}");
                 ExitCode::FAILURE
             }
         },
@@ -171,6 +193,206 @@ fn ensure_nextest() -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// `cargo +nightly …` through rustup, whatever toolchain runs the xtask itself.
+fn nightly_cargo() -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.arg("+nightly");
+    for var in [
+        "CARGO",
+        "RUSTC",
+        "RUSTDOC",
+        "RUSTUP_TOOLCHAIN",
+        "RUSTC_WRAPPER",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// What one fuzz target did.
+struct FuzzRun {
+    target: String,
+    secs: f64,
+    execs: u64,
+    crashes: u64,
+}
+
+fn fuzz(args: &[String]) -> Result<ExitCode, String> {
+    let mut secs: u64 = 60;
+    let mut wanted = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--secs" => {
+                let v = it.next().ok_or("--secs needs a number of seconds")?;
+                secs = v.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
+                    format!("--secs {v:?}: expected a positive number of seconds")
+                })?;
+            }
+            flag if flag.starts_with('-') => {
+                return Err(format!("unknown option {flag:?}\n\n{USAGE}"));
+            }
+            target => wanted.push(target.to_owned()),
+        }
+    }
+    let root = workspace_root();
+    let fuzz_dir = root.join("fuzz");
+
+    let nightly = nightly_cargo()
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !nightly.status.success() {
+        return Err(format!(
+            "fuzzing needs the nightly toolchain (libFuzzer instrumentation), and `cargo +nightly` \
+             does not run: {}\ninstall it with `rustup toolchain install nightly` and run again",
+            String::from_utf8_lossy(&nightly.stderr).trim()
+        ));
+    }
+    let has_fuzz = nightly_cargo()
+        .args(["fuzz", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_fuzz {
+        eprintln!(
+            "xtask fuzz: cargo-fuzz is not installed; installing it with `cargo install cargo-fuzz --locked`…"
+        );
+        let status = cargo()
+            .args(["install", "cargo-fuzz", "--locked"])
+            .status()
+            .map_err(|e| format!("cannot run cargo install: {e}"))?;
+        if !status.success() {
+            return Err(format!(
+                "`cargo install cargo-fuzz --locked` failed ({status})"
+            ));
+        }
+    }
+    if in_ci() {
+        // cargo-fuzz has no --locked: check that fuzz/Cargo.lock is up to date first.
+        let status = nightly_cargo()
+            .current_dir(&fuzz_dir)
+            .args(["fetch", "--locked"])
+            .status()
+            .map_err(|e| format!("cannot run cargo fetch: {e}"))?;
+        if !status.success() {
+            return Err("fuzz/Cargo.lock is out of date (`cargo +nightly fetch --locked` in fuzz/ failed); update and commit it".into());
+        }
+    }
+
+    let listed = nightly_cargo()
+        .current_dir(&root)
+        .args(["fuzz", "list"])
+        .output()
+        .map_err(|e| format!("cannot run cargo fuzz list: {e}"))?;
+    let all: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if !listed.status.success() || all.is_empty() {
+        return Err(format!(
+            "`cargo fuzz list` found no targets: {}",
+            String::from_utf8_lossy(&listed.stderr).trim()
+        ));
+    }
+    if let Some(unknown) = wanted.iter().find(|w| !all.contains(w)) {
+        return Err(format!(
+            "no fuzz target {unknown:?}; the targets are: {}",
+            all.join(", ")
+        ));
+    }
+    let targets = if wanted.is_empty() { all } else { wanted };
+
+    // Sanitizer `none`: the code is safe Rust (unsafe_code is denied), so AddressSanitizer
+    // would find nothing a panic does not, at a third of the speed. Build and run must
+    // use the same flags, or `run` rebuilds everything.
+    const FLAGS: [&str; 2] = ["--sanitizer", "none"];
+    let mut build = nightly_cargo();
+    build.current_dir(&root).args(["fuzz", "build"]).args(FLAGS);
+    eprintln!("xtask fuzz: {}", describe(&build));
+    let status = build
+        .status()
+        .map_err(|e| format!("cannot run cargo fuzz build: {e}"))?;
+    if !status.success() {
+        return Err(format!("`cargo fuzz build` failed ({status})"));
+    }
+
+    let mut runs = Vec::new();
+    let mut failed = None;
+    for target in &targets {
+        let work = fuzz_dir.join("target").join("corpus").join(target);
+        std::fs::create_dir_all(&work)
+            .map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+        let seeds = fuzz_dir.join("corpus").join(target);
+        let mut run = nightly_cargo();
+        run.current_dir(&root)
+            .args(["fuzz", "run"])
+            .args(FLAGS)
+            .arg(target)
+            .arg(&work);
+        if seeds.is_dir() {
+            run.arg(&seeds);
+        }
+        run.args([
+            "--".to_owned(),
+            format!("-max_total_time={secs}"),
+            "-timeout=10".to_owned(),
+            "-rss_limit_mb=2048".to_owned(),
+            "-print_final_stats=1".to_owned(),
+        ]);
+        eprintln!("\nxtask fuzz: {}", describe(&run));
+        let started = std::time::Instant::now();
+        let out = run
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| format!("cannot run cargo fuzz run: {e}"))?;
+        let log = String::from_utf8_lossy(&out.stderr);
+        let execs = log
+            .lines()
+            .find_map(|l| l.strip_prefix("stat::number_of_executed_units:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let crashed = !out.status.success();
+        if crashed {
+            eprintln!("{log}");
+        } else if let Some(last) = log.lines().rev().find(|l| l.starts_with("Done ")) {
+            eprintln!("{last}");
+        }
+        runs.push(FuzzRun {
+            target: target.clone(),
+            secs: started.elapsed().as_secs_f64(),
+            execs,
+            crashes: u64::from(crashed),
+        });
+        if crashed {
+            failed = Some(target.clone());
+            break;
+        }
+    }
+
+    println!("\n| target | seconds | executions | exec/s | crashes |\n|---|---:|---:|---:|---:|");
+    for r in &runs {
+        // Executions per second over the fuzzing time, not the start-up.
+        let rate = r.execs as f64 / (secs as f64).min(r.secs).max(1.0);
+        println!(
+            "| {} | {:.0} | {} | {:.0} | {} |",
+            r.target, r.secs, r.execs, rate, r.crashes
+        );
+    }
+    if let Some(t) = failed {
+        eprintln!(
+            "\nxtask fuzz: `{t}` crashed; the input is in fuzz/artifacts/{t}/. Reproduce with \
+             `cargo +nightly fuzz run -s none {t} fuzz/artifacts/{t}/<file>`, fix it, add a \
+             regression test in the crate that owns the code and the input to fuzz/corpus/{t}/."
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Clone, Copy)]

@@ -586,6 +586,26 @@ enum Checked {
     },
 }
 
+/// Checks the body of `POST /apply` (a signed release manifest or rollback order; gossip
+/// deliveries are the same bytes): [`fleetgate_trust::verify_manifest`] with `opts`, then
+/// what the manifest asks this node to run. [`Agent::apply`] calls it with every check but
+/// the floor, which it checks last (a replay of a manifest applied here is answered
+/// `already_applied`). Public so that the fuzz targets (`fuzz/`) run exactly this code.
+///
+/// # Errors
+/// [`ApplyError::Verify`] (refused by verification, or a release without `git_sha`),
+/// [`ApplyError::BadRollback`] (a rollback order without `return_to_code_hash`).
+pub fn check_apply_body(
+    bytes: &[u8],
+    keyring: &Keyring,
+    now: u64,
+    opts: &fleetgate_trust::VerifyOptions,
+) -> Result<(fleetgate_trust::VerifiedManifest, Target), ApplyError> {
+    let v = fleetgate_trust::verify_manifest(bytes, keyring, now, opts)?;
+    let target = Inner::target(v.manifest.clone(), bytes)?;
+    Ok((v, target))
+}
+
 impl Inner {
     /// Verifies signatures, keyring, expiry and shape against everything but the floor,
     /// then checks the floor last, so that a manifest refused only because it is
@@ -597,7 +617,7 @@ impl Inner {
             floor: None,
             ..floor.verify_options()
         };
-        let v = fleetgate_trust::verify_manifest(bytes, &self.keyring, now, &opts)?;
+        let (v, target) = check_apply_body(bytes, &self.keyring, now, &opts)?;
         let below_floor = floor.check(&v.manifest).err();
         if let Some(back) = v.clock_stepped_back_by {
             tracing::warn!(seconds = back, "the clock is behind the last verified time");
@@ -608,7 +628,6 @@ impl Inner {
             tracing::warn!(error = %e, "failed to record the verification time");
         }
         drop(floor);
-        let target = Self::target(v.manifest, bytes)?;
         Ok(match below_floor {
             None => Checked::Fresh(target),
             Some(error) => Checked::BelowFloor { target, error },
@@ -973,4 +992,78 @@ fn http_client(cfg: &NodeConfig) -> Result<reqwest::Client, AgentError> {
     builder
         .build()
         .map_err(|e| AgentError::Task(format!("build HTTP client: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetgate_trust::{
+        Manifest, ManifestKind, RollbackOf, VerifyOptions, rfc3339_seconds, sign_manifest,
+    };
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn release(sequence: u64) -> Manifest {
+        Manifest {
+            version: "v1.6.0".into(),
+            git_sha: "a".repeat(40),
+            code_hash: "c".repeat(64),
+            built_at: rfc3339_seconds(NOW - 60),
+            sequence,
+            expires_at: NOW + 3600,
+            canary_seed: "00ff".into(),
+            ..Manifest::default()
+        }
+    }
+
+    #[test]
+    fn check_apply_body_says_what_a_release_and_a_rollback_order_ask_for() {
+        let key = SigningKey::from_seed(&[7; 32]);
+        let ring = Keyring::single(key.public_key());
+        let opts = VerifyOptions::default();
+
+        let body = sign_manifest(&release(6), &[&key]).unwrap();
+        let (v, t) = check_apply_body(&body, &ring, NOW, &opts).unwrap();
+        assert_eq!((v.manifest.sequence, t.kind), (6, Kind::Release));
+        assert_eq!((t.version.as_str(), t.git_sha.len()), ("v1.6.0", 40));
+        assert_eq!(t.manifest_sha256, hex::encode(Sha256::digest(&body)));
+
+        let order = |return_to_code_hash: Option<String>| Manifest {
+            kind: ManifestKind::Rollback,
+            version: "v1.5.0".into(),
+            rollback_of: Some(RollbackOf {
+                sequence: 6,
+                version: "v1.6.0".into(),
+                code_hash: Some("c".repeat(64)),
+            }),
+            return_to_version: Some("v1.5.0".into()),
+            return_to_code_hash,
+            ..release(7)
+        };
+        let body = sign_manifest(&order(Some("b".repeat(64))), &[&key]).unwrap();
+        let (_, t) = check_apply_body(&body, &ring, NOW, &opts).unwrap();
+        assert_eq!((t.kind, t.code_hash), (Kind::Rollback, "b".repeat(64)));
+        assert_eq!(t.revokes.map(|r| r.sequence), Some(6));
+        let body = sign_manifest(&order(None), &[&key]).unwrap();
+        assert!(matches!(
+            check_apply_body(&body, &ring, NOW, &opts),
+            Err(ApplyError::BadRollback { sequence: 7, .. })
+        ));
+
+        let no_commit = Manifest {
+            git_sha: String::new(),
+            ..release(8)
+        };
+        let body = sign_manifest(&no_commit, &[&key]).unwrap();
+        assert!(matches!(
+            check_apply_body(&body, &ring, NOW, &opts),
+            Err(ApplyError::Verify(VerifyError::Malformed { .. }))
+        ));
+        let other = SigningKey::from_seed(&[9; 32]);
+        let body = sign_manifest(&release(9), &[&other]).unwrap();
+        assert!(matches!(
+            check_apply_body(&body, &ring, NOW, &opts),
+            Err(ApplyError::Verify(_))
+        ));
+    }
 }

@@ -73,7 +73,7 @@ pub mod machine;
 pub mod slots;
 pub mod supervisor;
 
-pub use agent::{Agent, AgentError, ApplyError, CRASH_ENV, JOURNAL_FILE, Status};
+pub use agent::{Agent, AgentError, ApplyError, CRASH_ENV, JOURNAL_FILE, Status, check_apply_body};
 pub use config::{ConfigError, HealthConfig, NodeConfig};
 pub use health::Counters;
 pub use machine::{ApplyReport, Installed, Journal, Outcome, Phase};

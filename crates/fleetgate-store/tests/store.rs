@@ -227,3 +227,36 @@ fn written_files_validate_against_the_committed_schema() {
     bad["stage"] = "launching".into();
     assert!(!validator.is_valid(&bad));
 }
+
+/// Found by the `state_load` fuzz target: serde_json's default float parser is not
+/// correctly rounded, so a timestamp could change by one ULP at every save and load
+/// (`1796198509.198944` written, `1796198509.1989439` read back). The workspace enables
+/// serde_json's `float_roundtrip`; a saved state loads back equal.
+#[test]
+fn a_saved_state_loads_back_equal_to_the_last_bit_of_its_timestamps() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateDir::open(dir.path()).unwrap();
+    let mut state = PipelineState::idle();
+    state.started_at = Some(1_796_198_509.198_944);
+    for at in [
+        1_796_198_509.198_944,
+        1_796_198_509.198_943_9,
+        0.1 + 0.2,
+        1e-300,
+    ] {
+        state
+            .stage_history
+            .push(fleetgate_core::state::HistoryEntry {
+                stage: Stage::Building,
+                at,
+                from: None,
+                reason: None,
+                detail: None,
+                epoch: None,
+            });
+    }
+    for _ in 0..3 {
+        store.save(&state).unwrap();
+        assert_eq!(store.load().unwrap(), state);
+    }
+}

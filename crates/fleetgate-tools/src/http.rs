@@ -667,14 +667,22 @@ async fn body_args(req: Request) -> Result<Value, Box<Response>> {
         };
         Box::new(fail(status, msg))
     })?;
+    tool_args_from_body(&body).map_err(|e| Box::new(fail(StatusCode::BAD_REQUEST, e)))
+}
+
+/// The arguments of a tool call from its HTTP body, as `serve` reads them before
+/// [`crate::Toolbox::call`]: an empty (or all-whitespace) body is `null` (no arguments),
+/// anything else must be JSON. Public so that the fuzz targets (`fuzz/`) run exactly this
+/// code.
+///
+/// # Errors
+/// The message of the 400 answer when the body is not JSON.
+pub fn tool_args_from_body(body: &[u8]) -> Result<Value, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Null);
     }
-    serde_json::from_slice(&body).map_err(|e| {
-        Box::new(fail(
-            StatusCode::BAD_REQUEST,
-            format!("the request body is not valid JSON ({e}); send a JSON object of the tool's arguments, e.g. {{\"reason\": \"...\"}}"),
-        ))
+    serde_json::from_slice(body).map_err(|e| {
+        format!("the request body is not valid JSON ({e}); send a JSON object of the tool's arguments, e.g. {{\"reason\": \"...\"}}")
     })
 }
 
