@@ -13,7 +13,7 @@
 //!
 //! In CI those tests never skip: `fleetgate-testkit` fails them instead.
 //!
-//! `cargo xtask fuzz [--secs N] [TARGET…]` runs the cargo-fuzz targets of `fuzz/` (all of
+//! `cargo xtask fuzz [--secs N] [--dev] [TARGET…]` runs the cargo-fuzz targets of `fuzz/` (all of
 //! them, or those named), one after the other, each for N seconds (default 60), and
 //! prints a table: seconds, executions, executions per second, crashes. It needs the
 //! nightly toolchain (it says so and fails when there is none) and installs `cargo-fuzz`
@@ -38,12 +38,13 @@ tests are not run).
 
 Environment: CI=true makes every such test required (a missing tool fails it).
 
-usage: cargo xtask fuzz [--secs N] [TARGET…]
+usage: cargo xtask fuzz [--secs N] [--dev] [TARGET…]
 
 Runs the fuzz targets of fuzz/ (all, or those named) one at a time for N seconds each
 (default 60) on one core, and prints seconds, executions, executions/s and crashes per
 target. Needs the nightly toolchain; installs cargo-fuzz if it is missing. Fails on the
-first crash (the input is kept in fuzz/artifacts/TARGET/).";
+first crash (the input is kept in fuzz/artifacts/TARGET/). --dev builds the targets
+unoptimised (much faster to compile, slower to fuzz): CI's few-seconds smoke run.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -221,10 +222,12 @@ struct FuzzRun {
 
 fn fuzz(args: &[String]) -> Result<ExitCode, String> {
     let mut secs: u64 = 60;
+    let mut dev = false;
     let mut wanted = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
+            "--dev" => dev = true,
             "--secs" => {
                 let v = it.next().ok_or("--secs needs a number of seconds")?;
                 secs = v.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
@@ -311,9 +314,15 @@ fn fuzz(args: &[String]) -> Result<ExitCode, String> {
     // Sanitizer `none`: the code is safe Rust (unsafe_code is denied), so AddressSanitizer
     // would find nothing a panic does not, at a third of the speed. Build and run must
     // use the same flags, or `run` rebuilds everything.
-    const FLAGS: [&str; 2] = ["--sanitizer", "none"];
+    // `--dev` (CI's smoke run): an unoptimised build, several times faster to compile;
+    // it fuzzes slower, which a few seconds per target does not mind.
+    let mut flags = vec!["--sanitizer", "none"];
+    if dev {
+        flags.push("--dev");
+    }
+    let flags = flags.as_slice();
     let mut build = nightly_cargo();
-    build.current_dir(&root).args(["fuzz", "build"]).args(FLAGS);
+    build.current_dir(&root).args(["fuzz", "build"]).args(flags);
     eprintln!("xtask fuzz: {}", describe(&build));
     let status = build
         .status()
@@ -332,7 +341,7 @@ fn fuzz(args: &[String]) -> Result<ExitCode, String> {
         let mut run = nightly_cargo();
         run.current_dir(&root)
             .args(["fuzz", "run"])
-            .args(FLAGS)
+            .args(flags)
             .arg(target)
             .arg(&work);
         if seeds.is_dir() {
