@@ -201,9 +201,7 @@ fn read_cosignatures(path: &Path) -> Result<Option<Vec<u8>>, RuntimeError> {
 }
 
 fn sign(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts), RuntimeError> {
-    use fleetgate_trust::{
-        Keyring, Manifest, ManifestKind, SigningKey, VerifyError, VerifyOptions,
-    };
+    use fleetgate_trust::{Keyring, SigningKey, VerifyError, VerifyOptions};
     let s = &ctx.cfg.signing;
     let Some(trust_file) = &s.trust_file else {
         return Ok((
@@ -317,8 +315,6 @@ fn sign(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts)
             ));
         }
         let sequence = state.last_sequence.saturating_add(1).max(now_secs);
-        let expires_in =
-            u64::try_from(s.expires_in_secs.unwrap_or(30 * 24 * 3600)).unwrap_or(30 * 24 * 3600);
         let mut gate_summary = serde_json::Map::new();
         for (st, r) in &state.gate_results {
             gate_summary.insert(
@@ -351,34 +347,21 @@ fn sign(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts)
                 ));
             }
         };
-        let manifest = Manifest {
-            schema_version: fleetgate_trust::MANIFEST_SCHEMA_VERSION,
-            version: state.version.clone(),
-            git_sha: state.git_sha.clone(),
-            code_hash,
-            file_manifest_hash: hashes.file_manifest_hash,
-            hash_scheme: scheme_of(ctx.cfg.stages.build.hash_scheme),
-            guardrail_hash: guardrail_hash(&ctx.cfg)?,
-            built_at: fleetgate_trust::rfc3339_seconds(now_secs),
-            master_public_key: key
-                .as_ref()
-                .map(SigningKey::public_key_hex)
-                .unwrap_or_default(),
-            sequence,
-            expires_at: now_secs.saturating_add(expires_in),
-            kind: ManifestKind::Release,
-            rollback_of: None,
-            return_to_version: None,
-            return_to_code_hash: None,
-            return_to_git_sha: None,
-            canary_seed: fleetgate_trust::random_canary_seed().map_err(|e| {
-                RuntimeError::Config(format!("no randomness for the canary seed: {e}"))
-            })?,
-            key_ids: key.as_ref().map(SigningKey::key_id).into_iter().collect(),
-            fencing_epoch,
-            provenance_sha256: Some(provenance_sha256),
-            extra,
-        };
+        let manifest = release_manifest(
+            ctx,
+            ReleaseFields {
+                version: state.version.clone(),
+                git_sha: state.git_sha.clone(),
+                code_hash,
+                file_manifest_hash: hashes.file_manifest_hash,
+                sequence,
+                now_secs,
+                fencing_epoch,
+                provenance_sha256: Some(provenance_sha256),
+                extra,
+            },
+            key.as_ref(),
+        )?;
         let Some(key) = key else {
             // External mode: write the request once; a signer elsewhere signs it.
             let req = crate::external_sign::request_path(&ctx.state_dir);
@@ -1013,6 +996,56 @@ fn key_tracked_by_git(repo: &Path, key: &Path) -> Result<Option<PathBuf>, String
 }
 
 /// Relative paths in the config are relative to the config file's directory.
+/// What differs between the release manifests this crate signs (SIGN's, and
+/// `fleet provision`'s); the rest comes from the config.
+pub(crate) struct ReleaseFields {
+    pub(crate) version: String,
+    pub(crate) git_sha: String,
+    pub(crate) code_hash: String,
+    pub(crate) file_manifest_hash: String,
+    pub(crate) sequence: u64,
+    pub(crate) now_secs: u64,
+    pub(crate) fencing_epoch: u64,
+    pub(crate) provenance_sha256: Option<String>,
+    pub(crate) extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A release manifest (unsigned) under the configured hash scheme, guardrail pins and
+/// expiry, with a fresh canary seed; `key` names the signer (none: external signing).
+pub(crate) fn release_manifest(
+    ctx: &GateContext,
+    f: ReleaseFields,
+    key: Option<&fleetgate_trust::SigningKey>,
+) -> Result<fleetgate_trust::Manifest, RuntimeError> {
+    use fleetgate_trust::SigningKey;
+    let expires_in = u64::try_from(ctx.cfg.signing.expires_in_secs.unwrap_or(30 * 24 * 3600))
+        .unwrap_or(30 * 24 * 3600);
+    Ok(fleetgate_trust::Manifest {
+        schema_version: fleetgate_trust::MANIFEST_SCHEMA_VERSION,
+        version: f.version,
+        git_sha: f.git_sha,
+        code_hash: f.code_hash,
+        file_manifest_hash: f.file_manifest_hash,
+        hash_scheme: scheme_of(ctx.cfg.stages.build.hash_scheme),
+        guardrail_hash: guardrail_hash(&ctx.cfg)?,
+        built_at: fleetgate_trust::rfc3339_seconds(f.now_secs),
+        master_public_key: key.map(SigningKey::public_key_hex).unwrap_or_default(),
+        sequence: f.sequence,
+        expires_at: f.now_secs.saturating_add(expires_in),
+        kind: fleetgate_trust::ManifestKind::Release,
+        rollback_of: None,
+        return_to_version: None,
+        return_to_code_hash: None,
+        return_to_git_sha: None,
+        canary_seed: fleetgate_trust::random_canary_seed()
+            .map_err(|e| RuntimeError::Config(format!("no randomness for the canary seed: {e}")))?,
+        key_ids: key.map(SigningKey::key_id).into_iter().collect(),
+        fencing_epoch: f.fencing_epoch,
+        provenance_sha256: f.provenance_sha256,
+        extra: f.extra,
+    })
+}
+
 pub fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {

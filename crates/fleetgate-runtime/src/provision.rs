@@ -15,7 +15,7 @@
 //! counted, not sent to again, and nothing is recorded until the checks pass.
 
 use crate::codehash::{code_hash_with, scheme_of};
-use crate::gates::{guardrail_hash, resolve};
+use crate::gates::{ReleaseFields, release_manifest, resolve};
 use crate::orchestrator::{Orchestrator, flatten};
 use crate::{RuntimeError, now};
 use fleetgate_core::fleet::NodeAnswer;
@@ -471,7 +471,7 @@ impl Orchestrator {
         hashes: &crate::codehash::CodeHash,
         fencing_epoch: i64,
     ) -> Result<(Vec<u8>, u64), RuntimeError> {
-        use fleetgate_trust::{Keyring, Manifest, ManifestKind, SigningKey, VerifyOptions};
+        use fleetgate_trust::{Keyring, ManifestKind, SigningKey, VerifyOptions};
         let ctx = self.context();
         let s = &ctx.cfg.signing;
         let Some(trust) = &s.trust_file else {
@@ -543,35 +543,23 @@ impl Orchestrator {
                     fleetgate_core::handle(st, Event::SequenceUsed { sequence: seq }).map(|_| seq)
                 })
                 .map_err(flatten)?;
-            let expires_in = u64::try_from(s.expires_in_secs.unwrap_or(30 * 24 * 3600))
-                .unwrap_or(30 * 24 * 3600);
             let mut extra = serde_json::Map::new();
             extra.insert("provisioned".into(), serde_json::Value::Bool(true));
-            let m = Manifest {
-                schema_version: fleetgate_trust::MANIFEST_SCHEMA_VERSION,
-                version: req.version.to_string(),
-                git_sha: sha.to_owned(),
-                code_hash: hashes.code_hash.clone(),
-                file_manifest_hash: hashes.file_manifest_hash.clone(),
-                hash_scheme: scheme_of(ctx.cfg.stages.build.hash_scheme),
-                guardrail_hash: guardrail_hash(&ctx.cfg)?,
-                built_at: fleetgate_trust::rfc3339_seconds(now_secs),
-                master_public_key: key.public_key_hex(),
-                sequence,
-                expires_at: now_secs.saturating_add(expires_in),
-                kind: ManifestKind::Release,
-                rollback_of: None,
-                return_to_version: None,
-                return_to_code_hash: None,
-                return_to_git_sha: None,
-                canary_seed: fleetgate_trust::random_canary_seed().map_err(|e| {
-                    RuntimeError::Config(format!("no randomness for the canary seed: {e}"))
-                })?,
-                key_ids: vec![key.key_id()],
-                fencing_epoch: u64::try_from(fencing_epoch).unwrap_or(0),
-                provenance_sha256: None,
-                extra,
-            };
+            let m = release_manifest(
+                ctx,
+                ReleaseFields {
+                    version: req.version.to_string(),
+                    git_sha: sha.to_owned(),
+                    code_hash: hashes.code_hash.clone(),
+                    file_manifest_hash: hashes.file_manifest_hash.clone(),
+                    sequence,
+                    now_secs,
+                    fencing_epoch: u64::try_from(fencing_epoch).unwrap_or(0),
+                    provenance_sha256: None,
+                    extra,
+                },
+                Some(&key),
+            )?;
             let bytes = fleetgate_trust::sign_manifest(&m, &[&key])
                 .map_err(|e| RuntimeError::Config(format!("failed to sign the manifest: {e}")))?;
             fleetgate_trust::verify_manifest(&bytes, &ring, now_secs, &VerifyOptions::default())
