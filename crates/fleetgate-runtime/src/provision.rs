@@ -170,6 +170,9 @@ impl Orchestrator {
             }
         } else {
             for id in &req.nodes {
+                if targets.contains(id) || already.contains(id) {
+                    continue; // `--node a --node a` sends once
+                }
                 let Some(p) = peers.iter().find(|p| &p.id == id) else {
                     return Err(RuntimeError::Fleet(format!(
                         "--node {id}: no such peer in the fleet registry (`fleetgate fleet list` shows them)"
