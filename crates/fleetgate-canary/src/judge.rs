@@ -1322,13 +1322,14 @@ impl Judge {
             )
         } else if let Some(since) = self.held_since {
             // Held: never a pass by itself, whatever arrives later.
+            let held = span(now.saturating_sub(since));
             let reason = if pending.is_empty() {
                 format!(
-                    "held since {since}: the evidence is now complete and no criterion fails; an operator decides (promote or roll back)"
+                    "held for {held}: the evidence is now complete and no criterion fails; an operator decides (promote or roll back)"
                 )
             } else {
                 format!(
-                    "{inconclusive}; held since {since}: an operator decides (promote or roll back)"
+                    "{inconclusive}; held for {held}: an operator decides (promote or roll back)"
                 )
             };
             (Decision::Inconclusive, None, reason)
@@ -1336,7 +1337,11 @@ impl Judge {
             (
                 Decision::Pending,
                 None,
-                format!("window open until {}", self.deadline),
+                format!(
+                    "window open: {} left (closes at unix {})",
+                    span(self.deadline - now),
+                    self.deadline
+                ),
             )
         } else if pending.is_empty() {
             (
@@ -1354,7 +1359,10 @@ impl Judge {
                 OnInconclusive::Extend if now < final_deadline => (
                     Decision::Pending,
                     None,
-                    format!("window extended until {final_deadline}: {inconclusive}"),
+                    format!(
+                        "window extended: {} left (until unix {final_deadline}): {inconclusive}",
+                        span(final_deadline - now)
+                    ),
                 ),
                 OnInconclusive::Extend | OnInconclusive::Hold => (
                     Decision::Inconclusive,
@@ -1406,5 +1414,17 @@ impl Judge {
             Decision::Pass | Decision::Fail => commands.extend(self.final_command()),
         }
         commands
+    }
+}
+
+/// A duration for people: `4m 12s`, `1h 0m 5s`, `45s`.
+pub fn span(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        format!("{h}h {m}m {s}s")
+    } else if m > 0 {
+        format!("{m}m {s}s")
+    } else {
+        format!("{s}s")
     }
 }

@@ -674,8 +674,10 @@ fn held_verdict_says_how_many_more_requests_are_needed() {
     assert_eq!(v.decision, Decision::Inconclusive);
     assert_eq!(v.more_requests_needed, None, "{v:?}");
     assert!(
-        v.reason
-            .starts_with("held since 1300: the evidence is now complete"),
+        v.reason.starts_with(&format!(
+            "held for {}: the evidence is now complete",
+            fleetgate_canary::judge::span(f.t - 1300)
+        )),
         "{}",
         v.reason
     );
@@ -1079,4 +1081,13 @@ fn a_canary_restart_on_its_old_code_inside_the_history_keeps_counting() {
     // reported, the history would have ended at the reset: 4,000, see above).
     assert_eq!(v.criteria[0].figures["canary_history_requests"], 9_000);
     assert_ne!(v.decision, Decision::Fail, "{}", v.reason);
+}
+
+#[test]
+fn spans_read_as_people_write_them() {
+    use fleetgate_canary::judge::span;
+    assert_eq!(span(0), "0s");
+    assert_eq!(span(45), "45s");
+    assert_eq!(span(252), "4m 12s");
+    assert_eq!(span(3605), "1h 0m 5s");
 }

@@ -224,11 +224,29 @@ enum Cmd {
     /// The agent tools without MCP: export their definitions, list them, call one.
     #[command(subcommand)]
     Tools(tools_cmd::ToolsCmd),
+    /// Print a shell completion script: `fleetgate completions bash >
+    /// /etc/bash_completion.d/fleetgate` (zsh: a file `_fleetgate` on `$fpath`; fish:
+    /// `~/.config/fish/completions/fleetgate.fish`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) of fleetgate: `fleetgate man | man -l -`; with
+    /// `--out-dir DIR`, write one page per command (`fleetgate.1`, `fleetgate-start.1`, …).
+    Man {
+        /// Write every page into this directory instead of printing the top one.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
     /// Show the effective configuration, or the environment variables that override it.
     Config {
         /// List the environment variables instead.
         #[arg(long)]
         env: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -276,26 +294,100 @@ pub fn main() -> ExitCode {
     if let Ok(exe) = std::env::current_exe() {
         sandbox::set_helper(exe);
     }
+    let json = wants_json(std::env::args_os().skip(1));
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() {
-                exit::USAGE
+            if !e.use_stderr() {
+                // --help, --version: not an error.
+                let _ = e.print();
+                return ExitCode::from(exit::OK);
+            }
+            if json {
+                print_error_json(first_line(&e.to_string()), "usage", exit::USAGE);
             } else {
-                exit::OK
-            };
-            let _ = e.print();
-            return ExitCode::from(code);
+                let _ = e.print();
+            }
+            return ExitCode::from(exit::USAGE);
         }
     };
     init_tracing();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(error_code(&e))
+            let code = error_code(&e);
+            if json {
+                print_error_json(&format!("{e:#}"), error_kind(&e), code);
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::from(code)
         }
     }
+}
+
+/// `--json` anywhere among the arguments (before a `--`): errors are then printed as
+/// JSON on stdout too, so a machine reading stdout never gets plain text.
+fn wants_json(args: impl Iterator<Item = std::ffi::OsString>) -> bool {
+    args.take_while(|a| a != "--").any(|a| a == "--json")
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines()
+        .map(|l| l.trim_start_matches("error: ").trim())
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
+}
+
+/// An error under `--json`: `{"success": false, "error", "error_kind", "exit_code"}` on
+/// stdout (the same `error_kind` names as the tools and the HTTP API), and the plain line
+/// on stderr for a person watching.
+fn print_error_json(error: &str, kind: &str, code: u8) {
+    let v = serde_json::json!({
+        "success": false,
+        "error": error,
+        "error_kind": kind,
+        "exit_code": code,
+    });
+    println!("{v}");
+    eprintln!("error: {error}");
+}
+
+/// The `error_kind` of a command's error: the tools' names (`locked`, `corrupt_state`,
+/// `refused`, `invalid_arguments`, `config`, `not_found`, `failed`).
+fn error_kind(e: &anyhow::Error) -> &'static str {
+    use fleetgate_tools::ErrorKind;
+    for cause in e.chain() {
+        if let Some(r) = cause.downcast_ref::<RuntimeError>() {
+            return ErrorKind::of(r).as_str();
+        }
+        if let Some(s) = cause.downcast_ref::<fleetgate_store::StoreError>() {
+            return match s {
+                fleetgate_store::StoreError::Locked { .. } => ErrorKind::Locked.as_str(),
+                fleetgate_store::StoreError::Corrupt { .. }
+                | fleetgate_store::StoreError::TooNew { .. } => ErrorKind::CorruptState.as_str(),
+                _ => ErrorKind::Failed.as_str(),
+            };
+        }
+        if cause
+            .downcast_ref::<fleetgate_core::TransitionError>()
+            .is_some()
+        {
+            return ErrorKind::Refused.as_str();
+        }
+        if cause
+            .downcast_ref::<fleetgate_core::VersionError>()
+            .is_some()
+        {
+            return ErrorKind::InvalidArguments.as_str();
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::NotFound
+        {
+            return ErrorKind::NotFound.as_str();
+        }
+    }
+    ErrorKind::Failed.as_str()
 }
 
 /// `fleetgate status | head -2`: a closed pipe ends the process quietly, as it does any
@@ -441,7 +533,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Config { env } => {
+        Cmd::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "fleetgate", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Man { out_dir } => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match out_dir {
+                Some(dir) => {
+                    std::fs::create_dir_all(&dir)
+                        .with_context(|| format!("failed to create {}", dir.display()))?;
+                    clap_mangen::generate_to(cmd, &dir)
+                        .with_context(|| format!("failed to write pages into {}", dir.display()))?;
+                    println!("wrote the manual pages into {}", dir.display());
+                }
+                None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Config { env, json } => {
+            if env && json {
+                let overrides: Vec<_> = fleetgate_core::config::env_overrides()
+                    .into_iter()
+                    .map(|(key, var)| serde_json::json!({"variable": var, "key": key}))
+                    .collect();
+                let other: Vec<_> = fleetgate_core::config::other_env()
+                    .into_iter()
+                    .map(|(var, what)| serde_json::json!({"variable": var, "meaning": what}))
+                    .collect();
+                print_json(&serde_json::json!({"overrides": overrides, "other": other}))?;
+                return Ok(ExitCode::SUCCESS);
+            }
             if env {
                 for (key, var) in fleetgate_core::config::env_overrides() {
                     println!("{var:<48} {key}");
@@ -454,6 +577,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let (cfg, base) = load_config(cfg_path)?;
+            if json {
+                print_json(&serde_json::json!({"base_dir": base, "config": cfg}))?;
+                return Ok(ExitCode::SUCCESS);
+            }
             println!(
                 "# effective configuration (paths relative to {})",
                 base.display()

@@ -17,7 +17,11 @@ pub enum ToolsCmd {
         format: String,
     },
     /// List the tools with a one-line description.
-    List,
+    List {
+        /// Machine-readable output: name, read-only, description.
+        #[arg(long)]
+        json: bool,
+    },
     /// Call one tool and print its JSON result (exit 0 when `success` is true, else 1).
     Call {
         /// Tool name (see `fleetgate tools list`).
@@ -37,7 +41,21 @@ pub fn run(config: Option<PathBuf>, cmd: ToolsCmd) -> anyhow::Result<ExitCode> {
             print_json(&fleetgate_tools::export::export(f))?;
             Ok(ExitCode::SUCCESS)
         }
-        ToolsCmd::List => {
+        ToolsCmd::List { json: true } => {
+            let list: Vec<_> = fleetgate_tools::definitions()
+                .iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "name": d.name,
+                        "read_only": d.read_only,
+                        "description": d.description,
+                    })
+                })
+                .collect();
+            print_json(&list)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ToolsCmd::List { json: false } => {
             for d in fleetgate_tools::definitions() {
                 let first = d.description.split(". ").next().unwrap_or(d.description);
                 println!("{:<26} {}", d.name, first.trim_end_matches('.'));

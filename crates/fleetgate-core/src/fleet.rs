@@ -666,7 +666,9 @@ impl CanaryMachine<'_> {
                 .map(|n| {
                     let d = p.deliveries.iter().find(|d| &d.node == n);
                     match d.and_then(|d| d.detail.as_deref()) {
-                        Some(detail) if d.is_some_and(|d| !d.settled()) => {
+                        Some(detail)
+                            if !detail.trim().is_empty() && d.is_some_and(|d| !d.settled()) =>
+                        {
                             format!("{n} ({})", clip(detail, 160))
                         }
                         _ => n.clone(),

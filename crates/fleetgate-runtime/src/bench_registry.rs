@@ -57,7 +57,7 @@ impl Tier {
             "fast" => Ok(Tier::Fast),
             "heavy" => Ok(Tier::Heavy),
             "all" => Ok(Tier::All),
-            other => Err(RuntimeError::Config(format!(
+            other => Err(RuntimeError::Invalid(format!(
                 "unknown benchmark tier {other:?}: use \"fast\", \"heavy\" or \"all\""
             ))),
         }
@@ -105,13 +105,13 @@ fn is_zero(v: &f64) -> bool {
 /// globs, `;` and `|` stay literal arguments.
 pub fn split_run_command(run_command: &str) -> Result<Vec<String>, RuntimeError> {
     let argv = shlex::split(run_command).ok_or_else(|| {
-        RuntimeError::Config(
+        RuntimeError::Invalid(
             "register_benchmark: `run_command` has an unterminated quote or a trailing backslash"
                 .to_owned(),
         )
     })?;
     if argv.is_empty() {
-        return Err(RuntimeError::Config(
+        return Err(RuntimeError::Invalid(
             "register_benchmark: `run_command` is empty: give the program to run and its arguments (it runs in the release checkout; `repo_url` is never cloned)".to_owned(),
         ));
     }
@@ -128,7 +128,7 @@ impl BenchmarkDef {
     /// Check every field; the message names the field and the fix.
     pub fn validate(&self) -> Result<(), RuntimeError> {
         let bad = |field: &str, why: String| {
-            Err(RuntimeError::Config(format!(
+            Err(RuntimeError::Invalid(format!(
                 "register_benchmark: `{field}` {why}"
             )))
         };
@@ -200,7 +200,7 @@ fn relative_path(field: &str, p: &str) -> Result<(), RuntimeError> {
             .components()
             .any(|c| matches!(c, Component::ParentDir | Component::RootDir));
     if escapes {
-        return Err(RuntimeError::Config(format!(
+        return Err(RuntimeError::Invalid(format!(
             "register_benchmark: `{field}` {:?} must be a relative path inside the release checkout (no `..`, not absolute)",
             truncate(p)
         )));
@@ -324,7 +324,7 @@ pub fn register(state_dir: &Path, def: BenchmarkDef) -> Result<(BenchmarkDef, bo
     let mut f = load_file(state_dir)?;
     let replaced = f.benchmarks.contains_key(&def.name);
     if !replaced && f.benchmarks.len() >= MAX_BENCHMARKS {
-        return Err(RuntimeError::Config(format!(
+        return Err(RuntimeError::Invalid(format!(
             "register_benchmark: the registry already holds {MAX_BENCHMARKS} benchmarks, the limit"
         )));
     }

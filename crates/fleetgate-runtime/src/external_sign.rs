@@ -179,12 +179,12 @@ impl Orchestrator {
         let ctx = self.context();
         let state = self.store().load()?;
         let Some(run_id) = state.run_id.clone() else {
-            return Err(RuntimeError::Config(
+            return Err(RuntimeError::Refused(
                 "no run is in progress: nothing waits for a signed manifest".into(),
             ));
         };
         if state.stage != Stage::Signing {
-            return Err(RuntimeError::Config(format!(
+            return Err(RuntimeError::Refused(format!(
                 "run {run_id} ({}) is in `{}`, not waiting in `signing`: the manifest was not accepted",
                 state.version,
                 state.stage.as_str()
@@ -194,7 +194,7 @@ impl Orchestrator {
         let request = match std::fs::read(&req_path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(RuntimeError::Config(format!(
+                return Err(RuntimeError::Refused(format!(
                     "run {run_id} has no signing request ({} does not exist): SIGN writes it when \
                      `[signing] mode = \"external\"`; run `fleetgate advance` first",
                     req_path.display()
@@ -206,7 +206,7 @@ impl Orchestrator {
             .ok()
             .and_then(|m| m.get("run_id").and_then(Value::as_str).map(str::to_owned));
         if req_run.as_deref() != Some(run_id.as_str()) {
-            return Err(RuntimeError::Config(format!(
+            return Err(RuntimeError::Refused(format!(
                 "the signing request at {} is for run {}, not the run in progress ({run_id}); run \
                  `fleetgate advance` to write this run's request",
                 req_path.display(),
@@ -241,7 +241,7 @@ impl Orchestrator {
                 valid, threshold, ..
             }) => {
                 let m: fleetgate_trust::Manifest = serde_json::from_slice(signed).map_err(|e| {
-                    RuntimeError::Config(format!("the submitted manifest does not parse: {e}"))
+                    RuntimeError::Invalid(format!("the submitted manifest does not parse: {e}"))
                 })?;
                 (
                     m.sequence,
@@ -254,7 +254,7 @@ impl Orchestrator {
                 )
             }
             Err(e) => {
-                return Err(RuntimeError::Config(format!(
+                return Err(RuntimeError::Invalid(format!(
                     "the submitted manifest does not verify against {}: {e}",
                     trust_path.display()
                 )));

@@ -88,6 +88,22 @@ pub enum RuntimeError {
     /// version): nothing was run; retry when it has finished.
     #[error("{0}")]
     Busy(String),
+    /// The command acts on a run in progress, and there is none (nothing was changed).
+    #[error(
+        "no run in progress (the pipeline is at `{stage}`); start one with `fleetgate start <version>`"
+    )]
+    NoActiveRun {
+        /// Where the pipeline stands.
+        stage: fleetgate_core::Stage,
+    },
+    /// The run's state does not allow the request now (nothing was changed): the message
+    /// says what it waits for.
+    #[error("{0}")]
+    Refused(String),
+    /// The caller's input (an argument, a submitted document) is invalid; the message
+    /// names it and what is wrong (nothing was changed).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl RuntimeError {

@@ -457,9 +457,7 @@ impl Orchestrator {
             return self.deliver_queued(stage, snapshot.outbox.len(), progress);
         }
         if !stage.is_gated() {
-            return Err(RuntimeError::Config(format!(
-                "no run in progress (the pipeline is at `{stage}`); start one with `fleetgate start <version>`"
-            )));
+            return Err(RuntimeError::NoActiveRun { stage });
         }
         if let Some(p) = &snapshot.paused {
             progress(Progress::Paused {

@@ -495,7 +495,7 @@ impl Orchestrator {
                 &VerifyOptions::default(),
             )
             .map_err(|e| {
-                RuntimeError::Config(format!(
+                RuntimeError::Invalid(format!(
                     "--manifest {}: does not verify against the trust file: {e}",
                     path.display()
                 ))
@@ -514,7 +514,7 @@ impl Orchestrator {
                 None
             };
             if let Some(why) = mismatch {
-                return Err(RuntimeError::Config(format!(
+                return Err(RuntimeError::Invalid(format!(
                     "--manifest {}: {why}",
                     path.display()
                 )));

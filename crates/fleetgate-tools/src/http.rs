@@ -37,7 +37,10 @@
 //! `into_make_service_with_connect_info::<SocketAddr>()`); 503 more than
 //! [`MAX_CONCURRENT_CALLS`] tool calls already running (`error_kind` `busy`, with
 //! `Retry-After`; nothing was run). Every body is JSON
-//! (`{"success": false, "error": "..."}` on error).
+//! (`{"success": false, "error": "...", "error_kind": "..."}` on error; the answers given
+//! before any tool runs carry `invalid_request` (400), `unauthorized` (401), `not_found`
+//! (404), `method_not_allowed` (405), `too_large` (413), `rate_limited` (429) or `busy`
+//! (503)).
 //!
 //! Invariants:
 //! - Every route that changes something requires `Authorization: Bearer <token>`,
@@ -456,9 +459,27 @@ enum ArgsIn {
 fn fail(status: StatusCode, error: impl Into<String>) -> Response {
     (
         status,
-        Json(json!({"success": false, "error": error.into()})),
+        Json(json!({
+            "success": false,
+            "error": error.into(),
+            "error_kind": transport_kind(status),
+        })),
     )
         .into_response()
+}
+
+/// The `error_kind` of an answer the server gives before (or instead of) a tool call.
+fn transport_kind(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "invalid_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        StatusCode::SERVICE_UNAVAILABLE => "busy",
+        _ => "failed",
+    }
 }
 
 fn unauthorized(error: &str, invalid_token: bool) -> Response {

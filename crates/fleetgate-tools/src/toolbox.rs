@@ -255,17 +255,21 @@ impl ToolError {
     }
 }
 
-impl From<RuntimeError> for ToolError {
-    fn from(e: RuntimeError) -> ToolError {
-        let kind = match &e {
+impl ErrorKind {
+    /// The kind of a runtime error, as tools, the HTTP API and `fleetgate … --json`
+    /// report it.
+    pub fn of(e: &RuntimeError) -> ErrorKind {
+        match e {
             RuntimeError::Store(StoreError::Locked { .. })
             | RuntimeError::Fenced(_)
             | RuntimeError::Busy(_) => ErrorKind::Locked,
             RuntimeError::Store(StoreError::Corrupt { .. } | StoreError::TooNew { .. }) => {
                 ErrorKind::CorruptState
             }
-            RuntimeError::Transition(_) => ErrorKind::Refused,
-            RuntimeError::Version(_) => ErrorKind::InvalidArguments,
+            RuntimeError::Transition(_)
+            | RuntimeError::NoActiveRun { .. }
+            | RuntimeError::Refused(_) => ErrorKind::Refused,
+            RuntimeError::Version(_) | RuntimeError::Invalid(_) => ErrorKind::InvalidArguments,
             RuntimeError::Config(_) => ErrorKind::Config,
             RuntimeError::Io { .. }
             | RuntimeError::Git(_)
@@ -273,8 +277,13 @@ impl From<RuntimeError> for ToolError {
             | RuntimeError::Store(_)
             | RuntimeError::Fleet(_)
             | RuntimeError::Superseded(_) => ErrorKind::Failed,
-        };
-        ToolError::new(kind, e.to_string())
+        }
+    }
+}
+
+impl From<RuntimeError> for ToolError {
+    fn from(e: RuntimeError) -> ToolError {
+        ToolError::new(ErrorKind::of(&e), e.to_string())
     }
 }
 
@@ -729,11 +738,8 @@ impl Toolbox {
             min_vram_gb: a.min_vram_gb,
         };
         let (def, replaced) =
-            bench_registry::register(&o.context().state_dir, def).map_err(|e| match e {
-                // The definition's own checks: the caller's arguments.
-                RuntimeError::Config(m) => ToolError::invalid(m),
-                other => other.into(),
-            })?;
+            // The definition's own checks come back as `Invalid`: the caller's arguments.
+            bench_registry::register(&o.context().state_dir, def)?;
         let hash = def.definition_hash();
         let allowed = o
             .config()

@@ -242,6 +242,13 @@ async fn start_needs_the_token_and_runs_nothing_without_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn advance_runs_the_build_gate_then_rollback_ends_the_run() {
     let srv = Server::start(false).await;
+    // Nothing to advance yet: a refusal (409), not a server fault.
+    let (s, b) = srv
+        .post("/api/upgrades/advance", Some(TOKEN), &json!({}))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    assert_eq!(b["error_kind"], "refused", "{b}");
+    assert!(error(&b).contains("no run in progress"), "{b}");
     let (s, b) = srv
         .post(
             "/api/upgrades/start",
@@ -509,6 +516,7 @@ async fn bad_requests_get_json_errors() {
     let (s, _, b) = srv.send(not_json.bearer_auth(TOKEN)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     assert!(error(&b).contains("not valid JSON"), "{b}");
+    assert_eq!(b["error_kind"], "invalid_request", "{b}");
 
     // Too large: 413.
     let big = json!({"reason": "x".repeat(100 * 1024)}).to_string();
