@@ -58,10 +58,28 @@ fn json_errors_name_their_kind_on_stdout() {
     std::fs::write(env.state_dir().join("upgrade_state.json"), "{\"stage\": ").unwrap();
     let v = json_error(&env.fg(&["status", "--json"]), "corrupt_state", 6);
     assert!(v["error"].as_str().unwrap().contains("corrupt"), "{v}");
-    // A config that does not load.
+    // A config that does not load: named at its line in the file as written (not in
+    // the re-serialised text the environment overrides are merged into).
     env.edit_config("[run]", "[run]\nbogus_key = 1");
+    let written = std::fs::read_to_string(env.config()).unwrap();
+    let line = 1 + written.lines().position(|l| l == "bogus_key = 1").unwrap();
+    assert!(line > 20, "the typo is far down the file (line {line})");
     let v = json_error(&env.fg(&["status", "--json"]), "config", 1);
-    assert!(v["error"].as_str().unwrap().contains("bogus_key"), "{v}");
+    let error = v["error"].as_str().unwrap();
+    assert!(error.contains("bogus_key"), "{v}");
+    assert!(error.contains(&format!("line {line}")), "{v}");
+    // An override that is wrong is reported as the override's.
+    let mut c = env.command(&["status", "--json"]);
+    c.env("FLEETGATE_CANARY_PCT", "lots");
+    let out = c.output().unwrap();
+    let v = json_error(&out, "config", 1);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("FLEETGATE_CANARY_PCT"),
+        "{v}"
+    );
 }
 
 #[test]
@@ -147,4 +165,47 @@ fn completions_and_manual_pages_are_generated() {
         let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{page}: {e}"));
         assert!(text.contains(".TH"), "{page}");
     }
+}
+
+/// A running gate says where its log is, how long it has run (every
+/// `FLEETGATE_PROGRESS_SECS`), and how long it took.
+#[test]
+fn a_running_gate_shows_its_log_and_elapsed_time() {
+    let env = Env::new();
+    env.edit_config(
+        "command = \"sh build.sh\"",
+        "command = \"sh -c 'sleep 3 && sh build.sh'\"",
+    );
+    assert_eq!(code(&env.fg(&["start", "v1.0.0"])), 0);
+    let out = env
+        .command(&["advance"])
+        .env("FLEETGATE_PROGRESS_SECS", "1")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let started = err
+        .lines()
+        .find(|l| l.contains("running gate…"))
+        .unwrap_or_else(|| panic!("{err}"));
+    let log = started
+        .split("(log: ")
+        .nth(1)
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no log path: {started}"));
+    assert!(log.ends_with("building.log"), "{started}");
+    assert!(
+        std::fs::metadata(log).is_ok(),
+        "the log named is the gate's: {log}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.contains("still running after") && l.contains(log)),
+        "{err}"
+    );
+    let finished = err
+        .lines()
+        .find(|l| l.contains("PASSED") || l.contains("passed"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(finished.contains("(took "), "{finished}");
 }

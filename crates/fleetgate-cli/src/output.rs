@@ -23,9 +23,18 @@ fn ago(t: f64) -> String {
 /// One line for a progress event.
 pub fn progress_line(p: &Progress) -> String {
     match p {
-        Progress::GateStarted { stage, version } => {
-            format!("[{:<9}] {version}: running gate…", stage.gate_name())
-        }
+        Progress::GateStarted {
+            stage,
+            version,
+            log,
+        } => match log {
+            Some(log) => format!(
+                "[{:<9}] {version}: running gate… (log: {})",
+                stage.gate_name(),
+                log.display()
+            ),
+            None => format!("[{:<9}] {version}: running gate…", stage.gate_name()),
+        },
         Progress::GateFinished {
             stage,
             verdict,
@@ -76,12 +85,79 @@ pub fn progress_line(p: &Progress) -> String {
 }
 
 /// A progress callback printing to stderr (silent with --json, where stdout is for data
-/// and stderr is left quiet for machines).
+/// and stderr is left quiet for machines). While a gate runs, a line every
+/// `FLEETGATE_PROGRESS_SECS` (default 15) says how long it has run and where its log is;
+/// the finished line says how long it took.
 pub fn progress_printer(json: bool) -> impl FnMut(Progress) {
+    let every = progress_every();
+    let mut ticker: Option<Ticker> = None;
     move |p| {
-        if !json {
-            eprintln!("{}", progress_line(&p));
+        if json {
+            return;
         }
+        let took = ticker.take().map(Ticker::stop);
+        let mut line = progress_line(&p);
+        if let (Progress::GateFinished { .. }, Some(took)) = (&p, took) {
+            let first = line.find('\n').unwrap_or(line.len());
+            line.insert_str(first, &format!(" (took {})", span(took)));
+        }
+        eprintln!("{line}");
+        if let Progress::GateStarted { stage, log, .. } = &p {
+            ticker = Some(Ticker::start(stage.gate_name(), log.clone(), every));
+        }
+    }
+}
+
+/// Seconds for people: `45s`, `1m 5s`.
+fn span(secs: u64) -> String {
+    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+}
+
+fn progress_every() -> std::time::Duration {
+    let secs = std::env::var("FLEETGATE_PROGRESS_SECS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(15);
+    std::time::Duration::from_secs(secs)
+}
+
+/// Says "still running" every `every` until stopped.
+struct Ticker {
+    started: std::time::Instant,
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Ticker {
+    fn start(gate: &'static str, log: Option<PathBuf>, every: std::time::Duration) -> Ticker {
+        let started = std::time::Instant::now();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every)
+            {
+                let ran = span(started.elapsed().as_secs());
+                match &log {
+                    Some(l) => eprintln!(
+                        "[{gate:<9}] still running after {ran} (log: {})",
+                        l.display()
+                    ),
+                    None => eprintln!("[{gate:<9}] still running after {ran}"),
+                }
+            }
+        });
+        Ticker {
+            started,
+            stop,
+            thread,
+        }
+    }
+
+    /// Stops the ticker; returns the seconds the gate ran.
+    fn stop(self) -> u64 {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+        self.started.elapsed().as_secs()
     }
 }
 

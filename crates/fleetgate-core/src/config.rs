@@ -578,6 +578,10 @@ pub fn other_env() -> Vec<(&'static str, &'static str)> {
             "the config file when --config is not given",
         ),
         (
+            "FLEETGATE_PROGRESS_SECS",
+            "how often `run`/`advance` say a gate is still running (seconds, default 15)",
+        ),
+        (
             "HEVOLVE_DEV_MODE",
             "HART's dev mode: recognised and reported as a warning; it never skips or weakens a gate",
         ),
@@ -700,6 +704,11 @@ pub fn env_overrides() -> Vec<(String, String)> {
     v
 }
 
+/// A TOML error's message without the excerpt of the (re-serialised) text.
+fn first_message(e: &toml::de::Error) -> String {
+    e.message().to_owned()
+}
+
 impl Config {
     /// Parse the file text, apply overrides from `env` (a lookup function), validate.
     pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
@@ -756,8 +765,19 @@ impl Config {
                 doc.insert((*key).to_owned(), toml::Value::String(value));
             }
         }
-        let text = toml::to_string(&doc).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        let cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let merged = toml::to_string(&doc).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let cfg: Config = toml::from_str(&merged).map_err(|merged_err| {
+            // Report the error against the file the user wrote (its lines and columns),
+            // not against the re-serialised overlay; only an error that the overrides
+            // brought in is reported as theirs.
+            match toml::from_str::<Config>(text) {
+                Err(file_err) => ConfigError::Parse(file_err.to_string()),
+                Ok(_) => ConfigError::Parse(format!(
+                    "after applying the environment overrides (`fleetgate config --env` lists them): {}",
+                    first_message(&merged_err)
+                )),
+            }
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }

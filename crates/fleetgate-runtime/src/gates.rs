@@ -51,7 +51,7 @@ impl GateContext {
         )
     }
 
-    fn log_path(&self, state: &PipelineState, stage: Stage) -> PathBuf {
+    pub(crate) fn log_path(&self, state: &PipelineState, stage: Stage) -> PathBuf {
         let run = state.run_id.clone().unwrap_or_else(|| "run".into());
         self.state_dir
             .join("logs")

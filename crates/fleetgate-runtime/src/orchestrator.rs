@@ -21,6 +21,9 @@ pub enum Progress {
         stage: Stage,
         /// Version.
         version: String,
+        /// The gate command's log file, for the stages that run one (BUILD, TEST, AUDIT,
+        /// BENCHMARK).
+        log: Option<PathBuf>,
     },
     /// A gate returned a verdict that was committed.
     GateFinished {
@@ -480,9 +483,15 @@ impl Orchestrator {
             });
         }
         let epoch = snapshot.epoch;
+        let log = matches!(
+            stage,
+            Stage::Building | Stage::Testing | Stage::Auditing | Stage::Benchmarking
+        )
+        .then(|| self.ctx.log_path(&snapshot, stage));
         progress(Progress::GateStarted {
             stage,
             version: snapshot.version.clone(),
+            log,
         });
         let store = &self.store;
         let mut checkpoint = |progress: FleetStageProgress| -> Result<(), RuntimeError> {

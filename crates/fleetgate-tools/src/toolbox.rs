@@ -777,7 +777,7 @@ impl Toolbox {
 
 fn progress_line(p: &Progress) -> String {
     match p {
-        Progress::GateStarted { stage, version } => {
+        Progress::GateStarted { stage, version, .. } => {
             format!("{}: running the gate for {version}", stage.gate_name())
         }
         Progress::GateFinished {
