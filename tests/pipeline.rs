@@ -3,7 +3,7 @@
 //! corrupt state file is moved aside.
 
 mod common;
-use common::{Env, code, history, text};
+use common::{Env, code, git, history, text};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -249,6 +249,102 @@ fn a_benchmark_regression_against_the_last_completed_version_rolls_back_with_the
             .unwrap()
             .len(),
         3
+    );
+}
+
+/// Issue 15: a benchmark that moves 8.5% between runs on unchanged code. Single-shot, that
+/// is a regression; with `repeats = 3` the medians still differ by more than the
+/// tolerance, but the repeats overlap (noise), so the BENCHMARK gate passes — and a real
+/// shift, every repeat slower, still fails.
+#[test]
+fn repeated_benchmarks_tell_noise_from_a_regression() {
+    let env = Env::new();
+    // Each repeat reports the next value of the version's list (a counter in the
+    // checkout, which the repeats of one capture share).
+    let noisy = r#"#!/bin/sh
+set -eu
+mkdir -p target
+n=$(cat target/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > target/n
+case "$FLEETGATE_VERSION:$n" in
+  v1.0.0:1) v=100;; v1.0.0:2) v=108;; v1.0.0:3) v=95;;
+  v1.0.1:1) v=108.5;; v1.0.1:2) v=97;; v1.0.1:3) v=112;;
+  *) v=130;;
+esac
+printf '[{"name":"startup","unit":"ms","value":%s}]
+' "$v" > target/bench.json
+"#;
+    env.commit_tag("v1.0.0-noisy", |app| {
+        std::fs::write(app.join("bench.sh"), noisy).unwrap();
+    });
+    git(&env.app, &["tag", "-f", "v1.0.0"]);
+    env.commit_tag("v1.0.1", |app| {
+        std::fs::write(app.join("README.md"), "unchanged code, new commit\n").unwrap();
+    });
+    env.commit_tag("v1.0.2", |app| {
+        std::fs::write(app.join("README.md"), "a slower release\n").unwrap();
+    });
+    // Single-shot: the 8.5% move is called a regression.
+    let single = |args: &[&str]| {
+        env.command(args)
+            .env("FLEETGATE_STAGES_BENCHMARK_REPEATS", "1")
+            .output()
+            .unwrap()
+    };
+    assert_eq!(code(&single(&["bench", "capture", "v1.0.0"])), 0);
+    assert_eq!(code(&single(&["bench", "capture", "v1.0.1"])), 0);
+    let out = env.fg(&["bench", "compare", "v1.0.0", "v1.0.1", "--json"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    // Three repeats (the default): the medians are 100 and 108.5, but the repeats
+    // overlap.
+    assert_eq!(code(&env.fg(&["bench", "capture", "v1.0.0"])), 0);
+    let store = fleetgate::store::StateDir::open(env.state_dir()).unwrap();
+    let mut st = store.load().unwrap();
+    st.last_completed = Some(fleetgate::core::CompletedRelease {
+        version: "v1.0.0".into(),
+        git_sha: "0".repeat(40),
+        code_hash: None,
+        run_id: "earlier".into(),
+        sequence: None,
+        hash_scheme: None,
+    });
+    store.save(&st).unwrap();
+    assert_eq!(code(&env.fg(&["start", "v1.0.1"])), 0);
+    let out = env.fg(&["run"]);
+    let s = env.status();
+    let bench = &s["gate_results"]["benchmarking"];
+    assert_eq!(bench["outcome"], "passed", "{}", text(&out));
+    let cmp = &bench["figures"]["comparison"]["benchmarks"][0];
+    assert_eq!(cmp["status"], "within_noise", "{cmp}");
+    assert_eq!(cmp["baseline"], 100.0);
+    assert_eq!(cmp["current"], 108.5);
+    assert_eq!(cmp["baseline_range"], serde_json::json!([95.0, 108.0]));
+    assert_eq!(cmp["current_range"], serde_json::json!([97.0, 112.0]));
+    for k in [2, 3] {
+        let log = env
+            .state_dir()
+            .join("logs")
+            .join(s["run_id"].as_str().unwrap())
+            .join(format!("benchmarking.repeat-{k}.log"));
+        assert!(log.exists(), "each repeat keeps its log: {}", log.display());
+    }
+    // Every repeat slower (130 ms): a regression, named with its figures.
+    let out = env.fg(&["bench", "capture", "v1.0.2"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = env.fg(&["bench", "compare", "v1.0.0", "v1.0.2", "--json"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["report"]["failures"], serde_json::json!(["startup"]));
+    assert_eq!(v["report"]["benchmarks"][0]["status"], "regressed");
+    // The range is named in the config error when out of bounds.
+    let out = env
+        .command(&["status"])
+        .env("FLEETGATE_STAGES_BENCHMARK_REPEATS", "0")
+        .output()
+        .unwrap();
+    assert!(
+        text(&out).contains("stages.benchmark.repeats"),
+        "{}",
+        text(&out)
     );
 }
 

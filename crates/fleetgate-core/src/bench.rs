@@ -37,6 +37,10 @@ pub struct BenchEntry {
     /// Optional extra text (github-action-benchmark's `extra`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extra: Option<String>,
+    /// Every repeat's value when the benchmark ran more than once
+    /// (`[stages.benchmark] repeats`); `value` is then their median.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<Vec<f64>>,
 }
 
 /// Why a results file was refused.
@@ -54,6 +58,8 @@ pub enum BenchError {
     #[error("benchmark {0:?} appears more than once in the results")]
     Duplicate(String),
     /// NaN, infinite or negative.
+    #[error("the benchmark's repeats disagree: {0}")]
+    Repeats(String),
     #[error("benchmark {name:?} has value {value}, which is not a finite non-negative number")]
     BadValue {
         /// Benchmark.
@@ -173,8 +179,87 @@ pub struct BenchComparison {
     pub tolerance: f64,
     /// Direction applied.
     pub direction: Option<Direction>,
-    /// `ok`, `improved`, `regressed`, `new`, `missing`, `unit_changed`, `unknown_direction`.
+    /// `ok`, `improved`, `regressed`, `within_noise` (beyond the tolerance, but the
+    /// repeats overlap: not a failure), `new`, `missing`, `unit_changed`,
+    /// `unknown_direction`.
     pub status: String,
+    /// Lowest and highest baseline repeat, when the baseline ran more than once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_range: Option<[f64; 2]>,
+    /// Lowest and highest repeat of the new version, when it ran more than once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_range: Option<[f64; 2]>,
+}
+
+/// The lowest and highest of an entry's repeats (two or more), else `None`.
+fn range_of(e: &BenchEntry) -> Option<[f64; 2]> {
+    let s = e.samples.as_deref().filter(|s| s.len() >= 2)?;
+    let lo = s.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Some([lo, hi])
+}
+
+/// The median of non-empty `v`.
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Combines the results of repeated runs of one benchmark command: per benchmark the
+/// median of the repeats as `value`, every repeat's value in `samples`. Every run must
+/// report the same benchmarks in the same units (a benchmark that appears in some runs
+/// only is an error naming it).
+pub fn combine_repeats(runs: &[Vec<BenchEntry>]) -> Result<Vec<BenchEntry>, BenchError> {
+    let Some(first) = runs.first() else {
+        return Err(BenchError::Empty);
+    };
+    if runs.len() == 1 {
+        return Ok(first.clone());
+    }
+    let mut out = Vec::with_capacity(first.len());
+    for e in first {
+        let mut samples = Vec::with_capacity(runs.len());
+        for (i, run) in runs.iter().enumerate() {
+            let Some(r) = run.iter().find(|r| r.name == e.name) else {
+                return Err(BenchError::Repeats(format!(
+                    "benchmark {:?} is missing from repeat {} of {}",
+                    e.name,
+                    i + 1,
+                    runs.len()
+                )));
+            };
+            if r.unit != e.unit {
+                return Err(BenchError::Repeats(format!(
+                    "benchmark {:?} is in {:?} in repeat 1 and in {:?} in repeat {}",
+                    e.name,
+                    e.unit,
+                    r.unit,
+                    i + 1
+                )));
+            }
+            samples.push(r.value);
+        }
+        let mut combined = e.clone();
+        combined.value = median(&samples);
+        combined.samples = Some(samples);
+        out.push(combined);
+    }
+    for (i, run) in runs.iter().enumerate().skip(1) {
+        if let Some(extra) = run.iter().find(|r| !first.iter().any(|e| e.name == r.name)) {
+            return Err(BenchError::Repeats(format!(
+                "benchmark {:?} appears in repeat {} but not in repeat 1",
+                extra.name,
+                i + 1
+            )));
+        }
+    }
+    Ok(out)
 }
 
 /// The comparison of a snapshot against a baseline.
@@ -243,6 +328,8 @@ pub fn compare(
                 tolerance,
                 direction: None,
                 status: "missing".into(),
+                baseline_range: range_of(b),
+                current_range: None,
             });
             continue;
         };
@@ -270,6 +357,23 @@ pub fn compare(
                 (Some(_), Some(_)) => "ok",
             }
         };
+        let (baseline_range, current_range) = (range_of(b), range_of(c));
+        // With repeats on both sides, a change beyond the tolerance fails only when every
+        // new repeat is worse than every baseline repeat: under no change that happens by
+        // chance with probability 1/C(m+n, n) (1 in 20 for 3 and 3), a permutation test.
+        let status = match (status, direction, baseline_range, current_range) {
+            ("regressed", Some(Direction::SmallerIsBetter), Some([_, b_hi]), Some([c_lo, _]))
+                if c_lo <= b_hi =>
+            {
+                "within_noise"
+            }
+            ("regressed", Some(Direction::BiggerIsBetter), Some([b_lo, _]), Some([_, c_hi]))
+                if c_hi >= b_lo =>
+            {
+                "within_noise"
+            }
+            (s, ..) => s,
+        };
         if matches!(status, "regressed" | "unit_changed" | "unknown_direction") {
             failures.push((*name).to_owned());
         }
@@ -282,6 +386,8 @@ pub fn compare(
             tolerance,
             direction,
             status: status.into(),
+            baseline_range,
+            current_range,
         });
     }
     for (name, c) in &cur {
@@ -299,6 +405,8 @@ pub fn compare(
                     .unwrap_or(policy.tolerance),
                 direction: c.direction.or_else(|| known_unit_direction(&c.unit)),
                 status: "new".into(),
+                baseline_range: None,
+                current_range: range_of(c),
             });
         }
     }
@@ -320,7 +428,67 @@ mod tests {
             direction: None,
             range: None,
             extra: None,
+            samples: None,
         }
+    }
+
+    fn runs(name: &str, unit: &str, values: &[f64]) -> Vec<Vec<BenchEntry>> {
+        values.iter().map(|v| vec![e(name, unit, *v)]).collect()
+    }
+
+    #[test]
+    fn repeats_combine_to_the_median_with_their_samples() {
+        let c = combine_repeats(&runs("lat", "ms", &[12.0, 10.0, 30.0])).unwrap();
+        assert_eq!(c[0].value, 12.0);
+        assert_eq!(c[0].samples.as_deref(), Some(&[12.0, 10.0, 30.0][..]));
+        let c = combine_repeats(&runs("lat", "ms", &[1.0, 2.0, 3.0, 10.0])).unwrap();
+        assert_eq!(c[0].value, 2.5);
+        // One run: as it was, no samples.
+        let c = combine_repeats(&runs("lat", "ms", &[7.0])).unwrap();
+        assert_eq!((c[0].value, c[0].samples.clone()), (7.0, None));
+        // Repeats that disagree on what they measure are named.
+        let mut r = runs("lat", "ms", &[1.0, 2.0]);
+        r[1][0].unit = "s".into();
+        let err = combine_repeats(&r).unwrap_err().to_string();
+        assert!(err.contains("\"lat\"") && err.contains("repeat 2"), "{err}");
+        let mut r = runs("lat", "ms", &[1.0, 2.0]);
+        r[1][0].name = "other".into();
+        let err = combine_repeats(&r).unwrap_err().to_string();
+        assert!(err.contains("missing from repeat 2"), "{err}");
+        let mut r = runs("lat", "ms", &[1.0, 2.0]);
+        r[1].push(e("extra", "ms", 1.0));
+        let err = combine_repeats(&r).unwrap_err().to_string();
+        assert!(err.contains("\"extra\" appears in repeat 2"), "{err}");
+    }
+
+    #[test]
+    fn a_change_the_repeats_overlap_is_noise_and_a_clean_shift_is_a_regression() {
+        // Unchanged code, noisy: medians 8.5% apart, but the repeats overlap.
+        let base = combine_repeats(&runs("lat", "ms", &[100.0, 108.0, 95.0])).unwrap();
+        let noisy = combine_repeats(&runs("lat", "ms", &[108.5, 97.0, 112.0])).unwrap();
+        let r = compare(&base, &noisy, &policy());
+        assert!(r.passed(), "{r:?}");
+        assert_eq!(r.benchmarks[0].status, "within_noise");
+        assert_eq!(r.benchmarks[0].baseline_range, Some([95.0, 108.0]));
+        assert_eq!(r.benchmarks[0].current_range, Some([97.0, 112.0]));
+        // Every new repeat slower than every old one, beyond the tolerance: regressed.
+        let slow = combine_repeats(&runs("lat", "ms", &[120.0, 118.0, 125.0])).unwrap();
+        let r = compare(&base, &slow, &policy());
+        assert_eq!(r.failures, ["lat"], "{r:?}");
+        // Bigger is better, the same rule mirrored.
+        let base = combine_repeats(&runs("tput", "ops/s", &[1000.0, 950.0, 1040.0])).unwrap();
+        let noisy = combine_repeats(&runs("tput", "ops/s", &[900.0, 960.0, 880.0])).unwrap();
+        assert!(compare(&base, &noisy, &policy()).passed());
+        let low = combine_repeats(&runs("tput", "ops/s", &[900.0, 920.0, 880.0])).unwrap();
+        assert_eq!(compare(&base, &low, &policy()).failures, ["tput"]);
+        // A single-shot baseline (an older snapshot): the tolerance alone decides.
+        let old = vec![e("lat", "ms", 100.0)];
+        let r = compare(&old, &noisy_lat(), &policy());
+        assert_eq!(r.failures, ["lat"], "{r:?}");
+    }
+
+    fn noisy_lat() -> Vec<BenchEntry> {
+        combine_repeats(&runs("lat", "ms", &[108.5, 97.0, 112.0])).unwrap()
     }
 
     fn policy() -> ComparePolicy {

@@ -200,8 +200,12 @@ pub struct BenchmarkStage {
     /// Per-unit directions.
     #[serde(default)]
     pub directions: BTreeMap<String, Direction>,
-    /// Timeout (default 3600 s).
+    /// Timeout (default 3600 s), per repeat.
     pub timeout_secs: Option<i64>,
+    /// How many times the command runs (default 3, at most 20): each benchmark's value is
+    /// the median of the repeats, and a change beyond the tolerance fails only when every
+    /// new repeat is worse than every baseline repeat (the noise band). 1 = single-shot.
+    pub repeats: Option<i64>,
     /// Explicit skip reason.
     pub skip: Option<String>,
 }
@@ -504,6 +508,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("stages.benchmark.results", Kind::Str),
     ("stages.benchmark.tolerance", Kind::Float),
     ("stages.benchmark.timeout_secs", Kind::Int),
+    ("stages.benchmark.repeats", Kind::Int),
     ("stages.benchmark.skip", Kind::Str),
     ("signing.key_file", Kind::Str),
     ("signing.trust_file", Kind::Str),
@@ -808,6 +813,15 @@ impl Config {
         self.stages.benchmark.tolerance.unwrap_or(0.05)
     }
 
+    /// `[stages.benchmark] repeats` (default 3).
+    pub fn bench_repeats(&self) -> u32 {
+        self.stages
+            .benchmark
+            .repeats
+            .and_then(|r| u32::try_from(r).ok())
+            .unwrap_or(3)
+    }
+
     /// Check every range; the first offending key is named.
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn frac(key: &str, v: f64, zero_ok: bool) -> Result<(), ConfigError> {
@@ -874,6 +888,15 @@ impl Config {
             if let Some(t) = t {
                 positive(k, t)?;
             }
+        }
+        if let Some(r) = s.benchmark.repeats
+            && !(1..=20).contains(&r)
+        {
+            return Err(ConfigError::Invalid {
+                key: "stages.benchmark.repeats".into(),
+                value: r.to_string(),
+                expected: "an integer from 1 to 20",
+            });
         }
         for (k, c) in [
             ("stages.build.command", &s.build.command),

@@ -488,13 +488,36 @@ fn run_step(
     command: &str,
     t: Option<i64>,
 ) -> Result<(Option<Verdict>, serde_json::Value, PathBuf), RuntimeError> {
+    run_step_to(ctx, state, stage, command, t, &ctx.log_path(state, stage))
+}
+
+/// The log of the benchmark command's repeat `k` (1-based): the stage's log for the
+/// first, `benchmarking.repeat-K.log` beside it for the others.
+fn bench_repeat_log(ctx: &GateContext, state: &PipelineState, k: u32) -> PathBuf {
+    let log = ctx.log_path(state, Stage::Benchmarking);
+    if k == 1 {
+        log
+    } else {
+        log.with_file_name(format!("{}.repeat-{k}.log", Stage::Benchmarking.as_str()))
+    }
+}
+
+/// [`run_step`], its output logged to `log`.
+fn run_step_to(
+    ctx: &GateContext,
+    state: &PipelineState,
+    stage: Stage,
+    command: &str,
+    t: Option<i64>,
+    log: &Path,
+) -> Result<(Option<Verdict>, serde_json::Value, PathBuf), RuntimeError> {
     let dir = checkout(
         &ctx.repo,
         &state.git_sha,
         &ctx.checkout_dir(state),
         stage == Stage::Building,
     )?;
-    let log = ctx.log_path(state, stage);
+    let log = log.to_owned();
     let limit = timeout(t);
     let out = run_shell(command, &dir, &ctx.env(state, stage), limit, &log)?;
     let figures = json!({
@@ -772,14 +795,39 @@ pub fn capture(
         };
         let dir = checkout(&ctx.repo, &state.git_sha, &ctx.checkout_dir(state), false)?;
         let results_path = dir.join(results);
-        let _ = std::fs::remove_file(&results_path);
-        let (failed, run, _) = run_step(ctx, state, Stage::Benchmarking, cmd, b.timeout_secs)?;
-        if let Some(v) = failed {
-            return Ok(Err(v));
+        let repeats = ctx.cfg.bench_repeats();
+        let mut runs = Vec::with_capacity(repeats as usize);
+        for k in 1..=repeats {
+            let _ = std::fs::remove_file(&results_path);
+            let log = bench_repeat_log(ctx, state, k);
+            let (failed, run, _) =
+                run_step_to(ctx, state, Stage::Benchmarking, cmd, b.timeout_secs, &log)?;
+            if let Some(mut v) = failed {
+                if repeats > 1 {
+                    v.detail = format!("repeat {k} of {repeats}: {}", v.detail);
+                }
+                return Ok(Err(v));
+            }
+            match read_results(&results_path, results) {
+                Ok(entries) => runs.push(entries),
+                Err(detail) => {
+                    let detail = if repeats > 1 {
+                        format!("repeat {k} of {repeats}: {detail}")
+                    } else {
+                        detail
+                    };
+                    return Ok(Err(Verdict::failed(detail, json!({"run": run}))));
+                }
+            }
         }
-        match read_results(&results_path, results) {
+        match fleetgate_core::bench::combine_repeats(&runs) {
             Ok(entries) => benchmarks.extend(entries),
-            Err(detail) => return Ok(Err(Verdict::failed(detail, json!({"run": run})))),
+            Err(e) => {
+                return Ok(Err(Verdict::failed(
+                    format!("{results}: {e}"),
+                    json!({"repeats": repeats}),
+                )));
+            }
         }
     }
     for l in &to_run {
@@ -897,11 +945,9 @@ fn benchmark(ctx: &GateContext, state: &PipelineState) -> Result<Verdict, Runtim
     let saved = bench_store::save(&ctx.state_dir, &snap)?;
     let mut files = vec![(saved, "benchmark-results", "application/json")];
     if ctx.cfg.stages.benchmark.command.is_some() {
-        files.push((
-            ctx.log_path(state, Stage::Benchmarking),
-            "log",
-            "text/plain",
-        ));
+        for k in 1..=ctx.cfg.bench_repeats() {
+            files.push((bench_repeat_log(ctx, state, k), "log", "text/plain"));
+        }
     }
     for name in &snap.registered {
         files.push((registered_log(ctx, state, name), "log", "text/plain"));
