@@ -11,9 +11,10 @@ use std::process::ExitCode;
 pub enum ToolsCmd {
     /// Print the tool definitions as function-calling JSON.
     Export {
-        /// `openai` (Chat Completions/Responses `tools`), `anthropic` (Messages `tools`), or
-        /// `json-schema` (one argument schema per tool).
-        #[arg(long, value_parser = ["openai", "anthropic", "json-schema"], default_value = "json-schema")]
+        /// `openai` (Chat Completions `tools`: nested `function`), `openai-responses`
+        /// (Responses API `tools`: flat), `anthropic` (Messages `tools`), or `json-schema`
+        /// (one argument schema per tool).
+        #[arg(long, value_parser = ["openai", "openai-responses", "anthropic", "json-schema"], default_value = "json-schema")]
         format: String,
     },
     /// List the tools with a one-line description.

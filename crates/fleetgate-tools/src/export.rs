@@ -7,8 +7,12 @@ use serde_json::{Value, json};
 /// An export format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    /// OpenAI Chat Completions / Responses `tools`: `{"type": "function", "function": {...}}`.
+    /// OpenAI Chat Completions `tools`: `{"type": "function", "function": {"name",
+    /// "description", "parameters"}}`.
     OpenAi,
+    /// OpenAI Responses API `tools` (flat): `{"type": "function", "name", "description",
+    /// "parameters"}`.
+    OpenAiResponses,
     /// Anthropic Messages `tools`: `{"name", "description", "input_schema"}`.
     Anthropic,
     /// One JSON Schema (draft 2020-12) document per tool's arguments, by tool name.
@@ -16,10 +20,11 @@ pub enum Format {
 }
 
 impl Format {
-    /// Parse `openai`, `anthropic` or `json-schema`.
+    /// Parse `openai`, `openai-responses`, `anthropic` or `json-schema`.
     pub fn parse(s: &str) -> Option<Format> {
         match s {
             "openai" => Some(Format::OpenAi),
+            "openai-responses" => Some(Format::OpenAiResponses),
             "anthropic" => Some(Format::Anthropic),
             "json-schema" => Some(Format::JsonSchema),
             _ => None,
@@ -37,6 +42,16 @@ pub fn export(format: Format) -> Value {
                     json!({"type": "function", "function": {
                         "name": d.name, "description": d.description, "parameters": d.input_schema,
                     }})
+                })
+                .collect(),
+        ),
+        Format::OpenAiResponses => Value::Array(
+            defs.into_iter()
+                .map(|d| {
+                    json!({
+                        "type": "function", "name": d.name, "description": d.description,
+                        "parameters": d.input_schema,
+                    })
                 })
                 .collect(),
         ),

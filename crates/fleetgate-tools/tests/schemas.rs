@@ -144,10 +144,18 @@ fn schemas_accept_good_arguments_and_refuse_bad_ones() {
 fn exports_carry_every_tool_in_each_format() {
     let openai = export(Format::OpenAi);
     let anthropic = export(Format::Anthropic);
+    let responses = export(Format::OpenAiResponses);
     for (i, d) in definitions().iter().enumerate() {
         assert_eq!(openai[i]["type"], "function");
         assert_eq!(openai[i]["function"]["name"], d.name);
         assert_eq!(openai[i]["function"]["parameters"], d.input_schema);
+        // The Responses API's shape is flat: no nested `function`.
+        let r = responses[i].as_object().unwrap();
+        assert_eq!(r["type"], "function");
+        assert_eq!(r["name"], d.name);
+        assert_eq!(r["description"], d.description);
+        assert_eq!(r["parameters"], d.input_schema);
+        assert!(!r.contains_key("function"), "{r:?}");
         assert_eq!(anthropic[i]["name"], d.name);
         assert_eq!(anthropic[i]["input_schema"], d.input_schema);
         assert_eq!(anthropic[i]["description"], d.description);
