@@ -1,6 +1,7 @@
 //! Heartbeats over HTTPS to an orchestrator stand-in whose certificate a private CA signs
-//! (generated here with rcgen, served by axum over tokio-rustls on 127.0.0.1): trusted
-//! with the right `tls_ca_file`, refused with a clear error under a wrong one.
+//! (generated here with rcgen, served by axum through fleetgate's own TLS listener on
+//! 127.0.0.1): trusted with the right `tls_ca_file`, refused with a clear error under a
+//! wrong one.
 
 mod common;
 
@@ -10,11 +11,9 @@ use axum::routing::post;
 use common::*;
 use fleetgate_agent::heartbeat::{Heartbeat, SignedHeartbeat};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -26,33 +25,6 @@ fn make_ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
     let key = KeyPair::generate().unwrap();
     let cert = params.self_signed(&key).unwrap();
     (cert.pem(), Issuer::new(params, key))
-}
-
-/// An axum listener that completes a TLS handshake on each accepted connection.
-struct TlsListener {
-    tcp: tokio::net::TcpListener,
-    acceptor: TlsAcceptor,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok((stream, addr)) = self.tcp.accept().await else {
-                continue;
-            };
-            // A client that refuses the certificate fails the handshake: keep serving.
-            if let Ok(tls) = self.acceptor.accept(stream).await {
-                return (tls, addr);
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr()
-    }
 }
 
 /// Serves `POST /api/fleet/heartbeat` over HTTPS with a certificate for 127.0.0.1 issued
@@ -88,10 +60,10 @@ fn serve_https(
         .block_on(tokio::net::TcpListener::bind(("127.0.0.1", 0)))
         .unwrap();
     let port = tcp.local_addr().unwrap().port();
-    let listener = TlsListener {
-        tcp,
-        acceptor: TlsAcceptor::from(Arc::new(config)),
-    };
+    // The listener `fleetgate serve` and `fleetgate fleet serve` use.
+    let listener = rt
+        .block_on(async { fleetgate_fleet::tls::TlsListener::new(tcp, Arc::new(config)) })
+        .unwrap();
     rt.spawn(async move { axum::serve(listener, app).await });
     (port, got)
 }

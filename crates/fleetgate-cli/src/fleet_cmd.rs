@@ -97,7 +97,13 @@ pub enum FleetCmd {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:7300")]
         listen: std::net::SocketAddr,
+        /// HTTPS.
+        #[command(flatten)]
+        tls: crate::tls_cmd::TlsArgs,
     },
+    /// The fleet's private CA for HTTPS (`fleetgate fleet ca init`).
+    #[command(subcommand)]
+    Ca(crate::tls_cmd::CaCmd),
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -222,15 +228,17 @@ pub fn run(o: &Orchestrator, cmd: FleetCmd) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        FleetCmd::Serve { listen } => {
+        FleetCmd::Ca(_) => unreachable!("`fleet ca` runs without a registry (see lib.rs)"),
+        FleetCmd::Serve { listen, tls } => {
             drop(rt);
+            let tls = tls.server_config(listen)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("failed to listen on {listen}"))?;
-                eprintln!("fleet endpoints on http://{}/api/fleet/ (registry {})", listener.local_addr()?, fleetgate_fleet::redact_url(&url));
+                eprintln!("fleet endpoints on {}://{}/api/fleet/ (registry {})", crate::tls_cmd::scheme(&tls), listener.local_addr()?, fleetgate_fleet::redact_url(&url));
                 let shutdown = async {
                     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
                     tokio::select! {
@@ -239,7 +247,7 @@ pub fn run(o: &Orchestrator, cmd: FleetCmd) -> anyhow::Result<ExitCode> {
                     }
                 };
                 let app = fleetgate_fleet::limit::per_source(fleetgate_fleet::http::router(reg), fleetgate_fleet::limit::FLEET_LIMIT);
-                axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(shutdown).await?;
+                crate::tls_cmd::serve_router(listener, tls, app, shutdown).await?;
                 anyhow::Ok(())
             })?;
         }

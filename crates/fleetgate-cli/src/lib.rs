@@ -25,6 +25,7 @@ mod pipeline_cmd;
 mod provenance_cmd;
 mod serve_cmd;
 mod signing_cmd;
+mod tls_cmd;
 mod tools_cmd;
 pub mod trust_cmd;
 
@@ -614,6 +615,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         // Provisioning sends releases to nodes: it excludes `run`/`watch` like they do
         // each other (the orchestrator lock); the other fleet commands only read or enroll.
+        Cmd::Fleet(fleet_cmd::FleetCmd::Ca(cmd)) => tls_cmd::run_ca(cmd),
         Cmd::Fleet(cmd) => {
             let exclusive = matches!(cmd, fleet_cmd::FleetCmd::Provision { .. });
             fleet_cmd::run(&open(cfg_path, exclusive)?, cmd)

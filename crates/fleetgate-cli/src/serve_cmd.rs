@@ -17,10 +17,13 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// `fleetgate serve` arguments.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Address to listen on. Keep it on localhost (or behind a TLS-terminating proxy):
-    /// the API speaks plain HTTP.
+    /// Address to listen on. Beyond localhost, serve HTTPS (--tls-cert/--tls-key) or put
+    /// a TLS-terminating proxy in front (--insecure-plain-http).
     #[arg(long, default_value = "127.0.0.1:7400", value_name = "ADDR")]
     pub listen: SocketAddr,
+    /// HTTPS.
+    #[command(flatten)]
+    pub tls: crate::tls_cmd::TlsArgs,
     /// File holding the API token (one line, at least 16 characters, e.g. from
     /// `openssl rand -hex 32`; keep it mode 0600). Takes precedence over --token-env.
     #[arg(long, value_name = "PATH")]
@@ -57,6 +60,11 @@ pub fn run(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<ExitCode> {
         })?,
     }
     .with_open_reads(args.open_reads);
+    let tls = args.tls.server_config(args.listen)?;
+    if let Some(key) = &args.tls.tls_key {
+        // Read already; gate commands must not reach it.
+        fleetgate_runtime::sandbox::protect_path(key);
+    }
 
     // Pin the config file the server was started with, so a later change of the
     // working directory or of $FLEETGATE_CONFIG cannot point the tools elsewhere.
@@ -88,8 +96,9 @@ pub fn run(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("failed to listen on {}", args.listen))?;
         let addr = listener.local_addr()?;
+        let scheme = crate::tls_cmd::scheme(&tls);
         eprintln!(
-            "fleetgate API on http://{addr}/api/ (OpenAPI: http://{addr}/api/openapi.json; config {}; registry {}; token from {}; reads {})",
+            "fleetgate API on {scheme}://{addr}/api/ (OpenAPI: {scheme}://{addr}/api/openapi.json; config {}; registry {}; token from {}; reads {})",
             config_path.display(),
             fleetgate_fleet::redact_url(&url),
             auth.origin(),
@@ -99,18 +108,9 @@ pub fn run(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<ExitCode> {
                 "need the token"
             },
         );
-        if !addr.ip().is_loopback() {
-            eprintln!(
-                "warning: listening on {addr}, beyond localhost, over plain HTTP: put a TLS-terminating proxy in front so the token is not sent in clear"
-            );
-        }
         let app = fleetgate_tools::http::router(toolbox, Some(registry), auth);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async {
+        let server = crate::tls_cmd::serve_router(listener, tls, app, async {
             let _ = stop_rx.await;
         });
         tokio::select! {

@@ -25,7 +25,8 @@
 //!   per-node deployment status.
 //! * The HTTP routes ([`http::router`]) for the orchestrator's server to mount, and the
 //!   per-source rate limit every HTTP listener of fleetgate puts in front ([`limit`]:
-//!   429 with `Retry-After`).
+//!   429 with `Retry-After`), and HTTPS for those listeners ([`tls`]: rustls from PEM
+//!   files, handshakes off the accept loop).
 //!
 //! **What it must never do.** Trust a peer's word without a signature; accept a heartbeat
 //! from an unknown, removed or unverifiable node; panic on input from a peer or the
@@ -56,6 +57,7 @@ pub mod http;
 pub mod lease;
 pub mod limit;
 pub mod registry;
+pub mod tls;
 
 pub use canary::{DeployStatus, DeploymentRecord};
 pub use enroll::{CERT_TYPE, CertFields, issue_cert, validate_node_id, verify_cert};

@@ -1,0 +1,248 @@
+//! HTTPS for `fleetgate serve` and `fleetgate fleet serve` (`--tls-cert/--tls-key`, plain
+//! HTTP refused beyond loopback unless `--insecure-plain-http`), and `fleetgate fleet ca
+//! init`: a private fleet CA and a server certificate in one command.
+
+use anyhow::Context;
+use fleetgate_fleet::tls::{ServerConfig, TlsListener};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// TLS options of a listening command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TlsArgs {
+    /// Serve HTTPS with this PEM certificate chain (leaf first), e.g. `server.pem` from
+    /// `fleetgate fleet ca init`. Needs --tls-key.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (keep it mode 0600).
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Allow plain HTTP on an address beyond loopback. Tokens and fleet data then travel
+    /// in clear: only behind a TLS-terminating proxy on a network you trust.
+    #[arg(long)]
+    pub insecure_plain_http: bool,
+}
+
+impl TlsArgs {
+    /// The server configuration, or `None` for plain HTTP — refused on an address beyond
+    /// loopback unless `--insecure-plain-http`.
+    pub fn server_config(&self, listen: SocketAddr) -> anyhow::Result<Option<Arc<ServerConfig>>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(fleetgate_fleet::tls::server_config(cert, key)?)),
+            _ if listen.ip().is_loopback() => Ok(None),
+            _ if self.insecure_plain_http => {
+                eprintln!(
+                    "WARNING: --insecure-plain-http: listening on {listen} beyond localhost over plain HTTP; tokens and fleet data travel in clear"
+                );
+                Ok(None)
+            }
+            _ => anyhow::bail!(
+                "refusing plain HTTP on {listen} (beyond localhost): pass --tls-cert and --tls-key (make them with `fleetgate fleet ca init`), or --insecure-plain-http behind a TLS-terminating proxy"
+            ),
+        }
+    }
+}
+
+/// The URL scheme a listener serves.
+pub fn scheme(tls: &Option<Arc<ServerConfig>>) -> &'static str {
+    if tls.is_some() { "https" } else { "http" }
+}
+
+/// Serves `app` on `tcp` (HTTPS when `tls` is given) until `shutdown` completes, with the
+/// peer address available to the per-source rate limit.
+pub async fn serve_router(
+    tcp: tokio::net::TcpListener,
+    tls: Option<Arc<ServerConfig>>,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let svc = app.into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        None => axum::serve(tcp, svc).with_graceful_shutdown(shutdown).await,
+        Some(config) => {
+            let listener = TlsListener::new(tcp, config)?.tap_io(|_| ());
+            axum::serve(listener, svc)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+}
+
+/// `fleetgate fleet ca …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum CaCmd {
+    /// Make a private fleet CA and a server certificate for the fleet endpoint / API:
+    /// `ca.pem` (give it to the nodes as `tls_ca_file`), `ca.key` (keep it offline),
+    /// `server.pem` and `server.key` (for `--tls-cert` / `--tls-key`). Keys are written
+    /// 0600; nothing is overwritten without --force.
+    Init {
+        /// Directory to write into (created if missing).
+        #[arg(long, default_value = "keys/tls", value_name = "DIR")]
+        out_dir: PathBuf,
+        /// A name or IP address the server is reached at (repeatable); the certificate
+        /// is valid for exactly these. Default: localhost and 127.0.0.1.
+        #[arg(long = "host", value_name = "NAME|IP")]
+        hosts: Vec<String>,
+        /// Validity of the server certificate in days (the CA's is ten times that).
+        #[arg(long, default_value_t = 397)]
+        days: u32,
+        /// Overwrite files that exist.
+        #[arg(long)]
+        force: bool,
+        /// Machine-readable output (the paths written).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Run `fleetgate fleet ca …`.
+pub fn run_ca(cmd: CaCmd) -> anyhow::Result<std::process::ExitCode> {
+    let CaCmd::Init {
+        out_dir,
+        mut hosts,
+        days,
+        force,
+        json,
+    } = cmd;
+    if hosts.is_empty() {
+        hosts = vec!["localhost".into(), "127.0.0.1".into()];
+    }
+    anyhow::ensure!((1..=3650).contains(&days), "--days {days}: give 1 to 3650");
+    let names = ["ca.pem", "ca.key", "server.pem", "server.key"];
+    if !force && let Some(existing) = names.iter().map(|n| out_dir.join(n)).find(|p| p.exists()) {
+        anyhow::bail!(
+            "{} exists: nothing was written (pass --force to replace the fleet CA; nodes that trust the old ca.pem will refuse the new certificate)",
+            existing.display()
+        );
+    }
+    let pki = make_pki(&hosts, days)?;
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("failed to create {}", out_dir.display()))?;
+    for (name, body, mode) in [
+        ("ca.pem", &pki.ca_pem, 0o644),
+        ("ca.key", &pki.ca_key, 0o600),
+        ("server.pem", &pki.server_pem, 0o644),
+        ("server.key", &pki.server_key, 0o600),
+    ] {
+        let path = out_dir.join(name);
+        fleetgate_store::write_atomic(&path, body.as_bytes(), Some(mode))
+            .with_context(|| format!("failed to write {}", path.display()))?;
+    }
+    let path = |n: &str| out_dir.join(n).display().to_string();
+    if json {
+        crate::print_json(&serde_json::json!({
+            "ca_cert": path("ca.pem"), "ca_key": path("ca.key"),
+            "server_cert": path("server.pem"), "server_key": path("server.key"),
+            "hosts": hosts, "days": days,
+        }))?;
+    } else {
+        println!(
+            "wrote a fleet CA and a server certificate for {} ({days} days) into {}",
+            hosts.join(", "),
+            out_dir.display()
+        );
+        println!(
+            "  serve:  fleetgate fleet serve --listen ADDR --tls-cert {} --tls-key {}",
+            path("server.pem"),
+            path("server.key")
+        );
+        println!(
+            "  nodes:  orchestrator_url = \"https://{}:PORT\", tls_ca_file = \"{}\" in each node.toml",
+            hosts[0],
+            path("ca.pem")
+        );
+        println!(
+            "  keep {} offline: whoever holds it can impersonate the endpoint",
+            path("ca.key")
+        );
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+struct Pki {
+    ca_pem: String,
+    ca_key: String,
+    server_pem: String,
+    server_key: String,
+}
+
+fn make_pki(hosts: &[String], days: u32) -> anyhow::Result<Pki> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let today = u64::try_from(fleetgate_fleet::unix_now()).unwrap_or(0) / 86_400;
+    let day = |days_from_epoch: u64| {
+        let (y, m, d) = civil_from_days(days_from_epoch);
+        rcgen::date_time_ymd(y, m, d)
+    };
+    let until = |d: u32| day(today + u64::from(d));
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.distinguished_name
+        .push(DnType::CommonName, "fleetgate fleet CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    ca.not_before = day(today);
+    ca.not_after = until(days.saturating_mul(10));
+    let ca_key = KeyPair::generate()?;
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let ca_key_pem = ca_key.serialize_pem();
+    let issuer = Issuer::new(ca, ca_key);
+
+    for h in hosts {
+        anyhow::ensure!(
+            !h.trim().is_empty() && !h.contains(['/', ' ', ':'])
+                || h.parse::<std::net::IpAddr>().is_ok(),
+            "--host {h:?} is not a host name or an IP address"
+        );
+    }
+    let mut server = CertificateParams::new(hosts.to_vec())
+        .with_context(|| format!("invalid --host among {hosts:?}"))?;
+    server
+        .distinguished_name
+        .push(DnType::CommonName, hosts[0].clone());
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    server.not_before = day(today);
+    server.not_after = until(days);
+    let server_key = KeyPair::generate()?;
+    let server_cert = server.signed_by(&server_key, &issuer)?;
+    Ok(Pki {
+        ca_pem: ca_cert.pem(),
+        ca_key: ca_key_pem,
+        server_pem: server_cert.pem(),
+        server_key: server_key.serialize_pem(),
+    })
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(days: u64) -> (i32, u8, u8) {
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let y = (yoe + era * 400 + i64::from(m <= 2)) as i32;
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn civil_dates() {
+        assert_eq!(super::civil_from_days(0), (1970, 1, 1));
+        assert_eq!(super::civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(super::civil_from_days(20_789), (2026, 12, 2));
+    }
+}
