@@ -163,6 +163,14 @@ pub struct NodeConfig {
     /// platform's trust store is used.
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
+    /// Serve the agent's endpoint (`/apply`, `/status`) over HTTPS with this PEM
+    /// certificate chain (e.g. one made by `fleetgate fleet ca init --host NODE`); with
+    /// `tls_key_file`. The orchestrator trusts it through `[tls] ca_file`.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The PEM private key of `tls_cert_file` (keep it mode 0600).
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
     /// Seconds between heartbeats (default 10).
     #[serde(default = "default_heartbeat_interval")]
     pub heartbeat_interval_secs: u64,
@@ -255,6 +263,18 @@ impl NodeConfig {
     /// [`ConfigError::Invalid`] naming the first bad key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_node_id(&self.node_id).map_err(|r| invalid("node_id", &self.node_id, r))?;
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            let (key, other) = if self.tls_cert_file.is_some() {
+                ("tls_key_file", "tls_cert_file")
+            } else {
+                ("tls_cert_file", "tls_key_file")
+            };
+            return Err(invalid(
+                key,
+                "",
+                format!("must be set together with `{other}`"),
+            ));
+        }
         if self.remote.trim().is_empty() {
             return Err(invalid(
                 "remote",

@@ -103,6 +103,10 @@ impl RunningNode {
     /// [`AgentError`] from opening, binding or recovery.
     pub async fn start(config: NodeConfig) -> Result<Self, AgentError> {
         let listen = config.listen;
+        let tls = match (&config.tls_cert_file, &config.tls_key_file) {
+            (Some(cert), Some(key)) => Some(fleetgate_fleet::tls::server_config(cert, key)?),
+            _ => None,
+        };
         let agent = tokio::task::spawn_blocking(move || Agent::open(config))
             .await
             .map_err(|e| AgentError::Task(e.to_string()))??;
@@ -121,17 +125,31 @@ impl RunningNode {
         }
         let (stop, rx) = watch::channel(false);
         let mut srv_rx = rx.clone();
-        let server = tokio::spawn(
-            axum::serve(
-                listener,
-                http::router(agent.clone())
-                    .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = srv_rx.wait_for(|v| *v).await;
-            })
-            .into_future(),
-        );
+        let svc = http::router(agent.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let stopped = async move {
+            let _ = srv_rx.wait_for(|v| *v).await;
+        };
+        let server = match tls {
+            None => tokio::spawn(
+                axum::serve(listener, svc)
+                    .with_graceful_shutdown(stopped)
+                    .into_future(),
+            ),
+            Some(tls) => {
+                use axum::serve::ListenerExt;
+                let listener = fleetgate_fleet::tls::TlsListener::new(listener, tls)
+                    .map_err(|source| AgentError::Bind {
+                        addr: listen.to_string(),
+                        source,
+                    })?
+                    .tap_io(|_| ());
+                tokio::spawn(
+                    axum::serve(listener, svc)
+                        .with_graceful_shutdown(stopped)
+                        .into_future(),
+                )
+            }
+        };
         let heartbeats = agent
             .config()
             .orchestrator

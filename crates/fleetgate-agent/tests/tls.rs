@@ -159,3 +159,61 @@ fn an_unreadable_or_empty_ca_file_stops_the_agent_naming_the_key() {
         "{err}"
     );
 }
+
+/// The agent's own endpoint over HTTPS (`tls_cert_file`/`tls_key_file`): a client that
+/// trusts the fleet CA — as the orchestrator does through `[tls] ca_file` — reads
+/// `/status`; plain HTTP gets no answer of the agent; a half-configured pair is refused.
+#[test]
+fn the_agent_serves_its_endpoint_over_https_with_the_fleet_certificate() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pki = tempfile::tempdir().unwrap();
+    let (ca_pem, ca) = make_ca("fleet CA");
+    let ca_file = pki.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+    let params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
+    let (cert_file, key_file) = (pki.path().join("node.pem"), pki.path().join("node.key"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+
+    let f = Fixture::new(Opts {
+        extra: format!(
+            "tls_cert_file = {:?}\ntls_key_file = {:?}\n",
+            cert_file.display().to_string(),
+            key_file.display().to_string()
+        ),
+        ..Opts::default()
+    });
+    let node = rt
+        .block_on(fleetgate_agent::RunningNode::start(f.config()))
+        .unwrap();
+    let https = f.agent_url("/status").replace("http://", "https://");
+    let trusted = reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let status: serde_json::Value = rt.block_on(async {
+        let r = trusted.get(&https).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    });
+    assert_eq!(status["node_id"], "node-1", "{status}");
+    assert!(
+        http_get(&f.agent_url("/status")).is_none_or(|(code, _)| code != 200),
+        "plain HTTP is not served on the TLS port"
+    );
+    rt.block_on(node.shutdown()).unwrap();
+
+    // Half a pair: named, nothing starts.
+    let g = Fixture::new(Opts {
+        extra: format!("tls_cert_file = {:?}\n", cert_file.display().to_string()),
+        ..Opts::default()
+    });
+    let err = fleetgate_agent::NodeConfig::load(&g.config_path)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("tls_key_file"), "{err}");
+}

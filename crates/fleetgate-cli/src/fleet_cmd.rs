@@ -231,7 +231,9 @@ pub fn run(o: &Orchestrator, cmd: FleetCmd) -> anyhow::Result<ExitCode> {
         FleetCmd::Ca(_) => unreachable!("`fleet ca` runs without a registry (see lib.rs)"),
         FleetCmd::Serve { listen, tls } => {
             drop(rt);
-            let tls = tls.server_config(listen)?;
+            let tls = tls
+                .or_config(&o.context().cfg, &o.context().base)
+                .server_config(listen)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()

@@ -60,11 +60,6 @@ pub fn run(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<ExitCode> {
         })?,
     }
     .with_open_reads(args.open_reads);
-    let tls = args.tls.server_config(args.listen)?;
-    if let Some(key) = &args.tls.tls_key {
-        // Read already; gate commands must not reach it.
-        fleetgate_runtime::sandbox::protect_path(key);
-    }
 
     // Pin the config file the server was started with, so a later change of the
     // working directory or of $FLEETGATE_CONFIG cannot point the tools elsewhere.
@@ -75,6 +70,12 @@ pub fn run(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| PathBuf::from("fleetgate.toml")),
     };
     let (cfg, base) = load_config(Some(&config_path))?;
+    let tls_args = args.tls.clone().or_config(&cfg, &base);
+    let tls = tls_args.server_config(args.listen)?;
+    if let Some(key) = &tls_args.tls_key {
+        // Read already; gate commands must not reach it.
+        fleetgate_runtime::sandbox::protect_path(key);
+    }
     let config_path = std::fs::canonicalize(&config_path).unwrap_or(config_path);
     let orchestrator = Orchestrator::open_shared(cfg, &base)?;
     let url = fleetgate_runtime::fleet::database_url(orchestrator.context());

@@ -26,6 +26,23 @@ pub struct TlsArgs {
 }
 
 impl TlsArgs {
+    /// Fills in `[tls] cert_file` / `key_file` (relative to the config file) when neither
+    /// flag was given.
+    pub fn or_config(
+        mut self,
+        cfg: &fleetgate_core::config::Config,
+        base: &std::path::Path,
+    ) -> Self {
+        if self.tls_cert.is_none()
+            && self.tls_key.is_none()
+            && let (Some(c), Some(k)) = (&cfg.tls.cert_file, &cfg.tls.key_file)
+        {
+            self.tls_cert = Some(fleetgate_runtime::gates::resolve(base, c));
+            self.tls_key = Some(fleetgate_runtime::gates::resolve(base, k));
+        }
+        self
+    }
+
     /// The server configuration, or `None` for plain HTTP — refused on an address beyond
     /// loopback unless `--insecure-plain-http`.
     pub fn server_config(&self, listen: SocketAddr) -> anyhow::Result<Option<Arc<ServerConfig>>> {

@@ -96,6 +96,10 @@ pub struct Config {
     /// Registered benchmarks (`register_benchmark`): which of them may run.
     #[serde(default)]
     pub benchmarks: BenchmarksConfig,
+    /// HTTPS: the CA the orchestrator trusts for `https://` node addresses, and the
+    /// certificate its servers present.
+    #[serde(default)]
+    pub tls: TlsConfig,
 }
 
 fn default_repo() -> String {
@@ -262,6 +266,21 @@ pub struct FleetConfig {
     /// Lifetime of the pipeline lease (seconds, default 120): another orchestrator on the
     /// same database can take over only after the holder stopped renewing it this long.
     pub lease_ttl_secs: Option<i64>,
+}
+
+/// `[tls]` (paths relative to the config file).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM CA certificate(s) trusted for `https://` node addresses when the orchestrator
+    /// sends releases and rollback orders (the fleet CA from `fleetgate fleet ca init`);
+    /// unset: the platform's trust store.
+    pub ca_file: Option<String>,
+    /// PEM certificate chain `fleetgate serve` and `fleetgate fleet serve` present when no
+    /// `--tls-cert` is given.
+    pub cert_file: Option<String>,
+    /// The PEM private key of `cert_file`.
+    pub key_file: Option<String>,
 }
 
 /// `[canary]`.
@@ -509,6 +528,9 @@ const KEYS: &[(&str, Kind)] = &[
     ("stages.benchmark.tolerance", Kind::Float),
     ("stages.benchmark.timeout_secs", Kind::Int),
     ("stages.benchmark.repeats", Kind::Int),
+    ("tls.ca_file", Kind::Str),
+    ("tls.cert_file", Kind::Str),
+    ("tls.key_file", Kind::Str),
     ("stages.benchmark.skip", Kind::Str),
     ("signing.key_file", Kind::Str),
     ("signing.trust_file", Kind::Str),
@@ -800,6 +822,7 @@ impl Config {
             deploy: DeployConfig::default(),
             run: RunConfig::default(),
             benchmarks: BenchmarksConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 
@@ -896,6 +919,17 @@ impl Config {
                 key: "stages.benchmark.repeats".into(),
                 value: r.to_string(),
                 expected: "an integer from 1 to 20",
+            });
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(ConfigError::Invalid {
+                key: if self.tls.cert_file.is_some() {
+                    "tls.key_file".into()
+                } else {
+                    "tls.cert_file".into()
+                },
+                value: "(unset)".into(),
+                expected: "tls.cert_file and tls.key_file set together",
             });
         }
         for (k, c) in [

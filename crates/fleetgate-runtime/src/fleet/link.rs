@@ -94,10 +94,13 @@ impl FleetLink {
             .map_err(|e| rt_err("failed to open the fleet registry", e))?;
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let holder = format!("{}:{}", host.trim(), ctx.state_dir.display());
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(
-                u64::try_from(ctx.cfg.canary.apply_timeout_secs).unwrap_or(300),
-            ))
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(
+            u64::try_from(ctx.cfg.canary.apply_timeout_secs).unwrap_or(300),
+        ));
+        if let Some(ca) = &ctx.cfg.tls.ca_file {
+            builder = builder.tls_certs_only(fleet_ca(&crate::gates::resolve(&ctx.base, ca))?);
+        }
+        let http = builder
             .build()
             .map_err(|e| rt_err("failed to build the HTTP client", e))?;
         Ok(FleetLink {
@@ -370,10 +373,44 @@ pub(crate) fn now_secs() -> i64 {
     now() as i64
 }
 
+/// The certificates of `[tls] ca_file`: the only roots trusted for `https://` node
+/// addresses when it is set.
+fn fleet_ca(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, RuntimeError> {
+    let bad = |why: String| {
+        RuntimeError::Config(format!(
+            "`tls.ca_file` {}: {why} (make a fleet CA with `fleetgate fleet ca init`)",
+            path.display()
+        ))
+    };
+    let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+    if meta.len() > 1 << 20 {
+        return Err(bad(format!("{} bytes: not a PEM file", meta.len())));
+    }
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| bad(format!("not a PEM certificate bundle: {e}")))?;
+    if certs.is_empty() {
+        return Err(bad("holds no PEM certificate".into()));
+    }
+    Ok(certs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_fleet_ca_file_is_read_or_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let err = fleet_ca(&missing).unwrap_err().to_string();
+        assert!(err.contains("`tls.ca_file`") && err.contains("missing.pem"), "{err}");
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate\n").unwrap();
+        let err = fleet_ca(&junk).unwrap_err().to_string();
+        assert!(err.contains("no PEM certificate"), "{err}");
+    }
 
     #[test]
     fn answers_are_classified_by_what_the_node_runs() {
