@@ -137,6 +137,29 @@ fn the_fleet_ca_serves_https_and_plain_http_beyond_loopback_is_refused() {
             let peers: serde_json::Value = r.json().await.unwrap();
             assert!(peers.is_array() || peers.is_object(), "{peers}");
         }
+        // The probes and the metrics of `fleet serve` (heartbeats, peers).
+        let base = format!("https://127.0.0.1:{port}");
+        let c = client(Some(&ca));
+        let r = c.get(format!("{base}/healthz")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let r = c.get(format!("{base}/readyz")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let metrics = c
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("fleetgate_heartbeats_accepted_total 0"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("# TYPE fleetgate_fleet_peers gauge"),
+            "{metrics}"
+        );
         // The system roots do not know the fleet CA: refused in the handshake.
         let err = client(None)
             .get(format!("https://127.0.0.1:{port}/api/fleet/peers"))

@@ -248,7 +248,15 @@ pub fn run(o: &Orchestrator, cmd: FleetCmd) -> anyhow::Result<ExitCode> {
                         _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
                     }
                 };
-                let app = fleetgate_fleet::limit::per_source(fleetgate_fleet::http::router(reg), fleetgate_fleet::limit::FLEET_LIMIT);
+                let metrics = fleetgate_fleet::metrics::FleetMetrics::new();
+                let routes = fleetgate_fleet::http::router_counted(
+                    reg.clone(),
+                    fleetgate_fleet::HeartbeatPolicy::default(),
+                    std::sync::Arc::new(fleetgate_fleet::unix_now),
+                    metrics.clone(),
+                )
+                .merge(fleetgate_fleet::http::probes(reg, metrics));
+                let app = fleetgate_fleet::limit::per_source(routes, fleetgate_fleet::limit::FLEET_LIMIT);
                 crate::tls_cmd::serve_router(listener, tls, app, shutdown).await?;
                 anyhow::Ok(())
             })?;

@@ -9,6 +9,10 @@
 //!   (database). The answer is `{"success": true, "node_id", "epoch", "seq", "at"}`.
 //! * `GET /api/fleet/peers` — `{"success": true, "peers": [...]}`.
 //! * `GET /api/fleet/peers/{id}` — `{"success": true, "peer": {...}}` or 404.
+//! * `GET /healthz` — 200 `ok` while the process serves; `GET /readyz` — 200 `ready` when
+//!   the registry answers, else 503 with the reason; `GET /metrics` — Prometheus text
+//!   ([`crate::metrics`]): heartbeats accepted and refused by reason, peers by status and
+//!   by running version.
 //!
 //! The GET routes expose no secret (public keys, versions, certificates); mount them
 //! behind the server's own authentication if peer addresses are sensitive.
@@ -21,11 +25,13 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::error::{FleetError, HeartbeatError};
 use crate::heartbeat::HeartbeatPolicy;
+use crate::metrics::FleetMetrics;
 use crate::registry::{Registry, unix_now};
 
 /// Source of the current time (unix seconds); tests and simulations inject their own.
@@ -36,6 +42,7 @@ struct AppState {
     registry: Registry,
     policy: HeartbeatPolicy,
     clock: Clock,
+    metrics: Arc<FleetMetrics>,
 }
 
 /// The fleet routes with the default [`HeartbeatPolicy`] and the system clock.
@@ -45,6 +52,17 @@ pub fn router(registry: Registry) -> Router {
 
 /// The fleet routes with an explicit policy and clock.
 pub fn router_with(registry: Registry, policy: HeartbeatPolicy, clock: Clock) -> Router {
+    router_counted(registry, policy, clock, FleetMetrics::new())
+}
+
+/// The fleet routes, counting heartbeats into `metrics` (shared with a server that
+/// reports them on its own `/metrics`).
+pub fn router_counted(
+    registry: Registry,
+    policy: HeartbeatPolicy,
+    clock: Clock,
+    metrics: Arc<FleetMetrics>,
+) -> Router {
     let limit = policy.max_bytes;
     Router::new()
         .route("/api/fleet/heartbeat", post(post_heartbeat))
@@ -55,7 +73,58 @@ pub fn router_with(registry: Registry, policy: HeartbeatPolicy, clock: Clock) ->
             registry,
             policy,
             clock,
+            metrics,
         })
+}
+
+/// `/healthz`, `/readyz` and `/metrics` of a server whose only job is the fleet endpoint
+/// (`fleetgate fleet serve`).
+pub fn probes(registry: Registry, metrics: Arc<FleetMetrics>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route(
+            "/readyz",
+            get(
+                |State((registry, _)): State<(Registry, Arc<FleetMetrics>)>| async move {
+                    ready(&registry).await
+                },
+            ),
+        )
+        .route(
+            "/metrics",
+            get(
+                |State((registry, metrics)): State<(Registry, Arc<FleetMetrics>)>| async move {
+                    match metrics.render(&registry).await {
+                        Ok(text) => (StatusCode::OK, [(CONTENT_TYPE, METRICS_TYPE)], text),
+                        Err(e) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            [(CONTENT_TYPE, "text/plain; charset=utf-8")],
+                            format!("the fleet registry does not answer: {e}\n"),
+                        ),
+                    }
+                },
+            ),
+        )
+        .with_state((registry, metrics))
+}
+
+/// The Prometheus text exposition format's content type.
+pub const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Liveness: the process serves.
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: the registry answers a query.
+pub async fn ready(registry: &Registry) -> (StatusCode, String) {
+    match registry.list_peers().await {
+        Ok(_) => (StatusCode::OK, "ready\n".into()),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: the fleet registry does not answer: {e}\n"),
+        ),
+    }
 }
 
 fn fail(status: StatusCode, message: String) -> (StatusCode, Json<Value>) {
@@ -86,6 +155,7 @@ async fn post_heartbeat(
     let body = match body {
         Ok(b) => b,
         Err(rejection) => {
+            state.metrics.refused("too_large");
             return fail(
                 rejection.status(),
                 format!(
@@ -101,14 +171,18 @@ async fn post_heartbeat(
         .record_heartbeat(&body, &state.policy, (state.clock)())
         .await
     {
-        Ok(rec) => (
-            StatusCode::OK,
-            Json(
-                json!({"success": true, "node_id": rec.node_id, "epoch": rec.epoch, "seq": rec.seq, "at": rec.at}),
-            ),
-        ),
+        Ok(rec) => {
+            state.metrics.accepted();
+            (
+                StatusCode::OK,
+                Json(
+                    json!({"success": true, "node_id": rec.node_id, "epoch": rec.epoch, "seq": rec.seq, "at": rec.at}),
+                ),
+            )
+        }
         Err(e) => {
             tracing::warn!(error = %e, "heartbeat refused");
+            state.metrics.refused(crate::metrics::refusal_reason(&e));
             let (status, mut body) = fail(status_for(&e), e.to_string());
             // What the node needs to re-sync (its own numbers; nothing secret).
             let last = match &e {

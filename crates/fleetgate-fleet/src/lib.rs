@@ -56,6 +56,7 @@ pub mod heartbeat;
 pub mod http;
 pub mod lease;
 pub mod limit;
+pub mod metrics;
 pub mod registry;
 pub mod tls;
 

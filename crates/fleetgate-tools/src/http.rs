@@ -22,6 +22,8 @@
 //! | POST | `/api/fleet/heartbeat` | a node's signed heartbeat ([`fleetgate_fleet::http`]) |
 //! | GET  | `/api/fleet/peers`, `/api/fleet/peers/{id}` | the registry's peers |
 //! | GET  | `/api/openapi.json` | this API's OpenAPI 3.1 document (always open) |
+//! | GET  | `/metrics` | Prometheus text: the pipeline ([`crate::metrics`]) and the fleet (a read) |
+//! | GET  | `/healthz`, `/readyz` | liveness; readiness (state file and registry answer); open |
 //!
 //! GET routes take their arguments from the query string (each parameter a string
 //! field); POST routes from the JSON body (an empty body means `{}`).
@@ -389,6 +391,8 @@ struct App {
     auth: ApiAuth,
     calls: Arc<Semaphore>,
     openapi: Value,
+    registry: Option<fleetgate_fleet::Registry>,
+    fleet_metrics: Arc<fleetgate_fleet::metrics::FleetMetrics>,
 }
 
 type Shared = Arc<App>;
@@ -400,11 +404,14 @@ pub fn router(
     registry: Option<fleetgate_fleet::Registry>,
     auth: ApiAuth,
 ) -> Router {
+    let fleet_metrics = fleetgate_fleet::metrics::FleetMetrics::new();
     let app: Shared = Arc::new(App {
         toolbox,
         openapi: openapi(auth.open_reads()),
         auth,
         calls: Arc::new(Semaphore::new(MAX_CONCURRENT_CALLS)),
+        registry: registry.clone(),
+        fleet_metrics: fleet_metrics.clone(),
     });
 
     let mut by_path: BTreeMap<&'static str, MethodRouter<Shared>> = BTreeMap::new();
@@ -429,10 +436,18 @@ pub fn router(
     let api = api
         .route("/api/tools/{name}", post(call_named))
         .route("/api/openapi.json", get(serve_openapi))
+        .route("/metrics", get(metrics_route))
+        .route("/readyz", get(readyz))
+        .route("/healthz", get(fleetgate_fleet::http::healthz))
         .with_state(app.clone());
 
     let fleet = match registry {
-        Some(reg) => fleetgate_fleet::http::router(reg),
+        Some(reg) => fleetgate_fleet::http::router_counted(
+            reg,
+            fleetgate_fleet::HeartbeatPolicy::default(),
+            Arc::new(fleetgate_fleet::unix_now),
+            fleet_metrics,
+        ),
         None => Router::new()
             .route("/api/fleet/heartbeat", post(no_registry))
             .route("/api/fleet/peers", get(no_registry))
@@ -720,6 +735,59 @@ async fn fleet_guard(State(app): State<Shared>, req: Request, next: Next) -> Res
         return *r;
     }
     next.run(req).await
+}
+
+/// `GET /metrics`: the pipeline's metrics from the state file, then the fleet's (a read:
+/// the token unless `--open-reads`).
+async fn metrics_route(State(app): State<Shared>, req: Request) -> Response {
+    if let Err(r) = app.authorize(Access::Read, req.headers()) {
+        return *r;
+    }
+    let toolbox = app.toolbox.clone();
+    let mut text = match tokio::task::spawn_blocking(move || toolbox.pipeline_state()).await {
+        Ok(Ok(state)) => crate::metrics::pipeline(&state),
+        Ok(Err(e)) => return fail(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(e) => return fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    if let Some(reg) = &app.registry {
+        match app.fleet_metrics.render(reg).await {
+            Ok(fleet) => text.push_str(&fleet),
+            Err(e) => {
+                return fail(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the fleet registry does not answer: {e}"),
+                );
+            }
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            fleetgate_fleet::http::METRICS_TYPE,
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// `GET /readyz` (open): 200 when the state file reads and the registry answers.
+async fn readyz(State(app): State<Shared>) -> Response {
+    let toolbox = app.toolbox.clone();
+    match tokio::task::spawn_blocking(move || toolbox.pipeline_state()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: the pipeline state does not read: {e}\n"),
+            )
+                .into_response();
+        }
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+    match &app.registry {
+        Some(reg) => fleetgate_fleet::http::ready(reg).await.into_response(),
+        None => (StatusCode::OK, "ready\n").into_response(),
+    }
 }
 
 async fn no_registry() -> Response {

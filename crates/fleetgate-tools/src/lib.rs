@@ -26,6 +26,7 @@ pub mod args;
 pub mod export;
 pub mod http;
 pub mod mcp;
+pub mod metrics;
 mod toolbox;
 
 pub use toolbox::{ErrorKind, ToolDef, Toolbox, definitions, find};

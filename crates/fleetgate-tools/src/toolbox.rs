@@ -376,6 +376,15 @@ impl Toolbox {
         }
     }
 
+    /// The pipeline state in the state file (for `/metrics` and `/readyz`).
+    ///
+    /// # Errors
+    /// The config or the state file cannot be read; the message says which.
+    pub fn pipeline_state(&self) -> Result<fleetgate_core::PipelineState, String> {
+        let o = self.open(false).map_err(|e| e.message)?;
+        o.status().map_err(|e| e.to_string())
+    }
+
     fn open(&self, exclusive: bool) -> Result<Orchestrator, ToolError> {
         let (cfg, base) = load_config(self.config.as_deref())?;
         if exclusive {

@@ -663,6 +663,42 @@ async fn fleet_heartbeat_is_mounted_without_the_token() {
         )
         .await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{b}");
+
+    // Those refusals are counted; /metrics is a read (the token), the probes are open.
+    let get = |path: &str, token: bool| {
+        let mut r = srv.http.get(srv.url(path));
+        if token {
+            r = r.bearer_auth(TOKEN);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let status = r.status();
+            let ctype = r
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (status, ctype, r.text().await.unwrap())
+        }
+    };
+    let (s, _, _) = get("/metrics", false).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, ctype, text) = get("/metrics", true).await;
+    assert_eq!(s, StatusCode::OK, "{text}");
+    assert!(ctype.unwrap().starts_with("text/plain; version=0.0.4"));
+    for line in [
+        "fleetgate_pipeline_stage{stage=\"idle\"} 1",
+        "fleetgate_outbox_depth 0",
+        "fleetgate_heartbeats_accepted_total 0",
+        // "garbage" and the payload without a node: both malformed.
+        "fleetgate_heartbeats_refused_total{reason=\"malformed\"} 2",
+        "fleetgate_heartbeats_refused_total{reason=\"too_large\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
+    let (s, _, text) = get("/healthz", false).await;
+    assert_eq!((s, text.as_str()), (StatusCode::OK, "ok\n"));
+    let (s, _, text) = get("/readyz", false).await;
+    assert_eq!((s, text.as_str()), (StatusCode::OK, "ready\n"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -405,7 +405,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.pem");
         let err = fleet_ca(&missing).unwrap_err().to_string();
-        assert!(err.contains("`tls.ca_file`") && err.contains("missing.pem"), "{err}");
+        assert!(
+            err.contains("`tls.ca_file`") && err.contains("missing.pem"),
+            "{err}"
+        );
         let junk = dir.path().join("junk.pem");
         std::fs::write(&junk, "not a certificate\n").unwrap();
         let err = fleet_ca(&junk).unwrap_err().to_string();
