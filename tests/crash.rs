@@ -24,6 +24,8 @@ fn instrumented() -> Env {
             ),
         );
     }
+    // One effect per gate run: the benchmark command runs once, not `repeats` times.
+    env.edit_config("[stages.benchmark]", "[stages.benchmark]\nrepeats = 1");
     env
 }
 
