@@ -185,17 +185,7 @@ fn a_benchmark_regression_against_the_last_completed_version_rolls_back_with_the
     // the state records it as the last completed release.
     let out = env.fg(&["bench", "capture", "v1.0.0"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
-    let store = fleetgate::store::StateDir::open(env.state_dir()).unwrap();
-    let mut st = store.load().unwrap();
-    st.last_completed = Some(fleetgate::core::CompletedRelease {
-        version: "v1.0.0".into(),
-        git_sha: "0".repeat(40),
-        code_hash: None,
-        run_id: "earlier".into(),
-        sequence: None,
-        hash_scheme: None,
-    });
-    store.save(&st).unwrap();
+    completed_earlier(&env, "v1.0.0");
     // A newer snapshot of an unrelated version on disk must not become the baseline.
     env.commit_tag("v0.9.0-scratch", |app| {
         std::fs::write(
@@ -297,17 +287,7 @@ printf '[{"name":"startup","unit":"ms","value":%s}]
     // Three repeats (the default): the medians are 100 and 108.5, but the repeats
     // overlap.
     assert_eq!(code(&env.fg(&["bench", "capture", "v1.0.0"])), 0);
-    let store = fleetgate::store::StateDir::open(env.state_dir()).unwrap();
-    let mut st = store.load().unwrap();
-    st.last_completed = Some(fleetgate::core::CompletedRelease {
-        version: "v1.0.0".into(),
-        git_sha: "0".repeat(40),
-        code_hash: None,
-        run_id: "earlier".into(),
-        sequence: None,
-        hash_scheme: None,
-    });
-    store.save(&st).unwrap();
+    completed_earlier(&env, "v1.0.0");
     assert_eq!(code(&env.fg(&["start", "v1.0.1"])), 0);
     let out = env.fg(&["run"]);
     let s = env.status();
@@ -346,6 +326,22 @@ printf '[{"name":"startup","unit":"ms","value":%s}]
         "{}",
         text(&out)
     );
+}
+
+/// Records `version` as the last completed release in the state file (as an earlier run
+/// would have), so BENCHMARK compares against its snapshot.
+fn completed_earlier(env: &Env, version: &str) {
+    let store = fleetgate::store::StateDir::open(env.state_dir()).unwrap();
+    let mut st = store.load().unwrap();
+    st.last_completed = Some(fleetgate::core::CompletedRelease {
+        version: version.into(),
+        git_sha: "0".repeat(40),
+        code_hash: None,
+        run_id: "earlier".into(),
+        sequence: None,
+        hash_scheme: None,
+    });
+    store.save(&st).unwrap();
 }
 
 fn wait_for(path: &std::path::Path) {
