@@ -57,6 +57,23 @@ pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, FsError> {
     Ok(buf)
 }
 
+/// Creates the directory that will hold `file` (and its parents) when missing, new
+/// directories mode 0700: key files are written into them.
+///
+/// # Errors
+/// [`FsError::Io`] when the directory cannot be created.
+pub fn ensure_parent_dir(file: &Path) -> Result<(), FsError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io("create directory", dir)),
+        _ => Ok(()),
+    }
+}
+
 /// Writes `bytes` to `path` durably and atomically: a new temp file in the
 /// same directory created with `mode` (so it is never more readable than
 /// that), fsync, rename over `path`, fsync of the directory.

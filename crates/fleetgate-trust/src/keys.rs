@@ -320,6 +320,7 @@ pub fn keygen(out: &Path, force: bool) -> Result<KeygenOutput, KeyError> {
     let key = SigningKey::generate()?;
     let mut secret = key.seed_hex();
     secret.push('\n');
+    crate::fsutil::ensure_parent_dir(out)?;
     atomic_write(out, secret.as_bytes(), 0o600)?;
     let public_path = public_path_for(out);
     let public_key_hex = key.public_key_hex();
@@ -340,6 +341,17 @@ pub fn keygen(out: &Path, force: bool) -> Result<KeygenOutput, KeyError> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn keygen_makes_a_private_directory_for_a_new_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("keys/nested/release.key");
+        keygen(&out, false).unwrap();
+        let meta = std::fs::metadata(dir.path().join("keys")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+        let key = std::fs::metadata(&out).unwrap();
+        assert_eq!(key.permissions().mode() & 0o777, 0o600);
+    }
 
     #[test]
     fn key_id_is_sha256_prefix() {
