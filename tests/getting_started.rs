@@ -32,8 +32,10 @@ fn guide_blocks() -> Vec<String> {
 /// A base port with the 24 ports the guide uses free right now.
 fn free_port_base() -> u16 {
     for _ in 0..200 {
-        let noise = u32::from(fastrand_u16()) ^ (std::process::id() % 40_000);
-        let base = u16::try_from(20_000 + noise % 40_000).expect("below 60,000");
+        // Below the kernel's ephemeral range (32768–60999 by default), so the ports other
+        // tests get from `bind(0)` cannot land on the guide's.
+        let noise = u32::from(fastrand_u16()) ^ (std::process::id() % 12_000);
+        let base = u16::try_from(20_000 + noise % 12_000).expect("below 32,000");
         if (0..24).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
             return base;
         }
