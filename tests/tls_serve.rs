@@ -92,6 +92,42 @@ fn the_fleet_ca_serves_https_and_plain_http_beyond_loopback_is_refused() {
         let meta = std::fs::metadata(pki.join(name)).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, mode, "{name}");
     }
+    // `ca issue`: another certificate from the same CA (for an agent); needs the CA's key.
+    let node_dir = env.dir.path().join("node-tls");
+    let out = Command::new(bin())
+        .args([
+            "fleet",
+            "ca",
+            "issue",
+            "--ca-dir",
+            pki_s,
+            "--host",
+            "127.0.0.1",
+        ])
+        .args(["--out-dir", node_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let meta = std::fs::metadata(node_dir.join("server.key")).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let out = Command::new(bin())
+        .args([
+            "fleet",
+            "ca",
+            "issue",
+            "--ca-dir",
+            env.dir.path().to_str().unwrap(),
+        ])
+        .args([
+            "--host",
+            "x",
+            "--out-dir",
+            node_dir.join("b").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(text(&out).contains("ca.key"), "{}", text(&out));
     // Never overwritten by accident: nodes trust the CA that is there.
     let again = Command::new(bin())
         .args(["fleet", "ca", "init", "--out-dir", pki_s])

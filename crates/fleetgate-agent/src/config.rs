@@ -249,7 +249,14 @@ impl NodeConfig {
         if let Some(c) = &mut self.enrollment_cert {
             abs(c);
         }
-        if let Some(c) = &mut self.tls_ca_file {
+        for c in [
+            &mut self.tls_ca_file,
+            &mut self.tls_cert_file,
+            &mut self.tls_key_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
             abs(c);
         }
         if !self.remote.contains("://") && Path::new(&self.remote).is_relative() {
@@ -487,6 +494,20 @@ http = "http://127.0.0.1:8080/health"
         assert_eq!(
             c.tls_ca_file.as_deref(),
             Some(Path::new("/etc/fg/tls/ca.pem"))
+        );
+        // The agent's own certificate and key, relative to the file too.
+        let text = BASE.replace(
+            "start = ",
+            "tls_cert_file = \"tls/node.pem\"\ntls_key_file = \"tls/node.key\"\nstart = ",
+        );
+        let c = NodeConfig::from_toml(&text, Path::new("/etc/fg")).unwrap();
+        assert_eq!(
+            c.tls_cert_file.as_deref(),
+            Some(Path::new("/etc/fg/tls/node.pem"))
+        );
+        assert_eq!(
+            c.tls_key_file.as_deref(),
+            Some(Path::new("/etc/fg/tls/node.key"))
         );
     }
 

@@ -113,17 +113,54 @@ pub enum CaCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Issue another server certificate from the fleet CA that `ca init` made (its
+    /// `ca.pem` and `ca.key` in --ca-dir): for a node agent's HTTPS (`tls_cert_file`,
+    /// `tls_key_file` in node.toml) or a second endpoint. Writes `server.pem` and
+    /// `server.key` (0600) into --out-dir.
+    Issue {
+        /// Where `ca init` wrote the fleet CA.
+        #[arg(long, default_value = "keys/tls", value_name = "DIR")]
+        ca_dir: PathBuf,
+        /// Directory to write the certificate and key into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+        /// A name or IP address the server is reached at (repeatable, at least one).
+        #[arg(long = "host", value_name = "NAME|IP", required = true)]
+        hosts: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 397)]
+        days: u32,
+        /// Overwrite files that exist.
+        #[arg(long)]
+        force: bool,
+        /// Machine-readable output (the paths written).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Run `fleetgate fleet ca …`.
 pub fn run_ca(cmd: CaCmd) -> anyhow::Result<std::process::ExitCode> {
-    let CaCmd::Init {
-        out_dir,
-        mut hosts,
-        days,
-        force,
-        json,
-    } = cmd;
+    let (out_dir, mut hosts, days, force, json, ca_dir) = match cmd {
+        CaCmd::Init {
+            out_dir,
+            hosts,
+            days,
+            force,
+            json,
+        } => (out_dir, hosts, days, force, json, None),
+        CaCmd::Issue {
+            ca_dir,
+            out_dir,
+            hosts,
+            days,
+            force,
+            json,
+        } => (out_dir, hosts, days, force, json, Some(ca_dir)),
+    };
+    if let Some(ca_dir) = ca_dir {
+        return issue(&ca_dir, &out_dir, &hosts, days, force, json);
+    }
     if hosts.is_empty() {
         hosts = vec!["localhost".into(), "127.0.0.1".into()];
     }
@@ -179,24 +216,75 @@ pub fn run_ca(cmd: CaCmd) -> anyhow::Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-struct Pki {
-    ca_pem: String,
-    ca_key: String,
-    server_pem: String,
-    server_key: String,
+/// `fleet ca issue`: a server certificate signed by the fleet CA in `ca_dir`.
+fn issue(
+    ca_dir: &std::path::Path,
+    out_dir: &std::path::Path,
+    hosts: &[String],
+    days: u32,
+    force: bool,
+    json: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    anyhow::ensure!((1..=3650).contains(&days), "--days {days}: give 1 to 3650");
+    if !force
+        && let Some(existing) = ["server.pem", "server.key"]
+            .iter()
+            .map(|n| out_dir.join(n))
+            .find(|p| p.exists())
+    {
+        anyhow::bail!(
+            "{} exists: nothing was written (pass --force to replace it)",
+            existing.display()
+        );
+    }
+    let ca_key_path = ca_dir.join("ca.key");
+    let ca_key_pem = std::fs::read_to_string(&ca_key_path).with_context(|| {
+        format!(
+            "cannot read the fleet CA's key {} (made by `fleetgate fleet ca init --out-dir {}`)",
+            ca_key_path.display(),
+            ca_dir.display()
+        )
+    })?;
+    let ca_key = rcgen::KeyPair::from_pem(&ca_key_pem)
+        .with_context(|| format!("{} is not a PEM private key", ca_key_path.display()))?;
+    anyhow::ensure!(
+        ca_dir.join("ca.pem").is_file(),
+        "{} is missing: the nodes trust that file, keep it with ca.key",
+        ca_dir.join("ca.pem").display()
+    );
+    let (server_pem, server_key) = leaf(&issuer_of(ca_key)?, hosts, days)?;
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("failed to create {}", out_dir.display()))?;
+    for (name, body, mode) in [
+        ("server.pem", &server_pem, 0o644),
+        ("server.key", &server_key, 0o600),
+    ] {
+        let path = out_dir.join(name);
+        fleetgate_store::write_atomic(&path, body.as_bytes(), Some(mode))
+            .with_context(|| format!("failed to write {}", path.display()))?;
+    }
+    let path = |n: &str| out_dir.join(n).display().to_string();
+    if json {
+        crate::print_json(&serde_json::json!({
+            "server_cert": path("server.pem"), "server_key": path("server.key"),
+            "ca_cert": ca_dir.join("ca.pem").display().to_string(),
+            "hosts": hosts, "days": days,
+        }))?;
+    } else {
+        println!(
+            "wrote a certificate for {} ({days} days), signed by the fleet CA in {}: {} and {}",
+            hosts.join(", "),
+            ca_dir.display(),
+            path("server.pem"),
+            path("server.key")
+        );
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
-fn make_pki(hosts: &[String], days: u32) -> anyhow::Result<Pki> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
-    };
-    let today = u64::try_from(fleetgate_fleet::unix_now()).unwrap_or(0) / 86_400;
-    let day = |days_from_epoch: u64| {
-        let (y, m, d) = civil_from_days(days_from_epoch);
-        rcgen::date_time_ymd(y, m, d)
-    };
-    let until = |d: u32| day(today + u64::from(d));
+/// The CA's name and key usages as `ca init` makes them (the issuer of every leaf).
+fn ca_params() -> anyhow::Result<rcgen::CertificateParams> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyUsagePurpose};
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca.distinguished_name
@@ -206,13 +294,20 @@ fn make_pki(hosts: &[String], days: u32) -> anyhow::Result<Pki> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    ca.not_before = day(today);
-    ca.not_after = until(days.saturating_mul(10));
-    let ca_key = KeyPair::generate()?;
-    let ca_cert = ca.self_signed(&ca_key)?;
-    let ca_key_pem = ca_key.serialize_pem();
-    let issuer = Issuer::new(ca, ca_key);
+    Ok(ca)
+}
 
+fn issuer_of(key: rcgen::KeyPair) -> anyhow::Result<rcgen::Issuer<'static, rcgen::KeyPair>> {
+    Ok(rcgen::Issuer::new(ca_params()?, key))
+}
+
+/// A server certificate for `hosts`, valid `days`: (PEM certificate, PEM key).
+fn leaf(
+    issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
+    hosts: &[String],
+    days: u32,
+) -> anyhow::Result<(String, String)> {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose};
     for h in hosts {
         anyhow::ensure!(
             !h.trim().is_empty() && !h.contains(['/', ' ', ':'])
@@ -220,6 +315,11 @@ fn make_pki(hosts: &[String], days: u32) -> anyhow::Result<Pki> {
             "--host {h:?} is not a host name or an IP address"
         );
     }
+    let today = u64::try_from(fleetgate_fleet::unix_now()).unwrap_or(0) / 86_400;
+    let day = |d: u64| {
+        let (y, m, dd) = civil_from_days(d);
+        rcgen::date_time_ymd(y, m, dd)
+    };
     let mut server = CertificateParams::new(hosts.to_vec())
         .with_context(|| format!("invalid --host among {hosts:?}"))?;
     server
@@ -228,14 +328,37 @@ fn make_pki(hosts: &[String], days: u32) -> anyhow::Result<Pki> {
     server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     server.not_before = day(today);
-    server.not_after = until(days);
-    let server_key = KeyPair::generate()?;
-    let server_cert = server.signed_by(&server_key, &issuer)?;
+    server.not_after = day(today + u64::from(days));
+    let key = KeyPair::generate()?;
+    let cert = server.signed_by(&key, issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+struct Pki {
+    ca_pem: String,
+    ca_key: String,
+    server_pem: String,
+    server_key: String,
+}
+
+fn make_pki(hosts: &[String], days: u32) -> anyhow::Result<Pki> {
+    let today = u64::try_from(fleetgate_fleet::unix_now()).unwrap_or(0) / 86_400;
+    let day = |d: u64| {
+        let (y, m, dd) = civil_from_days(d);
+        rcgen::date_time_ymd(y, m, dd)
+    };
+    let mut ca = ca_params()?;
+    ca.not_before = day(today);
+    ca.not_after = day(today + u64::from(days.saturating_mul(10)));
+    let ca_key = rcgen::KeyPair::generate()?;
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let ca_key_pem = ca_key.serialize_pem();
+    let (server_pem, server_key) = leaf(&issuer_of(ca_key)?, hosts, days)?;
     Ok(Pki {
         ca_pem: ca_cert.pem(),
         ca_key: ca_key_pem,
-        server_pem: server_cert.pem(),
-        server_key: server_key.serialize_pem(),
+        server_pem,
+        server_key,
     })
 }
 
