@@ -1338,7 +1338,7 @@ impl Judge {
                 Decision::Pending,
                 None,
                 format!(
-                    "window open: {} left (closes at unix {})",
+                    "{} left, no criterion failing (the window closes at unix {})",
                     span(self.deadline - now),
                     self.deadline
                 ),

@@ -333,12 +333,7 @@ fn judge(
         fleetgate_canary::Decision::Inconclusive => JudgeDecision::Inconclusive,
     };
     let detail = match decision {
-        JudgeDecision::Pending => format!(
-            "{} samples, {}s left: {}",
-            v.samples,
-            v.deadline.saturating_sub(now),
-            v.reason
-        ),
+        JudgeDecision::Pending => format!("{} samples, {}", v.samples, v.reason),
         JudgeDecision::Pass | JudgeDecision::Fail | JudgeDecision::Inconclusive => v.reason,
     };
     Ok(CanaryEvent::Judged {
