@@ -4,7 +4,8 @@
 //! This file holds the argument grammar, the dispatch and the exit codes; the command
 //! handlers live in one file per job: `pipeline_cmd` (start, advance, run, watch, status,
 //! rollback), `outbox_cmd`, `bench_cmd`, `fleet_cmd`, `trust_cmd`, `tools_cmd`,
-//! `serve_cmd`, `demo`.
+//! `serve_cmd`, `tls_cmd` (HTTPS for the servers, `fleet ca`), `provenance_cmd`,
+//! `signing_cmd`, `demo`. Errors under `--json` are JSON on stdout (`print_error_json`).
 //!
 //! Where it sits: the top. It parses arguments (clap), loads the config, calls
 //! `fleetgate-runtime`, and renders human or `--json` output. It is the only crate that
