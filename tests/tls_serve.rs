@@ -248,6 +248,31 @@ fn the_fleet_ca_serves_https_and_plain_http_beyond_loopback_is_refused() {
         .output()
         .unwrap();
     assert_eq!(code(&out), 0, "{}", text(&out));
+    // `ca issue` with a key that does not belong to ca.pem: refused, nothing written (a
+    // certificate the nodes would reject is never handed out).
+    let mixed = env.dir.path().join("mixed");
+    std::fs::create_dir_all(&mixed).unwrap();
+    std::fs::copy(pki.join("ca.key"), mixed.join("ca.key")).unwrap();
+    std::fs::copy(other.join("ca.pem"), mixed.join("ca.pem")).unwrap();
+    let refused_dir = env.dir.path().join("refused");
+    let out = Command::new(bin())
+        .args(["fleet", "ca", "issue", "--ca-dir", mixed.to_str().unwrap()])
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--out-dir",
+            refused_dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        text(&out).contains("not a fleet CA made by `fleetgate fleet ca init`")
+            && text(&out).contains("does not verify"),
+        "{}",
+        text(&out)
+    );
+    assert!(!refused_dir.exists(), "nothing written");
     let out = env.fg(&[
         "fleet",
         "serve",

@@ -228,7 +228,8 @@ pub fn run(o: &Orchestrator, cmd: FleetCmd) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        FleetCmd::Ca(_) => unreachable!("`fleet ca` runs without a registry (see lib.rs)"),
+        // Dispatched in lib.rs before a registry is opened; routed here too for safety.
+        FleetCmd::Ca(cmd) => return crate::tls_cmd::run_ca(cmd),
         FleetCmd::Serve { listen, tls } => {
             drop(rt);
             let tls = tls

@@ -141,14 +141,64 @@ pub enum CaCmd {
 
 /// Run `fleetgate fleet ca …`.
 pub fn run_ca(cmd: CaCmd) -> anyhow::Result<std::process::ExitCode> {
-    let (out_dir, mut hosts, days, force, json, ca_dir) = match cmd {
+    match cmd {
         CaCmd::Init {
             out_dir,
-            hosts,
+            mut hosts,
             days,
             force,
             json,
-        } => (out_dir, hosts, days, force, json, None),
+        } => {
+            if hosts.is_empty() {
+                hosts = vec!["localhost".into(), "127.0.0.1".into()];
+            }
+            check_days(days)?;
+            refuse_existing(
+                &out_dir,
+                &["ca.pem", "ca.key", "server.pem", "server.key"],
+                force,
+                "pass --force to replace the fleet CA; nodes that trust the old ca.pem will refuse the new certificate",
+            )?;
+            let pki = make_pki(&hosts, days)?;
+            check_chain(&pki.ca_pem, &pki.server_pem, &hosts)?;
+            write_files(
+                &out_dir,
+                &[
+                    ("ca.pem", &pki.ca_pem, 0o644),
+                    ("ca.key", &pki.ca_key, 0o600),
+                    ("server.pem", &pki.server_pem, 0o644),
+                    ("server.key", &pki.server_key, 0o600),
+                ],
+            )?;
+            let path = |n: &str| out_dir.join(n).display().to_string();
+            if json {
+                crate::print_json(&serde_json::json!({
+                    "ca_cert": path("ca.pem"), "ca_key": path("ca.key"),
+                    "server_cert": path("server.pem"), "server_key": path("server.key"),
+                    "hosts": hosts, "days": days,
+                }))?;
+            } else {
+                println!(
+                    "wrote a fleet CA and a server certificate for {} ({days} days) into {}",
+                    hosts.join(", "),
+                    out_dir.display()
+                );
+                println!(
+                    "  serve:  fleetgate fleet serve --listen ADDR --tls-cert {} --tls-key {}",
+                    path("server.pem"),
+                    path("server.key")
+                );
+                println!(
+                    "  nodes:  orchestrator = \"https://{}:PORT\", tls_ca_file = \"{}\" in each node.toml",
+                    hosts[0],
+                    path("ca.pem")
+                );
+                println!(
+                    "  keep {} offline: whoever holds it can impersonate the endpoint",
+                    path("ca.key")
+                );
+            }
+        }
         CaCmd::Issue {
             ca_dir,
             out_dir,
@@ -156,130 +206,105 @@ pub fn run_ca(cmd: CaCmd) -> anyhow::Result<std::process::ExitCode> {
             days,
             force,
             json,
-        } => (out_dir, hosts, days, force, json, Some(ca_dir)),
-    };
-    if let Some(ca_dir) = ca_dir {
-        return issue(&ca_dir, &out_dir, &hosts, days, force, json);
-    }
-    if hosts.is_empty() {
-        hosts = vec!["localhost".into(), "127.0.0.1".into()];
-    }
-    anyhow::ensure!((1..=3650).contains(&days), "--days {days}: give 1 to 3650");
-    let names = ["ca.pem", "ca.key", "server.pem", "server.key"];
-    if !force && let Some(existing) = names.iter().map(|n| out_dir.join(n)).find(|p| p.exists()) {
-        anyhow::bail!(
-            "{} exists: nothing was written (pass --force to replace the fleet CA; nodes that trust the old ca.pem will refuse the new certificate)",
-            existing.display()
-        );
-    }
-    let pki = make_pki(&hosts, days)?;
-    std::fs::create_dir_all(&out_dir)
-        .with_context(|| format!("failed to create {}", out_dir.display()))?;
-    for (name, body, mode) in [
-        ("ca.pem", &pki.ca_pem, 0o644),
-        ("ca.key", &pki.ca_key, 0o600),
-        ("server.pem", &pki.server_pem, 0o644),
-        ("server.key", &pki.server_key, 0o600),
-    ] {
-        let path = out_dir.join(name);
-        fleetgate_store::write_atomic(&path, body.as_bytes(), Some(mode))
-            .with_context(|| format!("failed to write {}", path.display()))?;
-    }
-    let path = |n: &str| out_dir.join(n).display().to_string();
-    if json {
-        crate::print_json(&serde_json::json!({
-            "ca_cert": path("ca.pem"), "ca_key": path("ca.key"),
-            "server_cert": path("server.pem"), "server_key": path("server.key"),
-            "hosts": hosts, "days": days,
-        }))?;
-    } else {
-        println!(
-            "wrote a fleet CA and a server certificate for {} ({days} days) into {}",
-            hosts.join(", "),
-            out_dir.display()
-        );
-        println!(
-            "  serve:  fleetgate fleet serve --listen ADDR --tls-cert {} --tls-key {}",
-            path("server.pem"),
-            path("server.key")
-        );
-        println!(
-            "  nodes:  orchestrator_url = \"https://{}:PORT\", tls_ca_file = \"{}\" in each node.toml",
-            hosts[0],
-            path("ca.pem")
-        );
-        println!(
-            "  keep {} offline: whoever holds it can impersonate the endpoint",
-            path("ca.key")
-        );
+        } => {
+            check_days(days)?;
+            refuse_existing(
+                &out_dir,
+                &["server.pem", "server.key"],
+                force,
+                "pass --force to replace it",
+            )?;
+            let ca_key_path = ca_dir.join("ca.key");
+            let ca_key_pem = std::fs::read_to_string(&ca_key_path).with_context(|| {
+                format!(
+                    "cannot read the fleet CA's key {} (made by `fleetgate fleet ca init --out-dir {}`)",
+                    ca_key_path.display(),
+                    ca_dir.display()
+                )
+            })?;
+            let ca_key = rcgen::KeyPair::from_pem(&ca_key_pem)
+                .with_context(|| format!("{} is not a PEM private key", ca_key_path.display()))?;
+            let ca_pem_path = ca_dir.join("ca.pem");
+            let ca_pem = std::fs::read_to_string(&ca_pem_path).with_context(|| {
+                format!(
+                    "cannot read {} (the nodes trust that file; keep it with ca.key)",
+                    ca_pem_path.display()
+                )
+            })?;
+            let (server_pem, server_key) = leaf(&issuer_of(ca_key)?, &hosts, days)?;
+            // Only a CA made by `ca init` can be rebuilt as an issuer from its key: a
+            // certificate that would not chain to ca.pem is never written.
+            check_chain(&ca_pem, &server_pem, &hosts).with_context(|| {
+                format!(
+                    "{} and {} are not a fleet CA made by `fleetgate fleet ca init`",
+                    ca_pem_path.display(),
+                    ca_key_path.display()
+                )
+            })?;
+            write_files(
+                &out_dir,
+                &[
+                    ("server.pem", &server_pem, 0o644),
+                    ("server.key", &server_key, 0o600),
+                ],
+            )?;
+            let path = |n: &str| out_dir.join(n).display().to_string();
+            if json {
+                crate::print_json(&serde_json::json!({
+                    "server_cert": path("server.pem"), "server_key": path("server.key"),
+                    "ca_cert": ca_pem_path.display().to_string(),
+                    "hosts": hosts, "days": days,
+                }))?;
+            } else {
+                println!(
+                    "wrote a certificate for {} ({days} days), signed by the fleet CA in {}: {} and {}",
+                    hosts.join(", "),
+                    ca_dir.display(),
+                    path("server.pem"),
+                    path("server.key")
+                );
+            }
+        }
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-/// `fleet ca issue`: a server certificate signed by the fleet CA in `ca_dir`.
-fn issue(
-    ca_dir: &std::path::Path,
-    out_dir: &std::path::Path,
-    hosts: &[String],
-    days: u32,
-    force: bool,
-    json: bool,
-) -> anyhow::Result<std::process::ExitCode> {
+fn check_days(days: u32) -> anyhow::Result<()> {
     anyhow::ensure!((1..=3650).contains(&days), "--days {days}: give 1 to 3650");
-    if !force
-        && let Some(existing) = ["server.pem", "server.key"]
-            .iter()
-            .map(|n| out_dir.join(n))
-            .find(|p| p.exists())
-    {
-        anyhow::bail!(
-            "{} exists: nothing was written (pass --force to replace it)",
-            existing.display()
-        );
+    Ok(())
+}
+
+/// Refuses when one of `names` exists in `dir` and `--force` was not given.
+fn refuse_existing(
+    dir: &std::path::Path,
+    names: &[&str],
+    force: bool,
+    how: &str,
+) -> anyhow::Result<()> {
+    if !force && let Some(existing) = names.iter().map(|n| dir.join(n)).find(|p| p.exists()) {
+        anyhow::bail!("{} exists: nothing was written ({how})", existing.display());
     }
-    let ca_key_path = ca_dir.join("ca.key");
-    let ca_key_pem = std::fs::read_to_string(&ca_key_path).with_context(|| {
-        format!(
-            "cannot read the fleet CA's key {} (made by `fleetgate fleet ca init --out-dir {}`)",
-            ca_key_path.display(),
-            ca_dir.display()
-        )
-    })?;
-    let ca_key = rcgen::KeyPair::from_pem(&ca_key_pem)
-        .with_context(|| format!("{} is not a PEM private key", ca_key_path.display()))?;
-    anyhow::ensure!(
-        ca_dir.join("ca.pem").is_file(),
-        "{} is missing: the nodes trust that file, keep it with ca.key",
-        ca_dir.join("ca.pem").display()
-    );
-    let (server_pem, server_key) = leaf(&issuer_of(ca_key)?, hosts, days)?;
-    std::fs::create_dir_all(out_dir)
-        .with_context(|| format!("failed to create {}", out_dir.display()))?;
-    for (name, body, mode) in [
-        ("server.pem", &server_pem, 0o644),
-        ("server.key", &server_key, 0o600),
-    ] {
-        let path = out_dir.join(name);
-        fleetgate_store::write_atomic(&path, body.as_bytes(), Some(mode))
+    Ok(())
+}
+
+/// The certificate verifies against the CA for every host, as a client will check it.
+fn check_chain(ca_pem: &str, leaf_pem: &str, hosts: &[String]) -> anyhow::Result<()> {
+    for h in hosts {
+        fleetgate_fleet::tls::verify_chain(ca_pem.as_bytes(), leaf_pem.as_bytes(), h)
+            .map_err(|e| anyhow::anyhow!("the new certificate does not verify for {h:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Writes each `(name, text, mode)` into `dir` (created if missing), each file atomically.
+fn write_files(dir: &std::path::Path, files: &[(&str, &String, u32)]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    for (name, body, mode) in files {
+        let path = dir.join(name);
+        fleetgate_store::write_atomic(&path, body.as_bytes(), Some(*mode))
             .with_context(|| format!("failed to write {}", path.display()))?;
     }
-    let path = |n: &str| out_dir.join(n).display().to_string();
-    if json {
-        crate::print_json(&serde_json::json!({
-            "server_cert": path("server.pem"), "server_key": path("server.key"),
-            "ca_cert": ca_dir.join("ca.pem").display().to_string(),
-            "hosts": hosts, "days": days,
-        }))?;
-    } else {
-        println!(
-            "wrote a certificate for {} ({days} days), signed by the fleet CA in {}: {} and {}",
-            hosts.join(", "),
-            ca_dir.display(),
-            path("server.pem"),
-            path("server.key")
-        );
-    }
-    Ok(std::process::ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// The CA's name and key usages as `ca init` makes them (the issuer of every leaf).

@@ -98,6 +98,40 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConf
     Ok(Arc::new(config))
 }
 
+/// Checks that the PEM certificate `leaf_pem` chains to the PEM CA certificate(s) in
+/// `ca_pem` and is valid now for `host` — what a client trusting `ca_pem` will check.
+///
+/// # Errors
+/// A message naming what does not hold (unknown issuer, wrong name, not a certificate).
+pub fn verify_chain(ca_pem: &[u8], leaf_pem: &[u8], host: &str) -> Result<(), String> {
+    use tokio_rustls::rustls::RootCertStore;
+    use tokio_rustls::rustls::client::WebPkiServerVerifier;
+    use tokio_rustls::rustls::client::danger::ServerCertVerifier as _;
+    use tokio_rustls::rustls::pki_types::{ServerName, UnixTime};
+    let mut roots = RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(ca_pem) {
+        let ca = ca.map_err(|e| format!("the CA file is not PEM: {e}"))?;
+        roots
+            .add(ca)
+            .map_err(|e| format!("the CA certificate is unusable: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("the CA file holds no certificate".into());
+    }
+    let leaf = CertificateDer::from_pem_slice(leaf_pem)
+        .map_err(|e| format!("the certificate is not PEM: {e}"))?;
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|e| format!("{host:?} is not a server name: {e}"))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| e.to_string())?;
+    verifier
+        .verify_server_cert(&leaf, &[], &name, &[], UnixTime::now())
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// Reads a PEM file of at most 1 MiB.
 fn read_limited(path: &Path) -> Result<Vec<u8>, String> {
     use std::io::Read;
