@@ -891,11 +891,11 @@ impl Judge {
         });
         let statistic = json!({
             "test": match r.method {
-                RateMethod::DiffInDiff => "sequential likelihood ratio: each canary node against its own pre-update rate, corrected by the baseline's change (difference in differences, Poisson-gamma)",
-                RateMethod::CrossSection => "sequential probability ratio test on canary exceptions given total exceptions (conditional binomial, request-weighted), divided by the baseline nodes' dispersion",
+                RateMethod::DiffInDiff => "sequential likelihood ratio: each canary node against its own pre-update rate (its history, with the fleet's spread between nodes as the prior), corrected by the baseline's change (difference in differences, Poisson-gamma)",
+                RateMethod::CrossSection => "sequential likelihood ratio: each canary node against the baseline nodes over the same time, allowing for their spread between nodes (negative binomial: a gamma prior for the canary's own rate from the baseline's counts)",
             },
             "method": r.method,
-            "dispersion": r.dispersion,
+            "node_spread_cv2": r.dispersion,
             "llr": r.llr,
             "max_llr": r.max_llr,
             "informative_intervals": r.informative_intervals,

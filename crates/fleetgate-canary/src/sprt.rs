@@ -15,25 +15,28 @@
 //! (each baseline node against its own pre-update rate, so a changing traffic mix
 //! does not move `g`). Model: `B_c ~ Poisson(r·g·λ_c·n_c)`, `A_c ~ Poisson(λ_c·m_c)`,
 //! with the node's own rate `λ_c` unknown — a persistent node-to-node difference
-//! cancels. Integrating `λ_c` over its posterior from the history (Jeffreys prior,
-//! `Gamma(A_c + ½, m_c)`) gives the likelihood ratio in closed form:
-//! `S = Σ_c [B_c·ln(r1/r0) − (A_c + B_c + ½)·ln((r1·g·n_c + m_c)/(r0·g·n_c + m_c))]`.
+//! cancels. `λ_c` has the fleet's spread as its prior, `Gamma(κ, κ/μ)` from every
+//! node's history ([`RateTest::fleet_prior`]; Jeffreys `Gamma(½, 0)` when it cannot be
+//! estimated), updated by the node's own history to `Gamma(κ + A_c, κ/μ + m_c)`.
+//! Integrating `λ_c` over it gives the likelihood ratio in closed form (with
+//! `a + ½ = κ + A_c`, `m = κ/μ + m_c`, `n = g·n_c`):
+//! `S = Σ_c [B_c·ln(r1/r0) − (a + B_c + ½)·ln((r1·n + m)/(r0·n + m))]`.
 //! `exp(S)` is a Bayes factor, a martingale under H0 (averaged over the history's
 //! noise), so Ville's inequality bounds the false-rollback rate by α however often it
 //! is looked at. `S` stays bounded as the window grows when the canary's rate is its
 //! own old rate: the history's uncertainty is carried, not ignored.
 //!
-//! **Cross-section with overdispersion (fallback without history).** Per interval,
-//! conditional on the total, `e_c ~ Binomial(e, p)` with
-//! `p = r·n_c / (r·n_c + n_b)` (the baseline's drift cancels); Wald's SPRT sums
-//! `e_c·ln(p1/p0) + e_b·ln((1−p1)/(1−p0))`. Nodes that differ persistently make the
-//! binomial variance far too small, so the sum is divided by a quasi-likelihood
-//! dispersion `φ = X²/(k−1)`, Pearson's X² of the `k` baseline nodes' counts around
-//! their pooled rate (McCullagh & Nelder, quasi-Poisson), when X² exceeds its 95%
-//! quantile under pure Poisson noise (otherwise `φ = 1`, the plain test). Persistent spread
-//! makes `φ` grow with the data, so the scaled statistic stops growing: the canary is
-//! then judged against the spread between nodes, and a canary that is no worse than
-//! an ordinary node ends inconclusive rather than rolled back.
+//! **Cross-section with the fleet's spread (fallback without history).** The same
+//! ratio with the prior from the baseline nodes' window counts over the same time
+//! (`a + ½ = κ`, `m = κ/μ`, `n = n_c`): the canary is a node drawn from the fleet's
+//! spread, running the release (negative binomial). `1/κ` is a high estimate of the
+//! squared coefficient of variation between nodes, so an ordinary node that happens
+//! to be high is not read as a regression; a canary no worse than an ordinary node
+//! ends inconclusive rather than rolled back. With fewer than two baseline nodes no
+//! spread can be estimated, and the plain conditional binomial test is used: per
+//! interval, conditional on the total, `e_c ~ Binomial(e, p)` with
+//! `p = r·n_c / (r·n_c + n_b)`; Wald's SPRT sums
+//! `e_c·ln(p1/p0) + e_b·ln((1−p1)/(1−p0))`.
 //!
 //! An interval without baseline traffic uses, when configured, a fixed reference rate
 //! `λ0 = baseline_exception_rate` and the one-sample Poisson increment
@@ -104,11 +107,13 @@ pub struct RateTest {
     pub llr: f64,
     /// Highest `S` seen.
     pub max_llr: f64,
-    /// The cross-section sum before dispersion scaling.
+    /// The plain conditional-binomial sum (used only when no spread between nodes can
+    /// be estimated: fewer than two baseline nodes, or a fixed reference rate).
     #[serde(default)]
     pub cross_llr: f64,
-    /// The dispersion `φ` the cross-section sum is divided by.
-    #[serde(default = "one")]
+    /// The squared coefficient of variation assumed for a node's own rate between
+    /// nodes (`1/κ` of [`RateTest::fleet_prior`], a high estimate); 0 when none.
+    #[serde(default)]
     pub dispersion: f64,
     /// The statistic in force.
     #[serde(default)]
@@ -130,10 +135,6 @@ pub struct RateTest {
     pub reference_intervals: u64,
 }
 
-fn one() -> f64 {
-    1.0
-}
-
 /// Where the test stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -145,6 +146,19 @@ pub enum RateDecision {
     Accept,
     /// Neither boundary reached.
     Continue,
+}
+
+/// The 5% quantile of χ² with `df` degrees of freedom (`df ≥ 1`): tabulated up to 5
+/// (Wilson–Hilferty is poor there: it gives 3·10⁻⁸ for 1, not 0.0039), Wilson–Hilferty
+/// above (within 1% from 6 on).
+fn chi2_lower_05(df: usize) -> f64 {
+    const TABLE: [f64; 5] = [0.003_932, 0.102_587, 0.351_846, 0.710_723, 1.145_476];
+    if let Some(q) = df.checked_sub(1).and_then(|i| TABLE.get(i)) {
+        return *q;
+    }
+    let d = df as f64;
+    let h = 2.0 / (9.0 * d);
+    d * (1.0 - h - 1.645 * h.sqrt()).powi(3)
 }
 
 /// Canary-side sufficient statistics of the difference-in-differences test.
@@ -168,7 +182,7 @@ impl RateTest {
             llr: 0.0,
             max_llr: 0.0,
             cross_llr: 0.0,
-            dispersion: 1.0,
+            dispersion: 0.0,
             method: RateMethod::CrossSection,
             nodes: BTreeMap::new(),
             canary_exceptions: 0,
@@ -257,21 +271,120 @@ impl RateTest {
         self.refresh();
     }
 
-    /// The canary nodes' DiD statistics, if every canary node has history.
-    fn did_nodes(&self) -> Option<Vec<DidNode>> {
-        let canaries: Vec<&NodeCounts> = self.nodes.values().filter(|c| c.canary).collect();
-        if canaries.is_empty() || canaries.iter().any(|c| c.pre_requests == 0) {
+    /// Whether every canary node has pre-update history (the difference in
+    /// differences is then in force).
+    fn every_canary_has_history(&self) -> bool {
+        let mut canaries = self.nodes.values().filter(|c| c.canary).peekable();
+        canaries.peek().is_some() && canaries.all(|c| c.pre_requests > 0)
+    }
+
+    /// The fleet's spread between nodes, as a gamma prior for one node's own rate: from
+    /// every node's history (`pre`; before the update they all ran the same code) or
+    /// from the baseline nodes' window counts, for one node's own
+    /// rate: `(shape κ, rate κ/μ)` with `μ` the baseline's pooled rate and `1/κ` a
+    /// deliberately high estimate of the squared coefficient of variation of the
+    /// nodes' natural rates. `None` with fewer than two baseline nodes or no exception.
+    ///
+    /// Method of moments for Poisson counts (DerSimonian & Laird 1986): the variance of
+    /// the nodes' true rates is `τ² = μ·(X² − (k−1)) / (N − Σnᵢ²/N)`, Pearson's `X²` of
+    /// the `k` nodes' counts around `μ`. With few nodes `X²` is itself noisy, so it is
+    /// first raised to its one-sided 95% upper bound `X²·(k−1)/χ²_{k−1, 0.05}`: an underestimated spread would read a naturally high node as
+    /// a regression. The uncertainty of `μ` (`τ²/k` between nodes, `1/Σe` Poisson) is
+    /// added, since the canary is compared with the estimate, not the true mean.
+    pub fn fleet_prior(&self, pre: bool) -> Option<(f64, f64)> {
+        self.fleet_prior_at(pre, 1.0)
+    }
+
+    /// [`RateTest::fleet_prior`] with the window's counts scaled by `k` but Pearson's
+    /// `X²` kept as observed: what the prior becomes if the baseline goes on as alike
+    /// as it looks now (for [`RateTest::requests_to_accept`]).
+    fn fleet_prior_at(&self, pre: bool, scale: f64) -> Option<(f64, f64)> {
+        let counts: Vec<(f64, f64)> = self
+            .nodes
+            .values()
+            // Before the update every node ran the same code: all histories count.
+            .filter(|c| pre || !c.canary)
+            .map(|c| {
+                if pre {
+                    (c.pre_exceptions as f64, c.pre_requests as f64)
+                } else {
+                    (c.exceptions as f64, c.requests as f64)
+                }
+            })
+            .filter(|&(_, n)| n > 0.0)
+            .collect();
+        let k = counts.len();
+        let e: f64 = counts.iter().map(|c| c.0).sum();
+        let n: f64 = counts.iter().map(|c| c.1).sum();
+        if k < 2 || e <= 0.0 {
             return None;
         }
-        let g = self.baseline_change();
+        let mu = e / n;
+        let x2: f64 = counts
+            .iter()
+            .map(|&(ei, ni)| (ei - mu * ni).powi(2) / (mu * ni))
+            .sum();
+        let (e, n, counts) = if pre || scale == 1.0 {
+            (e, n, counts)
+        } else {
+            let scaled = counts.iter().map(|&(ei, ni)| (ei * scale, ni * scale));
+            (e * scale, n * scale, scaled.collect())
+        };
+        let df = (k - 1) as f64;
+        let q05 = chi2_lower_05(k - 1);
+        let x2_high = x2 * df / q05;
+        let n_eff = n - counts.iter().map(|c| c.1 * c.1).sum::<f64>() / n;
+        if n_eff <= 0.0 {
+            return None;
+        }
+        let cv2 = (x2_high - df).max(0.0) / (mu * n_eff);
+        let cv2 = cv2 * (1.0 + 1.0 / k as f64) + 1.0 / e;
+        let shape = 1.0 / cv2;
+        Some((shape, shape / mu))
+    }
+
+    /// The canary nodes' sufficient statistics for the likelihood ratio: each node's own
+    /// rate has a gamma posterior `Gamma(a + ½, m)` and served `n` requests' worth of
+    /// exposure (scaled by the baseline's change `g` when judged against history).
+    ///
+    /// With history (every canary node has some): the fleet prior from the baseline's
+    /// histories updated by the node's own history, `a + ½ = κ + A_c`, `m = κ/μ + m_c`
+    /// (Jeffreys, `A_c + ½` and `m_c`, when the baseline gives no prior), `n = g·n_c`.
+    /// Without: the fleet prior from the baseline's window counts alone, `n = n_c`
+    /// (the canary against the spread of the baseline nodes over the same time).
+    fn test_nodes(&self) -> Option<Vec<DidNode>> {
+        self.test_nodes_at(1.0)
+    }
+
+    /// [`RateTest::test_nodes`] with the window's counts scaled by `scale` (and the
+    /// prior from the scaled window, see [`RateTest::fleet_prior_at`]).
+    fn test_nodes_at(&self, scale: f64) -> Option<Vec<DidNode>> {
+        let did = self.every_canary_has_history();
+        let prior = self.fleet_prior_at(did, scale);
+        if !did && prior.is_none() {
+            return None;
+        }
+        let g = if did { self.baseline_change() } else { 1.0 };
         Some(
-            canaries
-                .iter()
-                .map(|c| DidNode {
-                    a: c.pre_exceptions as f64,
-                    m: c.pre_requests as f64,
-                    b: c.exceptions as f64,
-                    n: g * c.requests as f64,
+            self.nodes
+                .values()
+                .filter(|c| c.canary)
+                .map(|c| {
+                    let (a, m) = if did {
+                        (c.pre_exceptions as f64, c.pre_requests as f64)
+                    } else {
+                        (0.0, 0.0)
+                    };
+                    let (a, m) = match prior {
+                        Some((shape, rate)) => (a + shape - 0.5, m + rate),
+                        None => (a, m),
+                    };
+                    DidNode {
+                        a,
+                        m,
+                        b: c.exceptions as f64 * scale,
+                        n: g * c.requests as f64 * scale,
+                    }
                 })
                 .collect(),
         )
@@ -304,45 +417,21 @@ impl RateTest {
             .sum()
     }
 
-    /// Pearson dispersion of the baseline nodes' window counts around their pooled rate.
-    fn baseline_dispersion(&self) -> f64 {
-        let base: Vec<&NodeCounts> = self
-            .nodes
-            .values()
-            .filter(|c| !c.canary && c.requests > 0)
-            .collect();
-        let (e, n) = base.iter().fold((0u64, 0u64), |(e, n), c| {
-            (e.saturating_add(c.exceptions), n.saturating_add(c.requests))
-        });
-        if base.len() < 2 || e == 0 {
-            return 1.0;
-        }
-        let p = e as f64 / n as f64;
-        let x2: f64 = base
-            .iter()
-            .map(|c| {
-                let mu = p * c.requests as f64;
-                (c.exceptions as f64 - mu).powi(2) / mu
-            })
-            .sum();
-        // Scale only when the spread is significant (X² above its 95% quantile under
-        // pure Poisson noise, Wilson–Hilferty): a homogeneous fleet keeps the plain
-        // test's power.
-        let df = (base.len() - 1) as f64;
-        let h = 2.0 / (9.0 * df);
-        let q95 = df * (1.0 - h + 1.645 * h.sqrt()).powi(3);
-        if x2 > q95 { (x2 / df).max(1.0) } else { 1.0 }
-    }
-
     fn refresh(&mut self) {
-        if let Some(d) = self.did_nodes() {
-            self.method = RateMethod::DiffInDiff;
-            self.dispersion = 1.0;
+        let did = self.every_canary_has_history();
+        if let Some(d) = self.test_nodes() {
+            self.method = if did {
+                RateMethod::DiffInDiff
+            } else {
+                RateMethod::CrossSection
+            };
+            self.dispersion = self.fleet_prior(did).map_or(0.0, |(shape, _)| 1.0 / shape);
             self.llr = Self::did_llr(&d, self.r0(), self.r1());
         } else {
+            // No baseline to compare with: the fixed reference rate's increments, if any.
             self.method = RateMethod::CrossSection;
-            self.dispersion = self.baseline_dispersion();
-            self.llr = self.cross_llr / self.dispersion;
+            self.dispersion = 0.0;
+            self.llr = self.cross_llr;
         }
         if self.llr.is_finite() && self.llr > self.max_llr {
             self.max_llr = self.llr;
@@ -365,22 +454,22 @@ impl RateTest {
     /// `None` before the canary and its reference have raised any exception.
     pub fn estimate(&self) -> Option<RateEstimate> {
         const Z: f64 = 1.96;
-        let (ratio, var, method) = if let Some(d) = self.did_nodes() {
-            // Observed over expected at each node's own old rate.
+        let (ratio, var, method) = if let Some(d) = self.test_nodes() {
+            // Observed over expected at each node's own rate (its posterior mean).
             let b: f64 = d.iter().map(|x| x.b).sum();
-            let e: Vec<f64> = d.iter().map(|x| x.a / x.m * x.n).collect();
+            let e: Vec<f64> = d.iter().map(|x| (x.a + 0.5) / x.m * x.n).collect();
             let et: f64 = e.iter().sum();
-            if b <= 0.0 || et <= 0.0 {
+            if b <= 0.0 || !(et > 0.0 && et.is_finite()) {
                 return None;
             }
+            // The posterior's squared coefficient of variation is 1/(a + ½).
             let var_ref: f64 = d
                 .iter()
                 .zip(&e)
-                .filter(|(x, _)| x.a > 0.0)
-                .map(|(x, ei)| ei * ei / x.a)
+                .map(|(x, ei)| ei * ei / (x.a + 0.5))
                 .sum::<f64>()
                 / (et * et);
-            (b / et, 1.0 / b + var_ref, RateMethod::DiffInDiff)
+            (b / et, 1.0 / b + var_ref, self.method)
         } else {
             let (ec, eb) = (
                 self.canary_exceptions as f64,
@@ -390,11 +479,7 @@ impl RateTest {
                 return None;
             }
             let ratio = (ec / self.canary_requests as f64) / (eb / self.baseline_requests as f64);
-            (
-                ratio,
-                self.dispersion * (1.0 / ec + 1.0 / eb),
-                RateMethod::CrossSection,
-            )
+            (ratio, 1.0 / ec + 1.0 / eb, RateMethod::CrossSection)
         };
         let half = Z * var.sqrt();
         // Four decimals: enough to read, and exact through a JSON round trip (a
@@ -417,13 +502,13 @@ impl RateTest {
     /// Expected number of further canary requests before `S` reaches the accept
     /// boundary, if the exception rates and the traffic mix stay as observed so far.
     ///
-    /// Cross-section: `(S − lower) / −d`, where `d` is the expected increment of the
-    /// scaled `S` per canary request,
-    /// `d = (λc·ln(p1/p0) + λb·ρ·ln((1−p1)/(1−p0))) / φ` with `ρ = n_b/n_c`,
+    /// Against history or the fleet's spread: the window's counts scaled up until `S`
+    /// reaches the boundary (bisection; the spread between baseline nodes taken as it
+    /// looks now). The plain conditional test (one baseline node, or a fixed reference
+    /// rate): `(S − lower) / −d`, where `d` is the expected increment of `S` per canary
+    /// request, `d = λc·ln(p1/p0) + λb·ρ·ln((1−p1)/(1−p0))` with `ρ = n_b/n_c`,
     /// `p0 = r0/(r0+ρ)`, `p1 = r1/(r1+ρ)` and `λc`, `λb` the observed rates (against
     /// the reference rate `λ0` without baseline traffic: `d = λc·ln(r1/r0) − (r1−r0)·λ0`).
-    /// Difference in differences: the window's counts scaled up until `S` reaches the
-    /// boundary (bisection).
     ///
     /// `Some(0)` when `S` is already at or below the boundary; `None` when the canary
     /// served nothing yet, when nothing can inform the test, or when at the observed
@@ -436,17 +521,10 @@ impl RateTest {
             return None;
         }
         let (r0, r1) = (self.r0(), self.r1());
-        if let Some(d) = self.did_nodes() {
+        if self.test_nodes().is_some() {
             let at = |k: f64| {
-                let scaled: Vec<DidNode> = d
-                    .iter()
-                    .map(|x| DidNode {
-                        b: x.b * k,
-                        n: x.n * k,
-                        ..*x
-                    })
-                    .collect();
-                Self::did_llr(&scaled, r0, r1)
+                self.test_nodes_at(k)
+                    .map_or(f64::INFINITY, |d| Self::did_llr(&d, r0, r1))
             };
             let mut hi = 2.0;
             while at(hi) > self.lower {
@@ -480,7 +558,7 @@ impl RateTest {
             let rho = nb / nc;
             let p0 = r0 / (r0 + rho);
             let p1 = r1 / (r1 + rho);
-            (lc * (p1 / p0).ln() + lb * rho * ((1.0 - p1) / (1.0 - p0)).ln()) / self.dispersion
+            lc * (p1 / p0).ln() + lb * rho * ((1.0 - p1) / (1.0 - p0)).ln()
         };
         if !(drift.is_finite() && drift < 0.0) {
             return None;
@@ -606,7 +684,7 @@ mod tests {
         assert_eq!(same.decision(), RateDecision::Accept, "{same:?}");
         let e = same.estimate().unwrap();
         assert!(
-            e.increase.abs() < 1e-9 && e.low < 0.0 && e.high > 0.0,
+            e.increase.abs() < 0.01 && e.low < 0.0 && e.high > 0.0,
             "{e:?}"
         );
         // …while the plain comparison with the baseline fails it.
@@ -615,32 +693,76 @@ mod tests {
         let worse = did(5, 10, 20);
         assert_eq!(worse.decision(), RateDecision::Fail, "{worse:?}");
         let e = worse.estimate().unwrap();
-        assert!((e.increase - 1.0).abs() < 1e-9 && e.low > 0.1, "{e:?}");
+        assert!((e.increase - 1.0).abs() < 0.05 && e.low > 0.1, "{e:?}");
+    }
+
+    /// Baseline nodes at the given per-1000 rates over `k` intervals, no history; one
+    /// canary at `canary` per 1000.
+    fn cross(baseline: &[u64], canary: u64, k: u64) -> RateTest {
+        let mut t = RateTest::new(0.1, 0.5, 0.01, 0.05);
+        for _ in 0..k {
+            for (i, e) in baseline.iter().enumerate() {
+                t.observe_node(&format!("b{i}"), false, *e, 1000);
+            }
+            t.observe_node("c", true, canary, 1000);
+            let eb = baseline.iter().sum();
+            t.update(canary, 1000, eb, 1000 * baseline.len() as u64, None);
+        }
+        t
     }
 
     #[test]
-    fn persistent_spread_between_baseline_nodes_scales_the_cross_section() {
+    fn persistent_spread_between_baseline_nodes_widens_the_cross_section() {
+        // Baseline nodes at 5, 10 and 20 per 1000, no history: a canary at 20 is an
+        // ordinary node of this fleet, so it is not rolled back however long it runs.
+        let spread = cross(&[5, 10, 20, 5, 10, 20], 20, 200);
+        assert_eq!(spread.method, RateMethod::CrossSection);
+        assert!(spread.dispersion > 0.25, "{}", spread.dispersion);
+        assert_ne!(spread.decision(), RateDecision::Fail, "{spread:?}");
+        // The plain binomial test would have failed it long ago.
+        assert!(spread.cross_llr > spread.upper, "{}", spread.cross_llr);
+        // On a fleet of alike nodes the same canary (2× the rest) fails…
+        let alike = cross(&[10, 10, 10, 10, 10, 10], 20, 20);
+        assert!(alike.dispersion < 0.01, "{}", alike.dispersion);
+        assert_eq!(alike.decision(), RateDecision::Fail, "{alike:?}");
+        // …and one like the rest passes.
+        let same = cross(&[10, 10, 10, 10, 10, 10], 10, 40);
+        assert_eq!(same.decision(), RateDecision::Accept, "{same:?}");
+        let e = same.estimate().unwrap();
+        assert!(e.low < 0.0 && e.high > 0.0, "{e:?}");
+    }
+
+    #[test]
+    fn the_fleet_prior_needs_two_baseline_nodes() {
         let mut t = RateTest::new(0.1, 0.5, 0.01, 0.05);
-        // Baseline nodes at 5, 10 and 20 per 1000, no history: overdispersed.
-        for _ in 0..10 {
-            for (i, e) in [5u64, 10, 20, 5, 10, 20].iter().enumerate() {
-                t.observe_node(&format!("b{i}"), false, *e, 1000);
-            }
-            t.observe_node("c", true, 20, 1000);
-            t.update(20, 1000, 70, 6000, None);
+        t.observe_node("b0", false, 10, 1000);
+        t.observe_node("c", true, 10, 1000);
+        t.update(10, 1000, 10, 1000, None);
+        assert_eq!(t.fleet_prior(false), None);
+        // The plain conditional binomial sum is then in force.
+        assert_eq!(t.llr, t.cross_llr);
+        t.observe_node("b1", false, 10, 1000);
+        t.recompute();
+        let (shape, rate) = t.fleet_prior(false).unwrap();
+        assert!(
+            shape > 0.0 && (shape / rate - 0.01).abs() < 1e-12,
+            "{shape} {rate}"
+        );
+    }
+
+    #[test]
+    fn chi2_quantiles_match_the_tables() {
+        // R: qchisq(0.05, df).
+        for (df, q) in [
+            (1, 0.003932),
+            (2, 0.102587),
+            (6, 1.635383),
+            (8, 2.732637),
+            (30, 18.49266),
+        ] {
+            let got = chi2_lower_05(df);
+            assert!((got - q).abs() / q < 0.01, "df {df}: {got} vs {q}");
         }
-        assert_eq!(t.method, RateMethod::CrossSection);
-        assert!(t.dispersion > 5.0, "{}", t.dispersion);
-        assert!((t.llr - t.cross_llr / t.dispersion).abs() < 1e-9);
-        // A homogeneous baseline keeps the plain test.
-        let mut h = RateTest::new(0.1, 0.5, 0.01, 0.05);
-        for _ in 0..10 {
-            for i in 0..6 {
-                h.observe_node(&format!("b{i}"), false, 10, 1000);
-            }
-            h.update(10, 1000, 60, 6000, None);
-        }
-        assert_eq!(h.dispersion, 1.0);
     }
 
     #[test]

@@ -928,7 +928,9 @@ fn a_canary_node_that_always_raised_more_is_judged_against_itself() {
     let c = &v.criteria[0];
     assert_eq!(c.statistic["method"], "diff_in_diff");
     assert_eq!(c.figures["canary_history_requests"], 10_000);
-    assert_eq!(c.figures["estimate"]["increase"], 0.0);
+    // Its own history, shrunk a little towards the fleet's rate by the spread prior.
+    let increase = c.figures["estimate"]["increase"].as_f64().unwrap();
+    assert!(increase.abs() < 0.05, "{increase}");
     // The same counts without history: 3× the baseline, rolled back.
     let mut f = Fleet::new(JudgeConfig {
         max_exception_rate_increase: 0.1,
@@ -1029,9 +1031,11 @@ fn a_canary_restart_inside_the_history_ends_its_history() {
     h.totals[0] = (0, 0);
     let v = h.run([10; 5]);
     assert_eq!(v.criteria[0].figures["canary_history_requests"], 4_000);
-    // 40 old exceptions are too few to pass a +50% test in ten intervals, and nothing
-    // points to a failure: still waiting.
-    assert_eq!(v.decision, Decision::Pending, "{}", v.reason);
+    // 40 old exceptions alone are too few to pass a +50% test in ten intervals, but
+    // every node ran alike before the update (the fleet's histories): that prior
+    // makes up for the short history, and the alike canary passes.
+    assert_eq!(v.decision, Decision::Pass, "{}", v.reason);
+    assert_eq!(v.criteria[0].statistic["method"], "diff_in_diff");
 }
 
 #[test]

@@ -6,8 +6,9 @@
 //! baseline exception rate detected in a median of ≤ 2 sampling intervals; and of
 //! issue 11: over thin traffic, where most windows end before the exception test is
 //! decided, `on_inconclusive = "extend"` keeps the SPRT's guarantees (A/A false
-//! rollbacks ≤ α = 1% with the one-sided 95% Wilson bound, a 2× canary caught with
-//! power ≥ 1 − β = 95%) and thin A/A windows end extended or held, not rolled back.
+//! rollbacks ≤ α = 1% with the one-sided 95% Wilson bound, a 2× canary never promoted:
+//! caught, or held for an operator) and thin A/A windows end extended or held, not
+//! rolled back.
 
 use fleetgate_canary::sim::{SimParams, SimReport, simulate, wilson_interval};
 use fleetgate_canary::{JudgeConfig, OnInconclusive};
@@ -23,8 +24,12 @@ fn params(canary_ratio: f64, windows: usize) -> SimParams {
         requests_per_node: 1000,
         base_rate: 0.01,
         canary_ratio,
-        // The issue-4 setting: every node alike, steady traffic, no history, and the
-        // thresholds these figures were first measured with (tolerance 0, detect +50%).
+        // The issue-4 setting: every node alike, steady traffic, and the thresholds these
+        // figures were first measured with (tolerance 0, detect +50%); since issue 12
+        // the 30 minutes of history the runtime feeds by default (`pre_window_secs`).
+        // Without history the judge must allow for a spread between nodes it cannot
+        // yet rule out, and is slower (`spread_figures.rs`, benches/README.md).
+        history_intervals: 60,
         config: JudgeConfig {
             max_exception_rate_increase: 0.0,
             detect_exception_rate_increase: Some(0.5),
@@ -157,15 +162,15 @@ fn sim_figures_thin_aa_ends_extended_or_held_instead_of_rolled_back() {
     assert_eq!(a.rollbacks - a.late_rollbacks, h.rollbacks);
     assert_below_alpha(&a);
     assert_below_alpha(&h);
-    // The extension lets many of them pass on evidence; the rest are held.
-    assert!(a.passes > b.passes + b.late_rollbacks / 2, "{a:?}");
+    // The extension lets more of them pass on evidence; the rest are held.
+    assert!(a.passes > b.passes, "{a:?}");
     assert!(a.inconclusive > 0 && a.held == a.inconclusive, "{a:?}");
     assert_eq!(h.passes, b.passes);
     assert_eq!(h.extended, 0);
 }
 
 #[test]
-fn sim_figures_thin_doubled_exception_rate_is_still_caught() {
+fn sim_figures_thin_doubled_exception_rate_is_never_promoted() {
     let beta = JudgeConfig::default().beta;
     let p = thin(2.0, 2_000, OnInconclusive::Extend);
     let r = simulate(&p);
@@ -174,12 +179,13 @@ fn sim_figures_thin_doubled_exception_rate_is_still_caught() {
         "thin 2x extend: median {:?}, p90 {:?} intervals to detection",
         r.median_detection_intervals, r.p90_detection_intervals
     );
-    let power = r.rollbacks as f64 / r.windows as f64;
-    assert!(
-        power >= 1.0 - beta,
-        "power {power} < {} (seed {SEED:#x})",
-        1.0 - beta
-    );
+    // Since issue 12 the judge does not assume the nodes alike: 30 requests per node
+    // per interval (18 exceptions in a node's 30-minute history) cannot rule out a
+    // spread between nodes that would hide a 2× canary, so most windows are caught
+    // and the rest held for an operator (measured: 60% caught within the extension,
+    // 40% held; issue 11's first judge, which assumed alike nodes, caught ≥ 95%).
+    assert!(r.rollbacks * 2 > r.windows, "{r:?}");
+    assert_eq!(r.rollbacks + r.inconclusive, r.windows, "{r:?}");
     // A bad canary is never promoted for lack of data: at most the β misses pass.
     assert!(r.passes as f64 <= beta * r.windows as f64, "{r:?}");
 }

@@ -213,10 +213,9 @@ min_nodes = 1
 window_secs = 15
 sample_interval_secs = 1
 max_exception_rate_increase = 0.5
-# The demo fleet is seconds old and small: with 3-9 baseline nodes the difference-in-
-# differences estimate's interval stays too wide to decide, and a canary would be held.
-# Judge against the baseline alone (the nodes are alike unless --node-error-spread).
-pre_window_secs = 0
+# Each canary node is judged against its own rate before the update (the heartbeats
+# of pre_window_secs, default 1800): the demo fleet is seconds old, so its history is
+# short, and the fleet's spread between nodes (seen in every node's history) fills in.
 heartbeat_timeout_secs = 10
 min_requests = 1000
 apply_timeout_secs = 120
