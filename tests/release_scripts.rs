@@ -624,3 +624,297 @@ fn sign_release_with_hash_scheme_hart_signs_harts_code_hash_of_the_tag() {
         assert!(!refused.exists());
     }
 }
+
+/// A static HTTP/1.0 server on loopback for the download script: `files` by path, 404
+/// otherwise. Serves until the test ends (the thread is detached with the listener).
+fn serve_files(files: std::collections::BTreeMap<String, Vec<u8>>) -> String {
+    use std::io::{BufRead as _, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut line = String::new();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            // Drain the headers.
+            let mut h = String::new();
+            while reader.read_line(&mut h).is_ok_and(|n| n > 2) {
+                h.clear();
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let _ = match files.get(&path) {
+                Some(body) => stream
+                    .write_all(
+                        format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len())
+                            .as_bytes(),
+                    )
+                    .and_then(|()| stream.write_all(body)),
+                None => stream.write_all(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
+            };
+        }
+    });
+    format!("http://{addr}/releases/download")
+}
+
+/// A release archive as release.yml packages it (`fleetgate-TAG-TARGET/fleetgate` and
+/// README.md), with a stand-in binary that prints its version: the script under test
+/// downloads, verifies and unpacks; what the binary does is not its business.
+fn release_tarball(dir: &Path, tag: &str, with_binary: bool) -> Vec<u8> {
+    let name = format!("fleetgate-{tag}-x86_64-unknown-linux-gnu");
+    let root = dir.join("pkg");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join(&name)).unwrap();
+    std::fs::write(root.join(&name).join("README.md"), "fleetgate\n").unwrap();
+    if with_binary {
+        let bin = root.join(&name).join("fleetgate");
+        std::fs::write(&bin, format!("#!/bin/sh\necho 'fleetgate {}'\n", &tag[1..])).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let tgz = dir.join("out.tar.gz");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-czf")
+        .arg(&tgz)
+        .arg(&name)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::read(&tgz).unwrap()
+}
+
+fn install(base_url: &str, dest: &Path, extra: &[&str]) -> Output {
+    let mut c = clean(&script("install-fleetgate.sh"));
+    c.args(["--base-url", base_url, "--dest", p(dest)])
+        .args(extra);
+    run(c)
+}
+
+#[test]
+fn install_fleetgate_downloads_verifies_and_refuses_a_mismatch() {
+    // The script downloads with curl (.ci/run installs it; never skipped in CI).
+    if !fleetgate_testkit::require(
+        "curl",
+        "curl",
+        &["--version"],
+        "curl is not installed; install-fleetgate.sh NOT tested",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tag = "v2.3.4";
+    let name = format!("fleetgate-{tag}-x86_64-unknown-linux-gnu.tar.gz");
+    let good = release_tarball(dir.path(), tag, true);
+    let digest = sha256_hex(&good);
+    let mut files = std::collections::BTreeMap::new();
+    files.insert(format!("/releases/download/{tag}/{name}"), good.clone());
+    files.insert(
+        format!("/releases/download/{tag}/{name}.sha256"),
+        format!("{digest}  {name}\n").into_bytes(),
+    );
+    // v6.6.6: its .sha256 names another archive's digest (a corrupt or swapped asset).
+    let other = release_tarball(dir.path(), "v6.6.6", true);
+    let other_name = "fleetgate-v6.6.6-x86_64-unknown-linux-gnu.tar.gz";
+    files.insert(format!("/releases/download/v6.6.6/{other_name}"), other);
+    files.insert(
+        format!("/releases/download/v6.6.6/{other_name}.sha256"),
+        format!("{digest}  {other_name}\n").into_bytes(),
+    );
+    // v7.0.0: an archive without the binary.
+    let empty = release_tarball(dir.path(), "v7.0.0", false);
+    let empty_digest = sha256_hex(&empty);
+    files.insert(
+        "/releases/download/v7.0.0/fleetgate-v7.0.0-x86_64-unknown-linux-gnu.tar.gz".into(),
+        empty,
+    );
+    let base = serve_files(files);
+
+    // Pinned digest: installed, runs, `path=` printed for $GITHUB_OUTPUT.
+    let dest = dir.path().join("bin");
+    let out = install(
+        &base,
+        &dest,
+        &["--version", tag, "--sha256", &digest.to_uppercase()],
+    );
+    assert_eq!(code(&out), 0, "{}", both(&out));
+    let installed = dest.join("fleetgate");
+    assert_eq!(outputs(&out)["path"], p(&installed));
+    let v = run(Command::new(&installed));
+    assert_eq!(stdout(&v).trim(), "fleetgate 2.3.4");
+    assert!(
+        stderr(&out).contains("matches the pinned digest"),
+        "{}",
+        both(&out)
+    );
+    // Only the binary was taken from the archive.
+    assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 1);
+
+    // A pinned digest that does not match: refused, nothing installed.
+    let dest2 = dir.path().join("bin2");
+    let wrong = "ab".repeat(32);
+    let out = install(&base, &dest2, &["--version", tag, "--sha256", &wrong]);
+    assert_eq!(code(&out), 1, "{}", both(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "checksum mismatch for {name}: expected (--sha256) {wrong}, downloaded {digest}"
+        )),
+        "{}",
+        both(&out)
+    );
+    assert!(!dest2.join("fleetgate").exists());
+
+    // No pin: the release's own .sha256 is checked, with a warning to pin.
+    let dest3 = dir.path().join("bin3");
+    let out = install(&base, &dest3, &["--version", tag]);
+    assert_eq!(code(&out), 0, "{}", both(&out));
+    assert!(
+        stderr(&out).contains(&format!("pin the digest with --sha256 {digest}")),
+        "{}",
+        both(&out)
+    );
+    // …and a .sha256 that does not match the archive refuses it.
+    let out = install(&base, &dir.path().join("bin4"), &["--version", "v6.6.6"]);
+    assert_eq!(code(&out), 1, "{}", both(&out));
+    assert!(stderr(&out).contains("checksum mismatch"), "{}", both(&out));
+    assert!(!dir.path().join("bin4/fleetgate").exists());
+
+    // An archive without the binary, a release that is not there, bad arguments.
+    let out = install(
+        &base,
+        &dir.path().join("bin5"),
+        &["--version", "v7.0.0", "--sha256", &empty_digest],
+    );
+    assert_eq!(code(&out), 1, "{}", both(&out));
+    assert!(
+        stderr(&out).contains("has no fleetgate-v7.0.0-x86_64-unknown-linux-gnu/fleetgate"),
+        "{}",
+        both(&out)
+    );
+    let out = install(&base, &dir.path().join("bin6"), &["--version", "v9.9.9"]);
+    assert_eq!(code(&out), 1, "{}", both(&out));
+    assert!(
+        stderr(&out).contains("downloading") && stderr(&out).contains("failed"),
+        "{}",
+        both(&out)
+    );
+    for (args, says) in [
+        (vec!["--sha256", digest.as_str()], "--version is required"),
+        (vec!["--version", "2.3.4"], "is not a release tag"),
+        (
+            vec!["--version", tag, "--sha256", "xyz"],
+            "--sha256 must be 64 hex characters",
+        ),
+    ] {
+        let out = install(&base, &dir.path().join("bin7"), &args);
+        assert_eq!(code(&out), 1, "{args:?}: {}", both(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", both(&out));
+    }
+}
+
+#[test]
+fn sign_request_signs_an_external_request_and_verifies_it_against_the_trust_file() {
+    let fx = Fixture::new();
+    // A signing request as SIGN writes it: a manifest without the signer's fields.
+    let signed = fx.dir.path().join("m.json");
+    let out = fx.sign(
+        Some(&fx.key),
+        &[
+            "--version",
+            "v1.2.3",
+            "--repo",
+            p(&fx.repo),
+            "--output",
+            p(&signed),
+            "--trust",
+            p(&fx.trust),
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", both(&out));
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&signed).unwrap()).unwrap();
+    for f in [
+        "master_public_key",
+        "key_ids",
+        "master_signature",
+        "signatures",
+    ] {
+        m.as_object_mut().unwrap().remove(f);
+    }
+    let request = fx.dir.path().join("signing-request.json");
+    std::fs::write(&request, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+
+    let sign_request = |key: Option<&str>, trust: &Path, output: &Path| {
+        let mut c = clean(&script("sign-request.sh"));
+        c.args([
+            "--request",
+            p(&request),
+            "--trust",
+            p(trust),
+            "--output",
+            p(output),
+        ]);
+        if let Some(k) = key {
+            c.env("FLEETGATE_SIGNING_KEY_HEX", k);
+        }
+        run(c)
+    };
+    let output = fx.dir.path().join("signed_manifest.json");
+    let out = sign_request(Some(&fx.key), &fx.trust, &output);
+    assert_eq!(code(&out), 0, "{}", both(&out));
+    assert_eq!(outputs(&out)["manifest"], p(&output));
+    assert!(!both(&out).contains(&fx.key), "the key is never printed");
+    assert_eq!(code(&fx.verify(&output)), 0);
+    let back: serde_json::Value = serde_json::from_slice(&std::fs::read(&output).unwrap()).unwrap();
+    for (k, v) in m.as_object().unwrap() {
+        assert_eq!(&back[k], v, "field {k} comes back as requested");
+    }
+
+    // A key the trust file does not list: signed, but refused before it is handed on.
+    let other_key = fx.dir.path().join("other.key");
+    assert_eq!(code(&fg(&["keygen", "--out", p(&other_key)])), 0);
+    let other = std::fs::read_to_string(&other_key)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let refused = fx.dir.path().join("refused.json");
+    let out = sign_request(Some(&other), &fx.trust, &refused);
+    assert_eq!(code(&out), 1, "{}", both(&out));
+    assert!(
+        stderr(&out).contains("does not verify against"),
+        "{}",
+        both(&out)
+    );
+    assert!(!refused.exists() && !fx.dir.path().join("refused.json.partial").exists());
+    assert!(!both(&out).contains(&other));
+
+    // No key; a signed manifest given as the request.
+    let out = sign_request(None, &fx.trust, &refused);
+    assert_eq!(code(&out), 1, "{}", both(&out));
+    assert!(
+        stderr(&out).contains("FLEETGATE_SIGNING_KEY_HEX is empty"),
+        "{}",
+        both(&out)
+    );
+    let mut c = clean(&script("sign-request.sh"));
+    c.args([
+        "--request",
+        p(&signed),
+        "--trust",
+        p(&fx.trust),
+        "--output",
+        p(&refused),
+    ])
+    .env("FLEETGATE_SIGNING_KEY_HEX", &fx.key);
+    let out = run(c);
+    assert_eq!(code(&out), 1, "{}", both(&out));
+    assert!(
+        stderr(&out).contains("sign the request, not a signed manifest"),
+        "{}",
+        both(&out)
+    );
+    assert!(!refused.exists());
+}
