@@ -284,14 +284,18 @@ fn tools_export_gives_plain_function_definitions() {
 }
 
 #[test]
-fn a_registered_benchmark_runs_only_once_allowed_and_without_a_shell() {
+fn a_registered_benchmark_runs_only_once_allowed_repeated_and_without_a_shell() {
     let env = Env::new();
     // A benchmark script committed in the release (v1.0.1). Its second argument would
     // create `pwned` if anything interpreted it with a shell.
     env.commit_tag("v1.0.1", |app| {
         std::fs::write(
             app.join("regbench.sh"),
-            "#!/bin/sh\nset -eu\nmkdir -p target\nprintf '[{\"name\":\"p99\",\"unit\":\"ms\",\"value\":12}]' > \"$1\"\n",
+            // Noisy, as real benchmarks are: 12, 30, 13 ms on its 1st, 2nd, 3rd run
+            // (then again), so the repeats' median is 13 whatever run a capture starts at.
+            "#!/bin/sh\nset -eu\nmkdir -p target\nn=$(cat target/runs 2>/dev/null || echo 0)\nn=$((n + 1))\necho $n > target/runs\n\
+             case $((n % 3)) in 1) v=12 ;; 2) v=30 ;; *) v=13 ;; esac\n\
+             printf '[{\"name\":\"p99\",\"unit\":\"ms\",\"value\":%s}]' \"$v\" > \"$1\"\n",
         )
         .unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -356,7 +360,16 @@ fn a_registered_benchmark_runs_only_once_allowed_and_without_a_shell() {
         .iter()
         .find(|b| b["name"] == "latency/p99")
         .unwrap_or_else(|| panic!("the registered benchmark ran: {r}"));
-    assert_eq!(entry["value"], 12.0);
+    // Run `[stages.benchmark] repeats` (default 3) times: the median, every repeat kept.
+    assert_eq!(entry["value"], 13.0, "{entry}");
+    let mut samples: Vec<f64> = entry["samples"]
+        .as_array()
+        .unwrap_or_else(|| panic!("samples: {entry}"))
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    assert_eq!(samples, [12.0, 13.0, 30.0]);
     assert_eq!(r["registered"], json!(["latency"]));
     let work = env.state_dir().join("work");
     let pwned: Vec<_> = walk(&work)

@@ -857,8 +857,9 @@ fn read_results(
     parse_results(&text).map_err(|e| format!("{label}: {e}"))
 }
 
-/// Run one allowed registered benchmark (argv, no shell) in the release checkout; its
-/// entries are named `NAME/<entry>`.
+/// Run one allowed registered benchmark (argv, no shell) in the release checkout, as
+/// many times as `[stages.benchmark] repeats` (the median of the repeats, every repeat
+/// in `samples`, as for the configured command); its entries are named `NAME/<entry>`.
 fn run_registered(
     ctx: &GateContext,
     state: &PipelineState,
@@ -866,8 +867,6 @@ fn run_registered(
 ) -> Result<Result<Vec<fleetgate_core::bench::BenchEntry>, Verdict>, RuntimeError> {
     let dir = checkout(&ctx.repo, &state.git_sha, &ctx.checkout_dir(state), false)?;
     let results_path = dir.join(&def.results);
-    let _ = std::fs::remove_file(&results_path);
-    let log = registered_log(ctx, state, &def.name);
     let limit = Duration::from_secs(
         ctx.cfg
             .benchmarks
@@ -875,42 +874,71 @@ fn run_registered(
             .and_then(|t| u64::try_from(t).ok())
             .unwrap_or(600),
     );
-    let figures = |out: Option<&crate::exec::CommandOutcome>| {
-        json!({"registered_benchmark": def.name, "command": def.command,
-            "exit_code": out.and_then(|o| o.code), "log": log.display().to_string()})
-    };
-    let out = match crate::exec::run_argv(
-        &def.command,
-        &dir,
-        &ctx.env(state, Stage::Benchmarking),
-        limit,
-        &log,
-    ) {
-        Ok(o) => o,
-        Err(e) => {
-            return Ok(Err(Verdict::failed(
-                format!("registered benchmark `{}` could not start: {e}", def.name),
-                figures(None),
-            )));
+    let repeats = ctx.cfg.bench_repeats();
+    let repeat = |k: u32, detail: String| {
+        if repeats > 1 {
+            format!("repeat {k} of {repeats}: {detail}")
+        } else {
+            detail
         }
     };
-    if !out.success() {
-        return Ok(Err(Verdict::failed(
-            format!(
-                "registered benchmark `{}` ({}) {}; output tail:\n{}",
-                def.name,
-                def.command.join(" "),
-                out.describe(limit),
-                if out.tail.is_empty() {
-                    "(no output)"
-                } else {
-                    &out.tail
-                }
-            ),
-            figures(Some(&out)),
-        )));
+    let mut runs = Vec::with_capacity(repeats as usize);
+    for k in 1..=repeats {
+        let _ = std::fs::remove_file(&results_path);
+        let log = registered_log(ctx, state, &def.name, k, repeats);
+        let figures = |out: Option<&crate::exec::CommandOutcome>| {
+            json!({"registered_benchmark": def.name, "command": def.command,
+                "repeat": k, "repeats": repeats,
+                "exit_code": out.and_then(|o| o.code), "log": log.display().to_string()})
+        };
+        let out = match crate::exec::run_argv(
+            &def.command,
+            &dir,
+            &ctx.env(state, Stage::Benchmarking),
+            limit,
+            &log,
+        ) {
+            Ok(o) => o,
+            Err(e) => {
+                return Ok(Err(Verdict::failed(
+                    repeat(
+                        k,
+                        format!("registered benchmark `{}` could not start: {e}", def.name),
+                    ),
+                    figures(None),
+                )));
+            }
+        };
+        if !out.success() {
+            return Ok(Err(Verdict::failed(
+                repeat(
+                    k,
+                    format!(
+                        "registered benchmark `{}` ({}) {}; output tail:\n{}",
+                        def.name,
+                        def.command.join(" "),
+                        out.describe(limit),
+                        if out.tail.is_empty() {
+                            "(no output)"
+                        } else {
+                            &out.tail
+                        }
+                    ),
+                ),
+                figures(Some(&out)),
+            )));
+        }
+        match read_results(&results_path, &def.results) {
+            Ok(entries) => runs.push(entries),
+            Err(detail) => {
+                return Ok(Err(Verdict::failed(
+                    repeat(k, format!("registered benchmark `{}`: {detail}", def.name)),
+                    figures(Some(&out)),
+                )));
+            }
+        }
     }
-    match read_results(&results_path, &def.results) {
+    match fleetgate_core::bench::combine_repeats(&runs) {
         Ok(entries) => Ok(Ok(entries
             .into_iter()
             .map(|mut e| {
@@ -918,9 +946,9 @@ fn run_registered(
                 e
             })
             .collect())),
-        Err(detail) => Ok(Err(Verdict::failed(
-            format!("registered benchmark `{}`: {detail}", def.name),
-            figures(Some(&out)),
+        Err(e) => Ok(Err(Verdict::failed(
+            format!("registered benchmark `{}`: {}: {e}", def.name, def.results),
+            json!({"registered_benchmark": def.name, "repeats": repeats}),
         ))),
     }
 }
@@ -949,18 +977,37 @@ fn benchmark(ctx: &GateContext, state: &PipelineState) -> Result<Verdict, Runtim
             files.push((bench_repeat_log(ctx, state, k), "log", "text/plain"));
         }
     }
+    let repeats = ctx.cfg.bench_repeats();
     for name in &snap.registered {
-        files.push((registered_log(ctx, state, name), "log", "text/plain"));
+        for k in 1..=repeats {
+            files.push((
+                registered_log(ctx, state, name, k, repeats),
+                "log",
+                "text/plain",
+            ));
+        }
     }
     let mut v = judge_benchmarks(ctx, state, &snap)?;
     crate::provenance::attach(&ctx.state_dir, &mut v.figures, &files);
     Ok(v)
 }
 
-/// The log of a registered benchmark's run.
-fn registered_log(ctx: &GateContext, state: &PipelineState, name: &str) -> PathBuf {
+/// The log of a registered benchmark's run `k` of `repeats` (`benchmark-NAME.log` when
+/// it runs once, `benchmark-NAME.repeat-K.log` otherwise).
+fn registered_log(
+    ctx: &GateContext,
+    state: &PipelineState,
+    name: &str,
+    k: u32,
+    repeats: u32,
+) -> PathBuf {
+    let file = if repeats > 1 {
+        format!("benchmark-{name}.repeat-{k}.log")
+    } else {
+        format!("benchmark-{name}.log")
+    };
     ctx.log_path(state, Stage::Benchmarking)
-        .with_file_name(format!("benchmark-{name}.log"))
+        .with_file_name(file)
 }
 
 /// The BENCHMARK verdict on a stored snapshot: against the last completed version's.
