@@ -43,7 +43,7 @@ pub enum AgentError {
     },
     /// The agent's own TLS certificate or key (`tls_cert_file`, `tls_key_file`).
     #[error("invalid node config: {0}")]
-    TlsServer(#[from] fleetgate_fleet::tls::TlsError),
+    TlsServer(#[from] fleetgate_net::tls::TlsError),
     /// The identity key.
     #[error("failed to load the node identity key {}: {source}", path.display())]
     IdentityKey {

@@ -18,7 +18,7 @@
 //! | 401 | refusal, `unsigned` / `bad_signature` / `unknown_key` / `below_threshold` / `dev_mode` | not trusted |
 //! | 422 | refusal, `expired` / `not_yet_valid` / `bad_rollback` | not valid now, or a rollback the node cannot follow |
 //! | 500 | refusal, `internal` | journal or task failure |
-//! | 429 + `Retry-After` | `{"success": false, "error_kind": "rate_limited", "error"}` | more requests from one source address than [`fleetgate_fleet::limit::AGENT_LIMIT`] allows (any route; checked first) |
+//! | 429 + `Retry-After` | `{"success": false, "error_kind": "rate_limited", "error"}` | more requests from one source address than [`fleetgate_net::limit::AGENT_LIMIT`] allows (any route; checked first) |
 //!
 //!   A refusal is `{"success": false, "reason": "<snake_case>", "error": "<message>"}`
 //!   (plus the fields shown above); a report has `success`, `outcome`, `kind`,
@@ -50,7 +50,7 @@ pub fn router(agent: Agent) -> Router {
         .route("/health", get(health))
         .layer(DefaultBodyLimit::max(MAX_MANIFEST_BYTES))
         .with_state(agent);
-    fleetgate_fleet::limit::per_source(routes, fleetgate_fleet::limit::AGENT_LIMIT)
+    fleetgate_net::limit::per_source(routes, fleetgate_net::limit::AGENT_LIMIT)
 }
 
 fn refuse(status: StatusCode, reason: &str, error: String) -> (StatusCode, Json<Value>) {

@@ -6,7 +6,9 @@
 //! It receives signed manifests — over `POST /apply` from the orchestrator (canary) and
 //! from gossip (`gossip_listen`, `seeds`) — and applies them to the application it supervises. It
 //! heartbeats to the orchestrator. It depends on `fleetgate-trust` (verification, floor),
-//! `fleetgate-runtime` (the code hash definition) and `fleetgate-store` (atomic writes).
+//! `fleetgate-codehash` (the code hash definition), `fleetgate-net` (the HTTPS listener
+//! and the per-source rate limit) and `fleetgate-store` (atomic writes) — never on the
+//! orchestrator (`fleetgate-runtime`) or the registry (`fleetgate-fleet`, sqlx).
 //!
 //! **What it owns.**
 //! - [`config`]: `node.toml` ([`NodeConfig`]); a commented example is
@@ -104,7 +106,7 @@ impl RunningNode {
     pub async fn start(config: NodeConfig) -> Result<Self, AgentError> {
         let listen = config.listen;
         let tls = match (&config.tls_cert_file, &config.tls_key_file) {
-            (Some(cert), Some(key)) => Some(fleetgate_fleet::tls::server_config(cert, key)?),
+            (Some(cert), Some(key)) => Some(fleetgate_net::tls::server_config(cert, key)?),
             _ => None,
         };
         let agent = tokio::task::spawn_blocking(move || Agent::open(config))
@@ -137,7 +139,7 @@ impl RunningNode {
             ),
             Some(tls) => {
                 use axum::serve::ListenerExt;
-                let listener = fleetgate_fleet::tls::TlsListener::new(listener, tls)
+                let listener = fleetgate_net::tls::TlsListener::new(listener, tls)
                     .map_err(|source| AgentError::Bind {
                         addr: listen.to_string(),
                         source,

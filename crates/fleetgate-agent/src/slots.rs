@@ -4,9 +4,9 @@
 //! A slot is fetched into `slots/.partial-<name>` and renamed into place only when the
 //! checkout is complete, so a `slots/<name>` directory is always a whole checkout. Its
 //! code hash is computed with the scheme the manifest names: `git` with
-//! [`fleetgate_runtime::codehash::code_hash_at`] (THE definition, over the commit's tree)
+//! [`fleetgate_codehash::code_hash_at`] (THE definition, over the commit's tree)
 //! and then every hashed file of the working tree is compared with it; `hart` with
-//! [`fleetgate_runtime::codehash::hart_code_hash_dir`] over the checked-out files on disk
+//! [`fleetgate_codehash::hart_code_hash_dir`] over the checked-out files on disk
 //! (before the install step runs). Either way what will run is exactly what was signed.
 
 use fleetgate_core::config::CodeHashConfig;
@@ -327,14 +327,14 @@ fn verify_tree(
     scheme: HashScheme,
     cfg: &CodeHashConfig,
 ) -> Result<(), SlotError> {
-    let hash_err = |e: fleetgate_runtime::RuntimeError| SlotError::Hash {
+    let hash_err = |e: fleetgate_codehash::CodeHashError| SlotError::Hash {
         slot: slot.to_owned(),
         message: e.to_string(),
     };
     if scheme == HashScheme::Hart {
         // HART's scheme hashes the files on disk: that is what will run.
-        let ch = fleetgate_runtime::codehash::hart_code_hash_dir(dir, commit.to_owned())
-            .map_err(hash_err)?;
+        let ch =
+            fleetgate_codehash::hart_code_hash_dir(dir, commit.to_owned()).map_err(hash_err)?;
         if ch.code_hash != expected {
             return Err(SlotError::CodeHashMismatch {
                 slot: slot.to_owned(),
@@ -345,7 +345,7 @@ fn verify_tree(
         }
         return Ok(());
     }
-    let ch = fleetgate_runtime::codehash::code_hash_at(dir, commit, cfg).map_err(hash_err)?;
+    let ch = fleetgate_codehash::code_hash_at(dir, commit, cfg).map_err(hash_err)?;
     if ch.code_hash != expected {
         return Err(SlotError::CodeHashMismatch {
             slot: slot.to_owned(),

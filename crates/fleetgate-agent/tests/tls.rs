@@ -62,7 +62,7 @@ fn serve_https(
     let port = tcp.local_addr().unwrap().port();
     // The listener `fleetgate serve` and `fleetgate fleet serve` use.
     let listener = rt
-        .block_on(async { fleetgate_fleet::tls::TlsListener::new(tcp, Arc::new(config)) })
+        .block_on(async { fleetgate_net::tls::TlsListener::new(tcp, Arc::new(config)) })
         .unwrap();
     rt.spawn(async move { axum::serve(listener, app).await });
     (port, got)

@@ -23,10 +23,11 @@
 //!   pipeline; writes from a deposed one are refused in the same statement.
 //! * Canary queries ([`canary`]): eligible peers, judge samples, the persisted selection,
 //!   per-node deployment status.
-//! * The HTTP routes ([`http::router`]) for the orchestrator's server to mount, and the
-//!   per-source rate limit every HTTP listener of fleetgate puts in front ([`limit`]:
-//!   429 with `Retry-After`), and HTTPS for those listeners ([`tls`]: rustls from PEM
-//!   files, handshakes off the accept loop).
+//! * The HTTP routes ([`http::router`]) for the orchestrator's server to mount.
+//! * Re-exported from `fleetgate-net` (its own crate, so the node agent gets them without
+//!   sqlx): the per-source rate limit every HTTP listener of fleetgate puts in front
+//!   ([`limit`]: 429 with `Retry-After`), and HTTPS for those listeners ([`tls`]: rustls
+//!   from PEM files, handshakes off the accept loop).
 //!
 //! **What it must never do.** Trust a peer's word without a signature; accept a heartbeat
 //! from an unknown, removed or unverifiable node; panic on input from a peer or the
@@ -55,10 +56,13 @@ pub mod error;
 pub mod heartbeat;
 pub mod http;
 pub mod lease;
-pub mod limit;
 pub mod metrics;
 pub mod registry;
-pub mod tls;
+
+/// The HTTP edge, defined in `fleetgate-net` (the node agent uses it without the registry)
+/// and re-exported here for the orchestrator's listeners.
+#[doc(inline)]
+pub use fleetgate_net::{limit, tls};
 
 pub use canary::{DeployStatus, DeploymentRecord};
 pub use enroll::{CERT_TYPE, CertFields, issue_cert, validate_node_id, verify_cert};

@@ -1,312 +1,46 @@
-//! Code hash: SHA-256 over sorted `relpath:sha256(file)` lines (HART's scheme) over the
-//! files git tracks at a commit, read from the commit's tree with git2 (never from a
-//! working copy, so local edits cannot leak into a release).
+//! The code hash: [`fleetgate_codehash`], re-exported here so `fleetgate_runtime::codehash`
+//! keeps naming the one definition (see that crate for the exact bytes of both schemes),
+//! plus what needs the runtime's clean checkout: [`hart_code_hash_at`] (HART's scheme over
+//! a checkout of a commit) and [`code_hash_with`] (either scheme for a revision).
 //!
-//! Exact definition (also in README): for every blob in the commit's tree whose path passes
-//! the include/exclude globs, the line `"{path}:{hex(sha256(content))}\n"` where `path` is
-//! the `/`-separated path relative to the repository root; the lines are sorted by the
-//! path's bytes; `code_hash = hex(sha256(concatenation))`. A symlink contributes the
-//! SHA-256 of its target string; a submodule contributes its commit id as the hash.
-//! `file_manifest_hash = hex(sha256(json))` where `json` is the compact JSON object
-//! `{path: sha256, …}` with sorted keys (Python's `json.dumps(sort_keys=True,
-//! separators=(',', ':'))`).
-//!
-//! That is the `git` scheme. The `hart` scheme ([`hart_code_hash_dir`],
-//! `[stages.build] hash_scheme = "hart"`) is HART's `compute_code_hash` byte for byte:
-//! the files of a directory *on disk* (for a release: a clean checkout of the commit),
-//! only regular files (symlinks followed) whose name ends in `.py` (not a bare `.py`),
-//! never entering a directory named in [`HART_SKIP_DIRS`] at any depth; lines
-//! `"{relpath}:{hex(sha256(bytes))}"` sorted by path, joined with `"\n"` and **no**
-//! trailing newline; `code_hash = hex(sha256(lines))`. `file_manifest_hash` is the
-//! SHA-256 of Python's `json.dumps({relpath: sha256}, sort_keys=True)` with the
-//! *default* separators `", "` and `": "` (ASCII-escaped, `\uXXXX` with surrogate
-//! pairs). Unlike HART it fails, rather than skipping silently, on an unreadable file or
-//! directory, a symlink to a directory (HART would follow it, even in a loop), and a
-//! name that is not UTF-8 or holds a backslash.
+//! The fallible functions keep returning [`RuntimeError`] here (thin wrappers that shadow
+//! the re-exported ones): a [`CodeHashError`] becomes the `RuntimeError` variant of the
+//! same name and message, so callers see what they saw before the split.
 
 use crate::RuntimeError;
+pub use fleetgate_codehash::*;
 use fleetgate_core::config::CodeHashConfig;
-pub use fleetgate_trust::HashScheme;
-use globset::{Glob, GlobSet, GlobSetBuilder};
-use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::path::Path;
 
-/// The hashes of one commit.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct CodeHash {
-    /// The commit hashed.
-    pub commit: String,
-    /// SHA-256 over the sorted lines.
-    pub code_hash: String,
-    /// SHA-256 of the JSON file manifest.
-    pub file_manifest_hash: String,
-    /// path → sha256 of every file hashed.
-    pub files: BTreeMap<String, String>,
-}
-
-fn globset(patterns: &[String], key: &str) -> Result<Option<GlobSet>, RuntimeError> {
-    if patterns.is_empty() {
-        return Ok(None);
-    }
-    let mut b = GlobSetBuilder::new();
-    for p in patterns {
-        b.add(Glob::new(p).map_err(|e| {
-            RuntimeError::Config(format!("invalid glob {p:?} in code_hash.{key}: {e}"))
-        })?);
-    }
-    b.build()
-        .map(Some)
-        .map_err(|e| RuntimeError::Config(format!("invalid globs in code_hash.{key}: {e}")))
-}
-
-/// Resolve a revision (tag, branch, sha, `HEAD`) to a full commit id.
+/// Resolve a revision (tag, branch, sha, `HEAD`) to a full commit id
+/// ([`fleetgate_codehash::resolve_commit`]).
+///
+/// # Errors
+/// The repository cannot be opened or `rev` is not a commit in it.
 pub fn resolve_commit(repo: &Path, rev: &str) -> Result<String, RuntimeError> {
-    let r =
-        git2::Repository::open(repo).map_err(|e| RuntimeError::git(repo, "open repository", e))?;
-    let obj = r.revparse_single(rev).map_err(|e| {
-        RuntimeError::Git(format!(
-            "failed to resolve {rev:?} in {}: {}",
-            repo.display(),
-            e.message()
-        ))
-    })?;
-    let commit = obj.peel_to_commit().map_err(|e| {
-        RuntimeError::Git(format!(
-            "{rev:?} in {} is not a commit: {}",
-            repo.display(),
-            e.message()
-        ))
-    })?;
-    Ok(commit.id().to_string())
+    Ok(fleetgate_codehash::resolve_commit(repo, rev)?)
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-/// Compute the code hash of `rev` in the repository at `repo`.
+/// The `git` scheme's code hash of `rev` in the repository at `repo`
+/// ([`fleetgate_codehash::code_hash_at`]).
+///
+/// # Errors
+/// As [`fleetgate_codehash::code_hash_at`].
 pub fn code_hash_at(
     repo: &Path,
     rev: &str,
     cfg: &CodeHashConfig,
 ) -> Result<CodeHash, RuntimeError> {
-    let r =
-        git2::Repository::open(repo).map_err(|e| RuntimeError::git(repo, "open repository", e))?;
-    let commit = r
-        .revparse_single(rev)
-        .and_then(|o| o.peel_to_commit())
-        .map_err(|e| {
-            RuntimeError::Git(format!(
-                "failed to resolve commit {rev:?} in {}: {}",
-                repo.display(),
-                e.message()
-            ))
-        })?;
-    let include = globset(&cfg.include, "include")?;
-    let exclude = globset(&cfg.exclude, "exclude")?;
-    let tree = commit
-        .tree()
-        .map_err(|e| RuntimeError::git(repo, "read tree", e))?;
-    let mut entries: Vec<(String, git2::Oid, i32)> = Vec::new();
-    let mut non_utf8: Option<String> = None;
-    tree.walk(git2::TreeWalkMode::PreOrder, |root, entry| {
-        if matches!(
-            entry.kind(),
-            Some(git2::ObjectType::Blob) | Some(git2::ObjectType::Commit)
-        ) {
-            match std::str::from_utf8(entry.name_bytes()) {
-                Ok(name) => entries.push((format!("{root}{name}"), entry.id(), entry.filemode())),
-                Err(_) => {
-                    non_utf8 = Some(format!(
-                        "{root}{}",
-                        String::from_utf8_lossy(entry.name_bytes())
-                    ));
-                    return git2::TreeWalkResult::Abort;
-                }
-            }
-        }
-        git2::TreeWalkResult::Ok
-    })
-    .or_else(|e| if non_utf8.is_some() { Ok(()) } else { Err(e) })
-    .map_err(|e| RuntimeError::git(repo, "walk tree", e))?;
-    if let Some(path) = non_utf8 {
-        return Err(RuntimeError::Git(format!(
-            "tracked file name {path:?} at {rev} is not UTF-8; the code hash cannot include it (exclude it or rename it)"
-        )));
-    }
-    let mut files = BTreeMap::new();
-    for (path, oid, mode) in entries {
-        if include.as_ref().is_some_and(|g| !g.is_match(&path))
-            || exclude.as_ref().is_some_and(|g| g.is_match(&path))
-        {
-            continue;
-        }
-        let digest = if mode == 0o160000 {
-            oid.to_string()
-        } else {
-            let blob = r
-                .find_blob(oid)
-                .map_err(|e| RuntimeError::git(repo, "read blob", e))?;
-            sha256_hex(blob.content())
-        };
-        files.insert(path, digest);
-    }
-    Ok(hash_files(commit.id().to_string(), files))
+    Ok(fleetgate_codehash::code_hash_at(repo, rev, cfg)?)
 }
 
-/// Build the [`CodeHash`] of a path → sha256 map.
-pub fn hash_files(commit: String, files: BTreeMap<String, String>) -> CodeHash {
-    let mut lines = String::new();
-    let mut keys: Vec<&String> = files.keys().collect();
-    keys.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    for k in &keys {
-        lines.push_str(k);
-        lines.push(':');
-        lines.push_str(&files[*k]);
-        lines.push('\n');
-    }
-    let object: serde_json::Map<String, serde_json::Value> = files
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-        .collect();
-    // Strings only: canonicalisation cannot fail (it refuses floats alone).
-    let manifest =
-        fleetgate_trust::to_canonical_bytes(&serde_json::Value::Object(object)).unwrap_or_default();
-    CodeHash {
-        commit,
-        code_hash: sha256_hex(lines.as_bytes()),
-        file_manifest_hash: sha256_hex(&manifest),
-        files,
-    }
-}
-
-/// SHA-256 of a file on disk (guardrail pins).
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    Ok(sha256_hex(&std::fs::read(path)?))
-}
-
-/// Directories HART's `compute_code_hash` never enters, at any depth.
-pub const HART_SKIP_DIRS: [&str; 12] = [
-    "__pycache__",
-    "venv310",
-    "venv",
-    ".venv",
-    ".git",
-    ".idea",
-    "agent_data",
-    "tests",
-    "node_modules",
-    "hevolve_backend.egg-info",
-    "autogen-0.2.37",
-    ".pycharm_plugin",
-];
-
-/// The manifest's scheme for the configured one.
-#[must_use]
-pub fn scheme_of(cfg: fleetgate_core::config::HashScheme) -> HashScheme {
-    match cfg {
-        fleetgate_core::config::HashScheme::Git => HashScheme::Git,
-        fleetgate_core::config::HashScheme::Hart => HashScheme::Hart,
-    }
-}
-
-/// Whether HART hashes a file of this name: Python's `Path.suffix == ".py"`.
-fn hart_is_py(name: &str) -> bool {
-    name.len() > 3 && name.ends_with(".py")
-}
-
-fn walk_hart(
-    dir: &Path,
-    rel: &str,
-    files: &mut BTreeMap<String, String>,
-) -> Result<(), RuntimeError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| RuntimeError::io("list", dir, e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| RuntimeError::io("list", dir, e))?;
-        let path = entry.path();
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else {
-            return Err(RuntimeError::Git(format!(
-                "file name {} is not UTF-8; HART's code hash cannot include it (rename it)",
-                path.display()
-            )));
-        };
-        let link = entry
-            .file_type()
-            .map_err(|e| RuntimeError::io("inspect", &path, e))?
-            .is_symlink();
-        // Like Python's `is_dir()` / `is_file()`: symlinks are followed, a dangling one
-        // is neither.
-        let meta = match std::fs::metadata(&path) {
-            Ok(m) => m,
-            Err(e) if link && e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(RuntimeError::io("inspect", &path, e)),
-        };
-        let child = if rel.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{rel}/{name}")
-        };
-        if meta.is_dir() {
-            if HART_SKIP_DIRS.contains(&name) {
-                continue;
-            }
-            if link {
-                return Err(RuntimeError::Config(format!(
-                    "{child} is a symlink to a directory; HART's code hash would follow it \
-                     (possibly in a loop or out of the tree), fleetgate refuses to"
-                )));
-            }
-            walk_hart(&path, &child, files)?;
-        } else if meta.is_file() && hart_is_py(name) {
-            if name.contains('\\') {
-                return Err(RuntimeError::Config(format!(
-                    "file name {child:?} holds a backslash, which HART's code hash turns into a \
-                     path separator; rename it"
-                )));
-            }
-            let bytes = std::fs::read(&path).map_err(|e| RuntimeError::io("read", &path, e))?;
-            files.insert(child, sha256_hex(&bytes));
-        }
-    }
-    Ok(())
-}
-
-/// HART's code hash and file manifest hash of the tree at `root` on disk (see the
-/// module docs for the exact definition). `commit` is only recorded in the result.
+/// HART's code hash of the tree at `root` on disk
+/// ([`fleetgate_codehash::hart_code_hash_dir`]).
 ///
 /// # Errors
-/// An unreadable file or directory, a symlink to a directory, a name that is not UTF-8
-/// or holds a backslash.
+/// As [`fleetgate_codehash::hart_code_hash_dir`].
 pub fn hart_code_hash_dir(root: &Path, commit: String) -> Result<CodeHash, RuntimeError> {
-    let mut files = BTreeMap::new();
-    walk_hart(root, "", &mut files)?;
-    // BTreeMap order is byte order, which for UTF-8 is Python's code-point order.
-    let lines: Vec<String> = files.iter().map(|(k, v)| format!("{k}:{v}")).collect();
-    let mut json = String::from("{");
-    for (i, (k, v)) in files.iter().enumerate() {
-        if i > 0 {
-            json.push_str(", ");
-        }
-        json.push_str(&python_json_string(k));
-        json.push_str(": ");
-        json.push_str(&python_json_string(v));
-    }
-    json.push('}');
-    Ok(CodeHash {
-        commit,
-        code_hash: sha256_hex(lines.join("\n").as_bytes()),
-        file_manifest_hash: sha256_hex(json.as_bytes()),
-        files,
-    })
-}
-
-/// Python's `json.dumps(s)` of a string (ASCII-escaped).
-fn python_json_string(s: &str) -> String {
-    let bytes = fleetgate_trust::to_canonical_bytes(&serde_json::Value::String(s.to_owned()))
-        .unwrap_or_default();
-    String::from_utf8(bytes).unwrap_or_default()
+    Ok(fleetgate_codehash::hart_code_hash_dir(root, commit)?)
 }
 
 /// HART's code hash of commit `rev` of `repo`: a clean checkout of the commit is made at

@@ -2,9 +2,9 @@
 //!
 //! Where it sits: it drives the pure state machine of `fleetgate-core`, persists through
 //! `fleetgate-store`, and carries out the commands: clean checkouts of the release commit
-//! (git2), the code hash, gate commands (`sh -c` in the checkout), JUnit reports,
-//! benchmark snapshots, signing. The CLI, the MCP server and embedders call
-//! [`Orchestrator`].
+//! (git2), the code hash (defined in `fleetgate-codehash`, re-exported as [`codehash`]),
+//! gate commands (`sh -c` in the checkout), JUnit reports, benchmark snapshots, signing.
+//! The CLI, the MCP server and embedders call [`Orchestrator`].
 //!
 //! Invariants:
 //! - State is written (atomically) before an outside effect it orders, and a gate result
@@ -104,6 +104,25 @@ pub enum RuntimeError {
     /// names it and what is wrong (nothing was changed).
     #[error("{0}")]
     Invalid(String),
+}
+
+impl From<fleetgate_codehash::CodeHashError> for RuntimeError {
+    fn from(e: fleetgate_codehash::CodeHashError) -> Self {
+        use fleetgate_codehash::CodeHashError as E;
+        match e {
+            E::Io {
+                action,
+                path,
+                source,
+            } => RuntimeError::Io {
+                action,
+                path,
+                source,
+            },
+            E::Git(m) => RuntimeError::Git(m),
+            E::Config(m) => RuntimeError::Config(m),
+        }
+    }
 }
 
 impl RuntimeError {

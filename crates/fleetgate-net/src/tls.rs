@@ -1,6 +1,6 @@
-//! HTTPS for fleetgate's listeners (`fleetgate serve`, `fleetgate fleet serve`): a
-//! rustls server configuration from PEM files, and an axum listener that completes TLS
-//! handshakes off the accept loop.
+//! HTTPS for fleetgate's listeners (`fleetgate serve`, `fleetgate fleet serve`, the node
+//! agent): a rustls server configuration from PEM files, and an axum listener that
+//! completes TLS handshakes off the accept loop.
 //!
 //! Invariants: a slow or hostile client cannot stall other connections (each handshake
 //! runs in its own task, bounded by [`HANDSHAKE_TIMEOUT`], at most
