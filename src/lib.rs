@@ -1,24 +1,36 @@
 //! fleetgate — an autonomous, staged, gated, crash-safe release pipeline.
 //!
-//! This is the facade crate that embedders depend on (with `default-features = false` to
-//! leave out the command-line tool). It re-exports the public API of the components; the
-//! types most embedders need are also at the top level ([`Orchestrator`],
-//! [`AsyncOrchestrator`], [`RuntimeError`], [`Progress`], [`RunningNode`],
-//! [`NodeConfig`], [`PipelineState`], [`Stage`], [`Verdict`]).
+//! This is the facade crate that embedders depend on. It re-exports the public API of the
+//! components; the types most embedders need are also at the top level. Cargo features
+//! choose what is built:
 //!
-//! | module | what it holds |
-//! |---|---|
-//! | [`core`] | the stage table, the pure pipeline state machine, the persisted state type, gate verdicts, version validation, benchmark comparison, the config model |
-//! | [`store`] | the crash-safe state directory (atomic writes, locks, quarantine) |
-//! | [`runtime`] | the orchestrator that runs gates and persists results |
-//! | [`trust`] | signed release manifests, keys, keyrings and the anti-rollback floor |
-//! | [`canary`] | canary selection and the statistical health judge (pure) |
-//! | [`fleet`] | the peer registry (SQLite/PostgreSQL), heartbeats, leases, TLS listener, metrics |
-//! | [`gossip`] | manifest dissemination (pure protocol, UDP runtime, simulator) |
-//! | [`agent`] | the node agent a node runtime embeds to get signed updates applied |
-//! | [`tools`] | the agent tools, their JSON Schemas, the MCP server and the HTTP API |
+//! | feature | gives | builds |
+//! |---|---|---|
+//! | *(none)* | [`core`], [`store`], [`trust`] | the state, config and manifest formats |
+//! | `agent` | + [`agent`], [`gossip`], [`codehash`], [`net`]; [`RunningNode`], [`NodeConfig`], [`AgentError`] | the node agent: git2, axum, reqwest, tokio — no sqlx, no MCP server, no orchestrator |
+//! | `orchestrator` | + [`runtime`], [`tools`], [`canary`], [`fleet`], [`gossip`], [`codehash`], [`net`]; [`Orchestrator`], [`AsyncOrchestrator`], [`RuntimeError`], [`Progress`], [`load_config`] | the release pipeline, the sqlx registry (SQLite, PostgreSQL), the MCP server and HTTP API |
+//! | `cli` (default) | `orchestrator` + `agent` + the `fleetgate` binary | everything |
 //!
-//! # Embedding the orchestrator (blocking)
+//! A node runtime that only runs the agent depends on
+//! `fleetgate = { version = "0.1", default-features = false, features = ["agent"] }`; a
+//! service that drives releases on `features = ["orchestrator"]`. [`PipelineState`],
+//! [`Stage`], [`Verdict`] and [`Version`] come with every feature set.
+//!
+//! | module | feature | what it holds |
+//! |---|---|---|
+//! | [`core`] | — | the stage table, the pure pipeline state machine, the persisted state type, gate verdicts, version validation, benchmark comparison, the config model |
+//! | [`store`] | — | the crash-safe state directory (atomic writes, locks, quarantine) |
+//! | [`trust`] | — | signed release manifests, keys, keyrings and the anti-rollback floor |
+//! | [`codehash`] | `agent` or `orchestrator` | the code hash (git-tree and HART schemes), one definition for orchestrator and agent |
+//! | [`net`] | `agent` or `orchestrator` | the HTTPS listener and per-source rate limit of every fleetgate listener |
+//! | [`gossip`] | `agent` or `orchestrator` | manifest dissemination (pure protocol, UDP runtime, simulator) |
+//! | [`agent`] | `agent` | the node agent a node runtime embeds to get signed updates applied |
+//! | [`runtime`] | `orchestrator` | the orchestrator that runs gates and persists results |
+//! | [`canary`] | `orchestrator` | canary selection and the statistical health judge (pure) |
+//! | [`fleet`] | `orchestrator` | the peer registry (SQLite/PostgreSQL), heartbeats, leases, metrics |
+//! | [`tools`] | `orchestrator` | the agent tools, their JSON Schemas, the MCP server and the HTTP API |
+//!
+//! # Embedding the orchestrator (blocking; feature `orchestrator`)
 //!
 //! A release job or a service without an async runtime drives a run to its end; progress
 //! arrives through a callback, and every state change is already on disk when it does.
@@ -36,7 +48,7 @@
 //! # Ok::<(), fleetgate::RuntimeError>(())
 //! ```
 //!
-//! # Embedding the orchestrator (async)
+//! # Embedding the orchestrator (async; feature `orchestrator`)
 //!
 //! Inside a tokio runtime use [`AsyncOrchestrator`]: each call runs on the blocking pool,
 //! never on the reactor, and no runtime is nested.
@@ -51,7 +63,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! # The agent inside a node runtime
+//! # The agent inside a node runtime (feature `agent`)
 //!
 //! A node runtime that already runs tokio starts the agent next to its own work: it serves
 //! `/apply` and `/status` (HTTPS with `tls_cert_file`), heartbeats to the fleet endpoint,
@@ -71,28 +83,59 @@
 //! # Ok(()) }
 //! ```
 
-#[doc(inline)]
-pub use fleetgate_agent as agent;
-#[doc(inline)]
-pub use fleetgate_canary as canary;
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 #[doc(inline)]
 pub use fleetgate_core as core;
 #[doc(inline)]
-pub use fleetgate_fleet as fleet;
-#[doc(inline)]
-pub use fleetgate_gossip as gossip;
-#[doc(inline)]
-pub use fleetgate_runtime as runtime;
-#[doc(inline)]
 pub use fleetgate_store as store;
-#[doc(inline)]
-pub use fleetgate_tools as tools;
 #[doc(inline)]
 pub use fleetgate_trust as trust;
 
+#[cfg(any(feature = "agent", feature = "orchestrator"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "agent", feature = "orchestrator"))))]
 #[doc(inline)]
-pub use fleetgate_agent::{AgentError, NodeConfig, RunningNode};
+pub use fleetgate_codehash as codehash;
+#[cfg(any(feature = "agent", feature = "orchestrator"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "agent", feature = "orchestrator"))))]
+#[doc(inline)]
+pub use fleetgate_gossip as gossip;
+#[cfg(any(feature = "agent", feature = "orchestrator"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "agent", feature = "orchestrator"))))]
+#[doc(inline)]
+pub use fleetgate_net as net;
+
+#[cfg(feature = "agent")]
+#[cfg_attr(docsrs, doc(cfg(feature = "agent")))]
+#[doc(inline)]
+pub use fleetgate_agent as agent;
+
+#[cfg(feature = "orchestrator")]
+#[cfg_attr(docsrs, doc(cfg(feature = "orchestrator")))]
+#[doc(inline)]
+pub use fleetgate_canary as canary;
+#[cfg(feature = "orchestrator")]
+#[cfg_attr(docsrs, doc(cfg(feature = "orchestrator")))]
+#[doc(inline)]
+pub use fleetgate_fleet as fleet;
+#[cfg(feature = "orchestrator")]
+#[cfg_attr(docsrs, doc(cfg(feature = "orchestrator")))]
+#[doc(inline)]
+pub use fleetgate_runtime as runtime;
+#[cfg(feature = "orchestrator")]
+#[cfg_attr(docsrs, doc(cfg(feature = "orchestrator")))]
+#[doc(inline)]
+pub use fleetgate_tools as tools;
+
 #[doc(inline)]
 pub use fleetgate_core::{PipelineState, Stage, Verdict, Version};
+
+#[cfg(feature = "agent")]
+#[cfg_attr(docsrs, doc(cfg(feature = "agent")))]
+#[doc(inline)]
+pub use fleetgate_agent::{AgentError, NodeConfig, RunningNode};
+
+#[cfg(feature = "orchestrator")]
+#[cfg_attr(docsrs, doc(cfg(feature = "orchestrator")))]
 #[doc(inline)]
 pub use fleetgate_runtime::{AsyncOrchestrator, Orchestrator, Progress, RuntimeError, load_config};
