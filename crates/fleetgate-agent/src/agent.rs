@@ -203,6 +203,7 @@ pub(crate) struct Inner {
     pub(crate) http: reqwest::Client,
     pub(crate) last_probe: Mutex<Probe>,
     hb_stats: Mutex<crate::heartbeat::HeartbeatStats>,
+    metrics: crate::metrics::AgentMetrics,
     _lock: File,
 }
 
@@ -386,6 +387,7 @@ impl Agent {
                 http,
                 last_probe: Mutex::new(Probe::default()),
                 hb_stats: Mutex::new(crate::heartbeat::HeartbeatStats::default()),
+                metrics: crate::metrics::AgentMetrics::default(),
                 keyring,
                 identity,
                 cfg,
@@ -427,6 +429,21 @@ impl Agent {
     /// [`ApplyError`]: refused before anything was done. A failed apply is not an error:
     /// it is an [`ApplyReport`] with `success: false`.
     pub async fn apply(&self, manifest: &[u8]) -> Result<ApplyReport, ApplyError> {
+        let r = self.apply_counted(manifest).await;
+        match &r {
+            Ok(report) => self.inner.metrics.outcome(report.outcome.as_str()),
+            Err(e) => self.inner.metrics.refused(e.reason()),
+        }
+        r
+    }
+
+    /// The counters and current state in the Prometheus text format (`GET /metrics`).
+    #[must_use]
+    pub fn metrics(&self) -> String {
+        self.inner.metrics.render(&self.status())
+    }
+
+    async fn apply_counted(&self, manifest: &[u8]) -> Result<ApplyReport, ApplyError> {
         let guard = self
             .inner
             .apply_lock

@@ -25,6 +25,8 @@
 //!   `sequence`, `version`, `code_hash`, `running`, `failed_phase`, `detail`, `at`.
 //! * `GET /status` — [`crate::Status`].
 //! * `GET /health` — the agent's own liveness: `{"success": true, "node_id", "version"}`.
+//! * `GET /metrics` — Prometheus text format ([`crate::metrics`]): applies by outcome,
+//!   refusals by reason, heartbeat counters, what runs, the floor, health.
 //!
 //! The apply itself is authenticated by the manifest's signatures (trust keyring,
 //! threshold, expiry, anti-rollback floor); there is no other way in.
@@ -48,6 +50,7 @@ pub fn router(agent: Agent) -> Router {
         .route("/apply", post(apply))
         .route("/status", get(status))
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_MANIFEST_BYTES))
         .with_state(agent);
     fleetgate_net::limit::per_source(routes, fleetgate_net::limit::AGENT_LIMIT)
@@ -159,6 +162,17 @@ async fn status(State(agent): State<Agent>) -> Json<Value> {
         m.insert("success".into(), Value::Bool(true));
     }
     Json(v)
+}
+
+async fn metrics(State(agent): State<Agent>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        agent.metrics(),
+    )
+        .into_response()
 }
 
 async fn health(State(agent): State<Agent>) -> Json<Value> {

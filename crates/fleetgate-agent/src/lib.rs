@@ -72,6 +72,7 @@ pub mod health;
 pub mod heartbeat;
 pub mod http;
 pub mod machine;
+pub mod metrics;
 pub mod slots;
 pub mod supervisor;
 

@@ -241,6 +241,20 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The snake_case name (as in JSON).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Noop => "noop",
+            Self::RolledBack => "rolled_back",
+            Self::Failed => "failed",
+            Self::Refused => "refused",
+            Self::Interrupted => "interrupted",
+            Self::AlreadyApplied => "already_applied",
+        }
+    }
+
     /// Whether the node runs what the manifest asked for (`applied`, `noop`,
     /// `already_applied`).
     #[must_use]

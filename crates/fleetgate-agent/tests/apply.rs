@@ -142,6 +142,45 @@ fn good_release_applies_bad_release_rolls_back_and_same_hash_is_a_noop() {
     assert_eq!(f.current_link().as_deref(), Some(slot1.as_str()));
     assert_eq!(f.floor(), 6);
 
+    // 9. What `GET /metrics` counted on the way (Prometheus text format).
+    let (code, text) = http_get(&f.agent_url("/metrics")).expect("GET /metrics");
+    assert_eq!(code, 200, "{text}");
+    let value = |sample: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+    };
+    for (sample, want) in [
+        ("fleetgate_agent_applies_total{outcome=\"applied\"}", 3.0), // 1, 7, 8
+        (
+            "fleetgate_agent_applies_total{outcome=\"already_applied\"}",
+            2.0,
+        ), // 1b, 3
+        ("fleetgate_agent_applies_total{outcome=\"noop\"}", 1.0),    // 2
+        (
+            "fleetgate_agent_applies_total{outcome=\"rolled_back\"}",
+            2.0,
+        ), // 4, 6
+        ("fleetgate_agent_applies_total{outcome=\"refused\"}", 1.0), // 5
+        (
+            "fleetgate_agent_apply_refusals_total{reason=\"replayed\"}",
+            1.0,
+        ), // 3
+        ("fleetgate_agent_floor_sequence", 6.0),
+        ("fleetgate_agent_apply_in_progress", 0.0),
+        ("fleetgate_agent_bad_releases", 2.0),
+    ] {
+        assert_eq!(value(sample), Some(want), "{sample} in:\n{text}");
+    }
+    let running = format!(
+        "fleetgate_agent_running_info{{version=\"v1.0.0\",code_hash=\"{}\"}}",
+        v1.code_hash
+    );
+    assert_eq!(value(&running), Some(1.0), "{running} in:\n{text}");
+    assert!(
+        text.contains("# TYPE fleetgate_agent_applies_total counter"),
+        "{text}"
+    );
+
     rt.block_on(node.shutdown()).unwrap();
     assert!(f.app_version().is_none(), "shutdown stops the app");
 }

@@ -122,17 +122,4 @@ impl FleetMetrics {
     }
 }
 
-/// A label value as the text format wants it: `\`, `"` and newlines escaped.
-pub fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(super::escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-    }
-}
+pub use fleetgate_net::prom::escape;

@@ -14,6 +14,8 @@
 //!   once) and [`tls::verify_chain`] (a certificate checked as a client trusting a CA will).
 //! * [`limit`]: the per-source-IP token bucket ([`limit::per_source`]: 429 with
 //!   `Retry-After`) and the limits of each listener ([`limit::AGENT_LIMIT`], …).
+//! * [`prom`]: the Prometheus text format (escaping, `# HELP`/`# TYPE`, samples) for the
+//!   `/metrics` of `serve`, `fleet serve` and the agent.
 //!
 //! **What it must never do.** Let a slow or hostile client stall other connections; log a
 //! key; trust a forwarded-for header; decide anything beyond "too many requests".
@@ -23,4 +25,5 @@
 //! `fleetgate-agent`'s `tests/tls.rs`, `fleetgate-tools`' `tests/http.rs`.
 
 pub mod limit;
+pub mod prom;
 pub mod tls;
