@@ -1,4 +1,4 @@
-//! `deploy/grafana/fleetgate.json` charts what fleetgate exports: every metric a panel
+//! `examples/grafana/fleetgate.json` charts what fleetgate exports: every metric a panel
 //! queries is one that `serve`, `fleet serve` or the agent writes on `/metrics` (a typo
 //! or a renamed metric is a blank panel in production), and every exported metric has a
 //! panel. The exported names are read from the three modules that write them.
@@ -70,7 +70,7 @@ fn exported() -> BTreeSet<String> {
 
 #[test]
 fn the_dashboard_charts_every_exported_metric_and_nothing_else() {
-    let text = std::fs::read_to_string(root().join("deploy/grafana/fleetgate.json")).unwrap();
+    let text = std::fs::read_to_string(root().join("examples/grafana/fleetgate.json")).unwrap();
     let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
     let panels = dash["panels"].as_array().expect("panels");
     let mut ids = BTreeSet::new();

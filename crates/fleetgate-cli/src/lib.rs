@@ -14,6 +14,7 @@
 //! Testing: the end-to-end tests in the workspace's top-level `tests/` run the real
 //! binary as a child process.
 
+mod approve_cmd;
 mod bench_cmd;
 #[cfg(test)]
 mod config_key_tests;
@@ -159,6 +160,10 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Approve a stage of `[approval] before` for the current run with a signed approval
+    /// (the stage's gate waits for `[approval] required` distinct approvers). Also
+    /// `--request` / `--sign` / `--submit` to sign where the key is.
+    Approve(approve_cmd::ApproveArgs),
     /// End the open canary window now and move on to DEPLOY, recorded as passed by the
     /// operator (never as a judged pass). The way out of a canary held as inconclusive.
     Promote {
@@ -604,6 +609,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Pause { reason, json } => pipeline_cmd::control(cfg_path, "pause", &reason, json),
         Cmd::Resume { reason, json } => pipeline_cmd::control(cfg_path, "resume", &reason, json),
+        Cmd::Approve(a) => approve_cmd::run(cfg_path, a),
         Cmd::Promote { reason, json } => pipeline_cmd::control(cfg_path, "promote", &reason, json),
         Cmd::Outbox(cmd) => outbox_cmd::run(cfg_path, cmd),
         Cmd::Bench(cmd) => {

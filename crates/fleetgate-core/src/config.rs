@@ -100,6 +100,59 @@ pub struct Config {
     /// certificate its servers present.
     #[serde(default)]
     pub tls: TlsConfig,
+    /// Signed approvals a stage waits for before its gate runs.
+    #[serde(default)]
+    pub approval: ApprovalConfig,
+}
+
+/// `[approval]`: stages that wait for `required` distinct signed approvals (`fleetgate
+/// approve`) from `keys` before their gate runs (nothing is built, signed or sent
+/// before). Unset (`before = []`, the default): no stage waits.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApprovalConfig {
+    /// Gates that wait: any of `build`, `test`, `audit`, `benchmark`, `sign`, `canary`,
+    /// `deploy`.
+    pub before: Vec<String>,
+    /// Distinct approvers needed (default 1 when `before` is set).
+    pub required: Option<i64>,
+    /// The approvers' Ed25519 public keys (64 hex each; `fleetgate keygen` writes them
+    /// as `KEY.pub`). An approval verifies against exactly these.
+    pub keys: Vec<String>,
+}
+
+impl ApprovalConfig {
+    /// The gate names `before` may hold, with their stage.
+    pub const GATES: [(&'static str, crate::Stage); 7] = [
+        ("build", crate::Stage::Building),
+        ("test", crate::Stage::Testing),
+        ("audit", crate::Stage::Auditing),
+        ("benchmark", crate::Stage::Benchmarking),
+        ("sign", crate::Stage::Signing),
+        ("canary", crate::Stage::Canary),
+        ("deploy", crate::Stage::Deploying),
+    ];
+
+    /// The gate name of `stage` (`deploy` for `deploying`), if it has a gate.
+    #[must_use]
+    pub fn gate_of(stage: crate::Stage) -> Option<&'static str> {
+        Self::GATES
+            .iter()
+            .find(|(_, s)| *s == stage)
+            .map(|(n, _)| *n)
+    }
+
+    /// Whether `stage` waits for approvals.
+    #[must_use]
+    pub fn applies_to(&self, stage: crate::Stage) -> bool {
+        Self::gate_of(stage).is_some_and(|g| self.before.iter().any(|b| b == g))
+    }
+
+    /// Approvals needed.
+    #[must_use]
+    pub fn required(&self) -> usize {
+        usize::try_from(self.required.unwrap_or(1)).unwrap_or(1)
+    }
 }
 
 fn default_repo() -> String {
@@ -823,6 +876,7 @@ impl Config {
             run: RunConfig::default(),
             benchmarks: BenchmarksConfig::default(),
             tls: TlsConfig::default(),
+            approval: ApprovalConfig::default(),
         }
     }
 
@@ -1092,6 +1146,41 @@ impl Config {
         }
         positive("run.poll_interval_secs", self.run.poll_interval_secs)?;
         positive("run.watch_interval_secs", self.run.watch_interval_secs)?;
+        let a = &self.approval;
+        for b in &a.before {
+            if !ApprovalConfig::GATES.iter().any(|(n, _)| n == b) {
+                return Err(ConfigError::Invalid {
+                    key: "approval.before".into(),
+                    value: format!("{b:?}"),
+                    expected: "gate names: build, test, audit, benchmark, sign, canary, deploy",
+                });
+            }
+        }
+        if !a.before.is_empty() || a.required.is_some() || !a.keys.is_empty() {
+            for k in &a.keys {
+                let hex = k.trim();
+                if hex.len() != 64 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(ConfigError::Invalid {
+                        key: "approval.keys".into(),
+                        value: format!("{:?}", k.chars().take(80).collect::<String>()),
+                        expected: "Ed25519 public keys, 64 hex characters each (the KEY.pub of `fleetgate keygen`)",
+                    });
+                }
+            }
+            let required = a.required.unwrap_or(1);
+            let distinct: std::collections::BTreeSet<String> = a
+                .keys
+                .iter()
+                .map(|k| k.trim().to_ascii_lowercase())
+                .collect();
+            if required < 1 || usize::try_from(required).map_or(true, |r| r > distinct.len()) {
+                return Err(ConfigError::Invalid {
+                    key: "approval.required".into(),
+                    value: required.to_string(),
+                    expected: "between 1 and the number of distinct approval.keys (an approval no one can give would wait forever)",
+                });
+            }
+        }
         Ok(())
     }
 }

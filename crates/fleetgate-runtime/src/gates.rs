@@ -82,6 +82,11 @@ pub fn evaluate(
     stage: Stage,
     checkpoint: crate::fleet::Checkpoint<'_>,
 ) -> Result<(Verdict, GateFacts), RuntimeError> {
+    // `[approval] before`: the gate does not run (nothing built, signed or sent) until
+    // enough signed approvals are in.
+    if let Some(v) = crate::approval::waiting(&ctx.state_dir, &ctx.cfg, state, stage) {
+        return Ok((v, GateFacts::default()));
+    }
     let r = match stage {
         Stage::Building => build(ctx, state),
         Stage::Testing => test(ctx, state).map(|v| (v, GateFacts::default())),

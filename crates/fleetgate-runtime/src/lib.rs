@@ -17,6 +17,7 @@
 //! Testing: `cargo nextest run -p fleetgate-runtime` (real git repositories in temp dirs,
 //! real `sh` commands).
 
+pub mod approval;
 mod asynchronous;
 pub mod bench_registry;
 pub mod bench_store;

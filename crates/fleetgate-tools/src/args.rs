@@ -48,6 +48,24 @@ pub struct OperatorControl {
     pub reason: String,
 }
 
+/// `approve_upgrade`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveUpgrade {
+    /// A signed approval (`fleetgate approve --sign`, or any Ed25519 signer of the
+    /// canonical request) to record. Without it, the unsigned request for the current run
+    /// is returned, to be signed where the approver's key is.
+    #[serde(default)]
+    pub approval: Option<serde_json::Value>,
+    /// Which stage the request is for (a gate of `[approval] before`); default: the
+    /// current stage when it waits, else the only one that does. Ignored with `approval`.
+    #[serde(default)]
+    pub stage: Option<String>,
+    /// Why, for the request (signed with it), at most 2000 characters.
+    #[serde(default)]
+    pub reason: String,
+}
+
 /// `capture_benchmark`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

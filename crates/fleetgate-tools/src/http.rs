@@ -10,6 +10,7 @@
 //! | POST | `/api/upgrades/advance` | `advance_upgrade_pipeline` (empty body or `{}`) |
 //! | POST | `/api/upgrades/rollback` | `rollback_upgrade` (`{"reason"?}`) |
 //! | POST | `/api/upgrades/pause` | `pause_upgrade` (`{"reason"?}`) |
+//! | POST | `/api/upgrades/approve` | `approve_upgrade` (`{"approval"?, "stage"?, "reason"?}`) |
 //! | POST | `/api/upgrades/resume` | `resume_upgrade` (`{"reason"?}`) |
 //! | POST | `/api/upgrades/promote` | `promote_upgrade` (`{"reason"?}`) |
 //! | GET  | `/api/upgrades/canary-health` | `check_canary_health` |
@@ -339,6 +340,13 @@ fn ops() -> Vec<Op> {
             "/api/upgrades/promote",
             "promote_upgrade",
             "End the open canary window early (passed by the operator)",
+            "upgrades",
+        ),
+        op(
+            Method::POST,
+            "/api/upgrades/approve",
+            "approve_upgrade",
+            "Record a signed approval (or get the unsigned request)",
             "upgrades",
         ),
         op(

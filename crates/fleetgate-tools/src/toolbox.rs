@@ -162,6 +162,14 @@ pub fn definitions() -> Vec<ToolDef> {
             destructive: false,
             idempotent: false,
         },
+        ToolDef {
+            name: "approve_upgrade",
+            description: "Approvals for the stages of `[approval] before` (signed documents, not a boolean: the stage's gate waits for `required` distinct approvers of `[approval] keys`). Without `approval`: returns the unsigned approval request of the current run for `stage`, to be signed where an approver's key is (`fleetgate approve --sign REQUEST --key-file KEY`). With `approval` (the signed document): verifies it against the approval keys and this run and stage, records it, and says how many approvals the stage has. Refused: a key that is not an approver, another run, version or stage, a stage that does not wait.",
+            input_schema: schema::<args::ApproveUpgrade>(),
+            read_only: false,
+            destructive: false,
+            idempotent: true,
+        },
     ]
 }
 
@@ -361,6 +369,7 @@ impl Toolbox {
             "pause_upgrade" | "resume_upgrade" | "promote_upgrade" => {
                 parse(name, args).and_then(|a| self.control(name, a))
             }
+            "approve_upgrade" => parse(name, args).and_then(|a| self.approve(a)),
             other => Err(ToolError::new(
                 ErrorKind::UnknownTool,
                 format!(
@@ -557,6 +566,48 @@ impl Toolbox {
             _ => "promoted: the run is at DEPLOY; call advance_upgrade_pipeline",
         });
         Ok(v)
+    }
+
+    fn approve(&self, a: args::ApproveUpgrade) -> ToolResult {
+        use fleetgate_runtime::approval;
+        check_len("reason", &a.reason, MAX_REASON_CHARS)?;
+        let o = self.open(false)?;
+        let state = o.status()?;
+        let state_dir = o.store().path().to_owned();
+        let ctx = |e: RuntimeError| ToolError::from(e).context("approve_upgrade");
+        match a.approval {
+            Some(doc) => {
+                let bytes = serde_json::to_vec(&doc).map_err(|e| {
+                    ToolError::new(ErrorKind::InvalidArguments, format!("approval: {e}"))
+                })?;
+                let s = approval::submit(&state_dir, o.config(), &state, &bytes).map_err(ctx)?;
+                let left = s.required.saturating_sub(s.approvals);
+                Ok(json!({
+                    "success": true,
+                    "approval": s,
+                    "next_step": if left == 0 {
+                        "approved: the stage runs at the next advance_upgrade_pipeline".to_owned()
+                    } else {
+                        format!("{left} more approval(s) needed from other keys")
+                    },
+                }))
+            }
+            None => {
+                let gate =
+                    approval::resolve_gate(o.config(), &state, a.stage.as_deref()).map_err(ctx)?;
+                let request =
+                    approval::request(&state, &gate, &a.reason, fleetgate_trust::unix_now())
+                        .map_err(ctx)?;
+                let t = approval::tally(&state_dir, o.config(), &state, &gate);
+                Ok(json!({
+                    "success": true,
+                    "request": request,
+                    "approved_by": t.approved_by,
+                    "required": o.config().approval.required(),
+                    "next_step": "sign `request` with an approver's key (`fleetgate approve --sign REQUEST --key-file KEY`) and call approve_upgrade with it as `approval`",
+                }))
+            }
+        }
     }
 
     fn canary_health(&self) -> ToolResult {

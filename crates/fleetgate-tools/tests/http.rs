@@ -730,6 +730,7 @@ async fn openapi_describes_every_route() {
             ("post", "/api/upgrades/pause", Some("pause_upgrade")),
             ("post", "/api/upgrades/resume", Some("resume_upgrade")),
             ("post", "/api/upgrades/promote", Some("promote_upgrade")),
+            ("post", "/api/upgrades/approve", Some("approve_upgrade")),
             (
                 "get",
                 "/api/upgrades/canary-health",

@@ -43,7 +43,8 @@ fn the_ten_hart_tools_in_order_then_the_operator_controls() {
             "list_benchmarks",
             "pause_upgrade",
             "resume_upgrade",
-            "promote_upgrade"
+            "promote_upgrade",
+            "approve_upgrade"
         ]
     );
     for d in definitions() {
