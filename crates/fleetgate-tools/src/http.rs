@@ -752,8 +752,8 @@ async fn metrics_route(State(app): State<Shared>, req: Request) -> Response {
         return *r;
     }
     let toolbox = app.toolbox.clone();
-    let mut text = match tokio::task::spawn_blocking(move || toolbox.pipeline_state()).await {
-        Ok(Ok(state)) => crate::metrics::pipeline(&state),
+    let mut text = match tokio::task::spawn_blocking(move || toolbox.pipeline_metrics()).await {
+        Ok(Ok(text)) => text,
         Ok(Err(e)) => return fail(StatusCode::SERVICE_UNAVAILABLE, e),
         Err(e) => return fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };

@@ -1,9 +1,13 @@
 //! The pipeline's Prometheus metrics for `fleetgate serve`'s `/metrics` (text exposition
 //! format 0.0.4), rendered from the state file: which stage the run is at, since when,
-//! each gate's latest outcome, the outbox depth, whether the run is paused. The fleet's
-//! own metrics (heartbeats, peers) come from [`fleetgate_fleet::metrics`] and follow.
+//! how long it spent in each stage it left, each gate's latest outcome, the outbox depth,
+//! whether the run is paused; and from the run archive (`state/runs/`), how many runs
+//! ended how ([`runs`]: kept on disk, so it survives restarts). The fleet's own metrics
+//! (heartbeats, peers) come from [`fleetgate_fleet::metrics`] and follow.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 
 use fleetgate_core::{Outcome, PipelineState, Stage};
 use fleetgate_fleet::metrics::escape;
@@ -33,6 +37,23 @@ pub fn pipeline(state: &PipelineState) -> String {
         let _ = writeln!(
             out,
             "# HELP fleetgate_pipeline_stage_entered_timestamp_seconds When the pipeline entered its current stage.\n# TYPE fleetgate_pipeline_stage_entered_timestamp_seconds gauge\nfleetgate_pipeline_stage_entered_timestamp_seconds {entered}"
+        );
+    }
+    let mut spent: BTreeMap<&'static str, f64> = BTreeMap::new();
+    for w in state.stage_history.windows(2) {
+        let secs = w[1].at - w[0].at;
+        if secs.is_finite() && secs >= 0.0 {
+            *spent.entry(w[0].stage.as_str()).or_default() += secs;
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP fleetgate_pipeline_stage_duration_seconds Seconds the run spent in each stage it has left (the current stage is not counted until it ends).\n# TYPE fleetgate_pipeline_stage_duration_seconds gauge"
+    );
+    for (stage, secs) in spent {
+        let _ = writeln!(
+            out,
+            "fleetgate_pipeline_stage_duration_seconds{{stage=\"{stage}\"}} {secs:.3}"
         );
     }
     let _ = writeln!(
@@ -73,9 +94,101 @@ pub fn pipeline(state: &PipelineState) -> String {
     out
 }
 
+/// Largest archived run file read for [`archived_runs`].
+const MAX_ARCHIVED_RUN_BYTES: u64 = 4 * 1024 * 1024;
+
+/// How the runs archived in `runs_dir` (`state/runs/*.json`, one per finished run) ended,
+/// by their final stage (`completed`, `rolled_back`, `failed`); unreadable files count as
+/// `unreadable`. A missing directory is no runs.
+#[must_use]
+pub fn archived_runs(runs_dir: &Path) -> BTreeMap<String, u64> {
+    let mut by = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(runs_dir) else {
+        return by;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let outcome = std::fs::metadata(&p)
+            .ok()
+            .filter(|m| m.len() <= MAX_ARCHIVED_RUN_BYTES)
+            .and_then(|_| std::fs::read(&p).ok())
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v.get("stage").and_then(|s| s.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| "unreadable".to_owned());
+        *by.entry(outcome).or_default() += 1;
+    }
+    by
+}
+
+/// `fleetgate_runs_total{outcome}` from [`archived_runs`].
+#[must_use]
+pub fn runs(by_outcome: &BTreeMap<String, u64>) -> String {
+    let mut out = String::from(
+        "# HELP fleetgate_runs_total Finished runs in the run archive, by how they ended.\n# TYPE fleetgate_runs_total counter\n",
+    );
+    for (outcome, n) in by_outcome {
+        let _ = writeln!(
+            out,
+            "fleetgate_runs_total{{outcome=\"{}\"}} {n}",
+            escape(outcome)
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stage_durations_come_from_the_history_and_runs_from_the_archive() {
+        let mut v = serde_json::to_value(PipelineState::idle()).unwrap();
+        v["stage"] = serde_json::json!("canary");
+        v["stage_history"] = serde_json::json!([
+            {"stage": "building", "at": 100.0},
+            {"stage": "testing", "at": 112.5},
+            {"stage": "signing", "at": 130.0},
+            {"stage": "canary", "at": 131.0},
+        ]);
+        let state: PipelineState = serde_json::from_value(v).unwrap();
+        let text = pipeline(&state);
+        for line in [
+            "fleetgate_pipeline_stage_duration_seconds{stage=\"building\"} 12.500",
+            "fleetgate_pipeline_stage_duration_seconds{stage=\"testing\"} 17.500",
+            "fleetgate_pipeline_stage_duration_seconds{stage=\"signing\"} 1.000",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+        assert!(
+            !text.contains("duration_seconds{stage=\"canary\"}"),
+            "{text}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        assert!(archived_runs(&dir.path().join("runs")).is_empty());
+        for (name, body) in [
+            ("a.json", r#"{"stage": "completed"}"#),
+            ("b.json", r#"{"stage": "rolled_back"}"#),
+            ("c.json", r#"{"stage": "completed"}"#),
+            ("d.json", "not json"),
+            ("notes.txt", "ignored"),
+        ] {
+            std::fs::write(dir.path().join(name), body).unwrap();
+        }
+        let by = archived_runs(dir.path());
+        let text = runs(&by);
+        for line in [
+            "fleetgate_runs_total{outcome=\"completed\"} 2",
+            "fleetgate_runs_total{outcome=\"rolled_back\"} 1",
+            "fleetgate_runs_total{outcome=\"unreadable\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+        assert_eq!(by.values().sum::<u64>(), 4);
+    }
 
     #[test]
     fn an_idle_pipeline_has_one_stage_set_and_an_empty_outbox() {

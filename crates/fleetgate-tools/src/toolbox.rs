@@ -394,6 +394,20 @@ impl Toolbox {
         o.status().map_err(|e| e.to_string())
     }
 
+    /// The pipeline metrics for `/metrics`: the state file's and the run archive's.
+    ///
+    /// # Errors
+    /// The config or the state cannot be read (the caller answers 503).
+    pub fn pipeline_metrics(&self) -> Result<String, String> {
+        let o = self.open(false).map_err(|e| e.message)?;
+        let state = o.status().map_err(|e| e.to_string())?;
+        let mut text = crate::metrics::pipeline(&state);
+        text.push_str(&crate::metrics::runs(&crate::metrics::archived_runs(
+            &o.store().path().join("runs"),
+        )));
+        Ok(text)
+    }
+
     fn open(&self, exclusive: bool) -> Result<Orchestrator, ToolError> {
         let (cfg, base) = load_config(self.config.as_deref())?;
         if exclusive {
