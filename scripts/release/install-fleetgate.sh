@@ -97,7 +97,10 @@ mkdir -p "$work/x"
 tar -xzf "$work/$name.tar.gz" -C "$work/x" --no-same-owner --no-same-permissions "$member"
 [ -f "$work/x/$member" ] && [ ! -L "$work/x/$member" ] || die "$member in $name.tar.gz is not a regular file"
 mkdir -p "$dest"
-install -m 0755 "$work/x/$member" "$dest/fleetgate"
+# Replaced in one rename: killed at any point, DEST/fleetgate is the old binary or the
+# new one, never half of it.
+install -m 0755 "$work/x/$member" "$dest/.fleetgate.partial"
+mv -f "$dest/.fleetgate.partial" "$dest/fleetgate"
 reported="$("$dest/fleetgate" --version 2>&1)" || die "$dest/fleetgate does not run: $reported"
 echo "install-fleetgate: installed $reported at $dest/fleetgate" >&2
 echo "path=$dest/fleetgate"
