@@ -197,6 +197,59 @@ impl Fleet {
     pub fn status(&self) -> Value {
         serde_json::from_slice(&self.fg(&["status", "--json"]).stdout).unwrap()
     }
+    /// `fg`, bounded: a command still running after `limit` is killed and the test fails
+    /// naming where the pipeline stood (its stage and latest gate verdict) and what the
+    /// command printed — a held canary or a wedged run fails fast and says why.
+    pub fn fg_within(&self, args: &[&str], limit: Duration) -> Output {
+        let log = tempfile::Builder::new()
+            .prefix("fg-out")
+            .tempfile_in(self.dir.path())
+            .unwrap();
+        let err = tempfile::Builder::new()
+            .prefix("fg-err")
+            .tempfile_in(self.dir.path())
+            .unwrap();
+        let mut child = Command::new(bin())
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .stdout(log.reopen().unwrap())
+            .stderr(err.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if t.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                let s = self.status();
+                let tail = |f: &tempfile::NamedTempFile| {
+                    let text = std::fs::read_to_string(f.path()).unwrap_or_default();
+                    let lines: Vec<&str> = text.lines().collect();
+                    lines[lines.len().saturating_sub(20)..].join("\n")
+                };
+                panic!(
+                    "`fleetgate {}` still running after {limit:?}: stage `{}`, last verdict {}, \
+                     failure {}\nstdout (tail):\n{}\nstderr (tail):\n{}",
+                    args.join(" "),
+                    s["stage"],
+                    s["gate_results"][s["stage"].as_str().unwrap_or("")],
+                    s["failure_detail"],
+                    tail(&log),
+                    tail(&err),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        Output {
+            status,
+            stdout: std::fs::read(log.path()).unwrap_or_default(),
+            stderr: std::fs::read(err.path()).unwrap_or_default(),
+        }
+    }
     pub fn wait_until(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
         let t = Instant::now();
         loop {
