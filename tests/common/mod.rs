@@ -201,53 +201,31 @@ impl Fleet {
     /// naming where the pipeline stood (its stage and latest gate verdict) and what the
     /// command printed — a held canary or a wedged run fails fast and says why.
     pub fn fg_within(&self, args: &[&str], limit: Duration) -> Output {
-        let log = tempfile::Builder::new()
-            .prefix("fg-out")
-            .tempfile_in(self.dir.path())
-            .unwrap();
-        let err = tempfile::Builder::new()
-            .prefix("fg-err")
-            .tempfile_in(self.dir.path())
-            .unwrap();
-        let mut child = Command::new(bin())
+        self.background(args).wait_within(limit)
+    }
+    /// A `fleetgate` command started in the background, its output kept in files.
+    pub fn background(&self, args: &[&str]) -> Running<'_> {
+        let file = |prefix: &str| {
+            tempfile::Builder::new()
+                .prefix(prefix)
+                .tempfile_in(self.dir.path())
+                .unwrap()
+        };
+        let (out, err) = (file("fg-out"), file("fg-err"));
+        let child = Command::new(bin())
             .arg("--config")
             .arg(self.config())
             .args(args)
-            .stdout(log.reopen().unwrap())
+            .stdout(out.reopen().unwrap())
             .stderr(err.reopen().unwrap())
             .spawn()
             .unwrap();
-        let t = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if t.elapsed() > limit {
-                let _ = child.kill();
-                let _ = child.wait();
-                let s = self.status();
-                let tail = |f: &tempfile::NamedTempFile| {
-                    let text = std::fs::read_to_string(f.path()).unwrap_or_default();
-                    let lines: Vec<&str> = text.lines().collect();
-                    lines[lines.len().saturating_sub(20)..].join("\n")
-                };
-                panic!(
-                    "`fleetgate {}` still running after {limit:?}: stage `{}`, last verdict {}, \
-                     failure {}\nstdout (tail):\n{}\nstderr (tail):\n{}",
-                    args.join(" "),
-                    s["stage"],
-                    s["gate_results"][s["stage"].as_str().unwrap_or("")],
-                    s["failure_detail"],
-                    tail(&log),
-                    tail(&err),
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        Output {
-            status,
-            stdout: std::fs::read(log.path()).unwrap_or_default(),
-            stderr: std::fs::read(err.path()).unwrap_or_default(),
+        Running {
+            fleet: self,
+            args: args.join(" "),
+            child,
+            out,
+            err,
         }
     }
     pub fn wait_until(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
@@ -262,6 +240,54 @@ impl Fleet {
                 "timed out waiting for {what}: {s}"
             );
             std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+}
+
+/// A `fleetgate` command running in the background ([`Fleet::background`]).
+pub struct Running<'a> {
+    fleet: &'a Fleet,
+    args: String,
+    child: Child,
+    out: tempfile::NamedTempFile,
+    err: tempfile::NamedTempFile,
+}
+
+impl Running<'_> {
+    /// Waits for the command to end; one still running after `limit` is killed and the
+    /// test fails naming the pipeline's stage, its latest verdict and the output's tail.
+    pub fn wait_within(mut self, limit: Duration) -> Output {
+        let t = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if t.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let s = self.fleet.status();
+                let tail = |f: &tempfile::NamedTempFile| {
+                    let text = std::fs::read_to_string(f.path()).unwrap_or_default();
+                    let lines: Vec<&str> = text.lines().collect();
+                    lines[lines.len().saturating_sub(20)..].join("\n")
+                };
+                panic!(
+                    "`fleetgate {}` still running after {limit:?}: stage `{}`, last verdict {}, \
+                     failure {}\nstdout (tail):\n{}\nstderr (tail):\n{}",
+                    self.args,
+                    s["stage"],
+                    s["gate_results"][s["stage"].as_str().unwrap_or("")],
+                    s["failure_detail"],
+                    tail(&self.out),
+                    tail(&self.err),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        Output {
+            status,
+            stdout: std::fs::read(self.out.path()).unwrap_or_default(),
+            stderr: std::fs::read(self.err.path()).unwrap_or_default(),
         }
     }
 }

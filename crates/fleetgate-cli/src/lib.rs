@@ -164,8 +164,9 @@ enum Cmd {
     /// (the stage's gate waits for `[approval] required` distinct approvers). Also
     /// `--request` / `--sign` / `--submit` to sign where the key is.
     Approve(approve_cmd::ApproveArgs),
-    /// End the open canary window now and move on to DEPLOY, recorded as passed by the
-    /// operator (never as a judged pass). The way out of a canary held as inconclusive.
+    /// End the open canary window now and move on to DEPLOY (in a phased DEPLOY: end the
+    /// open step's window and start the next step), recorded as passed by the operator
+    /// (never as a judged pass). The way out of a canary or step held as inconclusive.
     Promote {
         /// Why (recorded in the history and the canary gate's result).
         #[arg(long, default_value = "")]

@@ -229,7 +229,7 @@ pub fn print_status(s: &PipelineState, quarantined: &[PathBuf]) {
             h.reason.as_deref().is_some_and(|r| {
                 r.starts_with("paused by")
                     || r.starts_with("resumed by")
-                    || r.starts_with("promoted by")
+                    || r.contains("promoted by")
             })
         }) {
             println!(
@@ -262,6 +262,38 @@ pub fn print_status(s: &PipelineState, quarantined: &[PathBuf]) {
             print_deliveries(&c.deliveries);
         }
         if let Some(d) = &s.deploy {
+            let total = d.steps.len();
+            for (i, step) in d.steps.iter().enumerate() {
+                let state = match (&step.passed, &step.progress.selection) {
+                    (Some(p), _) => {
+                        let short = p.split_once(": ").map_or(p.as_str(), |(_, r)| r);
+                        format!("done — {}", short.lines().next().unwrap_or(""))
+                    }
+                    (None, Some(sel)) => match (step.progress.window_start, step.progress.deadline)
+                    {
+                        (Some(a), Some(b)) => format!(
+                            "{} node(s) judged against {}, window {} → {}",
+                            sel.nodes.len(),
+                            sel.baseline.len(),
+                            when(a as f64),
+                            when(b as f64)
+                        ),
+                        _ => format!(
+                            "{} node(s), waiting for them to report the release",
+                            sel.nodes.len()
+                        ),
+                    },
+                    (None, None) => "not started".to_owned(),
+                };
+                println!(
+                    "step {}/{total}: {:.0}% of the fleet: {state}",
+                    i + 1,
+                    step.fraction * 100.0
+                );
+                if step.passed.is_none() {
+                    print_deliveries(&step.progress.deliveries);
+                }
+            }
             println!(
                 "deploy:   {:?} to {} target(s){}",
                 d.mode,

@@ -497,6 +497,25 @@ pub struct DeployConfig {
     /// How long the orchestrator's gossip node keeps pushing and answering pulls after
     /// it publishes (milliseconds).
     pub gossip_linger_ms: i64,
+    /// Phased rollout: cumulative fractions of the fleet, increasing, the last `1.0`
+    /// (e.g. `[0.25, 0.5, 1.0]`). Each step below `1.0` pushes the release to the next
+    /// hash-ranked slice and judges it like the canary, against the nodes not yet
+    /// updated, for `step_window_secs`, before the next; the last step is the whole
+    /// fleet (gossip or push, judged on convergence). Empty: the canary, then the whole
+    /// fleet at once.
+    pub steps: Vec<f64>,
+    /// Each step's judging window (seconds); default `canary.window_secs`. Extended on
+    /// thin evidence like the canary's (up to `step_window_secs + canary.max_window_secs
+    /// − canary.window_secs`).
+    pub step_window_secs: Option<i64>,
+}
+
+impl DeployConfig {
+    /// The steps judged before the whole fleet (the fractions below `1.0`).
+    #[must_use]
+    pub fn judged_steps(&self) -> Vec<f64> {
+        self.steps.iter().copied().filter(|f| *f < 1.0).collect()
+    }
 }
 
 impl Default for DeployConfig {
@@ -507,6 +526,8 @@ impl Default for DeployConfig {
             deadline_secs: 3600,
             gossip_seeds: Vec::new(),
             gossip_linger_ms: 5000,
+            steps: Vec::new(),
+            step_window_secs: None,
         }
     }
 }
@@ -610,6 +631,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("deploy.max_failure_pct", Kind::Float),
     ("deploy.deadline_secs", Kind::Int),
     ("deploy.gossip_linger_ms", Kind::Int),
+    ("deploy.step_window_secs", Kind::Int),
     ("run.poll_interval_secs", Kind::Int),
     ("run.watch_interval_secs", Kind::Int),
     ("benchmarks.timeout_secs", Kind::Int),
@@ -1135,6 +1157,27 @@ impl Config {
         frac("deploy.max_failure_pct", self.deploy.max_failure_pct, true)?;
         positive("deploy.deadline_secs", self.deploy.deadline_secs)?;
         positive("deploy.gossip_linger_ms", self.deploy.gossip_linger_ms)?;
+        let steps = &self.deploy.steps;
+        let increasing = steps.windows(2).all(|w| w[0] < w[1]);
+        let in_range = steps.iter().all(|f| f.is_finite() && *f > 0.0 && *f <= 1.0);
+        let valid = increasing && in_range && steps.last() == Some(&1.0);
+        if !steps.is_empty() && !valid {
+            return Err(ConfigError::Invalid {
+                key: "deploy.steps".into(),
+                value: format!("{steps:?}"),
+                expected: "increasing fractions of the fleet in (0, 1], the last 1.0 (e.g. [0.25, 0.5, 1.0])",
+            });
+        }
+        if let Some(w) = self.deploy.step_window_secs {
+            positive("deploy.step_window_secs", w)?;
+            if c.sample_interval_secs > w {
+                return Err(ConfigError::Invalid {
+                    key: "deploy.step_window_secs".into(),
+                    value: w.to_string(),
+                    expected: "at least canary.sample_interval_secs",
+                });
+            }
+        }
         for seed in &self.deploy.gossip_seeds {
             if seed.parse::<std::net::SocketAddr>().is_err() {
                 return Err(ConfigError::Invalid {
@@ -1505,6 +1548,30 @@ mod tests {
         ] {
             assert!(text.contains(key), "init template lacks `{key}`");
         }
+    }
+
+    #[test]
+    fn deploy_steps_must_increase_to_the_whole_fleet() {
+        let c = parse(
+            "[deploy]\nsteps = [0.25, 0.5, 1.0]\nstep_window_secs = 600\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.deploy.judged_steps(), [0.25, 0.5]);
+        assert_eq!(c.deploy.step_window_secs, Some(600));
+        assert!(parse("", &[]).unwrap().deploy.judged_steps().is_empty());
+        for bad in [
+            "[0.5, 0.25, 1.0]",
+            "[0.5]",
+            "[0.0, 1.0]",
+            "[0.5, 0.5, 1.0]",
+            "[0.5, 1.5]",
+        ] {
+            let e = parse(&format!("[deploy]\nsteps = {bad}\n"), &[]).unwrap_err();
+            assert!(e.to_string().contains("`deploy.steps`"), "{bad}: {e}");
+        }
+        let e = parse("[deploy]\nsteps = [0.5, 1.0]\nstep_window_secs = 0\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("`deploy.step_window_secs`"), "{e}");
     }
 
     #[test]

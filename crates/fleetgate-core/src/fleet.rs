@@ -736,6 +736,65 @@ pub struct DeployProgress {
     pub started_at: i64,
     /// Give up after this (unix seconds).
     pub deadline: i64,
+    /// Phased rollout (`[deploy] steps` below `1.0`), fixed when DEPLOY starts: each is
+    /// pushed and judged in turn before the whole fleet is targeted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<DeployStep>,
+}
+
+/// One judged step of a phased DEPLOY: the next hash-ranked slice of the fleet gets the
+/// release and is judged like the canary, against the nodes not yet updated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DeployStep {
+    /// The fraction of the fleet that runs the release once this step is done.
+    pub fraction: f64,
+    /// The step, run as a canary: its slice (`selection.nodes`), the nodes not yet
+    /// updated (`selection.baseline`), one delivery per slice node, the window.
+    #[serde(default)]
+    pub progress: CanaryProgress,
+    /// Set when the step is over and the next may start: why (judged healthy, promoted
+    /// by an operator, or nothing to judge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passed: Option<String>,
+    /// The operator who ended the step's window early, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted: Option<crate::state::OperatorAction>,
+}
+
+impl DeployStep {
+    /// A step not started yet.
+    #[must_use]
+    pub fn new(fraction: f64) -> DeployStep {
+        DeployStep {
+            fraction,
+            progress: CanaryProgress::default(),
+            passed: None,
+            promoted: None,
+        }
+    }
+}
+
+/// A step's slice and baseline. `ranked` is the hash-ranked selection of the step's
+/// fraction of the `eligible` nodes; `updated` are the nodes that run the release
+/// already (the canary and the earlier steps). The slice is what `ranked` adds; the
+/// baseline is every eligible node not updated and not in the slice.
+#[must_use]
+pub fn step_slice(
+    ranked: &[String],
+    updated: &BTreeSet<String>,
+    eligible: &[String],
+) -> (Vec<String>, Vec<String>) {
+    let slice: Vec<String> = ranked
+        .iter()
+        .filter(|n| !updated.contains(*n))
+        .cloned()
+        .collect();
+    let baseline = eligible
+        .iter()
+        .filter(|n| !updated.contains(*n) && !slice.contains(n))
+        .cloned()
+        .collect();
+    (slice, baseline)
 }
 
 impl DeployProgress {
@@ -750,7 +809,24 @@ impl DeployProgress {
             published: None,
             started_at: now,
             deadline: now.saturating_add(deadline_secs),
+            steps: Vec::new(),
         }
+    }
+
+    /// The step being worked on: the first that has not passed.
+    #[must_use]
+    pub fn current_step(&self) -> Option<usize> {
+        self.steps.iter().position(|s| s.passed.is_none())
+    }
+
+    /// The nodes the steps selected so far (they may have the release).
+    #[must_use]
+    pub fn step_nodes(&self) -> Vec<String> {
+        self.steps
+            .iter()
+            .filter_map(|s| s.progress.selection.as_ref())
+            .flat_map(|sel| sel.nodes.iter().cloned())
+            .collect()
     }
 }
 

@@ -547,26 +547,17 @@ fn resume_run(
     match state.stage {
         Stage::Canary => {
             if let Some(c) = &mut state.canary {
-                if c.window_start.is_some() {
-                    c.paused_secs = c.paused_secs.saturating_add(secs);
-                    c.deadline = c.deadline.map(|d| d.saturating_add(secs));
-                    moved.push("the canary window's deadline");
-                } else {
-                    if let Some(t) = &mut c.first_sent_at {
-                        *t = t.saturating_add(secs);
-                        moved.push("the canary report grace");
-                    }
-                    if let Some(t) = &mut c.first_selection_attempt_at {
-                        *t = t.saturating_add(secs);
-                        moved.push("the canary selection timeout");
-                    }
-                }
+                shift_window(c, secs, "canary", &mut moved);
             }
         }
         Stage::Deploying => {
             if let Some(d) = &mut state.deploy {
                 d.deadline = d.deadline.saturating_add(secs);
-                moved.push("the deploy deadline");
+                moved.push("the deploy deadline".to_owned());
+                if let Some(i) = d.current_step() {
+                    let what = format!("deploy step {}", i + 1);
+                    shift_window(&mut d.steps[i].progress, secs, &what, &mut moved);
+                }
             }
         }
         Stage::Idle
@@ -602,6 +593,25 @@ fn resume_run(
     }])
 }
 
+/// A pause of `secs` stops a canary-like window's clock: the deadline (and the longest
+/// extension) of an open window, else the report grace and the selection timeout.
+fn shift_window(c: &mut CanaryProgress, secs: i64, what: &str, moved: &mut Vec<String>) {
+    if c.window_start.is_some() {
+        c.paused_secs = c.paused_secs.saturating_add(secs);
+        c.deadline = c.deadline.map(|d| d.saturating_add(secs));
+        moved.push(format!("the {what} window's deadline"));
+    } else {
+        if let Some(t) = &mut c.first_sent_at {
+            *t = t.saturating_add(secs);
+            moved.push(format!("the {what} report grace"));
+        }
+        if let Some(t) = &mut c.first_selection_attempt_at {
+            *t = t.saturating_add(secs);
+            moved.push(format!("the {what} selection timeout"));
+        }
+    }
+}
+
 fn promote(
     state: &mut PipelineState,
     by: String,
@@ -621,10 +631,13 @@ fn promote(
             reason: p.reason.clone(),
         });
     }
+    if state.stage == Stage::Deploying {
+        return promote_step(state, by, reason, now);
+    }
     if state.stage != Stage::Canary {
         return Err(TransitionError::NotPromotable {
             why: format!(
-                "the run is at `{}`; only an open CANARY window can be ended early",
+                "the run is at `{}`; only an open CANARY window or DEPLOY step window can be ended early",
                 state.stage
             ),
         });
@@ -655,6 +668,64 @@ fn promote(
         Stage::Deploying,
         now,
         Some(format!("promoted by {}: {}", a.by, a.reason)),
+        Some(detail),
+    );
+    Ok(vec![Command::EvaluateGate {
+        stage: Stage::Deploying,
+        epoch: state.epoch,
+    }])
+}
+
+/// `promote` during a phased DEPLOY: the open step window ends now and the next step
+/// starts on the next pass, recorded as promoted (never as judged).
+fn promote_step(
+    state: &mut PipelineState,
+    by: String,
+    reason: String,
+    now: f64,
+) -> Result<Vec<Command>, TransitionError> {
+    let last = state
+        .gate_results
+        .get(&Stage::Deploying)
+        .map(|r| r.verdict.detail.clone());
+    let Some(d) = &mut state.deploy else {
+        return Err(TransitionError::NotPromotable {
+            why: "DEPLOY has not started its steps yet".to_owned(),
+        });
+    };
+    let Some(i) = d.current_step() else {
+        return Err(TransitionError::NotPromotable {
+            why: "no DEPLOY step is being judged (no `[deploy] steps`, or every step is done and the whole fleet is being updated)".to_owned(),
+        });
+    };
+    let total = d.steps.len();
+    let step = &mut d.steps[i];
+    if step.progress.window_start.is_none() {
+        return Err(TransitionError::NotPromotable {
+            why: format!(
+                "the window of deploy step {}/{total} is not open yet (every node of the step must first report the release)",
+                i + 1
+            ),
+        });
+    }
+    let a = action(by, reason, now);
+    let judged = last.map_or_else(
+        || "the judge had not reported yet".to_owned(),
+        |d| format!("the judge's last word: {d}"),
+    );
+    let detail = format!(
+        "deploy step {}/{total} ({:.0}% of the fleet) promoted by {}: {} — the window was ended early, NOT judged a pass; {judged}",
+        i + 1,
+        step.fraction * 100.0,
+        a.by,
+        a.reason
+    );
+    step.passed = Some(detail.clone());
+    step.promoted = Some(a.clone());
+    note(
+        state,
+        now,
+        format!("deploy step {} promoted by {}: {}", i + 1, a.by, a.reason),
         Some(detail),
     );
     Ok(vec![Command::EvaluateGate {

@@ -1,7 +1,9 @@
 //! Operator control through the pure machine: pause, resume, promote (abort is the
 //! existing rollback). Every test asserts the exact commands and the resulting state.
 
-use fleetgate_core::fleet::CanaryProgress;
+use fleetgate_core::fleet::{
+    CanaryProgress, CanarySelection, DeployMode, DeployProgress, DeployStep, step_slice,
+};
 use fleetgate_core::{
     Command, Event, FleetStageProgress, GateFacts, NO_REASON, Outcome, PipelineState, Stage,
     TransitionError, Verdict, Version, handle, resume,
@@ -334,4 +336,136 @@ fn abort_of_a_paused_run_rolls_back_and_clears_the_pause() {
     assert_eq!(s.stage, Stage::RolledBack);
     assert_eq!(s.paused, None);
     assert!(cmds.iter().any(|c| matches!(c, Command::Deliver(_))));
+}
+
+/// DEPLOY with two judged steps: the first passed, the second's window open at t=300.
+fn open_step() -> PipelineState {
+    let mut s = at(Stage::Deploying);
+    let epoch = s.epoch;
+    let mut d = DeployProgress::new(DeployMode::Push, 200, 3600);
+    let mut first = DeployStep::new(0.25);
+    first.passed = Some("deploy step 1/2 (25% of the fleet): healthy".into());
+    let mut second = DeployStep::new(0.5);
+    second.progress = CanaryProgress {
+        selection: Some(CanarySelection {
+            nodes: vec!["n3".into()],
+            baseline: vec!["n4".into()],
+            seed: "00".into(),
+            eligible: 4,
+            per_region: Default::default(),
+            selected_at: 290,
+            fencing_epoch: 0,
+        }),
+        first_sent_at: Some(290),
+        window_start: Some(300),
+        deadline: Some(900),
+        ..CanaryProgress::default()
+    };
+    d.steps = vec![first, second];
+    handle(
+        &mut s,
+        Event::FleetProgress {
+            epoch,
+            progress: FleetStageProgress::Deploy(d),
+        },
+    )
+    .unwrap();
+    s
+}
+
+#[test]
+fn promote_during_a_phased_deploy_ends_the_open_step_recorded_as_the_operators() {
+    let mut s = open_step();
+    let epoch = s.epoch;
+    let cmds = promote(&mut s, 400.0).unwrap();
+    assert_eq!(
+        s.stage,
+        Stage::Deploying,
+        "the next step is in the same stage"
+    );
+    assert_eq!(
+        cmds,
+        [Command::EvaluateGate {
+            stage: Stage::Deploying,
+            epoch: epoch + 1
+        }]
+    );
+    let d = s.deploy.as_ref().unwrap();
+    let step = &d.steps[1];
+    let passed = step.passed.as_deref().unwrap();
+    assert!(
+        passed.starts_with(
+            "deploy step 2/2 (50% of the fleet) promoted by operator carol: traffic too thin"
+        ) && passed.contains("NOT judged a pass"),
+        "{passed}"
+    );
+    assert_eq!(step.promoted.as_ref().unwrap().by, "operator carol");
+    assert_eq!(
+        d.current_step(),
+        None,
+        "every step is done: the whole fleet is next"
+    );
+    let h = s.stage_history.last().unwrap();
+    assert_eq!(
+        h.reason.as_deref(),
+        Some("deploy step 2 promoted by operator carol: traffic too thin; checked by hand")
+    );
+    // Nothing left to promote.
+    let before = s.clone();
+    assert!(matches!(
+        promote(&mut s, 401.0).unwrap_err(),
+        TransitionError::NotPromotable { .. }
+    ));
+    assert_eq!(s, before);
+}
+
+#[test]
+fn promote_refuses_a_step_whose_window_is_not_open() {
+    let mut s = open_step();
+    if let Some(d) = &mut s.deploy {
+        d.steps[1].progress.window_start = None;
+        d.steps[1].progress.deadline = None;
+    }
+    let before = s.clone();
+    let err = promote(&mut s, 400.0).unwrap_err();
+    assert!(
+        err.to_string().contains("deploy step 2/2 is not open yet"),
+        "{err}"
+    );
+    assert_eq!(s, before);
+}
+
+#[test]
+fn resuming_moves_an_open_step_window_and_the_deploy_deadline_by_the_paused_time() {
+    let mut s = open_step();
+    pause(&mut s, 400.0).unwrap();
+    resume_at(&mut s, 460.0).unwrap();
+    let d = s.deploy.as_ref().unwrap();
+    assert_eq!(d.deadline, 200 + 3600 + 60);
+    let step = &d.steps[1].progress;
+    assert_eq!(step.deadline, Some(960));
+    assert_eq!(step.paused_secs, 60);
+    let detail = s.stage_history.last().unwrap().detail.clone().unwrap();
+    assert!(
+        detail.contains("the deploy deadline")
+            && detail.contains("the deploy step 2 window's deadline"),
+        "{detail}"
+    );
+}
+
+#[test]
+fn a_step_slice_adds_the_ranked_nodes_not_yet_updated_and_judges_them_against_the_rest() {
+    let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+    let updated = ["a".to_owned()].into_iter().collect();
+    let eligible = s(&["a", "b", "c", "d", "e"]);
+    let (slice, baseline) = step_slice(&s(&["a", "c"]), &updated, &eligible);
+    assert_eq!(slice, s(&["c"]));
+    assert_eq!(baseline, s(&["b", "d", "e"]));
+    // A ranked node that is not eligible now (down) is still sent the release; the
+    // baseline holds only eligible nodes.
+    let (slice, baseline) = step_slice(&s(&["a", "x"]), &updated, &eligible);
+    assert_eq!(slice, s(&["x"]));
+    assert_eq!(baseline, s(&["b", "c", "d", "e"]));
+    let (slice, _) = step_slice(&s(&["a"]), &updated, &eligible);
+    assert!(slice.is_empty());
 }

@@ -181,7 +181,8 @@ pub fn resume_in(state_dir: &Path, by: &str, reason: &str) -> Result<PipelineSta
     )
 }
 
-/// `fleetgate promote`: end the open CANARY window now and move on to DEPLOY, recorded as
+/// `fleetgate promote`: end the open CANARY window now and move on to DEPLOY (or, in a
+/// phased DEPLOY, end the open step's window and move on to the next step), recorded as
 /// passed by the operator.
 pub fn promote_in(state_dir: &Path, by: &str, reason: &str) -> Result<PipelineState, RuntimeError> {
     operator_in(

@@ -156,7 +156,7 @@ pub fn definitions() -> Vec<ToolDef> {
         },
         ToolDef {
             name: "promote_upgrade",
-            description: "End the open CANARY window now and move on to DEPLOY, recorded as passed BY THE OPERATOR (gate result `promoted` with who and why; never as a judged pass). The way out of a canary held as inconclusive (too little traffic). Refused outside an open canary window and while paused. To stop instead, call rollback_upgrade.",
+            description: "End the open CANARY window now and move on to DEPLOY, recorded as passed BY THE OPERATOR (gate result `promoted` with who and why; never as a judged pass); during a phased DEPLOY (`[deploy] steps`), end the open step's window and move on to the next step, recorded the same way. The way out of a canary or step held as inconclusive (too little traffic). Refused outside an open window and while paused. To stop instead, call rollback_upgrade.",
             input_schema: schema::<args::OperatorControl>(),
             read_only: false,
             destructive: false,

@@ -11,7 +11,8 @@ use crate::gates::GateContext;
 use fleetgate_canary::{Eligible, Judge, JudgeConfig, OnInconclusive, select_canary};
 use fleetgate_core::config::InconclusivePolicy;
 use fleetgate_core::fleet::{
-    CanaryEvent, CanaryMachine, CanaryParams, CanarySelection, FleetCommand, JudgeDecision,
+    CanaryEvent, CanaryMachine, CanaryParams, CanaryProgress, CanarySelection, FleetCommand,
+    JudgeDecision,
 };
 use fleetgate_core::{FleetStageProgress, PipelineState, Verdict};
 use serde_json::Value;
@@ -61,43 +62,93 @@ pub fn canary(
     let bytes = manifest_bytes(ctx, state)?;
     let params = params(ctx, state);
     let mut progress = state.canary.clone().unwrap_or_default();
+    let mut persist = |p: &CanaryProgress| checkpoint(FleetStageProgress::Canary(p.clone()));
+    let mut select = |t: i64| select(ctx, link, state, t);
+    let mut selected = |s: &CanarySelection| record_selection(link, state, s, s.selected_at);
+    run_phase(
+        ctx,
+        link,
+        &bytes,
+        &mut progress,
+        Phase {
+            params: &params,
+            window_secs: ctx.cfg.canary.window_secs,
+            what: "canary",
+            kill_point: "canary-sent",
+            persist: &mut persist,
+            select: &mut select,
+            selected: &mut selected,
+        },
+    )
+}
+
+/// A canary-like phase: the CANARY gate, or one step of a phased DEPLOY.
+pub(crate) struct Phase<'a> {
+    /// The machine's settings.
+    pub params: &'a CanaryParams,
+    /// The judge's window (seconds).
+    pub window_secs: i64,
+    /// What it is called in logs.
+    pub what: &'static str,
+    /// The test kill point right after a send.
+    pub kill_point: &'static str,
+    /// Persist the phase's progress (before an outside effect).
+    pub persist: &'a mut dyn FnMut(&CanaryProgress) -> Result<(), RuntimeError>,
+    /// Select the nodes (when the machine asks).
+    pub select: &'a mut dyn FnMut(i64) -> Result<CanaryEvent, RuntimeError>,
+    /// Called once a selection is persisted.
+    pub selected: &'a mut dyn FnMut(&CanarySelection) -> Result<(), RuntimeError>,
+}
+
+/// One pass of a canary-like phase over `progress`.
+pub(crate) fn run_phase(
+    ctx: &GateContext,
+    link: &FleetLink,
+    bytes: &[u8],
+    progress: &mut CanaryProgress,
+    phase: Phase<'_>,
+) -> Result<Verdict, RuntimeError> {
+    let Phase {
+        params,
+        window_secs,
+        what,
+        kill_point,
+        persist,
+        select,
+        selected,
+    } = phase;
     let t = now_secs();
-    let mut m = CanaryMachine {
-        progress: &mut progress,
-        params: &params,
-    };
+    let mut m = CanaryMachine { progress, params };
     observe(link, &mut m, t)?;
     let mut queue: VecDeque<FleetCommand> = m.handle(CanaryEvent::Tick { now: t }).into();
     let mut ticks = 1;
     while let Some(cmd) = queue.pop_front() {
         match cmd {
-            FleetCommand::Persist => {
-                checkpoint(FleetStageProgress::Canary(m.progress.clone()))?;
-            }
+            FleetCommand::Persist => persist(m.progress)?,
             FleetCommand::SelectCanary => {
-                let event = select(ctx, link, state, t)?;
+                let event = select(t)?;
                 let selection = match &event {
                     CanaryEvent::Selected { selection } => Some(selection.clone()),
                     _ => None,
                 };
-                let selected = selection.is_some();
+                let was_selected = selection.is_some();
                 queue.extend(m.handle(event));
                 if let Some(selection) = selection {
                     // The state file first: a restart then reuses this selection, so the
                     // registry's copy (which refuses a different one) always matches.
-                    checkpoint(FleetStageProgress::Canary(m.progress.clone()))?;
-                    record_selection(link, state, &selection, t)?;
+                    persist(m.progress)?;
+                    selected(&selection)?;
                 }
-                if selected && ticks < MAX_TICKS {
+                if was_selected && ticks < MAX_TICKS {
                     ticks += 1;
                     queue.extend(m.handle(CanaryEvent::Tick { now: t }));
                 }
             }
             FleetCommand::Send { nodes } => {
-                let answers = link.send(&nodes, &bytes);
-                fleetgate_store::kill_point("canary-sent");
+                let answers = link.send(&nodes, bytes);
+                fleetgate_store::kill_point(kill_point);
                 for (node, answer) in answers {
-                    tracing::info!(node = %node, answer = ?answer, "canary apply answered");
+                    tracing::info!(node = %node, answer = ?answer, "{what} apply answered");
                     queue.extend(m.handle(CanaryEvent::Answered { node, answer }));
                 }
                 if ticks < MAX_TICKS {
@@ -112,28 +163,24 @@ pub fn canary(
                 canary,
                 baseline,
             } => {
-                let paused_secs = m.progress.paused_secs;
-                let event = judge(
-                    ctx,
-                    link,
-                    &params.code_hash,
-                    window_start,
-                    paused_secs,
-                    canary,
-                    baseline,
-                )?;
+                let window = Window {
+                    start: window_start,
+                    secs: window_secs,
+                    paused_secs: m.progress.paused_secs,
+                };
+                let event = judge(ctx, link, &params.code_hash, window, canary, baseline)?;
                 queue.extend(m.handle(event));
             }
             FleetCommand::Verdict(v) => return Ok(v),
             FleetCommand::ListTargets | FleetCommand::Publish => {
-                return Err(RuntimeError::Fleet(
-                    "internal: the CANARY machine asked for a DEPLOY command".into(),
-                ));
+                return Err(RuntimeError::Fleet(format!(
+                    "internal: the {what} machine asked for a DEPLOY command"
+                )));
             }
         }
     }
     Ok(Verdict::pending(
-        "canary: waiting for the next pass",
+        format!("{what}: waiting for the next pass"),
         serde_json::to_value(&*m.progress).unwrap_or(Value::Null),
     ))
 }
@@ -162,15 +209,7 @@ fn select(
     let eligible: Vec<Eligible> = link
         .block_on(link.registry().eligible_peers(t, timeout))
         .map_err(|e| rt_err("failed to list eligible peers", e))?;
-    let seed_hex = state
-        .manifest
-        .as_ref()
-        .and_then(|m| m.get("canary_seed"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    let seed = hex::decode(&seed_hex)
-        .map_err(|e| RuntimeError::Fleet(format!("manifest canary_seed is not hex: {e}")))?;
+    let (seed_hex, seed) = canary_seed(state)?;
     let min = usize::try_from(ctx.cfg.canary.min_nodes).unwrap_or(1);
     let selection = match select_canary(&seed, &eligible, ctx.cfg.canary.pct, min) {
         Ok(s) => s,
@@ -204,6 +243,21 @@ fn select(
             fencing_epoch: link.fencing_epoch(),
         },
     })
+}
+
+/// The signed manifest's `canary_seed`, as hex and bytes: it ranks the nodes for the
+/// canary and for every DEPLOY step.
+pub(crate) fn canary_seed(state: &PipelineState) -> Result<(String, Vec<u8>), RuntimeError> {
+    let seed_hex = state
+        .manifest
+        .as_ref()
+        .and_then(|m| m.get("canary_seed"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let seed = hex::decode(&seed_hex)
+        .map_err(|e| RuntimeError::Fleet(format!("manifest canary_seed is not hex: {e}")))?;
+    Ok((seed_hex, seed))
 }
 
 /// The selection is also recorded in the registry (under the lease), so any node or a
@@ -258,23 +312,32 @@ fn history_points(start: u64, pre: u64, interval: u64) -> Vec<u64> {
     points
 }
 
+/// A judged window: when it opened, its length, and how long the run was paused in it.
+struct Window {
+    start: i64,
+    secs: i64,
+    paused_secs: i64,
+}
+
 fn judge(
     ctx: &GateContext,
     link: &FleetLink,
     code_hash: &str,
-    window_start: i64,
-    paused_secs: i64,
+    window: Window,
     canary: Vec<String>,
     baseline: Vec<String>,
 ) -> Result<CanaryEvent, RuntimeError> {
-    let start = u64::try_from(window_start).unwrap_or(0);
+    let start = u64::try_from(window.start).unwrap_or(0);
     // The window's clock stopped while the run was paused: its deadline (and the longest
     // extension) move by the paused time. Heartbeats taken meanwhile still count as
     // evidence: the canary nodes kept running the release.
-    let paused = u64::try_from(paused_secs).unwrap_or(0);
+    let paused = u64::try_from(window.paused_secs).unwrap_or(0);
     let mut config = judge_config(ctx);
-    config.window_secs = config.window_secs.saturating_add(paused);
-    config.max_window_secs = config.max_window_secs.saturating_add(paused);
+    // A window of another length (a DEPLOY step's) keeps the canary's extension.
+    let secs = u64::try_from(window.secs).unwrap_or(0);
+    let extension = config.max_window_secs.saturating_sub(config.window_secs);
+    config.window_secs = secs.saturating_add(paused);
+    config.max_window_secs = secs.saturating_add(extension).saturating_add(paused);
     let mut judge = Judge::new(config, code_hash, canary.clone(), baseline.clone(), start)
         .map_err(|e| RuntimeError::Fleet(format!("invalid canary judge: {e}")))?;
     let interval = u64::try_from(ctx.cfg.canary.sample_interval_secs)

@@ -3,15 +3,17 @@
 //! asks: list the targets, hand the manifest to gossip or push it to each target (marked
 //! in flight and persisted first), and judge convergence.
 
+use super::canary::{Phase, run_phase};
 use super::link::{FleetLink, now_secs, rt_err};
 use super::{Checkpoint, MAX_TICKS, manifest_bytes, publish_gossip};
 use crate::RuntimeError;
 use crate::gates::GateContext;
 use fleetgate_core::fleet::{
-    DeployEvent, DeployMachine, DeployMode, DeployObserved, DeployParams, DeployProgress,
-    FleetCommand,
+    CanaryEvent, CanaryMachine, CanaryParams, CanaryProgress, CanarySelection, DeployEvent,
+    DeployMachine, DeployMode, DeployObserved, DeployParams, DeployProgress, DeployStep,
+    FleetCommand, step_slice,
 };
-use fleetgate_core::{FleetStageProgress, PipelineState, Verdict};
+use fleetgate_core::{FleetStageProgress, Outcome, PipelineState, Verdict};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -24,26 +26,38 @@ pub fn deploy(
 ) -> Result<Verdict, RuntimeError> {
     let bytes = manifest_bytes(ctx, state)?;
     let t = now_secs();
-    let params = DeployParams {
-        code_hash: state.code_hash.clone().unwrap_or_default(),
-        canary: state
-            .canary
-            .as_ref()
-            .and_then(|c| c.selection.as_ref())
-            .map(|s| s.nodes.clone())
-            .unwrap_or_default(),
-        success_pct: ctx.cfg.deploy.success_pct,
-        max_failure_pct: ctx.cfg.deploy.max_failure_pct,
-    };
     let mode = if ctx.cfg.deploy.gossip_seeds.is_empty() {
         DeployMode::Push
     } else {
         DeployMode::Gossip
     };
-    let mut progress = state
-        .deploy
-        .clone()
-        .unwrap_or_else(|| DeployProgress::new(mode, t, ctx.cfg.deploy.deadline_secs));
+    let mut progress = state.deploy.clone().unwrap_or_else(|| {
+        let mut p = DeployProgress::new(mode, t, ctx.cfg.deploy.deadline_secs);
+        p.steps = ctx
+            .cfg
+            .deploy
+            .judged_steps()
+            .into_iter()
+            .map(DeployStep::new)
+            .collect();
+        p
+    });
+    if let Some(v) = steps(ctx, link, state, &bytes, &mut progress, &mut *checkpoint)? {
+        return Ok(v);
+    }
+    // The canary and the steps' nodes run the release already.
+    let mut updated = canary_nodes(state);
+    for n in progress.step_nodes() {
+        if !updated.contains(&n) {
+            updated.push(n);
+        }
+    }
+    let params = DeployParams {
+        code_hash: state.code_hash.clone().unwrap_or_default(),
+        canary: updated,
+        success_pct: ctx.cfg.deploy.success_pct,
+        max_failure_pct: ctx.cfg.deploy.max_failure_pct,
+    };
     let seq = state
         .manifest
         .as_ref()
@@ -117,6 +131,173 @@ pub fn deploy(
         "deploy: waiting for the next pass",
         serde_json::to_value(&*m.progress).unwrap_or(Value::Null),
     ))
+}
+
+fn canary_nodes(state: &PipelineState) -> Vec<String> {
+    state
+        .canary
+        .as_ref()
+        .and_then(|c| c.selection.as_ref())
+        .map(|s| s.nodes.clone())
+        .unwrap_or_default()
+}
+
+/// The judged steps of a phased DEPLOY (`[deploy] steps`), in order: each step's slice is
+/// selected (persisted first), sent the release and judged like the canary against the
+/// nodes not yet updated. Returns the pass's verdict while a step is open or has failed;
+/// `None` once every step has passed (the whole fleet is next).
+fn steps(
+    ctx: &GateContext,
+    link: &FleetLink,
+    state: &PipelineState,
+    bytes: &[u8],
+    progress: &mut DeployProgress,
+    checkpoint: Checkpoint<'_>,
+) -> Result<Option<Verdict>, RuntimeError> {
+    let total = progress.steps.len();
+    while let Some(i) = progress.current_step() {
+        let t = now_secs();
+        let fraction = progress.steps[i].fraction;
+        let label = format!(
+            "deploy step {}/{total} ({:.0}% of the fleet)",
+            i + 1,
+            fraction * 100.0
+        );
+        if t > progress.deadline {
+            return Ok(Some(Verdict::failed(
+                format!(
+                    "{label}: the deploy deadline passed ({}s, deploy.deadline_secs)",
+                    ctx.cfg.deploy.deadline_secs
+                ),
+                serde_json::to_value(&progress.steps[i]).unwrap_or(Value::Null),
+            )));
+        }
+        let params = CanaryParams {
+            window_secs: step_window(ctx),
+            ..super::canary::params(ctx, state)
+        };
+        if progress.steps[i].progress.selection.is_none() {
+            match select_step(ctx, link, state, progress, i, t)? {
+                Err(why) => {
+                    progress.steps[i].passed = Some(format!("{label}: skipped: {why}"));
+                    tracing::info!(step = i + 1, "{why}");
+                    checkpoint(FleetStageProgress::Deploy(progress.clone()))?;
+                    continue;
+                }
+                Ok(selection) => {
+                    CanaryMachine {
+                        progress: &mut progress.steps[i].progress,
+                        params: &params,
+                    }
+                    .handle(CanaryEvent::Selected { selection });
+                    checkpoint(FleetStageProgress::Deploy(progress.clone()))?;
+                }
+            }
+        }
+        let mut step = progress.steps[i].progress.clone();
+        let verdict = {
+            let base = progress.clone();
+            let mut persist = |p: &CanaryProgress| {
+                let mut d = base.clone();
+                d.steps[i].progress = p.clone();
+                checkpoint(FleetStageProgress::Deploy(d))
+            };
+            let mut select = |_: i64| -> Result<CanaryEvent, RuntimeError> {
+                Err(RuntimeError::Fleet(
+                    "internal: a deploy step is selected before it is run".into(),
+                ))
+            };
+            run_phase(
+                ctx,
+                link,
+                bytes,
+                &mut step,
+                Phase {
+                    params: &params,
+                    window_secs: params.window_secs,
+                    what: "deploy step",
+                    kill_point: "step-sent",
+                    persist: &mut persist,
+                    select: &mut select,
+                    selected: &mut |_| Ok(()),
+                },
+            )?
+        };
+        progress.steps[i].progress = step;
+        let detail = verdict
+            .detail
+            .strip_prefix("canary ")
+            .unwrap_or(&verdict.detail);
+        let detail = format!("{label}: {detail}");
+        match verdict.outcome {
+            Outcome::Passed => {
+                tracing::info!(step = i + 1, "{detail}");
+                progress.steps[i].passed = Some(detail);
+                checkpoint(FleetStageProgress::Deploy(progress.clone()))?;
+            }
+            Outcome::Failed => return Ok(Some(Verdict::failed(detail, verdict.figures))),
+            Outcome::Pending => return Ok(Some(Verdict::pending(detail, verdict.figures))),
+        }
+    }
+    Ok(None)
+}
+
+/// A step's judging window: `[deploy] step_window_secs`, else the canary's.
+fn step_window(ctx: &GateContext) -> i64 {
+    ctx.cfg
+        .deploy
+        .step_window_secs
+        .unwrap_or(ctx.cfg.canary.window_secs)
+}
+
+/// Step `i`'s slice: the hash-ranked `fraction` of the eligible nodes (ranked by the
+/// manifest's canary seed, like the canary), less the nodes that run the release already;
+/// its baseline is every other eligible node not updated. `Err(why)` when there is
+/// nothing to judge (no node added, or none left to compare with).
+fn select_step(
+    ctx: &GateContext,
+    link: &FleetLink,
+    state: &PipelineState,
+    progress: &DeployProgress,
+    i: usize,
+    t: i64,
+) -> Result<Result<CanarySelection, String>, RuntimeError> {
+    let timeout = u64::try_from(ctx.cfg.canary.heartbeat_timeout_secs).unwrap_or(60);
+    let eligible = link
+        .block_on(link.registry().eligible_peers(t, timeout))
+        .map_err(|e| rt_err("failed to list eligible peers", e))?;
+    let (seed_hex, seed) = super::canary::canary_seed(state)?;
+    let fraction = progress.steps[i].fraction;
+    let ranked = match fleetgate_canary::select_canary(&seed, &eligible, fraction, 1) {
+        Ok(s) => s.nodes,
+        Err(e) => return Ok(Err(format!("no slice to select: {e}"))),
+    };
+    let mut updated: BTreeSet<String> = canary_nodes(state).into_iter().collect();
+    updated.extend(progress.step_nodes());
+    let ids: Vec<String> = eligible.iter().map(|e| e.id.clone()).collect();
+    let (slice, baseline) = step_slice(&ranked, &updated, &ids);
+    if slice.is_empty() {
+        return Ok(Err(format!(
+            "{:.0}% of the {} eligible nodes run the release already",
+            fraction * 100.0,
+            ids.len()
+        )));
+    }
+    if baseline.is_empty() {
+        return Ok(Err(format!(
+            "the slice ({}) is the rest of the fleet: no node is left to compare it with; the whole-fleet step updates it",
+            slice.join(", ")
+        )));
+    }
+    Ok(Ok(CanarySelection {
+        nodes: slice,
+        baseline,
+        seed: seed_hex,
+        eligible: ids.len(),
+        per_region: BTreeMap::new(),
+        selected_at: t,
+        fencing_epoch: link.fencing_epoch(),
+    }))
 }
 
 fn observe(

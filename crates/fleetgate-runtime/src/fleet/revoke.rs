@@ -20,8 +20,8 @@ use std::collections::BTreeSet;
 pub type PersistRevocation<'a> = &'a mut dyn FnMut(&RevocationProgress) -> Result<(), RuntimeError>;
 
 /// The nodes that may have received the release of the run in `state`: canary nodes the
-/// manifest was sent to, and DEPLOY's targets (all of them with gossip, the ones it was
-/// pushed to otherwise).
+/// manifest was sent to, the nodes of DEPLOY's steps it was sent to, and DEPLOY's targets
+/// (all of them with gossip, the ones it was pushed to otherwise).
 pub fn may_have_release(state: &PipelineState) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     if let Some(c) = &state.canary {
@@ -32,6 +32,13 @@ pub fn may_have_release(state: &PipelineState) -> BTreeSet<String> {
         }
     }
     if let Some(d) = &state.deploy {
+        for step in &d.steps {
+            for x in &step.progress.deliveries {
+                if x.attempts > 0 || x.status == DeliveryStatus::Done {
+                    out.insert(x.node.clone());
+                }
+            }
+        }
         match d.mode {
             fleetgate_core::fleet::DeployMode::Gossip => out.extend(d.targets.iter().cloned()),
             fleetgate_core::fleet::DeployMode::Push => {
