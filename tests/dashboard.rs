@@ -55,6 +55,7 @@ fn exported() -> BTreeSet<String> {
                 if ![
                     "fleetgate_core",
                     "fleetgate_fleet",
+                    "fleetgate_gossip",
                     "fleetgate_net",
                     "fleetgate_store",
                 ]

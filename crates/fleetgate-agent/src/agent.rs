@@ -443,6 +443,11 @@ impl Agent {
         self.inner.metrics.render(&self.status())
     }
 
+    /// Record the gossip node's counters for `/metrics`.
+    pub(crate) fn gossip_stats(&self, stats: fleetgate_gossip::Stats) {
+        self.inner.metrics.gossip(stats);
+    }
+
     async fn apply_counted(&self, manifest: &[u8]) -> Result<ApplyReport, ApplyError> {
         let guard = self
             .inner

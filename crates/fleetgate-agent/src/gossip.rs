@@ -75,9 +75,16 @@ pub async fn start(
     // What was restored is already applied (or refused) here.
     deliveries.borrow_and_update();
     let agent = agent.clone();
+    let mut sample = tokio::time::interval(crate::metrics::GOSSIP_SAMPLE);
+    sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let task = tokio::spawn(async move {
         loop {
             tokio::select! {
+                _ = sample.tick() => {
+                    if let Ok((stats, _)) = handle.snapshot().await {
+                        agent.gossip_stats(stats);
+                    }
+                }
                 changed = deliveries.changed() => {
                     if changed.is_err() {
                         tracing::error!("gossip task stopped");

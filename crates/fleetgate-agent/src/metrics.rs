@@ -6,6 +6,9 @@
 //!   `fleetgate_agent_apply_refusals_total{reason}` (manifests refused before anything was
 //!   done: `replayed`, `bad_signature`, `busy`, …), `fleetgate_agent_heartbeats_sent_total`,
 //!   `fleetgate_agent_heartbeats_failed_total`, `fleetgate_agent_heartbeat_resyncs_total`.
+//! * Gossip (where it runs; sampled every 2 s): `fleetgate_agent_gossip_messages_total
+//!   {direction, kind}`, `fleetgate_agent_gossip_dropped_total{reason}`,
+//!   `fleetgate_agent_gossip_delivered_total`, `fleetgate_agent_gossip_duplicates_total`.
 //! * Gauges: `fleetgate_agent_running_info{version, code_hash}` (1 for what is committed),
 //!   `fleetgate_agent_floor_sequence` (the anti-rollback floor), `fleetgate_agent_healthy`,
 //!   `fleetgate_agent_app_running`, `fleetgate_agent_app_exits`,
@@ -25,7 +28,12 @@ use std::sync::Mutex;
 pub struct AgentMetrics {
     outcomes: Mutex<BTreeMap<&'static str, u64>>,
     refusals: Mutex<BTreeMap<&'static str, u64>>,
+    /// The gossip node's counters, as last sampled (every [`GOSSIP_SAMPLE`]).
+    gossip: Mutex<Option<fleetgate_gossip::Stats>>,
 }
+
+/// How often the gossip task samples its node's counters for `/metrics`.
+pub const GOSSIP_SAMPLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn bump(m: &Mutex<BTreeMap<&'static str, u64>>, key: &'static str) {
     let mut m = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -47,6 +55,14 @@ impl AgentMetrics {
     /// One manifest refused before anything was done, for `reason`.
     pub fn refused(&self, reason: &'static str) {
         bump(&self.refusals, reason);
+    }
+
+    /// The gossip node's counters, sampled by the gossip task.
+    pub fn gossip(&self, stats: fleetgate_gossip::Stats) {
+        *self
+            .gossip
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stats);
     }
 
     /// The counters and the agent's current state (`status`) in the text format.
@@ -103,6 +119,14 @@ impl AgentMetrics {
             header(&mut out, name, "counter", help);
             sample(&mut out, name, &[], v as f64);
         }
+        let gossip = self
+            .gossip
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(g) = gossip {
+            render_gossip(&mut out, &g);
+        }
         header(
             &mut out,
             "fleetgate_agent_running_info",
@@ -153,5 +177,68 @@ impl AgentMetrics {
             sample(&mut out, name, &[], v);
         }
         out
+    }
+}
+
+/// Gossip counters (present only where gossip runs): messages received and sent by kind,
+/// inputs dropped by reason, manifests delivered, duplicates.
+fn render_gossip(out: &mut String, g: &fleetgate_gossip::Stats) {
+    use fleetgate_gossip::DropReason;
+    let name = "fleetgate_agent_gossip_messages_total";
+    header(
+        out,
+        name,
+        "counter",
+        "Gossip messages since the agent started, by direction and kind (received: all kinds).",
+    );
+    sample(
+        out,
+        name,
+        &[("direction", "received"), ("kind", "any")],
+        g.received as f64,
+    );
+    for (kind, n) in [
+        ("push", g.sent_push),
+        ("manifest", g.sent_manifest),
+        ("digest", g.sent_digest),
+        ("digest_reply", g.sent_digest_reply),
+        ("challenge", g.sent_challenge),
+    ] {
+        sample(
+            out,
+            name,
+            &[("direction", "sent"), ("kind", kind)],
+            n as f64,
+        );
+    }
+    let name = "fleetgate_agent_gossip_dropped_total";
+    header(
+        out,
+        name,
+        "counter",
+        "Gossip inputs dropped, by reason (malformed, oversized, stale, rate_limited, a verification failure, …).",
+    );
+    for reason in DropReason::all() {
+        sample(
+            out,
+            name,
+            &[("reason", reason.as_str())],
+            g.dropped(reason) as f64,
+        );
+    }
+    for (name, help, v) in [
+        (
+            "fleetgate_agent_gossip_delivered_total",
+            "Verified manifests gossip delivered to the agent.",
+            g.delivered,
+        ),
+        (
+            "fleetgate_agent_gossip_duplicates_total",
+            "Copies of the held manifest received again (normal in gossip; not a drop).",
+            g.duplicates,
+        ),
+    ] {
+        header(out, name, "counter", help);
+        sample(out, name, &[], v as f64);
     }
 }

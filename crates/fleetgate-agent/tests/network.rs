@@ -132,6 +132,48 @@ fn manifests_arriving_by_gossip_are_verified_and_applied() {
     );
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(f.app_version().unwrap().0, "v2.0.0");
+    // A datagram that is not gossip is dropped and counted by reason on `/metrics`, with
+    // the deliveries and the messages by kind.
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.send_to(b"not a gossip message", agent_gossip).unwrap();
+    let value = |text: &str, sample: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(-1.0)
+    };
+    let mut text = String::new();
+    wait_until(
+        Duration::from_secs(15),
+        "gossip counters on /metrics",
+        || {
+            text = http_get(&f.agent_url("/metrics"))
+                .map(|r| r.1)
+                .unwrap_or_default();
+            value(
+                &text,
+                "fleetgate_agent_gossip_dropped_total{reason=\"malformed\"}",
+            ) >= 1.0
+        },
+    );
+    assert!(
+        value(&text, "fleetgate_agent_gossip_delivered_total") >= 2.0,
+        "v1 and v2 were delivered: {text}"
+    );
+    assert!(
+        value(
+            &text,
+            "fleetgate_agent_gossip_messages_total{direction=\"received\",kind=\"any\"}"
+        ) >= 3.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "fleetgate_agent_gossip_dropped_total{reason=\"oversized\"}"
+        ),
+        0.0,
+        "{text}"
+    );
     rt.block_on(publisher.shutdown()).unwrap();
     rt.block_on(node.shutdown()).unwrap();
 }

@@ -1,7 +1,8 @@
 //! The pipeline's Prometheus metrics for `fleetgate serve`'s `/metrics` (text exposition
 //! format 0.0.4), rendered from the state file: which stage the run is at, since when,
 //! how long it spent in each stage it left, each gate's latest outcome, the outbox depth,
-//! whether the run is paused; and from the run archive (`state/runs/`), how many runs
+//! whether the run is paused, the health judge's decision, statistic and thresholds per
+//! criterion (canary and an open DEPLOY step); and from the run archive (`state/runs/`), how many runs
 //! ended how ([`runs`]: kept on disk, so it survives restarts). The fleet's own metrics
 //! (heartbeats, peers) come from [`fleetgate_fleet::metrics`] and follow.
 
@@ -84,6 +85,7 @@ pub fn pipeline(state: &PipelineState) -> String {
             );
         }
     }
+    criteria(&mut out, state);
     if let Some(last) = &state.last_completed {
         let _ = writeln!(
             out,
@@ -92,6 +94,100 @@ pub fn pipeline(state: &PipelineState) -> String {
         );
     }
     out
+}
+
+/// The health judge's latest word per criterion, for the canary (`phase="canary"`) and
+/// an open DEPLOY step (`phase="deploy_step"`): the decision, and every number of its
+/// statistic and threshold (`name` is the figure's key, nested keys joined with `.`).
+fn criteria(out: &mut String, state: &PipelineState) {
+    let judged: Vec<(&str, &Vec<serde_json::Value>)> =
+        [(Stage::Canary, "canary"), (Stage::Deploying, "deploy_step")]
+            .into_iter()
+            .filter_map(|(stage, phase)| {
+                let rec = state.gate_results.get(&stage)?;
+                Some((phase, rec.verdict.figures.get("criteria")?.as_array()?))
+            })
+            .collect();
+    let _ = writeln!(
+        out,
+        "# HELP fleetgate_canary_criterion The health judge's latest decision per criterion (1 on it).\n# TYPE fleetgate_canary_criterion gauge"
+    );
+    for (phase, list) in &judged {
+        for c in *list {
+            let name = c
+                .get("criterion")
+                .and_then(|v| v.as_str())
+                .unwrap_or("unknown");
+            let decision = c.get("decision").and_then(|v| v.as_str()).unwrap_or("");
+            for d in ["pass", "pending", "fail", "skipped"] {
+                let _ = writeln!(
+                    out,
+                    "fleetgate_canary_criterion{{phase=\"{phase}\",criterion=\"{}\",decision=\"{d}\"}} {}",
+                    escape(name),
+                    u8::from(d == decision)
+                );
+            }
+        }
+    }
+    for (metric, key, help) in [
+        (
+            "fleetgate_canary_statistic",
+            "statistic",
+            "The judge's test statistic per criterion (each number of it, by name).",
+        ),
+        (
+            "fleetgate_canary_threshold",
+            "threshold",
+            "The thresholds the judge applies per criterion (each number, by name).",
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} gauge");
+        for (phase, list) in &judged {
+            for c in *list {
+                let name = c
+                    .get("criterion")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("unknown");
+                let mut numbers = Vec::new();
+                if let Some(v) = c.get(key) {
+                    flatten_numbers("", v, &mut numbers);
+                }
+                for (figure, v) in numbers {
+                    let _ = writeln!(
+                        out,
+                        "{metric}{{phase=\"{phase}\",criterion=\"{}\",name=\"{}\"}} {v}",
+                        escape(name),
+                        escape(&figure)
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Every finite number in `v` with its key path (`a.b`); at most 64, nesting at most 4.
+fn flatten_numbers(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, f64)>) {
+    if out.len() >= 64 || prefix.matches('.').count() >= 4 {
+        return;
+    }
+    match v {
+        serde_json::Value::Number(n) => {
+            if let Some(x) = n.as_f64().filter(|x| x.is_finite()) {
+                out.push((prefix.to_owned(), x));
+            }
+        }
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten_numbers(&key, x, out);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Largest archived run file read for [`archived_runs`].
@@ -188,6 +284,51 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
         }
         assert_eq!(by.values().sum::<u64>(), 4);
+    }
+
+    #[test]
+    fn the_judges_word_per_criterion_is_exported_for_the_canary_and_a_deploy_step() {
+        let mut v = serde_json::to_value(PipelineState::idle()).unwrap();
+        v["stage"] = serde_json::json!("deploying");
+        let criteria = |llr: f64, decision: &str| {
+            serde_json::json!({"criteria": [
+                {"criterion": "exception_rate", "decision": decision, "hard": false,
+                 "figures": {}, "detail": "",
+                 "threshold": {"max_increase": 0.5, "bounds": {"accept": -2.9, "reject": 4.6}},
+                 "statistic": {"test": "sequential likelihood ratio", "llr": llr,
+                               "node_spread_cv2": 0.04, "ci": [0.1, 0.3]}},
+                {"criterion": "heartbeat", "decision": "pass", "hard": true,
+                 "figures": {}, "detail": "", "threshold": {}, "statistic": null},
+            ]})
+        };
+        v["gate_results"] = serde_json::json!({
+            "canary": {"outcome": "passed", "detail": "ok", "figures": criteria(-3.1, "pass"),
+                       "checks": 9, "first_checked_at": 0.5, "last_checked_at": 1.0},
+            "deploying": {"outcome": "failed", "detail": "step", "figures": criteria(5.2, "fail"),
+                          "checks": 4, "first_checked_at": 1.5, "last_checked_at": 2.0},
+        });
+        let state: PipelineState = serde_json::from_value(v).unwrap();
+        let text = pipeline(&state);
+        for line in [
+            "fleetgate_canary_criterion{phase=\"canary\",criterion=\"exception_rate\",decision=\"pass\"} 1",
+            "fleetgate_canary_criterion{phase=\"canary\",criterion=\"exception_rate\",decision=\"fail\"} 0",
+            "fleetgate_canary_criterion{phase=\"deploy_step\",criterion=\"exception_rate\",decision=\"fail\"} 1",
+            "fleetgate_canary_criterion{phase=\"canary\",criterion=\"heartbeat\",decision=\"pass\"} 1",
+            "fleetgate_canary_statistic{phase=\"canary\",criterion=\"exception_rate\",name=\"llr\"} -3.1",
+            "fleetgate_canary_statistic{phase=\"deploy_step\",criterion=\"exception_rate\",name=\"llr\"} 5.2",
+            "fleetgate_canary_statistic{phase=\"canary\",criterion=\"exception_rate\",name=\"node_spread_cv2\"} 0.04",
+            "fleetgate_canary_threshold{phase=\"canary\",criterion=\"exception_rate\",name=\"bounds.reject\"} 4.6",
+            "fleetgate_canary_threshold{phase=\"deploy_step\",criterion=\"exception_rate\",name=\"max_increase\"} 0.5",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+        // Text and arrays are not numbers to chart.
+        assert!(!text.contains("name=\"test\""), "{text}");
+        assert!(!text.contains("name=\"ci"), "{text}");
+        // An idle pipeline has the families and no samples.
+        let idle = pipeline(&PipelineState::idle());
+        assert!(idle.contains("# TYPE fleetgate_canary_statistic gauge"));
+        assert!(!idle.contains("fleetgate_canary_statistic{"), "{idle}");
     }
 
     #[test]
