@@ -25,6 +25,9 @@
 //!   `sequence`, `version`, `code_hash`, `running`, `failed_phase`, `detail`, `at`.
 //! * `GET /status` — [`crate::Status`].
 //! * `GET /health` — the agent's own liveness: `{"success": true, "node_id", "version"}`.
+//! * `GET /healthz` — 200 `ok` while the agent serves (liveness). `GET /readyz` — 200
+//!   `ready` when the node can take traffic: its app runs, its last health check passed
+//!   and no apply is in progress; else 503 with the reason (a load balancer's check).
 //! * `GET /metrics` — Prometheus text format ([`crate::metrics`]): applies by outcome,
 //!   refusals by reason, heartbeat counters, what runs, the floor, health.
 //!
@@ -50,6 +53,8 @@ pub fn router(agent: Agent) -> Router {
         .route("/apply", post(apply))
         .route("/status", get(status))
         .route("/health", get(health))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_MANIFEST_BYTES))
         .with_state(agent);
@@ -173,6 +178,23 @@ async fn metrics(State(agent): State<Agent>) -> Response {
         agent.metrics(),
     )
         .into_response()
+}
+
+async fn readyz(State(agent): State<Agent>) -> (StatusCode, String) {
+    let s = agent.status();
+    let why = if let Some(phase) = &s.apply_phase {
+        Some(format!("an apply is in progress ({phase:?})"))
+    } else if !s.app_running {
+        Some("the app is not running".to_owned())
+    } else if !s.healthy {
+        Some("the app's last health check failed".to_owned())
+    } else {
+        None
+    };
+    match why {
+        None => (StatusCode::OK, "ready\n".to_owned()),
+        Some(w) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {w}\n")),
+    }
 }
 
 async fn health(State(agent): State<Agent>) -> Json<Value> {

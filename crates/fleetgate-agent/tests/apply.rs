@@ -23,11 +23,26 @@ fn good_release_applies_bad_release_rolls_back_and_same_hash_is_a_noop() {
         .block_on(fleetgate_agent::RunningNode::start(f.config()))
         .unwrap();
     assert_eq!(node.addr().port(), f.agent_port);
+    // Live, and not ready: an empty node runs no app.
+    assert_eq!(
+        http_get(&f.agent_url("/healthz")),
+        Some((200, "ok\n".to_owned()))
+    );
+    let (code, text) = http_get(&f.agent_url("/readyz")).expect("GET /readyz");
+    assert_eq!(
+        (code, text.as_str()),
+        (503, "not ready: the app is not running\n")
+    );
 
     // 1. First release on an empty node: fetched, installed, started, healthy, committed.
     let m1 = f.manifest(1, &v1);
     let (code, r) = post_apply(&f, &m1);
     assert_eq!(code, 200, "{r}");
+    wait_until(
+        Duration::from_secs(10),
+        "ready once v1 runs healthy",
+        || http_get(&f.agent_url("/readyz")) == Some((200, "ready\n".to_owned())),
+    );
     assert_eq!(outcome(&r), "applied", "{r}");
     assert_eq!(r["success"], true);
     let slot1 = format!("1-{}", &v1.sha[..12]);
@@ -267,6 +282,9 @@ fn a_second_apply_while_one_runs_gets_503_busy_with_retry_after() {
         );
         assert!(!r["phase"].as_str().unwrap_or_default().is_empty(), "{r}");
         assert!(r["error"].as_str().unwrap().contains("in progress"), "{r}");
+        let (code, text) = http_get(&f.agent_url("/readyz")).expect("GET /readyz");
+        assert_eq!(code, 503, "{text}");
+        assert!(text.contains("an apply is in progress"), "{text}");
         h.join().unwrap()
     });
     // v1 was unhealthy on an empty node: nothing to go back to.
