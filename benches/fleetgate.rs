@@ -97,6 +97,7 @@ fn state_bench(c: &mut Criterion) {
             version: Version::parse("v1.0.0").expect("v"),
             git_sha: "a".repeat(40),
             run_id: "r".into(),
+            channel: None,
             now: 1.0,
         },
     )

@@ -8,7 +8,7 @@
 //!   last good release.
 
 mod common;
-use common::{Fleet, code, git, text};
+use common::{Fleet, code, git, ids, text};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
@@ -45,14 +45,6 @@ fn good_release(fleet: &Fleet, tag: &str) {
     git(&app, &["add", "NOTES"]);
     git(&app, &["commit", "-qm", tag]);
     git(&app, &["tag", tag]);
-}
-
-fn ids(v: &Value) -> BTreeSet<String> {
-    v.as_array()
-        .unwrap_or(&Vec::new())
-        .iter()
-        .filter_map(|x| x.as_str().map(str::to_owned))
-        .collect()
 }
 
 /// Waits until every node's latest heartbeat reports `hash`.

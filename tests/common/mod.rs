@@ -373,3 +373,14 @@ pub fn gossip_head(sock: &std::net::UdpSocket, addr: &str) -> Value {
         }
     }
 }
+
+/// The strings of a JSON array (node ids), as a set; empty for anything else.
+pub fn ids(v: &Value) -> std::collections::BTreeSet<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}

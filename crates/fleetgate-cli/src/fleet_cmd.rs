@@ -1,4 +1,5 @@
-//! `fleetgate fleet enroll|list|show|remove` and `fleetgate canary-health`.
+//! `fleetgate fleet enroll|list|show|remove|channel|provision|serve|ca` and
+//! `fleetgate canary-health`.
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -27,6 +28,10 @@ pub enum FleetCmd {
         /// Region label.
         #[arg(long, default_value = "default")]
         region: String,
+        /// Release channel (`stable`, `beta`, `canary`, any name); changeable later with
+        /// `fleetgate fleet channel set`.
+        #[arg(long, default_value = "stable")]
+        channel: String,
         /// Write the certificate here (the node agent presents it).
         #[arg(long)]
         cert_out: Option<PathBuf>,
@@ -48,6 +53,10 @@ pub enum FleetCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Release channels: which nodes a run targets (`start --channel`), and which get
+    /// nothing for now (paused).
+    #[command(subcommand)]
+    Channel(ChannelCmd),
     /// Remove a peer (it no longer takes part; its heartbeats are refused).
     Remove {
         /// Node id.
@@ -106,6 +115,84 @@ pub enum FleetCmd {
     Ca(crate::tls_cmd::CaCmd),
 }
 
+/// `fleetgate fleet channel …`.
+#[derive(Debug, Subcommand)]
+pub enum ChannelCmd {
+    /// Every channel: its nodes and whether it is paused.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a node to a channel (the next run on that channel includes it).
+    Set {
+        /// Node id.
+        node_id: String,
+        /// Channel name.
+        channel: String,
+    },
+    /// Pause a channel: its nodes get nothing (a run on it holds, pending, sending
+    /// nothing) until it is resumed.
+    Pause {
+        /// Channel name.
+        channel: String,
+        /// Why (recorded).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Resume a paused channel.
+    Resume {
+        /// Channel name.
+        channel: String,
+        /// Why (recorded).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+fn channel_cmd(
+    rt: &tokio::runtime::Runtime,
+    reg: &Registry,
+    now: i64,
+    cmd: ChannelCmd,
+) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ChannelCmd::List { json } => {
+            let channels = rt.block_on(reg.channels())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&channels)?);
+            } else if channels.is_empty() {
+                println!("no channels: no node is enrolled");
+            } else {
+                println!("CHANNEL          NODES  STATE");
+                for c in channels {
+                    let state = if c.paused {
+                        format!("PAUSED ({})", c.reason)
+                    } else {
+                        "active".to_owned()
+                    };
+                    println!("{:<16} {:<6} {state}", c.name, c.nodes);
+                }
+            }
+        }
+        ChannelCmd::Set { node_id, channel } => {
+            rt.block_on(reg.set_peer_channel(&node_id, &channel))?;
+            println!("{node_id} is in channel `{channel}`");
+        }
+        ChannelCmd::Pause { channel, reason } => {
+            rt.block_on(reg.set_channel_paused(&channel, true, &reason, now))?;
+            println!(
+                "channel `{channel}` paused: its nodes get nothing until `fleetgate fleet channel resume {channel}`"
+            );
+        }
+        ChannelCmd::Resume { channel, reason } => {
+            rt.block_on(reg.set_channel_paused(&channel, false, &reason, now))?;
+            println!("channel `{channel}` resumed");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -129,9 +216,11 @@ pub fn run(o: &Orchestrator, cmd: FleetCmd) -> anyhow::Result<ExitCode> {
             public_key,
             address,
             region,
+            channel,
             cert_out,
             json,
         } => {
+            fleetgate_fleet::validate_channel(&channel)?;
             let public_key = if std::path::Path::new(&public_key).is_file() {
                 std::fs::read_to_string(&public_key)?.trim().to_owned()
             } else {
@@ -159,7 +248,9 @@ pub fn run(o: &Orchestrator, cmd: FleetCmd) -> anyhow::Result<ExitCode> {
                 issued_at: u64::try_from(now).unwrap_or(0),
             };
             let cert = fleetgate_fleet::issue_cert(&fields, &[&key])?;
-            let peer = rt.block_on(reg.enroll(&cert, &keyring, now))?;
+            let mut peer = rt.block_on(reg.enroll(&cert, &keyring, now))?;
+            rt.block_on(reg.set_peer_channel(&peer.id, &channel))?;
+            peer.channel = channel;
             if let Some(path) = &cert_out {
                 fleetgate_store::write_atomic(path, &cert, None)
                     .with_context(|| format!("failed to write {}", path.display()))?;
@@ -168,10 +259,11 @@ pub fn run(o: &Orchestrator, cmd: FleetCmd) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&peer)?);
             } else {
                 println!(
-                    "enrolled {} at {} (region {}), master_key_verified = {}{}",
+                    "enrolled {} at {} (region {}, channel {}), master_key_verified = {}{}",
                     peer.id,
                     peer.address,
                     peer.region,
+                    peer.channel,
                     peer.master_key_verified,
                     cert_out
                         .map(|p| format!("; certificate written to {}", p.display()))
@@ -179,6 +271,7 @@ pub fn run(o: &Orchestrator, cmd: FleetCmd) -> anyhow::Result<ExitCode> {
                 );
             }
         }
+        FleetCmd::Channel(cmd) => return channel_cmd(&rt, &reg, now, cmd),
         FleetCmd::List { json } => {
             let peers = rt.block_on(reg.list_peers())?;
             if json {
@@ -187,7 +280,7 @@ pub fn run(o: &Orchestrator, cmd: FleetCmd) -> anyhow::Result<ExitCode> {
                 println!("no peers enrolled (use `fleetgate fleet enroll`)");
             } else {
                 println!(
-                    "ID               VERIFIED STATUS    REGION     VERSION        CODE         LAST HEARTBEAT"
+                    "ID               VERIFIED STATUS    REGION     CHANNEL    VERSION        CODE         LAST HEARTBEAT"
                 );
                 for p in peers {
                     let hb = p
@@ -195,11 +288,12 @@ pub fn run(o: &Orchestrator, cmd: FleetCmd) -> anyhow::Result<ExitCode> {
                         .map(|t| format!("{}s ago", (now - t).max(0)))
                         .unwrap_or_else(|| "never".into());
                     println!(
-                        "{:<16} {:<8} {:<9} {:<10} {:<14} {:<12} {}",
+                        "{:<16} {:<8} {:<9} {:<10} {:<10} {:<14} {:<12} {}",
                         p.id,
                         if p.master_key_verified { "yes" } else { "NO" },
                         p.status.as_str(),
                         p.region,
+                        p.channel,
                         p.current_version.as_deref().unwrap_or("-"),
                         p.code_hash
                             .as_deref()

@@ -102,6 +102,23 @@ enum Cmd {
         /// Commit to release (any revision); default: the tag named VERSION.
         #[arg(long)]
         git_sha: Option<String>,
+        /// The release channel whose nodes the run updates (canary, steps, DEPLOY);
+        /// default `stable`, every node's channel unless set (`fleetgate fleet channel`).
+        #[arg(long)]
+        channel: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a release that completed on one channel to another (e.g. `beta` → `stable`):
+    /// starts a run of the same version and commit on the nodes of `--to` (every gate
+    /// runs again, the canary and steps judge it on that channel's nodes).
+    PromoteChannel {
+        /// The version: the release completed last on another channel.
+        version: String,
+        /// The channel to take it to.
+        #[arg(long)]
+        to: String,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -599,8 +616,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Start {
             version,
             git_sha,
+            channel,
             json,
-        } => pipeline_cmd::start(cfg_path, &version, git_sha.as_deref(), json),
+        } => pipeline_cmd::start(
+            cfg_path,
+            &version,
+            git_sha.as_deref(),
+            channel.as_deref(),
+            json,
+        ),
+        Cmd::PromoteChannel { version, to, json } => {
+            pipeline_cmd::promote_channel(cfg_path, &version, &to, json)
+        }
         Cmd::Advance { json } => pipeline_cmd::advance(cfg_path, json),
         Cmd::Run { json } => pipeline_cmd::run(cfg_path, json),
         Cmd::Watch { once } => pipeline_cmd::watch(cfg_path, once),

@@ -183,6 +183,9 @@ pub fn print_status(s: &PipelineState, quarantined: &[PathBuf]) {
             );
         }
         println!("version:  {}  commit {}", s.version, s.git_sha);
+        if let Some(c) = &s.channel {
+            println!("channel:  {c}");
+        }
         if let Some(run) = &s.run_id {
             println!("run:      {run}  epoch {}", s.epoch);
         }
@@ -321,6 +324,13 @@ pub fn print_status(s: &PipelineState, quarantined: &[PathBuf]) {
     if let Some(c) = &s.last_completed {
         println!(
             "last completed release: {} ({})",
+            c.version,
+            c.git_sha.get(..12).unwrap_or(&c.git_sha)
+        );
+    }
+    for (channel, c) in &s.channel_releases {
+        println!(
+            "last completed on `{channel}`: {} ({})",
             c.version,
             c.git_sha.get(..12).unwrap_or(&c.git_sha)
         );

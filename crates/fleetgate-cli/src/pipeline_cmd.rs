@@ -10,13 +10,62 @@ pub fn start(
     cfg_path: Option<&Path>,
     version: &str,
     git_sha: Option<&str>,
+    channel: Option<&str>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let o = open(cfg_path, false)?;
-    let state = o.start(version, git_sha)?;
+    let state = o.start_on(version, git_sha, channel)?;
+    started(&state, json)
+}
+
+/// `fleetgate promote-channel VERSION --to CHANNEL`.
+pub fn promote_channel(
+    cfg_path: Option<&Path>,
+    version: &str,
+    to: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let o = open(cfg_path, false)?;
+    let state = o.status()?;
+    // Each channel's completed release: `stable`'s is `last_completed`.
+    let records: Vec<(&str, &fleetgate_core::CompletedRelease)> = state
+        .last_completed
+        .iter()
+        .map(|r| (fleetgate_core::DEFAULT_CHANNEL, r))
+        .chain(state.channel_releases.iter().map(|(c, r)| (c.as_str(), r)))
+        .collect();
+    let Some((channel, release)) = records
+        .iter()
+        .find(|(c, r)| *c != to && r.version == version)
+        .map(|(c, r)| (*c, (*r).clone()))
+    else {
+        let known: Vec<String> = records
+            .iter()
+            .map(|(c, r)| format!("{} on `{c}`", r.version))
+            .collect();
+        anyhow::bail!(
+            "{version} is not the release completed last on a channel other than `{to}` (completed: {}); promote what a channel runs now",
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        );
+    };
+    if !json {
+        println!(
+            "promoting {version} ({}) from `{channel}` to `{to}`",
+            short(&release.git_sha)
+        );
+    }
+    let state = o.start_on(version, Some(&release.git_sha), Some(to))?;
+    started(&state, json)
+}
+
+fn started(state: &fleetgate_core::PipelineState, json: bool) -> anyhow::Result<ExitCode> {
     let warnings = hart_env_warnings();
     if json {
-        let mut v = serde_json::to_value(&state)?;
+        let mut v = serde_json::to_value(state)?;
         v["warnings"] = serde_json::json!(warnings);
         print_json(&v)?;
     } else {
@@ -24,9 +73,10 @@ pub fn start(
             eprintln!("warning: {w}");
         }
         println!(
-            "started {} at {} (run {}); next: `fleetgate run` (or `fleetgate advance` one gate at a time)",
+            "started {} at {} on channel `{}` (run {}); next: `fleetgate run` (or `fleetgate advance` one gate at a time)",
             state.version,
             short(&state.git_sha),
+            state.run_channel(),
             state.run_id.as_deref().unwrap_or("?")
         );
     }

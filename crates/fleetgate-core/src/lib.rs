@@ -25,8 +25,8 @@ pub use machine::{
 };
 pub use stage::{OnFailure, RollbackScope, Stage};
 pub use state::{
-    CompletedRelease, Effect, EffectAction, GateRecord, HistoryEntry, OperatorAction,
-    PipelineState, SCHEMA_VERSION,
+    CompletedRelease, DEFAULT_CHANNEL, Effect, EffectAction, GateRecord, HistoryEntry,
+    OperatorAction, PipelineState, SCHEMA_VERSION,
 };
 pub use verdict::{Outcome, Verdict};
 pub use version::{Version, VersionError};

@@ -25,6 +25,8 @@ pub enum Event {
         git_sha: String,
         /// Fresh run identifier.
         run_id: String,
+        /// The channel the run targets (`None`: the default channel).
+        channel: Option<String>,
         /// Unix seconds.
         now: f64,
     },
@@ -372,8 +374,9 @@ pub fn handle(state: &mut PipelineState, event: Event) -> Result<Vec<Command>, T
             version,
             git_sha,
             run_id,
+            channel,
             now,
-        } => start(state, version, git_sha, run_id, now),
+        } => start(state, version, git_sha, run_id, channel, now),
         Event::GateEvaluated {
             stage,
             epoch,
@@ -870,6 +873,7 @@ fn start(
     version: Version,
     git_sha: String,
     run_id: String,
+    channel: Option<String>,
     now: f64,
 ) -> Result<Vec<Command>, TransitionError> {
     if !state.stage.can_start() {
@@ -906,6 +910,8 @@ fn start(
         run_id: Some(run_id),
         epoch,
         last_completed: state.last_completed.take(),
+        channel: channel.filter(|c| c != crate::state::DEFAULT_CHANNEL),
+        channel_releases: std::mem::take(&mut state.channel_releases),
         last_sequence: state.last_sequence,
         ..PipelineState::idle()
     };
@@ -1016,7 +1022,7 @@ fn gate_evaluated(
             };
             enter(state, next, now, None, Some(verdict.detail.clone()));
             if next == Stage::Completed {
-                state.last_completed = Some(CompletedRelease {
+                let release = CompletedRelease {
                     version: state.version.clone(),
                     git_sha: state.git_sha.clone(),
                     code_hash: state.code_hash.clone(),
@@ -1029,7 +1035,13 @@ fn gate_evaluated(
                             .and_then(|s| s.as_u64())
                     }),
                     hash_scheme: state.manifest.as_ref().map(manifest_hash_scheme),
-                });
+                };
+                match state.channel.clone() {
+                    Some(ch) => {
+                        state.channel_releases.insert(ch, release);
+                    }
+                    None => state.last_completed = Some(release),
+                }
                 vec![Command::Finished {
                     stage: Stage::Completed,
                 }]

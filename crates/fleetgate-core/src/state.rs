@@ -168,9 +168,18 @@ pub struct PipelineState {
     /// Outside effects ordered but not yet acknowledged.
     #[serde(default)]
     pub outbox: Vec<Effect>,
-    /// The last version that reached `completed` (kept across runs).
+    /// The last version that reached `completed` on the default channel (`stable`; kept
+    /// across runs).
     #[serde(default)]
     pub last_completed: Option<CompletedRelease>,
+    /// The channel this run targets (`None`: the default channel, `stable`): its canary,
+    /// DEPLOY steps and targets are nodes of that channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// The last version that reached `completed` on each other channel (kept across
+    /// runs): what a run on that channel returns its nodes to.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub channel_releases: BTreeMap<String, CompletedRelease>,
     /// Highest manifest sequence this orchestrator has ever reserved (kept across runs).
     #[serde(default)]
     pub last_sequence: u64,
@@ -196,7 +205,36 @@ impl Default for PipelineState {
     }
 }
 
+/// The channel of a node nobody placed and of a run that names none.
+pub const DEFAULT_CHANNEL: &str = "stable";
+
 impl PipelineState {
+    /// The channel this run targets.
+    #[must_use]
+    pub fn run_channel(&self) -> &str {
+        self.channel.as_deref().unwrap_or(DEFAULT_CHANNEL)
+    }
+
+    /// The last completed release of `channel` (the default channel's is
+    /// `last_completed`).
+    #[must_use]
+    pub fn completed_on(&self, channel: &str) -> Option<&CompletedRelease> {
+        if channel == DEFAULT_CHANNEL {
+            self.last_completed.as_ref()
+        } else {
+            self.channel_releases.get(channel)
+        }
+    }
+
+    /// What a rollback of this run returns its nodes to: the last release completed on
+    /// the run's channel, else (a channel that never completed one) the default
+    /// channel's.
+    #[must_use]
+    pub fn rollback_target(&self) -> Option<&CompletedRelease> {
+        self.completed_on(self.run_channel())
+            .or(self.last_completed.as_ref())
+    }
+
     /// A fresh, idle state.
     pub fn idle() -> PipelineState {
         PipelineState {
@@ -216,6 +254,8 @@ impl PipelineState {
             manifest: None,
             outbox: Vec::new(),
             last_completed: None,
+            channel: None,
+            channel_releases: BTreeMap::new(),
             last_sequence: 0,
             effects_ordered: 0,
             canary: None,

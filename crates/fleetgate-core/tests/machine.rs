@@ -14,6 +14,7 @@ fn start(state: &mut PipelineState, v: &str) -> Vec<Command> {
             version: Version::parse(v).unwrap(),
             git_sha: "abc".into(),
             run_id: format!("run-{v}"),
+            channel: None,
             now: 1.0,
         },
     )
@@ -184,6 +185,7 @@ fn start_only_from_idle_or_terminal() {
             version: Version::parse("v2.0.0").unwrap(),
             git_sha: "x".into(),
             run_id: "r2".into(),
+            channel: None,
             now: 3.0,
         },
     )
@@ -315,6 +317,7 @@ fn undelivered_rollback_blocks_the_next_start_until_acknowledged() {
             version: Version::parse("v2.0.0").unwrap(),
             git_sha: "x".into(),
             run_id: "r2".into(),
+            channel: None,
             now: 3.0,
         },
     )
@@ -439,6 +442,7 @@ fn an_abandoned_effect_leaves_the_outbox_records_why_and_unblocks_start() {
             version: Version::parse("v2.0.0").unwrap(),
             git_sha: "x".into(),
             run_id: "r2".into(),
+            channel: None,
             now: 3.0,
         },
     )
@@ -554,4 +558,57 @@ fn provisioning_records_the_first_release_between_runs_only() {
         "{e}"
     );
     assert_eq!(running, before);
+}
+
+fn start_on(state: &mut PipelineState, v: &str, channel: Option<&str>) {
+    handle(
+        state,
+        Event::Start {
+            version: Version::parse(v).unwrap(),
+            git_sha: format!("sha-{v}"),
+            run_id: format!("run-{v}"),
+            channel: channel.map(str::to_owned),
+            now: 1.0,
+        },
+    )
+    .unwrap();
+}
+
+fn complete(state: &mut PipelineState) {
+    while state.stage != Stage::Completed {
+        pass(state);
+    }
+}
+
+#[test]
+fn each_channel_keeps_its_own_completed_release_and_rollback_target() {
+    let mut s = PipelineState::idle();
+    start_on(&mut s, "v1.0.0", None);
+    assert_eq!(s.run_channel(), "stable");
+    complete(&mut s);
+    assert_eq!(s.last_completed.as_ref().unwrap().version, "v1.0.0");
+
+    // A beta run: judged and completed on beta; stable's record stays.
+    start_on(&mut s, "v2.0.0", Some("beta"));
+    assert_eq!(s.channel.as_deref(), Some("beta"));
+    assert_eq!(
+        s.rollback_target().unwrap().version,
+        "v1.0.0",
+        "a channel that never completed a release returns to stable's"
+    );
+    complete(&mut s);
+    assert_eq!(s.channel_releases["beta"].version, "v2.0.0");
+    assert_eq!(s.last_completed.as_ref().unwrap().version, "v1.0.0");
+
+    // The next beta run returns beta's nodes to beta's release; the records survive.
+    start_on(&mut s, "v3.0.0", Some("beta"));
+    assert_eq!(s.rollback_target().unwrap().version, "v2.0.0");
+    assert_eq!(s.completed_on("stable").unwrap().version, "v1.0.0");
+    // Naming the default channel is the same as naming none.
+    let mut t = PipelineState::idle();
+    start_on(&mut t, "v1.0.0", Some("stable"));
+    assert_eq!(t.channel, None);
+    complete(&mut t);
+    assert_eq!(t.last_completed.as_ref().unwrap().version, "v1.0.0");
+    assert!(t.channel_releases.is_empty());
 }

@@ -18,6 +18,7 @@ fn at(stage: Stage) -> PipelineState {
             version: Version::parse("v1.0.0").unwrap(),
             git_sha: "abc".into(),
             run_id: "run-1".into(),
+            channel: None,
             now: 1.0,
         },
     )

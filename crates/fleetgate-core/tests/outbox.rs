@@ -17,6 +17,7 @@ fn rolled_back_with_a_failed_delivery() -> PipelineState {
             version: Version::parse("v1.0.0").unwrap(),
             git_sha: "abc".into(),
             run_id: "r1".into(),
+            channel: None,
             now: 1.0,
         },
     )
@@ -79,6 +80,7 @@ fn start_v2(s: &mut PipelineState) -> Result<Vec<Command>, TransitionError> {
             version: Version::parse("v2.0.0").unwrap(),
             git_sha: "def".into(),
             run_id: "r2".into(),
+            channel: None,
             now: 9.0,
         },
     )

@@ -87,14 +87,31 @@ impl Registry {
         now: i64,
         heartbeat_timeout_secs: u64,
     ) -> Result<Vec<Eligible>, FleetError> {
+        self.eligible_where(now, heartbeat_timeout_secs, "", false)
+            .await
+    }
+
+    /// Verified, active, recent peers of `channel` (every channel when empty), leaving
+    /// out paused channels' nodes when `skip_paused`.
+    pub(crate) async fn eligible_where(
+        &self,
+        now: i64,
+        heartbeat_timeout_secs: u64,
+        channel: &str,
+        skip_paused: bool,
+    ) -> Result<Vec<Eligible>, FleetError> {
         let since = now.saturating_sub(i64::try_from(heartbeat_timeout_secs).unwrap_or(i64::MAX));
         const SQL: &str = "SELECT id, region FROM peers
             WHERE master_key_verified = TRUE AND status = 'active'
               AND last_heartbeat IS NOT NULL AND last_heartbeat >= $1
+              AND ($2 = '' OR channel = $2)
+              AND ($3 = FALSE OR channel NOT IN (SELECT name FROM channels WHERE paused = TRUE))
             ORDER BY id";
         let rows: Vec<(String, String)> = with_pool!(self, |pool| {
             sqlx::query_as(SQL)
                 .bind(since)
+                .bind(channel)
+                .bind(skip_paused)
                 .fetch_all(pool)
                 .await
                 .map_err(FleetError::db("list eligible peers"))?

@@ -51,6 +51,7 @@ macro_rules! with_pool {
 }
 
 pub mod canary;
+pub mod channel;
 pub mod enroll;
 pub mod error;
 pub mod heartbeat;
@@ -65,6 +66,7 @@ pub mod registry;
 pub use fleetgate_net::{limit, tls};
 
 pub use canary::{DeployStatus, DeploymentRecord};
+pub use channel::{Channel, DEFAULT_CHANNEL, validate_channel};
 pub use enroll::{CERT_TYPE, CertFields, issue_cert, validate_node_id, verify_cert};
 pub use error::{EnrollError, FleetError, HeartbeatError};
 pub use heartbeat::{

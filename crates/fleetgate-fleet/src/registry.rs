@@ -108,6 +108,9 @@ pub struct Peer {
     pub enrolled_at: i64,
     /// Its enrollment certificate (the signed JSON), if any.
     pub cert: Option<String>,
+    /// Its release channel (`stable` unless set).
+    #[serde(default = "crate::channel::default_channel")]
+    pub channel: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -125,6 +128,7 @@ pub(crate) struct PeerRow {
     region: String,
     enrolled_at: i64,
     cert: Option<String>,
+    channel: String,
 }
 
 impl TryFrom<PeerRow> for Peer {
@@ -148,6 +152,7 @@ impl TryFrom<PeerRow> for Peer {
             region: r.region,
             enrolled_at: r.enrolled_at,
             cert: r.cert,
+            channel: r.channel,
         })
     }
 }
@@ -467,7 +472,7 @@ impl Registry {
 
     /// One peer, if it exists.
     pub async fn find_peer(&self, id: &str) -> Result<Option<Peer>, FleetError> {
-        const SQL: &str = "SELECT id, address, public_key, master_key_verified, status, current_version, code_hash, last_heartbeat, last_seq, last_epoch, region, enrolled_at, cert FROM peers WHERE id = $1";
+        const SQL: &str = "SELECT id, address, public_key, master_key_verified, status, current_version, code_hash, last_heartbeat, last_seq, last_epoch, region, enrolled_at, cert, channel FROM peers WHERE id = $1";
         let row: Option<PeerRow> = with_pool!(self, |pool| {
             sqlx::query_as(SQL)
                 .bind(id)
@@ -480,7 +485,7 @@ impl Registry {
 
     /// Every peer (removed ones included), by id.
     pub async fn list_peers(&self) -> Result<Vec<Peer>, FleetError> {
-        const SQL: &str = "SELECT id, address, public_key, master_key_verified, status, current_version, code_hash, last_heartbeat, last_seq, last_epoch, region, enrolled_at, cert FROM peers ORDER BY id";
+        const SQL: &str = "SELECT id, address, public_key, master_key_verified, status, current_version, code_hash, last_heartbeat, last_seq, last_epoch, region, enrolled_at, cert, channel FROM peers ORDER BY id";
         let rows: Vec<PeerRow> = with_pool!(self, |pool| {
             sqlx::query_as(SQL)
                 .fetch_all(pool)

@@ -440,6 +440,95 @@ async fn eligible_peers_are_verified_active_and_recent() {
 }
 
 #[tokio::test]
+async fn channels_place_nodes_and_a_paused_channel_has_no_eligible_node() {
+    let policy = HeartbeatPolicy::default();
+    for db in backends().await {
+        let reg = db.registry().await;
+        for (i, id) in ["a", "b", "c", "d"].iter().enumerate() {
+            reg.enroll(&cert_for(id, &node_key(i as u8), "eu"), &keyring(), NOW)
+                .await
+                .unwrap();
+            reg.record_heartbeat(
+                &signed(&heartbeat(id, 1, NOW as u64), &node_key(i as u8)),
+                &policy,
+                NOW,
+            )
+            .await
+            .unwrap();
+        }
+        assert_eq!(reg.peer("a").await.unwrap().channel, "stable");
+        reg.set_peer_channel("a", "beta").await.unwrap();
+        reg.set_peer_channel("b", "beta").await.unwrap();
+        assert!(matches!(
+            reg.set_peer_channel("zz", "beta").await.unwrap_err(),
+            FleetError::UnknownPeer(_)
+        ));
+        assert!(matches!(
+            reg.set_peer_channel("a", "Beta!").await.unwrap_err(),
+            FleetError::Invalid { .. }
+        ));
+        let of =
+            |v: Vec<fleetgate_canary::Eligible>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+        assert_eq!(
+            of(reg
+                .eligible_in_channel(NOW, 60, Some("beta"))
+                .await
+                .unwrap()),
+            ["a", "b"],
+            "[{}]",
+            db.name
+        );
+        assert_eq!(
+            of(reg
+                .eligible_in_channel(NOW, 60, Some("stable"))
+                .await
+                .unwrap()),
+            ["c", "d"]
+        );
+        assert_eq!(
+            of(reg.eligible_in_channel(NOW, 60, None).await.unwrap()),
+            ["a", "b", "c", "d"]
+        );
+
+        reg.set_channel_paused("beta", true, "freeze", NOW)
+            .await
+            .unwrap();
+        assert!(reg.channel_paused("beta").await.unwrap());
+        assert!(!reg.channel_paused("stable").await.unwrap());
+        assert!(
+            reg.eligible_in_channel(NOW, 60, Some("beta"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            of(reg.eligible_in_channel(NOW, 60, None).await.unwrap()),
+            ["c", "d"]
+        );
+        let channels = reg.channels().await.unwrap();
+        let beta = channels.iter().find(|c| c.name == "beta").unwrap();
+        assert_eq!(
+            (beta.nodes, beta.paused, beta.reason.as_str()),
+            (2, true, "freeze")
+        );
+        let stable = channels.iter().find(|c| c.name == "stable").unwrap();
+        assert_eq!((stable.nodes, stable.paused), (2, false));
+
+        reg.set_channel_paused("beta", false, "", NOW + 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            of(reg
+                .eligible_in_channel(NOW, 60, Some("beta"))
+                .await
+                .unwrap()),
+            ["a", "b"]
+        );
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
 async fn two_orchestrators_one_lease_and_fencing() {
     let ttl = Duration::from_secs(30);
     for db in backends().await {

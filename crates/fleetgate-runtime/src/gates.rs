@@ -1021,7 +1021,7 @@ fn judge_benchmarks(
     state: &PipelineState,
     snap: &Snapshot,
 ) -> Result<Verdict, RuntimeError> {
-    let Some(last) = &state.last_completed else {
+    let Some(last) = state.rollback_target() else {
         return Ok(Verdict::passed(
             format!(
                 "first run: no completed version to compare against; stored {} benchmark(s) as the baseline for the next run",

@@ -342,6 +342,21 @@ impl Orchestrator {
         version: &str,
         git_sha: Option<&str>,
     ) -> Result<PipelineState, RuntimeError> {
+        self.start_on(version, git_sha, None)
+    }
+
+    /// [`Orchestrator::start`] for the nodes of one release channel (`None`: the
+    /// default channel, `stable`).
+    pub fn start_on(
+        &self,
+        version: &str,
+        git_sha: Option<&str>,
+        channel: Option<&str>,
+    ) -> Result<PipelineState, RuntimeError> {
+        if let Some(c) = channel {
+            fleetgate_fleet::validate_channel(c)
+                .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+        }
         let version = Version::parse(version)?;
         let sha = self.resolve_version(&version, git_sha)?;
         let run_id = new_run_id(&version);
@@ -353,6 +368,7 @@ impl Orchestrator {
                         version: version.clone(),
                         git_sha: sha.clone(),
                         run_id: run_id.clone(),
+                        channel: channel.map(str::to_owned),
                         now: now(),
                     },
                 )

@@ -17,6 +17,7 @@ fn started(version: &str, run: &str, base: PipelineState) -> PipelineState {
             version: Version::parse(version).unwrap(),
             git_sha: format!("sha-{run}"),
             run_id: run.into(),
+            channel: None,
             now: 1.0,
         },
     )

@@ -13,6 +13,7 @@ fn started() -> PipelineState {
             version: Version::parse("v1.2.3").unwrap(),
             git_sha: "deadbeef".into(),
             run_id: "r1".into(),
+            channel: None,
             now: 10.5,
         },
     )

@@ -60,6 +60,9 @@ pub fn canary(
     checkpoint: Checkpoint<'_>,
 ) -> Result<Verdict, RuntimeError> {
     let bytes = manifest_bytes(ctx, state)?;
+    if let Some(held) = channel_paused(link, state)? {
+        return Ok(held);
+    }
     let params = params(ctx, state);
     let mut progress = state.canary.clone().unwrap_or_default();
     let mut persist = |p: &CanaryProgress| checkpoint(FleetStageProgress::Canary(p.clone()));
@@ -80,6 +83,26 @@ pub fn canary(
             selected: &mut selected,
         },
     )
+}
+
+/// While the run's channel is paused its nodes get nothing: the fleet stages hold
+/// (pending, nothing sent, windows judged on when it resumes).
+pub(crate) fn channel_paused(
+    link: &FleetLink,
+    state: &PipelineState,
+) -> Result<Option<Verdict>, RuntimeError> {
+    let channel = state.run_channel();
+    let paused = link
+        .block_on(link.registry().channel_paused(channel))
+        .map_err(|e| rt_err("failed to read the channel", e))?;
+    Ok(paused.then(|| {
+        Verdict::pending(
+            format!(
+                "channel `{channel}` is paused: its nodes get nothing until `fleetgate fleet channel resume {channel}`"
+            ),
+            serde_json::json!({"channel": channel, "channel_paused": true}),
+        )
+    }))
 }
 
 /// A canary-like phase: the CANARY gate, or one step of a phased DEPLOY.
@@ -207,7 +230,10 @@ fn select(
 ) -> Result<CanaryEvent, RuntimeError> {
     let timeout = u64::try_from(ctx.cfg.canary.heartbeat_timeout_secs).unwrap_or(60);
     let eligible: Vec<Eligible> = link
-        .block_on(link.registry().eligible_peers(t, timeout))
+        .block_on(
+            link.registry()
+                .eligible_in_channel(t, timeout, Some(state.run_channel())),
+        )
         .map_err(|e| rt_err("failed to list eligible peers", e))?;
     let (seed_hex, seed) = canary_seed(state)?;
     let min = usize::try_from(ctx.cfg.canary.min_nodes).unwrap_or(1);

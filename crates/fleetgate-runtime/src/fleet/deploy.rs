@@ -25,11 +25,33 @@ pub fn deploy(
     checkpoint: Checkpoint<'_>,
 ) -> Result<Verdict, RuntimeError> {
     let bytes = manifest_bytes(ctx, state)?;
+    if let Some(held) = super::canary::channel_paused(link, state)? {
+        return Ok(held);
+    }
     let t = now_secs();
-    let mode = if ctx.cfg.deploy.gossip_seeds.is_empty() {
+    let channel = state.run_channel().to_owned();
+    let mode = if ctx.cfg.deploy.gossip_seeds.is_empty() || state.deploy.is_some() {
         DeployMode::Push
     } else {
-        DeployMode::Gossip
+        // Gossip reaches every node: only when every node is in the run's channel.
+        let peers = link
+            .block_on(link.registry().list_peers())
+            .map_err(|e| rt_err("failed to list peers", e))?;
+        let elsewhere = peers
+            .iter()
+            .filter(|p| p.master_key_verified && p.status == fleetgate_fleet::PeerStatus::Active)
+            .filter(|p| p.channel != channel)
+            .count();
+        if elsewhere == 0 {
+            DeployMode::Gossip
+        } else {
+            tracing::info!(
+                channel = %channel,
+                elsewhere,
+                "DEPLOY pushes to the channel's nodes: gossip would reach the nodes of other channels"
+            );
+            DeployMode::Push
+        }
     };
     let mut progress = state.deploy.clone().unwrap_or_else(|| {
         let mut p = DeployProgress::new(mode, t, ctx.cfg.deploy.deadline_secs);
@@ -86,6 +108,7 @@ pub fn deploy(
                     .filter(|p| {
                         p.master_key_verified && p.status == fleetgate_fleet::PeerStatus::Active
                     })
+                    .filter(|p| p.channel == channel)
                     .filter(|p| !params.canary.contains(&p.id))
                     .map(|p| p.id.clone())
                     .collect();
@@ -264,7 +287,10 @@ fn select_step(
 ) -> Result<Result<CanarySelection, String>, RuntimeError> {
     let timeout = u64::try_from(ctx.cfg.canary.heartbeat_timeout_secs).unwrap_or(60);
     let eligible = link
-        .block_on(link.registry().eligible_peers(t, timeout))
+        .block_on(
+            link.registry()
+                .eligible_in_channel(t, timeout, Some(state.run_channel())),
+        )
         .map_err(|e| rt_err("failed to list eligible peers", e))?;
     let (seed_hex, seed) = super::canary::canary_seed(state)?;
     let fraction = progress.steps[i].fraction;

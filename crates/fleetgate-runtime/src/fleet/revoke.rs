@@ -211,7 +211,7 @@ fn plan(
     if required.is_empty() {
         return Ok(None);
     }
-    let Some(last) = &state.last_completed else {
+    let Some(last) = state.rollback_target() else {
         // No retry can change this (a new completed release needs a new run, which this
         // queued order would block): the order is abandoned and the reason recorded.
         return Err(DeliveryError::Never(format!(
