@@ -447,6 +447,7 @@ pub fn router(
         .route("/metrics", get(metrics_route))
         .route("/readyz", get(readyz))
         .route("/healthz", get(fleetgate_fleet::http::healthz))
+        .merge(crate::page::router())
         .with_state(app.clone());
 
     let fleet = match registry {

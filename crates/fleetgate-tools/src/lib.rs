@@ -27,6 +27,7 @@ pub mod export;
 pub mod http;
 pub mod mcp;
 pub mod metrics;
+pub mod page;
 mod toolbox;
 
 pub use toolbox::{ErrorKind, ToolDef, Toolbox, definitions, find};

@@ -929,6 +929,7 @@ fn summary(s: &PipelineState) -> Value {
         "rollback_reason": s.rollback_reason,
         "active": s.stage.is_gated(),
         "paused": s.paused,
+        "channel": s.run_channel(),
     })
 }
 
