@@ -358,5 +358,17 @@ fn an_operator_drives_runs_from_the_updates_page_in_a_real_browser() {
             .contains("not this one"),
         "{s}"
     );
+    // Both finished runs are listed, newest first.
+    b.wait(
+        "the runs table",
+        "(() => { const r = [...document.querySelectorAll('#runs tbody tr')].map(t => t.children[3].textContent); return r.length === 2 && r[0] === 'rolled_back' && r[1] === 'completed'; })()",
+        Duration::from_secs(30),
+    );
+    assert!(
+        b.text("runs").contains("not this one"),
+        "{}",
+        b.text("runs")
+    );
+    b.screenshot("07-runs");
     println!("screenshots in {}", b.shots.display());
 }

@@ -136,6 +136,14 @@ function renderFleet(peers) {
   $("by-version").textContent = "by version: " + Object.entries(by).map(([v, n]) => v + " × " + n).join(", ");
 }
 
+function renderRuns(runs) {
+  const outcome = { completed: "passed", rolled_back: "failed", failed: "failed" };
+  $("runs").tBodies[0].replaceChildren(...runs.map((r) =>
+    el("tr", {}, el("td", {}, r.ended_at ? new Date(r.ended_at * 1000).toLocaleString() : "—"), el("td", {}, r.version || r.file),
+      el("td", {}, r.channel || ""), el("td", { class: outcome[r.stage] || "" }, r.stage),
+      el("td", { class: "detail" }, r.rollback_reason || r.failure_detail || ""))));
+}
+
 async function refresh() {
   try {
     renderStatus(await api("GET", "/api/upgrades/status"));
@@ -146,6 +154,7 @@ async function refresh() {
   }
   try { renderCanary(await api("GET", "/api/upgrades/canary-health")); } catch (_) { /* shown by status */ }
   try { const f = await api("GET", "/api/fleet/peers"); renderFleet(f.peers || []); } catch (_) { /* no registry */ }
+  try { const r = await api("GET", "/api/upgrades/runs"); renderRuns(r.runs || []); } catch (_) { /* shown by status */ }
 }
 
 async function act(ev) {

@@ -444,6 +444,7 @@ pub fn router(
     let api = api
         .route("/api/tools/{name}", post(call_named))
         .route("/api/openapi.json", get(serve_openapi))
+        .route("/api/upgrades/runs", get(runs_route))
         .route("/metrics", get(metrics_route))
         .route("/readyz", get(readyz))
         .route("/healthz", get(fleetgate_fleet::http::healthz))
@@ -779,6 +780,23 @@ async fn metrics_route(State(app): State<Shared>, req: Request) -> Response {
         .into_response()
 }
 
+/// Most runs `GET /api/upgrades/runs` lists.
+const MAX_LISTED_RUNS: usize = 100;
+
+/// `GET /api/upgrades/runs`: the finished runs, newest first (a read: the token unless
+/// `--open-reads`).
+async fn runs_route(State(app): State<Shared>, req: Request) -> Response {
+    if let Err(r) = app.authorize(Access::Read, req.headers()) {
+        return *r;
+    }
+    let toolbox = app.toolbox.clone();
+    match tokio::task::spawn_blocking(move || toolbox.run_history(MAX_LISTED_RUNS)).await {
+        Ok(Ok(runs)) => Json(json!({"success": true, "runs": runs})).into_response(),
+        Ok(Err(e)) => fail(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
 /// `GET /readyz` (open): 200 when the state file reads and the registry answers.
 async fn readyz(State(app): State<Shared>) -> Response {
     let toolbox = app.toolbox.clone();
@@ -1011,6 +1029,23 @@ pub fn openapi(open_reads: bool) -> Value {
             "security": read_security,
             "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
             "responses": one_peer,
+        }}),
+    );
+    let mut runs_responses = common(!open_reads);
+    runs_responses.remove("400");
+    runs_responses.insert("200".into(), json!({"description": "the finished runs, newest first (at most 100)", "content": {"application/json": {"schema": {"type": "object", "properties": {"success": {"const": true}, "runs": {"type": "array", "items": {"type": "object", "properties": {
+        "run_id": {"type": ["string", "null"]}, "version": {"type": "string"}, "git_sha": {"type": "string"}, "channel": {"type": "string"},
+        "stage": {"type": "string", "description": "how it ended: completed, rolled_back, failed (or unreadable)"},
+        "started_at": {"type": ["number", "null"]}, "ended_at": {"type": ["number", "null"]},
+        "failure_detail": {"type": ["string", "null"]}, "rollback_reason": {"type": ["string", "null"]}}}}}}}}}));
+    paths.insert(
+        "/api/upgrades/runs".into(),
+        json!({"get": {
+            "operationId": "list_runs",
+            "summary": "The finished runs (the run archive)",
+            "tags": ["upgrades"],
+            "security": read_security,
+            "responses": runs_responses,
         }}),
     );
     paths.insert(

@@ -199,24 +199,66 @@ const MAX_ARCHIVED_RUN_BYTES: u64 = 4 * 1024 * 1024;
 #[must_use]
 pub fn archived_runs(runs_dir: &Path) -> BTreeMap<String, u64> {
     let mut by = BTreeMap::new();
+    for run in run_archive(runs_dir) {
+        let stage = run["stage"].as_str().unwrap_or("unreadable").to_owned();
+        *by.entry(stage).or_default() += 1;
+    }
+    by
+}
+
+/// One summary per run archived in `runs_dir`, newest first: `run_id`, `version`,
+/// `git_sha`, `channel`, `stage` (how it ended), `started_at`, `ended_at` (its last
+/// history entry), `failure_detail`, `rollback_reason`; a file that does not read is
+/// `{"file", "stage": "unreadable"}`. A missing directory is no runs.
+#[must_use]
+pub fn run_archive(runs_dir: &Path) -> Vec<serde_json::Value> {
     let Ok(entries) = std::fs::read_dir(runs_dir) else {
-        return by;
+        return Vec::new();
     };
+    let mut out = Vec::new();
     for e in entries.flatten() {
         let p = e.path();
         if p.extension().is_none_or(|x| x != "json") {
             continue;
         }
-        let outcome = std::fs::metadata(&p)
+        let file = p
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let doc = std::fs::metadata(&p)
             .ok()
             .filter(|m| m.len() <= MAX_ARCHIVED_RUN_BYTES)
             .and_then(|_| std::fs::read(&p).ok())
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|v| v.get("stage").and_then(|s| s.as_str()).map(str::to_owned))
-            .unwrap_or_else(|| "unreadable".to_owned());
-        *by.entry(outcome).or_default() += 1;
+            .filter(|v| v.get("stage").and_then(|s| s.as_str()).is_some());
+        let Some(v) = doc else {
+            out.push(serde_json::json!({"file": file, "stage": "unreadable"}));
+            continue;
+        };
+        let ended_at = v["stage_history"]
+            .as_array()
+            .and_then(|h| h.last())
+            .and_then(|h| h.get("at"))
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
+        out.push(serde_json::json!({
+            "file": file,
+            "run_id": v["run_id"],
+            "version": v["version"],
+            "git_sha": v["git_sha"],
+            "channel": v.get("channel").and_then(|c| c.as_str()).unwrap_or(fleetgate_core::DEFAULT_CHANNEL),
+            "stage": v["stage"],
+            "started_at": v["started_at"],
+            "ended_at": ended_at,
+            "failure_detail": v["failure_detail"],
+            "rollback_reason": v["rollback_reason"],
+        }));
     }
-    by
+    out.sort_by(|a, b| {
+        let t = |v: &serde_json::Value| v["ended_at"].as_f64().unwrap_or(0.0);
+        t(b).total_cmp(&t(a))
+    });
+    out
 }
 
 /// `fleetgate_runs_total{outcome}` from [`archived_runs`].

@@ -394,6 +394,18 @@ impl Toolbox {
         o.status().map_err(|e| e.to_string())
     }
 
+    /// The finished runs of the run archive (`state/runs/`), newest first, at most `limit`
+    /// (see [`crate::metrics::run_archive`]).
+    ///
+    /// # Errors
+    /// The config cannot be read.
+    pub fn run_history(&self, limit: usize) -> Result<Vec<Value>, String> {
+        let o = self.open(false).map_err(|e| e.message)?;
+        let mut runs = crate::metrics::run_archive(&o.store().path().join("runs"));
+        runs.truncate(limit);
+        Ok(runs)
+    }
+
     /// The pipeline metrics for `/metrics`: the state file's and the run archive's.
     ///
     /// # Errors

@@ -587,7 +587,7 @@ async fn bad_requests_get_json_errors() {
     let (s, b) = srv.get("/api/nope", Some(TOKEN)).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
     assert!(error(&b).contains("openapi"), "{b}");
-    let (s, b) = srv.get("/", None).await;
+    let (s, b) = srv.get("/nope", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
     let (s, b) = srv.post("/api/tools/rm_rf", Some(TOKEN), &json!({})).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
@@ -957,4 +957,67 @@ async fn a_flood_from_one_source_gets_429() {
     assert_eq!(b["error_kind"], json!("rate_limited"), "{b}");
     let (s, _) = srv.get("/api/upgrades/status", None).await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "checked before the token");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_updates_page_loads_without_the_token_and_its_runs_route_needs_it() {
+    let srv = Server::start(false).await;
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/ui/updates.js", "text/javascript"),
+        ("/ui/updates.css", "text/css"),
+    ] {
+        let r = srv.http.get(srv.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let h = r.headers().clone();
+        assert!(
+            h["content-type"].to_str().unwrap().starts_with(kind),
+            "{path}"
+        );
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+            "{csp}"
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        let body = r.text().await.unwrap();
+        assert!(!body.contains(TOKEN), "the page holds no secret");
+    }
+    // The page's data comes from the API under its rules.
+    let (s, b) = srv.get("/api/upgrades/runs", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+    let (s, b) = srv.get("/api/upgrades/runs", Some(TOKEN)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["runs"], json!([]), "no run finished yet: {b}");
+    // A run rolled back is archived and listed.
+    let (s, b) = srv
+        .post(
+            "/api/upgrades/start",
+            Some(TOKEN),
+            &json!({"new_version": "v1.0.0"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = srv
+        .post(
+            "/api/upgrades/rollback",
+            Some(TOKEN),
+            &json!({"reason": "listed in the runs"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = srv.get("/api/upgrades/runs", Some(TOKEN)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let runs = b["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{b}");
+    assert_eq!(runs[0]["version"], "v1.0.0");
+    assert_eq!(runs[0]["stage"], "rolled_back");
+    assert_eq!(runs[0]["channel"], "stable");
+    assert!(
+        runs[0]["rollback_reason"]
+            .as_str()
+            .unwrap()
+            .contains("listed in the runs"),
+        "{b}"
+    );
 }

@@ -28,7 +28,7 @@ fn free_udp_port() -> anyhow::Result<u16> {
         .port())
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(super) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())

@@ -96,6 +96,42 @@ pub struct DemoArgs {
     pub node_error_spread: f64,
 }
 
+/// With `--keep`: `fleetgate serve` (the API and the Updates page) on a free local port
+/// with a fresh API token written 0600 to `api.token` in the workspace, left running like
+/// the agents. Returns the page's URL, the token file and the token.
+fn start_page(exe: &Path, config: &Path, dir: &Path) -> anyhow::Result<(String, PathBuf, String)> {
+    use std::io::Read as _;
+    let mut raw = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut raw))
+        .context("no randomness for the API token")?;
+    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let token_file = dir.join("api.token");
+    fleetgate_store::write_atomic(&token_file, token.as_bytes(), Some(0o600))?;
+    let port = fleet::free_port()?;
+    let addr = format!("127.0.0.1:{port}");
+    std::process::Command::new(exe)
+        .arg("--config")
+        .arg(config)
+        .args(["serve", "--listen", &addr, "--token-file"])
+        .arg(&token_file)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("serve.log"))?)
+        .spawn()
+        .context("failed to start `fleetgate serve`")?;
+    let t = std::time::Instant::now();
+    while std::net::TcpStream::connect(&addr).is_err() {
+        anyhow::ensure!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "`fleetgate serve` did not listen on {addr} within 30 s (see {})",
+            dir.join("serve.log").display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok((format!("http://{addr}/"), token_file, token))
+}
+
 fn parse_spread(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
@@ -312,6 +348,16 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     scenario::print_summary(&report, &fleet, t0.elapsed());
     if args.keep {
         scenario::print_keep_hints(&fleet, &config);
+        match start_page(&exe, &config, &dir) {
+            Ok((url, token_file, token)) => {
+                println!("\nthe Updates page (fleetgate serve, left running): {url}");
+                println!(
+                    "  sign in with the API token {token} (in {}, mode 0600)",
+                    token_file.display()
+                );
+            }
+            Err(e) => println!("\nthe Updates page did not start: {e:#}"),
+        }
     } else {
         drop(fleet);
         drop(o);
