@@ -84,36 +84,11 @@ fn canary_summary(state: &serde_json::Value) -> String {
     )
 }
 
-/// Waits until every node has heartbeated `n` times: the history each canary node is
-/// judged against (its own rate before the update) is then at least `n` seconds long.
-fn wait_for_history(fleet: &Fleet, n: i64) {
-    let t = Instant::now();
-    loop {
-        let peers: serde_json::Value =
-            serde_json::from_slice(&fleet.fg(&["fleet", "list", "--json"]).stdout).unwrap();
-        let least = peers
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["last_seq"].as_i64().unwrap_or(0))
-            .min()
-            .unwrap_or(0);
-        if least >= n {
-            return;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(180),
-            "the nodes did not heartbeat {n} times in 180 s: {peers}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 #[test]
 fn fleet_with_node_to_node_spread_passes_a_healthy_release_and_rolls_back_a_doubled_one() {
     let fleet = Fleet::prepare_with(6, &["--node-error-spread", SIGMA]);
     set_canary_thresholds(&fleet);
-    wait_for_history(&fleet, 40);
+    fleet.wait_for_history(40);
 
     release(&fleet, "v4.1.0", None);
     let (rc, s) = run(&fleet, "v4.1.0");

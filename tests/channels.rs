@@ -39,6 +39,7 @@ fn a_beta_release_reaches_only_beta_and_a_paused_stable_gets_it_only_once_resume
         ),
     )
     .unwrap();
+    fleet.wait_for_history(30);
     let v1 = fleet.code_hashes()[0].1.clone();
     wait_hashes(&fleet, "the provisioned fleet", |_| v1.clone());
 

@@ -153,7 +153,8 @@ fn set_push_mode(fleet: &Fleet) {
 /// A loaded machine (CI runs tests side by side on 2 cores) delays the demo apps'
 /// traffic, so the canary may need longer than its 15 s window to see `min_requests`:
 /// the judge extends the window up to 120 s on thin evidence instead of 30 s, then holds
-/// (and `fg_within` fails the round saying so).
+/// (and `fg_within` fails the round saying so). The rounds also start only once every
+/// node has 30 s of history (`Fleet::wait_for_history`).
 fn set_patient_canary(fleet: &Fleet) {
     let path = fleet.config();
     let text = std::fs::read_to_string(&path).unwrap();
@@ -391,6 +392,7 @@ fn chaos(rounds_per_mode: usize) {
     for (m, mode) in ["gossip", "push"].into_iter().enumerate() {
         let fleet = Fleet::prepare(4);
         set_patient_canary(&fleet);
+        fleet.wait_for_history(30);
         if mode == "push" {
             set_push_mode(&fleet);
         }
@@ -435,6 +437,7 @@ fn killed_between_each_fleet_send_and_its_answers_the_resumed_run_finishes_consi
     let fleet = Fleet::prepare(4);
     set_push_mode(&fleet);
     set_patient_canary(&fleet);
+    fleet.wait_for_history(30);
     for (n, (good, point)) in [
         (true, "canary-sent"),
         (true, "deploy-sent"),

@@ -83,6 +83,7 @@ fn check_step_selection(s: &Value) -> BTreeSet<String> {
 fn phased_deploy_passes_a_good_release_through_its_step_and_catches_a_bad_one_there() {
     let fleet = Fleet::prepare(6);
     set_steps(&fleet);
+    fleet.wait_for_history(30);
     a_good_release_passes_its_step_even_when_killed_after_the_step_was_sent(&fleet);
     a_bad_release_promoted_past_its_canary_is_caught_by_the_step_and_rolled_back_everywhere(&fleet);
 }

@@ -228,6 +228,33 @@ impl Fleet {
             err,
         }
     }
+    /// Waits until every node has heartbeated `n` times: the history each canary node is
+    /// judged against (its own rate before the update) is then at least `n` seconds long.
+    /// A canary judged against a history of a few seconds (a fleet just started) can be
+    /// held inconclusive however long its window runs: the history's uncertainty does not
+    /// shrink with more window data.
+    pub fn wait_for_history(&self, n: i64) {
+        let t = Instant::now();
+        loop {
+            let peers: Value =
+                serde_json::from_slice(&self.fg(&["fleet", "list", "--json"]).stdout).unwrap();
+            let least = peers
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["last_seq"].as_i64().unwrap_or(0))
+                .min()
+                .unwrap_or(0);
+            if least >= n {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(180),
+                "the nodes did not heartbeat {n} times in 180 s: {peers}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
     pub fn wait_until(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
         let t = Instant::now();
         loop {
