@@ -272,6 +272,13 @@ fn an_operator_drives_runs_from_the_updates_page_in_a_real_browser() {
         "document.querySelectorAll('#fleet tbody tr').length === 4",
         Duration::from_secs(30),
     );
+    // Each node's health, as its last signed heartbeat reported it.
+    b.wait(
+        "the fleet's health",
+        "[...document.querySelectorAll('#fleet tbody tr')].every((r) => r.children[6].textContent === 'healthy') \
+         && document.getElementById('by-version').textContent.includes('4 healthy, 0 unhealthy')",
+        Duration::from_secs(30),
+    );
     b.screenshot("02-signed-in");
 
     // A good release: the page sees it reach CANARY; pause, resume, promote from the page.

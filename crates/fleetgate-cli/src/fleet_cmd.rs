@@ -280,7 +280,7 @@ pub fn run(o: &Orchestrator, cmd: FleetCmd) -> anyhow::Result<ExitCode> {
                 println!("no peers enrolled (use `fleetgate fleet enroll`)");
             } else {
                 println!(
-                    "ID               VERIFIED STATUS    REGION     CHANNEL    VERSION        CODE         LAST HEARTBEAT"
+                    "ID               VERIFIED STATUS    REGION     CHANNEL    VERSION        CODE         HEALTH    LAST HEARTBEAT"
                 );
                 for p in peers {
                     let hb = p
@@ -288,7 +288,7 @@ pub fn run(o: &Orchestrator, cmd: FleetCmd) -> anyhow::Result<ExitCode> {
                         .map(|t| format!("{}s ago", (now - t).max(0)))
                         .unwrap_or_else(|| "never".into());
                     println!(
-                        "{:<16} {:<8} {:<9} {:<10} {:<10} {:<14} {:<12} {}",
+                        "{:<16} {:<8} {:<9} {:<10} {:<10} {:<14} {:<12} {:<9} {}",
                         p.id,
                         if p.master_key_verified { "yes" } else { "NO" },
                         p.status.as_str(),
@@ -299,6 +299,11 @@ pub fn run(o: &Orchestrator, cmd: FleetCmd) -> anyhow::Result<ExitCode> {
                             .as_deref()
                             .map(|h| h.get(..12).unwrap_or(h))
                             .unwrap_or("-"),
+                        match p.healthy {
+                            Some(true) => "healthy",
+                            Some(false) => "UNHEALTHY",
+                            None => "-",
+                        },
                         hb
                     );
                 }

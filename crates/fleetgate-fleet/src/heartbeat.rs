@@ -309,7 +309,7 @@ impl Registry {
 
         // (epoch, seq) above the stored pair, and the epoch within the step of the stored
         // epoch (checked again here: the peer row read above may be stale).
-        const UPDATE: &str = "UPDATE peers SET last_seq = $1, last_epoch = $6, last_heartbeat = $2, current_version = $3, code_hash = $4
+        const UPDATE: &str = "UPDATE peers SET last_seq = $1, last_epoch = $6, last_heartbeat = $2, current_version = $3, code_hash = $4, last_healthy = $8
             WHERE id = $5 AND (last_epoch < $6 OR (last_epoch = $6 AND last_seq < $1))
               AND last_epoch >= $6 - $7 AND status <> 'removed'";
         const INSERT: &str = "INSERT INTO heartbeats (node_id, at, sent_at, seq, version, code_hash, healthy, exceptions_total, requests_total, bench, epoch)
@@ -328,6 +328,7 @@ impl Registry {
                 .bind(&hb.node_id)
                 .bind(epoch)
                 .bind(step)
+                .bind(hb.healthy)
                 .execute(&mut *tx)
                 .await
                 .map_err(FleetError::db("update peer from heartbeat"))?

@@ -111,6 +111,9 @@ pub struct Peer {
     /// Its release channel (`stable` unless set).
     #[serde(default = "crate::channel::default_channel")]
     pub channel: String,
+    /// The application health its last accepted heartbeat reported (`None` before one).
+    #[serde(default)]
+    pub healthy: Option<bool>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -129,6 +132,7 @@ pub(crate) struct PeerRow {
     enrolled_at: i64,
     cert: Option<String>,
     channel: String,
+    last_healthy: Option<bool>,
 }
 
 impl TryFrom<PeerRow> for Peer {
@@ -153,6 +157,7 @@ impl TryFrom<PeerRow> for Peer {
             enrolled_at: r.enrolled_at,
             cert: r.cert,
             channel: r.channel,
+            healthy: r.last_healthy,
         })
     }
 }
@@ -472,7 +477,7 @@ impl Registry {
 
     /// One peer, if it exists.
     pub async fn find_peer(&self, id: &str) -> Result<Option<Peer>, FleetError> {
-        const SQL: &str = "SELECT id, address, public_key, master_key_verified, status, current_version, code_hash, last_heartbeat, last_seq, last_epoch, region, enrolled_at, cert, channel FROM peers WHERE id = $1";
+        const SQL: &str = "SELECT id, address, public_key, master_key_verified, status, current_version, code_hash, last_heartbeat, last_seq, last_epoch, region, enrolled_at, cert, channel, last_healthy FROM peers WHERE id = $1";
         let row: Option<PeerRow> = with_pool!(self, |pool| {
             sqlx::query_as(SQL)
                 .bind(id)
@@ -485,7 +490,7 @@ impl Registry {
 
     /// Every peer (removed ones included), by id.
     pub async fn list_peers(&self) -> Result<Vec<Peer>, FleetError> {
-        const SQL: &str = "SELECT id, address, public_key, master_key_verified, status, current_version, code_hash, last_heartbeat, last_seq, last_epoch, region, enrolled_at, cert, channel FROM peers ORDER BY id";
+        const SQL: &str = "SELECT id, address, public_key, master_key_verified, status, current_version, code_hash, last_heartbeat, last_seq, last_epoch, region, enrolled_at, cert, channel, last_healthy FROM peers ORDER BY id";
         let rows: Vec<PeerRow> = with_pool!(self, |pool| {
             sqlx::query_as(SQL)
                 .fetch_all(pool)

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use common::*;
 use fleetgate_fleet::{
-    Backend, DeployStatus, EnrollError, FleetError, HeartbeatError, HeartbeatPolicy, PeerStatus,
-    Registry, SignedHeartbeat,
+    Backend, DeployStatus, EnrollError, FleetError, Heartbeat, HeartbeatError, HeartbeatPolicy,
+    PeerStatus, Registry, SignedHeartbeat,
 };
 use fleetgate_trust::{SigningKey, sign_document};
 use serde_json::json;
@@ -122,12 +122,19 @@ async fn heartbeats_are_verified_and_replay_protected() {
             .unwrap();
         let now = NOW;
         let t = now as u64;
+        assert_eq!(
+            reg.peer("n1").await.unwrap().healthy,
+            None,
+            "no heartbeat yet"
+        );
 
         let rec = reg
             .record_heartbeat(&signed(&heartbeat("n1", 1, t), &key), &policy, now)
             .await
             .unwrap();
         assert_eq!((rec.seq, rec.requests_total), (1, 100));
+        // The peer row carries the health of its last accepted heartbeat.
+        assert_eq!(reg.peer("n1").await.unwrap().healthy, Some(true));
 
         // Replayed (same seq) and non-increasing seq.
         let err = reg
@@ -145,9 +152,14 @@ async fn heartbeats_are_verified_and_replay_protected() {
             ),
             "{err}"
         );
-        reg.record_heartbeat(&signed(&heartbeat("n1", 5, t), &key), &policy, now + 2)
+        let unhealthy = Heartbeat {
+            healthy: false,
+            ..heartbeat("n1", 5, t)
+        };
+        reg.record_heartbeat(&signed(&unhealthy, &key), &policy, now + 2)
             .await
             .unwrap();
+        assert_eq!(reg.peer("n1").await.unwrap().healthy, Some(false));
         let err = reg
             .record_heartbeat(&signed(&heartbeat("n1", 4, t), &key), &policy, now + 3)
             .await

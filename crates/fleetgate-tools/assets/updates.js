@@ -130,10 +130,15 @@ function drawChart() {
 function renderFleet(peers) {
   $("fleet").tBodies[0].replaceChildren(...peers.map((p) =>
     el("tr", {}, el("td", {}, p.id), el("td", {}, p.channel || "stable"), el("td", {}, p.region), el("td", {}, p.current_version || "—"),
-      el("td", {}, (p.code_hash || "—").slice(0, 12)), el("td", {}, p.status), el("td", {}, ago(p.last_heartbeat)))));
+      el("td", {}, (p.code_hash || "—").slice(0, 12)), el("td", {}, p.status),
+      el("td", { class: p.healthy === false ? "failed" : (p.healthy ? "passed" : "") }, p.healthy === undefined || p.healthy === null ? "—" : (p.healthy ? "healthy" : "unhealthy")),
+      el("td", {}, ago(p.last_heartbeat)))));
+  const health = { healthy: 0, unhealthy: 0, unknown: 0 };
+  for (const p of peers) { health[p.healthy === true ? "healthy" : (p.healthy === false ? "unhealthy" : "unknown")] += 1; }
   const by = {};
   for (const p of peers) { const v = p.current_version || "none"; by[v] = (by[v] || 0) + 1; }
-  $("by-version").textContent = "by version: " + Object.entries(by).map(([v, n]) => v + " × " + n).join(", ");
+  $("by-version").textContent = "by version: " + Object.entries(by).map(([v, n]) => v + " × " + n).join(", ")
+    + " · health: " + health.healthy + " healthy, " + health.unhealthy + " unhealthy" + (health.unknown ? ", " + health.unknown + " not reported" : "");
 }
 
 function renderRuns(runs) {
