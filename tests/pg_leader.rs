@@ -6,34 +6,7 @@ mod common;
 use common::{Env, code, history, text};
 
 fn pg_schema() -> Option<String> {
-    let base = fleetgate_testkit::postgres_url("the two-orchestrator test needs it")?;
-    let schema = format!(
-        "e2e_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
-    );
-    let out = std::process::Command::new("psql")
-        .arg(&base)
-        .args([
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            &format!("CREATE SCHEMA {schema}"),
-        ])
-        .output();
-    match out {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => panic!(
-            "failed to create schema {schema}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        Err(e) => panic!("FLEETGATE_TEST_PG_URL is set but psql cannot run: {e}"),
-    }
-    let sep = if base.contains('?') { '&' } else { '?' };
-    Some(format!("{base}{sep}options[search_path]={schema}"))
+    common::pg_schema("the two-orchestrator test needs it")
 }
 
 fn on_pg(env: &Env, url: &str) {

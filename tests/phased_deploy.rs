@@ -12,7 +12,7 @@ use common::{Fleet, code, git, ids, text};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const RUN_LIMIT: Duration = Duration::from_secs(300);
 
@@ -45,22 +45,6 @@ fn good_release(fleet: &Fleet, tag: &str) {
     git(&app, &["add", "NOTES"]);
     git(&app, &["commit", "-qm", tag]);
     git(&app, &["tag", tag]);
-}
-
-/// Waits until every node's latest heartbeat reports `hash`.
-fn wait_all_on(fleet: &Fleet, hash: &str, what: &str) {
-    let t = Instant::now();
-    loop {
-        let hashes = fleet.code_hashes();
-        if hashes.iter().all(|(_, h)| h == hash) {
-            return;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "{what}: not every node runs {hash}: {hashes:?}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
 }
 
 /// The step's slice, its baseline and the canary are disjoint, and together are the
@@ -130,7 +114,7 @@ fn a_good_release_passes_its_step_even_when_killed_after_the_step_was_sent(fleet
     let targets = ids(&s["deploy"]["targets"]);
     assert!(targets.is_disjoint(&slice), "{targets:?} vs {slice:?}");
     let hash = s["code_hash"].as_str().unwrap();
-    wait_all_on(fleet, hash, "after the completed run");
+    fleet.wait_all_on(hash, "after the completed run");
 
     let out = fleet.fg(&["status"]);
     assert!(
@@ -176,6 +160,6 @@ fn a_bad_release_promoted_past_its_canary_is_caught_by_the_step_and_rolled_back_
         "{}",
         s["outbox"]
     );
-    wait_all_on(fleet, &good, "after the rollback");
+    fleet.wait_all_on(&good, "after the rollback");
     println!("v3.0.0 promoted past its canary, caught on {slice:?}: {detail}");
 }

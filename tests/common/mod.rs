@@ -205,6 +205,10 @@ impl Fleet {
     }
     /// A `fleetgate` command started in the background, its output kept in files.
     pub fn background(&self, args: &[&str]) -> Running<'_> {
+        self.background_on(&self.config(), args)
+    }
+    /// [`Fleet::background`] with another orchestrator's config (a standby's).
+    pub fn background_on(&self, config: &Path, args: &[&str]) -> Running<'_> {
         let file = |prefix: &str| {
             tempfile::Builder::new()
                 .prefix(prefix)
@@ -214,7 +218,7 @@ impl Fleet {
         let (out, err) = (file("fg-out"), file("fg-err"));
         let child = Command::new(bin())
             .arg("--config")
-            .arg(self.config())
+            .arg(config)
             .args(args)
             .stdout(out.reopen().unwrap())
             .stderr(err.reopen().unwrap())
@@ -253,6 +257,22 @@ impl Fleet {
                 "the nodes did not heartbeat {n} times in 180 s: {peers}"
             );
             std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    /// Waits until every node's latest heartbeat reports `hash` (heartbeats lag an apply
+    /// by a second or two); fails after 120 s naming `what` and each node's hash.
+    pub fn wait_all_on(&self, hash: &str, what: &str) {
+        let t = Instant::now();
+        loop {
+            let hashes = self.code_hashes();
+            if hashes.iter().all(|(_, h)| h == hash) {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "{what}: not every node runs {hash}: {hashes:?}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
         }
     }
     pub fn wait_until(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
@@ -410,4 +430,38 @@ pub fn ids(v: &Value) -> std::collections::BTreeSet<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A PostgreSQL URL (from `FLEETGATE_TEST_PG_URL`) whose `search_path` is a fresh schema
+/// of its own, or `None` (the test is recorded as skipped, `why` saying what for; CI
+/// fails instead).
+pub fn pg_schema(why: &str) -> Option<String> {
+    let base = fleetgate_testkit::postgres_url(why)?;
+    let schema = format!(
+        "e2e_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let out = Command::new("psql")
+        .arg(&base)
+        .args([
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            &format!("CREATE SCHEMA {schema}"),
+        ])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!(
+            "failed to create schema {schema}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => panic!("FLEETGATE_TEST_PG_URL is set but psql cannot run: {e}"),
+    }
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{sep}options[search_path]={schema}"))
 }

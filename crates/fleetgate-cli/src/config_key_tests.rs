@@ -4,7 +4,7 @@ use fleetgate_core::config::key_paths;
 use std::path::{Path, PathBuf};
 
 /// Dotted words in messages that are not config keys (file and host names).
-const NOT_KEYS: &[&str] = &["fleet.db", "fleet.example.com"];
+const NOT_KEYS: &[&str] = &["fleet.db", "fleet.example.com", "state.lock"];
 
 /// Known wrong key names, as (file, key): none left; add one only with an issue to fix it.
 const KNOWN_WRONG: &[(&str, &str)] = &[];

@@ -441,7 +441,10 @@ fn init_tracing() {
 
 fn error_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
-        if let Some(RuntimeError::Fenced(_)) = cause.downcast_ref::<RuntimeError>() {
+        if cause
+            .downcast_ref::<RuntimeError>()
+            .is_some_and(RuntimeError::is_fenced)
+        {
             return exit::LOCKED;
         }
         let store = cause

@@ -81,6 +81,10 @@ pub fn progress_line(p: &Progress) -> String {
             "[{:<9}] PAUSED by {by}: {reason}; nothing is evaluated or sent until `fleetgate resume`",
             stage.gate_name()
         ),
+        Progress::Standby { detail } => {
+            format!("[STANDBY  ] waiting for the pipeline lease: {detail}")
+        }
+        Progress::TookOver { detail } => format!("[LEASE    ] {detail}"),
     }
 }
 

@@ -119,8 +119,25 @@ pub fn status(cfg_path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
     let o = open(cfg_path, false)?;
     let state = o.status()?;
     let quarantined = o.store().quarantined();
+    // High availability: where the state lives and who holds the pipeline lease.
+    let lease = if o.store().is_shared() {
+        Some(o.lease().map_err(|e| e.to_string()))
+    } else {
+        None
+    };
+    let mirror = o.store().mirror_note();
     if json {
         let mut v = serde_json::to_value(&state)?;
+        if let Some(lease) = &lease {
+            v["state_store"] = serde_json::json!({
+                "shared": o.store().shared_description(),
+                "mirror_only": mirror,
+            });
+            v["lease"] = match lease {
+                Ok(l) => serde_json::to_value(l)?,
+                Err(e) => serde_json::json!({"error": e}),
+            };
+        }
         let mut warnings: Vec<String> = quarantined
             .iter()
             .map(|p| format!("a corrupt state file was moved aside to {}", p.display()))
@@ -133,6 +150,24 @@ pub fn status(cfg_path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
         print_json(&v)?;
     } else {
         output::print_status(&state, &quarantined);
+        if let Some(lease) = &lease {
+            println!(
+                "state:    shared ({})",
+                o.store().shared_description().unwrap_or_default()
+            );
+            if let Some(m) = &mirror {
+                println!("WARNING:  {m}");
+            }
+            match lease {
+                Ok(Some(l)) => println!(
+                    "lease:    {}{}",
+                    l.summary,
+                    if l.ours { " (this orchestrator)" } else { "" }
+                ),
+                Ok(None) => println!("lease:    not taken yet"),
+                Err(e) => println!("lease:    unknown ({e})"),
+            }
+        }
         for w in fleetgate_store::adoption_warning(&state)
             .into_iter()
             .chain(hart_env_warnings())

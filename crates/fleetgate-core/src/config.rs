@@ -103,6 +103,36 @@ pub struct Config {
     /// Signed approvals a stage waits for before its gate runs.
     #[serde(default)]
     pub approval: ApprovalConfig,
+    /// Where the run's state lives: the local state file (default) or the shared
+    /// PostgreSQL registry (high availability).
+    #[serde(default)]
+    pub state: StateConfig,
+}
+
+/// `[state]`: where the run's state lives.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    /// `file` (default): the state file in `state_dir` is the run's state. `postgres`:
+    /// the run's state (the same JSON document), the completed-release record, signed
+    /// manifests and benchmark baselines live in the `[fleet] database_url` PostgreSQL
+    /// registry, written only by the holder of the pipeline lease; `state_dir` keeps a
+    /// local mirror. A standby orchestrator on another machine takes the run over when
+    /// the holder stops renewing the lease.
+    pub store: StateStore,
+}
+
+/// `[state] store`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum StateStore {
+    /// The local state file.
+    #[default]
+    File,
+    /// The shared PostgreSQL registry.
+    Postgres,
 }
 
 /// `[approval]`: stages that wait for `required` distinct signed approvals (`fleetgate
@@ -612,6 +642,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("signing.mode", Kind::Str),
     ("fleet.database_url", Kind::Str),
     ("fleet.lease_ttl_secs", Kind::Int),
+    ("state.store", Kind::Str),
     ("canary.pct", Kind::Float),
     ("canary.min_nodes", Kind::Int),
     ("canary.window_secs", Kind::Int),
@@ -899,6 +930,7 @@ impl Config {
             benchmarks: BenchmarksConfig::default(),
             tls: TlsConfig::default(),
             approval: ApprovalConfig::default(),
+            state: StateConfig::default(),
         }
     }
 
@@ -974,6 +1006,16 @@ impl Config {
         }
         nonempty("repo", &self.repo)?;
         nonempty("state_dir", &self.state_dir)?;
+        if self.state.store == StateStore::Postgres {
+            let url = self.fleet.database_url.as_deref().unwrap_or("");
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(ConfigError::Invalid {
+                    key: "state.store".into(),
+                    value: "\"postgres\"".into(),
+                    expected: "`[fleet] database_url = \"postgres://…\"` beside it (the shared registry the state lives in)",
+                });
+            }
+        }
         let s = &self.stages;
         for (k, t) in [
             ("stages.build.timeout_secs", s.build.timeout_secs),

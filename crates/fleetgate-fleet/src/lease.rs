@@ -8,14 +8,16 @@
 //! conditional on it *in the same statement*; on PostgreSQL the lease row is locked
 //! (`FOR SHARE`) for the duration, so a takeover cannot interleave.
 //!
-//! Times are the orchestrators' clocks (unix seconds): keep their skew well below the TTL.
+//! Lease times come from the database's clock ([`Registry::db_now`]), so orchestrators
+//! whose clocks differ still agree on when a lease expires. The `_at` variants take the
+//! time from the caller (tests).
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::FleetError;
-use crate::registry::{Pool, Registry, to_i64, unix_now};
+use crate::registry::{Pool, Registry, to_i64};
 
 /// A held lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
@@ -26,8 +28,10 @@ pub struct Lease {
     pub holder: String,
     /// Fencing epoch: goes into every manifest and command issued under this lease.
     pub epoch: i64,
-    /// Expiry (unix seconds).
+    /// Expiry (unix seconds, the database's clock).
     pub expires_at: i64,
+    /// When the current holder took it (unix seconds, the database's clock).
+    pub since: i64,
 }
 
 /// The proof a write comes from the current lease holder.
@@ -86,7 +90,8 @@ impl Registry {
         holder: &str,
         ttl: Duration,
     ) -> Result<Option<Lease>, FleetError> {
-        self.acquire_lease_at(name, holder, ttl, unix_now()).await
+        let now = self.db_now().await?;
+        self.acquire_lease_at(name, holder, ttl, now).await
     }
 
     /// [`Registry::acquire_lease`] at time `now`.
@@ -105,13 +110,14 @@ impl Registry {
             });
         }
         let expires = now.saturating_add(ttl_secs(ttl)?);
-        const SQL: &str = "INSERT INTO leases (name, holder, epoch, expires_at) VALUES ($1, $2, 1, $3)
+        const SQL: &str = "INSERT INTO leases (name, holder, epoch, expires_at, since) VALUES ($1, $2, 1, $3, $4)
             ON CONFLICT (name) DO UPDATE SET
               epoch = CASE WHEN leases.holder = excluded.holder THEN leases.epoch ELSE leases.epoch + 1 END,
+              since = CASE WHEN leases.holder = excluded.holder THEN leases.since ELSE excluded.since END,
               holder = excluded.holder,
               expires_at = excluded.expires_at
             WHERE leases.holder = excluded.holder OR leases.expires_at <= $4
-            RETURNING name, holder, epoch, expires_at";
+            RETURNING name, holder, epoch, expires_at, since";
         Ok(with_pool!(self, |pool| {
             sqlx::query_as(SQL)
                 .bind(name)
@@ -126,7 +132,8 @@ impl Registry {
 
     /// Extends a lease still held (same holder, same epoch, not expired).
     pub async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Lease, FleetError> {
-        self.renew_lease_at(lease, ttl, unix_now()).await
+        let now = self.db_now().await?;
+        self.renew_lease_at(lease, ttl, now).await
     }
 
     /// [`Registry::renew_lease`] at time `now`.
@@ -139,7 +146,7 @@ impl Registry {
         let expires = now.saturating_add(ttl_secs(ttl)?);
         const SQL: &str = "UPDATE leases SET expires_at = $1
             WHERE name = $2 AND holder = $3 AND epoch = $4 AND expires_at > $5
-            RETURNING name, holder, epoch, expires_at";
+            RETURNING name, holder, epoch, expires_at, since";
         let row: Option<Lease> = with_pool!(self, |pool| {
             sqlx::query_as(SQL)
                 .bind(expires)
@@ -176,17 +183,20 @@ impl Registry {
     /// The lease as stored (expired or not).
     pub async fn lease(&self, name: &str) -> Result<Option<Lease>, FleetError> {
         Ok(with_pool!(self, |pool| {
-            sqlx::query_as("SELECT name, holder, epoch, expires_at FROM leases WHERE name = $1")
-                .bind(name)
-                .fetch_optional(pool)
-                .await
-                .map_err(FleetError::db("read lease"))?
+            sqlx::query_as(
+                "SELECT name, holder, epoch, expires_at, since FROM leases WHERE name = $1",
+            )
+            .bind(name)
+            .fetch_optional(pool)
+            .await
+            .map_err(FleetError::db("read lease"))?
         }))
     }
 
     /// `Ok` when `fence` is still the current, unexpired epoch of its lease.
     pub async fn check_fence(&self, fence: &Fence) -> Result<(), FleetError> {
-        self.check_fence_at(fence, unix_now()).await
+        let now = self.db_now().await?;
+        self.check_fence_at(fence, now).await
     }
 
     /// [`Registry::check_fence`] at time `now`.
@@ -211,6 +221,24 @@ impl Registry {
             epoch: u64::try_from(fence.epoch).unwrap_or(0),
             current,
         })
+    }
+
+    /// The database's clock (unix seconds): lease times are taken from it, so that
+    /// orchestrators with skewed clocks agree on expiry.
+    pub async fn db_now(&self) -> Result<i64, FleetError> {
+        let (now,): (i64,) = match &self.pool {
+            Pool::Postgres(pool) => sqlx::query_as(
+                "SELECT CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp())) AS BIGINT)",
+            )
+            .fetch_one(pool)
+            .await
+            .map_err(FleetError::db("read the database clock"))?,
+            Pool::Sqlite(pool) => sqlx::query_as("SELECT CAST(strftime('%s','now') AS INTEGER)")
+                .fetch_one(pool)
+                .await
+                .map_err(FleetError::db("read the database clock"))?,
+        };
+        Ok(now)
     }
 
     pub(crate) fn is_postgres(&self) -> bool {

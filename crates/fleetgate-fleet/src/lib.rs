@@ -11,7 +11,7 @@
 //!   missing, WAL), PostgreSQL when the URL says `postgres://`. Migrations are embedded
 //!   (`migrations/sqlite`, `migrations/postgres`: the SQL differs) and run at connect.
 //!   Tables: `peers`, `heartbeats` (time series), `leases`, `canary_selections`,
-//!   `deployments`.
+//!   `deployments`, `channels`, `pipeline_state`, `pipeline_files`.
 //! * Enrollment ([`enroll`]): a certificate `{type, node_id, public_key, region, address,
 //!   issued_at}` signed by the trust keys with `fleetgate-trust`'s signed-document
 //!   primitive; a peer that presents a valid one is `master_key_verified`.
@@ -20,7 +20,11 @@
 //!   window, so a node re-syncs after an inflated seq — and a bounded `sent_at` age),
 //!   stored as a time series.
 //! * Leases with fencing epochs ([`lease`]): one orchestrator at a time advances the
-//!   pipeline; writes from a deposed one are refused in the same statement.
+//!   pipeline; writes from a deposed one are refused in the same statement. Lease times
+//!   are the database's clock.
+//! * The run's shared state ([`shared`], `[state] store = "postgres"`): the state
+//!   document and the files later stages need, written under the lease with
+//!   compare-and-swap on the revision, so a standby orchestrator can finish a run.
 //! * Canary queries ([`canary`]): eligible peers, judge samples, the persisted selection,
 //!   per-node deployment status.
 //! * The HTTP routes ([`http::router`]) for the orchestrator's server to mount.
@@ -59,6 +63,7 @@ pub mod http;
 pub mod lease;
 pub mod metrics;
 pub mod registry;
+pub mod shared;
 
 /// The HTTP edge, defined in `fleetgate-net` (the node agent uses it without the registry)
 /// and re-exported here for the orchestrator's listeners.
@@ -74,3 +79,4 @@ pub use heartbeat::{
 };
 pub use lease::{Fence, Lease};
 pub use registry::{Backend, Peer, PeerStatus, Registry, redact_url, unix_now};
+pub use shared::{SharedDoc, SharedFile, SharedWriteError};

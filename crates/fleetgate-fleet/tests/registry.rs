@@ -668,3 +668,122 @@ async fn racing_orchestrators_get_the_lease_once() {
         db.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn the_shared_run_state_is_written_only_by_the_lease_holder_at_the_revision_it_read() {
+    use fleetgate_fleet::{SharedFile, SharedWriteError};
+    let ttl = Duration::from_secs(30);
+    let file = |path: &str, body: &str| SharedFile {
+        path: path.into(),
+        sha256: format!("{:064x}", body.len()),
+        bytes: body.as_bytes().to_vec(),
+    };
+    for db in backends().await {
+        let reg = db.registry().await;
+        assert_eq!(reg.shared_state("pipeline").await.unwrap(), None);
+        // The database's clock is the lease's clock.
+        let t = reg.db_now().await.unwrap();
+        assert!((t - fleetgate_fleet::unix_now()).abs() < 5, "{t}");
+        let a = reg
+            .acquire_lease("lease", "orch-A", ttl)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(a.since >= t && a.expires_at > a.since, "{a:?}");
+
+        // Not the holder (or a stale epoch): refused, nothing written.
+        for (holder, epoch) in [("orch-B", a.epoch), ("orch-A", a.epoch + 1)] {
+            let err = reg
+                .put_shared_state("pipeline", "lease", holder, epoch, 0, "{}", &[])
+                .await
+                .unwrap_err();
+            assert!(matches!(err, SharedWriteError::Fenced(_)), "{err}");
+        }
+        assert_eq!(reg.shared_state("pipeline").await.unwrap(), None);
+
+        // The holder writes revision 1 with a file, then 2 from 1.
+        let rev = reg
+            .put_shared_state(
+                "pipeline",
+                "lease",
+                "orch-A",
+                a.epoch,
+                0,
+                r#"{"stage":"canary"}"#,
+                &[file("manifests/1.json", "m1")],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rev, 1);
+        let rev = reg
+            .put_shared_state(
+                "pipeline",
+                "lease",
+                "orch-A",
+                a.epoch,
+                1,
+                r#"{"stage":"deploying"}"#,
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rev, 2);
+        // A write from a stale read is refused (compare-and-swap on the revision).
+        let err = reg
+            .put_shared_state("pipeline", "lease", "orch-A", a.epoch, 1, "{}", &[])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SharedWriteError::Conflict {
+                    expected: 1,
+                    current: 2
+                }
+            ),
+            "{err}"
+        );
+
+        // B takes over once A's lease is gone: a higher epoch; A is fenced out.
+        reg.release_lease(&a).await.unwrap();
+        let b = reg
+            .acquire_lease("lease", "orch-B", ttl)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.epoch, a.epoch + 1);
+        let err = reg
+            .put_shared_state("pipeline", "lease", "orch-A", a.epoch, 2, "{}", &[])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SharedWriteError::Fenced(_)), "{err}");
+        let rev = reg
+            .put_shared_state(
+                "pipeline",
+                "lease",
+                "orch-B",
+                b.epoch,
+                2,
+                r#"{"stage":"completed"}"#,
+                &[file("manifests/1.json", "m1"), file("releases.json", "r")],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rev, 3);
+        let doc = reg.shared_state("pipeline").await.unwrap().unwrap();
+        assert_eq!(
+            (
+                doc.doc.as_str(),
+                doc.rev,
+                doc.holder.as_str(),
+                doc.fence_epoch
+            ),
+            (r#"{"stage":"completed"}"#, 3, "orch-B", b.epoch)
+        );
+        let files = reg.shared_files("pipeline").await.unwrap();
+        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["manifests/1.json", "releases.json"]);
+        assert_eq!(files[0].bytes, b"m1");
+        db.cleanup().await;
+    }
+}

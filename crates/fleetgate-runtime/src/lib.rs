@@ -27,6 +27,7 @@ pub mod exec;
 pub mod external_sign;
 pub mod fleet;
 pub mod gates;
+pub mod ha;
 pub mod junit;
 pub mod orchestrator;
 pub mod outbox;
@@ -105,6 +106,21 @@ pub enum RuntimeError {
     /// names it and what is wrong (nothing was changed).
     #[error("{0}")]
     Invalid(String),
+}
+
+impl RuntimeError {
+    /// Refused because another orchestrator holds the pipeline lease (or this one lost
+    /// it): nothing was changed. Includes a shared-state write the registry refused.
+    #[must_use]
+    pub fn is_fenced(&self) -> bool {
+        matches!(
+            self,
+            RuntimeError::Fenced(_)
+                | RuntimeError::Store(fleetgate_store::StoreError::Shared(
+                    fleetgate_store::SharedError::Fenced(_)
+                ))
+        )
+    }
 }
 
 impl From<fleetgate_codehash::CodeHashError> for RuntimeError {

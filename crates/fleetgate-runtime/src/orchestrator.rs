@@ -72,6 +72,18 @@ pub enum Progress {
         /// Why.
         reason: String,
     },
+    /// High availability: another orchestrator holds the pipeline lease; this one is the
+    /// standby and waits to take the run over when the lease expires.
+    Standby {
+        /// Who holds it and until when.
+        detail: String,
+    },
+    /// High availability: this orchestrator took the pipeline lease and resumes the run
+    /// from the shared state.
+    TookOver {
+        /// The lease taken (holder, epoch).
+        detail: String,
+    },
     /// Waiting before checking a pending gate again.
     Waiting {
         /// Stage.
@@ -79,6 +91,19 @@ pub enum Progress {
         /// Seconds.
         secs: u64,
     },
+}
+
+/// High availability: the pipeline lease as `status` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LeaseInfo {
+    /// The lease row (holder, epoch, expiry and since: the database's clock).
+    pub lease: fleetgate_fleet::Lease,
+    /// Held by this orchestrator (this host and state directory).
+    pub ours: bool,
+    /// Seconds until it expires unless renewed (negative: expired).
+    pub expires_in_secs: i64,
+    /// One line for people.
+    pub summary: String,
 }
 
 /// The result of one `advance`.
@@ -128,7 +153,10 @@ pub fn load_config(path: Option<&Path>) -> Result<(Config, PathBuf), RuntimeErro
 /// Roll back the run in the state directory `state_dir` (needs no orchestrator lock: it
 /// wins over a gate that is running in another process).
 pub fn rollback_in(state_dir: &Path, reason: &str) -> Result<PipelineState, RuntimeError> {
-    let store = StateDir::open(state_dir)?;
+    rollback_store(&StateDir::open(state_dir)?, reason)
+}
+
+fn rollback_store(store: &StateDir, reason: &str) -> Result<PipelineState, RuntimeError> {
     let state = store
         .transact(|s| {
             handle(
@@ -150,7 +178,10 @@ pub fn rollback_in(state_dir: &Path, reason: &str) -> Result<PipelineState, Runt
 /// `run` in another process sees it at its next pass, and a gate pass already running is
 /// discarded (the epoch moved). Returns the state after.
 pub fn operator_in(state_dir: &Path, event: Event) -> Result<PipelineState, RuntimeError> {
-    let store = StateDir::open(state_dir)?;
+    operator_store(&StateDir::open(state_dir)?, event)
+}
+
+fn operator_store(store: &StateDir, event: Event) -> Result<PipelineState, RuntimeError> {
     store
         .transact(|s| handle(s, event.clone()).map(|_| s.clone()))
         .map_err(flatten)
@@ -207,6 +238,8 @@ pub(crate) fn flatten(e: TransactError<TransitionError>) -> RuntimeError {
 pub struct Orchestrator {
     ctx: GateContext,
     store: StateDir,
+    /// High availability: the keeper of the pipeline lease (`[state] store = "postgres"`).
+    keeper: Option<std::sync::Arc<crate::ha::LeaseKeeper>>,
     _lock: Option<OrchestratorLock>,
 }
 
@@ -220,15 +253,26 @@ impl Orchestrator {
         if let Some(key_file) = &cfg.signing.key_file {
             crate::sandbox::protect_path(&resolve(base, key_file));
         }
+        let ctx = GateContext {
+            cfg,
+            base: base.to_owned(),
+            repo,
+            state_dir,
+            fleet: Default::default(),
+        };
+        let (store, keeper) = if ctx.cfg.state.store == fleetgate_core::config::StateStore::Postgres
+        {
+            let shared =
+                std::sync::Arc::new(crate::ha::RegistryState::new(ctx.fleet.connect(&ctx)?));
+            let keeper = shared.keeper().clone();
+            (store.with_shared(shared), Some(keeper))
+        } else {
+            (store, None)
+        };
         Ok(Orchestrator {
-            ctx: GateContext {
-                cfg,
-                base: base.to_owned(),
-                repo,
-                state_dir,
-                fleet: Default::default(),
-            },
+            ctx,
             store,
+            keeper,
             _lock: None,
         })
     }
@@ -379,22 +423,116 @@ impl Orchestrator {
 
     /// Roll back the current run.
     pub fn rollback(&self, reason: &str) -> Result<PipelineState, RuntimeError> {
-        rollback_in(self.store.path(), reason)
+        rollback_store(&self.store, reason)
     }
 
     /// Pause the current run (see [`pause_in`]).
     pub fn pause(&self, by: &str, reason: &str) -> Result<PipelineState, RuntimeError> {
-        pause_in(self.store.path(), by, reason)
+        operator_store(
+            &self.store,
+            Event::Pause {
+                by: by.to_owned(),
+                reason: reason.to_owned(),
+                now: now(),
+            },
+        )
     }
 
     /// Resume the paused run (see [`resume_in`]).
     pub fn resume(&self, by: &str, reason: &str) -> Result<PipelineState, RuntimeError> {
-        resume_in(self.store.path(), by, reason)
+        operator_store(
+            &self.store,
+            Event::Resume {
+                by: by.to_owned(),
+                reason: reason.to_owned(),
+                now: now(),
+            },
+        )
     }
 
     /// Promote the open canary window (see [`promote_in`]).
     pub fn promote(&self, by: &str, reason: &str) -> Result<PipelineState, RuntimeError> {
-        promote_in(self.store.path(), by, reason)
+        operator_store(
+            &self.store,
+            Event::Promote {
+                by: by.to_owned(),
+                reason: reason.to_owned(),
+                now: now(),
+            },
+        )
+    }
+
+    /// High availability: who holds the pipeline lease (`None` without a shared state
+    /// store, or before anyone took it).
+    pub fn lease(&self) -> Result<Option<LeaseInfo>, RuntimeError> {
+        if self.keeper.is_none() {
+            return Ok(None);
+        }
+        let link = self.ctx.fleet.connect(&self.ctx)?;
+        let lease = link
+            .block_on(link.registry().lease(crate::fleet::LEASE_NAME))
+            .map_err(|e| RuntimeError::Fleet(format!("failed to read the pipeline lease: {e}")))?;
+        let now = link.db_now();
+        Ok(lease.map(|l| LeaseInfo {
+            ours: l.holder == link.holder(),
+            summary: crate::fleet::link::describe_lease(&l, now),
+            expires_in_secs: l.expires_at - now,
+            lease: l,
+        }))
+    }
+
+    /// High availability: take or renew the pipeline lease and lead (keep it renewed in
+    /// the background); [`RuntimeError::Fenced`] while another orchestrator holds it.
+    /// A no-op without a shared state store.
+    pub fn ensure_leader(&self) -> Result<(), RuntimeError> {
+        if let Some(k) = &self.keeper {
+            self.ctx.fleet.get(&self.ctx)?;
+            k.lead();
+        }
+        Ok(())
+    }
+
+    /// High availability: wait (as the standby) until this orchestrator holds the
+    /// pipeline lease, reporting who holds it meanwhile.
+    fn await_lease(&self, progress: &mut dyn FnMut(Progress)) -> Result<(), RuntimeError> {
+        let Some(keeper) = &self.keeper else {
+            return Ok(());
+        };
+        let was_leader = keeper.is_leader();
+        let mut waited = false;
+        let mut shown_at: Option<std::time::Instant> = None;
+        loop {
+            match self.ensure_leader() {
+                Ok(()) => {
+                    if waited || !was_leader {
+                        let fence = self.ctx.fleet.connect(&self.ctx)?.fence();
+                        progress(Progress::TookOver {
+                            detail: format!(
+                                "holding the pipeline lease at epoch {}{}",
+                                fence.epoch,
+                                if waited {
+                                    " (the previous holder stopped renewing it): resuming the run from the shared state"
+                                } else {
+                                    ""
+                                }
+                            ),
+                        });
+                    }
+                    return Ok(());
+                }
+                Err(e) if e.is_fenced() => {
+                    waited = true;
+                    if shown_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+                        progress(Progress::Standby {
+                            detail: e.to_string(),
+                        });
+                        shown_at = Some(std::time::Instant::now());
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Carry out the outbox effects (rollback orders) and record each result. Returns the
@@ -466,6 +604,8 @@ impl Orchestrator {
         &self,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<AdvanceReport, RuntimeError> {
+        // With a shared state store only the lease holder evaluates gates.
+        self.ensure_leader()?;
         let mut snapshot = self.store.load()?;
         if snapshot.stage.is_gated() && snapshot.git_sha.is_empty() {
             snapshot = self.pin_commit(snapshot)?;
@@ -748,6 +888,7 @@ impl Orchestrator {
         let mut delivering_since: Option<std::time::Instant> = None;
         let mut shown_pause: Option<fleetgate_core::OperatorAction> = None;
         loop {
+            self.await_lease(progress)?;
             let state = self.store.load()?;
             if !state.stage.is_gated() {
                 if state.outbox.is_empty() {
@@ -757,7 +898,11 @@ impl Orchestrator {
                 // node that may run the release obeyed, or until the delivery deadline;
                 // what is left stays queued for `fleetgate outbox`.
                 let since = *delivering_since.get_or_insert_with(std::time::Instant::now);
-                let report = self.deliver_queued(state.stage, state.outbox.len(), progress)?;
+                let report = match self.deliver_queued(state.stage, state.outbox.len(), progress) {
+                    // The lease was lost: back to standby.
+                    Err(e) if e.is_fenced() && self.keeper.is_some() => continue,
+                    r => r?,
+                };
                 if report.state.outbox.is_empty() || since.elapsed() >= self.delivery_deadline() {
                     return Ok(report.state);
                 }
@@ -780,7 +925,11 @@ impl Orchestrator {
                 std::thread::sleep(poll);
                 continue;
             }
-            let report = self.advance(progress)?;
+            let report = match self.advance(progress) {
+                // The lease was lost mid-pass (nothing was written): back to standby.
+                Err(e) if e.is_fenced() && self.keeper.is_some() => continue,
+                r => r?,
+            };
             if report.paused {
                 continue;
             }

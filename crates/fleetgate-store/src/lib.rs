@@ -36,9 +36,11 @@
 
 pub mod hart;
 mod releases;
+pub mod shared;
 
 pub use hart::{ADOPTED_REASON_PREFIX, HART_ORIGINAL_SUFFIX, adoption_warning};
 pub use releases::{RELEASE_HISTORY_LIMIT, RELEASES_FILE, RELEASES_SCHEMA_VERSION, ReleaseRecord};
+pub use shared::{SharedError, SharedStore};
 
 use fleetgate_core::{PipelineState, SCHEMA_VERSION};
 use std::fs::{self, File, OpenOptions};
@@ -106,6 +108,10 @@ pub enum StoreError {
     /// Serialisation failed (should not happen for well-formed state).
     #[error("failed to serialise the state: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// The shared store of the run's state (`[state] store = "postgres"`) refused or
+    /// failed; nothing was changed there.
+    #[error("the shared run state: {0}")]
+    Shared(#[from] SharedError),
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
@@ -120,6 +126,7 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
 #[derive(Debug, Clone)]
 pub struct StateDir {
     dir: PathBuf,
+    shared: Option<shared::Shared>,
 }
 
 /// Held for the life of an orchestrator process; dropping it releases the lock.
@@ -195,7 +202,7 @@ impl StateDir {
     pub fn open(dir: impl Into<PathBuf>) -> Result<StateDir, StoreError> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(io_err("create state directory", &dir))?;
-        Ok(StateDir { dir })
+        Ok(StateDir { dir, shared: None })
     }
 
     /// The directory.
@@ -253,7 +260,15 @@ impl StateDir {
     /// (`releases.json`) is merged in: an idle state after a lost or quarantined state
     /// file still carries `last_completed` and `last_sequence`. A corrupt `releases.json`
     /// is moved aside and reported the same way (the next write rebuilds it from the state).
+    ///
+    /// With a shared store, the shared copy is pulled first (see [`shared`]); when it
+    /// cannot be reached, the local mirror is read and [`StateDir::mirror_note`] says so.
     pub fn load(&self) -> Result<PipelineState, StoreError> {
+        self.pull_for_read()?;
+        self.load_local()
+    }
+
+    fn load_local(&self) -> Result<PipelineState, StoreError> {
         let record = self.releases()?;
         let mut state = self.load_state_file(&record)?;
         let merged = record.merged_with(&state);
@@ -494,6 +509,7 @@ impl StateDir {
         crash_point("before-write");
         write_atomic(&path, &bytes, None).map_err(io_err("write", &path))?;
         crash_point("after-write");
+        self.push(&bytes)?;
         Ok(())
     }
 
@@ -525,7 +541,9 @@ impl StateDir {
             .map_err(|e| TransactError::Store(io_err("open lock file", &path)(e)))?;
         file.lock()
             .map_err(|e| TransactError::Store(io_err("lock", &path)(e)))?;
-        let mut state = self.load().map_err(TransactError::Store)?;
+        // With a shared store: its copy, strictly (a write must start from it).
+        self.pull().map_err(TransactError::Store)?;
+        let mut state = self.load_local().map_err(TransactError::Store)?;
         let before = state.clone();
         let r = f(&mut state).map_err(TransactError::Rejected)?;
         if state != before {
@@ -554,6 +572,11 @@ impl StateDir {
         let mut bytes = serde_json::to_vec_pretty(state)?;
         bytes.push(b'\n');
         write_atomic(&path, &bytes, None).map_err(io_err("write", &path))?;
+        if self.shared.is_some() {
+            // The archive goes to the shared store with the state as it stands.
+            let doc = fs::read(self.state_path()).map_err(io_err("read", &self.state_path()))?;
+            self.push(&doc)?;
+        }
         Ok(path)
     }
 }

@@ -268,7 +268,13 @@ impl ErrorKind {
     /// report it.
     pub fn of(e: &RuntimeError) -> ErrorKind {
         match e {
-            RuntimeError::Store(StoreError::Locked { .. })
+            RuntimeError::Store(
+                StoreError::Locked { .. }
+                | StoreError::Shared(
+                    fleetgate_store::SharedError::Fenced(_)
+                    | fleetgate_store::SharedError::Conflict(_),
+                ),
+            )
             | RuntimeError::Fenced(_)
             | RuntimeError::Busy(_) => ErrorKind::Locked,
             RuntimeError::Store(StoreError::Corrupt { .. } | StoreError::TooNew { .. }) => {
@@ -893,6 +899,8 @@ fn progress_line(p: &Progress) -> String {
             "{}: paused by {by}: {reason}; nothing is evaluated until resumed",
             stage.gate_name()
         ),
+        Progress::Standby { detail } => format!("standby: {detail}"),
+        Progress::TookOver { detail } => format!("lease: {detail}"),
     }
 }
 

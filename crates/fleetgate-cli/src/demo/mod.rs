@@ -87,6 +87,17 @@ pub struct DemoArgs {
     /// its first release — put one on it with `fleetgate fleet provision v1.0.0`.
     #[arg(long, requires = "prepare_only")]
     pub empty_nodes: bool,
+    /// With --prepare-only: the fleet registry at this URL instead of the embedded SQLite
+    /// file. A `postgres://` URL also keeps the run's state there (`[state] store =
+    /// "postgres"`): orchestrators on other machines (their own config and state
+    /// directory, the same URL) are standbys that take a run over when its orchestrator
+    /// dies.
+    #[arg(long, requires = "prepare_only", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// With --database-url: the pipeline lease's lifetime in seconds (how long a standby
+    /// waits after the holder stopped renewing it).
+    #[arg(long, requires = "database_url", value_name = "SECS")]
+    pub lease_ttl_secs: Option<u32>,
     /// Node-to-node spread σ of the apps' natural exception rate: node i's rate is the
     /// release's `error_rate` × exp(σ·Zᵢ − σ²/2) (Zᵢ standard normal, drawn from a fixed
     /// seed; mean factor 1), set as `DEMO_ERROR_SCALE` in the node's `[env]`. Real nodes
@@ -265,6 +276,26 @@ deadline_secs = 180
 poll_interval_secs = 1
 "#;
 
+/// The `[fleet]` (and, for PostgreSQL, `[state]`) sections of a demo on a registry at
+/// `url`.
+fn shared_registry_config(url: &str, lease_ttl_secs: Option<u32>) -> String {
+    let mut t = format!(
+        "\n[fleet]\ndatabase_url = {}\n",
+        toml::Value::String(url.to_owned())
+    );
+    if let Some(ttl) = lease_ttl_secs {
+        t.push_str(&format!("lease_ttl_secs = {ttl}\n"));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        t.push_str(
+            "\n# The run's state lives in the registry: a standby orchestrator (its own config\n\
+             # and state_dir, this database_url) takes a run over when its orchestrator dies.\n\
+             [state]\nstore = \"postgres\"\n",
+        );
+    }
+    t
+}
+
 /// Run the demo.
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let t0 = std::time::Instant::now();
@@ -305,7 +336,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
     let guardrail = fleetgate_runtime::codehash::sha256_file(&app.join("policy/guardrails.toml"))?;
     let config = dir.join("fleetgate.toml");
-    std::fs::write(&config, DEMO_CONFIG.replace("GUARDRAIL", &guardrail))?;
+    let mut config_text = DEMO_CONFIG.replace("GUARDRAIL", &guardrail);
+    if let Some(url) = &args.database_url {
+        config_text.push_str(&shared_registry_config(url, args.lease_ttl_secs));
+    }
+    std::fs::write(&config, config_text)?;
 
     // 2. The fleet: registry, fleet endpoint, N agents on v1.0.0, ready for a canary.
     //    A `--prepare-only` fleet that fails to come up is stopped, not left behind.

@@ -67,7 +67,7 @@ pub fn canary(
     let mut progress = state.canary.clone().unwrap_or_default();
     let mut persist = |p: &CanaryProgress| checkpoint(FleetStageProgress::Canary(p.clone()));
     let mut select = |t: i64| select(ctx, link, state, t);
-    let mut selected = |s: &CanarySelection| record_selection(link, state, s, s.selected_at);
+    let mut selected = |s: &CanarySelection| record_selection(link, state, s);
     run_phase(
         ctx,
         link,
@@ -292,7 +292,6 @@ fn record_selection(
     link: &FleetLink,
     state: &PipelineState,
     s: &CanarySelection,
-    t: i64,
 ) -> Result<(), RuntimeError> {
     let selection = fleetgate_canary::Selection {
         seed_hex: s.seed.clone(),
@@ -303,10 +302,12 @@ fn record_selection(
         per_region: s.per_region.clone(),
     };
     let run_id = state.run_id.clone().unwrap_or_default();
-    link.block_on(
-        link.registry()
-            .persist_selection(&run_id, &selection, &link.fence(), t),
-    )
+    link.block_on(link.registry().persist_selection(
+        &run_id,
+        &selection,
+        &link.fence(),
+        link.db_now(),
+    ))
     .map_err(|e| rt_err("failed to record the canary selection", e))
 }
 

@@ -66,18 +66,23 @@ impl FleetHandle {
     /// The link, connecting on first use; the pipeline lease is taken or renewed on every
     /// call (a non-holder gets [`RuntimeError::Fenced`]).
     pub fn get(&self, ctx: &GateContext) -> Result<Arc<FleetLink>, RuntimeError> {
+        let link = self.connect(ctx)?;
+        link.renew_lease()?;
+        Ok(link)
+    }
+
+    /// The link, connecting on first use, without touching the lease (reads, and a
+    /// standby waiting for the lease).
+    pub fn connect(&self, ctx: &GateContext) -> Result<Arc<FleetLink>, RuntimeError> {
         let mut slot = self.link.lock().unwrap_or_else(|p| p.into_inner());
-        let link = match slot.as_ref() {
+        Ok(match slot.as_ref() {
             Some(l) => l.clone(),
             None => {
                 let l = Arc::new(FleetLink::open(ctx)?);
                 *slot = Some(l.clone());
                 l
             }
-        };
-        drop(slot);
-        link.renew_lease()?;
-        Ok(link)
+        })
     }
 }
 
@@ -133,19 +138,37 @@ impl FleetLink {
                 .block_on(self.registry.lease(LEASE_NAME))
                 .ok()
                 .flatten();
+            let now = self.db_now();
             return Err(RuntimeError::Fenced(format!(
                 "another orchestrator holds the pipeline lease on {} ({}); only the lease holder may advance the pipeline",
                 fleetgate_fleet::redact_url(&self.url),
-                current
-                    .map(|l| format!(
-                        "holder {}, epoch {}, expires at {}",
-                        l.holder, l.epoch, l.expires_at
-                    ))
-                    .unwrap_or_default()
+                current.map(|l| describe_lease(&l, now)).unwrap_or_default()
             )));
         };
         *self.fence.lock().unwrap_or_else(|p| p.into_inner()) = lease.fence();
         Ok(())
+    }
+
+    /// The database's clock (unix seconds; this machine's clock if it cannot be read):
+    /// the time lease checks are made at.
+    pub fn db_now(&self) -> i64 {
+        self.block_on(self.registry.db_now())
+            .unwrap_or_else(|_| fleetgate_fleet::unix_now())
+    }
+
+    /// This orchestrator's name as a lease holder (`host:state_dir`).
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// The registry URL, password removed.
+    pub fn redacted_url(&self) -> String {
+        fleetgate_fleet::redact_url(&self.url)
+    }
+
+    /// The pipeline lease's lifetime.
+    pub fn lease_ttl(&self) -> Duration {
+        self.lease_ttl
     }
 
     /// The fence of this orchestrator's lease.
@@ -393,6 +416,22 @@ fn fleet_ca(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, Runtime
         return Err(bad("holds no PEM certificate".into()));
     }
     Ok(certs)
+}
+
+/// "holder H, epoch N, since T, expires in S s" (times by the database's clock `now`).
+pub fn describe_lease(l: &fleetgate_fleet::Lease, now: i64) -> String {
+    let left = l.expires_at - now;
+    format!(
+        "holder {}, epoch {}, held for {} s, {}",
+        l.holder,
+        l.epoch,
+        (now - l.since).max(0),
+        if left > 0 {
+            format!("expires in {left} s unless renewed")
+        } else {
+            format!("expired {} s ago", -left)
+        }
+    )
 }
 
 #[cfg(test)]

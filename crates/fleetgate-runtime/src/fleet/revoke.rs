@@ -160,7 +160,7 @@ fn unreachable(
 }
 
 fn record(link: &FleetLink, run_id: &str, p: &RevocationProgress, nodes: &[String]) {
-    let t = now_secs();
+    let t = link.db_now();
     for d in p.deliveries.iter().filter(|d| nodes.contains(&d.node)) {
         let status = match d.status {
             DeliveryStatus::Done => DeployStatus::RolledBack,

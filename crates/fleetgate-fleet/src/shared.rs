@@ -1,0 +1,197 @@
+//! The run's state in the shared registry (high availability): the pipeline state
+//! document and the files later stages need (the completed-release record, signed
+//! manifests, benchmark baselines, run archives), written only by the holder of the
+//! pipeline lease — the lease check and the write are one transaction, the lease row
+//! locked (`FOR UPDATE` on PostgreSQL) so a takeover cannot interleave — and with
+//! compare-and-swap on the document's revision, so a deposed orchestrator can never
+//! overwrite what its successor wrote.
+
+use crate::error::FleetError;
+use crate::registry::Registry;
+
+/// The state document as stored.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SharedDoc {
+    /// The state (the JSON of the state file).
+    pub doc: String,
+    /// Revision: 1 for the first write, one more for each write after.
+    pub rev: i64,
+    /// The orchestrator that wrote it.
+    pub holder: String,
+    /// The lease epoch it was written under.
+    pub fence_epoch: i64,
+    /// When (the database's clock).
+    pub updated_at: i64,
+}
+
+/// A file of the state directory, stored beside the document.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SharedFile {
+    /// Its path under the state directory (`/`-separated, relative).
+    pub path: String,
+    /// SHA-256 of `bytes`, hex.
+    pub sha256: String,
+    /// The content.
+    pub bytes: Vec<u8>,
+}
+
+/// Why a shared write was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SharedWriteError {
+    /// The writer does not hold the lease (at that epoch, unexpired): nothing was written.
+    #[error(transparent)]
+    Fenced(FleetError),
+    /// The document moved on since the writer read it: nothing was written.
+    #[error(
+        "the shared run state moved on: it is at revision {current}, this orchestrator read {expected}; read it again"
+    )]
+    Conflict {
+        /// Revision the writer read.
+        expected: i64,
+        /// Revision stored.
+        current: i64,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Db(FleetError),
+}
+
+impl Registry {
+    /// The state document `name`, if one was written.
+    pub async fn shared_state(&self, name: &str) -> Result<Option<SharedDoc>, FleetError> {
+        const SQL: &str =
+            "SELECT doc, rev, holder, fence_epoch, updated_at FROM pipeline_state WHERE name = $1";
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as(SQL)
+                .bind(name)
+                .fetch_optional(pool)
+                .await
+                .map_err(FleetError::db("read the shared run state"))?
+        }))
+    }
+
+    /// The files stored beside the state document `name`, by path.
+    pub async fn shared_files(&self, name: &str) -> Result<Vec<SharedFile>, FleetError> {
+        const SQL: &str =
+            "SELECT path, sha256, bytes FROM pipeline_files WHERE name = $1 ORDER BY path";
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as(SQL)
+                .bind(name)
+                .fetch_all(pool)
+                .await
+                .map_err(FleetError::db("read the shared state files"))?
+        }))
+    }
+
+    /// Write the state document `name` (and `files`, upserted by path) if `holder` holds
+    /// the lease `lease` at `epoch`, unexpired by the database's clock, and the stored
+    /// revision is `expected_rev` (0: none stored yet). Returns the new revision.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one fenced write, every part named"
+    )]
+    pub async fn put_shared_state(
+        &self,
+        name: &str,
+        lease: &str,
+        holder: &str,
+        epoch: i64,
+        expected_rev: i64,
+        doc: &str,
+        files: &[SharedFile],
+    ) -> Result<i64, SharedWriteError> {
+        let db = |what: &'static str| {
+            move |e: sqlx::Error| SharedWriteError::Db(FleetError::db(what)(e))
+        };
+        let now = self.db_now().await.map_err(SharedWriteError::Db)?;
+        const CHECK_PG: &str = "SELECT epoch FROM leases WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > $4 FOR UPDATE";
+        const CHECK_SQLITE: &str = "SELECT epoch FROM leases WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > $4";
+        let check = if self.is_postgres() {
+            CHECK_PG
+        } else {
+            CHECK_SQLITE
+        };
+        const FILE: &str = "INSERT INTO pipeline_files (name, path, sha256, bytes, updated_at) VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT (name, path) DO UPDATE SET sha256 = excluded.sha256, bytes = excluded.bytes, updated_at = excluded.updated_at";
+        const INSERT: &str = "INSERT INTO pipeline_state (name, doc, rev, holder, fence_epoch, updated_at) VALUES ($1, $2, 1, $3, $4, $5)
+            ON CONFLICT (name) DO NOTHING";
+        const UPDATE: &str = "UPDATE pipeline_state SET doc = $2, rev = rev + 1, holder = $3, fence_epoch = $4, updated_at = $5
+            WHERE name = $1 AND rev = $6";
+        const REV: &str = "SELECT rev FROM pipeline_state WHERE name = $1";
+        let outcome: Result<i64, SharedWriteError> = with_pool!(self, |pool| {
+            let mut tx = pool
+                .begin()
+                .await
+                .map_err(db("begin the shared state write"))?;
+            let held: Option<(i64,)> = sqlx::query_as(check)
+                .bind(lease)
+                .bind(holder)
+                .bind(epoch)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("check the pipeline lease"))?;
+            if held.is_none() {
+                drop(tx);
+                let fence = crate::Fence {
+                    name: lease.to_owned(),
+                    epoch,
+                };
+                return Err(SharedWriteError::Fenced(
+                    self.fenced(&fence, now).await.unwrap_or_else(|e| e),
+                ));
+            }
+            let n = if expected_rev == 0 {
+                sqlx::query(INSERT)
+                    .bind(name)
+                    .bind(doc)
+                    .bind(holder)
+                    .bind(epoch)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("write the shared run state"))?
+                    .rows_affected()
+            } else {
+                sqlx::query(UPDATE)
+                    .bind(name)
+                    .bind(doc)
+                    .bind(holder)
+                    .bind(epoch)
+                    .bind(now)
+                    .bind(expected_rev)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("write the shared run state"))?
+                    .rows_affected()
+            };
+            if n != 1 {
+                let current: Option<(i64,)> = sqlx::query_as(REV)
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db("read the shared state revision"))?;
+                return Err(SharedWriteError::Conflict {
+                    expected: expected_rev,
+                    current: current.map_or(0, |c| c.0),
+                });
+            }
+            for f in files {
+                sqlx::query(FILE)
+                    .bind(name)
+                    .bind(&f.path)
+                    .bind(&f.sha256)
+                    .bind(&f.bytes)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("write a shared state file"))?;
+            }
+            tx.commit()
+                .await
+                .map_err(db("commit the shared state write"))?;
+            Ok(expected_rev + 1)
+        });
+        outcome
+    }
+}

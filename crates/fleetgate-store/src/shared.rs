@@ -1,0 +1,282 @@
+//! The state directory backed by a shared store (high availability, `[state] store =
+//! "postgres"`): the shared copy is the run's state, the local directory its mirror.
+//!
+//! - Before every read-modify-write ([`StateDir::transact`]) the shared document is
+//!   pulled; when its revision differs from the one this process last saw, the local
+//!   mirror (the files later stages need, then the state file) is rewritten from it. So
+//!   a standby orchestrator on an empty state directory resumes exactly where the last
+//!   holder stood.
+//! - Every state write goes to the local file first, then to the shared store, which
+//!   accepts it only from the holder of the pipeline lease and only at the revision this
+//!   process read (compare-and-swap). A refused write is an error: the caller stops
+//!   before any outside effect, and the next pull replaces the local file (which is then
+//!   ahead of the shared one) with the shared copy.
+//! - Plain reads ([`StateDir::load`], for `status`) fall back to the local mirror when
+//!   the shared store cannot be reached, and say so ([`StateDir::mirror_note`]).
+
+use crate::{StateDir, StoreError, io_err, write_atomic};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Files of the state directory that live in the shared store too (the completed-release
+/// record and the run's signed manifest).
+pub const SHARED_FILES: [&str; 2] = ["releases.json", "release_manifest.json"];
+/// Directories whose files live in the shared store too: signed manifests by sequence,
+/// benchmark baselines, provenance, approvals, the archive of finished runs.
+pub const SHARED_DIRS: [&str; 5] = ["manifests", "benchmarks", "provenance", "approvals", "runs"];
+/// Largest file mirrored (larger ones are logged and left local).
+pub const MAX_SHARED_FILE: u64 = 4 * 1024 * 1024;
+
+/// Why the shared store refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SharedError {
+    /// This orchestrator does not hold the pipeline lease: nothing was written.
+    #[error("{0}")]
+    Fenced(String),
+    /// The shared state moved on since this orchestrator read it: nothing was written.
+    #[error("{0}")]
+    Conflict(String),
+    /// The shared store could not be reached or failed.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A shared home of the run's state, written only by the pipeline lease's holder.
+pub trait SharedStore: Send + Sync + std::fmt::Debug {
+    /// The stored state document and its revision; `None` before the first write.
+    fn fetch(&self) -> Result<Option<(Vec<u8>, i64)>, SharedError>;
+    /// The stored files: (path relative to the state directory, bytes).
+    fn fetch_files(&self) -> Result<Vec<(String, Vec<u8>)>, SharedError>;
+    /// Store `doc` (and `files`) if this process holds the pipeline lease and the stored
+    /// revision is `expected_rev` (0: none yet). Returns the new revision.
+    fn put(
+        &self,
+        doc: &[u8],
+        expected_rev: i64,
+        files: &[(String, Vec<u8>)],
+    ) -> Result<i64, SharedError>;
+    /// Where it is, for messages (no secrets).
+    fn describe(&self) -> String;
+}
+
+/// What this process knows of the shared copy.
+#[derive(Debug, Default)]
+pub(crate) struct SyncState {
+    /// Revision last pulled or written; `None`: unknown (pull before writing).
+    rev: Option<i64>,
+    /// Files as last pulled or written.
+    files: BTreeMap<String, Vec<u8>>,
+    /// Set when the last read fell back to the local mirror.
+    mirror: Option<String>,
+}
+
+/// The shared side of a [`StateDir`].
+#[derive(Debug, Clone)]
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn SharedStore>,
+    pub(crate) sync: Arc<Mutex<SyncState>>,
+}
+
+impl Shared {
+    fn sync(&self) -> std::sync::MutexGuard<'_, SyncState> {
+        self.sync.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A relative path without `..`, `.` or empty parts (a path from the shared store is
+/// input: it must stay inside the state directory).
+fn safe_rel(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\\'))
+        && (SHARED_FILES.contains(&path)
+            || SHARED_DIRS
+                .iter()
+                .any(|d| path.strip_prefix(d).is_some_and(|r| r.starts_with('/'))))
+}
+
+fn collect(root: &Path, rel: &str, depth: u32, out: &mut BTreeMap<String, Vec<u8>>) {
+    let path = root.join(rel);
+    let Ok(meta) = fs::symlink_metadata(&path) else {
+        return;
+    };
+    if meta.is_file() {
+        if meta.len() > MAX_SHARED_FILE {
+            tracing::warn!(path = %path.display(), "not mirrored to the shared store: over {MAX_SHARED_FILE} bytes");
+        } else if let Ok(b) = fs::read(&path) {
+            out.insert(rel.to_owned(), b);
+        }
+    } else if meta.is_dir() && depth < 4 {
+        for e in fs::read_dir(&path).into_iter().flatten().flatten() {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            // Temporary files of atomic writes and locks are not state.
+            if name.starts_with('.') || name.ends_with(".lock") || name.ends_with(".tmp") {
+                continue;
+            }
+            collect(root, &format!("{rel}/{name}"), depth + 1, out);
+        }
+    }
+}
+
+impl StateDir {
+    /// Back this state directory with a shared store (see the module docs).
+    #[must_use]
+    pub fn with_shared(mut self, store: Arc<dyn SharedStore>) -> StateDir {
+        self.shared = Some(Shared {
+            store,
+            sync: Arc::default(),
+        });
+        self
+    }
+
+    /// Whether the run's state lives in a shared store.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// The shared store, described (None for a plain state directory).
+    pub fn shared_description(&self) -> Option<String> {
+        self.shared.as_ref().map(|s| s.store.describe())
+    }
+
+    /// Set when the last [`StateDir::load`] could not reach the shared store and
+    /// returned the local mirror: why.
+    pub fn mirror_note(&self) -> Option<String> {
+        self.shared.as_ref().and_then(|s| s.sync().mirror.clone())
+    }
+
+    /// Rewrite the local mirror from the shared copy when it changed since this process
+    /// last saw it. Files first, the state file last.
+    pub(crate) fn pull(&self) -> Result<(), StoreError> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        let fetched = shared.store.fetch()?;
+        let mut sync = shared.sync();
+        sync.mirror = None;
+        let Some((doc, rev)) = fetched else {
+            // Nothing shared yet: the first write inserts this directory's state.
+            sync.rev = Some(0);
+            return Ok(());
+        };
+        if sync.rev == Some(rev) {
+            return Ok(());
+        }
+        drop(sync);
+        let files = shared.store.fetch_files()?;
+        let mut sync = shared.sync();
+        for (rel, bytes) in files {
+            if !safe_rel(&rel) {
+                tracing::warn!(path = %rel, "the shared store holds a file outside the mirrored paths: ignored");
+                continue;
+            }
+            let path = self.dir.join(&rel);
+            if fs::read(&path).ok().as_deref() != Some(bytes.as_slice()) {
+                if let Some(parent) = path.parent() {
+                    fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+                }
+                write_atomic(&path, &bytes, None).map_err(io_err("write", &path))?;
+            }
+            sync.files.insert(rel, bytes);
+        }
+        let path = self.state_path();
+        if fs::read(&path).ok().as_deref() != Some(doc.as_slice()) {
+            write_atomic(&path, &doc, None).map_err(io_err("write", &path))?;
+        }
+        sync.rev = Some(rev);
+        Ok(())
+    }
+
+    /// [`StateDir::pull`] for a read: a shared store that cannot be reached leaves the
+    /// local mirror in place, noted for `status`.
+    pub(crate) fn pull_for_read(&self) -> Result<(), StoreError> {
+        match self.pull() {
+            Err(StoreError::Shared(SharedError::Unavailable(e))) => {
+                tracing::warn!(error = %e, "the shared run state is unreachable: reading the local mirror");
+                if let Some(s) = &self.shared {
+                    s.sync().mirror = Some(format!(
+                        "the shared run state ({}) is unreachable ({e}): this is the local mirror, possibly behind",
+                        s.store.describe()
+                    ));
+                }
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Store the state document `doc` (the state file's bytes) and every mirrored file
+    /// that changed in the shared store, under the lease, at the revision last seen.
+    pub(crate) fn push(&self, doc: &[u8]) -> Result<(), StoreError> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        let known = shared.sync().rev;
+        let expected = match known {
+            Some(r) => r,
+            None => shared.store.fetch()?.map_or(0, |(_, r)| r),
+        };
+        let mut now = BTreeMap::new();
+        for f in SHARED_FILES {
+            collect(&self.dir, f, 0, &mut now);
+        }
+        for d in SHARED_DIRS {
+            collect(&self.dir, d, 0, &mut now);
+        }
+        let changed: Vec<(String, Vec<u8>)> = {
+            let sync = shared.sync();
+            now.iter()
+                .filter(|(p, b)| sync.files.get(*p) != Some(*b))
+                .map(|(p, b)| (p.clone(), b.clone()))
+                .collect()
+        };
+        match shared.store.put(doc, expected, &changed) {
+            Ok(rev) => {
+                let mut sync = shared.sync();
+                sync.rev = Some(rev);
+                sync.files.extend(changed);
+                Ok(())
+            }
+            Err(e) => {
+                // The local file is now ahead of the shared copy: the next pull replaces it.
+                shared.sync().rev = None;
+                Err(e.into())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_rel;
+
+    #[test]
+    fn only_mirrored_relative_paths_are_written() {
+        for ok in [
+            "releases.json",
+            "manifests/3.json",
+            "runs/a-b.json",
+            "benchmarks/v1/x.json",
+        ] {
+            assert!(safe_rel(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "manifests/../../x",
+            "manifests",
+            "upgrade_state.json",
+            "work/x",
+            "manifests//x",
+            "./releases.json",
+            "manifests\\..\\x",
+        ] {
+            assert!(!safe_rel(bad), "{bad}");
+        }
+    }
+}
