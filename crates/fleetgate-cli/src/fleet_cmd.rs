@@ -1,4 +1,4 @@
-//! `fleetgate fleet enroll|list|show|remove|channel|provision|serve|ca` and
+//! `fleetgate fleet enroll|list|show|remove|channel|provision|serve|ca|simulate` and
 //! `fleetgate canary-health`.
 
 use anyhow::Context;
@@ -113,6 +113,13 @@ pub enum FleetCmd {
     /// The fleet's private CA for HTTPS (`fleetgate fleet ca init`).
     #[command(subcommand)]
     Ca(crate::tls_cmd::CaCmd),
+    /// Virtual nodes heartbeating to a fleet endpoint: to size a fleet and measure the
+    /// endpoint. Enrolls --nodes virtual nodes in this config's registry (reused by later
+    /// runs), sends each one's signed heartbeat every --interval seconds for --duration
+    /// seconds from --concurrency connections, and prints sent / accepted / refused, the
+    /// accepted rate and latency p50 / p99 (--json for machines). The nodes only
+    /// heartbeat; they do not apply releases.
+    Simulate(crate::simulate_cmd::SimulateArgs),
 }
 
 /// `fleetgate fleet channel …`.
@@ -329,6 +336,10 @@ pub fn run(o: &Orchestrator, cmd: FleetCmd) -> anyhow::Result<ExitCode> {
         }
         // Dispatched in lib.rs before a registry is opened; routed here too for safety.
         FleetCmd::Ca(cmd) => return crate::tls_cmd::run_ca(cmd),
+        FleetCmd::Simulate(args) => {
+            drop(rt);
+            return crate::simulate_cmd::run(o, args);
+        }
         FleetCmd::Serve { listen, tls } => {
             drop(rt);
             let tls = tls

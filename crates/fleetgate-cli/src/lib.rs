@@ -27,6 +27,7 @@ mod pipeline_cmd;
 mod provenance_cmd;
 mod serve_cmd;
 mod signing_cmd;
+mod simulate_cmd;
 mod tls_cmd;
 mod tools_cmd;
 pub mod trust_cmd;

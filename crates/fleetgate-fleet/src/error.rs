@@ -88,6 +88,9 @@ pub enum FleetError {
         /// What the lease is now ("held by X at epoch N", "expired at T", "absent").
         current: String,
     },
+    /// A batch of heartbeats could not be stored (nothing of it was).
+    #[error("storing a batch of heartbeats failed: {0}")]
+    Batch(String),
     /// A different canary selection is already recorded for this run.
     #[error(
         "run {run_id:?} already has a different canary selection recorded (nodes {existing:?}); a resumed run must reuse it"

@@ -235,6 +235,22 @@ pub fn parse_heartbeat(
     Ok((env, hb))
 }
 
+/// A heartbeat whose envelope, node, signature and times were checked
+/// ([`Registry::verify_heartbeat`]), ready to be stored with others in one transaction
+/// ([`Registry::store_heartbeats`]). Replay protection is decided when it is stored.
+#[derive(Debug, Clone)]
+pub struct VerifiedHeartbeat {
+    record: HeartbeatRecord,
+    bench_json: String,
+}
+
+impl VerifiedHeartbeat {
+    /// The node it is from.
+    pub fn node_id(&self) -> &str {
+        &self.record.node_id
+    }
+}
+
 impl Registry {
     /// Verifies and stores one heartbeat (the HTTP body), received at `now`.
     pub async fn record_heartbeat(
@@ -243,6 +259,58 @@ impl Registry {
         policy: &HeartbeatPolicy,
         now: i64,
     ) -> Result<HeartbeatRecord, HeartbeatError> {
+        let v = self.verify_heartbeat(body, policy, now).await?;
+        self.store_heartbeats(vec![v])
+            .await?
+            .pop()
+            .unwrap_or_else(|| {
+                Err(HeartbeatError::Registry(FleetError::Invalid {
+                    what: "heartbeat batch",
+                    value: "empty answer".into(),
+                    expected: "one result per heartbeat",
+                }))
+            })
+    }
+
+    /// Verifies and stores heartbeats received at `now`, the verified ones in one
+    /// transaction; one result per body, in order.
+    pub async fn record_heartbeats(
+        &self,
+        bodies: &[Vec<u8>],
+        policy: &HeartbeatPolicy,
+        now: i64,
+    ) -> Result<Vec<Result<HeartbeatRecord, HeartbeatError>>, FleetError> {
+        let mut out: Vec<Option<Result<HeartbeatRecord, HeartbeatError>>> = Vec::new();
+        let mut verified = Vec::new();
+        let mut slots = Vec::new();
+        for body in bodies {
+            match self.verify_heartbeat(body, policy, now).await {
+                Ok(v) => {
+                    slots.push(out.len());
+                    verified.push(v);
+                    out.push(None);
+                }
+                Err(e) => out.push(Some(Err(e))),
+            }
+        }
+        for (slot, r) in slots
+            .into_iter()
+            .zip(self.store_heartbeats(verified).await?)
+        {
+            out[slot] = Some(r);
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Checks one heartbeat (the HTTP body) received at `now`: size and shape, a known,
+    /// not removed node, its signature, its age and its epoch step. Reads the registry,
+    /// writes nothing.
+    pub async fn verify_heartbeat(
+        &self,
+        body: &[u8],
+        policy: &HeartbeatPolicy,
+        now: i64,
+    ) -> Result<VerifiedHeartbeat, HeartbeatError> {
         let (env, hb) = parse_heartbeat(body, policy)?;
         let peer = self
             .find_peer(&hb.node_id)
@@ -306,87 +374,109 @@ impl Registry {
             .map(|(k, v)| (k.clone(), *v))
             .collect();
         let bench_json = serde_json::to_string(&bench).unwrap_or_else(|_| "{}".into());
+        Ok(VerifiedHeartbeat {
+            record: HeartbeatRecord {
+                node_id: hb.node_id,
+                at: now,
+                sent_at,
+                epoch,
+                seq,
+                version: hb.version,
+                code_hash: hb.code_hash,
+                healthy: hb.healthy,
+                exceptions_total: exceptions,
+                requests_total: requests,
+                bench,
+            },
+            bench_json,
+        })
+    }
 
-        // (epoch, seq) above the stored pair, and the epoch within the step of the stored
-        // epoch (checked again here: the peer row read above may be stale).
+    /// Stores verified heartbeats in one transaction (one commit for the batch: group
+    /// commit). Each is accepted only if its `(epoch, seq)` is above the node's stored
+    /// pair and within the epoch step — checked row by row in the same statement that
+    /// advances the pair, so two heartbeats of one node in a batch, or racing batches,
+    /// never both pass. One result per heartbeat, in order; `Err` only when the
+    /// database failed (then nothing of the batch was stored).
+    pub async fn store_heartbeats(
+        &self,
+        batch: Vec<VerifiedHeartbeat>,
+    ) -> Result<Vec<Result<HeartbeatRecord, HeartbeatError>>, FleetError> {
         const UPDATE: &str = "UPDATE peers SET last_seq = $1, last_epoch = $6, last_heartbeat = $2, current_version = $3, code_hash = $4, last_healthy = $8
             WHERE id = $5 AND (last_epoch < $6 OR (last_epoch = $6 AND last_seq < $1))
               AND last_epoch >= $6 - $7 AND status <> 'removed'";
         const INSERT: &str = "INSERT INTO heartbeats (node_id, at, sent_at, seq, version, code_hash, healthy, exceptions_total, requests_total, bench, epoch)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
         let step = to_i64("epoch step", MAX_EPOCH_STEP)?;
-        let accepted = with_pool!(self, |pool| {
+        let accepted: Vec<bool> = with_pool!(self, |pool| {
             let mut tx = pool
                 .begin()
                 .await
                 .map_err(FleetError::db("begin heartbeat transaction"))?;
-            let n = sqlx::query(UPDATE)
-                .bind(seq)
-                .bind(now)
-                .bind(&hb.version)
-                .bind(&hb.code_hash)
-                .bind(&hb.node_id)
-                .bind(epoch)
-                .bind(step)
-                .bind(hb.healthy)
-                .execute(&mut *tx)
-                .await
-                .map_err(FleetError::db("update peer from heartbeat"))?
-                .rows_affected();
-            if n == 1 {
-                sqlx::query(INSERT)
-                    .bind(&hb.node_id)
-                    .bind(now)
-                    .bind(sent_at)
-                    .bind(seq)
-                    .bind(&hb.version)
-                    .bind(&hb.code_hash)
-                    .bind(hb.healthy)
-                    .bind(exceptions)
-                    .bind(requests)
-                    .bind(&bench_json)
-                    .bind(epoch)
+            let mut accepted = Vec::with_capacity(batch.len());
+            for v in &batch {
+                let r = &v.record;
+                let n = sqlx::query(UPDATE)
+                    .bind(r.seq)
+                    .bind(r.at)
+                    .bind(&r.version)
+                    .bind(&r.code_hash)
+                    .bind(&r.node_id)
+                    .bind(r.epoch)
+                    .bind(step)
+                    .bind(r.healthy)
                     .execute(&mut *tx)
                     .await
-                    .map_err(FleetError::db("store heartbeat"))?;
-                tx.commit()
-                    .await
-                    .map_err(FleetError::db("commit heartbeat"))?;
-                true
-            } else {
-                tx.rollback()
-                    .await
-                    .map_err(FleetError::db("roll back heartbeat"))?;
-                false
+                    .map_err(FleetError::db("update peer from heartbeat"))?
+                    .rows_affected();
+                if n == 1 {
+                    sqlx::query(INSERT)
+                        .bind(&r.node_id)
+                        .bind(r.at)
+                        .bind(r.sent_at)
+                        .bind(r.seq)
+                        .bind(&r.version)
+                        .bind(&r.code_hash)
+                        .bind(r.healthy)
+                        .bind(r.exceptions_total)
+                        .bind(r.requests_total)
+                        .bind(&v.bench_json)
+                        .bind(r.epoch)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(FleetError::db("store heartbeat"))?;
+                }
+                accepted.push(n == 1);
             }
+            tx.commit()
+                .await
+                .map_err(FleetError::db("commit heartbeats"))?;
+            accepted
         });
-        if !accepted {
-            let current = self.find_peer(&hb.node_id).await?;
-            return Err(match current {
-                None => HeartbeatError::UnknownNode(hb.node_id),
-                Some(p) if p.status == PeerStatus::Removed => HeartbeatError::Removed(hb.node_id),
+        let mut out = Vec::with_capacity(batch.len());
+        for (v, ok) in batch.into_iter().zip(accepted) {
+            if ok {
+                out.push(Ok(v.record));
+                continue;
+            }
+            let r = v.record;
+            let current = self.find_peer(&r.node_id).await?;
+            out.push(Err(match current {
+                None => HeartbeatError::UnknownNode(r.node_id),
+                Some(p) if p.status == PeerStatus::Removed => HeartbeatError::Removed(r.node_id),
                 Some(p) => HeartbeatError::Replayed {
-                    node_id: hb.node_id,
-                    epoch: hb.epoch,
-                    seq: hb.seq,
+                    node_id: r.node_id,
+                    epoch: u64::try_from(r.epoch).unwrap_or(0),
+                    seq: u64::try_from(r.seq).unwrap_or(0),
                     last_epoch: u64::try_from(p.last_epoch).unwrap_or(0),
                     last_seq: u64::try_from(p.last_seq).unwrap_or(0),
                 },
-            });
+            }));
         }
-        Ok(HeartbeatRecord {
-            node_id: hb.node_id,
-            at: now,
-            sent_at,
-            epoch,
-            seq,
-            version: hb.version,
-            code_hash: hb.code_hash,
-            healthy: hb.healthy,
-            exceptions_total: exceptions,
-            requests_total: requests,
-            bench,
-        })
+        Ok(out)
     }
 
     /// Heartbeats of `nodes` received in `[from, to]`, oldest first.

@@ -5,8 +5,11 @@
 //!   413 (too large), 400 (malformed), 401 (unsigned, bad signature), 403 (unknown or
 //!   removed node), 409 (replayed (epoch, seq), or an epoch jump too large; the answer
 //!   then carries `"reason": "replayed"`, `last_epoch` and `last_seq`, so the node can
-//!   re-sync with epoch `last_epoch + 1`), 422 (too old / from the future), 500
-//!   (database). The answer is `{"success": true, "node_id", "epoch", "seq", "at"}`.
+//!   re-sync with epoch `last_epoch + 1`), 422 (too old / from the future), 429 with
+//!   `Retry-After: 1` (the ingest queue is full: nothing was stored), 500 (database).
+//!   The answer is `{"success": true, "node_id", "epoch", "seq", "at"}`. Each request
+//!   verifies its own heartbeat; the storing is batched ([`crate::ingest`]: one
+//!   transaction for whatever queued up meanwhile), and the answer comes after the commit.
 //! * `GET /api/fleet/peers` — `{"success": true, "peers": [...]}`.
 //! * `GET /api/fleet/peers/{id}` — `{"success": true, "peer": {...}}` or 404.
 //! * `GET /healthz` — 200 `ok` while the process serves; `GET /readyz` — 200 `ready` when
@@ -25,7 +28,8 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
@@ -43,6 +47,7 @@ struct AppState {
     policy: HeartbeatPolicy,
     clock: Clock,
     metrics: Arc<FleetMetrics>,
+    ingest: Arc<crate::ingest::Ingest>,
 }
 
 /// The fleet routes with the default [`HeartbeatPolicy`] and the system clock.
@@ -70,6 +75,7 @@ pub fn router_counted(
         .route("/api/fleet/peers/{id}", get(show_peer))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(AppState {
+            ingest: Arc::new(crate::ingest::Ingest::new(registry.clone())),
             registry,
             policy,
             clock,
@@ -151,12 +157,12 @@ pub fn status_for(err: &HeartbeatError) -> StatusCode {
 async fn post_heartbeat(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
-) -> (StatusCode, Json<Value>) {
+) -> Response {
     let body = match body {
         Ok(b) => b,
         Err(rejection) => {
             state.metrics.refused("too_large");
-            return fail(
+            let (status, body) = fail(
                 rejection.status(),
                 format!(
                     "heartbeat refused: {} (limit {} bytes)",
@@ -164,13 +170,38 @@ async fn post_heartbeat(
                     state.policy.max_bytes
                 ),
             );
+            return (status, body).into_response();
         }
     };
-    match state
+    // Verified here (in parallel across requests), stored by the ingest writer in
+    // batches (one commit per batch); a full queue is refused at once (429).
+    let verified = state
         .registry
-        .record_heartbeat(&body, &state.policy, (state.clock)())
-        .await
-    {
+        .verify_heartbeat(&body, &state.policy, (state.clock)())
+        .await;
+    let stored = match verified {
+        Ok(v) => match state.ingest.submit(v).await {
+            Ok(r) => r,
+            Err(crate::ingest::Overloaded) => {
+                state.metrics.refused("overloaded");
+                let (status, body) = fail(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "heartbeat refused: the fleet endpoint's ingest queue is full; retry after 1 s"
+                        .into(),
+                );
+                return (status, [(RETRY_AFTER, "1")], body).into_response();
+            }
+        },
+        Err(e) => Err(e),
+    };
+    answer(&state, stored).into_response()
+}
+
+fn answer(
+    state: &AppState,
+    stored: Result<crate::HeartbeatRecord, HeartbeatError>,
+) -> (StatusCode, Json<Value>) {
+    match stored {
         Ok(rec) => {
             state.metrics.accepted();
             (

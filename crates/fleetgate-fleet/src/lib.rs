@@ -18,7 +18,8 @@
 //! * Heartbeats ([`heartbeat`]): Ed25519-signed by the node key, size-limited, replay
 //!   protected (strictly increasing `(epoch, seq)` — a higher signed epoch resets the seq
 //!   window, so a node re-syncs after an inflated seq — and a bounded `sent_at` age),
-//!   stored as a time series.
+//!   stored as a time series; the endpoint stores them in batches ([`ingest`]: group
+//!   commit, a bounded queue, 429 when it is full).
 //! * Leases with fencing epochs ([`lease`]): one orchestrator at a time advances the
 //!   pipeline; writes from a deposed one are refused in the same statement. Lease times
 //!   are the database's clock.
@@ -60,6 +61,7 @@ pub mod enroll;
 pub mod error;
 pub mod heartbeat;
 pub mod http;
+pub mod ingest;
 pub mod lease;
 pub mod metrics;
 pub mod registry;
@@ -75,7 +77,8 @@ pub use channel::{Channel, DEFAULT_CHANNEL, validate_channel};
 pub use enroll::{CERT_TYPE, CertFields, issue_cert, validate_node_id, verify_cert};
 pub use error::{EnrollError, FleetError, HeartbeatError};
 pub use heartbeat::{
-    Heartbeat, HeartbeatPolicy, HeartbeatRecord, SignedHeartbeat, parse_heartbeat,
+    Heartbeat, HeartbeatPolicy, HeartbeatRecord, SignedHeartbeat, VerifiedHeartbeat,
+    parse_heartbeat,
 };
 pub use lease::{Fence, Lease};
 pub use registry::{Backend, Peer, PeerStatus, Registry, redact_url, unix_now};

@@ -1,0 +1,167 @@
+//! Group commit for the heartbeat endpoint: requests verify their heartbeat themselves
+//! (in parallel, on the server's worker threads) and hand it to one writer task, which
+//! stores whatever has queued up meanwhile in one transaction
+//! ([`Registry::store_heartbeats`]) and answers each request with its own result. Under
+//! load a batch grows to [`MAX_BATCH`] and the commit cost is shared; a queue of
+//! [`QUEUE`] heartbeats bounds the memory, and a request that finds it full is refused
+//! at once ([`Overloaded`]: the endpoint answers 429 with `Retry-After`), never queued
+//! without bound.
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{FleetError, HeartbeatError};
+use crate::heartbeat::{HeartbeatRecord, VerifiedHeartbeat};
+use crate::registry::Registry;
+
+/// Most heartbeats stored in one transaction.
+pub const MAX_BATCH: usize = 512;
+/// Most heartbeats waiting for the writer.
+pub const QUEUE: usize = 8192;
+
+type Reply = oneshot::Sender<Result<HeartbeatRecord, HeartbeatError>>;
+
+/// The ingest queue was full: nothing was stored; retry later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overloaded;
+
+/// The writer of one endpoint (started on the first heartbeat, inside the server's
+/// runtime).
+pub struct Ingest {
+    registry: Registry,
+    tx: std::sync::OnceLock<mpsc::Sender<(VerifiedHeartbeat, Reply)>>,
+}
+
+impl Ingest {
+    /// A writer for `registry`.
+    pub fn new(registry: Registry) -> Ingest {
+        Ingest {
+            registry,
+            tx: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Store `v` with the next batch and return its result; [`Overloaded`] at once when
+    /// [`QUEUE`] heartbeats are already waiting.
+    pub async fn submit(
+        &self,
+        v: VerifiedHeartbeat,
+    ) -> Result<Result<HeartbeatRecord, HeartbeatError>, Overloaded> {
+        let tx = self.tx.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tokio::spawn(writer(self.registry.clone(), rx));
+            tx
+        });
+        Self::enqueue(tx, v).await
+    }
+
+    async fn enqueue(
+        tx: &mpsc::Sender<(VerifiedHeartbeat, Reply)>,
+        v: VerifiedHeartbeat,
+    ) -> Result<Result<HeartbeatRecord, HeartbeatError>, Overloaded> {
+        let (reply, answer) = oneshot::channel();
+        tx.try_send((v, reply)).map_err(|_| Overloaded)?;
+        Ok(answer.await.unwrap_or_else(|_| {
+            Err(HeartbeatError::Registry(FleetError::Batch(
+                "the ingest writer stopped before answering".into(),
+            )))
+        }))
+    }
+}
+
+async fn writer(registry: Registry, mut rx: mpsc::Receiver<(VerifiedHeartbeat, Reply)>) {
+    let mut items = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut items, MAX_BATCH).await > 0 {
+        let (batch, replies): (Vec<VerifiedHeartbeat>, Vec<Reply>) = items.drain(..).unzip();
+        match registry.store_heartbeats(batch).await {
+            Ok(results) => {
+                for (reply, r) in replies.into_iter().zip(results) {
+                    let _ = reply.send(r);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "a batch of heartbeats could not be stored");
+                let msg = e.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(HeartbeatError::Registry(FleetError::Batch(
+                        msg.clone(),
+                    ))));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::heartbeat::HeartbeatPolicy;
+    use crate::{CertFields, Heartbeat, SignedHeartbeat, issue_cert};
+    use fleetgate_trust::{Keyring, SigningKey};
+
+    /// A full queue refuses at once (nothing waits without bound), and what was queued
+    /// is answered once the writer runs.
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once_and_the_queued_are_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("f.db").display());
+        let reg = Registry::connect(&url).await.unwrap();
+        let master = SigningKey::from_seed(&[7; 32]);
+        let node = SigningKey::from_seed(&[8; 32]);
+        let now = crate::unix_now();
+        let cert = issue_cert(
+            &CertFields {
+                node_id: "n1".into(),
+                public_key: node.public_key_hex(),
+                region: "eu".into(),
+                address: "http://127.0.0.1:1".into(),
+                issued_at: u64::try_from(now).unwrap(),
+            },
+            &[&master],
+        )
+        .unwrap();
+        let keyring = Keyring::single(master.public_key());
+        reg.enroll(&cert, &keyring, now).await.unwrap();
+        let hb = |seq| Heartbeat {
+            bench: Default::default(),
+            code_hash: "h".into(),
+            epoch: 0,
+            exceptions_total: 0,
+            healthy: true,
+            node_id: "n1".into(),
+            requests_total: seq,
+            sent_at: u64::try_from(now).unwrap(),
+            seq,
+            version: "1".into(),
+        };
+        let policy = HeartbeatPolicy::default();
+        let verified = |seq| {
+            let body = SignedHeartbeat::sign(&hb(seq), &node).to_json();
+            let reg = reg.clone();
+            let policy = policy.clone();
+            async move { reg.verify_heartbeat(&body, &policy, now).await.unwrap() }
+        };
+        // A queue of one whose writer has not started yet.
+        let (tx, mut rx) = mpsc::channel(1);
+        let first = tokio::spawn({
+            let (tx, v) = (tx.clone(), verified(1).await);
+            async move { Ingest::enqueue(&tx, v).await }
+        });
+        while tx.capacity() > 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            Ingest::enqueue(&tx, verified(2).await).await.unwrap_err(),
+            Overloaded
+        );
+        // The writer starts: the queued heartbeat is stored and answered.
+        let mut items = Vec::new();
+        rx.recv_many(&mut items, MAX_BATCH).await;
+        let (batch, replies): (Vec<_>, Vec<_>) = items.into_iter().unzip();
+        let results = reg.store_heartbeats(batch).await.unwrap();
+        for (reply, r) in replies.into_iter().zip(results) {
+            reply.send(r).unwrap();
+        }
+        let rec = first.await.unwrap().unwrap().unwrap();
+        assert_eq!((rec.node_id.as_str(), rec.seq), ("n1", 1));
+    }
+}
