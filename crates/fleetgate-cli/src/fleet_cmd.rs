@@ -362,7 +362,7 @@ pub fn run(o: &Orchestrator, cmd: FleetCmd) -> anyhow::Result<ExitCode> {
                 let metrics = fleetgate_fleet::metrics::FleetMetrics::new();
                 let routes = fleetgate_fleet::http::router_counted(
                     reg.clone(),
-                    fleetgate_fleet::HeartbeatPolicy::default(),
+                    fleetgate_runtime::fleet::heartbeat_policy(o.config()),
                     std::sync::Arc::new(fleetgate_fleet::unix_now),
                     metrics.clone(),
                 )

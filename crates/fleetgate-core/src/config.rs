@@ -349,6 +349,11 @@ pub struct FleetConfig {
     /// Lifetime of the pipeline lease (seconds, default 120): another orchestrator on the
     /// same database can take over only after the holder stopped renewing it this long.
     pub lease_ttl_secs: Option<i64>,
+    /// How long the fleet endpoint keeps raw heartbeats (seconds, default 86400): older
+    /// ones are deleted once a minute, except a silent node's last ones, so storage per
+    /// node stays bounded. Must cover `[canary] pre_window_secs` plus the longest canary
+    /// window (the judge reads both).
+    pub heartbeat_retention_secs: Option<i64>,
 }
 
 /// `[tls]` (paths relative to the config file).
@@ -642,6 +647,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("signing.mode", Kind::Str),
     ("fleet.database_url", Kind::Str),
     ("fleet.lease_ttl_secs", Kind::Int),
+    ("fleet.heartbeat_retention_secs", Kind::Int),
     ("state.store", Kind::Str),
     ("canary.pct", Kind::Float),
     ("canary.min_nodes", Kind::Int),
@@ -1006,6 +1012,19 @@ impl Config {
         }
         nonempty("repo", &self.repo)?;
         nonempty("state_dir", &self.state_dir)?;
+        if let Some(r) = self.fleet.heartbeat_retention_secs {
+            let needed = self
+                .canary
+                .pre_window_secs
+                .saturating_add(self.canary.max_window());
+            if r < needed {
+                return Err(ConfigError::Invalid {
+                    key: "fleet.heartbeat_retention_secs".into(),
+                    value: r.to_string(),
+                    expected: "at least `[canary] pre_window_secs` plus the longest canary window (`max_window_secs`): the judge reads both",
+                });
+            }
+        }
         if self.state.store == StateStore::Postgres {
             let url = self.fleet.database_url.as_deref().unwrap_or("");
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -1024,6 +1043,10 @@ impl Config {
             ("stages.benchmark.timeout_secs", s.benchmark.timeout_secs),
             ("signing.expires_in_secs", self.signing.expires_in_secs),
             ("fleet.lease_ttl_secs", self.fleet.lease_ttl_secs),
+            (
+                "fleet.heartbeat_retention_secs",
+                self.fleet.heartbeat_retention_secs,
+            ),
             ("benchmarks.timeout_secs", self.benchmarks.timeout_secs),
         ] {
             if let Some(t) = t {

@@ -107,6 +107,11 @@ pub struct HeartbeatPolicy {
     pub max_future_skew_secs: u64,
     /// Most benchmark figures in one heartbeat (default 64).
     pub max_bench_entries: usize,
+    /// How long raw heartbeats are kept (default one day): older ones are deleted by the
+    /// endpoint's writer ([`Registry::prune_heartbeats`]), except a node's own latest
+    /// ones when it sent nothing newer. The canary judge reads the window and the
+    /// pre-window history (`[canary] pre_window_secs`), so this must cover both.
+    pub retention_secs: u64,
 }
 
 impl Default for HeartbeatPolicy {
@@ -116,9 +121,13 @@ impl Default for HeartbeatPolicy {
             max_age_secs: 300,
             max_future_skew_secs: 60,
             max_bench_entries: 64,
+            retention_secs: DEFAULT_RETENTION_SECS,
         }
     }
 }
+
+/// Default of [`HeartbeatPolicy::retention_secs`]: one day.
+pub const DEFAULT_RETENTION_SECS: u64 = 86_400;
 
 /// A stored heartbeat.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -479,6 +488,36 @@ impl Registry {
         Ok(out)
     }
 
+    /// Deletes the heartbeats received before `cutoff` of every node that has one at or
+    /// after it (a node that went silent keeps its last ones, so `fleet show` still says
+    /// what it last reported). With one heartbeat per node every `i` seconds, a node's
+    /// rows are then bounded by about `retention / i` plus what it sent before going
+    /// silent: storage per node does not grow with time. Returns how many were deleted.
+    pub async fn prune_heartbeats(&self, cutoff: i64) -> Result<u64, FleetError> {
+        const SQL: &str = "DELETE FROM heartbeats WHERE at < $1 AND EXISTS (
+            SELECT 1 FROM heartbeats newer WHERE newer.node_id = heartbeats.node_id AND newer.at >= $1)";
+        Ok(with_pool!(self, |pool| {
+            sqlx::query(SQL)
+                .bind(cutoff)
+                .execute(pool)
+                .await
+                .map_err(FleetError::db("prune old heartbeats"))?
+                .rows_affected()
+        }))
+    }
+
+    /// How many heartbeats are stored for each node (for sizing and tests).
+    pub async fn heartbeat_counts(&self) -> Result<BTreeMap<String, i64>, FleetError> {
+        const SQL: &str = "SELECT node_id, COUNT(*) FROM heartbeats GROUP BY node_id";
+        let rows: Vec<(String, i64)> = with_pool!(self, |pool| {
+            sqlx::query_as(SQL)
+                .fetch_all(pool)
+                .await
+                .map_err(FleetError::db("count heartbeats"))?
+        });
+        Ok(rows.into_iter().collect())
+    }
+
     /// Heartbeats of `nodes` received in `[from, to]`, oldest first.
     pub async fn heartbeats_between(
         &self,
@@ -526,17 +565,5 @@ impl Registry {
                 .map_err(FleetError::db("read latest heartbeat"))?
         });
         row.map(HeartbeatRecord::try_from).transpose()
-    }
-
-    /// Deletes heartbeats received before `before` (retention); returns how many.
-    pub async fn prune_heartbeats(&self, before: i64) -> Result<u64, FleetError> {
-        Ok(with_pool!(self, |pool| {
-            sqlx::query("DELETE FROM heartbeats WHERE at < $1")
-                .bind(before)
-                .execute(pool)
-                .await
-                .map_err(FleetError::db("prune heartbeats"))?
-                .rows_affected()
-        }))
     }
 }

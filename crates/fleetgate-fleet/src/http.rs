@@ -75,7 +75,11 @@ pub fn router_counted(
         .route("/api/fleet/peers/{id}", get(show_peer))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(AppState {
-            ingest: Arc::new(crate::ingest::Ingest::new(registry.clone())),
+            ingest: Arc::new(crate::ingest::Ingest::new(
+                registry.clone(),
+                policy.retention_secs,
+                clock.clone(),
+            )),
             registry,
             policy,
             clock,

@@ -28,14 +28,20 @@ pub struct Overloaded;
 /// runtime).
 pub struct Ingest {
     registry: Registry,
+    retention: i64,
+    clock: crate::http::Clock,
     tx: std::sync::OnceLock<mpsc::Sender<(VerifiedHeartbeat, Reply)>>,
 }
 
 impl Ingest {
-    /// A writer for `registry`.
-    pub fn new(registry: Registry) -> Ingest {
+    /// A writer for `registry` that keeps raw heartbeats for `retention_secs` (see
+    /// [`crate::HeartbeatPolicy::retention_secs`]; pruned at most once a minute, after a
+    /// batch, by the clock `clock`).
+    pub fn new(registry: Registry, retention_secs: u64, clock: crate::http::Clock) -> Ingest {
         Ingest {
             registry,
+            retention: i64::try_from(retention_secs).unwrap_or(i64::MAX),
+            clock,
             tx: std::sync::OnceLock::new(),
         }
     }
@@ -48,7 +54,12 @@ impl Ingest {
     ) -> Result<Result<HeartbeatRecord, HeartbeatError>, Overloaded> {
         let tx = self.tx.get_or_init(|| {
             let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(writer(self.registry.clone(), rx));
+            tokio::spawn(writer(
+                self.registry.clone(),
+                rx,
+                self.retention,
+                self.clock.clone(),
+            ));
             tx
         });
         Self::enqueue(tx, v).await
@@ -68,9 +79,30 @@ impl Ingest {
     }
 }
 
-async fn writer(registry: Registry, mut rx: mpsc::Receiver<(VerifiedHeartbeat, Reply)>) {
+/// Seconds between two prunings of old heartbeats.
+pub const PRUNE_EVERY_SECS: i64 = 60;
+
+async fn writer(
+    registry: Registry,
+    mut rx: mpsc::Receiver<(VerifiedHeartbeat, Reply)>,
+    retention: i64,
+    clock: crate::http::Clock,
+) {
     let mut items = Vec::with_capacity(MAX_BATCH);
+    let mut pruned_at = i64::MIN;
     while rx.recv_many(&mut items, MAX_BATCH).await > 0 {
+        let now = clock();
+        if now.saturating_sub(pruned_at) >= PRUNE_EVERY_SECS {
+            pruned_at = now;
+            match registry
+                .prune_heartbeats(now.saturating_sub(retention))
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "pruned heartbeats older than the retention"),
+                Err(e) => tracing::warn!(error = %e, "could not prune old heartbeats"),
+            }
+        }
         let (batch, replies): (Vec<VerifiedHeartbeat>, Vec<Reply>) = items.drain(..).unzip();
         match registry.store_heartbeats(batch).await {
             Ok(results) => {

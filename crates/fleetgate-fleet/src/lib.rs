@@ -77,8 +77,8 @@ pub use channel::{Channel, DEFAULT_CHANNEL, validate_channel};
 pub use enroll::{CERT_TYPE, CertFields, issue_cert, validate_node_id, verify_cert};
 pub use error::{EnrollError, FleetError, HeartbeatError};
 pub use heartbeat::{
-    Heartbeat, HeartbeatPolicy, HeartbeatRecord, SignedHeartbeat, VerifiedHeartbeat,
-    parse_heartbeat,
+    DEFAULT_RETENTION_SECS, Heartbeat, HeartbeatPolicy, HeartbeatRecord, SignedHeartbeat,
+    VerifiedHeartbeat, parse_heartbeat,
 };
 pub use lease::{Fence, Lease};
 pub use registry::{Backend, Peer, PeerStatus, Registry, redact_url, unix_now};

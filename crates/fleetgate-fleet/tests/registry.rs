@@ -858,3 +858,74 @@ async fn batched_heartbeats_are_stored_exactly_once_under_concurrent_replays() {
         db.cleanup().await;
     }
 }
+
+/// Bounded storage: five nodes heartbeat every 10 s for three simulated hours, old
+/// heartbeats pruned every minute with a 10-minute retention (as the endpoint's writer
+/// does). Each node's stored heartbeats stay at about retention / interval however long
+/// the fleet runs; a node that went silent keeps its last ones.
+#[tokio::test]
+async fn pruning_keeps_storage_per_node_bounded_over_time() {
+    const RETENTION: i64 = 600;
+    const EVERY: i64 = 10;
+    let policy = HeartbeatPolicy::default();
+    for db in backends().await {
+        let reg = db.registry().await;
+        for i in 1..=5u8 {
+            reg.enroll(
+                &cert_for(&format!("n{i}"), &node_key(i), "eu"),
+                &keyring(),
+                NOW,
+            )
+            .await
+            .unwrap();
+        }
+        let bound = RETENTION / EVERY + 60 / EVERY + 1;
+        let mut at_one_hour = None;
+        for tick in 0..(3 * 3600 / EVERY) {
+            let now = NOW + tick * EVERY;
+            let seq = u64::try_from(tick).unwrap() + 1;
+            // n5 goes silent after the first hour.
+            let nodes = if now - NOW < 3600 { 5u8 } else { 4 };
+            let bodies: Vec<Vec<u8>> = (1..=nodes)
+                .map(|i| {
+                    let hb = heartbeat(&format!("n{i}"), seq, u64::try_from(now).unwrap());
+                    signed(&hb, &node_key(i))
+                })
+                .collect();
+            for r in reg.record_heartbeats(&bodies, &policy, now).await.unwrap() {
+                r.unwrap();
+            }
+            if tick % (60 / EVERY) == 0 {
+                reg.prune_heartbeats(now - RETENTION).await.unwrap();
+                let counts = reg.heartbeat_counts().await.unwrap();
+                assert!(
+                    counts.values().all(|n| *n <= bound),
+                    "at +{} s: {counts:?} (bound {bound})",
+                    now - NOW
+                );
+                if now - NOW == 3600 {
+                    at_one_hour = Some(counts);
+                }
+            }
+        }
+        let end = reg.heartbeat_counts().await.unwrap();
+        let hour = at_one_hour.unwrap();
+        // The active nodes hold as many rows after three hours as after one.
+        for i in 1..=4 {
+            let id = format!("n{i}");
+            assert!(
+                (end[&id] - hour[&id]).abs() <= 60 / EVERY,
+                "{id}: {hour:?} → {end:?}"
+            );
+        }
+        // The silent node keeps what it last sent (its latest heartbeat is still there).
+        assert!(end["n5"] > 0, "{end:?}");
+        let last = reg
+            .latest_heartbeat("n5", NOW + 4 * 3600)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(last.seq, 360, "its last heartbeat, at +3590 s");
+        db.cleanup().await;
+    }
+}

@@ -413,6 +413,7 @@ pub fn router(
     auth: ApiAuth,
 ) -> Router {
     let fleet_metrics = fleetgate_fleet::metrics::FleetMetrics::new();
+    let policy = toolbox.heartbeat_policy();
     let app: Shared = Arc::new(App {
         toolbox,
         openapi: openapi(auth.open_reads()),
@@ -454,7 +455,7 @@ pub fn router(
     let fleet = match registry {
         Some(reg) => fleetgate_fleet::http::router_counted(
             reg,
-            fleetgate_fleet::HeartbeatPolicy::default(),
+            policy,
             Arc::new(fleetgate_fleet::unix_now),
             fleet_metrics,
         ),

@@ -426,6 +426,14 @@ impl Toolbox {
         Ok(text)
     }
 
+    /// The heartbeat endpoint's policy under this toolbox's config (the defaults when the
+    /// config cannot be read: the tools then say why).
+    pub fn heartbeat_policy(&self) -> fleetgate_fleet::HeartbeatPolicy {
+        load_config(self.config.as_deref())
+            .map(|(cfg, _)| fleetgate_runtime::fleet::heartbeat_policy(&cfg))
+            .unwrap_or_default()
+    }
+
     fn open(&self, exclusive: bool) -> Result<Orchestrator, ToolError> {
         let (cfg, base) = load_config(self.config.as_deref())?;
         if exclusive {

@@ -95,6 +95,19 @@ pub fn publish_gossip(
     })
 }
 
+/// The heartbeat endpoint's policy under `cfg` (`[fleet] heartbeat_retention_secs`).
+pub fn heartbeat_policy(cfg: &fleetgate_core::config::Config) -> fleetgate_fleet::HeartbeatPolicy {
+    let mut p = fleetgate_fleet::HeartbeatPolicy::default();
+    if let Some(r) = cfg
+        .fleet
+        .heartbeat_retention_secs
+        .and_then(|r| u64::try_from(r).ok())
+    {
+        p.retention_secs = r;
+    }
+    p
+}
+
 /// The exact signed bytes of the run's manifest (as SIGN archived them).
 pub fn manifest_bytes(ctx: &GateContext, state: &PipelineState) -> Result<Vec<u8>, RuntimeError> {
     let seq = state
