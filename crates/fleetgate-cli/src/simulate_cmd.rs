@@ -214,10 +214,21 @@ async fn send(args: &SimulateArgs, base: &str, ids: &[String]) -> anyhow::Result
             })
         })
         .collect();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(args.concurrency as usize)
-        .build()?;
+    // Real nodes each have their own address, and every listener limits requests per
+    // source address: against a loopback endpoint each connection sends from its own
+    // 127.0.x.y (the whole 127.0.0.0/8 is local), as that many hosts would.
+    let loopback = base.starts_with("http://127.") || base.starts_with("https://127.");
+    let client_for = |w: usize| -> anyhow::Result<reqwest::Client> {
+        let mut b = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(1);
+        if loopback {
+            let lo = u8::try_from(w % 250).unwrap_or(0) + 1;
+            let hi = u8::try_from((w / 250) % 250).unwrap_or(0) + 1;
+            b = b.local_address(std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, hi, lo)));
+        }
+        Ok(b.build()?)
+    };
     let url = format!("{base}/api/fleet/heartbeat");
     // Sequence numbers above any earlier run's: milliseconds since the epoch × 1000.
     let seq0 = u64::try_from(
@@ -233,7 +244,7 @@ async fn send(args: &SimulateArgs, base: &str, ids: &[String]) -> anyhow::Result
     for w in 0..workers {
         let mine: Vec<Arc<Node>> = nodes.iter().skip(w).step_by(workers).cloned().collect();
         let (client, url, version, code_hash) = (
-            client.clone(),
+            client_for(w)?,
             url.clone(),
             args.version.clone(),
             args.code_hash.clone(),

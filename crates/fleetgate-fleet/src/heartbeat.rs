@@ -402,63 +402,138 @@ impl Registry {
     }
 
     /// Stores verified heartbeats in one transaction (one commit for the batch: group
-    /// commit). Each is accepted only if its `(epoch, seq)` is above the node's stored
-    /// pair and within the epoch step — checked row by row in the same statement that
-    /// advances the pair, so two heartbeats of one node in a batch, or racing batches,
-    /// never both pass. One result per heartbeat, in order; `Err` only when the
+    /// commit) and a few statements whatever the batch's size: the nodes' stored pairs
+    /// are read (locked on PostgreSQL; SQLite's write lock is taken first), each
+    /// heartbeat is accepted only if its `(epoch, seq)` is above its node's pair so far
+    /// and within the epoch step (in batch order, as one after another), each node's
+    /// pair is advanced once with compare-and-swap on the pair read, and the accepted
+    /// heartbeats are inserted in one multi-row statement — so two heartbeats of one
+    /// node in a batch, or racing batches, never both pass. One result per heartbeat, in order; `Err` only when the
     /// database failed (then nothing of the batch was stored).
     pub async fn store_heartbeats(
         &self,
         batch: Vec<VerifiedHeartbeat>,
     ) -> Result<Vec<Result<HeartbeatRecord, HeartbeatError>>, FleetError> {
-        const UPDATE: &str = "UPDATE peers SET last_seq = $1, last_epoch = $6, last_heartbeat = $2, current_version = $3, code_hash = $4, last_healthy = $8
-            WHERE id = $5 AND (last_epoch < $6 OR (last_epoch = $6 AND last_seq < $1))
-              AND last_epoch >= $6 - $7 AND status <> 'removed'";
-        const INSERT: &str = "INSERT INTO heartbeats (node_id, at, sent_at, seq, version, code_hash, healthy, exceptions_total, requests_total, bench, epoch)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
         if batch.is_empty() {
             return Ok(Vec::new());
         }
         let step = to_i64("epoch step", MAX_EPOCH_STEP)?;
+        let mut ids: Vec<&str> = batch.iter().map(|v| v.record.node_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let pg = self.is_postgres();
+        // SQLite: take the write lock first (a read that later writes would otherwise
+        // deadlock with another writer instead of waiting for it).
+        let begin = if pg { "BEGIN" } else { "BEGIN IMMEDIATE" };
         let accepted: Vec<bool> = with_pool!(self, |pool| {
             let mut tx = pool
-                .begin()
+                .begin_with(begin)
                 .await
                 .map_err(FleetError::db("begin heartbeat transaction"))?;
+            // 1. The nodes' stored pairs (locked on PostgreSQL until the commit).
+            let mut q = sqlx::QueryBuilder::new(
+                "SELECT id, last_epoch, last_seq, status FROM peers WHERE id IN (",
+            );
+            let mut sep = q.separated(", ");
+            for id in &ids {
+                sep.push_bind((*id).to_owned());
+            }
+            sep.push_unseparated(")");
+            if pg {
+                q.push(" ORDER BY id FOR UPDATE");
+            }
+            let rows: Vec<(String, i64, i64, String)> = q
+                .build_query_as()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(FleetError::db("read the peers of a heartbeat batch"))?;
+            let stored: BTreeMap<String, (i64, i64, bool)> = rows
+                .into_iter()
+                .map(|(id, e, q, st)| (id, (e, q, st != "removed")))
+                .collect();
+            // 2. Decide in order, as one heartbeat after another would be.
+            let mut pair: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
             let mut accepted = Vec::with_capacity(batch.len());
-            for v in &batch {
+            let mut last: BTreeMap<&str, usize> = BTreeMap::new();
+            for (i, v) in batch.iter().enumerate() {
                 let r = &v.record;
-                let n = sqlx::query(UPDATE)
-                    .bind(r.seq)
-                    .bind(r.at)
-                    .bind(&r.version)
-                    .bind(&r.code_hash)
-                    .bind(&r.node_id)
-                    .bind(r.epoch)
-                    .bind(step)
-                    .bind(r.healthy)
+                let ok = match stored.get(r.node_id.as_str()) {
+                    Some(&(e0, q0, active)) if active => {
+                        let (e, q) = *pair.get(r.node_id.as_str()).unwrap_or(&(e0, q0));
+                        let above = e < r.epoch || (e == r.epoch && q < r.seq);
+                        above && e >= r.epoch - step
+                    }
+                    _ => false,
+                };
+                if ok {
+                    pair.insert(&r.node_id, (r.epoch, r.seq));
+                    last.insert(&r.node_id, i);
+                }
+                accepted.push(ok);
+            }
+            // 3. Advance each node's pair once, to its last accepted heartbeat, only if the
+            //    stored pair is still the one read (compare-and-swap).
+            let mut moved: std::collections::BTreeSet<String> = Default::default();
+            if !last.is_empty() {
+                let mut q = sqlx::QueryBuilder::new(
+                    "UPDATE peers SET last_seq = v.seq, last_epoch = v.epoch, last_heartbeat = v.at, \
+                     current_version = v.version, code_hash = v.code_hash, last_healthy = v.healthy FROM (",
+                );
+                for (n, (id, i)) in last.iter().enumerate() {
+                    let r = &batch[*i].record;
+                    let (e0, q0, _) = stored[*id];
+                    q.push(if n == 0 { "SELECT " } else { " UNION ALL SELECT " });
+                    let mut row = q.separated(", ");
+                    row.push_bind(r.node_id.clone()).push_unseparated(" AS id");
+                    row.push_bind(r.seq).push_unseparated(" AS seq");
+                    row.push_bind(r.epoch).push_unseparated(" AS epoch");
+                    row.push_bind(r.at).push_unseparated(" AS at");
+                    row.push_bind(r.version.clone()).push_unseparated(" AS version");
+                    row.push_bind(r.code_hash.clone()).push_unseparated(" AS code_hash");
+                    row.push_bind(r.healthy).push_unseparated(" AS healthy");
+                    row.push_bind(e0).push_unseparated(" AS prev_epoch");
+                    row.push_bind(q0).push_unseparated(" AS prev_seq");
+                }
+                q.push(
+                    ") AS v WHERE peers.id = v.id AND peers.last_epoch = v.prev_epoch \
+                     AND peers.last_seq = v.prev_seq AND peers.status <> 'removed' RETURNING peers.id",
+                );
+                let rows: Vec<(String,)> = q
+                    .build_query_as()
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(FleetError::db("update the peers of a heartbeat batch"))?;
+                moved = rows.into_iter().map(|r| r.0).collect();
+            }
+            for (ok, v) in accepted.iter_mut().zip(&batch) {
+                *ok = *ok && moved.contains(&v.record.node_id);
+            }
+            // 4. The accepted heartbeats, in one statement.
+            if accepted.iter().any(|a| *a) {
+                let mut q = sqlx::QueryBuilder::new(
+                    "INSERT INTO heartbeats (node_id, at, sent_at, seq, version, code_hash, healthy, exceptions_total, requests_total, bench, epoch) ",
+                );
+                q.push_values(
+                    batch.iter().zip(&accepted).filter(|(_, a)| **a),
+                    |mut row, (v, _)| {
+                        let r = &v.record;
+                        row.push_bind(r.node_id.clone())
+                            .push_bind(r.at)
+                            .push_bind(r.sent_at)
+                            .push_bind(r.seq)
+                            .push_bind(r.version.clone())
+                            .push_bind(r.code_hash.clone())
+                            .push_bind(r.healthy)
+                            .push_bind(r.exceptions_total)
+                            .push_bind(r.requests_total)
+                            .push_bind(v.bench_json.clone())
+                            .push_bind(r.epoch);
+                    },
+                );
+                q.build()
                     .execute(&mut *tx)
                     .await
-                    .map_err(FleetError::db("update peer from heartbeat"))?
-                    .rows_affected();
-                if n == 1 {
-                    sqlx::query(INSERT)
-                        .bind(&r.node_id)
-                        .bind(r.at)
-                        .bind(r.sent_at)
-                        .bind(r.seq)
-                        .bind(&r.version)
-                        .bind(&r.code_hash)
-                        .bind(r.healthy)
-                        .bind(r.exceptions_total)
-                        .bind(r.requests_total)
-                        .bind(&v.bench_json)
-                        .bind(r.epoch)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(FleetError::db("store heartbeat"))?;
-                }
-                accepted.push(n == 1);
+                    .map_err(FleetError::db("store heartbeats"))?;
             }
             tx.commit()
                 .await
