@@ -225,7 +225,9 @@ async fn send(args: &SimulateArgs, base: &str, ids: &[String]) -> anyhow::Result
         if loopback {
             let lo = u8::try_from(w % 250).unwrap_or(0) + 1;
             let hi = u8::try_from((w / 250) % 250).unwrap_or(0) + 1;
-            b = b.local_address(std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, hi, lo)));
+            b = b.local_address(std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+                127, 0, hi, lo,
+            )));
         }
         Ok(b.build()?)
     };

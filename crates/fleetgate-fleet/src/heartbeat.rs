@@ -482,14 +482,20 @@ impl Registry {
                 for (n, (id, i)) in last.iter().enumerate() {
                     let r = &batch[*i].record;
                     let (e0, q0, _) = stored[*id];
-                    q.push(if n == 0 { "SELECT " } else { " UNION ALL SELECT " });
+                    q.push(if n == 0 {
+                        "SELECT "
+                    } else {
+                        " UNION ALL SELECT "
+                    });
                     let mut row = q.separated(", ");
                     row.push_bind(r.node_id.clone()).push_unseparated(" AS id");
                     row.push_bind(r.seq).push_unseparated(" AS seq");
                     row.push_bind(r.epoch).push_unseparated(" AS epoch");
                     row.push_bind(r.at).push_unseparated(" AS at");
-                    row.push_bind(r.version.clone()).push_unseparated(" AS version");
-                    row.push_bind(r.code_hash.clone()).push_unseparated(" AS code_hash");
+                    row.push_bind(r.version.clone())
+                        .push_unseparated(" AS version");
+                    row.push_bind(r.code_hash.clone())
+                        .push_unseparated(" AS code_hash");
                     row.push_bind(r.healthy).push_unseparated(" AS healthy");
                     row.push_bind(e0).push_unseparated(" AS prev_epoch");
                     row.push_bind(q0).push_unseparated(" AS prev_seq");
