@@ -22,16 +22,29 @@ const ELIGIBLE_DEADLINE: Duration = Duration::from_secs(90);
 /// Pause between two polls of a condition.
 const POLL: Duration = Duration::from_millis(100);
 
+/// A free local port below Linux's ephemeral range (32768–60999): a port the system
+/// handed out for `bind(0)` can be taken, before the agent binds it, as the source port of
+/// any outgoing connection on the machine; one below that range cannot. Random among
+/// 20000–32767 and checked free, so concurrent demo fleets rarely meet either.
+fn pick_port(free: impl Fn(u16) -> bool) -> anyhow::Result<u16> {
+    use std::hash::{BuildHasher, Hasher};
+    for _ in 0..500 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let port = 20_000 + u16::try_from(h.finish() % 12_768).unwrap_or(0);
+        if free(port) {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free local port between 20000 and 32767 after 500 tries")
+}
+
 fn free_udp_port() -> anyhow::Result<u16> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    pick_port(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok())
 }
 
 pub(super) fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    pick_port(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
 }
 
 /// One node agent of the demo fleet.
