@@ -48,6 +48,34 @@
 //! # Ok::<(), fleetgate::RuntimeError>(())
 //! ```
 //!
+//! # Errors are typed
+//!
+//! [`RuntimeError`]'s variants are the kinds a caller branches on (config, invalid input,
+//! refused, busy, fenced, …); each holds a typed reason with its data and source error,
+//! so nothing needs parsing a message (the tools map the kind to `error_kind` and an HTTP
+//! status).
+//!
+//! ```no_run
+//! use fleetgate::runtime::{ConfigProblem, Refusal};
+//! use fleetgate::{Orchestrator, RuntimeError, load_config};
+//! let (cfg, base) = match load_config(None) {
+//!     Err(RuntimeError::Config(ConfigProblem::Read { path, .. })) => {
+//!         eprintln!("no config at {}: run `fleetgate init`", path.display());
+//!         return Ok(());
+//!     }
+//!     other => other?,
+//! };
+//! let orchestrator = Orchestrator::open(cfg, &base)?;
+//! match orchestrator.submit_manifest(b"{}") {
+//!     Err(RuntimeError::Refused(Refusal::NotSigning { run_id, stage, .. })) => {
+//!         println!("run {run_id} is in {stage}, not waiting for a signature")
+//!     }
+//!     Err(RuntimeError::Fenced(held)) => println!("standby: {}", held.registry),
+//!     other => println!("{other:?}"),
+//! }
+//! # Ok::<(), fleetgate::RuntimeError>(())
+//! ```
+//!
 //! # Embedding the orchestrator (async; feature `orchestrator`)
 //!
 //! Inside a tokio runtime use [`AsyncOrchestrator`]: each call runs on the blocking pool,

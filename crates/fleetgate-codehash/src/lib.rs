@@ -66,13 +66,61 @@ pub enum CodeHashError {
         /// OS error.
         source: std::io::Error,
     },
-    /// A git operation, or a tracked name the hash cannot include.
-    #[error("{0}")]
-    Git(String),
-    /// The `[code_hash]` globs, or a tree HART's scheme refuses (symlink to a directory,
-    /// backslash in a name).
-    #[error("{0}")]
-    Config(String),
+    /// A git operation on the repository.
+    #[error("failed to {action} in {}: {}", repo.display(), source.message())]
+    Git {
+        /// What was being done.
+        action: &'static str,
+        /// The repository.
+        repo: PathBuf,
+        /// git's error.
+        source: git2::Error,
+    },
+    /// A revision that does not resolve to a commit.
+    #[error("failed to resolve commit {rev:?} in {}: {}", repo.display(), source.message())]
+    Revision {
+        /// As given.
+        rev: String,
+        /// The repository.
+        repo: PathBuf,
+        /// git's error.
+        source: git2::Error,
+    },
+    /// A file name that is not UTF-8: no scheme can include it.
+    #[error(
+        "file name {name:?} is not UTF-8; the code hash cannot include it (exclude it or rename it)"
+    )]
+    NonUtf8Name {
+        /// The name, lossily decoded.
+        name: String,
+    },
+    /// A `[code_hash]` glob that does not parse.
+    #[error("invalid glob {pattern:?} in code_hash.{key}: {source}")]
+    Glob {
+        /// `include` or `exclude`.
+        key: &'static str,
+        /// The pattern (empty when the set as a whole failed).
+        pattern: String,
+        /// The glob error.
+        source: globset::Error,
+    },
+    /// HART's scheme would follow this symlink to a directory (possibly in a loop or out
+    /// of the tree): refused.
+    #[error(
+        "{path} is a symlink to a directory; HART's code hash would follow it (possibly in a loop or out of the tree), fleetgate refuses to"
+    )]
+    SymlinkToDir {
+        /// The path in the tree.
+        path: String,
+    },
+    /// A name with a backslash, which HART's scheme turns into a path separator.
+    #[error(
+        "file name {path:?} holds a backslash, which HART's code hash turns into a path separator; rename it"
+    )]
+    Backslash {
+        /// The path in the tree.
+        path: String,
+    },
 }
 
 impl CodeHashError {
@@ -84,12 +132,30 @@ impl CodeHashError {
         }
     }
 
-    fn git(path: &Path, action: &str, e: git2::Error) -> Self {
-        Self::Git(format!(
-            "failed to {action} in {}: {}",
-            path.display(),
-            e.message()
-        ))
+    fn git(path: &Path, action: &'static str, e: git2::Error) -> Self {
+        Self::Git {
+            action,
+            repo: path.to_owned(),
+            source: e,
+        }
+    }
+
+    fn revision(repo: &Path, rev: &str, e: git2::Error) -> Self {
+        Self::Revision {
+            rev: rev.to_owned(),
+            repo: repo.to_owned(),
+            source: e,
+        }
+    }
+
+    /// A problem of the configuration or of the tree (globs, names, symlinks) rather
+    /// than of the repository or the disk: the operator fixes it.
+    #[must_use]
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            Self::Glob { .. } | Self::SymlinkToDir { .. } | Self::Backslash { .. }
+        )
     }
 }
 
@@ -106,39 +172,33 @@ pub struct CodeHash {
     pub files: BTreeMap<String, String>,
 }
 
-fn globset(patterns: &[String], key: &str) -> Result<Option<GlobSet>, CodeHashError> {
+fn globset(patterns: &[String], key: &'static str) -> Result<Option<GlobSet>, CodeHashError> {
     if patterns.is_empty() {
         return Ok(None);
     }
     let mut b = GlobSetBuilder::new();
     for p in patterns {
-        b.add(Glob::new(p).map_err(|e| {
-            CodeHashError::Config(format!("invalid glob {p:?} in code_hash.{key}: {e}"))
+        b.add(Glob::new(p).map_err(|e| CodeHashError::Glob {
+            key,
+            pattern: p.clone(),
+            source: e,
         })?);
     }
-    b.build()
-        .map(Some)
-        .map_err(|e| CodeHashError::Config(format!("invalid globs in code_hash.{key}: {e}")))
+    b.build().map(Some).map_err(|e| CodeHashError::Glob {
+        key,
+        pattern: String::new(),
+        source: e,
+    })
 }
 
 /// Resolve a revision (tag, branch, sha, `HEAD`) to a full commit id.
 pub fn resolve_commit(repo: &Path, rev: &str) -> Result<String, CodeHashError> {
     let r =
         git2::Repository::open(repo).map_err(|e| CodeHashError::git(repo, "open repository", e))?;
-    let obj = r.revparse_single(rev).map_err(|e| {
-        CodeHashError::Git(format!(
-            "failed to resolve {rev:?} in {}: {}",
-            repo.display(),
-            e.message()
-        ))
-    })?;
-    let commit = obj.peel_to_commit().map_err(|e| {
-        CodeHashError::Git(format!(
-            "{rev:?} in {} is not a commit: {}",
-            repo.display(),
-            e.message()
-        ))
-    })?;
+    let commit = r
+        .revparse_single(rev)
+        .and_then(|o| o.peel_to_commit())
+        .map_err(|e| CodeHashError::revision(repo, rev, e))?;
     Ok(commit.id().to_string())
 }
 
@@ -157,13 +217,7 @@ pub fn code_hash_at(
     let commit = r
         .revparse_single(rev)
         .and_then(|o| o.peel_to_commit())
-        .map_err(|e| {
-            CodeHashError::Git(format!(
-                "failed to resolve commit {rev:?} in {}: {}",
-                repo.display(),
-                e.message()
-            ))
-        })?;
+        .map_err(|e| CodeHashError::revision(repo, rev, e))?;
     let include = globset(&cfg.include, "include")?;
     let exclude = globset(&cfg.exclude, "exclude")?;
     let tree = commit
@@ -192,9 +246,7 @@ pub fn code_hash_at(
     .or_else(|e| if non_utf8.is_some() { Ok(()) } else { Err(e) })
     .map_err(|e| CodeHashError::git(repo, "walk tree", e))?;
     if let Some(path) = non_utf8 {
-        return Err(CodeHashError::Git(format!(
-            "tracked file name {path:?} at {rev} is not UTF-8; the code hash cannot include it (exclude it or rename it)"
-        )));
+        return Err(CodeHashError::NonUtf8Name { name: path });
     }
     let mut files = BTreeMap::new();
     for (path, oid, mode) in entries {
@@ -288,10 +340,9 @@ fn walk_hart(
         let path = entry.path();
         let name = entry.file_name();
         let Some(name) = name.to_str() else {
-            return Err(CodeHashError::Git(format!(
-                "file name {} is not UTF-8; HART's code hash cannot include it (rename it)",
-                path.display()
-            )));
+            return Err(CodeHashError::NonUtf8Name {
+                name: path.display().to_string(),
+            });
         };
         let link = entry
             .file_type()
@@ -314,18 +365,12 @@ fn walk_hart(
                 continue;
             }
             if link {
-                return Err(CodeHashError::Config(format!(
-                    "{child} is a symlink to a directory; HART's code hash would follow it \
-                     (possibly in a loop or out of the tree), fleetgate refuses to"
-                )));
+                return Err(CodeHashError::SymlinkToDir { path: child });
             }
             walk_hart(&path, &child, files)?;
         } else if meta.is_file() && hart_is_py(name) {
             if name.contains('\\') {
-                return Err(CodeHashError::Config(format!(
-                    "file name {child:?} holds a backslash, which HART's code hash turns into a \
-                     path separator; rename it"
-                )));
+                return Err(CodeHashError::Backslash { path: child });
             }
             let bytes = std::fs::read(&path).map_err(|e| CodeHashError::io("read", &path, e))?;
             files.insert(child, sha256_hex(&bytes));

@@ -18,7 +18,7 @@
 //! keys approved. Approvals are facts about a run, not state-machine transitions: a
 //! crash loses none (they are files written before the answer) and repeats none.
 
-use crate::RuntimeError;
+use crate::{ConfigProblem, InvalidInput, Refusal, RuntimeError, TrustStep};
 use fleetgate_core::config::{ApprovalConfig, Config};
 use fleetgate_core::{PipelineState, Stage, Verdict};
 use fleetgate_trust::{Keyring, PublicKey, SigningKey, TrustedKey};
@@ -61,19 +61,22 @@ fn run_key(state: &PipelineState) -> String {
 pub fn keyring(cfg: &Config) -> Result<Keyring, RuntimeError> {
     let mut keys: Vec<TrustedKey> = Vec::new();
     for k in &cfg.approval.keys {
-        let pk = PublicKey::from_hex(k)
-            .map_err(|e| RuntimeError::Config(format!("approval.keys: {e}")))?;
+        let pk = PublicKey::from_hex(k).map_err(|e| ConfigProblem::ApprovalKey {
+            key: k.clone(),
+            source: e,
+        })?;
         if !keys.iter().any(|t| t.id == pk.key_id()) {
             keys.push(TrustedKey::new(pk));
         }
     }
     if keys.is_empty() {
-        return Err(RuntimeError::Config(
-            "approval.keys is empty: list the approvers' public keys (KEY.pub of `fleetgate keygen`)"
-                .into(),
-        ));
+        return Err(ConfigProblem::Missing {
+            key: "approval.keys",
+            why: "list the approvers' public keys (KEY.pub of `fleetgate keygen`)",
+        }
+        .into());
     }
-    Keyring::new(0, 1, keys).map_err(|e| RuntimeError::Config(format!("approval.keys: {e}")))
+    Keyring::new(0, 1, keys).map_err(|e| RuntimeError::trust(TrustStep::ApprovalKeyring, e))
 }
 
 /// The gate an approval is for: `stage` when given (it must be in `[approval] before`),
@@ -88,10 +91,7 @@ pub fn resolve_gate(
 ) -> Result<String, RuntimeError> {
     let before = &cfg.approval.before;
     if before.is_empty() {
-        return Err(RuntimeError::Invalid(
-            "no stage waits for approvals: set `[approval] before = [\"deploy\"]` (and keys)"
-                .into(),
-        ));
+        return Err(InvalidInput::NoApprovalGate.into());
     }
     if let Some(s) = stage {
         let s = s.trim().to_ascii_lowercase();
@@ -107,9 +107,11 @@ pub fn resolve_gate(
         return if before.contains(&s) {
             Ok(s)
         } else {
-            Err(RuntimeError::Invalid(format!(
-                "--stage {s:?}: not a stage that waits for approvals (approval.before = {before:?})"
-            )))
+            Err(InvalidInput::NotAnApprovalStage {
+                stage: s,
+                before: before.clone(),
+            }
+            .into())
         };
     }
     if let Some(g) = ApprovalConfig::gate_of(state.stage).filter(|g| before.iter().any(|b| b == g))
@@ -118,9 +120,10 @@ pub fn resolve_gate(
     }
     match before.as_slice() {
         [only] => Ok(only.clone()),
-        _ => Err(RuntimeError::Invalid(format!(
-            "which stage? pass --stage, one of {before:?}"
-        ))),
+        _ => Err(InvalidInput::WhichApprovalStage {
+            before: before.clone(),
+        }
+        .into()),
     }
 }
 
@@ -153,21 +156,15 @@ pub fn request(
 /// # Errors
 /// [`RuntimeError::Invalid`] for a request that is not one, or already signed.
 pub fn sign(request: &Value, key: &SigningKey) -> Result<Vec<u8>, RuntimeError> {
-    let obj = request
-        .as_object()
-        .ok_or_else(|| RuntimeError::Invalid("the approval request is not a JSON object".into()))?;
+    let obj = request.as_object().ok_or(InvalidInput::ApprovalNotObject)?;
     if obj.get("type").and_then(Value::as_str) != Some(APPROVAL_TYPE) {
-        return Err(RuntimeError::Invalid(format!(
-            "not an approval request (`type` is not {APPROVAL_TYPE:?})"
-        )));
+        return Err(InvalidInput::NotAnApprovalRequest.into());
     }
     if obj.contains_key("master_signature") || obj.contains_key("signatures") {
-        return Err(RuntimeError::Invalid(
-            "the approval request is already signed".into(),
-        ));
+        return Err(InvalidInput::ApprovalAlreadySigned.into());
     }
     fleetgate_trust::sign_document(request, &[key])
-        .map_err(|e| RuntimeError::Invalid(format!("cannot sign the approval: {e}")))
+        .map_err(|e| InvalidInput::ApprovalSign(e).into())
 }
 
 /// What [`submit`] recorded.
@@ -239,21 +236,21 @@ pub fn submit(
         return Err(RuntimeError::NoActiveRun { stage: state.stage });
     }
     let keyring = keyring(cfg)?;
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|e| RuntimeError::Invalid(format!("the approval is not JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(bytes).map_err(InvalidInput::ApprovalJson)?;
     let gate = value
         .get("stage")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
     if !cfg.approval.before.contains(&gate) {
-        return Err(RuntimeError::Refused(format!(
-            "the approval is for stage {gate:?}, which does not wait for approvals (approval.before = {:?})",
-            cfg.approval.before
-        )));
+        return Err(Refusal::ApprovalStage {
+            stage: gate,
+            before: cfg.approval.before.clone(),
+        }
+        .into());
     }
-    let key_id = check(bytes, &keyring, state, &gate)
-        .map_err(|e| RuntimeError::Refused(format!("approval refused: {e}")))?;
+    let key_id =
+        check(bytes, &keyring, state, &gate).map_err(|reason| Refusal::Approval { reason })?;
     let d = dir(state_dir, state, &gate);
     std::fs::create_dir_all(&d).map_err(|e| RuntimeError::io("create", &d, e))?;
     let path = d.join(format!("{key_id}.json"));

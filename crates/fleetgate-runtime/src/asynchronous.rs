@@ -42,7 +42,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, RuntimeError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| RuntimeError::Fleet(format!("the orchestrator task failed: {e}")))?
+        .map_err(|e| crate::fleet::link::fleet_op("the orchestrator task failed", e))?
 }
 
 impl AsyncOrchestrator {

@@ -7,7 +7,7 @@
 //! name with its [`BenchmarkDef::definition_hash`] under `[benchmarks.allowed]`. Changing a
 //! definition changes its hash and so withdraws the approval.
 
-use crate::RuntimeError;
+use crate::{InvalidInput, RuntimeError};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use std::collections::BTreeMap;
@@ -57,9 +57,7 @@ impl Tier {
             "fast" => Ok(Tier::Fast),
             "heavy" => Ok(Tier::Heavy),
             "all" => Ok(Tier::All),
-            other => Err(RuntimeError::Invalid(format!(
-                "unknown benchmark tier {other:?}: use \"fast\", \"heavy\" or \"all\""
-            ))),
+            other => Err(InvalidInput::BenchTier(other.to_owned()).into()),
         }
     }
 
@@ -104,16 +102,9 @@ fn is_zero(v: &f64) -> bool {
 /// (quotes, backslashes) — and nothing more: the result runs without a shell, so `$VAR`,
 /// globs, `;` and `|` stay literal arguments.
 pub fn split_run_command(run_command: &str) -> Result<Vec<String>, RuntimeError> {
-    let argv = shlex::split(run_command).ok_or_else(|| {
-        RuntimeError::Invalid(
-            "register_benchmark: `run_command` has an unterminated quote or a trailing backslash"
-                .to_owned(),
-        )
-    })?;
+    let argv = shlex::split(run_command).ok_or(InvalidInput::RunCommandUnterminated)?;
     if argv.is_empty() {
-        return Err(RuntimeError::Invalid(
-            "register_benchmark: `run_command` is empty: give the program to run and its arguments (it runs in the release checkout; `repo_url` is never cloned)".to_owned(),
-        ));
+        return Err(InvalidInput::RunCommandEmpty.into());
     }
     Ok(argv)
 }
@@ -128,9 +119,10 @@ impl BenchmarkDef {
     /// Check every field; the message names the field and the fix.
     pub fn validate(&self) -> Result<(), RuntimeError> {
         let bad = |field: &str, why: String| {
-            Err(RuntimeError::Invalid(format!(
-                "register_benchmark: `{field}` {why}"
-            )))
+            Err(RuntimeError::Invalid(InvalidInput::BenchmarkField {
+                field: field.to_owned(),
+                why,
+            }))
         };
         if self.name.is_empty()
             || self.name.len() > 64
@@ -190,7 +182,7 @@ fn truncate(s: &str) -> String {
 }
 
 /// A path that must stay inside the checkout: relative, no `..`, no NUL.
-fn relative_path(field: &str, p: &str) -> Result<(), RuntimeError> {
+fn relative_path(field: &'static str, p: &str) -> Result<(), RuntimeError> {
     let path = Path::new(p);
     let escapes = path.is_absolute()
         || p.contains('\0')
@@ -200,10 +192,11 @@ fn relative_path(field: &str, p: &str) -> Result<(), RuntimeError> {
             .components()
             .any(|c| matches!(c, Component::ParentDir | Component::RootDir));
     if escapes {
-        return Err(RuntimeError::Invalid(format!(
-            "register_benchmark: `{field}` {:?} must be a relative path inside the release checkout (no `..`, not absolute)",
-            truncate(p)
-        )));
+        return Err(InvalidInput::BenchmarkPath {
+            field,
+            path: truncate(p),
+        }
+        .into());
     }
     Ok(())
 }
@@ -248,25 +241,31 @@ fn load_file(state_dir: &Path) -> Result<RegistryFile, RuntimeError> {
         Ok(m) => m,
     };
     if meta.len() > MAX_FILE_BYTES {
-        return Err(RuntimeError::Report(format!(
-            "{} is {} bytes, over the {MAX_FILE_BYTES}-byte limit",
-            p.display(),
-            meta.len()
-        )));
+        return Err(crate::ReportError::TooLarge {
+            what: "the benchmark registry",
+            path: p,
+            size: meta.len(),
+            limit: MAX_FILE_BYTES,
+        }
+        .into());
     }
     let bytes = std::fs::read(&p).map_err(|e| RuntimeError::io("read", &p, e))?;
     let f: RegistryFile = serde_json::from_slice(&bytes).map_err(|e| {
-        RuntimeError::Report(format!(
-            "the benchmark registry {} is unreadable: {e}",
-            p.display()
-        ))
+        RuntimeError::Report(crate::ReportError::Malformed {
+            what: "the benchmark registry",
+            path: p.clone(),
+            format: "JSON",
+            source: e.into(),
+        })
     })?;
     if f.schema_version != 1 {
-        return Err(RuntimeError::Report(format!(
-            "the benchmark registry {} has schema_version {}; this fleetgate reads 1",
-            p.display(),
-            f.schema_version
-        )));
+        return Err(crate::ReportError::SchemaVersion {
+            what: "the benchmark registry",
+            path: p,
+            found: u64::from(f.schema_version),
+            supported: 1,
+        }
+        .into());
     }
     Ok(f)
 }
@@ -324,12 +323,14 @@ pub fn register(state_dir: &Path, def: BenchmarkDef) -> Result<(BenchmarkDef, bo
     let mut f = load_file(state_dir)?;
     let replaced = f.benchmarks.contains_key(&def.name);
     if !replaced && f.benchmarks.len() >= MAX_BENCHMARKS {
-        return Err(RuntimeError::Invalid(format!(
-            "register_benchmark: the registry already holds {MAX_BENCHMARKS} benchmarks, the limit"
-        )));
+        return Err(InvalidInput::TooManyBenchmarks {
+            limit: MAX_BENCHMARKS,
+        }
+        .into());
     }
     f.benchmarks.insert(def.name.clone(), def.clone());
-    let bytes = serde_json::to_vec_pretty(&f).map_err(|e| RuntimeError::Report(e.to_string()))?;
+    let bytes = serde_json::to_vec_pretty(&f)
+        .map_err(|e| RuntimeError::encode("the benchmark registry", e))?;
     let p = path(state_dir);
     fleetgate_store::write_atomic(&p, &bytes, None)
         .map_err(|e| RuntimeError::io("write", &p, e))?;

@@ -46,14 +46,23 @@ pub fn path(state_dir: &Path, version: &Version) -> PathBuf {
     dir(state_dir).join(format!("{}.json", version.as_str()))
 }
 
+fn malformed(p: &Path, e: serde_json::Error) -> RuntimeError {
+    RuntimeError::Report(crate::ReportError::Malformed {
+        what: "benchmark snapshot",
+        path: p.to_owned(),
+        format: "JSON",
+        source: e.into(),
+    })
+}
+
 /// Store a snapshot atomically (overwrites the same version: idempotent).
 pub fn save(state_dir: &Path, snap: &Snapshot) -> Result<PathBuf, RuntimeError> {
     let v = Version::parse(&snap.version)?;
     let d = dir(state_dir);
     std::fs::create_dir_all(&d).map_err(|e| RuntimeError::io("create", &d, e))?;
     let p = path(state_dir, &v);
-    let mut bytes =
-        serde_json::to_vec_pretty(snap).map_err(|e| RuntimeError::Report(e.to_string()))?;
+    let mut bytes = serde_json::to_vec_pretty(snap)
+        .map_err(|e| RuntimeError::encode("the benchmark snapshot", e))?;
     bytes.push(b'\n');
     fleetgate_store::write_atomic(&p, &bytes, None)
         .map_err(|e| RuntimeError::io("write", &p, e))?;
@@ -66,12 +75,9 @@ pub fn load(state_dir: &Path, version: &Version) -> Result<Option<Snapshot>, Run
     match std::fs::read(&p) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(RuntimeError::io("read", &p, e)),
-        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
-            RuntimeError::Report(format!(
-                "benchmark snapshot {} is unreadable: {e}",
-                p.display()
-            ))
-        }),
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| malformed(&p, e)),
     }
 }
 
@@ -90,12 +96,7 @@ pub fn history(state_dir: &Path) -> Result<Vec<Snapshot>, RuntimeError> {
             continue;
         }
         let b = std::fs::read(&p).map_err(|e| RuntimeError::io("read", &p, e))?;
-        let s: Snapshot = serde_json::from_slice(&b).map_err(|e| {
-            RuntimeError::Report(format!(
-                "benchmark snapshot {} is unreadable: {e}",
-                p.display()
-            ))
-        })?;
+        let s: Snapshot = serde_json::from_slice(&b).map_err(|e| malformed(&p, e))?;
         out.push(s);
     }
     out.sort_by(|a, b| a.captured_at.total_cmp(&b.captured_at));

@@ -13,7 +13,7 @@
 //! use by another process or thread; what a crash left behind is removed on the next
 //! start.
 
-use crate::RuntimeError;
+use crate::{GitError, RuntimeError};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -240,20 +240,19 @@ pub fn checkout(repo: &Path, sha: &str, dest: &Path, fresh: bool) -> Result<Path
 fn clone_at(url: &str, sha: &str, tmp: &Path) -> Result<(), RuntimeError> {
     let r = git2::build::RepoBuilder::new()
         .clone(url, tmp)
-        .map_err(|e| {
-            RuntimeError::Git(format!(
-                "failed to clone {url} into {}: {}",
-                tmp.display(),
-                e.message()
-            ))
+        .map_err(|e| GitError::Clone {
+            url: url.to_owned(),
+            into: tmp.to_owned(),
+            source: e,
         })?;
-    let oid = git2::Oid::from_str(sha)
-        .map_err(|e| RuntimeError::Git(format!("bad commit id {sha:?}: {}", e.message())))?;
-    r.find_commit(oid).map_err(|e| {
-        RuntimeError::Git(format!(
-            "commit {sha} is not reachable from any ref of {url}: {}",
-            e.message()
-        ))
+    let oid = git2::Oid::from_str(sha).map_err(|e| GitError::BadCommitId {
+        sha: sha.to_owned(),
+        source: e,
+    })?;
+    r.find_commit(oid).map_err(|e| GitError::Unreachable {
+        sha: sha.to_owned(),
+        url: url.to_owned(),
+        source: e,
     })?;
     r.set_head_detached(oid)
         .map_err(|e| RuntimeError::git(tmp, "detach HEAD", e))?;

@@ -90,9 +90,7 @@ pub fn run_argv(
     log: &Path,
 ) -> Result<CommandOutcome, RuntimeError> {
     let Some((program, args)) = argv.split_first() else {
-        return Err(RuntimeError::Config(
-            "a benchmark command must name a program (argv is empty)".into(),
-        ));
+        return Err(crate::ConfigProblem::EmptyCommand.into());
     };
     let program_path = if program.contains('/') && !Path::new(program).is_absolute() {
         cwd.join(program).display().to_string()

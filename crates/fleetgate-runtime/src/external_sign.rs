@@ -14,9 +14,9 @@
 //!    file (a k-of-n keyring may still want co-signatures: `fleetgate trust sign`), and
 //!    writes it where SIGN looks. SIGN passes at its next check exactly as in local mode.
 
-use crate::RuntimeError;
 use crate::gates::{manifest_path, resolve};
 use crate::orchestrator::Orchestrator;
+use crate::{ConfigProblem, InvalidInput, Refusal, RuntimeError, TrustStep};
 use fleetgate_core::Stage;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -91,14 +91,14 @@ fn object(what: &'static str, bytes: &[u8]) -> Result<Map<String, Value>, Extern
 /// The request for `manifest`: its JSON without the signer's fields.
 pub(crate) fn request_bytes(manifest: &fleetgate_trust::Manifest) -> Result<Vec<u8>, RuntimeError> {
     let mut value = serde_json::to_value(manifest)
-        .map_err(|e| RuntimeError::Config(format!("cannot serialise the signing request: {e}")))?;
+        .map_err(|e| RuntimeError::encode("the signing request", e))?;
     if let Value::Object(m) = &mut value {
         for f in SIGNER_FIELDS {
             m.remove(f);
         }
     }
     let mut bytes = serde_json::to_vec_pretty(&value)
-        .map_err(|e| RuntimeError::Config(format!("cannot serialise the signing request: {e}")))?;
+        .map_err(|e| RuntimeError::encode("the signing request", e))?;
     bytes.push(b'\n');
     Ok(bytes)
 }
@@ -171,34 +171,34 @@ impl Orchestrator {
     /// Accepts a manifest signed elsewhere for the run waiting in SIGN (external mode).
     ///
     /// # Errors
-    /// [`RuntimeError::Config`] naming what is wrong: no run waiting in SIGN, no signing
-    /// request, a manifest that is not the request or does not verify against the trust
-    /// file; I/O errors writing it.
+    /// [`RuntimeError::Refused`] when no run waits in SIGN or it has no signing request;
+    /// [`RuntimeError::Invalid`] for a manifest that is not the request or does not verify
+    /// against the trust file; [`RuntimeError::Config`] without a usable trust file; I/O
+    /// errors writing it.
     pub fn submit_manifest(&self, signed: &[u8]) -> Result<SubmitReport, RuntimeError> {
         use fleetgate_trust::{Keyring, VerifyError, VerifyOptions};
         let ctx = self.context();
         let state = self.store().load()?;
         let Some(run_id) = state.run_id.clone() else {
-            return Err(RuntimeError::Refused(
-                "no run is in progress: nothing waits for a signed manifest".into(),
-            ));
+            return Err(Refusal::NothingToSign.into());
         };
         if state.stage != Stage::Signing {
-            return Err(RuntimeError::Refused(format!(
-                "run {run_id} ({}) is in `{}`, not waiting in `signing`: the manifest was not accepted",
-                state.version,
-                state.stage.as_str()
-            )));
+            return Err(Refusal::NotSigning {
+                run_id,
+                version: state.version.clone(),
+                stage: state.stage,
+            }
+            .into());
         }
         let req_path = request_path(&ctx.state_dir);
         let request = match std::fs::read(&req_path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(RuntimeError::Refused(format!(
-                    "run {run_id} has no signing request ({} does not exist): SIGN writes it when \
-                     `[signing] mode = \"external\"`; run `fleetgate advance` first",
-                    req_path.display()
-                )));
+                return Err(Refusal::NoSigningRequest {
+                    run_id,
+                    path: req_path,
+                }
+                .into());
             }
             Err(e) => return Err(RuntimeError::io("read", &req_path, e)),
         };
@@ -206,28 +206,25 @@ impl Orchestrator {
             .ok()
             .and_then(|m| m.get("run_id").and_then(Value::as_str).map(str::to_owned));
         if req_run.as_deref() != Some(run_id.as_str()) {
-            return Err(RuntimeError::Refused(format!(
-                "the signing request at {} is for run {}, not the run in progress ({run_id}); run \
-                 `fleetgate advance` to write this run's request",
-                req_path.display(),
-                req_run.as_deref().unwrap_or("?")
-            )));
+            return Err(Refusal::StaleSigningRequest {
+                path: req_path,
+                request_run: req_run,
+                run_id,
+            }
+            .into());
         }
-        check_against_request(&request, signed).map_err(|e| RuntimeError::Config(e.to_string()))?;
+        check_against_request(&request, signed)
+            .map_err(|e| RuntimeError::Invalid(InvalidInput::NotTheRequest(e)))?;
         let Some(trust_file) = &ctx.cfg.signing.trust_file else {
-            return Err(RuntimeError::Config(
-                "no trust file configured (`[signing] trust_file`): a manifest is only accepted once \
-                 it verifies against the pinned keys"
-                    .into(),
-            ));
+            return Err(ConfigProblem::Missing {
+                key: "signing.trust_file",
+                why: "a manifest is only accepted once it verifies against the pinned keys",
+            }
+            .into());
         };
         let trust_path = resolve(&ctx.base, trust_file);
-        let keyring = Keyring::load(&trust_path).map_err(|e| {
-            RuntimeError::Config(format!(
-                "cannot use trust file {}: {e}",
-                trust_path.display()
-            ))
-        })?;
+        let keyring = Keyring::load(&trust_path)
+            .map_err(|e| RuntimeError::trust(TrustStep::TrustFile(trust_path.clone()), e))?;
         let now = fleetgate_trust::unix_now();
         let (sequence, key_ids, pending) = match fleetgate_trust::verify_manifest_detached(
             signed,
@@ -240,9 +237,8 @@ impl Orchestrator {
             Err(VerifyError::BelowThreshold {
                 valid, threshold, ..
             }) => {
-                let m: fleetgate_trust::Manifest = serde_json::from_slice(signed).map_err(|e| {
-                    RuntimeError::Invalid(format!("the submitted manifest does not parse: {e}"))
-                })?;
+                let m: fleetgate_trust::Manifest = serde_json::from_slice(signed)
+                    .map_err(|e| RuntimeError::Invalid(InvalidInput::ManifestJson(e)))?;
                 (
                     m.sequence,
                     m.key_ids.clone(),
@@ -254,10 +250,11 @@ impl Orchestrator {
                 )
             }
             Err(e) => {
-                return Err(RuntimeError::Invalid(format!(
-                    "the submitted manifest does not verify against {}: {e}",
-                    trust_path.display()
-                )));
+                return Err(InvalidInput::ManifestUnverified {
+                    trust_file: trust_path,
+                    source: e,
+                }
+                .into());
             }
         };
         let out = manifest_path(&ctx.state_dir);

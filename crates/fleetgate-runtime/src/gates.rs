@@ -135,10 +135,8 @@ pub(crate) fn guardrail_hash(cfg: &Config) -> Result<String, RuntimeError> {
         .iter()
         .map(|(k, v)| (k.clone(), serde_json::Value::String(v.to_ascii_lowercase())))
         .collect();
-    let bytes =
-        fleetgate_trust::to_canonical_bytes(&serde_json::Value::Object(map)).map_err(|e| {
-            RuntimeError::Config(format!("guardrail pins cannot be canonicalised: {e}"))
-        })?;
+    let bytes = fleetgate_trust::to_canonical_bytes(&serde_json::Value::Object(map))
+        .map_err(|e| RuntimeError::encode("the guardrail pins", e))?;
     Ok(hex::encode(sha2::Sha256::digest(&bytes)))
 }
 
@@ -198,10 +196,10 @@ fn read_cosignatures(path: &Path) -> Result<Option<Vec<u8>>, RuntimeError> {
     match fleetgate_trust::fsutil::read_limited(path, fleetgate_trust::MAX_DOCUMENT_BYTES as u64) {
         Ok(b) => Ok(Some(b)),
         Err(_) if !path.exists() => Ok(None),
-        Err(e) => Err(RuntimeError::Config(format!(
-            "cannot read the co-signatures {}: {e}",
-            path.display()
-        ))),
+        Err(e) => Err(RuntimeError::trust(
+            crate::TrustStep::ReadCosignatures(path.to_owned()),
+            e,
+        )),
     }
 }
 
@@ -376,7 +374,7 @@ fn sign(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts)
             return Ok(external_pending(&req));
         };
         let bytes = fleetgate_trust::sign_manifest(&manifest, &[&key])
-            .map_err(|e| RuntimeError::Config(format!("failed to sign the manifest: {e}")))?;
+            .map_err(|e| RuntimeError::trust(crate::TrustStep::SignManifest, e))?;
         // Co-signatures of an earlier manifest would be refused with this one: remove them
         // before the new manifest exists (a crash in between re-signs: no run id matches).
         match std::fs::remove_file(&sigs_path) {
@@ -407,9 +405,8 @@ fn sign(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts)
             let m = &v.manifest;
             let value = serde_json::Value::Object(v.value.clone());
             // What nodes are sent: the manifest itself, or with its co-signatures as a bundle.
-            let bytes = fleetgate_trust::bundle(&bytes, sigs.as_deref()).map_err(|e| {
-                RuntimeError::Config(format!("failed to bundle the co-signed manifest: {e}"))
-            })?;
+            let bytes = fleetgate_trust::bundle(&bytes, sigs.as_deref())
+                .map_err(|e| RuntimeError::trust(crate::TrustStep::BundleCosigned, e))?;
             let archive = ctx
                 .state_dir
                 .join("manifests")
@@ -730,17 +727,15 @@ pub fn capture_version(
     let root = ctx.state_dir.join("work");
     let per_version = format!("{CAPTURE_PREFIX}{}", version.as_str());
     let Some(_version_lock) = crate::checkout::WorkLock::try_claim(&root, &per_version)? else {
-        return Err(RuntimeError::Busy(format!(
-            "locked: a benchmark capture of {version} is already running; nothing was run — \
-             retry when it has finished (its snapshot then shows in get_benchmark_history)"
-        )));
+        return Err(crate::BusyReason::CaptureRunning {
+            version: version.to_string(),
+        }
+        .into());
     };
     crate::checkout::clean_stale(&root, &|name| name.starts_with(CAPTURE_PREFIX), None);
     let id = format!("{per_version}-{}", crate::checkout::random_suffix());
     let Some(work) = crate::checkout::WorkLock::try_claim(&root, &id)? else {
-        return Err(RuntimeError::Busy(format!(
-            "locked: the capture directory {id} is in use; retry"
-        )));
+        return Err(crate::BusyReason::CaptureDirInUse { id }.into());
     };
     let work = work.remove_on_drop();
     let mut st = PipelineState::idle();
@@ -1136,7 +1131,7 @@ pub(crate) fn release_manifest(
         return_to_code_hash: None,
         return_to_git_sha: None,
         canary_seed: fleetgate_trust::random_canary_seed()
-            .map_err(|e| RuntimeError::Config(format!("no randomness for the canary seed: {e}")))?,
+            .map_err(|e| RuntimeError::Config(crate::ConfigProblem::NoRandomness(e)))?,
         key_ids: key.map(SigningKey::key_id).into_iter().collect(),
         fencing_epoch: f.fencing_epoch,
         provenance_sha256: f.provenance_sha256,
@@ -1198,7 +1193,7 @@ pub fn sign_rollback(
     let s = &ctx.cfg.signing;
     let key_file = s.key_file.as_deref().map(|k| resolve(&ctx.base, k));
     let key = SigningKey::load(key_file.as_deref())
-        .map_err(|e| RuntimeError::Config(format!("no signing key for the rollback order: {e}")))?;
+        .map_err(|e| RuntimeError::trust(crate::TrustStep::RollbackKey, e))?;
     let released = state.manifest.as_ref();
     let rel_seq = released
         .and_then(|m| m.get("sequence"))
@@ -1252,16 +1247,13 @@ pub fn sign_rollback(
         extra,
     };
     let bytes = fleetgate_trust::sign_manifest(&m, &[&key])
-        .map_err(|e| RuntimeError::Config(format!("failed to sign the rollback order: {e}")))?;
+        .map_err(|e| RuntimeError::trust(crate::TrustStep::SignRollback, e))?;
     if let Some(trust) = &s.trust_file {
-        let ring = Keyring::load(&resolve(&ctx.base, trust))
-            .map_err(|e| RuntimeError::Config(e.to_string()))?;
+        let path = resolve(&ctx.base, trust);
+        let ring = Keyring::load(&path)
+            .map_err(|e| RuntimeError::trust(crate::TrustStep::TrustFile(path.clone()), e))?;
         fleetgate_trust::verify_manifest(&bytes, &ring, now_secs, &VerifyOptions::default())
-            .map_err(|e| {
-                RuntimeError::Config(format!(
-                    "the rollback order does not verify against the trust file: {e}"
-                ))
-            })?;
+            .map_err(|e| RuntimeError::trust(crate::TrustStep::VerifyRollback, e))?;
     }
     Ok(bytes)
 }

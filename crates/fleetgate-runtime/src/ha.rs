@@ -70,9 +70,9 @@ impl SharedStore for RegistryState {
             .map_err(|e| SharedError::Unavailable(format!("the state is not UTF-8: {e}")))?;
         match self.link.renew_lease() {
             Ok(()) => {}
-            Err(RuntimeError::Fenced(m)) => {
+            Err(RuntimeError::Fenced(held)) => {
                 self.keeper.leader.store(false, Ordering::SeqCst);
-                return Err(SharedError::Fenced(m));
+                return Err(SharedError::Fenced(held.to_string()));
             }
             Err(e) => return Err(unavailable("take the pipeline lease", e)),
         }
@@ -141,8 +141,8 @@ impl LeaseKeeper {
                     }
                     match link.renew_lease() {
                         Ok(()) => {}
-                        Err(RuntimeError::Fenced(m)) => {
-                            tracing::warn!(%m, "lost the pipeline lease");
+                        Err(RuntimeError::Fenced(held)) => {
+                            tracing::warn!(%held, "lost the pipeline lease");
                             keeper.leader.store(false, Ordering::SeqCst);
                         }
                         Err(e) => tracing::warn!(error = %e, "could not renew the pipeline lease"),

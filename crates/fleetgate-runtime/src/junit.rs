@@ -19,12 +19,13 @@ pub fn read_counts_keeping(path: &Path, keep: Option<&Path>) -> Result<TestCount
     let meta =
         std::fs::metadata(path).map_err(|e| RuntimeError::io("read JUnit report", path, e))?;
     if meta.len() > MAX_REPORT_BYTES {
-        return Err(RuntimeError::Report(format!(
-            "JUnit report {} is {} bytes, over the {} byte limit",
-            path.display(),
-            meta.len(),
-            MAX_REPORT_BYTES
-        )));
+        return Err(crate::ReportError::TooLarge {
+            what: "JUnit report",
+            path: path.to_owned(),
+            size: meta.len(),
+            limit: MAX_REPORT_BYTES,
+        }
+        .into());
     }
     let text = std::fs::read_to_string(path)
         .map_err(|e| RuntimeError::io("read JUnit report", path, e))?;
@@ -36,10 +37,12 @@ pub fn read_counts_keeping(path: &Path, keep: Option<&Path>) -> Result<TestCount
             .map_err(|e| RuntimeError::io("keep JUnit report", keep, e))?;
     }
     parse_counts(&text).map_err(|e| {
-        RuntimeError::Report(format!(
-            "JUnit report {} is not valid JUnit XML: {e}",
-            path.display()
-        ))
+        RuntimeError::Report(crate::ReportError::Malformed {
+            what: "JUnit report",
+            path: path.to_owned(),
+            format: "JUnit XML",
+            source: e.into(),
+        })
     })
 }
 

@@ -131,14 +131,16 @@ pub fn load_config(path: Option<&Path>) -> Result<(Config, PathBuf), RuntimeErro
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("fleetgate.toml")),
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        RuntimeError::Config(format!(
-            "failed to read config file {}: {e} (create one with `fleetgate init`, or pass --config PATH)",
-            path.display()
-        ))
+    let text = std::fs::read_to_string(&path).map_err(|e| crate::ConfigProblem::Read {
+        path: path.clone(),
+        source: e,
     })?;
-    let cfg = Config::parse(&text, |k| std::env::var(k).ok())
-        .map_err(|e| RuntimeError::Config(format!("{} (in {})", e, path.display())))?;
+    let cfg = Config::parse(&text, |k| std::env::var(k).ok()).map_err(|e| {
+        crate::ConfigProblem::Parse {
+            path: path.clone(),
+            source: Box::new(e),
+        }
+    })?;
     let base = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -332,16 +334,15 @@ impl Orchestrator {
     ) -> Result<String, RuntimeError> {
         match git_sha {
             Some(rev) => codehash::resolve_commit(&self.ctx.repo, rev),
-            None => codehash::resolve_commit(
-                &self.ctx.repo,
-                &format!("refs/tags/{}", version.as_str()),
-            )
-            .map_err(|_| {
-                RuntimeError::Git(format!(
-                    "no tag named {version} in {}; tag the release commit or pass --git-sha REV",
-                    self.ctx.repo.display()
-                ))
-            }),
+            None => {
+                codehash::resolve_commit(&self.ctx.repo, &format!("refs/tags/{}", version.as_str()))
+                    .map_err(|_| {
+                        RuntimeError::Git(crate::GitError::NoTag {
+                            version: version.to_string(),
+                            repo: self.ctx.repo.clone(),
+                        })
+                    })
+            }
         }
     }
 
@@ -399,7 +400,7 @@ impl Orchestrator {
     ) -> Result<PipelineState, RuntimeError> {
         if let Some(c) = channel {
             fleetgate_fleet::validate_channel(c)
-                .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+                .map_err(|e| RuntimeError::Invalid(crate::InvalidInput::Channel(e)))?;
         }
         let version = Version::parse(version)?;
         let sha = self.resolve_version(&version, git_sha)?;
@@ -471,7 +472,7 @@ impl Orchestrator {
         let link = self.ctx.fleet.connect(&self.ctx)?;
         let lease = link
             .block_on(link.registry().lease(crate::fleet::LEASE_NAME))
-            .map_err(|e| RuntimeError::Fleet(format!("failed to read the pipeline lease: {e}")))?;
+            .map_err(|e| crate::fleet::link::fleet_op("failed to read the pipeline lease", e))?;
         let now = link.db_now();
         Ok(lease.map(|l| LeaseInfo {
             ours: l.holder == link.holder(),
@@ -655,13 +656,14 @@ impl Orchestrator {
             store
                 .transact(|s| handle(s, Event::FleetProgress { epoch, progress }).map(|_| ()))
                 .map_err(|e| match e {
-                    TransactError::Rejected(t) => RuntimeError::Superseded(t.to_string()),
+                    TransactError::Rejected(t) => RuntimeError::Superseded(t),
                     TransactError::Store(s) => RuntimeError::Store(s),
                 })
         };
         let (verdict, facts) = match gates::evaluate(&self.ctx, &snapshot, stage, &mut checkpoint) {
             Ok(v) => v,
-            Err(RuntimeError::Superseded(reason)) => {
+            Err(RuntimeError::Superseded(refused)) => {
+                let reason = refused.to_string();
                 progress(Progress::Discarded {
                     stage,
                     reason: reason.clone(),

@@ -126,8 +126,8 @@ fn repository(repo: &Path) -> String {
 /// # Errors
 /// The configuration cannot be written as TOML.
 pub fn config_sha256(cfg: &fleetgate_core::config::Config) -> Result<String, RuntimeError> {
-    let text = toml::to_string_pretty(cfg)
-        .map_err(|e| RuntimeError::Config(format!("cannot render the configuration: {e}")))?;
+    let text =
+        toml::to_string_pretty(cfg).map_err(|e| RuntimeError::encode("the configuration", e))?;
     Ok(fleetgate_trust::provenance::sha256_hex(text.as_bytes()))
 }
 
@@ -187,7 +187,7 @@ pub(crate) fn write(
     };
     let bytes = Statement::new(&inputs)
         .to_canonical()
-        .map_err(|e| RuntimeError::Config(e.to_string()))?;
+        .map_err(|e| RuntimeError::encode("the provenance statement", e))?;
     let p = path(&ctx.state_dir, &state.version);
     let d = dir(&ctx.state_dir);
     std::fs::create_dir_all(&d).map_err(|e| RuntimeError::io("create", &d, e))?;

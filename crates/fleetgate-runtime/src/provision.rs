@@ -15,9 +15,12 @@
 //! counted, not sent to again, and nothing is recorded until the checks pass.
 
 use crate::codehash::{code_hash_with, scheme_of};
+use crate::fleet::link::fleet_op;
 use crate::gates::{ReleaseFields, release_manifest, resolve};
 use crate::orchestrator::{Orchestrator, flatten};
-use crate::{RuntimeError, now};
+use crate::{
+    ConfigProblem, FleetFailure, InvalidInput, ManifestMismatch, RuntimeError, TrustStep, now,
+};
 use fleetgate_core::fleet::NodeAnswer;
 use fleetgate_core::{CompletedRelease, Event, Version};
 use fleetgate_fleet::PeerStatus;
@@ -142,7 +145,7 @@ impl Orchestrator {
         let link = ctx.fleet.get(ctx)?;
         let peers = link
             .block_on(link.registry().list_peers())
-            .map_err(|e| RuntimeError::Fleet(format!("failed to list the fleet's peers: {e}")))?;
+            .map_err(|e| fleet_op("failed to list the fleet's peers", e))?;
         let mut targets: Vec<String> = Vec::new();
         let mut already: Vec<String> = Vec::new();
         let mut skipped = BTreeMap::new();
@@ -174,15 +177,15 @@ impl Orchestrator {
                     continue; // `--node a --node a` sends once
                 }
                 let Some(p) = peers.iter().find(|p| &p.id == id) else {
-                    return Err(RuntimeError::Fleet(format!(
-                        "--node {id}: no such peer in the fleet registry (`fleetgate fleet list` shows them)"
-                    )));
+                    return Err(FleetFailure::UnknownNode { node: id.clone() }.into());
                 };
                 if p.status != PeerStatus::Active || !p.master_key_verified {
-                    return Err(RuntimeError::Fleet(format!(
-                        "--node {id}: not an active, verified peer ({:?}); enroll it first",
-                        p.status
-                    )));
+                    return Err(FleetFailure::NodeNotReady {
+                        node: id.clone(),
+                        status: p.status,
+                        verified: p.master_key_verified,
+                    }
+                    .into());
                 }
                 if p.code_hash.as_deref() == Some(hashes.code_hash.as_str()) {
                     already.push(id.clone());
@@ -192,22 +195,11 @@ impl Orchestrator {
             }
         }
         if targets.is_empty() && already.is_empty() {
-            return Err(RuntimeError::Fleet(format!(
-                "no node to provision: the registry has {} peer(s) and none is an active, verified peer without code{} (enroll nodes with `fleetgate fleet enroll`, or name one with --node)",
-                peers.len(),
-                if skipped.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        "; left alone: {}",
-                        skipped
-                            .iter()
-                            .map(|(k, v)| format!("{k}: {v}"))
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    )
-                }
-            )));
+            return Err(FleetFailure::NothingToProvision {
+                peers: peers.len(),
+                skipped,
+            }
+            .into());
         }
 
         let (bytes, sequence) = if targets.is_empty() {
@@ -307,7 +299,7 @@ impl Orchestrator {
             for id in &ids {
                 let hb = link
                     .block_on(link.registry().latest_heartbeat(id, start))
-                    .map_err(|e| RuntimeError::Fleet(format!("failed to read heartbeat: {e}")))?;
+                    .map_err(|e| fleet_op("failed to read heartbeat", e))?;
                 if let Some(h) = hb {
                     counters.insert(id.clone(), (h.requests_total, h.exceptions_total));
                 }
@@ -333,7 +325,7 @@ impl Orchestrator {
             }
             let hb = link
                 .block_on(link.registry().latest_heartbeat(id, end))
-                .map_err(|e| RuntimeError::Fleet(format!("failed to read heartbeat: {e}")))?;
+                .map_err(|e| fleet_op("failed to read heartbeat", e))?;
             let Some(h) = hb else {
                 n.detail = "no heartbeat".into();
                 continue;
@@ -478,12 +470,15 @@ impl Orchestrator {
         let ctx = self.context();
         let s = &ctx.cfg.signing;
         let Some(trust) = &s.trust_file else {
-            return Err(RuntimeError::Config(
-                "no trust file configured: set `[signing] trust_file` (create one with `fleetgate trust init`); nothing is sent that does not verify against the pinned keys".into(),
-            ));
+            return Err(ConfigProblem::Missing {
+                key: "signing.trust_file",
+                why: "nothing is sent that does not verify against the pinned keys (create one with `fleetgate trust init`)",
+            }
+            .into());
         };
-        let ring = Keyring::load(&resolve(&ctx.base, trust))
-            .map_err(|e| RuntimeError::Config(format!("cannot use the trust file: {e}")))?;
+        let trust_path = resolve(&ctx.base, trust);
+        let ring = Keyring::load(&trust_path)
+            .map_err(|e| RuntimeError::trust(TrustStep::TrustFile(trust_path.clone()), e))?;
         let now_secs = fleetgate_trust::unix_now();
         let external = s.mode == Some(fleetgate_core::config::SigningMode::External);
         let bytes = if let Some(path) = &req.manifest {
@@ -494,30 +489,33 @@ impl Orchestrator {
                 now_secs,
                 &VerifyOptions::default(),
             )
-            .map_err(|e| {
-                RuntimeError::Invalid(format!(
-                    "--manifest {}: does not verify against the trust file: {e}",
-                    path.display()
-                ))
+            .map_err(|e| InvalidInput::ProvisionUnverified {
+                path: path.clone(),
+                source: e,
             })?;
             let m = &v.manifest;
             let mismatch = if m.kind != ManifestKind::Release {
-                Some("it is not a release manifest".to_owned())
+                Some(ManifestMismatch::NotARelease)
             } else if m.version != req.version.as_str() {
-                Some(format!("it is for {}, not {}", m.version, req.version))
+                Some(ManifestMismatch::Version {
+                    found: m.version.clone(),
+                    expected: req.version.to_string(),
+                })
             } else if m.code_hash != hashes.code_hash {
-                Some(format!(
-                    "its code hash {} is not the commit's {} ({sha})",
-                    m.code_hash, hashes.code_hash
-                ))
+                Some(ManifestMismatch::CodeHash {
+                    found: m.code_hash.clone(),
+                    expected: hashes.code_hash.clone(),
+                    sha: sha.to_owned(),
+                })
             } else {
                 None
             };
             if let Some(why) = mismatch {
-                return Err(RuntimeError::Invalid(format!(
-                    "--manifest {}: {why}",
-                    path.display()
-                )));
+                return Err(InvalidInput::ProvisionMismatch {
+                    path: path.clone(),
+                    why,
+                }
+                .into());
             }
             let seq = m.sequence;
             self.store()
@@ -527,17 +525,15 @@ impl Orchestrator {
                 .map_err(flatten)?;
             return Ok((bytes, seq));
         } else if external {
-            return Err(RuntimeError::Config(format!(
-                "[signing] mode = \"external\": this host holds no signing key; sign a manifest for {} elsewhere (`fleetgate manifest sign --repo . --version {} --git-sha {sha} …`) and pass it with --manifest FILE",
-                req.version, req.version
-            )));
+            return Err(ConfigProblem::ExternalSigning {
+                version: req.version.to_string(),
+                sha: sha.to_owned(),
+            }
+            .into());
         } else {
             let key_file = s.key_file.as_deref().map(|k| resolve(&ctx.base, k));
-            let key = SigningKey::load(key_file.as_deref()).map_err(|e| {
-                RuntimeError::Config(format!(
-                    "no signing key: {e} (set `[signing] key_file`, or pass a manifest signed elsewhere with --manifest FILE)"
-                ))
-            })?;
+            let key = SigningKey::load(key_file.as_deref())
+                .map_err(|e| RuntimeError::trust(TrustStep::SigningKey, e))?;
             // The sequence is reserved (written) before the manifest exists outside.
             let sequence = self
                 .store()
@@ -564,13 +560,9 @@ impl Orchestrator {
                 Some(&key),
             )?;
             let bytes = fleetgate_trust::sign_manifest(&m, &[&key])
-                .map_err(|e| RuntimeError::Config(format!("failed to sign the manifest: {e}")))?;
+                .map_err(|e| RuntimeError::trust(TrustStep::SignManifest, e))?;
             fleetgate_trust::verify_manifest(&bytes, &ring, now_secs, &VerifyOptions::default())
-                .map_err(|e| {
-                    RuntimeError::Config(format!(
-                        "the provisioning manifest does not verify against the trust file: {e}"
-                    ))
-                })?;
+                .map_err(|e| RuntimeError::trust(TrustStep::VerifyProvision, e))?;
             bytes
         };
         let seq = serde_json::from_slice::<serde_json::Value>(&bytes)

@@ -310,10 +310,11 @@ pub(crate) fn gate_command(
     let iso = isolation();
     if iso.level != "full" {
         if std::env::var_os(ENV_REQUIRE).is_some_and(|v| v == "1") {
-            return Err(RuntimeError::Config(format!(
-                "gate isolation is required (${ENV_REQUIRE}=1) but degraded: {}",
-                iso.missing.join("; ")
-            )));
+            return Err(crate::ConfigProblem::IsolationRequired {
+                env: ENV_REQUIRE,
+                missing: iso.missing.clone(),
+            }
+            .into());
         }
         static WARNED: OnceLock<()> = OnceLock::new();
         WARNED.get_or_init(|| {
@@ -325,9 +326,9 @@ pub(crate) fn gate_command(
         Mode::Landlock(_) => true,
         Mode::Direct(..) => return Ok(None),
     };
-    let helper = HELPER.get().ok_or_else(|| {
-        RuntimeError::Config("gate isolation: the helper binary went missing".into())
-    })?;
+    let helper = HELPER
+        .get()
+        .ok_or(crate::ConfigProblem::IsolationHelperMissing)?;
     let mut cmd = Command::new(helper);
     cmd.arg(HELPER_ARG);
     if landlock {

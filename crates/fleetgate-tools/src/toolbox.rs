@@ -4,7 +4,9 @@
 use crate::args;
 use fleetgate_core::{Outcome, PipelineState, Stage};
 use fleetgate_runtime::bench_registry::{self, BenchmarkDef, Tier};
-use fleetgate_runtime::{Orchestrator, Progress, RuntimeError, bench_store, gates, load_config};
+use fleetgate_runtime::{
+    FleetFailure, Orchestrator, Progress, RuntimeError, bench_store, gates, load_config,
+};
 use fleetgate_store::StoreError;
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
@@ -283,11 +285,18 @@ impl ErrorKind {
             RuntimeError::Transition(_)
             | RuntimeError::NoActiveRun { .. }
             | RuntimeError::Refused(_) => ErrorKind::Refused,
-            RuntimeError::Version(_) | RuntimeError::Invalid(_) => ErrorKind::InvalidArguments,
+            RuntimeError::Version(_)
+            | RuntimeError::Invalid(_)
+            | RuntimeError::Fleet(
+                FleetFailure::UnknownNode { .. } | FleetFailure::NodeNotReady { .. },
+            ) => ErrorKind::InvalidArguments,
             RuntimeError::Config(_) => ErrorKind::Config,
+            RuntimeError::CodeHash(e) if e.is_config() => ErrorKind::Config,
             RuntimeError::Io { .. }
             | RuntimeError::Git(_)
+            | RuntimeError::CodeHash(_)
             | RuntimeError::Report(_)
+            | RuntimeError::Encode { .. }
             | RuntimeError::Store(_)
             | RuntimeError::Fleet(_)
             | RuntimeError::Superseded(_) => ErrorKind::Failed,

@@ -4,7 +4,7 @@
 //! (each node marked in flight and persisted first), and run the health judge over the
 //! window from the registry's stored heartbeats.
 
-use super::link::{FleetLink, now_secs, rt_err};
+use super::link::{FleetLink, fleet_op, now_secs};
 use super::{Checkpoint, MAX_TICKS, manifest_bytes};
 use crate::RuntimeError;
 use crate::gates::GateContext;
@@ -94,7 +94,7 @@ pub(crate) fn channel_paused(
     let channel = state.run_channel();
     let paused = link
         .block_on(link.registry().channel_paused(channel))
-        .map_err(|e| rt_err("failed to read the channel", e))?;
+        .map_err(|e| fleet_op("failed to read the channel", e))?;
     Ok(paused.then(|| {
         Verdict::pending(
             format!(
@@ -196,9 +196,10 @@ pub(crate) fn run_phase(
             }
             FleetCommand::Verdict(v) => return Ok(v),
             FleetCommand::ListTargets | FleetCommand::Publish => {
-                return Err(RuntimeError::Fleet(format!(
-                    "internal: the {what} machine asked for a DEPLOY command"
-                )));
+                return Err(crate::FleetFailure::Internal(
+                    "a CANARY machine asked for a DEPLOY command",
+                )
+                .into());
             }
         }
     }
@@ -234,7 +235,7 @@ fn select(
             link.registry()
                 .eligible_in_channel(t, timeout, Some(state.run_channel())),
         )
-        .map_err(|e| rt_err("failed to list eligible peers", e))?;
+        .map_err(|e| fleet_op("failed to list eligible peers", e))?;
     let (seed_hex, seed) = canary_seed(state)?;
     let min = usize::try_from(ctx.cfg.canary.min_nodes).unwrap_or(1);
     let selection = match select_canary(&seed, &eligible, ctx.cfg.canary.pct, min) {
@@ -242,7 +243,7 @@ fn select(
         Err(e) => {
             let enrolled = link
                 .block_on(link.registry().list_peers())
-                .map_err(|e| rt_err("failed to list peers", e))?
+                .map_err(|e| fleet_op("failed to list peers", e))?
                 .len();
             return Ok(CanaryEvent::TooFewPeers {
                 enrolled,
@@ -282,7 +283,7 @@ pub(crate) fn canary_seed(state: &PipelineState) -> Result<(String, Vec<u8>), Ru
         .unwrap_or_default()
         .to_owned();
     let seed = hex::decode(&seed_hex)
-        .map_err(|e| RuntimeError::Fleet(format!("manifest canary_seed is not hex: {e}")))?;
+        .map_err(|e| RuntimeError::Fleet(crate::FleetFailure::BadCanarySeed(e)))?;
     Ok((seed_hex, seed))
 }
 
@@ -308,7 +309,7 @@ fn record_selection(
         &link.fence(),
         link.db_now(),
     ))
-    .map_err(|e| rt_err("failed to record the canary selection", e))
+    .map_err(|e| fleet_op("failed to record the canary selection", e))
 }
 
 /// Replay the window from the heartbeats stored in the registry, sampling when the judge
@@ -366,7 +367,7 @@ fn judge(
     config.window_secs = secs.saturating_add(paused);
     config.max_window_secs = secs.saturating_add(extension).saturating_add(paused);
     let mut judge = Judge::new(config, code_hash, canary.clone(), baseline.clone(), start)
-        .map_err(|e| RuntimeError::Fleet(format!("invalid canary judge: {e}")))?;
+        .map_err(|e| RuntimeError::Fleet(crate::FleetFailure::Judge(e)))?;
     let interval = u64::try_from(ctx.cfg.canary.sample_interval_secs)
         .unwrap_or(30)
         .max(1);
@@ -378,10 +379,10 @@ fn judge(
     for t in history_points(start, pre, interval) {
         let s = link
             .block_on(link.registry().sample(&canary, &baseline, t as i64))
-            .map_err(|e| rt_err("failed to read the pre-update history", e))?;
+            .map_err(|e| fleet_op("failed to read the pre-update history", e))?;
         judge
             .on_event(fleetgate_canary::Event::History(s))
-            .map_err(|e| RuntimeError::Fleet(e.to_string()))?;
+            .map_err(|e| RuntimeError::Fleet(crate::FleetFailure::Judge(e)))?;
     }
     let now = u64::try_from(now_secs()).unwrap_or(0);
     let mut next = start + interval;
@@ -389,10 +390,10 @@ fn judge(
     while next <= now && !decided {
         let sample = link
             .block_on(link.registry().sample(&canary, &baseline, next as i64))
-            .map_err(|e| rt_err("failed to read samples", e))?;
+            .map_err(|e| fleet_op("failed to read samples", e))?;
         let cmds = judge
             .on_event(fleetgate_canary::Event::Sample(sample))
-            .map_err(|e| RuntimeError::Fleet(e.to_string()))?;
+            .map_err(|e| RuntimeError::Fleet(crate::FleetFailure::Judge(e)))?;
         let at = next;
         next = at + interval;
         for c in cmds {
@@ -412,7 +413,7 @@ fn judge(
     if !decided {
         judge
             .on_event(fleetgate_canary::Event::Tick { now })
-            .map_err(|e| RuntimeError::Fleet(e.to_string()))?;
+            .map_err(|e| RuntimeError::Fleet(crate::FleetFailure::Judge(e)))?;
     }
     let v = judge.verdict().clone();
     let figures = serde_json::to_value(&v).unwrap_or(Value::Null);

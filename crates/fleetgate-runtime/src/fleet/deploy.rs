@@ -4,7 +4,7 @@
 //! in flight and persisted first), and judge convergence.
 
 use super::canary::{Phase, run_phase};
-use super::link::{FleetLink, now_secs, rt_err};
+use super::link::{FleetLink, fleet_op, now_secs};
 use super::{Checkpoint, MAX_TICKS, manifest_bytes, publish_gossip};
 use crate::RuntimeError;
 use crate::gates::GateContext;
@@ -36,7 +36,7 @@ pub fn deploy(
         // Gossip reaches every node: only when every node is in the run's channel.
         let peers = link
             .block_on(link.registry().list_peers())
-            .map_err(|e| rt_err("failed to list peers", e))?;
+            .map_err(|e| fleet_op("failed to list peers", e))?;
         let elsewhere = peers
             .iter()
             .filter(|p| p.master_key_verified && p.status == fleetgate_fleet::PeerStatus::Active)
@@ -102,7 +102,7 @@ pub fn deploy(
             FleetCommand::ListTargets => {
                 let peers = link
                     .block_on(link.registry().list_peers())
-                    .map_err(|e| rt_err("failed to list peers", e))?;
+                    .map_err(|e| fleet_op("failed to list peers", e))?;
                 let nodes: Vec<String> = peers
                     .iter()
                     .filter(|p| {
@@ -144,9 +144,9 @@ pub fn deploy(
             }
             FleetCommand::Verdict(v) => return Ok(v),
             FleetCommand::SelectCanary | FleetCommand::Judge { .. } => {
-                return Err(RuntimeError::Fleet(
-                    "internal: the DEPLOY machine asked for a CANARY command".into(),
-                ));
+                return Err(RuntimeError::Fleet(crate::FleetFailure::Internal(
+                    "the DEPLOY machine asked for a CANARY command",
+                )));
             }
         }
     }
@@ -226,9 +226,9 @@ fn steps(
                 checkpoint(FleetStageProgress::Deploy(d))
             };
             let mut select = |_: i64| -> Result<CanaryEvent, RuntimeError> {
-                Err(RuntimeError::Fleet(
-                    "internal: a deploy step is selected before it is run".into(),
-                ))
+                Err(RuntimeError::Fleet(crate::FleetFailure::Internal(
+                    "a deploy step is selected before it is run",
+                )))
             };
             run_phase(
                 ctx,
@@ -291,7 +291,7 @@ fn select_step(
             link.registry()
                 .eligible_in_channel(t, timeout, Some(state.run_channel())),
         )
-        .map_err(|e| rt_err("failed to list eligible peers", e))?;
+        .map_err(|e| fleet_op("failed to list eligible peers", e))?;
     let (seed_hex, seed) = super::canary::canary_seed(state)?;
     let fraction = progress.steps[i].fraction;
     let ranked = match fleetgate_canary::select_canary(&seed, &eligible, fraction, 1) {
@@ -339,7 +339,7 @@ fn observe(
     let timeout = u64::try_from(ctx.cfg.canary.heartbeat_timeout_secs).unwrap_or(60);
     let reachable: BTreeSet<String> = link
         .block_on(link.registry().eligible_peers(t, timeout))
-        .map_err(|e| rt_err("failed to list peers", e))?
+        .map_err(|e| fleet_op("failed to list peers", e))?
         .into_iter()
         .map(|e| e.id)
         .collect();

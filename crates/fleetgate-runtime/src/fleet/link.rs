@@ -51,8 +51,12 @@ pub fn database_url(ctx: &GateContext) -> String {
     }
 }
 
-pub(crate) fn rt_err(what: &str, e: impl std::fmt::Display) -> RuntimeError {
-    RuntimeError::Fleet(format!("{what}: {e}"))
+/// A failed fleet operation: what was being done, with the error behind it.
+pub(crate) fn fleet_op(action: &'static str, e: impl Into<crate::BoxError>) -> RuntimeError {
+    RuntimeError::Fleet(crate::FleetFailure::Op {
+        action,
+        source: e.into(),
+    })
 }
 
 /// The orchestrator's fleet connection, opened on first use and kept: one registry pool,
@@ -93,10 +97,10 @@ impl FleetLink {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| rt_err("failed to start the async runtime", e))?;
+            .map_err(|e| fleet_op("failed to start the async runtime", e))?;
         let url = database_url(ctx);
         let registry = block_on_rt(&rt, Registry::connect(&url))
-            .map_err(|e| rt_err("failed to open the fleet registry", e))?;
+            .map_err(|e| fleet_op("failed to open the fleet registry", e))?;
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let holder = format!("{}:{}", host.trim(), ctx.state_dir.display());
         let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(
@@ -107,7 +111,7 @@ impl FleetLink {
         }
         let http = builder
             .build()
-            .map_err(|e| rt_err("failed to build the HTTP client", e))?;
+            .map_err(|e| fleet_op("failed to build the HTTP client", e))?;
         Ok(FleetLink {
             rt,
             registry,
@@ -132,18 +136,19 @@ impl FleetLink {
                 self.registry
                     .acquire_lease(LEASE_NAME, &self.holder, self.lease_ttl),
             )
-            .map_err(|e| rt_err("failed to take the pipeline lease", e))?;
+            .map_err(|e| fleet_op("failed to take the pipeline lease", e))?;
         let Some(lease) = lease else {
             let current = self
                 .block_on(self.registry.lease(LEASE_NAME))
                 .ok()
                 .flatten();
             let now = self.db_now();
-            return Err(RuntimeError::Fenced(format!(
-                "another orchestrator holds the pipeline lease on {} ({}); only the lease holder may advance the pipeline",
-                fleetgate_fleet::redact_url(&self.url),
-                current.map(|l| describe_lease(&l, now)).unwrap_or_default()
-            )));
+            return Err(crate::LeaseHeld {
+                registry: fleetgate_fleet::redact_url(&self.url),
+                holder: current.as_ref().map(|l| l.holder.clone()),
+                lease: current.map(|l| describe_lease(&l, now)).unwrap_or_default(),
+            }
+            .into());
         };
         *self.fence.lock().unwrap_or_else(|p| p.into_inner()) = lease.fence();
         Ok(())
@@ -200,7 +205,7 @@ impl FleetLink {
     pub fn observe(&self, node: &str, at: i64) -> Result<Option<Observed>, RuntimeError> {
         let hb = self
             .block_on(self.registry.latest_heartbeat(node, at))
-            .map_err(|e| rt_err("failed to read heartbeat", e))?;
+            .map_err(|e| fleet_op("failed to read heartbeat", e))?;
         Ok(hb.map(|h| Observed {
             code_hash: h.code_hash,
             healthy: h.healthy,
@@ -399,21 +404,22 @@ pub(crate) fn now_secs() -> i64 {
 /// The certificates of `[tls] ca_file`: the only roots trusted for `https://` node
 /// addresses when it is set.
 fn fleet_ca(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, RuntimeError> {
-    let bad = |why: String| {
-        RuntimeError::Config(format!(
-            "`tls.ca_file` {}: {why} (make a fleet CA with `fleetgate fleet ca init`)",
-            path.display()
-        ))
+    use crate::CaFileProblem;
+    let bad = |problem: CaFileProblem| {
+        RuntimeError::Config(crate::ConfigProblem::TlsCa {
+            path: path.to_owned(),
+            problem,
+        })
     };
-    let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+    let meta = std::fs::metadata(path).map_err(|e| bad(CaFileProblem::Unreadable(e)))?;
     if meta.len() > 1 << 20 {
-        return Err(bad(format!("{} bytes: not a PEM file", meta.len())));
+        return Err(bad(CaFileProblem::TooLarge(meta.len())));
     }
-    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| bad(format!("not a PEM certificate bundle: {e}")))?;
+    let pem = std::fs::read(path).map_err(|e| bad(CaFileProblem::Unreadable(e)))?;
+    let certs =
+        reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(CaFileProblem::NotPem(e)))?;
     if certs.is_empty() {
-        return Err(bad("holds no PEM certificate".into()));
+        return Err(bad(CaFileProblem::Empty));
     }
     Ok(certs)
 }

@@ -26,7 +26,7 @@ pub use revoke::send_rollback;
 use crate::RuntimeError;
 use crate::gates::{GateContext, resolve};
 use fleetgate_core::{FleetStageProgress, PipelineState};
-use link::rt_err;
+use link::fleet_op;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -54,11 +54,18 @@ pub fn publish_gossip(
         .iter()
         .filter_map(|s| s.parse().ok())
         .collect();
-    let trust = ctx.cfg.signing.trust_file.as_deref().ok_or_else(|| {
-        RuntimeError::Config("gossip needs `[signing] trust_file` to verify what it sends".into())
-    })?;
-    let keyring = fleetgate_trust::Keyring::load(&resolve(&ctx.base, trust))
-        .map_err(|e| RuntimeError::Config(e.to_string()))?;
+    let trust = ctx
+        .cfg
+        .signing
+        .trust_file
+        .as_deref()
+        .ok_or(crate::ConfigProblem::Missing {
+            key: "signing.trust_file",
+            why: "gossip verifies what it sends against it",
+        })?;
+    let trust_path = resolve(&ctx.base, trust);
+    let keyring = fleetgate_trust::Keyring::load(&trust_path)
+        .map_err(|e| RuntimeError::trust(crate::TrustStep::TrustFile(trust_path.clone()), e))?;
     let linger =
         Duration::from_millis(u64::try_from(ctx.cfg.deploy.gossip_linger_ms).unwrap_or(5000));
     let cfg = fleetgate_gossip::GossipConfig {
@@ -80,11 +87,11 @@ pub fn publish_gossip(
             None,
         )
         .await
-        .map_err(|e| rt_err("failed to start the orchestrator's gossip node", e))?;
+        .map_err(|e| fleet_op("failed to start the orchestrator's gossip node", e))?;
         let verified = handle
             .publish(bytes.to_vec())
             .await
-            .map_err(|e| rt_err("gossip refused the manifest", e))?;
+            .map_err(|e| fleet_op("gossip refused the manifest", e))?;
         tokio::time::sleep(linger).await;
         let _ = handle.shutdown().await;
         Ok(format!(
@@ -115,9 +122,7 @@ pub fn manifest_bytes(ctx: &GateContext, state: &PipelineState) -> Result<Vec<u8
         .as_ref()
         .and_then(|m| m.get("sequence"))
         .and_then(Value::as_u64)
-        .ok_or_else(|| {
-            RuntimeError::Fleet("the run has no signed manifest (SIGN did not pass)".into())
-        })?;
+        .ok_or(crate::FleetFailure::NoSignedManifest)?;
     let path = manifest_file(ctx, seq);
     std::fs::read(&path).map_err(|e| RuntimeError::io("read signed manifest", &path, e))
 }

@@ -7,7 +7,7 @@
 //! revoked manifest can never be applied again anywhere; only nodes running the revoked
 //! release switch back. A re-sent order that a node already obeyed counts as delivered.
 
-use super::link::{FleetLink, now_secs, rt_err};
+use super::link::{FleetLink, fleet_op, now_secs};
 use super::{DeliveryError, publish_gossip};
 use crate::RuntimeError;
 use crate::gates::GateContext;
@@ -145,7 +145,7 @@ fn unreachable(
     let t = now_secs();
     let eligible: BTreeSet<String> = link
         .block_on(link.registry().eligible_peers(t, timeout))
-        .map_err(|e| rt_err("failed to list peers", e).to_string())?
+        .map_err(|e| fleet_op("failed to list peers", e).to_string())?
         .into_iter()
         .map(|e| e.id)
         .collect();
@@ -254,7 +254,7 @@ fn plan(
         })?;
     let peers = link
         .block_on(link.registry().list_peers())
-        .map_err(|e| rt_err("failed to list peers", e).to_string())?;
+        .map_err(|e| fleet_op("failed to list peers", e).to_string())?;
     let mut deliveries: Vec<NodeDelivery> = required
         .iter()
         .map(|n| NodeDelivery::new(n.clone(), true))
