@@ -11,8 +11,9 @@
 //! scheme over a directory on disk ([`hart_code_hash_dir`]); the runtime adds
 //! `hart_code_hash_at` (a clean checkout of a commit, then [`hart_code_hash_dir`]).
 //!
-//! **What it must never do.** Read a working copy for the `git` scheme; skip a file it
-//! cannot read; change a byte of either definition (HART compatibility: `tests/hart_compat.rs`
+//! **What it must never do.** Let a working copy change the `git` scheme's result (it
+//! reads a tracked file from disk only when its bytes are the commit's blob, checked by
+//! git blob id, else inflates the blob); skip a file it cannot read; change a byte of either definition (HART compatibility: `tests/hart_compat.rs`
 //! of the `fleetgate` package checks it against a Python reimplementation of HART's code).
 //!
 //! **How to test.** `cargo nextest run -p fleetgate-codehash`, and the callers' tests
@@ -21,8 +22,9 @@
 //! ## The definition
 //!
 //! Code hash: SHA-256 over sorted `relpath:sha256(file)` lines (HART's scheme) over the
-//! files git tracks at a commit, read from the commit's tree with git2 (never from a
-//! working copy, so local edits cannot leak into a release).
+//! files git tracks at a commit, as stored in the commit's tree (a working copy's file is
+//! used only when its git blob id is the tree's, so local edits cannot leak into a
+//! release); files are hashed in parallel.
 //!
 //! Exact definition (also in README): for every blob in the commit's tree whose path passes
 //! the include/exclude globs, the line `"{path}:{hex(sha256(content))}\n"` where `path` is
@@ -248,24 +250,100 @@ pub fn code_hash_at(
     if let Some(path) = non_utf8 {
         return Err(CodeHashError::NonUtf8Name { name: path });
     }
-    let mut files = BTreeMap::new();
-    for (path, oid, mode) in entries {
-        if include.as_ref().is_some_and(|g| !g.is_match(&path))
-            || exclude.as_ref().is_some_and(|g| g.is_match(&path))
-        {
-            continue;
-        }
-        let digest = if mode == 0o160000 {
-            oid.to_string()
-        } else {
-            let blob = r
-                .find_blob(oid)
-                .map_err(|e| CodeHashError::git(repo, "read blob", e))?;
-            sha256_hex(blob.content())
-        };
-        files.insert(path, digest);
-    }
+    entries.retain(|(path, _, _)| {
+        !(include.as_ref().is_some_and(|g| !g.is_match(path))
+            || exclude.as_ref().is_some_and(|g| g.is_match(path)))
+    });
+    let worktree = r.workdir().map(Path::to_owned);
+    let files = hash_entries(repo, worktree.as_deref(), entries)?;
     Ok(hash_files(commit.id().to_string(), files))
+}
+
+/// Entries per thread below which one thread does it all (thread start-up and a
+/// repository open per thread cost more than hashing a few small files).
+const PER_THREAD_MIN: usize = 64;
+
+/// The SHA-256 of every entry's content, in parallel (one repository handle per
+/// thread: git2's are not shared between threads). A regular file is read from the
+/// working tree when there is one and its bytes are the entry's blob — checked by
+/// recomputing the git blob id (SHA-1 of `"blob {len}\0"` and the bytes) and comparing
+/// it with the tree's: reading a page-cached file beats inflating its blob, and a file
+/// edited, converted (CRLF, filters) or missing on disk is read from the object database
+/// instead, so the result never depends on the working tree. (Using disk bytes that are
+/// not the blob would need a SHA-1 second preimage of a committed blob.)
+fn hash_entries(
+    repo: &Path,
+    worktree: Option<&Path>,
+    entries: Vec<(String, git2::Oid, i32)>,
+) -> Result<BTreeMap<String, String>, CodeHashError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(8)
+        .min(entries.len().div_ceil(PER_THREAD_MIN))
+        .max(1);
+    let work = |t: usize| -> Result<Vec<(String, String)>, CodeHashError> {
+        let mut odb: Option<git2::Repository> = None;
+        let mut out = Vec::new();
+        for (path, oid, mode) in entries.iter().skip(t).step_by(threads) {
+            let digest = if *mode == 0o160000 {
+                oid.to_string()
+            } else if let Some(d) = worktree.and_then(|w| from_worktree(w, path, *oid, *mode)) {
+                d
+            } else {
+                let r = match &mut odb {
+                    Some(r) => r,
+                    None => odb.insert(
+                        git2::Repository::open(repo)
+                            .map_err(|e| CodeHashError::git(repo, "open repository", e))?,
+                    ),
+                };
+                let blob = r
+                    .find_blob(*oid)
+                    .map_err(|e| CodeHashError::git(repo, "read blob", e))?;
+                sha256_hex(blob.content())
+            };
+            out.push((path.clone(), digest));
+        }
+        Ok(out)
+    };
+    let parts: Vec<Result<Vec<(String, String)>, CodeHashError>> = if threads == 1 {
+        vec![work(0)]
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads).map(|t| s.spawn(move || work(t))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        })
+    };
+    let mut files = BTreeMap::new();
+    for part in parts {
+        files.extend(part?);
+    }
+    Ok(files)
+}
+
+/// The SHA-256 of `path` in the working tree if it is a regular file whose bytes are
+/// blob `oid` (see [`hash_entries`]); `None` to read the blob instead.
+fn from_worktree(worktree: &Path, path: &str, oid: git2::Oid, mode: i32) -> Option<String> {
+    use sha1::Sha1;
+    if !matches!(mode, 0o100644 | 0o100755) || oid.as_bytes().len() != 20 {
+        return None;
+    }
+    let full = worktree.join(path);
+    let meta = std::fs::symlink_metadata(&full).ok()?;
+    if !meta.file_type().is_file() {
+        return None;
+    }
+    let bytes = std::fs::read(&full).ok()?;
+    let mut id = Sha1::new();
+    id.update(format!("blob {}\0", bytes.len()).as_bytes());
+    id.update(&bytes);
+    if id.finalize().as_slice() != oid.as_bytes() {
+        return None;
+    }
+    Some(sha256_hex(&bytes))
 }
 
 /// Build the [`CodeHash`] of a path → sha256 map.

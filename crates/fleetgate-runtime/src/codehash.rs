@@ -4,8 +4,8 @@
 //! a checkout of a commit) and [`code_hash_with`] (either scheme for a revision).
 //!
 //! The fallible functions keep returning [`RuntimeError`] here (thin wrappers that shadow
-//! the re-exported ones): a [`CodeHashError`] becomes the `RuntimeError` variant of the
-//! same name and message, so callers see what they saw before the split.
+//! the re-exported ones): a [`CodeHashError`] becomes [`RuntimeError::CodeHash`], with
+//! the same message.
 
 use crate::RuntimeError;
 pub use fleetgate_codehash::*;
