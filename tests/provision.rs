@@ -26,12 +26,16 @@ fn a_first_release_on_empty_nodes_is_recorded_and_a_bad_first_run_returns_to_it(
     assert!(fleet.status()["last_completed"].is_null());
 
     // Bad input is named, and nothing is sent or recorded.
-    let (rc, _, out) = provision(&fleet, &["v1.0.0", "--node", "no-such-node"]);
+    // Under --json the error carries its kind: a typed RuntimeError variant mapped
+    // (FleetFailure::UnknownNode is the caller's input; GitError::NoTag a failure).
+    let (rc, err, out) = provision(&fleet, &["v1.0.0", "--node", "no-such-node"]);
     assert_ne!(rc, 0, "{out}");
     assert!(out.contains("--node no-such-node: no such peer"), "{out}");
-    let (rc, _, out) = provision(&fleet, &["v9.9.9"]);
+    assert_eq!(err["error_kind"], "invalid_arguments", "{out}");
+    let (rc, err, out) = provision(&fleet, &["v9.9.9"]);
     assert_ne!(rc, 0, "{out}");
     assert!(out.contains("no tag named v9.9.9"), "{out}");
+    assert_eq!(err["error_kind"], "failed", "{out}");
     assert!(fleet.code_hashes().iter().all(|(_, h)| h.is_empty()));
     assert!(fleet.status()["last_completed"].is_null());
 
