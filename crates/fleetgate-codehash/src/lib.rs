@@ -328,6 +328,7 @@ fn hash_entries(
 /// blob `oid` (see [`hash_entries`]); `None` to read the blob instead.
 fn from_worktree(worktree: &Path, path: &str, oid: git2::Oid, mode: i32) -> Option<String> {
     use sha1::Sha1;
+    use std::io::Read;
     if !matches!(mode, 0o100644 | 0o100755) || oid.as_bytes().len() != 20 {
         return None;
     }
@@ -336,14 +337,32 @@ fn from_worktree(worktree: &Path, path: &str, oid: git2::Oid, mode: i32) -> Opti
     if !meta.file_type().is_file() {
         return None;
     }
-    let bytes = std::fs::read(&full).ok()?;
+    // One streaming pass feeds both digests chunk by chunk (memory bounded whatever the
+    // file's size; each chunk is hashed twice while it is in cache). The blob header
+    // carries the size seen before reading: a file that changes size meanwhile cannot
+    // match.
+    let mut file = std::fs::File::open(&full).ok()?;
     let mut id = Sha1::new();
-    id.update(format!("blob {}\0", bytes.len()).as_bytes());
-    id.update(&bytes);
-    if id.finalize().as_slice() != oid.as_bytes() {
+    id.update(format!("blob {}\0", meta.len()).as_bytes());
+    let mut content = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut read: u64 = 0;
+    loop {
+        let n = file.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        read += n as u64;
+        if read > meta.len() {
+            return None;
+        }
+        id.update(&buf[..n]);
+        content.update(&buf[..n]);
+    }
+    if read != meta.len() || id.finalize().as_slice() != oid.as_bytes() {
         return None;
     }
-    Some(sha256_hex(&bytes))
+    Some(hex::encode(content.finalize()))
 }
 
 /// Build the [`CodeHash`] of a path → sha256 map.
