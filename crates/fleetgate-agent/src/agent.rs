@@ -1,6 +1,7 @@
 //! The runtime: executes the commands of [`crate::machine`], persists the journal
 //! before each one (write-ahead), and verifies manifests before the machine sees them.
 
+use crate::backup::Backups;
 use crate::config::NodeConfig;
 use crate::health::{Probe, probe};
 use crate::machine::{
@@ -195,6 +196,7 @@ pub(crate) struct Inner {
     pub(crate) identity: SigningKey,
     policy: Policy,
     slots: Slots,
+    backups: Backups,
     sup: Supervisor,
     journal: Mutex<Journal>,
     journal_path: PathBuf,
@@ -374,8 +376,17 @@ impl Agent {
             inner: Arc::new(Inner {
                 policy: Policy {
                     has_install: cfg.install.is_some(),
+                    backup: cfg.backup.is_some() || cfg.pre_apply.is_some(),
                 },
                 slots: Slots::new(&cfg.state_dir),
+                backups: Backups::new(
+                    &cfg.state_dir,
+                    cfg.backup
+                        .as_ref()
+                        .map(|b| b.paths.clone())
+                        .unwrap_or_default(),
+                    cfg.backup.as_ref().map_or(3, |b| b.keep as usize),
+                ),
                 sup: Supervisor::new(
                     cfg.state_dir.join("app.pid"),
                     Duration::from_secs(cfg.drain_secs),
@@ -826,8 +837,35 @@ impl Inner {
                 Ok(()) => Event::Committed,
                 Err(reason) => Event::CommitFailed { reason },
             }),
-            Command::RestorePrevious { previous } => {
+            Command::Backup { slot, id } => Some(self.backup(&slot, &id).await),
+            Command::RestoreData { id } => {
+                let slot = lock(&self.journal).current.as_ref().map(|c| c.slot.clone());
+                if let Some(p) = self.restore_data(&id, slot.as_deref()).await {
+                    tracing::error!(backup = %id, "{p}");
+                }
+                None
+            }
+            Command::PruneBackups => {
+                let backups = self.backups.clone();
+                match tokio::task::spawn_blocking(move || backups.prune()).await {
+                    Ok(Ok(removed)) if !removed.is_empty() => {
+                        tracing::info!(?removed, "old backups removed");
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "failed to prune backups"),
+                    Err(e) => tracing::warn!(error = %e, "backup prune task failed"),
+                }
+                None
+            }
+            Command::RestorePrevious { previous, restore } => {
                 self.sup.stop().await;
+                let restored = match &restore {
+                    Some(id) => {
+                        let slot = previous.as_ref().map(|p| p.slot.as_str());
+                        self.restore_data(id, slot).await
+                    }
+                    None => None,
+                };
                 let problem = match previous {
                     None => Some("no previous version to restart; the app is stopped".into()),
                     Some(prev) if !self.slots.exists(&prev.slot) => Some(format!(
@@ -847,6 +885,11 @@ impl Inner {
                             }),
                         }
                     }
+                };
+                let problem = match (restored, problem) {
+                    (None, p) => p,
+                    (Some(r), None) => Some(r),
+                    (Some(r), Some(p)) => Some(format!("{r}; {p}")),
                 };
                 Some(Event::RolledBack { problem })
             }
@@ -906,6 +949,77 @@ impl Inner {
         let Some(cmd) = &self.cfg.install else {
             return Event::InstallDone;
         };
+        match self.run_in_slot("install", cmd, slot).await {
+            Ok(()) => Event::InstallDone,
+            Err(reason) => Event::InstallFailed { reason },
+        }
+    }
+
+    /// `pre_apply`, then the snapshot (blocking work off the runtime).
+    async fn backup(&self, slot: &str, id: &str) -> Event {
+        if let Some(cmd) = &self.cfg.pre_apply
+            && let Err(reason) = self.run_in_slot("pre_apply", cmd, slot).await
+        {
+            return Event::BackupFailed { reason };
+        }
+        if self.backups.is_empty() {
+            return Event::BackedUp { id: None };
+        }
+        let backups = self.backups.clone();
+        let owned = id.to_owned();
+        let now = fleetgate_trust::unix_now();
+        match tokio::task::spawn_blocking(move || backups.snapshot(&owned, now)).await {
+            Ok(Ok(c)) => {
+                tracing::info!(
+                    backup = %id,
+                    files = c.files,
+                    reflinked = c.reflinked,
+                    bytes = c.bytes,
+                    skipped = c.skipped,
+                    "pre-apply backup taken"
+                );
+                Event::BackedUp {
+                    id: Some(id.to_owned()),
+                }
+            }
+            Ok(Err(e)) => Event::BackupFailed {
+                reason: format!("backup {id}: {e}"),
+            },
+            Err(e) => Event::BackupFailed {
+                reason: format!("backup {id}: task failed: {e}"),
+            },
+        }
+    }
+
+    /// Restores backup `id` (the app is stopped), then runs `post_rollback` in `slot`
+    /// (the version about to start). Returns the problem, if any.
+    async fn restore_data(&self, id: &str, slot: Option<&str>) -> Option<String> {
+        let backups = self.backups.clone();
+        let owned = id.to_owned();
+        let restored = tokio::task::spawn_blocking(move || backups.restore(&owned)).await;
+        let mut problem = match restored {
+            Ok(Ok(c)) => {
+                tracing::info!(backup = %id, files = c.files, "data restored from the pre-apply backup");
+                None
+            }
+            Ok(Err(e)) => Some(format!("restoring the pre-apply backup failed: {e}")),
+            Err(e) => Some(format!("restoring the pre-apply backup failed: task: {e}")),
+        };
+        if let (Some(cmd), Some(slot)) = (&self.cfg.post_rollback, slot)
+            && let Err(e) = self.run_in_slot("post_rollback", cmd, slot).await
+        {
+            problem = Some(match problem {
+                Some(p) => format!("{p}; {e}"),
+                None => e,
+            });
+        }
+        problem
+    }
+
+    /// Runs a configured command (`install`, a hook) with `sh -c` in a slot, with the
+    /// `[env]` table and the slot's `FLEETGATE_*` variables, within
+    /// `install_timeout_secs`. `Err` says what failed, with the output's tail.
+    async fn run_in_slot(&self, what: &str, cmd: &str, slot: &str) -> Result<(), String> {
         let dir = self.slots.path(slot);
         let env = AppSpec {
             dir: dir.clone(),
@@ -926,20 +1040,16 @@ impl Inner {
             .kill_on_drop(true);
         let timeout = Duration::from_secs(self.cfg.install_timeout_secs);
         match tokio::time::timeout(timeout, c.output()).await {
-            Ok(Ok(out)) if out.status.success() => Event::InstallDone,
-            Ok(Ok(out)) => Event::InstallFailed {
-                reason: format!(
-                    "install `{cmd}` in slot {slot} exited with {}: {}",
-                    out.status,
-                    tail(&[out.stdout, out.stderr].concat(), 1000)
-                ),
-            },
-            Ok(Err(e)) => Event::InstallFailed {
-                reason: format!("install `{cmd}` in slot {slot}: {e}"),
-            },
-            Err(_) => Event::InstallFailed {
-                reason: format!("install `{cmd}` in slot {slot} timed out after {timeout:?}"),
-            },
+            Ok(Ok(out)) if out.status.success() => Ok(()),
+            Ok(Ok(out)) => Err(format!(
+                "{what} `{cmd}` in slot {slot} exited with {}: {}",
+                out.status,
+                tail(&[out.stdout, out.stderr].concat(), 1000)
+            )),
+            Ok(Err(e)) => Err(format!("{what} `{cmd}` in slot {slot}: {e}")),
+            Err(_) => Err(format!(
+                "{what} `{cmd}` in slot {slot} timed out after {timeout:?}"
+            )),
         }
     }
 

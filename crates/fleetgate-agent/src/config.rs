@@ -109,6 +109,23 @@ fn default_install_timeout() -> u64 {
     600
 }
 
+fn default_backup_keep() -> u32 {
+    3
+}
+
+/// `[backup]`: what the agent copies before a new version starts, and restores when the
+/// apply is undone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Files or directories of the app's data (relative to the config file's
+    /// directory), outside the state directory; at most 64, none inside another.
+    pub paths: Vec<PathBuf>,
+    /// Newest complete backups kept under `<state_dir>/backups` (default 3, 1..=100).
+    #[serde(default = "default_backup_keep")]
+    pub keep: u32,
+}
+
 /// The node configuration (`node.toml`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -133,9 +150,22 @@ pub struct NodeConfig {
     /// Install step, run with `sh -c` in the new slot before the switch (optional).
     #[serde(default)]
     pub install: Option<String>,
-    /// Seconds the install step may take (default 600).
+    /// Seconds the install step may take (default 600); also the limit of each hook.
     #[serde(default = "default_install_timeout")]
     pub install_timeout_secs: u64,
+    /// Hook run with `sh -c` in the new slot after the old app stopped, before the
+    /// backup is taken and the new version starts (e.g. dump a database into a backed-up
+    /// path). Exit non-zero: the apply is abandoned and the old version restarts.
+    #[serde(default)]
+    pub pre_apply: Option<String>,
+    /// Hook run with `sh -c` in the previous slot when an apply is undone, after the
+    /// backed-up paths were restored and before the previous version starts. A failure
+    /// is reported; the previous version starts anyway.
+    #[serde(default)]
+    pub post_rollback: Option<String>,
+    /// Data backed up before each apply and restored when it is undone (optional).
+    #[serde(default)]
+    pub backup: Option<BackupConfig>,
     /// Start command of the application, run with `sh -c` in the slot directory. The agent
     /// supervises it (own process group), with `FLEETGATE_SLOT`, `FLEETGATE_VERSION`,
     /// `FLEETGATE_CODE_HASH` and the `[env]` table in its environment.
@@ -249,6 +279,9 @@ impl NodeConfig {
         if let Some(c) = &mut self.enrollment_cert {
             abs(c);
         }
+        if let Some(b) = &mut self.backup {
+            b.paths.iter_mut().for_each(abs);
+        }
         for c in [
             &mut self.tls_ca_file,
             &mut self.tls_cert_file,
@@ -305,6 +338,17 @@ impl NodeConfig {
                 "",
                 "empty install command; remove the key instead",
             ));
+        }
+        for (key, hook) in [
+            ("pre_apply", &self.pre_apply),
+            ("post_rollback", &self.post_rollback),
+        ] {
+            if hook.as_deref().is_some_and(|s| s.trim().is_empty()) {
+                return Err(invalid(key, "", "empty command; remove the key instead"));
+            }
+        }
+        if let Some(b) = &self.backup {
+            self.validate_backup(b)?;
         }
         for k in self.env.keys() {
             if k.is_empty()
@@ -402,6 +446,54 @@ impl NodeConfig {
                     s,
                     "expected host:port, e.g. 10.0.0.2:7401",
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_backup(&self, b: &BackupConfig) -> Result<(), ConfigError> {
+        range("backup.keep", u64::from(b.keep), 1, 100)?;
+        if b.paths.is_empty() || b.paths.len() > 64 {
+            return Err(invalid(
+                "backup.paths",
+                b.paths.len(),
+                "name 1 to 64 files or directories (or remove [backup])",
+            ));
+        }
+        let clean = |p: &Path| -> PathBuf { p.components().collect() };
+        let state = clean(&self.state_dir);
+        for (i, p) in b.paths.iter().enumerate() {
+            let c = clean(p);
+            let shown = p.display();
+            if c.components()
+                .any(|x| matches!(x, std::path::Component::ParentDir))
+                || c.file_name().is_none()
+            {
+                return Err(invalid(
+                    "backup.paths",
+                    shown,
+                    "a path with a final name and no `..` is expected",
+                ));
+            }
+            if c.starts_with(&state) || state.starts_with(&c) {
+                return Err(invalid(
+                    "backup.paths",
+                    shown,
+                    format!(
+                        "must lie outside the state directory {} (the backups are kept there) and not contain it",
+                        self.state_dir.display()
+                    ),
+                ));
+            }
+            for q in &b.paths[..i] {
+                let d = clean(q);
+                if c.starts_with(&d) || d.starts_with(&c) {
+                    return Err(invalid(
+                        "backup.paths",
+                        shown,
+                        format!("overlaps {}; name each path once", q.display()),
+                    ));
+                }
             }
         }
         Ok(())
@@ -512,6 +604,40 @@ http = "http://127.0.0.1:8080/health"
     }
 
     #[test]
+    fn backup_paths_resolve_and_overlaps_or_the_state_dir_are_refused() {
+        let with = |table: &str| {
+            let text = format!("{BASE}\n[backup]\n{table}\n");
+            NodeConfig::from_toml(&text, Path::new("/etc/fg"))
+        };
+        let c = with("paths = [\"data\", \"/var/lib/app.db\"]").unwrap();
+        let b = c.backup.unwrap();
+        assert_eq!(
+            b.paths,
+            vec![
+                PathBuf::from("/etc/fg/data"),
+                PathBuf::from("/var/lib/app.db")
+            ]
+        );
+        assert_eq!(b.keep, 3);
+        for (table, why) in [
+            ("paths = []", "1 to 64"),
+            ("paths = [\"data\"]\nkeep = 0", "1..=100"),
+            ("paths = [\"state/x\"]", "outside the state directory"),
+            ("paths = [\".\"]", "outside the state directory"),
+            ("paths = [\"data\", \"data/db\"]", "overlaps"),
+            ("paths = [\"../up\"]", "no `..`"),
+        ] {
+            match with(table) {
+                Err(ConfigError::Invalid { key, reason, .. }) => {
+                    assert!(key.starts_with("backup."), "{table}: {key}");
+                    assert!(reason.contains(why), "{table}: {reason}");
+                }
+                other => panic!("{table}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn the_example_file_is_valid() {
         let text = include_str!("../node.example.toml");
         let c = NodeConfig::from_toml(text, Path::new("/etc/fg")).unwrap();
@@ -532,6 +658,7 @@ http = "http://127.0.0.1:8080/health"
         check_err("", "command = \"true\"", "health");
         check_err("", "timeout_ms = 0", "health.timeout_ms");
         check_err("env = { FLEETGATE_SLOT = \"x\" }", "", "env");
+        check_err("pre_apply = \" \"", "", "pre_apply");
         let bad_id = BASE.replace("\"n1\"", "\"n 1\"");
         assert!(matches!(
             NodeConfig::from_toml(&bad_id, Path::new("/")),

@@ -16,6 +16,9 @@
 //! - [`machine`]: the apply state machine, pure `(journal, event) -> (journal, commands)`.
 //! - [`agent`]: the runtime that verifies manifests, executes the machine's commands and
 //!   persists the journal (`<state_dir>/journal.json`) before each one.
+//! - [`backup`]: `[backup] paths` snapshotted into `backups/<id>` before a new version
+//!   starts (old app stopped), restored before the old version restarts when the apply
+//!   is undone; the `pre_apply` / `post_rollback` hooks.
 //! - [`slots`]: `slots/<sequence>-<shortsha>` checkouts fetched with git2 and verified
 //!   against the manifest's code hash; the atomic `current` symlink.
 //! - [`supervisor`]: the app process (own process group, restart with backoff, exit
@@ -30,11 +33,12 @@
 //! floor is raised to the manifest's sequence, nothing restarts) → a release that failed
 //! here before: refused → fetch the pinned commit into a new slot (the current slot is
 //! untouched) → verify its code hash (and every hashed file on disk) → install → stop the
-//! app (drain) → start it from the new slot → wait for health within `health_grace_secs`
-//! (a crash loop — `crash_loop` exits — fails at once) → healthy: switch `current`, raise
-//! the floor, record; unhealthy: stop it, restart the previous slot, remember the release
-//! as bad. A rollback manifest is a revocation: a node that runs the revoked release
-//! (`rollback_of`: its sequence, or its code hash when named) returns to `return_to_*`,
+//! app (drain) → run `pre_apply`, back up `[backup] paths` → start it from the new slot →
+//! wait for health within `health_grace_secs` (a crash loop — `crash_loop` exits — fails
+//! at once) → healthy: switch `current`, raise the floor, record; unhealthy: stop it,
+//! restore the backed-up paths, run `post_rollback`, restart the previous slot, remember
+//! the release as bad. A rollback manifest is a revocation: a node that runs the revoked
+//! release (`rollback_of`: its sequence, or its code hash when named) returns to `return_to_*`,
 //! reusing the previous slot when its code hash matches; any other node only raises its
 //! floor (no-op), so the revoked manifest is refused as replayed from then on.
 //!
@@ -66,6 +70,7 @@
 //! test-only crash point) recovering to exactly the old or the new version.
 
 pub mod agent;
+pub mod backup;
 pub mod config;
 pub mod gossip;
 pub mod health;

@@ -8,12 +8,25 @@
 //!
 //! | phase when the agent died | on restart |
 //! |---|---|
-//! | `fetch`, `install`, `stop_old`, `start_new`, `probe` | undo: stop whatever app runs, remove the new slot, start the committed slot — the old version |
+//! | `fetch`, `install`, `stop_old`, `backup` | undo: stop whatever app runs, remove the new slot, start the committed slot — the old version |
+//! | `start_new`, `probe` | undo as above; the new version may have written to the backed-up paths, so they are restored from the pre-apply backup before the old version starts |
 //! | `commit` | finish: start the new slot, switch `current`, raise the floor — the new version |
 //! | `roll_back` | finish the rollback: start the committed (old) slot, remember the release as bad |
 //!
 //! The `current` pointer and [`Journal::current`] change only in the `commit` phase,
 //! which is entered only after the new version passed its health check.
+//!
+//! **Backups.** With backed-up paths or a `pre_apply` hook configured
+//! ([`Policy::backup`]), the old app is stopped, then the `backup` phase runs the hook and
+//! snapshots the paths ([`Command::Backup`]), and only then does the new version start.
+//! The snapshot's id is journaled ([`InFlight::backup`]) once it is complete; from then on
+//! every way back to the old version — a failed health check, a failed commit, a crash
+//! in `start_new` or `probe` — restores the paths from it before the old version starts
+//! ([`Command::RestorePrevious`]'s `restore`, [`Command::RestoreData`]). A restore is
+//! idempotent, so a crash during one repeats it. A backup that fails (disk full, a hook
+//! exiting non-zero) restarts the old version untouched; the release is not remembered
+//! as bad (the node, not the release, failed). A revocation order is a forward apply of
+//! the older version: it takes its own backup and does not roll data back.
 //!
 //! **Idempotence.** The journal remembers the last [`MAX_APPLIED`] manifests this node
 //! committed or no-op'd ([`Journal::applied`]: sequence, SHA-256 of the exact bytes, and
@@ -150,6 +163,9 @@ pub enum Phase {
     Install,
     /// Stopping the running app.
     StopOld,
+    /// The old app is stopped: running the `pre_apply` hook and snapshotting the
+    /// backed-up paths.
+    Backup,
     /// Starting the app from the new slot.
     StartNew,
     /// Waiting for the new app's health.
@@ -168,6 +184,7 @@ impl Phase {
             Self::Fetch => "fetch",
             Self::Install => "install",
             Self::StopOld => "stop_old",
+            Self::Backup => "backup",
             Self::StartNew => "start_new",
             Self::Probe => "probe",
             Self::Commit => "commit",
@@ -193,6 +210,19 @@ pub struct InFlight {
     pub failure: Option<String>,
     /// When it started (unix seconds).
     pub started_at: u64,
+    /// The id of the complete pre-apply backup (`<state_dir>/backups/<id>`), once taken;
+    /// a way back to the old version restores from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+}
+
+impl InFlight {
+    /// The id of this apply's backup: `<manifest sequence>-<slot>` (unique per apply, and
+    /// ordered by the sequence that took it).
+    #[must_use]
+    pub fn backup_id(&self) -> String {
+        format!("{}-{}", self.target.sequence, self.slot)
+    }
 }
 
 /// A manifest this node committed or no-op'd (remembered for idempotent answers).
@@ -368,6 +398,17 @@ pub enum Event {
     },
     /// The old app is stopped.
     Stopped,
+    /// The `pre_apply` hook succeeded and the snapshot is complete (`None`: no paths are
+    /// backed up, only the hook ran).
+    BackedUp {
+        /// The backup's id.
+        id: Option<String>,
+    },
+    /// The hook or the snapshot failed; the old version is restarted untouched.
+    BackupFailed {
+        /// Why.
+        reason: String,
+    },
     /// The new app was spawned.
     Started,
     /// The new app could not be spawned.
@@ -421,6 +462,15 @@ pub enum Command {
     /// Stop the running app (drain, then kill its process group), including a stray one
     /// left by a previous agent process. Produces `Stopped`.
     StopApp,
+    /// The app is stopped: run the `pre_apply` hook in the new slot, then snapshot the
+    /// backed-up paths into `backups/<id>` (replacing a leftover of that id). Produces
+    /// `BackedUp` / `BackupFailed`.
+    Backup {
+        /// The new slot (the hook's working directory).
+        slot: String,
+        /// The backup's id.
+        id: String,
+    },
     /// Start the app from a slot and supervise it. Produces `Started` / `StartFailed`.
     StartApp {
         /// The version to start.
@@ -436,11 +486,22 @@ pub enum Command {
         /// Floor to raise to.
         sequence: u64,
     },
-    /// Stop whatever runs, start `previous` (if any). Produces `RolledBack`.
+    /// Stop whatever runs; restore the backed-up paths from `restore` (when set) and
+    /// run the `post_rollback` hook; start `previous` (if any). Produces `RolledBack`.
     RestorePrevious {
         /// The version to go back to.
         previous: Option<Installed>,
+        /// The pre-apply backup to restore first.
+        restore: Option<String>,
     },
+    /// Restore the backed-up paths from a backup, then run the `post_rollback` hook (no
+    /// event; the app must be stopped). Used when a crash interrupted the new version.
+    RestoreData {
+        /// The backup's id.
+        id: String,
+    },
+    /// Remove all but the newest `keep` complete backups, and any partial one (no event).
+    PruneBackups,
     /// Stop whatever app runs, as `StopApp`, without an event (recovery).
     KillApp,
     /// Start the app (no event; used at startup and after recovery).
@@ -472,6 +533,8 @@ pub enum Command {
 pub struct Policy {
     /// An install step is configured.
     pub has_install: bool,
+    /// Paths are backed up or a `pre_apply` hook is set: the `backup` phase runs.
+    pub backup: bool,
 }
 
 /// An event that makes no sense in the journal's state (a runtime bug, never peer
@@ -589,6 +652,8 @@ fn event_name(ev: &Event) -> &'static str {
         Event::InstallDone => "install_done",
         Event::InstallFailed { .. } => "install_failed",
         Event::Stopped => "stopped",
+        Event::BackedUp { .. } => "backed_up",
+        Event::BackupFailed { .. } => "backup_failed",
         Event::Started => "started",
         Event::StartFailed { .. } => "start_failed",
         Event::Healthy => "healthy",
@@ -629,8 +694,9 @@ fn enter_rollback(mut j: Journal, mut a: InFlight, reason: String) -> (Journal, 
     a.failure = Some(format!("{}: {reason}", a.phase.as_str()));
     a.phase = Phase::RollBack;
     let previous = j.current.clone();
+    let restore = a.backup.clone();
     j.apply = Some(a);
-    (j, vec![Command::RestorePrevious { previous }])
+    (j, vec![Command::RestorePrevious { previous, restore }])
 }
 
 /// One transition. `now` is unix seconds (used in reports only).
@@ -756,6 +822,7 @@ pub fn step(
                     phase,
                     failure: None,
                     started_at: now,
+                    backup: None,
                 });
                 Ok((j, cmds))
             }
@@ -806,10 +873,28 @@ pub fn step(
         (Phase::Install, Event::InstallFailed { reason }) => {
             Ok(end_untouched(j, &a, Outcome::Failed, &reason, true, now))
         }
+        (Phase::StopOld, Event::Stopped) if policy.backup => {
+            set_phase(&mut j, Phase::Backup);
+            Ok((
+                j,
+                vec![Command::Backup {
+                    slot: a.slot.clone(),
+                    id: a.backup_id(),
+                }],
+            ))
+        }
         (Phase::StopOld, Event::Stopped) => {
             set_phase(&mut j, Phase::StartNew);
             Ok((j, vec![Command::StartApp { app: new_app }]))
         }
+        (Phase::Backup, Event::BackedUp { id }) => {
+            if let Some(x) = &mut j.apply {
+                x.phase = Phase::StartNew;
+                x.backup = id;
+            }
+            Ok((j, vec![Command::StartApp { app: new_app }]))
+        }
+        (Phase::Backup, Event::BackupFailed { reason }) => Ok(enter_rollback(j, a, reason)),
         (Phase::StartNew, Event::Started) => {
             set_phase(&mut j, Phase::Probe);
             Ok((j, vec![Command::WaitHealthy]))
@@ -849,12 +934,20 @@ pub fn step(
             );
             j.last_report = Some(r.clone());
             let keep = kept_slots(&j);
-            Ok((j, vec![Command::PruneSlots { keep }, Command::Report(r)]))
+            let mut cmds = vec![Command::PruneSlots { keep }];
+            if policy.backup {
+                cmds.push(Command::PruneBackups);
+            }
+            cmds.push(Command::Report(r));
+            Ok((j, cmds))
         }
         (Phase::RollBack, Event::RolledBack { problem }) => {
             let reason = a.failure.clone().unwrap_or_else(|| "unknown".to_owned());
             j.apply = None;
-            push_bad(&mut j, &a.target, &reason);
+            // A failed backup is the node's failure, not the release's: it may be retried.
+            if failed_phase(&reason) != Phase::Backup {
+                push_bad(&mut j, &a.target, &reason);
+            }
             let detail = match &problem {
                 None => format!("{reason}; the previous version was restarted"),
                 Some(p) => format!("{reason}; restarting the previous version: {p}"),
@@ -872,11 +965,19 @@ pub fn step(
             if !a.reused_slot {
                 cmds.push(Command::RemoveSlot { slot: a.slot });
             }
+            if policy.backup {
+                cmds.push(Command::PruneBackups);
+            }
             cmds.push(Command::Report(r));
             Ok((j, cmds))
         }
         (phase, Event::Recover) => match phase {
-            Phase::Fetch | Phase::Install | Phase::StopOld | Phase::StartNew | Phase::Probe => {
+            Phase::Fetch
+            | Phase::Install
+            | Phase::StopOld
+            | Phase::Backup
+            | Phase::StartNew
+            | Phase::Probe => {
                 let reason = format!(
                     "the agent stopped during phase {}; the apply was undone",
                     phase.as_str()
@@ -884,8 +985,14 @@ pub fn step(
                 let (mut j, mut cmds) =
                     end_untouched(j, &a, Outcome::Interrupted, &reason, false, now);
                 let mut pre = vec![Command::KillApp];
+                if let Some(id) = &a.backup {
+                    pre.push(Command::RestoreData { id: id.clone() });
+                }
                 if let Some(cur) = &j.current {
                     pre.push(Command::RunApp { app: cur.clone() });
+                }
+                if policy.backup {
+                    pre.push(Command::PruneBackups);
                 }
                 pre.append(&mut cmds);
                 if let Some(r) = &mut j.last_report {
@@ -906,7 +1013,8 @@ pub fn step(
             )),
             Phase::RollBack => {
                 let previous = j.current.clone();
-                Ok((j, vec![Command::RestorePrevious { previous }]))
+                let restore = a.backup.clone();
+                Ok((j, vec![Command::RestorePrevious { previous, restore }]))
             }
         },
         (_, other) => Err(wrong(&other)),
@@ -914,7 +1022,7 @@ pub fn step(
 }
 
 fn failed_phase(reason: &str) -> Phase {
-    for p in [Phase::StartNew, Phase::Probe, Phase::Commit] {
+    for p in [Phase::Backup, Phase::StartNew, Phase::Probe, Phase::Commit] {
         if reason.starts_with(p.as_str()) {
             return p;
         }
@@ -943,7 +1051,10 @@ impl Target {
 mod tests {
     use super::*;
 
-    const POLICY: Policy = Policy { has_install: true };
+    const POLICY: Policy = Policy {
+        has_install: true,
+        backup: false,
+    };
 
     fn target(seq: u64, hash: &str) -> Target {
         Target {
@@ -1034,6 +1145,172 @@ mod tests {
         }
     }
 
+    const BACKUP: Policy = Policy {
+        has_install: true,
+        backup: true,
+    };
+
+    fn on_b(j: &Journal, ev: Event) -> (Journal, Vec<Command>) {
+        step(&BACKUP, j, ev, 100).unwrap()
+    }
+
+    /// `base()` with release 2 applied up to the new app's start (phase `start_new`),
+    /// backup `2-2-bbbbbbbb` taken.
+    fn backed_up() -> Journal {
+        let mut j = on_b(&base(), verified(2, "bbbb")).0;
+        j = on_b(&j, Event::Fetched).0;
+        j = on_b(&j, Event::InstallDone).0;
+        let (j2, c) = on_b(&j, Event::Stopped);
+        assert_eq!(
+            c,
+            vec![Command::Backup {
+                slot: "2-bbbbbbbb".into(),
+                id: "2-2-bbbbbbbb".into()
+            }],
+            "the backup is taken after the old app stopped, before the new one starts"
+        );
+        assert_eq!(j2.apply.as_ref().unwrap().phase, Phase::Backup);
+        assert_eq!(j2.apply.as_ref().unwrap().backup, None, "not complete yet");
+        let (j3, c) = on_b(
+            &j2,
+            Event::BackedUp {
+                id: Some("2-2-bbbbbbbb".into()),
+            },
+        );
+        assert!(matches!(&c[..], [Command::StartApp { app }] if app.slot == "2-bbbbbbbb"));
+        assert_eq!(
+            j3.apply.as_ref().unwrap().backup.as_deref(),
+            Some("2-2-bbbbbbbb"),
+            "journaled before the new version starts"
+        );
+        j3
+    }
+
+    fn backed_up_and_started() -> Journal {
+        on_b(&backed_up(), Event::Started).0
+    }
+
+    #[test]
+    fn an_unhealthy_release_restores_the_backup_before_the_old_version_starts() {
+        let j = backed_up_and_started();
+        let (j, c) = on_b(
+            &j,
+            Event::Unhealthy {
+                reason: "503".into(),
+            },
+        );
+        assert_eq!(
+            c,
+            vec![Command::RestorePrevious {
+                previous: Some(installed(1, "aaaa")),
+                restore: Some("2-2-bbbbbbbb".into()),
+            }]
+        );
+        // Killed during the restore: recovery restores again (idempotent).
+        let (_, c) = on_b(&j, Event::Recover);
+        assert_eq!(
+            c,
+            vec![Command::RestorePrevious {
+                previous: Some(installed(1, "aaaa")),
+                restore: Some("2-2-bbbbbbbb".into()),
+            }]
+        );
+        let (j, c) = on_b(&j, Event::RolledBack { problem: None });
+        assert!(j.is_bad(2, "bbbb"));
+        assert_eq!(c[1], Command::PruneBackups);
+        assert!(matches!(&c[2], Command::Report(r) if r.outcome == Outcome::RolledBack));
+    }
+
+    #[test]
+    fn a_crash_while_the_new_version_ran_restores_the_backup_on_restart() {
+        let j = backed_up();
+        for j in [j.clone(), on_b(&j, Event::Started).0] {
+            let (r, c) = on_b(&j, Event::Recover);
+            assert!(r.apply.is_none());
+            assert_eq!(
+                c[..3],
+                [
+                    Command::KillApp,
+                    Command::RestoreData {
+                        id: "2-2-bbbbbbbb".into()
+                    },
+                    Command::RunApp {
+                        app: installed(1, "aaaa")
+                    },
+                ],
+                "stop the new version, restore, then start the old one"
+            );
+        }
+        // Before the backup completed the new version never ran: nothing to restore.
+        let mut j = on_b(&base(), verified(2, "bbbb")).0;
+        j = on_b(&j, Event::Fetched).0;
+        j = on_b(&j, Event::InstallDone).0;
+        j = on_b(&j, Event::Stopped).0;
+        let (_, c) = on_b(&j, Event::Recover);
+        assert!(
+            !c.iter().any(|c| matches!(c, Command::RestoreData { .. })),
+            "{c:?}"
+        );
+        assert!(
+            c.contains(&Command::PruneBackups),
+            "the partial backup goes"
+        );
+        // Healthy and committing: the new version stays, its data with it.
+        let j = on_b(&backed_up_and_started(), Event::Healthy).0;
+        let (_, c) = on_b(&j, Event::Recover);
+        assert!(
+            !c.iter().any(|c| matches!(
+                c,
+                Command::RestoreData { .. } | Command::RestorePrevious { .. }
+            )),
+            "{c:?}"
+        );
+    }
+
+    #[test]
+    fn a_failed_backup_restarts_the_old_version_and_the_release_may_be_retried() {
+        let mut j = on_b(&base(), verified(2, "bbbb")).0;
+        j = on_b(&j, Event::Fetched).0;
+        j = on_b(&j, Event::InstallDone).0;
+        j = on_b(&j, Event::Stopped).0;
+        let (j, c) = on_b(
+            &j,
+            Event::BackupFailed {
+                reason: "No space left on device".into(),
+            },
+        );
+        assert_eq!(
+            c,
+            vec![Command::RestorePrevious {
+                previous: Some(installed(1, "aaaa")),
+                restore: None,
+            }]
+        );
+        let (j, c) = on_b(&j, Event::RolledBack { problem: None });
+        let Some(Command::Report(r)) = c.last() else {
+            panic!("{c:?}")
+        };
+        assert_eq!(r.failed_phase, Some(Phase::Backup));
+        assert!(!r.success);
+        assert!(!j.is_bad(2, "bbbb"), "the node failed, not the release");
+        let (_, c) = on_b(&j, verified(2, "bbbb"));
+        assert!(matches!(&c[..], [Command::FetchSlot { .. }]), "{c:?}");
+    }
+
+    #[test]
+    fn a_commit_prunes_old_backups_and_without_backups_nothing_changes() {
+        let mut j = backed_up_and_started();
+        j = on_b(&j, Event::Healthy).0;
+        let (_, c) = on_b(&j, Event::Committed);
+        assert_eq!(c[1], Command::PruneBackups);
+        // The policy without backups: straight from stop to start, as before.
+        let mut j = on(&base(), verified(2, "bbbb")).0;
+        j = on(&j, Event::Fetched).0;
+        j = on(&j, Event::InstallDone).0;
+        let (_, c) = on(&j, Event::Stopped);
+        assert!(matches!(&c[..], [Command::StartApp { .. }]), "{c:?}");
+    }
+
     #[test]
     fn happy_path_emits_each_step_in_order() {
         let (j, c) = on(&base(), verified(2, "bbbb"));
@@ -1110,7 +1387,8 @@ mod tests {
         assert_eq!(
             c,
             vec![Command::RestorePrevious {
-                previous: Some(installed(1, "aaaa"))
+                previous: Some(installed(1, "aaaa")),
+                restore: None,
             }]
         );
         let (j, c) = on(&j, Event::RolledBack { problem: None });

@@ -7,6 +7,11 @@
 //! `unhealthy` — `GET /health` answers 503; `crash` — exits with status 3 at once.
 //! `GET /version` answers `<VERSION file> <FLEETGATE_SLOT> <pid>`. The exception count is
 //! the number in the file `EXCEPTIONS` (default 0).
+//!
+//! A data migration, for the backup tests: when the file `MIGRATE` exists and `DATA_DIR`
+//! is set, the app at start rewrites `$DATA_DIR/schema` to its version, writes
+//! `$DATA_DIR/<VERSION>.log`, removes `$DATA_DIR/sub`, and appends `migrated <VERSION>` to
+//! `$DATA_DIR/../migrations.log` (outside the data, as proof the migration ran).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -20,6 +25,11 @@ fn main() {
     }
     let version = std::fs::read_to_string("VERSION").unwrap_or_default();
     let version = version.trim().to_owned();
+    if std::path::Path::new("MIGRATE").exists()
+        && let Some(data) = std::env::var_os("DATA_DIR")
+    {
+        migrate(std::path::Path::new(&data), &version);
+    }
     let exceptions: u64 = std::fs::read_to_string("EXCEPTIONS")
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -74,5 +84,19 @@ fn main() {
             "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
             body.len()
         );
+    }
+}
+
+fn migrate(data: &std::path::Path, version: &str) {
+    let _ = std::fs::write(data.join("schema"), format!("{version}\n"));
+    let _ = std::fs::write(data.join(format!("{version}.log")), "migrated\n");
+    let _ = std::fs::remove_dir_all(data.join("sub"));
+    if let Some(parent) = data.parent()
+        && let Ok(mut log) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(parent.join("migrations.log"))
+    {
+        let _ = writeln!(log, "migrated {version}");
     }
 }

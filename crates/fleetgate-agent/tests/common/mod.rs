@@ -42,8 +42,10 @@ pub struct Opts {
     pub grace_secs: u64,
     pub orchestrator: Option<String>,
     pub install: Option<String>,
-    /// Extra top-level TOML lines.
+    /// Extra top-level TOML lines (tables may follow them).
     pub extra: String,
+    /// Extra `[env]` lines.
+    pub env: String,
 }
 
 impl Default for Opts {
@@ -53,6 +55,7 @@ impl Default for Opts {
             orchestrator: None,
             install: Some("test -f VERSION && echo installed > .installed".into()),
             extra: String::new(),
+            env: String::new(),
         }
     }
 }
@@ -99,6 +102,7 @@ crash_loop = 3
 {extra}
 [env]
 PORT = "{app_port}"
+{env}
 
 [health]
 http = "http://127.0.0.1:{app_port}/health"
@@ -107,6 +111,7 @@ timeout_ms = 1000
 "#,
             grace = opts.grace_secs,
             extra = opts.extra,
+            env = opts.env,
         );
         let config_path = dir.path().join("node.toml");
         std::fs::write(&config_path, config).expect("config");
@@ -131,12 +136,27 @@ timeout_ms = 1000
 
     /// Commits `VERSION` and `MODE` (healthy | unhealthy | crash) on top of HEAD.
     pub fn commit(&self, version: &str, mode: &str) -> Release {
+        self.commit_with(version, mode, &[])
+    }
+
+    /// As [`Fixture::commit`], with extra files (`(path, content)`; an empty content
+    /// removes the file from the tree).
+    pub fn commit_with(&self, version: &str, mode: &str, files: &[(&str, &str)]) -> Release {
         let r = git2::Repository::open(&self.repo).expect("open");
         std::fs::write(self.repo.join("VERSION"), format!("{version}\n")).expect("write");
         std::fs::write(self.repo.join("MODE"), format!("{mode}\n")).expect("write");
         let mut idx = r.index().expect("index");
         idx.add_path(Path::new("VERSION")).expect("add");
         idx.add_path(Path::new("MODE")).expect("add");
+        for (path, content) in files {
+            if content.is_empty() {
+                let _ = std::fs::remove_file(self.repo.join(path));
+                let _ = idx.remove_path(Path::new(path));
+            } else {
+                std::fs::write(self.repo.join(path), content).expect("write");
+                idx.add_path(Path::new(path)).expect("add");
+            }
+        }
         idx.write().expect("write index");
         let tree = r.find_tree(idx.write_tree().expect("tree")).expect("tree");
         let sig = git2::Signature::now("t", "t@example.invalid").expect("sig");
