@@ -513,24 +513,7 @@ fn range(key: &'static str, v: u64, min: u64, max: u64) -> Result<(), ConfigErro
     Ok(())
 }
 
-/// A node id: 1–128 characters from `[A-Za-z0-9._-]` (the fleet registry's rule).
-///
-/// # Errors
-/// A message naming the id.
-pub fn validate_node_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > 128 {
-        return Err(format!("{id:?} must be 1 to 128 characters long"));
-    }
-    if !id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(format!(
-            "{id:?} may only contain letters, digits, '-', '_' and '.'"
-        ));
-    }
-    Ok(())
-}
+pub use fleetgate_node_api::validate_node_id;
 
 #[cfg(test)]
 mod tests {

@@ -4,8 +4,8 @@
 //! `{orchestrator}/api/fleet/heartbeat` the envelope `fleetgate-fleet` accepts:
 //! `{"payload": "<heartbeat JSON>", "signature": "<hex Ed25519 over the payload bytes>"}`,
 //! signed with the node identity key. The payload is [`Heartbeat`] serialised as compact
-//! JSON with its keys in sorted order (the struct's fields are declared alphabetically,
-//! exactly as `fleetgate_fleet::Heartbeat`).
+//! JSON with its keys in sorted order — the wire format is `fleetgate-node-api`'s, the one
+//! definition the registry parses too.
 //!
 //! Every heartbeat carries `(epoch, seq)`, strictly increasing across restarts: both are
 //! persisted (`<state_dir>/heartbeat_seq.json`, atomic write) before a heartbeat is
@@ -23,64 +23,14 @@
 //! `seq`, new `sent_at`); nothing is queued.
 
 use crate::agent::Agent;
-use fleetgate_trust::SigningKey;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Largest orchestrator answer read (it is only logged).
 const MAX_ANSWER_BYTES: usize = 16 * 1024;
 
-/// What a node reports. Fields in alphabetical order: the JSON has sorted keys.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Heartbeat {
-    /// Benchmark figures by name (from the app's health body).
-    #[serde(default)]
-    pub bench: BTreeMap<String, f64>,
-    /// Code hash of what the node runs ("" when nothing is installed).
-    pub code_hash: String,
-    /// Epoch of `seq`: bumped at each start and on a refusal as a replay.
-    #[serde(default)]
-    pub epoch: u64,
-    /// Cumulative exceptions the app reported.
-    pub exceptions_total: u64,
-    /// The app's own health check passed.
-    pub healthy: bool,
-    /// Node id.
-    pub node_id: String,
-    /// Cumulative requests the app reported.
-    pub requests_total: u64,
-    /// Send time (unix seconds).
-    pub sent_at: u64,
-    /// Strictly increasing per node within an epoch, from 1.
-    pub seq: u64,
-    /// Version the node runs ("" when nothing is installed).
-    pub version: String,
-}
-
-/// The wire envelope.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignedHeartbeat {
-    /// The heartbeat JSON, exactly the signed bytes.
-    pub payload: String,
-    /// Ed25519 signature over `payload`, hex.
-    pub signature: String,
-}
-
-impl SignedHeartbeat {
-    /// Serialises and signs.
-    #[must_use]
-    pub fn sign(hb: &Heartbeat, key: &SigningKey) -> Self {
-        // Non-finite bench figures are dropped by `collect` below in `build`; serde_json
-        // cannot fail on the rest.
-        let payload = serde_json::to_string(hb).unwrap_or_default();
-        let signature = hex::encode(key.sign(payload.as_bytes()));
-        Self { payload, signature }
-    }
-}
+pub use fleetgate_node_api::{HEARTBEAT_PATH, Heartbeat, SignedHeartbeat};
 
 /// Heartbeat delivery figures (shown in `GET /status`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -222,7 +172,7 @@ pub async fn build(agent: &Agent, epoch: u64, seq: u64) -> Heartbeat {
 
 /// Sends heartbeats until `shutdown` turns true.
 pub async fn run(agent: Agent, base_url: String, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let url = format!("{}/api/fleet/heartbeat", base_url.trim_end_matches('/'));
+    let url = format!("{}{HEARTBEAT_PATH}", base_url.trim_end_matches('/'));
     let interval = Duration::from_secs(agent.config().heartbeat_interval_secs);
     let cap = Duration::from_secs(agent.config().heartbeat_max_backoff_secs).max(interval);
     let mut seqs = match SeqCounter::open(&agent.config().state_dir) {
@@ -324,33 +274,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn payload_has_sorted_keys_and_verifies() {
-        let key = SigningKey::from_seed(&[7; 32]);
-        let hb = Heartbeat {
-            bench: BTreeMap::from([("rps".into(), 1.5)]),
-            code_hash: "ab".into(),
-            epoch: 4,
-            exceptions_total: 2,
-            healthy: true,
-            node_id: "n1".into(),
-            requests_total: 9,
-            sent_at: 100,
-            seq: 3,
-            version: "v1".into(),
-        };
-        let s = SignedHeartbeat::sign(&hb, &key);
-        assert_eq!(
-            s.payload,
-            r#"{"bench":{"rps":1.5},"code_hash":"ab","epoch":4,"exceptions_total":2,"healthy":true,"node_id":"n1","requests_total":9,"sent_at":100,"seq":3,"version":"v1"}"#
-        );
-        let mut sig = [0u8; 64];
-        hex::decode_to_slice(&s.signature, &mut sig).unwrap();
-        key.public_key()
-            .verify_strict(s.payload.as_bytes(), &sig)
-            .unwrap();
-    }
 
     #[test]
     fn epoch_and_seq_survive_restart_and_only_grow() {

@@ -33,21 +33,7 @@ pub struct CertFields {
     pub issued_at: u64,
 }
 
-/// Checks a node id: 1–128 characters from `[A-Za-z0-9._-]`.
-pub fn validate_node_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > 128 {
-        return Err(format!("{id:?} must be 1 to 128 characters long"));
-    }
-    if !id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(format!(
-            "{id:?} may only contain letters, digits, '-', '_' and '.'"
-        ));
-    }
-    Ok(())
-}
+pub use fleetgate_node_api::validate_node_id;
 
 impl CertFields {
     fn validate(&self) -> Result<PublicKey, EnrollError> {

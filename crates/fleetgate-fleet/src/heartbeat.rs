@@ -29,72 +29,19 @@
 
 use std::collections::BTreeMap;
 
-use fleetgate_trust::{PublicKey, SigningKey};
+use fleetgate_trust::PublicKey;
 use serde::{Deserialize, Serialize};
 
-use crate::enroll::validate_node_id;
 use crate::error::{FleetError, HeartbeatError};
 use crate::registry::{PeerStatus, Registry, to_i64};
+use fleetgate_node_api::validate_node_id;
 
 /// How far above the last accepted epoch a heartbeat's epoch may be. An agent steps its
 /// epoch by one (per restart or re-sync); the cap keeps a single heartbeat from pushing
 /// the epoch to where the node could never go above it again.
 pub const MAX_EPOCH_STEP: u64 = 1 << 20;
 
-/// What a node reports (fields in alphabetical order: the JSON has sorted keys).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Heartbeat {
-    /// Benchmark figures by name.
-    #[serde(default)]
-    pub bench: BTreeMap<String, f64>,
-    /// Code hash of what the node runs.
-    pub code_hash: String,
-    /// Epoch of `seq` (0 when absent: heartbeats of older agents). A higher epoch resets
-    /// the `seq` window.
-    #[serde(default)]
-    pub epoch: u64,
-    /// Cumulative exceptions since the process started.
-    pub exceptions_total: u64,
-    /// The application's own health check.
-    pub healthy: bool,
-    /// Node id.
-    pub node_id: String,
-    /// Cumulative requests since the process started.
-    pub requests_total: u64,
-    /// Send time (unix seconds, node clock).
-    pub sent_at: u64,
-    /// Sequence number, strictly increasing per node and epoch (start at 1).
-    pub seq: u64,
-    /// Version the node runs.
-    pub version: String,
-}
-
-/// A heartbeat with its signature, as sent over HTTP.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignedHeartbeat {
-    /// The heartbeat JSON, exactly the signed bytes.
-    pub payload: String,
-    /// Ed25519 signature over `payload`, hex.
-    pub signature: String,
-}
-
-impl SignedHeartbeat {
-    /// Serialises and signs `heartbeat` with the node key.
-    pub fn sign(heartbeat: &Heartbeat, key: &SigningKey) -> Self {
-        // A struct of strings, integers, a bool and a map of finite or non-finite
-        // floats: serde_json only fails on non-finite floats, which it writes as null.
-        let payload = serde_json::to_string(heartbeat).unwrap_or_default();
-        let signature = hex::encode(key.sign(payload.as_bytes()));
-        Self { payload, signature }
-    }
-
-    /// The HTTP body.
-    pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-}
+pub use fleetgate_node_api::{Heartbeat, SignedHeartbeat};
 
 /// Limits applied to incoming heartbeats.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
