@@ -40,6 +40,7 @@ fn manifest(key: &SigningKey) -> Manifest {
         key_ids: vec![key.key_id()],
         fencing_epoch: 0,
         provenance_sha256: None,
+        artifacts: Vec::new(),
         extra: serde_json::Map::new(),
     }
 }

@@ -1,6 +1,7 @@
 //! The runtime: executes the commands of [`crate::machine`], persists the journal
 //! before each one (write-ahead), and verifies manifests before the machine sees them.
 
+use crate::artifacts::ArtifactError;
 use crate::backup::Backups;
 use crate::config::NodeConfig;
 use crate::health::{Probe, probe};
@@ -690,6 +691,7 @@ impl Inner {
                     manifest_sha256,
                     hash_scheme: m.hash_scheme,
                     revokes: None,
+                    artifacts: m.artifacts,
                 })
             }
             fleetgate_trust::ManifestKind::Rollback => {
@@ -717,6 +719,7 @@ impl Inner {
                         version: of.version,
                         code_hash: of.code_hash.filter(|h| !h.is_empty()),
                     }),
+                    artifacts: Vec::new(),
                 })
             }
         }
@@ -794,10 +797,25 @@ impl Inner {
     async fn exec(&self, cmd: Command, report: &mut Option<ApplyReport>) -> Option<Event> {
         match cmd {
             Command::FetchSlot {
+                artifacts, slot, ..
+            } if !artifacts.is_empty() => {
+                Some(match self.fetch_artifacts(&slot, &artifacts).await {
+                    Ok(()) => Event::Fetched,
+                    Err(e) => {
+                        let _ = self.slots.remove(&slot);
+                        Event::FetchFailed {
+                            permanent: e.is_permanent(),
+                            reason: e.to_string(),
+                        }
+                    }
+                })
+            }
+            Command::FetchSlot {
                 slot,
                 git_sha,
                 code_hash,
                 hash_scheme,
+                ..
             } => {
                 let slots = self.slots.clone();
                 let remote = self.cfg.remote.clone();
@@ -953,6 +971,41 @@ impl Inner {
             Ok(()) => Event::InstallDone,
             Err(reason) => Event::InstallFailed { reason },
         }
+    }
+
+    /// Downloads the release's artifacts (size and digest checked while streaming) and
+    /// installs them into a fresh slot ([`crate::artifacts`]).
+    async fn fetch_artifacts(
+        &self,
+        slot: &str,
+        artifacts: &[fleetgate_trust::Artifact],
+    ) -> Result<(), ArtifactError> {
+        let base = self
+            .cfg
+            .artifacts_url
+            .clone()
+            .ok_or(ArtifactError::NoSource)?;
+        let slot_err = |e: SlotError| ArtifactError::Format {
+            name: slot.to_owned(),
+            reason: e.to_string(),
+        };
+        let (partial, downloads) = self.slots.begin_partial(slot).map_err(slot_err)?;
+        let mut got = Vec::with_capacity(artifacts.len());
+        for (i, a) in artifacts.iter().enumerate() {
+            let dest = downloads.join(i.to_string());
+            crate::artifacts::download(&self.http, &base, a, &dest).await?;
+            tracing::info!(artifact = %a.name, bytes = a.size, "artifact downloaded and verified");
+            got.push((a.clone(), dest));
+        }
+        let limits = crate::artifacts::Limits::default();
+        tokio::task::spawn_blocking(move || crate::artifacts::install(&partial, &got, limits))
+            .await
+            .map_err(|e| ArtifactError::Format {
+                name: slot.to_owned(),
+                reason: format!("install task failed: {e}"),
+            })??;
+        self.slots.finish_partial(slot).map_err(slot_err)?;
+        Ok(())
     }
 
     /// `pre_apply`, then the snapshot (blocking work off the runtime).

@@ -143,8 +143,16 @@ pub struct NodeConfig {
     pub trust_file: PathBuf,
     /// State directory: `slots/`, `current`, `journal.json`, the anti-rollback floor.
     pub state_dir: PathBuf,
-    /// Git remote of the release repository (a path or `file://` URL).
+    /// Git remote of the release repository (a path or `file://` URL), for source
+    /// releases.
     pub remote: String,
+    /// Base URL of the built artifacts (`http://` or `https://`; TLS trusts `tls_ca_file`
+    /// when set): a release that lists artifacts is downloaded from
+    /// `{artifacts_url}/{sha256}` — e.g. the orchestrator's `fleet serve` at
+    /// `https://fleet.example.com:7000/artifacts` — instead of checked out. Unset: such a
+    /// release fails on this node (nothing is applied).
+    #[serde(default)]
+    pub artifacts_url: Option<String>,
     /// Address of the apply endpoint (`POST /apply`, `GET /status`, `GET /health`).
     pub listen: SocketAddr,
     /// Install step, run with `sh -c` in the new slot before the switch (optional).
@@ -188,8 +196,8 @@ pub struct NodeConfig {
     /// `{orchestrator}/api/fleet/heartbeat`. Unset: no heartbeats.
     #[serde(default)]
     pub orchestrator: Option<String>,
-    /// PEM file of the CA certificate(s) that sign the orchestrator's TLS certificate (a
-    /// private fleet CA). When set, only these roots are trusted for `https://`; unset, the
+    /// PEM file of the CA certificate(s) that sign the orchestrator's (and the artifact
+    /// server's) TLS certificate (a private fleet CA). When set, only these roots are trusted for `https://`; unset, the
     /// platform's trust store is used.
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
@@ -423,13 +431,28 @@ impl NodeConfig {
                 ));
             }
         }
+        if let Some(url) = &self.artifacts_url {
+            let ok = reqwest::Url::parse(url).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some_and(|h| !h.is_empty())
+                    && u.query().is_none()
+            });
+            if !ok {
+                return Err(invalid(
+                    "artifacts_url",
+                    url,
+                    "expected an http:// or https:// base URL without a query, such as https://fleet.example.com:7000/artifacts",
+                ));
+            }
+        }
         if let Some(ca) = &self.tls_ca_file
             && self.orchestrator.is_none()
+            && self.artifacts_url.is_none()
         {
             return Err(invalid(
                 "tls_ca_file",
                 ca.display(),
-                "set only with `orchestrator` (it verifies the orchestrator's certificate)",
+                "set only with `orchestrator` or `artifacts_url` (it verifies their certificates)",
             ));
         }
         range("gossip_round_ms", self.gossip_round_ms, 10, 600_000)?;
@@ -642,6 +665,8 @@ http = "http://127.0.0.1:8080/health"
         check_err("", "timeout_ms = 0", "health.timeout_ms");
         check_err("env = { FLEETGATE_SLOT = \"x\" }", "", "env");
         check_err("pre_apply = \" \"", "", "pre_apply");
+        check_err("artifacts_url = \"ftp://x/a\"", "", "artifacts_url");
+        check_err("artifacts_url = \"https://x/a?q=1\"", "", "artifacts_url");
         let bad_id = BASE.replace("\"n1\"", "\"n 1\"");
         assert!(matches!(
             NodeConfig::from_toml(&bad_id, Path::new("/")),

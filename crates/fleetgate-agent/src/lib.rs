@@ -16,6 +16,8 @@
 //! - [`machine`]: the apply state machine, pure `(journal, event) -> (journal, commands)`.
 //! - [`agent`]: the runtime that verifies manifests, executes the machine's commands and
 //!   persists the journal (`<state_dir>/journal.json`) before each one.
+//! - [`artifacts`]: releases of built files — downloaded from `artifacts_url` by digest,
+//!   size and SHA-256 checked, archives unpacked safely into a fresh slot.
 //! - [`backup`]: `[backup] paths` snapshotted into `backups/<id>` before a new version
 //!   starts (old app stopped), restored before the old version restarts when the apply
 //!   is undone; the `pre_apply` / `post_rollback` hooks.
@@ -70,6 +72,7 @@
 //! test-only crash point) recovering to exactly the old or the new version.
 
 pub mod agent;
+pub mod artifacts;
 pub mod backup;
 pub mod config;
 pub mod gossip;

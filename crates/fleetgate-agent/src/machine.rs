@@ -107,6 +107,10 @@ pub struct Target {
     /// For a rollback order: the release it revokes (`rollback_of`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revokes: Option<Revoked>,
+    /// The built files to install instead of a checkout of `git_sha` (the manifest's
+    /// `artifacts`; empty: a source release).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<fleetgate_trust::Artifact>,
 }
 
 /// The release a rollback order revokes (the manifest's `rollback_of`).
@@ -443,8 +447,11 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Fetch `git_sha` into `slots/<slot>` and verify the tree's code hash equals
-    /// `code_hash`. Produces `Fetched` / `FetchFailed`.
+    /// `code_hash` — or, when `artifacts` is not empty, download them, check size and
+    /// digest, and install them into the slot. Produces `Fetched` / `FetchFailed`.
     FetchSlot {
+        /// The built files to install (empty: check out `git_sha`).
+        artifacts: Vec<fleetgate_trust::Artifact>,
         /// Slot name.
         slot: String,
         /// Commit.
@@ -808,6 +815,7 @@ pub fn step(
                 } else {
                     let slot = target.slot_name();
                     let cmd = Command::FetchSlot {
+                        artifacts: target.artifacts.clone(),
                         slot: slot.clone(),
                         git_sha: target.git_sha.clone(),
                         code_hash: target.code_hash.clone(),
@@ -1066,6 +1074,7 @@ mod tests {
             manifest_sha256: format!("sha-{seq}-{hash}"),
             hash_scheme: HashScheme::Git,
             revokes: None,
+            artifacts: Vec::new(),
         }
     }
 
@@ -1317,6 +1326,7 @@ mod tests {
         assert_eq!(
             c,
             vec![Command::FetchSlot {
+                artifacts: Vec::new(),
                 slot: "2-bbbbbbbb".into(),
                 git_sha: "bbbbbbbb".into(),
                 code_hash: "bbbb".into(),

@@ -228,7 +228,43 @@ impl Slots {
         Ok(dest)
     }
 
-    /// Re-verifies an existing slot (used before reusing the previous slot).
+    /// Empties `slots/.partial-<name>` and `slots/.download-<name>` for an install
+    /// from built artifacts ([`crate::artifacts`]); returns both.
+    ///
+    /// # Errors
+    /// [`SlotError::Io`].
+    pub fn begin_partial(&self, name: &str) -> Result<(PathBuf, PathBuf), SlotError> {
+        check_name(name)?;
+        std::fs::create_dir_all(&self.dir).map_err(io("create", &self.dir))?;
+        let partial = self.dir.join(format!(".partial-{name}"));
+        let downloads = self.dir.join(format!(".download-{name}"));
+        for p in [&partial, &downloads, &self.path(name)] {
+            remove_dir_if_exists(p)?;
+        }
+        for p in [&partial, &downloads] {
+            std::fs::create_dir(p).map_err(io("create", p))?;
+        }
+        Ok((partial, downloads))
+    }
+
+    /// Moves a complete `slots/.partial-<name>` into place and drops its downloads.
+    ///
+    /// # Errors
+    /// [`SlotError::Io`].
+    pub fn finish_partial(&self, name: &str) -> Result<PathBuf, SlotError> {
+        check_name(name)?;
+        let partial = self.dir.join(format!(".partial-{name}"));
+        let dest = self.path(name);
+        fsync_dir(&partial)?;
+        std::fs::rename(&partial, &dest).map_err(io("move slot into place at", &dest))?;
+        fsync_dir(&self.dir)?;
+        remove_dir_if_exists(&self.dir.join(format!(".download-{name}")))?;
+        Ok(dest)
+    }
+
+    /// Re-verifies an existing slot (used before reusing the previous slot): a slot
+    /// installed from artifacts against the digests recorded at install
+    /// ([`crate::artifacts::verify_files`]), a checkout against the code hash.
     ///
     /// # Errors
     /// As [`Self::fetch`]'s verification.
@@ -241,6 +277,15 @@ impl Slots {
         cfg: &CodeHashConfig,
     ) -> Result<(), SlotError> {
         check_name(name)?;
+        if crate::artifacts::is_artifact_slot(&self.path(name)) {
+            return crate::artifacts::verify_files(&self.path(name)).map_err(|reason| {
+                SlotError::TreeMismatch {
+                    slot: name.to_owned(),
+                    path: crate::artifacts::FILES_LIST.to_owned(),
+                    reason,
+                }
+            });
+        }
         verify_tree(
             &self.path(name),
             name,
@@ -278,6 +323,7 @@ impl Slots {
     pub fn remove(&self, name: &str) -> Result<(), SlotError> {
         check_name(name)?;
         remove_dir_if_exists(&self.dir.join(format!(".partial-{name}")))?;
+        remove_dir_if_exists(&self.dir.join(format!(".download-{name}")))?;
         remove_dir_if_exists(&self.path(name))
     }
 

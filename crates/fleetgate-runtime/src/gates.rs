@@ -361,6 +361,7 @@ fn sign(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts)
                 now_secs,
                 fencing_epoch,
                 provenance_sha256: Some(provenance_sha256),
+                artifacts: Vec::new(),
                 extra,
             },
             key.as_ref(),
@@ -1100,6 +1101,9 @@ pub(crate) struct ReleaseFields {
     pub(crate) now_secs: u64,
     pub(crate) fencing_epoch: u64,
     pub(crate) provenance_sha256: Option<String>,
+    /// The built files BUILD collected (`[stages.build] artifacts`; empty: a source
+    /// release).
+    pub(crate) artifacts: Vec<fleetgate_trust::Artifact>,
     pub(crate) extra: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -1135,6 +1139,7 @@ pub(crate) fn release_manifest(
         key_ids: key.map(SigningKey::key_id).into_iter().collect(),
         fencing_epoch: f.fencing_epoch,
         provenance_sha256: f.provenance_sha256,
+        artifacts: f.artifacts,
         extra: f.extra,
     })
 }
@@ -1244,6 +1249,7 @@ pub fn sign_rollback(
             .and_then(serde_json::Value::as_u64)
             .unwrap_or(0),
         provenance_sha256: None,
+        artifacts: Vec::new(),
         extra,
     };
     let bytes = fleetgate_trust::sign_manifest(&m, &[&key])

@@ -555,6 +555,7 @@ impl Orchestrator {
                     now_secs,
                     fencing_epoch: u64::try_from(fencing_epoch).unwrap_or(0),
                     provenance_sha256: None,
+                    artifacts: Vec::new(),
                     extra,
                 },
                 Some(&key),

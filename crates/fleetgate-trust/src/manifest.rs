@@ -140,6 +140,50 @@ pub struct RollbackOf {
     pub code_hash: Option<String>,
 }
 
+/// Most artifacts one manifest lists.
+pub const MAX_ARTIFACTS: usize = 256;
+
+/// A built file a release ships (like a TUF target): the node downloads it by its
+/// digest, checks size and SHA-256 before use, and installs it into the new slot
+/// (archives unpacked, other files placed at `name`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Artifact {
+    /// Relative path (`/`-separated, no `..`, no leading `/`, ≤ 255 bytes): where a plain
+    /// file is placed in the slot; an archive (`.tar`, `.tar.gz`, `.tgz`, `.zip`) is
+    /// unpacked at the slot's root.
+    pub name: String,
+    /// SHA-256 of the file, 64 lowercase hex characters.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl Artifact {
+    /// Checks the name and the digest.
+    ///
+    /// # Errors
+    /// A message naming the artifact and what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        let n = &self.name;
+        let bad_part = n
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == ".." || p.contains('\\'));
+        if n.is_empty() || n.len() > 255 || bad_part || n.chars().any(char::is_control) {
+            return Err(format!(
+                "artifact name {n:?} is not a relative path of plain `/`-separated parts (no `..`, `.`, empty part, backslash or control character; ≤ 255 bytes)"
+            ));
+        }
+        if !is_sha256_hex(&self.sha256) {
+            return Err(format!(
+                "artifact {n:?}: sha256 {:?} is not 64 lowercase hex characters",
+                self.sha256
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A release manifest. HART's fields first, then fleetgate's. Unknown fields
 /// a signer added are kept in `extra` (and were covered by the signature).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,6 +253,11 @@ pub struct Manifest {
     /// by hand), so such manifests are byte-identical to earlier ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance_sha256: Option<String>,
+    /// The built files the release ships (at most [`MAX_ARTIFACTS`], distinct names).
+    /// Left out of the JSON when empty (source releases: the node fetches `git_sha`), so
+    /// such manifests are byte-identical to earlier ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<Artifact>,
     /// Fields this version does not know, preserved as received.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -237,6 +286,7 @@ impl Default for Manifest {
             key_ids: Vec::new(),
             fencing_epoch: 0,
             provenance_sha256: None,
+            artifacts: Vec::new(),
             extra: Map::new(),
         }
     }
@@ -344,6 +394,19 @@ impl Manifest {
             return Err(format!(
                 "provenance_sha256 {p:?} is not a SHA-256 digest (64 lowercase hex characters)"
             ));
+        }
+        if self.artifacts.len() > MAX_ARTIFACTS {
+            return Err(format!(
+                "artifacts lists {} files; at most {MAX_ARTIFACTS}",
+                self.artifacts.len()
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for a in &self.artifacts {
+            a.validate()?;
+            if !names.insert(a.name.as_str()) {
+                return Err(format!("artifact name {:?} is listed twice", a.name));
+            }
         }
         match self.kind {
             ManifestKind::Release => {

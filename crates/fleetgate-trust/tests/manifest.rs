@@ -998,3 +998,47 @@ fn provenance_sha256_is_signed_optional_and_validated() {
         Err(SignError::InvalidManifest { .. })
     ));
 }
+
+#[test]
+fn artifacts_are_signed_left_out_when_empty_and_checked_for_names_and_digests() {
+    let k = key(1);
+    let r = ring(&[&k], 1);
+    // No artifacts: the field is absent, so source releases keep their exact bytes.
+    let plain = sign_manifest(&manifest(1), &[&k]).expect("sign");
+    assert!(!object(&plain).contains_key("artifacts"));
+    let art = |name: &str, sha: &str| fleetgate_trust::Artifact {
+        name: name.into(),
+        sha256: sha.into(),
+        size: 10,
+    };
+    let mut m = manifest(2);
+    m.artifacts = vec![
+        art("bin/app", &"a".repeat(64)),
+        art("dist/app.tar.gz", &"b".repeat(64)),
+    ];
+    let signed = sign_manifest(&m, &[&k]).expect("sign");
+    let v = verify(&signed, &r).expect("verifies");
+    assert_eq!(v.manifest.artifacts, m.artifacts);
+    // Tampering with a digest breaks the signature.
+    let tampered =
+        String::from_utf8(signed.clone())
+            .unwrap()
+            .replacen(&"a".repeat(64), &"e".repeat(64), 1);
+    assert!(verify(tampered.as_bytes(), &r).is_err());
+    // Bad names and digests are refused at signing, naming the artifact.
+    for (bad, why) in [
+        (art("../etc/passwd", &"a".repeat(64)), "not a relative path"),
+        (art("/abs", &"a".repeat(64)), "not a relative path"),
+        (art("a//b", &"a".repeat(64)), "not a relative path"),
+        (art("app", "ABC"), "not 64 lowercase hex"),
+    ] {
+        let mut m = manifest(3);
+        m.artifacts = vec![bad];
+        let e = sign_manifest(&m, &[&k]).unwrap_err().to_string();
+        assert!(e.contains(why), "{e}");
+    }
+    let mut m = manifest(3);
+    m.artifacts = vec![art("app", &"a".repeat(64)), art("app", &"b".repeat(64))];
+    let e = sign_manifest(&m, &[&k]).unwrap_err().to_string();
+    assert!(e.contains("listed twice"), "{e}");
+}

@@ -387,6 +387,7 @@ http = "http://127.0.0.1:{app_port}/health"
         key_ids: vec![key.key_id()],
         fencing_epoch: 0,
         provenance_sha256: None,
+        artifacts: Vec::new(),
         extra: serde_json::Map::new(),
     };
     let bytes = fleetgate_trust::sign_manifest(&provision, &[&key])?;
