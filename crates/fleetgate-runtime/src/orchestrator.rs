@@ -882,6 +882,28 @@ impl Orchestrator {
     /// A finished run's queued effects (rollback orders) are retried until delivered or
     /// until the delivery deadline (see `delivery_deadline`), then left queued.
     pub fn run(&self, progress: &mut dyn FnMut(Progress)) -> Result<PipelineState, RuntimeError> {
+        self.run_until(progress, false)
+    }
+
+    /// As [`Orchestrator::run`], but returns the state as soon as the run is paused — an
+    /// operator's pause, or a canary held as inconclusive — instead of waiting for an
+    /// operator: for unattended callers (the demo, scripts) that must never wait forever.
+    /// The run stays paused; `state.paused` says by whom and why.
+    ///
+    /// # Errors
+    /// As [`Orchestrator::run`].
+    pub fn run_unattended(
+        &self,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<PipelineState, RuntimeError> {
+        self.run_until(progress, true)
+    }
+
+    fn run_until(
+        &self,
+        progress: &mut dyn FnMut(Progress),
+        return_when_paused: bool,
+    ) -> Result<PipelineState, RuntimeError> {
         let poll = Duration::from_secs(
             u64::try_from(self.ctx.cfg.run.poll_interval_secs)
                 .unwrap_or(5)
@@ -916,6 +938,14 @@ impl Orchestrator {
                 continue;
             }
             if let Some(p) = &state.paused {
+                if return_when_paused {
+                    progress(Progress::Paused {
+                        stage: state.stage,
+                        by: p.by.clone(),
+                        reason: p.reason.clone(),
+                    });
+                    return Ok(state);
+                }
                 if shown_pause.as_ref() != Some(p) {
                     progress(Progress::Paused {
                         stage: state.stage,

@@ -63,6 +63,48 @@ pub(super) struct Fleet {
     server: Option<Child>,
     /// Leave every process running when dropped.
     pub(super) keep: bool,
+    /// When every node was found running v1.0.0 (its history starts then).
+    pub(super) provisioned_at: Option<Instant>,
+}
+
+/// Pre-update history the demo gives the fleet before its first canary: the judge
+/// compares each canary node with its own rate before the update, and with only a few
+/// seconds of it a good release can stay inconclusive (held for an operator).
+pub(super) const PRE_HISTORY: Duration = Duration::from_secs(30);
+
+impl Fleet {
+    /// Waits until the fleet has run v1.0.0 for [`PRE_HISTORY`] (returns at once when it
+    /// has, or when nothing was provisioned), checking the agents meanwhile.
+    pub(super) fn wait_for_history(&mut self) -> anyhow::Result<()> {
+        let Some(since) = self.provisioned_at else {
+            return Ok(());
+        };
+        let left = PRE_HISTORY.saturating_sub(since.elapsed());
+        if left.is_zero() {
+            return Ok(());
+        }
+        println!(
+            "  letting the fleet report {}s of v1.0.0 history before the first canary ({}s to go)",
+            PRE_HISTORY.as_secs(),
+            left.as_secs()
+        );
+        let until = Instant::now() + left;
+        while Instant::now() < until {
+            for n in &mut self.nodes {
+                if let Some(c) = n.child.as_mut()
+                    && let Ok(Some(status)) = c.try_wait()
+                {
+                    anyhow::bail!(
+                        "the agent of {} exited ({status}) while the fleet built its history; see {}",
+                        n.id,
+                        n.log.display()
+                    );
+                }
+            }
+            std::thread::sleep(Duration::from_millis(250).min(until - Instant::now()));
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Fleet {
@@ -213,6 +255,7 @@ pub(super) fn prepare(plan: &Plan<'_>) -> anyhow::Result<Prepared> {
         nodes: Vec::new(),
         server: None,
         keep,
+        provisioned_at: None,
     };
     let hb_port = free_port()?;
     let hb_url = format!("http://127.0.0.1:{hb_port}");
@@ -433,6 +476,7 @@ http = "http://127.0.0.1:{app_port}/health"
     // every node eligible and reporting v1.0.0 in its heartbeats.
     let timeout = u64::try_from(o.config().canary.heartbeat_timeout_secs).unwrap_or(60);
     wait_for_eligible(&rt, &reg, &mut fleet, &v1.code_hash, timeout, &serve_log)?;
+    fleet.provisioned_at = Some(Instant::now());
     rt.block_on(reg.close());
     Ok(Prepared {
         fleet,

@@ -379,6 +379,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
 
     // 3. The scenario: v2.0.0 released, v3.0.0 caught by the canary.
+    fleet.wait_for_history()?;
     let report = scenario::run(&fleet, &o)?;
     scenario::print_summary(&report, &fleet, t0.elapsed());
     if args.keep {

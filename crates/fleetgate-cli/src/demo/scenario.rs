@@ -34,7 +34,7 @@ pub(super) fn run(fleet: &Fleet, o: &Orchestrator) -> anyhow::Result<Report> {
     // v2.0.0 through all seven stages.
     println!("\n== release v2.0.0 (good) ==");
     o.start("v2.0.0", None)?;
-    let s2 = o.run(&mut show)?;
+    let s2 = unattended(o, &mut show, "v2.0.0")?;
     print_timeline(&s2);
     let v2_hash = s2.code_hash.clone().unwrap_or_default();
     let (n2, _) = wait_converged(fleet, &v2_hash, Duration::from_secs(30));
@@ -53,7 +53,7 @@ pub(super) fn run(fleet: &Fleet, o: &Orchestrator) -> anyhow::Result<Report> {
     // v3.0.0: the canary catches it.
     println!("\n== release v3.0.0 (bad: 10x exception rate) ==");
     o.start("v3.0.0", None)?;
-    let s3 = o.run(&mut show)?;
+    let s3 = unattended(o, &mut show, "v3.0.0")?;
     print_timeline(&s3);
     if let Some(r) = s3.gate_results.get(&Stage::Canary) {
         print_canary(&r.verdict.figures);
@@ -84,6 +84,25 @@ pub(super) fn run(fleet: &Fleet, o: &Orchestrator) -> anyhow::Result<Report> {
         hashes,
         back_on_v2: n3,
     })
+}
+
+/// Runs to the end; a run that pauses (a canary held as inconclusive waits for an
+/// operator) ends the demo with an error saying so, instead of waiting forever.
+fn unattended(
+    o: &Orchestrator,
+    show: &mut dyn FnMut(fleetgate_runtime::Progress),
+    version: &str,
+) -> anyhow::Result<PipelineState> {
+    let s = o.run_unattended(show)?;
+    if let Some(p) = &s.paused {
+        anyhow::bail!(
+            "the {version} run was paused at {} by {}: {} — an operator decides with `fleetgate promote` or `fleetgate abort`; the unattended demo stops here",
+            s.stage.as_str(),
+            p.by,
+            p.reason
+        );
+    }
+    Ok(s)
 }
 
 /// The summary: each check, and what each node runs if one is not back on v2.0.0.
