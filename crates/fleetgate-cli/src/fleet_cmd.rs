@@ -351,7 +351,7 @@ pub fn run(o: &Orchestrator, cmd: FleetCmd) -> anyhow::Result<ExitCode> {
                 .build()?;
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("failed to listen on {listen}"))?;
-                eprintln!("fleet endpoints on {}://{}/api/fleet/ (registry {})", crate::tls_cmd::scheme(&tls), listener.local_addr()?, fleetgate_fleet::redact_url(&url));
+                eprintln!("fleet endpoints on {}://{}/api/fleet/ and /artifacts/ (registry {})", crate::tls_cmd::scheme(&tls), listener.local_addr()?, fleetgate_fleet::redact_url(&url));
                 let shutdown = async {
                     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
                     tokio::select! {
@@ -366,7 +366,10 @@ pub fn run(o: &Orchestrator, cmd: FleetCmd) -> anyhow::Result<ExitCode> {
                     std::sync::Arc::new(fleetgate_fleet::unix_now),
                     metrics.clone(),
                 )
-                .merge(fleetgate_fleet::http::probes(reg, metrics));
+                .merge(fleetgate_fleet::http::probes(reg, metrics))
+                .merge(fleetgate_fleet::http::artifacts(fleetgate_runtime::artifacts::store_dir(
+                    &o.context().state_dir,
+                )));
                 let app = fleetgate_fleet::limit::per_source(routes, fleetgate_fleet::limit::FLEET_LIMIT);
                 crate::tls_cmd::serve_router(listener, tls, app, shutdown).await?;
                 anyhow::Ok(())

@@ -223,6 +223,13 @@ pub struct BuildStage {
     /// How the code hash and file manifest hash are computed (default `git`).
     #[serde(default)]
     pub hash_scheme: HashScheme,
+    /// Built files to ship (globs relative to the checkout, e.g. `target/release/app`,
+    /// `dist/*.tar.gz`): after the command succeeds, BUILD stores every match
+    /// content-addressed under `<state_dir>/artifacts/` and the signed manifest lists
+    /// each (name, sha256, size); nodes download them instead of checking out the commit.
+    /// A pattern that matches no file fails BUILD. Empty: a source release.
+    #[serde(default)]
+    pub artifacts: Vec<String>,
 }
 
 /// `[stages.build] hash_scheme`.
@@ -1083,6 +1090,26 @@ impl Config {
         ] {
             if let Some(c) = c {
                 nonempty(k, c)?;
+            }
+        }
+        if s.build.artifacts.len() > 64 {
+            return Err(ConfigError::Invalid {
+                key: "stages.build.artifacts".into(),
+                value: format!("{} patterns", s.build.artifacts.len()),
+                expected: "at most 64 patterns",
+            });
+        }
+        for a in &s.build.artifacts {
+            if a.trim().is_empty()
+                || a.starts_with('/')
+                || a.split('/').any(|p| p == "..")
+                || a.chars().any(char::is_control)
+            {
+                return Err(ConfigError::Invalid {
+                    key: "stages.build.artifacts".into(),
+                    value: format!("{a:?}"),
+                    expected: "relative glob patterns inside the checkout (no leading `/`, no `..`), e.g. \"target/release/app\"",
+                });
             }
         }
         if s.build.hash_scheme == HashScheme::Hart {

@@ -17,6 +17,12 @@
 //!   ([`crate::metrics`]): heartbeats accepted and refused by reason, peers by status and
 //!   by running version.
 //!
+//! * `GET /artifacts/{sha256}` ([`artifacts`], mounted by `fleet serve`) — a release's
+//!   built file from the orchestrator's content-addressed store, streamed with its
+//!   `Content-Length`; 400 for anything but 64 lowercase hex characters, 404 when absent.
+//!   Nodes check size and digest against the signed manifest, so the route needs no
+//!   authentication to be safe (what it serves is public to the fleet).
+//!
 //! The GET routes expose no secret (public keys, versions, certificates); mount them
 //! behind the server's own authentication if peer addresses are sensitive.
 
@@ -85,6 +91,45 @@ pub fn router_counted(
             clock,
             metrics,
         })
+}
+
+/// `GET /artifacts/{sha256}` from the directory `store` (files named by their SHA-256).
+pub fn artifacts(store: std::path::PathBuf) -> Router {
+    Router::new()
+        .route("/artifacts/{sha256}", get(get_artifact))
+        .with_state(Arc::new(store))
+}
+
+async fn get_artifact(
+    State(store): State<Arc<std::path::PathBuf>>,
+    Path(sha256): Path<String>,
+) -> Response {
+    if !fleetgate_trust::is_sha256_hex(&sha256) {
+        return (
+            StatusCode::BAD_REQUEST,
+            "an artifact is named by its SHA-256: 64 lowercase hex characters\n",
+        )
+            .into_response();
+    }
+    let path = store.join(&sha256);
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(_) => return (StatusCode::NOT_FOUND, "no such artifact\n").into_response(),
+    };
+    let len = match file.metadata().await {
+        Ok(m) if m.is_file() => m.len(),
+        _ => return (StatusCode::NOT_FOUND, "no such artifact\n").into_response(),
+    };
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    (
+        StatusCode::OK,
+        [
+            (CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (axum::http::header::CONTENT_LENGTH, len.to_string()),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// `/healthz`, `/readyz` and `/metrics` of a server whose only job is the fleet endpoint

@@ -445,3 +445,43 @@ async fn a_flooding_source_gets_429_and_others_are_served() {
     assert_eq!(r.status().as_u16(), 200);
     db.cleanup().await;
 }
+
+#[tokio::test]
+async fn artifacts_are_served_by_digest_with_their_length_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let sha = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    std::fs::write(dir.path().join(&sha), &bytes).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let store = dir.path().to_owned();
+    tokio::spawn(async move {
+        axum::serve(listener, fleetgate_fleet::http::artifacts(store))
+            .await
+            .unwrap();
+    });
+    let client = reqwest::Client::new();
+    let get = |path: String| {
+        let client = client.clone();
+        async move {
+            let r = client
+                .get(format!("http://{addr}{path}"))
+                .send()
+                .await
+                .unwrap();
+            let len = r.content_length();
+            (r.status().as_u16(), len, r.bytes().await.unwrap().to_vec())
+        }
+    };
+    let (status, len, body) = get(format!("/artifacts/{sha}")).await;
+    assert_eq!((status, len), (200, Some(bytes.len() as u64)));
+    assert_eq!(body, bytes);
+    // Not a digest (a path trick included): 400; an unknown digest: 404.
+    for bad in ["ABC", "..%2F..%2Fetc%2Fpasswd", &sha.to_uppercase()] {
+        assert_eq!(get(format!("/artifacts/{bad}")).await.0, 400, "{bad}");
+    }
+    assert_eq!(get(format!("/artifacts/{}", "0".repeat(64))).await.0, 404);
+}

@@ -350,6 +350,34 @@ fn sign(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts)
                 ));
             }
         };
+        // The artifacts BUILD stored, checked again byte for byte before they are signed.
+        let artifacts = match crate::artifacts::recorded(state) {
+            None if !ctx.cfg.stages.build.artifacts.is_empty() => {
+                return Ok((
+                    Verdict::failed(
+                        "[stages.build] artifacts is set but BUILD recorded no artifacts for this run (configured after BUILD ran?): start the run again",
+                        json!({"artifacts": "missing"}),
+                    ),
+                    GateFacts::default(),
+                ));
+            }
+            None => Vec::new(),
+            Some(Err(msg)) => {
+                return Ok((
+                    Verdict::failed(msg, json!({"artifacts": "unreadable"})),
+                    GateFacts::default(),
+                ));
+            }
+            Some(Ok(list)) => {
+                if let Err(msg) = crate::artifacts::check_stored(&ctx.state_dir, &list) {
+                    return Ok((
+                        Verdict::failed(msg, json!({"artifacts": "changed or missing"})),
+                        GateFacts::default(),
+                    ));
+                }
+                list
+            }
+        };
         let manifest = release_manifest(
             ctx,
             ReleaseFields {
@@ -361,7 +389,7 @@ fn sign(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts)
                 now_secs,
                 fencing_epoch,
                 provenance_sha256: Some(provenance_sha256),
-                artifacts: Vec::new(),
+                artifacts,
                 extra,
             },
             key.as_ref(),
@@ -568,7 +596,7 @@ fn build(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts
     let Some(cmd) = &b.command else {
         return Ok((missing_command(Stage::Building, "build"), facts));
     };
-    let (failed, run, _) = run_step(ctx, state, Stage::Building, cmd, b.timeout_secs)?;
+    let (failed, run, dir) = run_step(ctx, state, Stage::Building, cmd, b.timeout_secs)?;
     figures["build"] = run;
     crate::provenance::attach(
         &ctx.state_dir,
@@ -579,10 +607,28 @@ fn build(ctx: &GateContext, state: &PipelineState) -> Result<(Verdict, GateFacts
         v.figures = figures;
         return Ok((v, facts));
     }
+    let mut shipped = String::new();
+    if !b.artifacts.is_empty() {
+        match crate::artifacts::collect(&dir, &b.artifacts, &ctx.state_dir)? {
+            Err(msg) => return Ok((Verdict::failed(msg, figures), facts)),
+            Ok(list) => {
+                let bytes: u64 = list.iter().map(|a| a.size).sum();
+                shipped = format!(
+                    "; {} artifact(s), {bytes} bytes, stored by digest: {}",
+                    list.len(),
+                    list.iter()
+                        .map(|a| a.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                figures["artifacts"] = json!(list);
+            }
+        }
+    }
     Ok((
         Verdict::passed(
             format!(
-                "code hash {} ({} scheme) over {} files; build command exited 0",
+                "code hash {} ({} scheme) over {} files; build command exited 0{shipped}",
                 hash.code_hash,
                 scheme_of(b.hash_scheme),
                 hash.files.len()

@@ -18,6 +18,7 @@
 //! real `sh` commands).
 
 pub mod approval;
+pub mod artifacts;
 mod asynchronous;
 pub mod bench_registry;
 pub mod bench_store;

@@ -1,0 +1,225 @@
+//! BUILD's artifacts: the built files a release ships (`[stages.build] artifacts`).
+//!
+//! After the build command succeeds, [`collect`] finds every regular file of the
+//! checkout that a pattern matches (globs relative to the checkout; `*` does not cross
+//! `/`; `.git` is never searched; symlinks are not followed), copies each into the
+//! content-addressed store `<state_dir>/artifacts/<sha256>` (copied to a temporary name,
+//! hashed as stored, fsynced, renamed: a file under its digest is always complete), and
+//! returns the list BUILD records in its verdict. A pattern that matches nothing fails
+//! the gate. SIGN reads the list back ([`recorded`]), checks every stored file still
+//! hashes to its digest ([`check_stored`]) and signs it into the manifest. `fleet serve`
+//! serves the store at `GET /artifacts/{sha256}`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use fleetgate_core::{PipelineState, Stage};
+use fleetgate_trust::{Artifact, MAX_ARTIFACTS};
+use sha2::{Digest, Sha256};
+
+use crate::RuntimeError;
+
+/// The store's directory under the state directory.
+#[must_use]
+pub fn store_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("artifacts")
+}
+
+/// Collects and stores the files `patterns` match in `checkout`. `Ok(Err(message))`:
+/// the gate fails with that message (a pattern matched nothing, too many files, a name
+/// a node could not install).
+///
+/// # Errors
+/// [`RuntimeError::Io`] when the checkout cannot be read or the store written.
+pub fn collect(
+    checkout: &Path,
+    patterns: &[String],
+    state_dir: &Path,
+) -> Result<Result<Vec<Artifact>, String>, RuntimeError> {
+    let mut matchers = Vec::with_capacity(patterns.len());
+    for p in patterns {
+        match globset::GlobBuilder::new(p).literal_separator(true).build() {
+            Ok(g) => matchers.push((p, g.compile_matcher(), 0usize)),
+            Err(e) => return Ok(Err(format!("artifact pattern {p:?} is not a glob: {e}"))),
+        }
+    }
+    let mut files = Vec::new();
+    walk(checkout, checkout, &mut files)?;
+    files.sort();
+    let mut chosen = Vec::new();
+    for rel in files {
+        let mut hit = false;
+        for (_, m, n) in &mut matchers {
+            if m.is_match(&rel) {
+                *n += 1;
+                hit = true;
+            }
+        }
+        if hit {
+            chosen.push(rel);
+        }
+    }
+    if let Some((p, _, _)) = matchers.iter().find(|(_, _, n)| *n == 0) {
+        return Ok(Err(format!(
+            "artifact pattern {p:?} matched no file in the checkout after the build command"
+        )));
+    }
+    if chosen.len() > MAX_ARTIFACTS {
+        return Ok(Err(format!(
+            "the artifact patterns match {} files; a release ships at most {MAX_ARTIFACTS}",
+            chosen.len()
+        )));
+    }
+    let store = store_dir(state_dir);
+    std::fs::create_dir_all(&store).map_err(|e| RuntimeError::io("create", &store, e))?;
+    let mut out = Vec::with_capacity(chosen.len());
+    for rel in chosen {
+        let src = checkout.join(&rel);
+        let tmp = store.join(format!(".tmp-{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::fs::copy(&src, &tmp).map_err(|e| RuntimeError::io("copy", &src, e))?;
+        let (sha256, size) = hash_file(&tmp)?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| RuntimeError::io("sync", &tmp, e))?;
+        let dest = store.join(&sha256);
+        std::fs::rename(&tmp, &dest).map_err(|e| RuntimeError::io("store", &dest, e))?;
+        let a = Artifact {
+            name: rel,
+            sha256,
+            size,
+        };
+        if let Err(e) = a.validate() {
+            return Ok(Err(e));
+        }
+        out.push(a);
+    }
+    std::fs::File::open(&store)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| RuntimeError::io("sync", &store, e))?;
+    Ok(Ok(out))
+}
+
+/// The artifacts BUILD recorded for this run (`None`: BUILD recorded none — a source
+/// release, or a BUILD of an earlier fleetgate).
+#[must_use]
+pub fn recorded(state: &PipelineState) -> Option<Result<Vec<Artifact>, String>> {
+    let v = state
+        .gate_results
+        .get(&Stage::Building)?
+        .verdict
+        .figures
+        .get("artifacts")?;
+    Some(
+        serde_json::from_value(v.clone())
+            .map_err(|e| format!("BUILD's artifact list is unreadable: {e}")),
+    )
+}
+
+/// Checks every artifact is in the store with its size and digest. `Err`: which one is
+/// not.
+///
+/// # Errors
+/// A message naming the artifact.
+pub fn check_stored(state_dir: &Path, artifacts: &[Artifact]) -> Result<(), String> {
+    let store = store_dir(state_dir);
+    for a in artifacts {
+        let p = store.join(&a.sha256);
+        let (sha, size) = hash_file(&p).map_err(|e| {
+            format!(
+                "artifact {} ({}) is not in the store: {e}",
+                a.name, a.sha256
+            )
+        })?;
+        if sha != a.sha256 || size != a.size {
+            return Err(format!(
+                "artifact {} in the store changed since BUILD: {size} bytes hashing to {sha}, BUILD stored {} bytes hashing to {}",
+                a.name, a.size, a.sha256
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn hash_file(p: &Path) -> Result<(String, u64), RuntimeError> {
+    let mut f = std::fs::File::open(p).map_err(|e| RuntimeError::io("open", p, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| RuntimeError::io("read", p, e))?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        h.update(&buf[..n]);
+    }
+    Ok((hex::encode(h.finalize()), size))
+}
+
+/// Relative `/`-separated paths of the regular files under `dir` (not `.git`, symlinks
+/// not followed).
+fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), RuntimeError> {
+    for e in std::fs::read_dir(dir).map_err(|e| RuntimeError::io("read", dir, e))? {
+        let e = e.map_err(|e| RuntimeError::io("read", dir, e))?;
+        let ft = e
+            .file_type()
+            .map_err(|err| RuntimeError::io("inspect", &e.path(), err))?;
+        let path = e.path();
+        if ft.is_dir() {
+            if dir == root && e.file_name() == ".git" {
+                continue;
+            }
+            walk(root, &path, out)?;
+        } else if ft.is_file()
+            && let Ok(rel) = path.strip_prefix(root)
+        {
+            let parts: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            out.push(parts.join("/"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_pick_built_files_store_them_by_digest_and_fail_when_they_match_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        let co = t.path().join("checkout");
+        let state = t.path().join("state");
+        std::fs::create_dir_all(co.join("target/release/deps")).unwrap();
+        std::fs::create_dir_all(co.join("dist")).unwrap();
+        std::fs::create_dir_all(co.join(".git")).unwrap();
+        std::fs::write(co.join("target/release/app"), b"ELF").unwrap();
+        std::fs::write(co.join("target/release/deps/app-123"), b"dep").unwrap();
+        std::fs::write(co.join("dist/app.tar.gz"), b"tgz").unwrap();
+        std::fs::write(co.join(".git/app"), b"no").unwrap();
+        let pats = vec!["target/release/app".to_owned(), "dist/*.tar.gz".to_owned()];
+        let got = collect(&co, &pats, &state).unwrap().unwrap();
+        let names: Vec<&str> = got.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, vec!["dist/app.tar.gz", "target/release/app"]);
+        for a in &got {
+            let stored = std::fs::read(store_dir(&state).join(&a.sha256)).unwrap();
+            assert_eq!(hex::encode(Sha256::digest(&stored)), a.sha256);
+            assert_eq!(stored.len() as u64, a.size);
+        }
+        check_stored(&state, &got).unwrap();
+        // `*` does not cross `/`; a pattern matching nothing fails the gate.
+        let e = collect(&co, &["target/*".to_owned()], &state)
+            .unwrap()
+            .unwrap_err();
+        assert!(e.contains("matched no file"), "{e}");
+        // A stored file that changed is caught before signing.
+        std::fs::write(store_dir(&state).join(&got[0].sha256), b"evil").unwrap();
+        let e = check_stored(&state, &got).unwrap_err();
+        assert!(e.contains("changed since BUILD"), "{e}");
+    }
+}

@@ -1,0 +1,92 @@
+//! A release of built artifacts through the whole pipeline on a real fleet (issue 20):
+//! `[stages.build] artifacts` makes BUILD store the built files by digest, SIGN lists
+//! them in the signed manifest, `fleet serve` serves them at `/artifacts/{sha256}`, and
+//! every agent (`artifacts_url`) downloads, checks and installs them into a fresh slot —
+//! no checkout — and runs the release from there through CANARY and DEPLOY.
+
+mod common;
+use common::{Fleet, code, text};
+use serde_json::Value;
+use sha2::Digest as _;
+use std::time::Duration;
+
+#[test]
+fn a_release_of_built_artifacts_reaches_every_node_and_runs_from_them() {
+    let fleet = Fleet::prepare(3);
+    // Ship the built file and the config the app reads; the nodes' install step skips
+    // the build when the built file is already there.
+    let path = fleet.config();
+    let conf = std::fs::read_to_string(&path).unwrap();
+    let edited = conf.replacen(
+        "command = \"sh build.sh\"\n",
+        "command = \"sh build.sh\"\nartifacts = [\"app.conf\", \"build/*.env\"]\n",
+        1,
+    );
+    assert_ne!(conf, edited, "the demo config has a build command");
+    std::fs::write(&path, edited).unwrap();
+    fleet.wait_for_history(30);
+
+    let out = fleet.fg(&["start", "v2.0.0"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let out = fleet.fg_within(&["run"], Duration::from_secs(300));
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let s = fleet.status();
+    assert_eq!(s["stage"], "completed", "{s}");
+    let build = &s["gate_results"]["building"];
+    assert!(
+        build["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("2 artifact(s)"),
+        "{build}"
+    );
+
+    // The signed manifest lists both files, and the store holds exactly those bytes.
+    let state = fleet.dir.path().join("state");
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(state.join("release_manifest.json")).unwrap())
+            .unwrap();
+    let arts = m["artifacts"]
+        .as_array()
+        .expect("artifacts in the manifest");
+    let names: Vec<&str> = arts.iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["app.conf", "build/app.env"], "{m}");
+    let env_art = &arts[1];
+    let stored = std::fs::read(
+        state
+            .join("artifacts")
+            .join(env_art["sha256"].as_str().unwrap()),
+    )
+    .unwrap();
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&stored)),
+        env_art["sha256"].as_str().unwrap()
+    );
+    assert!(
+        String::from_utf8_lossy(&stored).contains("version=v2.0.0"),
+        "built by BUILD for v2.0.0"
+    );
+
+    // Every node runs it, from a slot installed from the artifacts (not a checkout).
+    let hash = s["code_hash"].as_str().unwrap().to_owned();
+    fleet.wait_all_on(&hash, "v2.0.0 from artifacts");
+    let nodes = fleet.dir.path().join("nodes");
+    let mut seen = 0;
+    for n in std::fs::read_dir(&nodes).unwrap().flatten() {
+        let current = n.path().join("state/current");
+        let slot = std::fs::canonicalize(&current).unwrap();
+        assert!(
+            slot.join(".fleetgate-files.json").is_file(),
+            "{}: installed from artifacts",
+            slot.display()
+        );
+        assert!(
+            !slot.join(".git").exists(),
+            "{}: not a checkout",
+            slot.display()
+        );
+        assert_eq!(std::fs::read(slot.join("build/app.env")).unwrap(), stored);
+        seen += 1;
+    }
+    assert_eq!(seen, 3);
+}
