@@ -67,6 +67,14 @@ fn a_release_of_built_artifacts_reaches_every_node_and_runs_from_them() {
         "built by BUILD for v2.0.0"
     );
 
+    // The completed release keeps its artifact list: a later rollback order returning to
+    // it lists them, so a node that lost the slot downloads them again.
+    assert_eq!(
+        s["last_completed"]["artifacts"], m["artifacts"],
+        "{}",
+        s["last_completed"]
+    );
+
     // Every node runs it, from a slot installed from the artifacts (not a checkout).
     let hash = s["code_hash"].as_str().unwrap().to_owned();
     fleet.wait_all_on(&hash, "v2.0.0 from artifacts");

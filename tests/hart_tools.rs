@@ -533,6 +533,7 @@ fn a_rollback_order_names_the_hash_scheme_the_returned_to_release_was_signed_wit
         run_id: "earlier".into(),
         sequence,
         hash_scheme: scheme,
+        artifacts: None,
     };
 
     // The config now says `hart`; v0.9.0 was signed with `git`: the order says `git`

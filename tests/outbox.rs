@@ -52,6 +52,7 @@ fn an_undeliverable_rollback_order_is_listed_retried_abandoned_and_start_is_acce
         run_id: "earlier".into(),
         sequence: Some(5),
         hash_scheme: None,
+        artifacts: None,
     });
     st.effects_ordered = 1;
     st.outbox.push(Effect {
@@ -210,6 +211,7 @@ fn after_a_quarantined_state_file_the_next_run_still_compares_against_the_last_r
         run_id: st.run_id.clone().unwrap(),
         sequence: Some(sequence),
         hash_scheme: None,
+        artifacts: None,
     });
     store.save(&st).unwrap();
 

@@ -340,6 +340,7 @@ fn completed_earlier(env: &Env, version: &str) {
         run_id: "earlier".into(),
         sequence: None,
         hash_scheme: None,
+        artifacts: None,
     });
     store.save(&st).unwrap();
 }

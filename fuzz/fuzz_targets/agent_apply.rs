@@ -35,12 +35,18 @@ fn drive(body: &[u8]) {
     };
     for journal in journals() {
         let _ = machine::already_applied(&journal, &target, NOW);
-        for (has_install, previous_slot_present) in [(false, false), (true, true)] {
+        for (has_install, backup, previous_slot_present) in
+            [(false, false, false), (true, true, true)]
+        {
             let event = Event::Verified {
                 target: target.clone(),
                 previous_slot_present,
             };
-            if let Err(e) = machine::step(&Policy { has_install }, &journal, event, NOW) {
+            let policy = Policy {
+                has_install,
+                backup,
+            };
+            if let Err(e) = machine::step(&policy, &journal, event, NOW) {
                 panic!("a verified manifest was an invalid event: {e}");
             }
         }

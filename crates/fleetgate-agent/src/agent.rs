@@ -719,7 +719,7 @@ impl Inner {
                         version: of.version,
                         code_hash: of.code_hash.filter(|h| !h.is_empty()),
                     }),
-                    artifacts: Vec::new(),
+                    artifacts: m.artifacts,
                 })
             }
         }

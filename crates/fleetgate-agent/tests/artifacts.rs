@@ -303,3 +303,73 @@ fn hostile_or_mismatched_artifacts_are_refused_remembered_and_leave_nothing() {
     kill(&mut agent);
     kill_app(&f);
 }
+
+#[test]
+fn a_rollback_order_to_an_artifact_release_reuses_its_verified_slot_or_downloads_it_again() {
+    let srv = Server::start();
+    let f = fixture(&srv);
+    let v1 = f.commit("v1.0.0", "healthy");
+    let v2 = f.commit("v2.0.0", "healthy");
+    let mut agent = f.spawn_agent(None, 1);
+    wait_until(Duration::from_secs(20), "agent listening", || {
+        http_get(&f.agent_url("/health")).is_some()
+    });
+    let a1 = shipped(&srv, "app.tar.gz", app_archive("v1.0.0", "healthy"));
+    let a2 = shipped(&srv, "app.tar.gz", app_archive("v2.0.0", "healthy"));
+    let order = |seq: u64, revoked: (u64, &Release)| {
+        let mut m = f.manifest_struct(seq, revoked.1);
+        m.kind = fleetgate_trust::ManifestKind::Rollback;
+        m.rollback_of = Some(fleetgate_trust::RollbackOf {
+            sequence: revoked.0,
+            version: revoked.1.version.clone(),
+            code_hash: None,
+        });
+        m.return_to_version = Some(v1.version.clone());
+        m.return_to_code_hash = Some(v1.code_hash.clone());
+        m.return_to_git_sha = Some(v1.sha.clone());
+        m.artifacts = vec![a1.clone()];
+        sign_manifest(&m, &[&f.signer]).expect("sign")
+    };
+    let slot1 = format!("1-{}", &v1.sha[..12]);
+    for (release_seq, order_seq, drop_slot) in [(2u64, 3u64, false), (4, 5, true)] {
+        let m2 = artifact_manifest(&f, release_seq, &v2, vec![a2.clone()]);
+        if release_seq == 2 {
+            let m1 = artifact_manifest(&f, 1, &v1, vec![a1.clone()]);
+            let (code, r) = post_apply(&f, &m1);
+            assert_eq!(code, 200, "{r}");
+        }
+        let (code, r) = post_apply(&f, &m2);
+        assert_eq!((code, r["outcome"].as_str()), (200, Some("applied")), "{r}");
+        let previous = status(&f)["previous"]["slot"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if drop_slot {
+            // The kept slot is gone (pruned, disk replaced): the order's artifacts are
+            // downloaded again into a new slot.
+            std::fs::remove_dir_all(f.state().join("slots").join(&previous)).unwrap();
+        }
+        let (code, r) = post_apply(&f, &order(order_seq, (release_seq, &v2)));
+        assert_eq!((code, r["outcome"].as_str()), (200, Some("applied")), "{r}");
+        let (ver, slot, _) = f.app_version().unwrap();
+        assert_eq!(ver, "v1.0.0");
+        if drop_slot {
+            assert_eq!(
+                slot,
+                format!("{order_seq}-{}", &v1.sha[..12]),
+                "a fresh slot"
+            );
+        } else {
+            assert_eq!(slot, slot1, "the kept slot, verified from its digests");
+        }
+        assert!(
+            f.state()
+                .join("slots")
+                .join(&slot)
+                .join(".fleetgate-files.json")
+                .is_file()
+        );
+    }
+    kill(&mut agent);
+    kill_app(&f);
+}

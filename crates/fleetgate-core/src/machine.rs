@@ -1035,6 +1035,12 @@ fn gate_evaluated(
                             .and_then(|s| s.as_u64())
                     }),
                     hash_scheme: state.manifest.as_ref().map(manifest_hash_scheme),
+                    artifacts: state
+                        .manifest
+                        .as_ref()
+                        .and_then(|m| m.get("artifacts"))
+                        .filter(|a| a.as_array().is_some_and(|a| !a.is_empty()))
+                        .cloned(),
                 };
                 match state.channel.clone() {
                     Some(ch) => {

@@ -119,6 +119,11 @@ pub struct CompletedRelease {
     /// now). Absent in records written before fleetgate kept it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash_scheme: Option<crate::config::HashScheme>,
+    /// The built files the release shipped: its signed manifest's `artifacts` array, as
+    /// signed (a rollback order that returns to this release lists them, so a node
+    /// without the release's slot downloads it again). Absent for source releases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifacts: Option<serde_json::Value>,
 }
 
 /// The whole persisted state of the orchestrator.

@@ -499,6 +499,7 @@ fn provisioned(version: &str, hash: &str, seq: u64) -> Event {
             run_id: format!("provision-{seq}"),
             sequence: Some(seq),
             hash_scheme: None,
+            artifacts: None,
         },
         nodes: vec!["n1".into(), "n2".into()],
         detail: "2/2 healthy".into(),

@@ -1295,7 +1295,13 @@ pub fn sign_rollback(
             .and_then(serde_json::Value::as_u64)
             .unwrap_or(0),
         provenance_sha256: None,
-        artifacts: Vec::new(),
+        // The returned-to release's built files, as it was signed with them: a node that
+        // no longer keeps its slot downloads them again.
+        artifacts: to
+            .artifacts
+            .as_ref()
+            .and_then(|a| serde_json::from_value(a.clone()).ok())
+            .unwrap_or_default(),
         extra,
     };
     let bytes = fleetgate_trust::sign_manifest(&m, &[&key])

@@ -421,6 +421,7 @@ impl Orchestrator {
                 git_sha: sha.clone(),
                 code_hash: Some(hashes.code_hash.clone()),
                 hash_scheme: Some(cfg.stages.build.hash_scheme),
+                artifacts: None,
                 run_id: format!("provision-{}", link::now_secs()),
                 sequence: (sequence > 0).then_some(sequence),
             };

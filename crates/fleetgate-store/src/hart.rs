@@ -110,6 +110,7 @@ pub fn adopt(value: serde_json::Value, now: f64) -> Result<PipelineState, serde_
             version: s.version.clone(),
             git_sha: s.git_sha.clone(),
             hash_scheme: code_hash.as_ref().map(|_| HashScheme::Hart),
+            artifacts: None,
             code_hash,
             run_id: s.run_id.clone().unwrap_or_default(),
             sequence: None,

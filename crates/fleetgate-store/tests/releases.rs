@@ -69,6 +69,7 @@ fn release(version: &str, run: &str, seq: u64) -> CompletedRelease {
         sequence: Some(seq),
         // SIGN's manifest (below) names no scheme: `git`.
         hash_scheme: Some(HashScheme::Git),
+        artifacts: None,
     }
 }
 
