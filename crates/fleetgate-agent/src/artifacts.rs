@@ -13,7 +13,9 @@
 //!   nothing is written through a symlink or over an existing file; modes are kept
 //!   without setuid/setgid/sticky or group/other write; the total size, the number of
 //!   entries and the ratio of unpacked to compressed bytes are limited ([`Limits`]).
-//! - `.zip`: refused with a message (not supported yet; ship a `.tar.gz`).
+//! - `.zip`: unpacked under the same rules (stored or deflated entries; encrypted
+//!   entries refused; a symlink is an entry whose Unix mode says so, its target is its
+//!   content).
 //! - anything else: placed at `name` (parents created), mode 0755.
 //!
 //! The slot gets `.fleetgate-files.json`: the SHA-256 of every regular file installed,
@@ -282,10 +284,9 @@ pub fn install(
                 w.unpack_tar(&a.name, f, None)?;
             }
             Some(_) => {
-                return Err(ArtifactError::Format {
-                    name: a.name.clone(),
-                    reason: "zip archives are not supported yet; ship a .tar.gz".into(),
-                });
+                let f = std::fs::File::open(file).map_err(io("open", file))?;
+                let budget = a.size.saturating_mul(limits.max_ratio).max(1 << 20);
+                w.unpack_zip(&a.name, f, budget)?;
             }
             None => {
                 let rel = safe_rel(&a.name, Path::new(&a.name))?;
@@ -491,6 +492,98 @@ impl Writer {
         Ok(())
     }
 
+    /// Creates directory `rel` (an existing directory is fine).
+    fn make_dir(&mut self, name: &str, rel: &Path) -> Result<(), ArtifactError> {
+        self.count_entry(name)?;
+        self.prepare_parent(name, rel)?;
+        let dest = self.root.join(rel);
+        match std::fs::symlink_metadata(&dest) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(ArtifactError::Unsafe {
+                name: name.to_owned(),
+                entry: rel.display().to_string(),
+                reason: "a non-directory of that name exists".into(),
+            }),
+            Err(_) => std::fs::create_dir(&dest).map_err(io("create", &dest)),
+        }
+    }
+
+    /// Creates symlink `rel` → `target`, only when the target stays inside the slot.
+    fn make_link(&mut self, name: &str, rel: &Path, target: &Path) -> Result<(), ArtifactError> {
+        let unsafe_ = |reason: String| ArtifactError::Unsafe {
+            name: name.to_owned(),
+            entry: rel.display().to_string(),
+            reason,
+        };
+        if !stays_inside(rel, target) {
+            return Err(unsafe_(format!(
+                "the symlink points outside the slot ({})",
+                target.display()
+            )));
+        }
+        self.prepare_parent(name, rel)?;
+        let dest = self.root.join(rel);
+        std::os::unix::fs::symlink(target, &dest).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                unsafe_("a file of that name was already installed".into())
+            } else {
+                io("create link", &dest)(e)
+            }
+        })
+    }
+
+    fn unpack_zip(
+        &mut self,
+        name: &str,
+        file: std::fs::File,
+        budget: u64,
+    ) -> Result<(), ArtifactError> {
+        let format = |e: zip::result::ZipError| ArtifactError::Format {
+            name: name.to_owned(),
+            reason: format!("not a readable zip archive: {e}"),
+        };
+        let mut budget = budget;
+        let mut archive = zip::ZipArchive::new(file).map_err(format)?;
+        for i in 0..archive.len() {
+            let mut entry = archive.by_index(i).map_err(format)?;
+            let raw = PathBuf::from(entry.name().map_err(format)?.into_owned());
+            let unsafe_ = |reason: &str| ArtifactError::Unsafe {
+                name: name.to_owned(),
+                entry: raw.display().to_string(),
+                reason: reason.to_owned(),
+            };
+            if entry.encrypted() {
+                return Err(unsafe_("encrypted entries are not installed"));
+            }
+            let kind = entry.unix_mode().map_or(0, |m| m & 0o170_000);
+            if entry.is_dir() {
+                if raw.components().all(|c| matches!(c, Component::CurDir)) {
+                    continue;
+                }
+                self.make_dir(name, &safe_rel(name, &raw)?)?;
+            } else if entry.is_symlink() {
+                let rel = safe_rel(name, &raw)?;
+                self.count_entry(name)?;
+                let mut target = String::new();
+                (&mut entry)
+                    .take(4096)
+                    .read_to_string(&mut target)
+                    .map_err(|e| ArtifactError::Format {
+                        name: name.to_owned(),
+                        reason: format!("reading the target of {}: {e}", raw.display()),
+                    })?;
+                self.make_link(name, &rel, Path::new(&target))?;
+            } else if kind != 0 && kind != 0o100_000 {
+                return Err(unsafe_("device files, FIFOs and sockets are not installed"));
+            } else {
+                let rel = safe_rel(name, &raw)?;
+                let mode = entry.unix_mode().unwrap_or(0o644);
+                self.write_file(name, &rel, &mut entry, mode, Some(&mut budget))?;
+            }
+        }
+        Ok(())
+    }
+
     fn unpack_tar(
         &mut self,
         name: &str,
@@ -525,16 +618,7 @@ impl Writer {
                     let mode = entry.header().mode().unwrap_or(0o644);
                     self.write_file(name, &rel, &mut entry, mode, budget.as_mut())?;
                 }
-                tar::EntryType::Directory => {
-                    self.count_entry(name)?;
-                    self.prepare_parent(name, &rel)?;
-                    let dest = self.root.join(&rel);
-                    match std::fs::symlink_metadata(&dest) {
-                        Ok(m) if m.is_dir() => {}
-                        Ok(_) => return Err(unsafe_("a non-directory of that name exists")),
-                        Err(_) => std::fs::create_dir(&dest).map_err(io("create", &dest))?,
-                    }
-                }
+                tar::EntryType::Directory => self.make_dir(name, &rel)?,
                 tar::EntryType::Symlink => {
                     self.count_entry(name)?;
                     let target = entry
@@ -542,21 +626,7 @@ impl Writer {
                         .map_err(format)?
                         .ok_or_else(|| unsafe_("a symlink without a target"))?
                         .into_owned();
-                    if !stays_inside(&rel, &target) {
-                        return Err(unsafe_(&format!(
-                            "the symlink points outside the slot ({})",
-                            target.display()
-                        )));
-                    }
-                    self.prepare_parent(name, &rel)?;
-                    let dest = self.root.join(&rel);
-                    std::os::unix::fs::symlink(&target, &dest).map_err(|e| {
-                        if e.kind() == std::io::ErrorKind::AlreadyExists {
-                            unsafe_("a file of that name was already installed")
-                        } else {
-                            io("create link", &dest)(e)
-                        }
-                    })?;
+                    self.make_link(name, &rel, &target)?;
                 }
                 tar::EntryType::Link => return Err(unsafe_("hard links are not installed")),
                 tar::EntryType::Char | tar::EntryType::Block => {
@@ -658,6 +728,31 @@ mod tests {
         v
     }
 
+    /// Installing `bytes` as artifact `name` is refused as permanent, saying `why`, with
+    /// nothing written outside the slot.
+    fn assert_refused(t: &Path, name: &str, bytes: &[u8], what: &str, why: &str) {
+        let (r, _) = try_install(t, name, bytes, Limits::default());
+        let e = r.expect_err(what);
+        assert!(e.is_permanent(), "{what}: {e}");
+        assert!(e.to_string().contains(why), "{what}: {e}");
+        assert!(outside(t).is_empty(), "{what}: {:?}", outside(t));
+    }
+
+    /// `bin/app` holds `body`, mode 0755; `app` links to it; the file list verifies.
+    fn assert_app_unpacked(root: &Path, body: &[u8]) {
+        assert_eq!(std::fs::read(root.join("bin/app")).unwrap(), body);
+        let mode = std::fs::metadata(root.join("bin/app"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o755);
+        assert_eq!(
+            std::fs::read_link(root.join("app")).unwrap(),
+            Path::new("bin/app")
+        );
+        verify_files(root).unwrap();
+    }
+
     #[test]
     fn a_good_tar_gz_unpacks_with_modes_links_and_a_file_list_that_verifies() {
         let t = tempfile::tempdir().unwrap();
@@ -676,20 +771,7 @@ mod tests {
         ]);
         let (r, root) = try_install(t.path(), "dist/app.tar.gz", &gz(&tar), Limits::default());
         r.unwrap();
-        assert_eq!(
-            std::fs::read(root.join("bin/app")).unwrap(),
-            b"#!/bin/sh\necho hi\n"
-        );
-        let mode = std::fs::metadata(root.join("bin/app"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o7777, 0o755);
-        assert_eq!(
-            std::fs::read_link(root.join("app")).unwrap(),
-            Path::new("bin/app")
-        );
-        verify_files(&root).unwrap();
+        assert_app_unpacked(&root, b"#!/bin/sh\necho hi\n");
         std::fs::write(root.join("share/VERSION"), "tampered").unwrap();
         let e = verify_files(&root).unwrap_err();
         assert!(e.contains("share/VERSION"), "{e}");
@@ -766,15 +848,7 @@ mod tests {
         ];
         for (what, tar, why) in cases {
             for (name, bytes) in [("x.tar", tar.clone()), ("x.tar.gz", gz(&tar))] {
-                let (r, _) = try_install(t.path(), name, &bytes, Limits::default());
-                let e = r.expect_err(what);
-                assert!(e.is_permanent(), "{what}: {e}");
-                assert!(e.to_string().contains(why), "{what}: {e}");
-                assert!(
-                    outside(t.path()).is_empty(),
-                    "{what}: {:?}",
-                    outside(t.path())
-                );
+                assert_refused(t.path(), name, &bytes, what, why);
             }
         }
     }
@@ -835,7 +909,74 @@ mod tests {
         let e = try_install(t.path(), "x.zip", b"PK", Limits::default())
             .0
             .unwrap_err();
-        assert!(e.to_string().contains("ship a .tar.gz"), "{e}");
+        assert!(matches!(e, ArtifactError::Format { .. }), "{e}");
+    }
+
+    /// A zip of `(path, kind, body)`: kind `f` file (0755), `d` directory, `l` symlink
+    /// (body = target).
+    fn zip_of(entries: &[(&str, char, &[u8])]) -> Vec<u8> {
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .unix_permissions(0o755);
+        for (path, kind, body) in entries {
+            match kind {
+                'd' => w.add_directory(*path, opts).unwrap(),
+                'l' => w
+                    .add_symlink(*path, String::from_utf8_lossy(body), opts)
+                    .unwrap(),
+                _ => {
+                    w.start_file(*path, opts).unwrap();
+                    w.write_all(body).unwrap();
+                }
+            }
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn a_zip_unpacks_like_a_tar_and_hostile_zips_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let good = zip_of(&[
+            ("bin/", 'd', b""),
+            ("bin/app", 'f', b"#!/bin/sh\n"),
+            ("app", 'l', b"bin/app"),
+        ]);
+        let (r, root) = try_install(t.path(), "dist/app.zip", &good, Limits::default());
+        r.unwrap();
+        assert_app_unpacked(&root, b"#!/bin/sh\n");
+        let zeros = vec![0u8; 64 << 20];
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            ("traversal", zip_of(&[("../escaped", 'f', b"x")]), "`..`"),
+            (
+                "absolute",
+                zip_of(&[("/tmp/escaped-zip", 'f', b"x")]),
+                "absolute",
+            ),
+            (
+                "symlink escape",
+                zip_of(&[("evil", 'l', b"../../etc")]),
+                "outside the slot",
+            ),
+            (
+                "write through a symlink",
+                zip_of(&[("d", 'l', b"."), ("d/x", 'f', b"x")]),
+                "through a symlink",
+            ),
+            (
+                "overwrite through a second entry",
+                zip_of(&[("a", 'f', b"1"), ("a/", 'd', b"")]),
+                "non-directory",
+            ),
+            (
+                "bomb",
+                zip_of(&[("zeros", 'f', &zeros)]),
+                "compression ratio",
+            ),
+        ];
+        for (what, bytes, why) in cases {
+            assert_refused(t.path(), "x.zip", &bytes, what, why);
+        }
     }
 
     #[test]
