@@ -985,8 +985,8 @@ impl Inner {
             .artifacts_url
             .clone()
             .ok_or(ArtifactError::NoSource)?;
-        let slot_err = |e: SlotError| ArtifactError::Format {
-            name: slot.to_owned(),
+        let slot_err = |e: SlotError| ArtifactError::Local {
+            slot: slot.to_owned(),
             reason: e.to_string(),
         };
         let (partial, downloads) = self.slots.begin_partial(slot).map_err(slot_err)?;
@@ -1000,8 +1000,8 @@ impl Inner {
         let limits = crate::artifacts::Limits::default();
         tokio::task::spawn_blocking(move || crate::artifacts::install(&partial, &got, limits))
             .await
-            .map_err(|e| ArtifactError::Format {
-                name: slot.to_owned(),
+            .map_err(|e| ArtifactError::Local {
+                slot: slot.to_owned(),
                 reason: format!("install task failed: {e}"),
             })??;
         self.slots.finish_partial(slot).map_err(slot_err)?;

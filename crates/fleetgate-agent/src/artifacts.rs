@@ -130,6 +130,15 @@ pub enum ArtifactError {
         /// What is wrong.
         reason: String,
     },
+    /// The node could not prepare or finish the slot (disk, permissions, a failed
+    /// task): the node's fault, not the release's.
+    #[error("slot {slot}: {reason}")]
+    Local {
+        /// The slot.
+        slot: String,
+        /// What failed.
+        reason: String,
+    },
     /// A file-system operation failed.
     #[error("failed to {action} {}: {source}", path.display())]
     Io {
@@ -977,6 +986,28 @@ mod tests {
         for (what, bytes, why) in cases {
             assert_refused(t.path(), "x.zip", &bytes, what, why);
         }
+    }
+
+    #[test]
+    fn failures_of_the_node_are_retried_and_failures_of_the_release_are_not() {
+        let local = ArtifactError::Local {
+            slot: "2-ab".into(),
+            reason: "No space left on device".into(),
+        };
+        let io = ArtifactError::Io {
+            action: "write",
+            path: PathBuf::from("/x"),
+            source: std::io::Error::other("disk"),
+        };
+        assert!(
+            !local.is_permanent() && !io.is_permanent() && !ArtifactError::NoSource.is_permanent()
+        );
+        let digest = ArtifactError::Digest {
+            name: "a".into(),
+            expected: "0".into(),
+            actual: "1".into(),
+        };
+        assert!(digest.is_permanent());
     }
 
     #[test]
