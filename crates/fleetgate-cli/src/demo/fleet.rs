@@ -25,14 +25,21 @@ const POLL: Duration = Duration::from_millis(100);
 /// A free local port below Linux's ephemeral range (32768–60999): a port the system
 /// handed out for `bind(0)` can be taken, before the agent binds it, as the source port of
 /// any outgoing connection on the machine; one below that range cannot. Random among
-/// 20000–32767 and checked free, so concurrent demo fleets rarely meet either.
+/// 20000–32767 and checked free, so concurrent demo fleets rarely meet either. A port is
+/// handed out once per process: the fleet picks all its ports before any agent binds
+/// one, so "free now" alone would let two nodes draw the same app port (about 1.5% of
+/// demo runs with 10 nodes), and the node whose app cannot bind crash-loops.
 fn pick_port(free: impl Fn(u16) -> bool) -> anyhow::Result<u16> {
     use std::hash::{BuildHasher, Hasher};
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     for _ in 0..500 {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u32(std::process::id());
         let port = 20_000 + u16::try_from(h.finish() % 12_768).unwrap_or(0);
-        if free(port) {
+        if !handed_out.contains(&port) && free(port) {
+            handed_out.insert(port);
             return Ok(port);
         }
     }
@@ -698,7 +705,17 @@ async fn post_all(
 
 #[cfg(test)]
 mod tests {
-    use super::error_scale;
+    use super::{error_scale, pick_port};
+
+    #[test]
+    fn a_port_is_handed_out_once_even_before_anyone_binds_it() {
+        // 1,000 draws from 12,768 ports: without the record of handed-out ports two of
+        // them meet with probability 1 − e^(−39); nothing binds them in between.
+        let ports: Vec<u16> = (0..1000).map(|_| pick_port(|_| true).unwrap()).collect();
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len());
+        assert!(ports.iter().all(|p| (20_000..32_768).contains(p)));
+    }
 
     #[test]
     fn node_error_scales_are_lognormal_with_mean_one_and_fixed_per_node() {
