@@ -277,6 +277,7 @@ fn heartbeat_bench(c: &mut Criterion) {
                             bench: Default::default(),
                             code_hash: "ab".repeat(32),
                             exceptions_total: seq,
+                            floor: 0,
                             healthy: true,
                             node_id: id.clone(),
                             requests_total: seq * 100,

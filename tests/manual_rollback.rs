@@ -4,7 +4,7 @@
 //! to, the order is abandoned with the reason recorded instead of blocking every later run.
 
 mod common;
-use common::{Fleet, code, git, text};
+use common::{Fleet, code, text};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -16,22 +16,9 @@ fn a_rollback_by_hand_during_canary_is_delivered_by_the_next_advance() {
     assert_eq!(code(&out), 0, "{}", text(&out));
     let before = fleet.code_hashes();
     // v2.5.0 is healthy; the operator rolls it back during its canary window anyway.
-    let app = fleet.dir.path().join("sample-app");
-    std::fs::write(app.join("NOTES"), "v2.5.0\n").unwrap();
-    git(&app, &["add", "NOTES"]);
-    git(&app, &["commit", "-qm", "v2.5.0"]);
-    git(&app, &["tag", "v2.5.0"]);
+    fleet.tag_release("v2.5.0");
     assert_eq!(code(&fleet.fg(&["start", "v2.5.0"])), 0);
-    let mut run = fleet.spawn(&["run"]);
-    let s = fleet.wait_until("the canary window", |s| {
-        s["canary"].get("window_start").is_some()
-    });
-    let _ = run.kill();
-    let _ = run.wait();
-    let canary = s["canary"]["selection"]["nodes"][0]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let canary = fleet.stop_in_canary_window();
     assert_ne!(
         fleet.code_hashes(),
         before,

@@ -8,7 +8,7 @@
 //!   last good release.
 
 mod common;
-use common::{Fleet, code, git, ids, text};
+use common::{Fleet, code, ids, text};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
@@ -39,14 +39,6 @@ fn set_steps(fleet: &Fleet) {
     std::fs::write(&path, edited).unwrap();
 }
 
-fn good_release(fleet: &Fleet, tag: &str) {
-    let app = fleet.dir.path().join("sample-app");
-    std::fs::write(app.join("NOTES"), format!("{tag}\n")).unwrap();
-    git(&app, &["add", "NOTES"]);
-    git(&app, &["commit", "-qm", tag]);
-    git(&app, &["tag", tag]);
-}
-
 /// The step's slice, its baseline and the canary are disjoint, and together are the
 /// fleet; returns the slice.
 fn check_step_selection(s: &Value) -> BTreeSet<String> {
@@ -73,7 +65,7 @@ fn phased_deploy_passes_a_good_release_through_its_step_and_catches_a_bad_one_th
 }
 
 fn a_good_release_passes_its_step_even_when_killed_after_the_step_was_sent(fleet: &Fleet) {
-    good_release(fleet, "v4.1.0");
+    fleet.tag_release("v4.1.0");
     let out = fleet.fg(&["start", "v4.1.0"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
 

@@ -133,6 +133,10 @@ pub struct Fleet {
 impl Fleet {
     /// Each peer's id and the code hash it last reported, from `fleet list --json`.
     pub fn code_hashes(&self) -> Vec<(String, String)> {
+        self.peer_field("code_hash")
+    }
+    /// Each peer's id and its string `field` ("" when unset), from `fleet list --json`.
+    pub fn peer_field(&self, field: &str) -> Vec<(String, String)> {
         let peers: Value =
             serde_json::from_slice(&self.fg(&["fleet", "list", "--json"]).stdout).unwrap();
         peers
@@ -142,10 +146,32 @@ impl Fleet {
             .map(|p| {
                 (
                     p["id"].as_str().unwrap().to_owned(),
-                    p["code_hash"].as_str().unwrap_or("").to_owned(),
+                    p[field].as_str().unwrap_or("").to_owned(),
                 )
             })
             .collect()
+    }
+    /// A new healthy commit of the sample app, tagged `tag`.
+    pub fn tag_release(&self, tag: &str) {
+        let app = self.dir.path().join("sample-app");
+        std::fs::write(app.join("NOTES"), format!("{tag}\n")).unwrap();
+        git(&app, &["add", "NOTES"]);
+        git(&app, &["commit", "-qm", tag]);
+        git(&app, &["tag", tag]);
+    }
+    /// Runs the started pipeline until its canary window opens, then kills the run
+    /// (the canary node keeps the release); returns the canary node.
+    pub fn stop_in_canary_window(&self) -> String {
+        let mut run = self.spawn(&["run"]);
+        let s = self.wait_until("the canary window", |s| {
+            s["canary"].get("window_start").is_some()
+        });
+        let _ = run.kill();
+        let _ = run.wait();
+        s["canary"]["selection"]["nodes"][0]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
     pub fn prepare(nodes: u16) -> Fleet {
         Fleet::prepare_with(nodes, &[])

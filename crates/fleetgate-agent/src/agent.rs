@@ -189,6 +189,9 @@ pub struct Status {
     pub health_detail: String,
     /// Heartbeat delivery.
     pub heartbeats: crate::heartbeat::HeartbeatStats,
+    /// Feed polling (pull mode; `None` in push mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pull: Option<crate::pull::PullStats>,
 }
 
 pub(crate) struct Inner {
@@ -206,6 +209,7 @@ pub(crate) struct Inner {
     pub(crate) http: reqwest::Client,
     pub(crate) last_probe: Mutex<Probe>,
     hb_stats: Mutex<crate::heartbeat::HeartbeatStats>,
+    pull_stats: Mutex<crate::pull::PullStats>,
     metrics: crate::metrics::AgentMetrics,
     _lock: File,
 }
@@ -399,6 +403,7 @@ impl Agent {
                 http,
                 last_probe: Mutex::new(Probe::default()),
                 hb_stats: Mutex::new(crate::heartbeat::HeartbeatStats::default()),
+                pull_stats: Mutex::new(crate::pull::PullStats::default()),
                 metrics: crate::metrics::AgentMetrics::default(),
                 keyring,
                 identity,
@@ -558,7 +563,13 @@ impl Agent {
             healthy: probe.healthy,
             health_detail: probe.detail,
             heartbeats: lock(&self.inner.hb_stats).clone(),
+            pull: (self.inner.cfg.mode == crate::DeliveryMode::Pull)
+                .then(|| lock(&self.inner.pull_stats).clone()),
         }
+    }
+
+    pub(crate) fn record_poll(&self, update: impl FnOnce(&mut crate::pull::PullStats)) {
+        update(&mut lock(&self.inner.pull_stats));
     }
 
     /// The counters the app last reported through its health endpoint.

@@ -93,6 +93,21 @@ fn default_drain() -> u64 {
 fn default_crash_loop() -> u32 {
     3
 }
+/// How releases reach a node (`mode` in node.toml).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryMode {
+    /// The orchestrator pushes to `/apply`; gossip spreads.
+    #[default]
+    Push,
+    /// The agent polls its feed as well.
+    Pull,
+}
+
+fn default_poll_interval() -> u64 {
+    30
+}
+
 fn default_heartbeat_interval() -> u64 {
     10
 }
@@ -209,6 +224,22 @@ pub struct NodeConfig {
     /// The PEM private key of `tls_cert_file` (keep it mode 0600).
     #[serde(default)]
     pub tls_key_file: Option<PathBuf>,
+    /// How releases reach this node: `"push"` (the default: the orchestrator POSTs them
+    /// to `/apply`, gossip spreads them) or `"pull"` (the agent also polls its feed, for a
+    /// node the orchestrator cannot reach, e.g. behind NAT). Either way every manifest is
+    /// verified the same (keyring, floor, expiry, revocations): no valid signed manifest,
+    /// no update.
+    #[serde(default)]
+    pub mode: DeliveryMode,
+    /// The feed a pull-mode node polls (default `{orchestrator}/api/fleet/feed/{node_id}`,
+    /// served by `fleetgate fleet serve`); `http://` or `https://` (TLS trusts
+    /// `tls_ca_file` when set).
+    #[serde(default)]
+    pub feed_url: Option<String>,
+    /// Seconds between two polls of the feed in pull mode (default 30), each pause
+    /// jittered by ±20% so a fleet does not poll in step.
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval_secs: u64,
     /// Seconds between heartbeats (default 10).
     #[serde(default = "default_heartbeat_interval")]
     pub heartbeat_interval_secs: u64,
@@ -445,14 +476,37 @@ impl NodeConfig {
                 ));
             }
         }
+        if let Some(url) = &self.feed_url {
+            let ok = reqwest::Url::parse(url).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some_and(|h| !h.is_empty())
+            });
+            if !ok {
+                return Err(invalid(
+                    "feed_url",
+                    url,
+                    "expected an http:// or https:// URL such as https://fleet.example.com:7000/api/fleet/feed/web-eu-1",
+                ));
+            }
+        }
+        if self.mode == DeliveryMode::Pull && self.feed_url.is_none() && self.orchestrator.is_none()
+        {
+            return Err(invalid(
+                "mode",
+                "pull",
+                "a pull-mode node needs `feed_url` or `orchestrator` (its feed is then {orchestrator}/api/fleet/feed/{node_id})",
+            ));
+        }
+        range("poll_interval_secs", self.poll_interval_secs, 1, 86_400)?;
         if let Some(ca) = &self.tls_ca_file
             && self.orchestrator.is_none()
             && self.artifacts_url.is_none()
+            && self.feed_url.is_none()
         {
             return Err(invalid(
                 "tls_ca_file",
                 ca.display(),
-                "set only with `orchestrator` or `artifacts_url` (it verifies their certificates)",
+                "set only with `orchestrator`, `artifacts_url` or `feed_url` (it verifies their certificates)",
             ));
         }
         range("gossip_round_ms", self.gossip_round_ms, 10, 600_000)?;
@@ -667,6 +721,10 @@ http = "http://127.0.0.1:8080/health"
         check_err("pre_apply = \" \"", "", "pre_apply");
         check_err("artifacts_url = \"ftp://x/a\"", "", "artifacts_url");
         check_err("artifacts_url = \"https://x/a?q=1\"", "", "artifacts_url");
+        check_err("mode = \"pull\"", "", "mode");
+        check_err("mode = \"poll\"", "", "mode");
+        check_err("feed_url = \"ftp://x/feed\"", "", "feed_url");
+        check_err("poll_interval_secs = 0", "", "poll_interval_secs");
         let bad_id = BASE.replace("\"n1\"", "\"n 1\"");
         assert!(matches!(
             NodeConfig::from_toml(&bad_id, Path::new("/")),

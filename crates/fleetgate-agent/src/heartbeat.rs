@@ -161,6 +161,7 @@ pub async fn build(agent: &Agent, epoch: u64, seq: u64) -> Heartbeat {
         code_hash: status.code_hash.unwrap_or_default(),
         epoch,
         exceptions_total: counters.exceptions_total,
+        floor: agent.floor(),
         healthy: probe.healthy,
         node_id: status.node_id,
         requests_total: counters.requests_total,

@@ -81,11 +81,12 @@ pub mod heartbeat;
 pub mod http;
 pub mod machine;
 pub mod metrics;
+pub mod pull;
 pub mod slots;
 pub mod supervisor;
 
 pub use agent::{Agent, AgentError, ApplyError, CRASH_ENV, JOURNAL_FILE, Status, check_apply_body};
-pub use config::{ConfigError, HealthConfig, NodeConfig};
+pub use config::{ConfigError, DeliveryMode, HealthConfig, NodeConfig};
 pub use health::Counters;
 pub use machine::{ApplyReport, Installed, Journal, Outcome, Phase};
 
@@ -102,6 +103,7 @@ pub struct RunningNode {
     stop: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     heartbeats: Option<JoinHandle<()>>,
+    pull: Option<JoinHandle<()>>,
     gossip: Option<(JoinHandle<()>, SocketAddr)>,
 }
 
@@ -166,6 +168,10 @@ impl RunningNode {
             .orchestrator
             .clone()
             .map(|url| tokio::spawn(heartbeat::run(agent.clone(), url, rx.clone())));
+        let pull = (agent.config().mode == DeliveryMode::Pull)
+            .then(|| pull::feed_url(agent.config()))
+            .flatten()
+            .map(|url| tokio::spawn(pull::run(agent.clone(), url, rx.clone())));
         let gossip = match gossip::start(&agent, rx.clone()).await {
             Ok(g) => g,
             Err(e) => {
@@ -180,6 +186,7 @@ impl RunningNode {
             stop,
             server,
             heartbeats,
+            pull,
             gossip,
         })
     }
@@ -211,6 +218,9 @@ impl RunningNode {
         let served = self.server.await;
         if let Some(h) = self.heartbeats {
             let _ = h.await;
+        }
+        if let Some(p) = self.pull {
+            let _ = p.await;
         }
         if let Some((g, _)) = self.gossip {
             let _ = g.await;

@@ -286,27 +286,14 @@ fn a_node_locked_out_by_an_inflated_seq_recovers_and_replays_stay_refused() {
         ..Opts::default()
     });
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let db = f.dir.path().join("fleet.db");
-    let reg = rt
-        .block_on(fleetgate_fleet::Registry::connect(&format!(
-            "sqlite://{}",
-            db.display()
-        )))
-        .unwrap();
+    let reg = f.registry_with_node(&rt);
     let now = fleetgate_trust::unix_now();
-    rt.block_on(reg.register_unverified(
-        "node-1",
-        "http://127.0.0.1:1",
-        &f.identity.public_key_hex(),
-        "r1",
-        i64::try_from(now).unwrap(),
-    ))
-    .unwrap();
     // The poisoned heartbeat: signed by the node's own key, seq far in the future.
     let inflated = fleetgate_fleet::Heartbeat {
         bench: Default::default(),
         code_hash: String::new(),
         exceptions_total: 0,
+        floor: 0,
         healthy: true,
         node_id: "node-1".into(),
         requests_total: 0,

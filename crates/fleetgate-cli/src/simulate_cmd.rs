@@ -275,6 +275,7 @@ async fn send(args: &SimulateArgs, base: &str, ids: &[String]) -> anyhow::Result
                         } else {
                             requests / 200
                         },
+                        floor: 0,
                         healthy: !node.bad,
                         node_id: node.id.clone(),
                         requests_total: requests,

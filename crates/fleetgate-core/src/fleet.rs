@@ -84,6 +84,8 @@ pub struct Observed {
     pub healthy: bool,
     /// When the heartbeat was received (unix seconds).
     pub at: i64,
+    /// The anti-rollback floor it reports (0 when its agent does not report one).
+    pub floor: u64,
 }
 
 /// What a delivery wants from a node.
@@ -1158,6 +1160,28 @@ impl RevocationProgress {
                 d.status = DeliveryStatus::Queued;
                 d.next_attempt_at = 0;
             }
+        }
+    }
+
+    /// Record what a node's latest heartbeat says: a node whose reported floor reached
+    /// the order's sequence and that runs another code hash obeyed the order (a pull-mode
+    /// node fetched it from its feed; no push answer will come).
+    pub fn observed(&mut self, node: &str, obs: Option<&Observed>) {
+        let Some(o) = obs else { return };
+        if o.floor < self.sequence || o.code_hash == self.revoked_code_hash {
+            return;
+        }
+        if let Some(d) = self
+            .deliveries
+            .iter_mut()
+            .find(|d| d.node == node && !d.settled())
+        {
+            d.status = DeliveryStatus::Done;
+            d.detail = Some(format!(
+                "its heartbeat reports floor {} (at or past the order) and code hash {}",
+                o.floor,
+                short(&o.code_hash)
+            ));
         }
     }
 

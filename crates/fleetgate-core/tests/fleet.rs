@@ -47,6 +47,7 @@ fn obs(hash: &str, at: i64) -> Option<Observed> {
         code_hash: hash.into(),
         healthy: true,
         at,
+        floor: 0,
     })
 }
 
@@ -452,6 +453,45 @@ fn revocation_waits_for_a_required_node_and_resends_after_a_kill() {
     assert!(matches!(reloaded.step(3), RevocationStep::Delivered(_)));
 }
 
+/// Issue 20: a pull-mode node cannot be pushed to — every send is `Unknown` — but it
+/// fetches the order from its feed; its heartbeat's floor shows it obeyed. A floor below
+/// the order, or the revoked code hash still running, proves nothing.
+#[test]
+fn a_revocation_is_delivered_to_a_pull_node_when_its_heartbeat_reports_the_floor() {
+    let mut p = RevocationProgress {
+        sequence: 11,
+        revoked_code_hash: H.into(),
+        return_to_version: "v1".into(),
+        deliveries: vec![NodeDelivery::new("pull", true)],
+        published: None,
+        gossip: false,
+    };
+    assert_eq!(p.step(0), RevocationStep::Send(vec!["pull".into()]));
+    p.answered(
+        "pull",
+        NodeAnswer::Unknown {
+            error: "unreachable; the manifest waits in its pull feed".into(),
+        },
+    );
+    let seen = |hash: &str, floor: u64| Observed {
+        code_hash: hash.into(),
+        healthy: true,
+        at: 5,
+        floor,
+    };
+    p.observed("pull", Some(&seen(OLD, 10)));
+    p.observed("pull", Some(&seen(H, 11)));
+    p.observed("pull", None);
+    p.observed("elsewhere", Some(&seen(OLD, 11)));
+    assert!(matches!(p.step(1), RevocationStep::Waiting(_)));
+    p.observed("pull", Some(&seen(OLD, 12)));
+    assert_eq!(p.deliveries[0].status, DeliveryStatus::Done);
+    match p.step(2) {
+        RevocationStep::Delivered(note) => assert!(note.contains("obeyed by 1 node"), "{note}"),
+        other => panic!("{other:?}"),
+    }
+}
+
 fn deploy_params() -> DeployParams {
     DeployParams {
         code_hash: H.into(),
@@ -467,6 +507,7 @@ fn seen(hash: &str, healthy: bool) -> DeployObserved {
             code_hash: hash.into(),
             healthy,
             at: 1,
+            floor: 0,
         }),
         reachable: true,
         refused_release: false,

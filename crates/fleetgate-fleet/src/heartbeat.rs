@@ -198,6 +198,7 @@ pub fn parse_heartbeat(
 pub struct VerifiedHeartbeat {
     record: HeartbeatRecord,
     bench_json: String,
+    floor: i64,
 }
 
 impl VerifiedHeartbeat {
@@ -322,6 +323,7 @@ impl Registry {
         let sent_at = to_i64("sent_at", hb.sent_at)?;
         let exceptions = to_i64("exceptions_total", hb.exceptions_total)?;
         let requests = to_i64("requests_total", hb.requests_total)?;
+        let floor = to_i64("floor", hb.floor)?;
         // Non-finite figures are dropped: they cannot be judged.
         let bench: BTreeMap<String, f64> = hb
             .bench
@@ -331,6 +333,7 @@ impl Registry {
             .collect();
         let bench_json = serde_json::to_string(&bench).unwrap_or_else(|_| "{}".into());
         Ok(VerifiedHeartbeat {
+            floor,
             record: HeartbeatRecord {
                 node_id: hb.node_id,
                 at: now,
@@ -424,7 +427,8 @@ impl Registry {
             if !last.is_empty() {
                 let mut q = sqlx::QueryBuilder::new(
                     "UPDATE peers SET last_seq = v.seq, last_epoch = v.epoch, last_heartbeat = v.at, \
-                     current_version = v.version, code_hash = v.code_hash, last_healthy = v.healthy FROM (",
+                     current_version = v.version, code_hash = v.code_hash, last_healthy = v.healthy, \
+                     last_floor = v.floor FROM (",
                 );
                 for (n, (id, i)) in last.iter().enumerate() {
                     let r = &batch[*i].record;
@@ -444,6 +448,7 @@ impl Registry {
                     row.push_bind(r.code_hash.clone())
                         .push_unseparated(" AS code_hash");
                     row.push_bind(r.healthy).push_unseparated(" AS healthy");
+                    row.push_bind(batch[*i].floor).push_unseparated(" AS floor");
                     row.push_bind(e0).push_unseparated(" AS prev_epoch");
                     row.push_bind(q0).push_unseparated(" AS prev_seq");
                 }

@@ -79,6 +79,7 @@ pub fn router_counted(
         .route("/api/fleet/heartbeat", post(post_heartbeat))
         .route("/api/fleet/peers", get(list_peers))
         .route("/api/fleet/peers/{id}", get(show_peer))
+        .route("/api/fleet/feed/{id}", get(get_feed))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(AppState {
             ingest: Arc::new(crate::ingest::Ingest::new(
@@ -91,6 +92,59 @@ pub fn router_counted(
             clock,
             metrics,
         })
+}
+
+/// `GET /api/fleet/feed/{id}`: the latest signed manifest addressed to node `id`, with
+/// `ETag: "<sha256>"`; `304` when `If-None-Match` names it; `404` when nothing was
+/// addressed to the node yet. The body is the signed manifest as signed: the node
+/// verifies it, so the feed needs no credentials (gossip spreads the same manifests).
+async fn get_feed(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if let Err(reason) = crate::validate_node_id(&id) {
+        return (StatusCode::BAD_REQUEST, format!("node id {reason}\n")).into_response();
+    }
+    let entry = match st.registry.feed(&id).await {
+        Ok(Some(e)) => e,
+        Ok(None) => {
+            return (
+                StatusCode::NOT_FOUND,
+                format!("no manifest has been addressed to {id} yet\n"),
+            )
+                .into_response();
+        }
+        Err(e) => {
+            tracing::warn!(node = %id, error = %e, "feed read failed");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the registry is unavailable\n",
+            )
+                .into_response();
+        }
+    };
+    let etag = format!("\"{}\"", entry.sha256);
+    let unchanged = headers
+        .get_all(axum::http::header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim() == etag || t.trim() == "*");
+    let cache = [
+        (axum::http::header::ETAG, etag),
+        (axum::http::header::CACHE_CONTROL, "no-cache".to_owned()),
+    ];
+    if unchanged {
+        return (StatusCode::NOT_MODIFIED, cache).into_response();
+    }
+    (
+        StatusCode::OK,
+        cache,
+        [(CONTENT_TYPE, "application/json")],
+        entry.manifest,
+    )
+        .into_response()
 }
 
 /// `GET /artifacts/{sha256}` from the directory `store` (files named by their SHA-256).

@@ -158,6 +158,7 @@ mod tests {
             code_hash: "h".into(),
             epoch: 0,
             exceptions_total: 0,
+            floor: 0,
             healthy: true,
             node_id: "n1".into(),
             requests_total: seq,

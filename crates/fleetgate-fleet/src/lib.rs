@@ -59,6 +59,7 @@ pub mod canary;
 pub mod channel;
 pub mod enroll;
 pub mod error;
+pub mod feed;
 pub mod heartbeat;
 pub mod http;
 pub mod ingest;
@@ -76,6 +77,7 @@ pub use canary::{DeployStatus, DeploymentRecord};
 pub use channel::{Channel, DEFAULT_CHANNEL, validate_channel};
 pub use enroll::{CERT_TYPE, CertFields, issue_cert, validate_node_id, verify_cert};
 pub use error::{EnrollError, FleetError, HeartbeatError};
+pub use feed::{FeedEntry, MAX_FEED_MANIFEST};
 pub use heartbeat::{
     DEFAULT_RETENTION_SECS, Heartbeat, HeartbeatPolicy, HeartbeatRecord, SignedHeartbeat,
     VerifiedHeartbeat, parse_heartbeat,

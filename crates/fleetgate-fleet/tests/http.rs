@@ -186,6 +186,7 @@ async fn beat(
         .into(),
         epoch: 0,
         exceptions_total: node.exceptions,
+        floor: 0,
         healthy: !(faulty && fault == Fault::HealthCheck),
         node_id: node.id.clone(),
         requests_total: node.requests,
@@ -484,4 +485,73 @@ async fn artifacts_are_served_by_digest_with_their_length_and_nothing_else() {
         assert_eq!(get(format!("/artifacts/{bad}")).await.0, 400, "{bad}");
     }
     assert_eq!(get(format!("/artifacts/{}", "0".repeat(64))).await.0, 404);
+}
+
+/// Issue 20, pull mode: a node's feed is served with an ETag, `304` for the tag it holds,
+/// only ever moves forward, and tells a node with nothing addressed to it so (`404`); on
+/// SQLite and PostgreSQL.
+#[tokio::test]
+async fn a_nodes_feed_is_served_with_an_etag_and_only_moves_forward() {
+    for db in backends().await {
+        let reg = db.registry().await;
+        let key = node_key(1);
+        reg.enroll(&cert_for("n1", &key, "eu"), &keyring(), unix_now())
+            .await
+            .unwrap();
+        let base = serve(reg.clone()).await;
+        let client = reqwest::Client::new();
+        let get = |tag: Option<&str>, node: &str| {
+            let mut req = client.get(format!("{base}/api/fleet/feed/{node}"));
+            if let Some(t) = tag {
+                req = req.header("if-none-match", t);
+            }
+            async move {
+                let resp = req.send().await.unwrap();
+                let status = resp.status().as_u16();
+                let etag = resp
+                    .headers()
+                    .get("etag")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                (status, etag, resp.bytes().await.unwrap().to_vec())
+            }
+        };
+        let (s, _, body) = get(None, "n1").await;
+        assert_eq!(s, 404, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(get(None, "bad%20id").await.0, 400);
+
+        let m5 = br#"{"sequence":5,"version":"v2"}"#;
+        assert!(reg.put_feed("n1", 5, m5, unix_now()).await.unwrap());
+        let (s, tag, body) = get(None, "n1").await;
+        assert_eq!((s, body.as_slice()), (200, &m5[..]));
+        let tag = tag.expect("an ETag");
+        assert_eq!(
+            tag,
+            format!("\"{}\"", fleetgate_trust::provenance::sha256_hex(m5))
+        );
+        let (s, _, body) = get(Some(&tag), "n1").await;
+        assert_eq!((s, body.len()), (304, 0));
+
+        // Older or equal sequences change nothing; a newer one replaces it.
+        assert!(
+            !reg.put_feed("n1", 4, b"{\"sequence\":4}", unix_now())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !reg.put_feed("n1", 5, b"{\"sequence\":5,\"x\":1}", unix_now())
+                .await
+                .unwrap()
+        );
+        assert_eq!(get(Some(&tag), "n1").await.0, 304);
+        let m6 = br#"{"sequence":6,"kind":"rollback"}"#;
+        assert!(reg.put_feed("n1", 6, m6, unix_now()).await.unwrap());
+        let (s, tag6, body) = get(Some(&tag), "n1").await;
+        assert_eq!((s, body.as_slice()), (200, &m6[..]));
+        assert_ne!(tag6.as_deref(), Some(tag.as_str()));
+
+        // Bounded: a manifest above the limit is refused before it is stored.
+        let huge = vec![b' '; fleetgate_fleet::MAX_FEED_MANIFEST + 1];
+        assert!(reg.put_feed("n1", 7, &huge, unix_now()).await.is_err());
+        assert_eq!(reg.feed("n1").await.unwrap().unwrap().sequence, 6);
+    }
 }

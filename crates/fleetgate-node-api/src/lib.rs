@@ -45,6 +45,13 @@ pub struct Heartbeat {
     pub epoch: u64,
     /// Cumulative exceptions the app reported since it started.
     pub exceptions_total: u64,
+    /// The node's anti-rollback floor: the highest manifest sequence it committed (0 when
+    /// absent). Shows the orchestrator that a pull-mode node obeyed a rollback order it
+    /// fetched from its feed, which no push answer reports. Left out of the JSON when 0,
+    /// so a node that never committed a manifest sends what older registries accept;
+    /// upgrade the fleet endpoint before the agents.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub floor: u64,
     /// The app's own health check passed.
     pub healthy: bool,
     /// Node id ([`validate_node_id`]).
@@ -57,6 +64,14 @@ pub struct Heartbeat {
     pub seq: u64,
     /// Version the node runs ("" when nothing is installed).
     pub version: String,
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if signature"
+)]
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// A heartbeat with its signature, as sent over HTTP.
@@ -116,6 +131,7 @@ mod tests {
             code_hash: "ab".into(),
             epoch: 3,
             exceptions_total: 1,
+            floor: 0,
             healthy: true,
             node_id: "web-1".into(),
             requests_total: 10,
@@ -147,6 +163,19 @@ mod tests {
         assert!(serde_json::from_str::<Heartbeat>(&extra).is_err());
         let old = s.payload.replace("\"epoch\":3,", "");
         assert_eq!(serde_json::from_str::<Heartbeat>(&old).unwrap().epoch, 0);
+        // A floor is signed in its sorted place.
+        let with_floor = Heartbeat { floor: 5, ..hb() };
+        let s = SignedHeartbeat::sign(&with_floor, &key);
+        assert!(
+            s.payload
+                .contains(r#""exceptions_total":1,"floor":5,"healthy":true"#),
+            "{}",
+            s.payload
+        );
+        assert_eq!(
+            serde_json::from_str::<Heartbeat>(&s.payload).unwrap(),
+            with_floor
+        );
     }
 
     #[test]

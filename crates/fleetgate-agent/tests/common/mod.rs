@@ -130,6 +130,28 @@ timeout_ms = 1000
         self.dir.path().join("state")
     }
 
+    /// A SQLite fleet registry in the fixture's directory with `node-1` registered under
+    /// its identity key, at an address nothing answers on.
+    pub fn registry_with_node(&self, rt: &tokio::runtime::Runtime) -> fleetgate_fleet::Registry {
+        let db = self.dir.path().join("fleet.db");
+        let reg = rt
+            .block_on(fleetgate_fleet::Registry::connect(&format!(
+                "sqlite://{}",
+                db.display()
+            )))
+            .unwrap();
+        let now = i64::try_from(unix_now()).unwrap();
+        rt.block_on(reg.register_unverified(
+            "node-1",
+            "http://127.0.0.1:1",
+            &self.identity.public_key_hex(),
+            "r1",
+            now,
+        ))
+        .unwrap();
+        reg
+    }
+
     pub fn config(&self) -> fleetgate_agent::NodeConfig {
         fleetgate_agent::NodeConfig::load(&self.config_path).expect("config loads")
     }

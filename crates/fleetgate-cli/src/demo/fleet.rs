@@ -19,6 +19,9 @@ const AGENTS_DEADLINE: Duration = Duration::from_secs(60);
 const PROVISION_DEADLINE: Duration = Duration::from_secs(90);
 /// How long the registry may take to show every node eligible on v1.0.0.
 const ELIGIBLE_DEADLINE: Duration = Duration::from_secs(90);
+/// The address a pull-mode demo node enrolls with: nothing answers there, as nothing
+/// reaches a node behind NAT.
+const UNREACHABLE: &str = "http://127.0.0.1:1";
 /// Pause between two polls of a condition.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -165,6 +168,8 @@ pub(super) struct Plan<'a> {
     pub(super) error_spread: f64,
     /// Leave the nodes empty (no v1.0.0 provisioned).
     pub(super) empty_nodes: bool,
+    /// How many of the nodes (the last ones) run in pull mode behind a simulated NAT.
+    pub(super) pull_nodes: u16,
 }
 
 /// Node `i`'s factor on the app's exception rate: exp(σ·Z − σ²/2), Z standard normal
@@ -233,7 +238,11 @@ pub(super) fn prepare(plan: &Plan<'_>) -> anyhow::Result<Prepared> {
         keep,
         error_spread,
         empty_nodes,
+        pull_nodes,
     } = *plan;
+    if pull_nodes > nodes {
+        anyhow::bail!("--pull-nodes {pull_nodes} is more than the {nodes} nodes of the fleet");
+    }
     let (cfg, base) = load_config(Some(config))?;
     let db_url = fleetgate_runtime::fleet::database_url(&fleetgate_runtime::gates::GateContext {
         cfg: cfg.clone(),
@@ -299,11 +308,17 @@ pub(super) fn prepare(plan: &Plan<'_>) -> anyhow::Result<Prepared> {
         let (apply_port, app_port) = (free_port()?, free_port()?);
         let address = format!("http://127.0.0.1:{apply_port}");
         let region = if i % 2 == 0 { "us" } else { "eu" };
+        // A pull node is "behind NAT": it enrolls with an address nothing answers on.
+        let pull = i > nodes - pull_nodes;
         let fields = fleetgate_fleet::CertFields {
             node_id: id.clone(),
             public_key: ident.public_key_hex.clone(),
             region: region.into(),
-            address: address.clone(),
+            address: if pull {
+                UNREACHABLE.to_owned()
+            } else {
+                address.clone()
+            },
             issued_at: fleetgate_trust::unix_now(),
         };
         let cert = fleetgate_fleet::issue_cert(&fields, &[&key])?;
@@ -325,11 +340,7 @@ drain_secs = 2
 orchestrator = "{hb_url}"
 heartbeat_interval_secs = 1
 heartbeat_max_backoff_secs = 5
-gossip_listen = "127.0.0.1:{gossip_port}"
-seeds = {seeds:?}
-gossip_round_ms = 200
-gossip_anti_entropy_secs = 2
-
+{delivery}
 [env]
 PORT = "{app_port}"
 DEMO_ERROR_SCALE = "{error_scale:.4}"
@@ -340,14 +351,22 @@ http = "http://127.0.0.1:{app_port}/health"
             trust = app.join("keys/trust.json").display().to_string(),
             remote = app.display().to_string(),
             start = format!("exec '{}' demo-app", exe.display()),
-            gossip_port = gossip_ports[usize::from(i - 1)],
             error_scale = error_scale(error_spread, i),
-            seeds = (1..=3u16)
-                .map(|k| format!(
-                    "127.0.0.1:{}",
-                    gossip_ports[usize::from((i - 1 + k) % nodes)]
-                ))
-                .collect::<Vec<_>>(),
+            delivery = if pull {
+                "mode = \"pull\"\npoll_interval_secs = 1\n".to_owned()
+            } else {
+                let pushed = nodes - pull_nodes;
+                format!(
+                    "gossip_listen = \"127.0.0.1:{}\"\nseeds = {:?}\ngossip_round_ms = 200\ngossip_anti_entropy_secs = 2\n",
+                    gossip_ports[usize::from(i - 1)],
+                    (1..=3u16)
+                        .map(|k| format!(
+                            "127.0.0.1:{}",
+                            gossip_ports[usize::from((i - 1 + k) % pushed)]
+                        ))
+                        .collect::<Vec<_>>()
+                )
+            },
         );
         std::fs::write(ndir.join("node.toml"), node_toml)?;
         let log_path = ndir.join("agent.log");
@@ -385,7 +404,7 @@ http = "http://127.0.0.1:{app_port}/health"
     // DEPLOY hands releases to gossip through three of the nodes.
     let seeds: Vec<String> = gossip_ports
         .iter()
-        .take(3)
+        .take(usize::from(nodes - pull_nodes).min(3))
         .map(|p| format!("\"127.0.0.1:{p}\""))
         .collect();
     let mut text = std::fs::read_to_string(config)?;
@@ -449,8 +468,13 @@ http = "http://127.0.0.1:{app_port}/health"
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     wait_for_agents(&rt, &http, &mut fleet)?;
-    let targets: Vec<(String, String)> = fleet
-        .nodes
+    // Pushed nodes get the manifest on /apply; pull nodes find it in their feed.
+    let pushed = usize::from(nodes - pull_nodes);
+    for n in &fleet.nodes[pushed..] {
+        rt.block_on(reg.put_feed(&n.id, seq, &bytes, fleetgate_fleet::unix_now()))
+            .with_context(|| format!("failed to write the feed of {}", n.id))?;
+    }
+    let targets: Vec<(String, String)> = fleet.nodes[..pushed]
         .iter()
         .map(|n| (n.id.clone(), n.address.clone()))
         .collect();

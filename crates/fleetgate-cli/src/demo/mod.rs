@@ -105,6 +105,12 @@ pub struct DemoArgs {
     /// it for a regression. 0 (the default) = identical nodes.
     #[arg(long, default_value_t = 0.0, value_parser = parse_spread)]
     pub node_error_spread: f64,
+    /// How many of the nodes (the last ones) run in pull mode, as nodes behind NAT do:
+    /// the orchestrator cannot reach them (they enroll with an address nothing answers
+    /// on, and stay out of gossip), so every release and rollback order reaches them
+    /// through their feed on the fleet endpoint, polled every second.
+    #[arg(long, default_value_t = 0)]
+    pub pull_nodes: u16,
 }
 
 /// With `--keep`: `fleetgate serve` (the API and the Updates page) on a free local port
@@ -356,6 +362,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         keep: args.keep,
         error_spread: args.node_error_spread,
         empty_nodes: args.empty_nodes,
+        pull_nodes: args.pull_nodes,
     })?;
     if args.prepare_only {
         fleet.keep = true;

@@ -127,6 +127,7 @@ pub fn heartbeat(id: &str, seq: u64, sent_at: u64) -> Heartbeat {
         code_hash: "hash-1".into(),
         epoch: 0,
         exceptions_total: seq * 2,
+        floor: 0,
         healthy: true,
         node_id: id.into(),
         requests_total: seq * 100,

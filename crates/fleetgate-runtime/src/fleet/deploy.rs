@@ -119,7 +119,15 @@ pub fn deploy(
                 }
             }
             FleetCommand::Publish => {
-                let note = publish_gossip(ctx, link, &bytes)?;
+                // Pull-mode nodes are outside the gossip mesh: their feeds carry it.
+                let unfed = link.put_feeds(&m.progress.targets, &bytes);
+                let mut note = publish_gossip(ctx, link, &bytes)?;
+                if !unfed.is_empty() {
+                    note.push_str(&format!(
+                        "; the pull feed of {} node(s) could not be written",
+                        unfed.len()
+                    ));
+                }
                 queue.extend(m.handle(DeployEvent::Published { note }));
                 if ticks < MAX_TICKS {
                     ticks += 1;

@@ -206,16 +206,64 @@ impl FleetLink {
         let hb = self
             .block_on(self.registry.latest_heartbeat(node, at))
             .map_err(|e| fleet_op("failed to read heartbeat", e))?;
-        Ok(hb.map(|h| Observed {
+        let Some(h) = hb else { return Ok(None) };
+        let floor = self
+            .block_on(self.registry.reported_floor(node))
+            .map_err(|e| fleet_op("failed to read the node's reported floor", e))?
+            .unwrap_or(0);
+        Ok(Some(Observed {
             code_hash: h.code_hash,
             healthy: h.healthy,
             at: h.at,
+            floor,
         }))
     }
 
-    /// POST signed manifest bytes to each node's apply endpoint, concurrently, and classify
-    /// every answer. A node that cannot be looked up gets [`NodeAnswer::Unknown`].
+    /// Put signed manifest bytes in each node's pull feed (`GET /api/fleet/feed/{node}`),
+    /// where a node that cannot be pushed to (`mode = "pull"`) fetches it. A feed only
+    /// moves forward, so writing it again is harmless. Returns the nodes whose feed could
+    /// not be written, with why.
+    pub fn put_feeds(&self, nodes: &[String], bytes: &[u8]) -> BTreeMap<String, String> {
+        let sequence = serde_json::from_slice::<Value>(bytes)
+            .ok()
+            .and_then(|v| v.get("sequence").and_then(Value::as_u64));
+        let Some(sequence) = sequence else {
+            return nodes
+                .iter()
+                .map(|n| (n.clone(), "the manifest has no sequence".to_owned()))
+                .collect();
+        };
+        let now = self.db_now();
+        let mut failed = BTreeMap::new();
+        for node in nodes {
+            if let Err(e) = self.block_on(self.registry.put_feed(node, sequence, bytes, now)) {
+                tracing::warn!(node = %node, error = %e, "could not write the node's pull feed");
+                failed.insert(node.clone(), e.to_string());
+            }
+        }
+        failed
+    }
+
+    /// Put signed manifest bytes in each node's pull feed ([`FleetLink::put_feeds`]), then
+    /// POST them to each node's apply endpoint, concurrently, and classify every answer.
+    /// A node that cannot be looked up gets [`NodeAnswer::Unknown`]; so does one that
+    /// cannot be reached, and its answer says whether the manifest waits in its feed (a
+    /// pull-mode node's heartbeats then show when it took it).
     pub fn send(&self, nodes: &[String], bytes: &[u8]) -> BTreeMap<String, NodeAnswer> {
+        let unfed = self.put_feeds(nodes, bytes);
+        let mut out = self.push(nodes, bytes);
+        for (node, answer) in &mut out {
+            if let NodeAnswer::Unknown { error } = answer {
+                match unfed.get(node) {
+                    Some(e) => error.push_str(&format!("; its pull feed was not written: {e}")),
+                    None => error.push_str("; the manifest waits in its pull feed"),
+                }
+            }
+        }
+        out
+    }
+
+    fn push(&self, nodes: &[String], bytes: &[u8]) -> BTreeMap<String, NodeAnswer> {
         let mut out = BTreeMap::new();
         let mut addressed = Vec::new();
         for id in nodes {

@@ -79,6 +79,24 @@ pub fn send_rollback(
     };
     let bytes = order_bytes(ctx, &effect.id).map_err(|e| e.to_string())?;
     let run_id = state.run_id.clone().unwrap_or_default();
+    // A node that fetched the order from its pull feed says so only in its heartbeats
+    // (its reported floor): look before sending again.
+    let open: Vec<String> = progress
+        .deliveries
+        .iter()
+        .filter(|d| !d.settled())
+        .map(|d| d.node.clone())
+        .collect();
+    if !open.is_empty() {
+        let before = progress.clone();
+        for node in &open {
+            let obs = link.observe(node, now_secs()).map_err(|e| e.to_string())?;
+            progress.observed(node, obs.as_ref());
+        }
+        if progress != before {
+            persist(&progress).map_err(|e| e.to_string())?;
+        }
+    }
     for _ in 0..3 {
         let now = now_secs();
         match progress.step(now) {

@@ -1,0 +1,137 @@
+//! Pull mode (issue 20) end to end: a node the orchestrator cannot reach polls its feed
+//! from a real fleet endpoint (`fleetgate_fleet::http::router` over a SQLite registry),
+//! applies releases and a rollback order from it, refuses a forged one, and its signed
+//! heartbeats carry the outcome back — the code hash it runs and its floor.
+
+mod common;
+
+use common::*;
+use fleetgate_trust::{SigningKey, sign_manifest};
+use std::time::Duration;
+
+struct Fleet {
+    rt: tokio::runtime::Runtime,
+    reg: fleetgate_fleet::Registry,
+}
+
+impl Fleet {
+    /// A registry with `node-1` enrolled at an address nobody can reach (the node is
+    /// behind NAT), served on `port`.
+    fn serve(f: &Fixture, port: u16) -> Fleet {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let reg = f.registry_with_node(&rt);
+        let app = fleetgate_fleet::http::router(reg.clone());
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
+            .unwrap();
+        rt.spawn(async move { axum::serve(listener, app).await });
+        Fleet { rt, reg }
+    }
+
+    fn put(&self, seq: u64, manifest: &[u8]) -> bool {
+        let now = i64::try_from(fleetgate_trust::unix_now()).unwrap();
+        self.rt
+            .block_on(self.reg.put_feed("node-1", seq, manifest, now))
+            .unwrap()
+    }
+
+    /// (code hash, reported floor) of the node's latest accepted heartbeat.
+    fn reported(&self) -> (Option<String>, u64) {
+        let hb = self
+            .rt
+            .block_on(self.reg.latest_heartbeat("node-1", i64::MAX))
+            .unwrap();
+        let floor = self
+            .rt
+            .block_on(self.reg.reported_floor("node-1"))
+            .unwrap()
+            .unwrap_or(0);
+        (hb.map(|h| h.code_hash), floor)
+    }
+}
+
+#[test]
+fn a_node_behind_nat_pulls_releases_and_a_rollback_order_from_its_feed_and_refuses_a_forged_one() {
+    let port = free_port();
+    let f = Fixture::new(Opts {
+        orchestrator: Some(format!("http://127.0.0.1:{port}")),
+        extra: "mode = \"pull\"\npoll_interval_secs = 1\n".into(),
+        ..Opts::default()
+    });
+    let v1 = f.commit("v1.0.0", "healthy");
+    let v2 = f.commit("v2.0.0", "healthy");
+    let fleet = Fleet::serve(&f, port);
+    let node = fleet
+        .rt
+        .block_on(fleetgate_agent::RunningNode::start(f.config()))
+        .unwrap();
+
+    // Nothing addressed to the node yet: it polls (404) and runs nothing.
+    wait_until(
+        Duration::from_secs(15),
+        "a heartbeat with no release",
+        || fleet.reported().0.as_deref() == Some(""),
+    );
+    assert_eq!(f.app_version(), None);
+
+    // The orchestrator addresses v1, then v2: the node pulls and runs each.
+    assert!(fleet.put(1, &f.manifest(1, &v1)));
+    wait_until(Duration::from_secs(30), "v1 pulled and running", || {
+        f.app_version().is_some_and(|v| v.0 == "v1.0.0")
+    });
+    let m2 = f.manifest(2, &v2);
+    assert!(fleet.put(2, &m2));
+    wait_until(Duration::from_secs(30), "v2 pulled and running", || {
+        f.app_version().is_some_and(|v| v.0 == "v2.0.0")
+    });
+    wait_until(
+        Duration::from_secs(15),
+        "heartbeats report v2 and floor 2",
+        || fleet.reported() == (Some(v2.code_hash.clone()), 2),
+    );
+
+    // The rollback order: pulled, obeyed, and its floor shows in the heartbeats (how the
+    // orchestrator knows a node it cannot reach obeyed).
+    assert!(fleet.put(3, &f.rollback(3, (2, &v2), &v1)));
+    wait_until(Duration::from_secs(30), "rolled back to v1", || {
+        f.app_version().is_some_and(|v| v.0 == "v1.0.0")
+    });
+    wait_until(
+        Duration::from_secs(15),
+        "heartbeats report v1 and floor 3",
+        || fleet.reported() == (Some(v1.code_hash.clone()), 3),
+    );
+
+    // The feed only moves forward: the revoked release cannot be put back.
+    assert!(!fleet.put(2, &m2));
+    let held = fleet
+        .rt
+        .block_on(fleet.reg.feed("node-1"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.sequence, 3);
+
+    // A forged manifest in the feed (signed by a key the node does not trust, at a
+    // higher sequence): fetched and refused; the node stays on v1, floor 3.
+    let forger = SigningKey::from_seed(&[7u8; 32]);
+    let forged = sign_manifest(&f.manifest_struct(4, &v2), &[&forger]).unwrap();
+    assert!(fleet.put(4, &forged));
+    let (_, _, pid) = f.app_version().unwrap();
+    wait_until(
+        Duration::from_secs(15),
+        "the forged manifest refused",
+        || node.agent().status().pull.is_some_and(|p| p.refused >= 1),
+    );
+    let s = status(&f);
+    assert_eq!(s["version"], "v1.0.0", "{s}");
+    assert_eq!(s["floor"], 3, "{s}");
+    assert_eq!(f.app_version().unwrap().2, pid, "never restarted");
+    let outcome = s["pull"]["last_outcome"].as_str().unwrap_or_default();
+    assert!(outcome.starts_with("refused"), "{s}");
+    assert_eq!(
+        s["pull"]["refused"], 1,
+        "refused once, not again on every poll: {s}"
+    );
+
+    fleet.rt.block_on(node.shutdown()).unwrap();
+}
