@@ -10,6 +10,25 @@ fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
+/// `a.key` and a trust file of its public key, in the environment's directory.
+fn key_and_trust(env: &Env) -> (std::path::PathBuf, std::path::PathBuf) {
+    let d = env.dir.path();
+    let key = d.join("a.key");
+    let out = env.fg(&["keygen", "--out", p(&key)]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let trust = d.join("trust.json");
+    let out = env.fg(&[
+        "trust",
+        "init",
+        "--key",
+        p(&d.join("a.key.pub")),
+        "--out",
+        p(&trust),
+    ]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    (key, trust)
+}
+
 #[test]
 fn sign_verify_round_trip_and_every_refusal_has_its_exit_code() {
     let env = Env::new();
@@ -221,4 +240,64 @@ fn sign_from_a_repository_matches_the_pipeline_code_hash() {
         ])),
         0
     );
+}
+
+/// Issue 20: an agent update signed from the build itself — one artifact named after the
+/// file, its SHA-256 as the code hash, copied into the artifact store by digest — which
+/// verifies like any manifest; `--kind agent` without the build is refused.
+#[test]
+fn an_agent_update_is_signed_from_the_build_and_stored_by_digest() {
+    let env = Env::new();
+    let d = env.dir.path();
+    let (key, trust) = key_and_trust(&env);
+    let build = d.join("fleetgate-agent");
+    std::fs::write(&build, b"#!/bin/sh\necho new agent\n").unwrap();
+    let store = d.join("store");
+    let m = d.join("agent_manifest.json");
+    let out = env.fg(&[
+        "manifest",
+        "sign",
+        "--kind",
+        "agent",
+        "--version",
+        "agent-2.0.0",
+        "--agent-binary",
+        p(&build),
+        "--artifacts-dir",
+        p(&store),
+        "--output",
+        p(&m),
+        "--key-file",
+        p(&key),
+    ]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
+    let sha = fleetgate_trust::provenance::sha256_hex(&std::fs::read(&build).unwrap());
+    assert_eq!(v["kind"], "agent", "{v}");
+    assert_eq!(v["code_hash"], sha.as_str(), "{v}");
+    assert_eq!(
+        v["artifacts"],
+        serde_json::json!([{"name": "fleetgate-agent", "sha256": sha, "size": 25}])
+    );
+    assert_eq!(
+        std::fs::read(store.join(&sha)).unwrap(),
+        std::fs::read(&build).unwrap()
+    );
+    let out = env.fg(&["manifest", "verify", "--trust", p(&trust), p(&m)]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+
+    let out = env.fg(&[
+        "manifest",
+        "sign",
+        "--kind",
+        "agent",
+        "--version",
+        "x",
+        "--output",
+        p(&d.join("x.json")),
+        "--key-file",
+        p(&key),
+    ]);
+    assert_ne!(code(&out), 0);
+    assert!(text(&out).contains("--agent-binary"), "{}", text(&out));
 }

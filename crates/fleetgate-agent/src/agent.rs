@@ -15,6 +15,7 @@ use fleetgate_trust::{Floor, FloorError, Keyring, KeyringError, SigningKey, Veri
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fs::File;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -138,6 +139,16 @@ pub enum ApplyError {
         /// Phase of the apply in flight.
         phase: String,
     },
+    /// An agent update (manifest kind `agent`) this node does not take: `self_update` is
+    /// off, it is not newer than the last one, one is being tried, or its build could not
+    /// be fetched.
+    #[error("agent update sequence {sequence} refused: {reason}")]
+    SelfUpdate {
+        /// Sequence.
+        sequence: u64,
+        /// Why.
+        reason: String,
+    },
     /// The agent failed internally (journal, state machine).
     #[error(transparent)]
     Agent(#[from] AgentError),
@@ -151,6 +162,7 @@ impl ApplyError {
             Self::Verify(v) => v.name(),
             Self::BadRollback { .. } => "bad_rollback",
             Self::Busy { .. } => "busy",
+            Self::SelfUpdate { .. } => "self_update",
             Self::Agent(_) => "internal",
         }
     }
@@ -189,6 +201,11 @@ pub struct Status {
     pub health_detail: String,
     /// Heartbeat delivery.
     pub heartbeats: crate::heartbeat::HeartbeatStats,
+    /// The binary this agent runs.
+    pub agent_binary: Option<PathBuf>,
+    /// The last agent update (`self_update`), when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_update: Option<crate::selfupdate::UpdateRecord>,
     /// Feed polling (pull mode; `None` in push mode).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pull: Option<crate::pull::PullStats>,
@@ -210,6 +227,8 @@ pub(crate) struct Inner {
     pub(crate) last_probe: Mutex<Probe>,
     hb_stats: Mutex<crate::heartbeat::HeartbeatStats>,
     pull_stats: Mutex<crate::pull::PullStats>,
+    /// A binary to exec instead of this one (an agent update, or a return from one).
+    restart: tokio::sync::watch::Sender<Option<PathBuf>>,
     metrics: crate::metrics::AgentMetrics,
     _lock: File,
 }
@@ -404,6 +423,7 @@ impl Agent {
                 last_probe: Mutex::new(Probe::default()),
                 hb_stats: Mutex::new(crate::heartbeat::HeartbeatStats::default()),
                 pull_stats: Mutex::new(crate::pull::PullStats::default()),
+                restart: tokio::sync::watch::Sender::new(None),
                 metrics: crate::metrics::AgentMetrics::default(),
                 keyring,
                 identity,
@@ -480,6 +500,10 @@ impl Agent {
             })?;
         let target = match self.inner.verify(manifest)? {
             Checked::Fresh(target) => target,
+            Checked::AgentUpdate(m) => {
+                let _guard = guard;
+                return self.stage_agent_update(*m).await;
+            }
             Checked::BelowFloor { target, error } => {
                 let journal = lock(&self.inner.journal).clone();
                 return machine::already_applied(&journal, &target, fleetgate_trust::unix_now())
@@ -565,7 +589,118 @@ impl Agent {
             heartbeats: lock(&self.inner.hb_stats).clone(),
             pull: (self.inner.cfg.mode == crate::DeliveryMode::Pull)
                 .then(|| lock(&self.inner.pull_stats).clone()),
+            agent_binary: std::env::current_exe().ok(),
+            agent_update: crate::selfupdate::load(&self.inner.cfg.state_dir)
+                .ok()
+                .flatten(),
         }
+    }
+
+    /// Takes a verified agent update: checks that this node opted in and that it is newer
+    /// than the last one, downloads the build, records the update as `trying`, and asks
+    /// the process to exec it ([`crate::selfupdate`]). Called with the apply lock held.
+    async fn stage_agent_update(
+        &self,
+        m: fleetgate_trust::Manifest,
+    ) -> Result<ApplyReport, ApplyError> {
+        use crate::selfupdate::{self, UpdateRecord, UpdateState};
+        let refuse = |reason: String| ApplyError::SelfUpdate {
+            sequence: m.sequence,
+            reason,
+        };
+        let cfg = &self.inner.cfg;
+        if !cfg.self_update {
+            return Err(refuse(
+                "self_update is off on this node (set `self_update = true` in node.toml to take agent updates)".into(),
+            ));
+        }
+        let last = selfupdate::load(&cfg.state_dir).map_err(refuse)?;
+        if let Some(r) = &last {
+            if m.sequence <= r.sequence {
+                return Err(refuse(format!(
+                    "not newer than the last agent update (sequence {}, {:?})",
+                    r.sequence, r.state
+                )));
+            }
+            if r.state == UpdateState::Trying {
+                return Err(refuse(format!(
+                    "agent update {} is being tried; wait until it confirmed itself or was reverted",
+                    r.sequence
+                )));
+            }
+        }
+        let [binary] = m.artifacts.as_slice() else {
+            return Err(refuse("it must list exactly one artifact".into()));
+        };
+        let base = cfg
+            .artifacts_url
+            .clone()
+            .ok_or_else(|| refuse("artifacts_url is not set".into()))?;
+        let exe = std::env::current_exe()
+            .and_then(std::fs::canonicalize)
+            .map_err(|e| refuse(format!("cannot tell which binary runs: {e}")))?;
+        let dir = cfg.state_dir.join(selfupdate::BIN_DIR);
+        std::fs::create_dir_all(&dir).map_err(|e| refuse(format!("{}: {e}", dir.display())))?;
+        let dest = dir.join(&binary.sha256);
+        let kept = selfupdate::file_sha256(&dest).is_ok_and(|sha| sha == binary.sha256);
+        if !kept {
+            let partial = dir.join(format!("{}.partial", binary.sha256));
+            let _ = std::fs::remove_file(&partial);
+            crate::artifacts::download(&self.inner.http, &base, binary, &partial)
+                .await
+                .map_err(|e| {
+                    let _ = std::fs::remove_file(&partial);
+                    refuse(format!("the build was not fetched: {e}"))
+                })?;
+            std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755))
+                .and_then(|()| std::fs::rename(&partial, &dest))
+                .map_err(|e| refuse(format!("{}: {e}", dest.display())))?;
+        }
+        let now = fleetgate_trust::unix_now();
+        let rec = UpdateRecord {
+            sequence: m.sequence,
+            version: m.version.clone(),
+            sha256: binary.sha256.clone(),
+            binary: dest.clone(),
+            previous: exe,
+            state: UpdateState::Trying,
+            tries: 1,
+            staged_at: now,
+            detail: format!(
+                "staged; the new build must confirm itself within {} s",
+                cfg.self_update_grace_secs
+            ),
+            watchdog_pid: None,
+        };
+        selfupdate::save(&cfg.state_dir, &rec).map_err(refuse)?;
+        tracing::info!(version = %m.version, binary = %dest.display(), "agent update staged; restarting onto it");
+        self.request_restart(dest);
+        Ok(ApplyReport {
+            success: true,
+            outcome: Outcome::Applied,
+            kind: Kind::Agent,
+            sequence: m.sequence,
+            version: m.version,
+            code_hash: binary.sha256.clone(),
+            running: self.journal().current,
+            failed_phase: None,
+            detail: format!(
+                "agent update staged: the agent restarts onto it and must confirm itself within {} s, or returns to this build",
+                cfg.self_update_grace_secs
+            ),
+            at: now,
+        })
+    }
+
+    /// Ask the process to stop and exec `binary` (an agent update or a return from one).
+    pub fn request_restart(&self, binary: PathBuf) {
+        self.inner.restart.send_replace(Some(binary));
+    }
+
+    /// Receives restart requests ([`Agent::request_restart`]).
+    #[must_use]
+    pub fn restart_requests(&self) -> tokio::sync::watch::Receiver<Option<PathBuf>> {
+        self.inner.restart.subscribe()
     }
 
     pub(crate) fn record_poll(&self, update: impl FnOnce(&mut crate::pull::PullStats)) {
@@ -623,6 +758,8 @@ impl Agent {
 
 /// A manifest that passed every check of [`Inner::verify`] but, perhaps, the floor.
 enum Checked {
+    /// An agent update (its sequence is checked against earlier agent updates only).
+    AgentUpdate(Box<fleetgate_trust::Manifest>),
     /// Above the floor: apply it.
     Fresh(Target),
     /// Valid in every way except that its sequence is at or below the floor.
@@ -665,7 +802,11 @@ impl Inner {
             floor: None,
             ..floor.verify_options()
         };
-        let (v, target) = check_apply_body(bytes, &self.keyring, now, &opts)?;
+        let v = fleetgate_trust::verify_manifest(bytes, &self.keyring, now, &opts)?;
+        if v.manifest.kind == fleetgate_trust::ManifestKind::Agent {
+            return Ok(Checked::AgentUpdate(Box::new(v.manifest)));
+        }
+        let target = Inner::target(v.manifest.clone(), bytes)?;
         let below_floor = floor.check(&v.manifest).err();
         if let Some(back) = v.clock_stepped_back_by {
             tracing::warn!(seconds = back, "the clock is behind the last verified time");
@@ -705,6 +846,10 @@ impl Inner {
                     artifacts: m.artifacts,
                 })
             }
+            fleetgate_trust::ManifestKind::Agent => Err(ApplyError::SelfUpdate {
+                sequence: m.sequence,
+                reason: "an agent update is not a release".into(),
+            }),
             fleetgate_trust::ManifestKind::Rollback => {
                 let bad = |reason: &str| ApplyError::BadRollback {
                     sequence: m.sequence,

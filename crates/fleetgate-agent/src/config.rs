@@ -104,6 +104,10 @@ pub enum DeliveryMode {
     Pull,
 }
 
+fn default_self_update_grace() -> u64 {
+    60
+}
+
 fn default_poll_interval() -> u64 {
     30
 }
@@ -240,6 +244,19 @@ pub struct NodeConfig {
     /// jittered by ±20% so a fleet does not poll in step.
     #[serde(default = "default_poll_interval")]
     pub poll_interval_secs: u64,
+    /// Let signed agent updates (manifest kind `agent`) replace this agent's own binary
+    /// (default false: such manifests are refused). The new build is downloaded from
+    /// `artifacts_url`, checked against the signed size and SHA-256, kept beside the old
+    /// one, and exec'd; it must confirm itself healthy within `self_update_grace_secs`,
+    /// or the agent returns to the old binary. Run the agent under a service manager that
+    /// restarts it (systemd `Restart=always`): a new build that crashes is undone when the
+    /// old binary starts again.
+    #[serde(default)]
+    pub self_update: bool,
+    /// Seconds a new agent build has to confirm itself (its endpoint serves and the app it
+    /// supervises, if any, is healthy) before the agent returns to the old one (default 60).
+    #[serde(default = "default_self_update_grace")]
+    pub self_update_grace_secs: u64,
     /// Seconds between heartbeats (default 10).
     #[serde(default = "default_heartbeat_interval")]
     pub heartbeat_interval_secs: u64,
@@ -498,6 +515,19 @@ impl NodeConfig {
             ));
         }
         range("poll_interval_secs", self.poll_interval_secs, 1, 86_400)?;
+        range(
+            "self_update_grace_secs",
+            self.self_update_grace_secs,
+            2,
+            3600,
+        )?;
+        if self.self_update && self.artifacts_url.is_none() {
+            return Err(invalid(
+                "self_update",
+                "true",
+                "an agent update is a built binary: set `artifacts_url` too",
+            ));
+        }
         if let Some(ca) = &self.tls_ca_file
             && self.orchestrator.is_none()
             && self.artifacts_url.is_none()
@@ -725,6 +755,8 @@ http = "http://127.0.0.1:8080/health"
         check_err("mode = \"poll\"", "", "mode");
         check_err("feed_url = \"ftp://x/feed\"", "", "feed_url");
         check_err("poll_interval_secs = 0", "", "poll_interval_secs");
+        check_err("self_update = true", "", "self_update");
+        check_err("self_update_grace_secs = 1", "", "self_update_grace_secs");
         let bad_id = BASE.replace("\"n1\"", "\"n 1\"");
         assert!(matches!(
             NodeConfig::from_toml(&bad_id, Path::new("/")),

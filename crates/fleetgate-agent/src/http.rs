@@ -87,6 +87,7 @@ pub fn status_for(e: &ApplyError) -> StatusCode {
         },
         ApplyError::BadRollback { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         ApplyError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        ApplyError::SelfUpdate { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         ApplyError::Agent(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -123,7 +124,10 @@ fn refusal(agent: &Agent, e: &ApplyError) -> Response {
             );
             return r;
         }
-        ApplyError::Verify(_) | ApplyError::BadRollback { .. } | ApplyError::Agent(_) => {}
+        ApplyError::Verify(_)
+        | ApplyError::BadRollback { .. }
+        | ApplyError::SelfUpdate { .. }
+        | ApplyError::Agent(_) => {}
     }
     (status_for(e), Json(body)).into_response()
 }

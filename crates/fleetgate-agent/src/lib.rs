@@ -1,10 +1,12 @@
 //! # fleetgate-agent — the node agent
 //!
-//! **Where it sits.** On every node of the fleet, as a daemon (`fleetgate node run
-//! --config node.toml`, which calls [`run_node`]) or embedded in a host's tokio runtime
+//! **Where it sits.** On every node of the fleet, as a daemon (`fleetgate-agent --config
+//! node.toml` or `fleetgate node run --config node.toml`, which call
+//! [`run_node_updating`]) or embedded in a host's tokio runtime
 //! ([`RunningNode::start`] / [`run_node_until`]: no global state, shutdown by a future).
-//! It receives signed manifests — over `POST /apply` from the orchestrator (canary) and
-//! from gossip (`gossip_listen`, `seeds`) — and applies them to the application it supervises. It
+//! It receives signed manifests — over `POST /apply` from the orchestrator, from gossip
+//! (`gossip_listen`, `seeds`) and, in pull mode, from its feed — and applies them to the
+//! application it supervises. It
 //! heartbeats to the orchestrator. It depends on `fleetgate-trust` (verification, floor),
 //! `fleetgate-codehash` (the code hash definition), `fleetgate-net` (the HTTPS listener
 //! and the per-source rate limit) and `fleetgate-store` (atomic writes) — never on the
@@ -28,6 +30,10 @@
 //! - [`health`]: the health check and the counters the app reports through it.
 //! - [`heartbeat`]: signed heartbeats in `fleetgate-fleet`'s wire format.
 //! - [`http`]: `POST /apply`, `GET /status`, `GET /health`.
+//! - [`pull`]: `mode = "pull"` — the node's feed polled with `If-None-Match`, applied
+//!   through the same path as `POST /apply`.
+//! - [`selfupdate`]: opt-in agent updates — staged by digest, exec'd in place, confirmed
+//!   or reverted by the record `agent_update.json` at every start.
 //! - [`gossip`]: a `fleetgate-gossip` UDP node whose verified deliveries are applied.
 //!
 //! **Apply, in order.** Verify the manifest (keyring and threshold, strict Ed25519,
@@ -82,6 +88,7 @@ pub mod http;
 pub mod machine;
 pub mod metrics;
 pub mod pull;
+pub mod selfupdate;
 pub mod slots;
 pub mod supervisor;
 
@@ -253,19 +260,74 @@ where
 /// # Errors
 /// [`AgentError`] from start-up or shutdown.
 pub async fn run_node(config: NodeConfig) -> Result<(), AgentError> {
-    run_node_until(config, async {
-        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
-        match term {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    run_node_until(config, stop_signal()).await
+}
+
+/// Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    match term {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
             }
         }
-    })
-    .await
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// How [`run_node_updating`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// Stopped by a signal.
+    Stopped,
+    /// Stopped to exec this binary with the same arguments (an agent update, a return
+    /// from one, or a restart from the service's fixed path onto the confirmed build).
+    Exec(std::path::PathBuf),
+}
+
+/// [`run_node`] with self-update ([`selfupdate`]; only with `self_update = true`): decides
+/// at start whether this binary runs, confirms a new build, and returns
+/// [`Exit::Exec`] when the process should become another binary — the caller (the
+/// agent's `main`) execs it once the runtime is gone.
+///
+/// # Errors
+/// [`AgentError`] from start-up, the update record, or shutdown.
+pub async fn run_node_updating(config: NodeConfig) -> Result<Exit, AgentError> {
+    let startup = if config.self_update {
+        let exe = std::env::current_exe()
+            .and_then(std::fs::canonicalize)
+            .map_err(|e| AgentError::Task(format!("cannot tell which binary runs: {e}")))?;
+        selfupdate::on_start(&config.state_dir, &exe).map_err(AgentError::Task)?
+    } else {
+        selfupdate::Startup::Run
+    };
+    if let selfupdate::Startup::Exec(binary) = startup {
+        tracing::info!(binary = %binary.display(), "starting the agent's confirmed or pending build");
+        return Ok(Exit::Exec(binary));
+    }
+    let grace = std::time::Duration::from_secs(config.self_update_grace_secs);
+    let node = RunningNode::start(config).await?;
+    let mut restart = node.agent().restart_requests();
+    if let selfupdate::Startup::Confirm(rec) = startup {
+        let agent = node.agent().clone();
+        tokio::spawn(async move {
+            if let Some(previous) = selfupdate::confirm(&agent, rec, grace).await {
+                agent.request_restart(previous);
+            }
+        });
+    }
+    let exit = tokio::select! {
+        () = stop_signal() => Exit::Stopped,
+        r = restart.wait_for(Option::is_some) => match r {
+            Ok(binary) => binary.clone().map_or(Exit::Stopped, Exit::Exec),
+            Err(_) => Exit::Stopped,
+        },
+    };
+    tracing::info!(?exit, "agent shutting down");
+    node.shutdown().await?;
+    Ok(exit)
 }

@@ -55,7 +55,7 @@ pub const MAX_BAD: usize = 256;
 /// forgotten first).
 pub const MAX_APPLIED: usize = 16;
 
-/// `release` or `rollback` (the manifest's kind).
+/// `release`, `rollback` or `agent` (the manifest's kind).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
@@ -63,6 +63,8 @@ pub enum Kind {
     Release,
     /// An order to return to an earlier version.
     Rollback,
+    /// A new build of the agent itself (`selfupdate`); never a machine target.
+    Agent,
 }
 
 /// A version installed in a slot.
@@ -1051,6 +1053,7 @@ impl Target {
         match self.kind {
             Kind::Release => "release",
             Kind::Rollback => "rollback to",
+            Kind::Agent => "agent update to",
         }
     }
 }

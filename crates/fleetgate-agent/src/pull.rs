@@ -117,7 +117,11 @@ pub async fn poll_once(
             );
             (report.outcome.as_str().to_owned(), settled)
         }
-        Err(e @ (ApplyError::Verify(_) | ApplyError::BadRollback { .. })) => {
+        Err(
+            e @ (ApplyError::Verify(_)
+            | ApplyError::BadRollback { .. }
+            | ApplyError::SelfUpdate { .. }),
+        ) => {
             tracing::warn!(error = %e, url, "pulled manifest refused");
             (format!("refused: {e}"), true)
         }

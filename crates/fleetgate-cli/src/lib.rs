@@ -666,8 +666,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            rt.block_on(fleetgate_agent::run_node(cfg))?;
-            Ok(ExitCode::SUCCESS)
+            match rt.block_on(fleetgate_agent::run_node_updating(cfg))? {
+                fleetgate_agent::Exit::Stopped => Ok(ExitCode::SUCCESS),
+                fleetgate_agent::Exit::Exec(binary) => {
+                    // An agent update (or a return from one): become that build, which
+                    // takes `--config` like `fleetgate-agent`.
+                    drop(rt);
+                    use std::os::unix::process::CommandExt as _;
+                    let config = std::fs::canonicalize(&config).unwrap_or(config);
+                    let err = std::process::Command::new(&binary)
+                        .arg("--config")
+                        .arg(&config)
+                        .exec();
+                    anyhow::bail!("failed to exec the agent build {}: {err}", binary.display())
+                }
+            }
         }
         Cmd::DemoApp(args) => demo_app::run(args),
         Cmd::Mcp => {

@@ -80,6 +80,9 @@ pub enum KindArg {
     /// A rollback order (needs --rollback-of, --rollback-of-version,
     /// --return-to-version).
     Rollback,
+    /// A new build of the node agent (needs --agent-binary): taken only by nodes with
+    /// `self_update = true`.
+    Agent,
 }
 
 /// `--hash-scheme`.
@@ -108,17 +111,26 @@ pub struct SignArgs {
     #[arg(long)]
     pub version: String,
     /// Commit being released (not with --repo, which resolves --rev).
-    #[arg(long, required_unless_present = "repo", conflicts_with = "repo")]
+    #[arg(long, conflicts_with_all = ["repo", "agent_binary"])]
     pub git_sha: Option<String>,
     /// Code hash (hex SHA-256; HART's scheme).
-    #[arg(long, required_unless_present = "repo", conflicts_with = "repo")]
+    #[arg(long, conflicts_with_all = ["repo", "agent_binary"])]
     pub code_hash: Option<String>,
     /// File manifest hash (HART's --manifest-hash).
-    #[arg(long, required_unless_present = "repo", conflicts_with = "repo")]
+    #[arg(long, conflicts_with_all = ["repo", "agent_binary"])]
     pub manifest_hash: Option<String>,
     /// Guardrail hash.
     #[arg(long, default_value = "")]
     pub guardrail_hash: String,
+    /// With --kind agent: the new agent build. The manifest lists it as its one artifact
+    /// (name, SHA-256, size) and its code hash is the binary's SHA-256; serve the file as
+    /// `{artifacts_url}/{sha256}` (see --artifacts-dir).
+    #[arg(long, value_name = "PATH", conflicts_with = "repo")]
+    pub agent_binary: Option<PathBuf>,
+    /// With --agent-binary: also copy the binary into this directory, named by its
+    /// SHA-256 (an artifact store `fleet serve` or any static server can serve).
+    #[arg(long, value_name = "DIR", requires = "agent_binary")]
+    pub artifacts_dir: Option<PathBuf>,
     /// Compute git sha, code hash and file manifest hash from this git
     /// repository at --rev (files git tracks at that commit).
     #[arg(long, value_name = "PATH")]
@@ -349,7 +361,9 @@ fn hashes(args: &SignArgs) -> anyhow::Result<Hashes> {
     }
     let need = |v: &Option<String>, flag: &str| {
         v.clone()
-            .with_context(|| format!("{flag} is required unless --repo is given"))
+            .with_context(|| {
+                format!("{flag} is required unless --repo is given (an agent update takes --kind agent --agent-binary PATH instead)")
+            })
     };
     Ok(Hashes {
         git_sha: need(&args.git_sha, "--git-sha")?,
@@ -358,17 +372,60 @@ fn hashes(args: &SignArgs) -> anyhow::Result<Hashes> {
     })
 }
 
+/// `--agent-binary`: the build as the manifest's one artifact, copied into
+/// `--artifacts-dir` by digest when given.
+fn agent_build(args: &SignArgs) -> anyhow::Result<(Hashes, fleetgate_trust::Artifact)> {
+    let path = args
+        .agent_binary
+        .as_deref()
+        .context("--kind agent needs --agent-binary PATH (the new agent build)")?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("read the agent build {}", path.display()))?;
+    let sha = fleetgate_trust::provenance::sha256_hex(&bytes);
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("fleetgate-agent")
+        .to_owned();
+    let artifact = fleetgate_trust::Artifact {
+        name,
+        sha256: sha.clone(),
+        size: bytes.len() as u64,
+    };
+    if let Some(dir) = &args.artifacts_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        fsutil::atomic_write(&dir.join(&sha), &bytes, 0o644)?;
+    }
+    Ok((
+        Hashes {
+            git_sha: String::new(),
+            code_hash: sha.clone(),
+            file_manifest_hash: sha,
+        },
+        artifact,
+    ))
+}
+
 fn run_sign(args: SignArgs) -> anyhow::Result<ExitCode> {
     let key = SigningKey::load(args.key_file.as_deref())?;
-    let h = hashes(&args)?;
     let now = unix_now();
     let kind = match args.kind {
         KindArg::Release => ManifestKind::Release,
         KindArg::Rollback => ManifestKind::Rollback,
+        KindArg::Agent => ManifestKind::Agent,
+    };
+    let (h, artifacts) = if kind == ManifestKind::Agent {
+        let (h, a) = agent_build(&args)?;
+        (h, vec![a])
+    } else {
+        if args.agent_binary.is_some() {
+            bail!("--agent-binary needs --kind agent");
+        }
+        (hashes(&args)?, Vec::new())
     };
     let rollback_of = match (kind, args.rollback_of, &args.rollback_of_version) {
-        (ManifestKind::Release, None, None) => None,
-        (ManifestKind::Release, _, _) => {
+        (ManifestKind::Release | ManifestKind::Agent, None, None) => None,
+        (ManifestKind::Release | ManifestKind::Agent, _, _) => {
             bail!("--rollback-of and --rollback-of-version need --kind rollback")
         }
         (ManifestKind::Rollback, Some(sequence), Some(version)) => Some(RollbackOf {
@@ -401,6 +458,7 @@ fn run_sign(args: SignArgs) -> anyhow::Result<ExitCode> {
         return_to_git_sha: args.return_to_git_sha,
         canary_seed,
         fencing_epoch: args.fencing_epoch,
+        artifacts,
         ..Manifest::default()
     };
     let signed = sign_manifest_detached(&manifest, &[&key])?;

@@ -77,6 +77,9 @@ impl Verifier for TrustVerifier {
         let kind = match vm.manifest.kind {
             fleetgate_trust::ManifestKind::Release => ManifestKind::Release,
             fleetgate_trust::ManifestKind::Rollback => ManifestKind::Rollback,
+            // Agent updates go to the nodes that opted in, by push or pull: gossip holds
+            // one head per fleet, and an agent build must not displace the release.
+            fleetgate_trust::ManifestKind::Agent => return Err(Reject::Malformed),
         };
         Ok(Verified {
             sequence: vm.manifest.sequence,

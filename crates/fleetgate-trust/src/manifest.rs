@@ -51,7 +51,7 @@ const FLEETGATE_FIELDS: [&str; 7] = [
     "provenance_sha256",
 ];
 
-/// `release` or `rollback`.
+/// `release`, `rollback` or `agent`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ManifestKind {
@@ -61,15 +61,21 @@ pub enum ManifestKind {
     /// An order to return to an earlier version. It still carries a new,
     /// higher `sequence`.
     Rollback,
+    /// A new build of the node agent itself, applied only by nodes that opted in
+    /// (`self_update = true`). `artifacts` lists exactly the agent binary and
+    /// `code_hash` is its SHA-256; its `sequence` is compared with earlier agent updates
+    /// only, never with the release floor.
+    Agent,
 }
 
 impl ManifestKind {
-    /// `"release"` / `"rollback"`.
+    /// `"release"` / `"rollback"` / `"agent"`.
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Release => "release",
             Self::Rollback => "rollback",
+            Self::Agent => "agent",
         }
     }
 }
@@ -410,11 +416,7 @@ impl Manifest {
         }
         match self.kind {
             ManifestKind::Release => {
-                if self.rollback_of.is_some()
-                    || self.return_to_version.is_some()
-                    || self.return_to_code_hash.is_some()
-                    || self.return_to_git_sha.is_some()
-                {
+                if self.sets_rollback_fields() {
                     return Err(
                         "a release manifest must not set rollback_of or return_to_*; use kind \"rollback\""
                             .to_owned(),
@@ -442,8 +444,35 @@ impl Manifest {
                     return Err("a rollback manifest must set return_to_version".to_owned());
                 }
             }
+            ManifestKind::Agent => {
+                if self.sets_rollback_fields() {
+                    return Err(
+                        "an agent update must not set rollback_of or return_to_*".to_owned()
+                    );
+                }
+                let [binary] = self.artifacts.as_slice() else {
+                    return Err(format!(
+                        "an agent update lists exactly one artifact, the agent binary; it lists {}",
+                        self.artifacts.len()
+                    ));
+                };
+                if binary.sha256 != self.code_hash {
+                    return Err(format!(
+                        "an agent update's code_hash must be its binary's SHA-256 ({}), not {:?}",
+                        binary.sha256, self.code_hash
+                    ));
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Whether any of `rollback_of` / `return_to_*` is set (only rollback orders may).
+    fn sets_rollback_fields(&self) -> bool {
+        self.rollback_of.is_some()
+            || self.return_to_version.is_some()
+            || self.return_to_code_hash.is_some()
+            || self.return_to_git_sha.is_some()
     }
 
     /// Parses a manifest object (without signature fields). Legacy (HART)

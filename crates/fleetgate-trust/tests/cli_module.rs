@@ -221,11 +221,24 @@ fn keygen_sign_verify_round_trip_and_refusals() {
         ])
         .is_err()
     );
-    // No key anywhere: a clear error.
+    // No hashes, no --repo, no agent build: a clear error naming what is missing.
+    let out = dir.path().join("nothing.json");
+    let e = run(&[
+        "manifest",
+        "sign",
+        "--version",
+        "v1",
+        "--output",
+        s(&out),
+        "--key-file",
+        s(&key),
+    ])
+    .expect_err("hashes or --repo required");
     assert!(
-        Cli::try_parse_from(["fleetgate", "manifest", "sign", "--version", "v1"]).is_err(),
-        "hashes or --repo required"
+        format!("{e:#}").contains("--git-sha is required unless --repo is given"),
+        "{e:#}"
     );
+    assert!(!out.exists());
 }
 
 #[test]

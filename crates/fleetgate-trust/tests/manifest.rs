@@ -1042,3 +1042,47 @@ fn artifacts_are_signed_left_out_when_empty_and_checked_for_names_and_digests() 
     let e = sign_manifest(&m, &[&k]).unwrap_err().to_string();
     assert!(e.contains("listed twice"), "{e}");
 }
+
+#[test]
+fn an_agent_update_lists_exactly_its_binary_and_names_it_by_digest() {
+    let k = key(1);
+    let r = ring(&[&k], 1);
+    let bin = fleetgate_trust::Artifact {
+        name: "fleetgate-agent".into(),
+        sha256: "d".repeat(64),
+        size: 10,
+    };
+    let agent = |artifacts: Vec<fleetgate_trust::Artifact>, code_hash: &str| {
+        let mut m = manifest(5);
+        m.kind = fleetgate_trust::ManifestKind::Agent;
+        m.code_hash = code_hash.into();
+        m.artifacts = artifacts;
+        m
+    };
+    let signed = sign_manifest(&agent(vec![bin.clone()], &"d".repeat(64)), &[&k]).expect("sign");
+    let v = verify(&signed, &r).expect("verifies");
+    assert_eq!(v.manifest.kind.as_str(), "agent");
+    for (m, why) in [
+        (agent(Vec::new(), &"d".repeat(64)), "exactly one artifact"),
+        (
+            agent(
+                vec![
+                    bin.clone(),
+                    fleetgate_trust::Artifact {
+                        name: "other".into(),
+                        ..bin.clone()
+                    },
+                ],
+                &"d".repeat(64),
+            ),
+            "exactly one artifact",
+        ),
+        (
+            agent(vec![bin.clone()], &"e".repeat(64)),
+            "its binary's SHA-256",
+        ),
+    ] {
+        let e = sign_manifest(&m, &[&k]).unwrap_err().to_string();
+        assert!(e.contains(why), "{e}");
+    }
+}

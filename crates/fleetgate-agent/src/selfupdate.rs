@@ -1,0 +1,379 @@
+//! Self-update of the agent, opt-in (`self_update = true`; off by default).
+//!
+//! A manifest of kind `agent` carries a new agent build as its one artifact. The agent
+//! verifies it like any manifest (keyring, expiry; its sequence against earlier agent
+//! updates, never the release floor), downloads the binary from `artifacts_url` into
+//! `<state_dir>/agent-bin/<sha256>` (size and digest checked), keeps the binary it runs,
+//! writes [`UpdateRecord`] (`agent_update.json`, atomically) in state `trying`, stops, and
+//! execs the new build with the same arguments. What happens next is decided at every
+//! start by [`on_start`], from the record and the binary that starts:
+//!
+//! | record | the starting binary | then |
+//! |---|---|---|
+//! | none / `reverted` | any | run |
+//! | `trying` | the new build | run, and confirm within `self_update_grace_secs` ([`confirm`]) or return to the old binary |
+//! | `trying` | another (the service manager restarted the old one: the new build died) | `reverted`, run |
+//! | `confirmed` | another (a restart from the service's fixed path) | exec the new build (digest checked) |
+//! | `confirmed` | the new build | run |
+//!
+//! So a build that crashes, hangs in start-up or never gets its app healthy is undone
+//! without anyone's help: by the confirmation deadline, or — when it died — by the old
+//! binary the service manager (systemd `Restart=always`) starts again. A build that hangs
+//! before it can even watch its own deadline is ended by the watchdog ([`watch`]) the old
+//! binary starts beside it (standalone `fleetgate-agent` only), and then undone the same way. An update that was
+//! reverted is never tried again; a newer one may be.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The record's file name under the state directory.
+pub const RECORD_FILE: &str = "agent_update.json";
+/// Where agent builds are kept, by SHA-256, under the state directory.
+pub const BIN_DIR: &str = "agent-bin";
+
+/// Where an agent update stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateState {
+    /// The new build was exec'd and has not confirmed itself yet.
+    Trying,
+    /// The new build confirmed itself: it is the agent from now on.
+    Confirmed,
+    /// The new build did not confirm itself; the old binary runs.
+    Reverted,
+}
+
+/// The last agent update (`<state_dir>/agent_update.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRecord {
+    /// The update manifest's sequence; agent updates at or below it are refused.
+    pub sequence: u64,
+    /// The new build's version (from the manifest).
+    pub version: String,
+    /// The new build's SHA-256.
+    pub sha256: String,
+    /// The new build (`<state_dir>/agent-bin/<sha256>`).
+    pub binary: PathBuf,
+    /// The binary that staged it (returned to on a revert).
+    pub previous: PathBuf,
+    /// Where it stands.
+    pub state: UpdateState,
+    /// Times the new build was exec'd before confirming.
+    pub tries: u32,
+    /// When it was staged (unix seconds).
+    pub staged_at: u64,
+    /// What happened last, for `GET /status`.
+    pub detail: String,
+    /// The watchdog process ([`watch`]) started with the new build, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watchdog_pid: Option<u32>,
+}
+
+/// What a starting agent does ([`on_start`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Startup {
+    /// Run as usual.
+    Run,
+    /// Exec this binary instead (with the same arguments).
+    Exec(PathBuf),
+    /// Run, then [`confirm`] this update.
+    Confirm(UpdateRecord),
+}
+
+/// The record, if an update was ever staged.
+///
+/// # Errors
+/// The file cannot be read or parsed (named).
+pub fn load(state_dir: &Path) -> Result<Option<UpdateRecord>, String> {
+    let path = state_dir.join(RECORD_FILE);
+    match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Writes the record atomically.
+///
+/// # Errors
+/// The write failed (named).
+pub fn save(state_dir: &Path, rec: &UpdateRecord) -> Result<(), String> {
+    let path = state_dir.join(RECORD_FILE);
+    let bytes = serde_json::to_vec_pretty(rec).map_err(|e| e.to_string())?;
+    fleetgate_store::write_atomic(&path, &bytes, Some(0o644))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// SHA-256 of a file, hex.
+///
+/// # Errors
+/// The file cannot be read.
+pub fn file_sha256(path: &Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(h.finalize()));
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+    canon(a) == canon(b)
+}
+
+/// Decides what an agent started as `exe` does (see the table in the module docs),
+/// updating the record first when the decision changes it.
+///
+/// # Errors
+/// The record cannot be read or written.
+pub fn on_start(state_dir: &Path, exe: &Path) -> Result<Startup, String> {
+    let Some(mut rec) = load(state_dir)? else {
+        return Ok(Startup::Run);
+    };
+    let is_new = same_file(exe, &rec.binary);
+    match (rec.state, is_new) {
+        (UpdateState::Reverted, _) | (UpdateState::Confirmed, true) => Ok(Startup::Run),
+        (UpdateState::Trying, true) => Ok(Startup::Confirm(rec)),
+        (UpdateState::Trying, false) if rec.tries >= 1 => {
+            rec.state = UpdateState::Reverted;
+            rec.detail = format!(
+                "agent {} ({}) was started {} time(s) but never confirmed itself (it exited or the node restarted); back on {}",
+                rec.version,
+                short(&rec.sha256),
+                rec.tries,
+                exe.display()
+            );
+            tracing::warn!("{}", rec.detail);
+            save(state_dir, &rec)?;
+            Ok(Startup::Run)
+        }
+        (UpdateState::Trying | UpdateState::Confirmed, false) => {
+            match file_sha256(&rec.binary) {
+                Ok(sha) if sha == rec.sha256 => {}
+                other => {
+                    // The kept build is gone or altered: stay on this binary.
+                    rec.state = UpdateState::Reverted;
+                    rec.detail = format!(
+                        "the kept agent build {} is missing or altered ({}); staying on {}",
+                        rec.binary.display(),
+                        match other {
+                            Ok(sha) => format!("SHA-256 {}", short(&sha)),
+                            Err(e) => e.to_string(),
+                        },
+                        exe.display()
+                    );
+                    tracing::error!("{}", rec.detail);
+                    save(state_dir, &rec)?;
+                    return Ok(Startup::Run);
+                }
+            }
+            if rec.state == UpdateState::Trying {
+                rec.tries += 1;
+                save(state_dir, &rec)?;
+            }
+            Ok(Startup::Exec(rec.binary.clone()))
+        }
+    }
+}
+
+/// Seconds the watchdog allows beyond the grace period before it ends a build that
+/// neither confirmed itself nor returned to the old one.
+pub const WATCHDOG_MARGIN_SECS: u64 = 10;
+
+/// The watchdog of a new build that is being tried (the old binary runs it as
+/// `fleetgate-agent --self-update-watchdog STATE_DIR PID SECS`, a process of its own):
+/// while the record says `trying` and `pid` lives, it waits; when `limit` passes first —
+/// the new build hangs before it could confirm itself or give up — it kills `pid`, so that
+/// the service manager starts the old binary, which reverts the update. Returns once the
+/// update is settled, the process is gone, or it was killed.
+pub fn watch(state_dir: &Path, pid: u32, limit: Duration) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let Ok(raw) = i32::try_from(pid) else { return };
+    let target = Pid::from_raw(raw);
+    let started = std::time::Instant::now();
+    loop {
+        let trying = matches!(load(state_dir), Ok(Some(r)) if r.state == UpdateState::Trying);
+        if !trying || kill(target, None).is_err() {
+            return;
+        }
+        if started.elapsed() >= limit {
+            tracing::error!(
+                pid,
+                "the new agent build neither confirmed itself nor gave up in time; ending it"
+            );
+            let _ = kill(target, Signal::SIGKILL);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Reaps the watchdog (a child of this process since the exec) once it has seen the
+/// update settled; gives up after a few seconds.
+async fn reap(pid: Option<u32>) {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let Some(raw) = pid.and_then(|p| i32::try_from(p).ok()) else {
+        return;
+    };
+    let pid = nix::unistd::Pid::from_raw(raw);
+    for _ in 0..20 {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => tokio::time::sleep(Duration::from_millis(250)).await,
+            _ => return,
+        }
+    }
+}
+
+fn short(h: &str) -> &str {
+    h.get(..12).unwrap_or(h)
+}
+
+/// Run by a new build on its first start: waits until the app it supervises (if one is
+/// installed) is healthy, then marks the update confirmed. Returns the binary to go back
+/// to when `grace` passes first (the record then says `reverted`).
+pub async fn confirm(
+    agent: &crate::Agent,
+    mut rec: UpdateRecord,
+    grace: Duration,
+) -> Option<PathBuf> {
+    let state_dir = agent.config().state_dir.clone();
+    let started = tokio::time::Instant::now();
+    loop {
+        let installed = agent.journal().current.is_some();
+        let probe = if installed {
+            Some(agent.check_health().await)
+        } else {
+            None
+        };
+        if probe.as_ref().is_none_or(|p| p.healthy) {
+            rec.state = UpdateState::Confirmed;
+            rec.detail = format!(
+                "agent {} ({}) confirmed itself after {} s{}",
+                rec.version,
+                short(&rec.sha256),
+                started.elapsed().as_secs(),
+                if installed {
+                    " with the app healthy"
+                } else {
+                    " (no app installed)"
+                }
+            );
+            tracing::info!("{}", rec.detail);
+            if let Err(e) = save(&state_dir, &rec) {
+                tracing::error!(error = %e, "the confirmed agent update was not recorded");
+            }
+            reap(rec.watchdog_pid).await;
+            return None;
+        }
+        if started.elapsed() >= grace {
+            rec.state = UpdateState::Reverted;
+            rec.detail = format!(
+                "agent {} ({}) did not get the app healthy within {} s ({}); back to {}",
+                rec.version,
+                short(&rec.sha256),
+                grace.as_secs(),
+                probe.map(|p| p.detail).unwrap_or_default(),
+                rec.previous.display()
+            );
+            tracing::warn!("{}", rec.detail);
+            if let Err(e) = save(&state_dir, &rec) {
+                tracing::error!(error = %e, "the reverted agent update was not recorded");
+            }
+            reap(rec.watchdog_pid).await;
+            return Some(rec.previous.clone());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(dir: &Path, state: UpdateState, tries: u32) -> UpdateRecord {
+        let binary = dir.join("new-agent");
+        std::fs::write(&binary, b"new build").unwrap();
+        let rec = UpdateRecord {
+            sequence: 9,
+            version: "2.0.0".into(),
+            sha256: file_sha256(&binary).unwrap(),
+            binary,
+            previous: dir.join("old-agent"),
+            state,
+            tries,
+            staged_at: 1,
+            detail: String::new(),
+            watchdog_pid: None,
+        };
+        save(dir, &rec).unwrap();
+        rec
+    }
+
+    #[test]
+    fn each_start_is_decided_by_the_record_and_the_starting_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let old = d.join("old-agent");
+        std::fs::write(&old, b"old build").unwrap();
+        assert_eq!(on_start(d, &old).unwrap(), Startup::Run);
+
+        // Staged, not yet exec'd (killed in between): the old binary execs the new one
+        // and counts the try.
+        let rec = record(d, UpdateState::Trying, 0);
+        assert_eq!(
+            on_start(d, &old).unwrap(),
+            Startup::Exec(rec.binary.clone())
+        );
+        assert_eq!(load(d).unwrap().unwrap().tries, 1);
+        // The new build starts: it must confirm itself.
+        assert!(matches!(
+            on_start(d, &rec.binary).unwrap(),
+            Startup::Confirm(_)
+        ));
+        // It died; the service manager starts the old binary again: reverted, for good.
+        assert_eq!(on_start(d, &old).unwrap(), Startup::Run);
+        let after = load(d).unwrap().unwrap();
+        assert_eq!(after.state, UpdateState::Reverted);
+        assert!(after.detail.contains("never confirmed"), "{}", after.detail);
+        assert_eq!(on_start(d, &old).unwrap(), Startup::Run);
+        assert_eq!(on_start(d, &rec.binary).unwrap(), Startup::Run);
+
+        // Confirmed: a restart from the service's fixed path goes to the new build.
+        let rec = record(d, UpdateState::Confirmed, 1);
+        assert_eq!(
+            on_start(d, &old).unwrap(),
+            Startup::Exec(rec.binary.clone())
+        );
+        assert_eq!(on_start(d, &rec.binary).unwrap(), Startup::Run);
+        // ... unless the kept build was altered: then the old binary stays.
+        std::fs::write(&rec.binary, b"tampered").unwrap();
+        assert_eq!(on_start(d, &old).unwrap(), Startup::Run);
+        let after = load(d).unwrap().unwrap();
+        assert_eq!(after.state, UpdateState::Reverted);
+        assert!(
+            after.detail.contains("missing or altered"),
+            "{}",
+            after.detail
+        );
+    }
+
+    #[test]
+    fn a_damaged_record_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(RECORD_FILE), b"{not json").unwrap();
+        let e = on_start(dir.path(), Path::new("/bin/true")).unwrap_err();
+        assert!(e.contains(RECORD_FILE), "{e}");
+    }
+}
