@@ -1,7 +1,7 @@
 //! Pull mode through the whole pipeline on a real fleet (issue 20): two of three nodes
 //! are "behind NAT" (`demo --pull-nodes 2`: enrolled at an address nothing answers on,
-//! outside gossip, polling their feed on `fleet serve`). A release reaches every node
-//! through CANARY and DEPLOY; a rollback by hand during the next canary reaches every
+//! outside gossip, polling their feed on `fleet serve`). A release of built files reaches
+//! every node through CANARY and DEPLOY, installed from its artifacts; a rollback by hand during the next canary reaches every
 //! node too, and its delivery completes because the pull nodes' heartbeats report the
 //! order's floor — no push answer ever comes from them.
 
@@ -20,6 +20,17 @@ fn releases_and_rollback_orders_reach_nodes_the_orchestrator_cannot_reach() {
         .map(|(id, _)| id)
         .collect();
     assert_eq!(unreachable, vec!["node-02", "node-03"]);
+    // Releases ship built files (`[stages.build] artifacts`): the pull nodes download them
+    // from `fleet serve` too, no checkout.
+    let path = fleet.config();
+    let conf = std::fs::read_to_string(&path).unwrap();
+    let edited = conf.replacen(
+        "command = \"sh build.sh\"\n",
+        "command = \"sh build.sh\"\nartifacts = [\"app.conf\", \"build/*.env\"]\n",
+        1,
+    );
+    assert_ne!(conf, edited, "the demo config has a build command");
+    std::fs::write(&path, edited).unwrap();
     fleet.wait_for_history(30);
 
     // v2.0.0 through CANARY and DEPLOY: every node runs it, the pull nodes from their feed.
@@ -30,6 +41,14 @@ fn releases_and_rollback_orders_reach_nodes_the_orchestrator_cannot_reach() {
     assert_eq!(s["stage"], "completed", "{s}");
     let v2 = s["code_hash"].as_str().unwrap().to_owned();
     fleet.wait_all_on(&v2, "v2.0.0 on pushed and pull nodes");
+    for n in ["node-01", "node-02", "node-03"] {
+        let current = fleet.dir.path().join("nodes").join(n).join("state/current");
+        let slot = std::fs::canonicalize(&current).unwrap();
+        assert!(
+            slot.join(".fleetgate-files.json").is_file() && !slot.join(".git").exists(),
+            "{n}: v2.0.0 installed from its artifacts, not checked out"
+        );
+    }
 
     // v2.5.0 canaries; the operator rolls it back by hand.
     fleet.tag_release("v2.5.0");
