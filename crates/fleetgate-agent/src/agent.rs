@@ -148,6 +148,10 @@ pub enum ApplyError {
         sequence: u64,
         /// Why.
         reason: String,
+        /// The same manifest may be taken later (its build could not be fetched or
+        /// stored, or another update is being tried); `false` for refusals that stand
+        /// (self-update off, not newer, malformed).
+        retryable: bool,
     },
     /// The agent failed internally (journal, state machine).
     #[error(transparent)]
@@ -607,6 +611,12 @@ impl Agent {
         let refuse = |reason: String| ApplyError::SelfUpdate {
             sequence: m.sequence,
             reason,
+            retryable: false,
+        };
+        let later = |reason: String| ApplyError::SelfUpdate {
+            sequence: m.sequence,
+            reason,
+            retryable: true,
         };
         let cfg = &self.inner.cfg;
         if !cfg.self_update {
@@ -614,7 +624,7 @@ impl Agent {
                 "self_update is off on this node (set `self_update = true` in node.toml to take agent updates)".into(),
             ));
         }
-        let last = selfupdate::load(&cfg.state_dir).map_err(refuse)?;
+        let last = selfupdate::load(&cfg.state_dir).map_err(later)?;
         if let Some(r) = &last {
             if m.sequence <= r.sequence {
                 return Err(refuse(format!(
@@ -623,7 +633,7 @@ impl Agent {
                 )));
             }
             if r.state == UpdateState::Trying {
-                return Err(refuse(format!(
+                return Err(later(format!(
                     "agent update {} is being tried; wait until it confirmed itself or was reverted",
                     r.sequence
                 )));
@@ -638,9 +648,9 @@ impl Agent {
             .ok_or_else(|| refuse("artifacts_url is not set".into()))?;
         let exe = std::env::current_exe()
             .and_then(std::fs::canonicalize)
-            .map_err(|e| refuse(format!("cannot tell which binary runs: {e}")))?;
+            .map_err(|e| later(format!("cannot tell which binary runs: {e}")))?;
         let dir = cfg.state_dir.join(selfupdate::BIN_DIR);
-        std::fs::create_dir_all(&dir).map_err(|e| refuse(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir).map_err(|e| later(format!("{}: {e}", dir.display())))?;
         let dest = dir.join(&binary.sha256);
         let kept = selfupdate::file_sha256(&dest).is_ok_and(|sha| sha == binary.sha256);
         if !kept {
@@ -650,11 +660,11 @@ impl Agent {
                 .await
                 .map_err(|e| {
                     let _ = std::fs::remove_file(&partial);
-                    refuse(format!("the build was not fetched: {e}"))
+                    later(format!("the build was not fetched: {e}"))
                 })?;
             std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755))
                 .and_then(|()| std::fs::rename(&partial, &dest))
-                .map_err(|e| refuse(format!("{}: {e}", dest.display())))?;
+                .map_err(|e| later(format!("{}: {e}", dest.display())))?;
         }
         let now = fleetgate_trust::unix_now();
         let rec = UpdateRecord {
@@ -664,7 +674,9 @@ impl Agent {
             binary: dest.clone(),
             previous: exe,
             state: UpdateState::Trying,
-            tries: 1,
+            // Counted just before the exec (`selfupdate::count_try`): a kill before
+            // it must not revert a build that never ran.
+            tries: 0,
             staged_at: now,
             detail: format!(
                 "staged; the new build must confirm itself within {} s",
@@ -672,7 +684,7 @@ impl Agent {
             ),
             watchdog_pid: None,
         };
-        selfupdate::save(&cfg.state_dir, &rec).map_err(refuse)?;
+        selfupdate::save(&cfg.state_dir, &rec).map_err(later)?;
         tracing::info!(version = %m.version, binary = %dest.display(), "agent update staged; restarting onto it");
         self.request_restart(dest);
         Ok(ApplyReport {
@@ -849,6 +861,7 @@ impl Inner {
             fleetgate_trust::ManifestKind::Agent => Err(ApplyError::SelfUpdate {
                 sequence: m.sequence,
                 reason: "an agent update is not a release".into(),
+                retryable: false,
             }),
             fleetgate_trust::ManifestKind::Rollback => {
                 let bad = |reason: &str| ApplyError::BadRollback {

@@ -87,6 +87,9 @@ pub fn status_for(e: &ApplyError) -> StatusCode {
         },
         ApplyError::BadRollback { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         ApplyError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        ApplyError::SelfUpdate {
+            retryable: true, ..
+        } => StatusCode::SERVICE_UNAVAILABLE,
         ApplyError::SelfUpdate { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         ApplyError::Agent(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -106,6 +109,9 @@ pub fn status_for_outcome(outcome: Outcome) -> StatusCode {
 
 /// Seconds a `busy` caller should wait before retrying.
 pub const BUSY_RETRY_AFTER_SECS: u64 = 1;
+/// Seconds a caller should wait before offering an agent update again whose build could
+/// not be fetched or which waits for another update to settle.
+pub const SELF_UPDATE_RETRY_AFTER_SECS: u64 = 10;
 
 fn refusal(agent: &Agent, e: &ApplyError) -> Response {
     let mut body = json!({"success": false, "reason": e.reason(), "error": e.to_string()});
@@ -121,6 +127,17 @@ fn refusal(agent: &Agent, e: &ApplyError) -> Response {
             r.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(BUSY_RETRY_AFTER_SECS),
+            );
+            return r;
+        }
+        ApplyError::SelfUpdate {
+            retryable: true, ..
+        } => {
+            body["retryable"] = Value::Bool(true);
+            let mut r = (status_for(e), Json(body)).into_response();
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(SELF_UPDATE_RETRY_AFTER_SECS),
             );
             return r;
         }

@@ -305,8 +305,10 @@ pub async fn run_node_updating(config: NodeConfig) -> Result<Exit, AgentError> {
     } else {
         selfupdate::Startup::Run
     };
+    let state_dir = config.state_dir.clone();
     if let selfupdate::Startup::Exec(binary) = startup {
         tracing::info!(binary = %binary.display(), "starting the agent's confirmed or pending build");
+        selfupdate::count_try(&state_dir, &binary).map_err(AgentError::Task)?;
         return Ok(Exit::Exec(binary));
     }
     let grace = std::time::Duration::from_secs(config.self_update_grace_secs);
@@ -329,5 +331,8 @@ pub async fn run_node_updating(config: NodeConfig) -> Result<Exit, AgentError> {
     };
     tracing::info!(?exit, "agent shutting down");
     node.shutdown().await?;
+    if let Exit::Exec(binary) = &exit {
+        selfupdate::count_try(&state_dir, binary).map_err(AgentError::Task)?;
+    }
     Ok(exit)
 }

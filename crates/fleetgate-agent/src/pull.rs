@@ -120,12 +120,20 @@ pub async fn poll_once(
         Err(
             e @ (ApplyError::Verify(_)
             | ApplyError::BadRollback { .. }
-            | ApplyError::SelfUpdate { .. }),
+            | ApplyError::SelfUpdate {
+                retryable: false, ..
+            }),
         ) => {
             tracing::warn!(error = %e, url, "pulled manifest refused");
             (format!("refused: {e}"), true)
         }
-        Err(e @ (ApplyError::Busy { .. } | ApplyError::Agent(_))) => {
+        Err(
+            e @ (ApplyError::Busy { .. }
+            | ApplyError::Agent(_)
+            | ApplyError::SelfUpdate {
+                retryable: true, ..
+            }),
+        ) => {
             tracing::warn!(error = %e, url, "pulled manifest not applied; tried again at the next poll");
             (format!("not applied: {e}"), false)
         }

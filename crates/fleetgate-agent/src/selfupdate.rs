@@ -178,13 +178,28 @@ pub fn on_start(state_dir: &Path, exe: &Path) -> Result<Startup, String> {
                     return Ok(Startup::Run);
                 }
             }
-            if rec.state == UpdateState::Trying {
-                rec.tries += 1;
-                save(state_dir, &rec)?;
-            }
             Ok(Startup::Exec(rec.binary.clone()))
         }
     }
+}
+
+/// Counts a try of the build being tried, when `binary` is that build: called once the
+/// agent has stopped, just before it execs `binary` ([`crate::run_node_updating`]), so a
+/// kill before that point (while the update is staged, or while the node shuts down)
+/// leaves the try uncounted and the next start of the old binary tries the build
+/// instead of reverting an update that never ran.
+///
+/// # Errors
+/// The record cannot be read or written.
+pub fn count_try(state_dir: &Path, binary: &Path) -> Result<(), String> {
+    let Some(mut rec) = load(state_dir)? else {
+        return Ok(());
+    };
+    if rec.state == UpdateState::Trying && same_file(binary, &rec.binary) {
+        rec.tries += 1;
+        save(state_dir, &rec)?;
+    }
+    Ok(())
 }
 
 /// Seconds the watchdog allows beyond the grace period before it ends a build that
@@ -329,13 +344,23 @@ mod tests {
         std::fs::write(&old, b"old build").unwrap();
         assert_eq!(on_start(d, &old).unwrap(), Startup::Run);
 
-        // Staged, not yet exec'd (killed in between): the old binary execs the new one
-        // and counts the try.
+        // Staged, not yet exec'd (killed in between, any number of times): the old
+        // binary execs the new one; the try is counted just before the exec.
         let rec = record(d, UpdateState::Trying, 0);
+        for _ in 0..2 {
+            assert_eq!(
+                on_start(d, &old).unwrap(),
+                Startup::Exec(rec.binary.clone())
+            );
+            assert_eq!(load(d).unwrap().unwrap().tries, 0);
+        }
+        count_try(d, &old).unwrap();
         assert_eq!(
-            on_start(d, &old).unwrap(),
-            Startup::Exec(rec.binary.clone())
+            load(d).unwrap().unwrap().tries,
+            0,
+            "not the build being tried"
         );
+        count_try(d, &rec.binary).unwrap();
         assert_eq!(load(d).unwrap().unwrap().tries, 1);
         // The new build starts: it must confirm itself.
         assert!(matches!(

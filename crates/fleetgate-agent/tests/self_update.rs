@@ -4,8 +4,9 @@
 //! exits, as systemd `Restart=always` does):
 //! - a new build is downloaded, exec'd in place (same process), confirms itself, and a
 //!   restart from the fixed path goes to it; the release floor is not touched;
-//! - a broken build (it exits at once) is undone by the old binary's next start, and is
-//!   never tried again; one under which the app is not healthy returns to the old binary
+//! - an update whose build cannot be fetched yet is refused for now (503, retryable) and
+//!   taken when offered again; a broken build (it exits at once) is undone by the old
+//!   binary's next start, and is never tried again; one under which the app is not healthy returns to the old binary
 //!   by itself; one that hangs is ended by the watchdog and undone;
 //! - a node that did not opt in refuses agent updates.
 
@@ -220,11 +221,23 @@ fn a_broken_agent_build_is_undone_by_itself_and_never_tried_again() {
     let (_, _, app_pid) = node.f.app_version().unwrap();
 
     // A build that dies at once.
-    let (m, _) = node.update(
+    let (m, sha) = node.update(
         500,
         "agent-broken",
         b"#!/bin/sh\necho broken build >&2\nexit 3\n",
     );
+    // Offered while its build cannot be fetched yet: refused for now (503, retryable,
+    // Retry-After), nothing recorded, so the same manifest is taken once it can be.
+    let build = node.store.join(&sha);
+    let kept = std::fs::read(&build).unwrap();
+    std::fs::remove_file(&build).unwrap();
+    let (code, head, body) = http_full("POST", &node.f.agent_url("/apply"), &m).unwrap();
+    let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((code, r["retryable"].as_bool()), (503, Some(true)), "{r}");
+    assert!(r["error"].as_str().unwrap().contains("not fetched"), "{r}");
+    assert!(header(&head, "retry-after").is_some(), "{head}");
+    assert!(node.status()["agent_update"].is_null());
+    std::fs::write(&build, kept).unwrap();
     stage(&node, &m);
     let st = wait_exit(&mut child, Duration::from_secs(30));
     assert_eq!(st.code(), Some(3), "the broken build ran in place and died");
