@@ -300,7 +300,11 @@ fn a_new_build_under_which_the_app_is_not_healthy_returns_to_the_old_one_by_itse
         exe_of(pid) == std::fs::canonicalize(&node.installed).unwrap()
     });
     assert!(child.try_wait().unwrap().is_none(), "never exited");
-    let s = node.try_status();
+    // The old binary answers again (it is starting right after the exec).
+    wait_until(Duration::from_secs(30), "the old binary answering", || {
+        !node.try_status().is_null()
+    });
+    let s = node.status();
     assert!(
         s["agent_update"]["detail"]
             .as_str()

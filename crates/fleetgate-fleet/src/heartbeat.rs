@@ -199,6 +199,9 @@ pub struct VerifiedHeartbeat {
     record: HeartbeatRecord,
     bench_json: String,
     floor: i64,
+    /// The enrolled key (hex) the signature was verified with; stored only while it is
+    /// still the node's key.
+    key: String,
 }
 
 impl VerifiedHeartbeat {
@@ -269,28 +272,40 @@ impl Registry {
         now: i64,
     ) -> Result<VerifiedHeartbeat, HeartbeatError> {
         let (env, hb) = parse_heartbeat(body, policy)?;
-        let peer = self
-            .find_peer(&hb.node_id)
-            .await?
-            .ok_or_else(|| HeartbeatError::UnknownNode(hb.node_id.clone()))?;
-        if peer.status == PeerStatus::Removed {
-            return Err(HeartbeatError::Removed(hb.node_id));
-        }
         let bad_sig = || HeartbeatError::BadSignature {
             node_id: hb.node_id.clone(),
         };
-        let key = PublicKey::from_hex(&peer.public_key).map_err(|_| {
-            HeartbeatError::Registry(FleetError::Corrupt {
-                what: "peer public key",
-                value: peer.public_key.clone(),
-            })
-        })?;
         let mut sig = [0u8; 64];
         if env.signature.len() != 128 || hex::decode_to_slice(&env.signature, &mut sig).is_err() {
             return Err(bad_sig());
         }
-        key.verify_strict(env.payload.as_bytes(), &sig)
-            .map_err(|_| bad_sig())?;
+        // The node's key: cached (a hint, re-checked when the heartbeat is stored) or
+        // read; a signature that fails with a cached key is checked with a fresh one.
+        let key_hex = match self.keys.get(&hb.node_id) {
+            Some((hex, key)) if key.verify_strict(env.payload.as_bytes(), &sig).is_ok() => hex,
+            cached => {
+                if cached.is_some() {
+                    self.keys.evict(&hb.node_id);
+                }
+                let peer = self
+                    .find_peer(&hb.node_id)
+                    .await?
+                    .ok_or_else(|| HeartbeatError::UnknownNode(hb.node_id.clone()))?;
+                if peer.status == PeerStatus::Removed {
+                    return Err(HeartbeatError::Removed(hb.node_id));
+                }
+                let key = PublicKey::from_hex(&peer.public_key).map_err(|_| {
+                    HeartbeatError::Registry(FleetError::Corrupt {
+                        what: "peer public key",
+                        value: peer.public_key.clone(),
+                    })
+                })?;
+                key.verify_strict(env.payload.as_bytes(), &sig)
+                    .map_err(|_| bad_sig())?;
+                self.keys.put(&hb.node_id, peer.public_key.clone(), key);
+                peer.public_key
+            }
+        };
 
         let now_u = u64::try_from(now).unwrap_or(0);
         if hb.sent_at.saturating_add(policy.max_age_secs) < now_u {
@@ -311,15 +326,7 @@ impl Registry {
         }
         let seq = to_i64("seq", hb.seq)?;
         let epoch = to_i64("epoch", hb.epoch)?;
-        let last_epoch = u64::try_from(peer.last_epoch).unwrap_or(0);
-        if hb.epoch > last_epoch.saturating_add(MAX_EPOCH_STEP) {
-            return Err(HeartbeatError::EpochJump {
-                node_id: hb.node_id,
-                epoch: hb.epoch,
-                last_epoch,
-                max_step: MAX_EPOCH_STEP,
-            });
-        }
+        // The epoch step is checked against the stored pair when the heartbeat is stored.
         let sent_at = to_i64("sent_at", hb.sent_at)?;
         let exceptions = to_i64("exceptions_total", hb.exceptions_total)?;
         let requests = to_i64("requests_total", hb.requests_total)?;
@@ -348,6 +355,7 @@ impl Registry {
                 bench,
             },
             bench_json,
+            key: key_hex,
         })
     }
 
@@ -382,7 +390,7 @@ impl Registry {
                 .map_err(FleetError::db("begin heartbeat transaction"))?;
             // 1. The nodes' stored pairs (locked on PostgreSQL until the commit).
             let mut q = sqlx::QueryBuilder::new(
-                "SELECT id, last_epoch, last_seq, status FROM peers WHERE id IN (",
+                "SELECT id, last_epoch, last_seq, status, public_key FROM peers WHERE id IN (",
             );
             let mut sep = q.separated(", ");
             for id in &ids {
@@ -392,14 +400,14 @@ impl Registry {
             if pg {
                 q.push(" ORDER BY id FOR UPDATE");
             }
-            let rows: Vec<(String, i64, i64, String)> = q
+            let rows: Vec<(String, i64, i64, String, String)> = q
                 .build_query_as()
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(FleetError::db("read the peers of a heartbeat batch"))?;
-            let stored: BTreeMap<String, (i64, i64, bool)> = rows
+            let stored: BTreeMap<String, (i64, i64, bool, String)> = rows
                 .into_iter()
-                .map(|(id, e, q, st)| (id, (e, q, st != "removed")))
+                .map(|(id, e, q, st, key)| (id, (e, q, st != "removed", key)))
                 .collect();
             // 2. Decide in order, as one heartbeat after another would be.
             let mut pair: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
@@ -408,7 +416,8 @@ impl Registry {
             for (i, v) in batch.iter().enumerate() {
                 let r = &v.record;
                 let ok = match stored.get(r.node_id.as_str()) {
-                    Some(&(e0, q0, active)) if active => {
+                    // Not removed, and still enrolled with the key that verified it.
+                    Some(&(e0, q0, active, ref key)) if active && *key == v.key => {
                         let (e, q) = *pair.get(r.node_id.as_str()).unwrap_or(&(e0, q0));
                         let above = e < r.epoch || (e == r.epoch && q < r.seq);
                         above && e >= r.epoch - step
@@ -432,7 +441,7 @@ impl Registry {
                 );
                 for (n, (id, i)) in last.iter().enumerate() {
                     let r = &batch[*i].record;
-                    let (e0, q0, _) = stored[*id];
+                    let (e0, q0, _, _) = stored[*id];
                     q.push(if n == 0 {
                         "SELECT "
                     } else {
@@ -505,10 +514,24 @@ impl Registry {
                 continue;
             }
             let r = v.record;
+            // Refused: the next heartbeat of this node reads its key afresh.
+            self.keys.evict(&r.node_id);
             let current = self.find_peer(&r.node_id).await?;
             out.push(Err(match current {
                 None => HeartbeatError::UnknownNode(r.node_id),
                 Some(p) if p.status == PeerStatus::Removed => HeartbeatError::Removed(r.node_id),
+                // Enrolled again with another key since the signature was checked.
+                Some(p) if p.public_key != v.key => {
+                    HeartbeatError::BadSignature { node_id: r.node_id }
+                }
+                Some(p) if r.epoch > p.last_epoch.saturating_add(step) => {
+                    HeartbeatError::EpochJump {
+                        node_id: r.node_id,
+                        epoch: u64::try_from(r.epoch).unwrap_or(0),
+                        last_epoch: u64::try_from(p.last_epoch).unwrap_or(0),
+                        max_step: MAX_EPOCH_STEP,
+                    }
+                }
                 Some(p) => HeartbeatError::Replayed {
                     node_id: r.node_id,
                     epoch: u64::try_from(r.epoch).unwrap_or(0),

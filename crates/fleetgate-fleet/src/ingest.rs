@@ -104,7 +104,14 @@ async fn writer(
             }
         }
         let (batch, replies): (Vec<VerifiedHeartbeat>, Vec<Reply>) = items.drain(..).unzip();
-        match registry.store_heartbeats(batch).await {
+        let (size, started) = (batch.len(), std::time::Instant::now());
+        let stored = registry.store_heartbeats(batch).await;
+        tracing::debug!(
+            size,
+            micros = started.elapsed().as_micros(),
+            "heartbeat batch stored"
+        );
+        match stored {
             Ok(results) => {
                 for (reply, r) in replies.into_iter().zip(results) {
                     let _ = reply.send(r);

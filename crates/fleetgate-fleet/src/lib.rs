@@ -63,6 +63,7 @@ pub mod feed;
 pub mod heartbeat;
 pub mod http;
 pub mod ingest;
+mod keycache;
 pub mod lease;
 pub mod metrics;
 pub mod registry;

@@ -37,6 +37,8 @@ pub enum Backend {
 pub struct Registry {
     pub(crate) pool: Pool,
     url: String,
+    /// Node keys seen by the heartbeat endpoint (a hint; see [`crate::keycache`]).
+    pub(crate) keys: std::sync::Arc<crate::keycache::KeyCache>,
 }
 
 /// Lifecycle of a peer.
@@ -363,6 +365,7 @@ impl Registry {
             Ok(Self {
                 pool: Pool::Sqlite(pool),
                 url,
+                keys: std::sync::Arc::default(),
             })
         } else if database_url.starts_with("postgres://")
             || database_url.starts_with("postgresql://")
@@ -391,6 +394,7 @@ impl Registry {
             Ok(Self {
                 pool: Pool::Postgres(pool),
                 url,
+                keys: std::sync::Arc::default(),
             })
         } else {
             Err(FleetError::UnsupportedUrl { url })
@@ -465,6 +469,7 @@ impl Registry {
                 .await
                 .map_err(FleetError::db("store peer"))?;
         });
+        self.keys.evict(id);
         Ok(())
     }
 
@@ -511,6 +516,7 @@ impl Registry {
                 .map_err(FleetError::db("set peer status"))?
                 .rows_affected()
         });
+        self.keys.evict(id);
         if n == 0 {
             return Err(FleetError::UnknownPeer(id.to_owned()));
         }

@@ -268,6 +268,67 @@ async fn heartbeats_are_verified_and_replay_protected() {
     }
 }
 
+/// The endpoint caches node keys (issue 18: no registry read per heartbeat); another
+/// process (a second handle on the same database) re-enrolling a node with a new key or
+/// removing it is still obeyed at once: the old key's heartbeats are refused, the new
+/// key's accepted, a removed node's refused, though the key was cached.
+#[tokio::test]
+async fn cached_node_keys_never_outlive_a_reenrollment_or_removal_elsewhere() {
+    let policy = HeartbeatPolicy::default();
+    for db in backends().await {
+        let reg = db.registry().await;
+        let other = db.registry().await;
+        let (old, new) = (node_key(1), node_key(2));
+        reg.enroll(&cert_for("n1", &old, "eu"), &keyring(), NOW)
+            .await
+            .unwrap();
+        let t = NOW as u64;
+        let hb = |seq| heartbeat("n1", seq, t);
+        reg.record_heartbeat(&signed(&hb(1), &old), &policy, NOW)
+            .await
+            .unwrap();
+
+        // Enrolled again with a new key by the other process: the cached old key no
+        // longer lets a heartbeat in, the new key's heartbeat is accepted.
+        other
+            .enroll(&cert_for("n1", &new, "eu"), &keyring(), NOW)
+            .await
+            .unwrap();
+        let err = reg
+            .record_heartbeat(&signed(&hb(2), &old), &policy, NOW)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HeartbeatError::BadSignature { .. }), "{err}");
+        let rec = reg
+            .record_heartbeat(&signed(&hb(3), &new), &policy, NOW)
+            .await
+            .unwrap();
+        assert_eq!(rec.seq, 3);
+        // The old key is refused from now on too (verified against the cache first).
+        let err = reg
+            .record_heartbeat(&signed(&hb(4), &old), &policy, NOW)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HeartbeatError::BadSignature { .. }), "{err}");
+
+        // Removed by the other process while cached here: refused, and stays refused.
+        other.remove_peer("n1").await.unwrap();
+        for seq in [5, 6] {
+            let err = reg
+                .record_heartbeat(&signed(&hb(seq), &new), &policy, NOW)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, HeartbeatError::Removed(_)), "{err}");
+        }
+        let series = reg
+            .heartbeats_between(&["n1".into()], NOW - 10, NOW + 10)
+            .await
+            .unwrap();
+        assert_eq!(series.iter().map(|h| h.seq).collect::<Vec<_>>(), vec![1, 3]);
+        db.cleanup().await;
+    }
+}
+
 /// Issue 13: one validly signed heartbeat with an inflated `seq` used to lock the node
 /// out until its counter caught up. A higher epoch resets the window; replays of any
 /// accepted `(epoch, seq)` and anything below it stay refused; the epoch cannot jump
