@@ -31,7 +31,7 @@ use std::path::{Component, Path, PathBuf};
 use fleetgate_trust::Artifact;
 
 /// The file, in an artifact slot, listing the SHA-256 of each installed file.
-pub const FILES_LIST: &str = ".fleetgate-files.json";
+pub const FILES_LIST: &str = fleetgate_trust::RESERVED_ARTIFACT_NAME;
 
 /// Limits on what unpacking one release may write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

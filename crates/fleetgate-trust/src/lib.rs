@@ -109,9 +109,9 @@ pub use keys::{
 };
 pub use manifest::{
     Artifact, DEV_MODE_FIELD, HashScheme, MANIFEST_SCHEMA_VERSION, MAX_ARTIFACTS,
-    MAX_FUTURE_SKEW_SECS, MAX_MANIFEST_BYTES, Manifest, ManifestKind, RollbackOf, VerifiedManifest,
-    VerifyOptions, dev_mode_manifest, is_sha256_hex, parse_rfc3339, random_canary_seed,
-    rfc3339_seconds, sign_manifest, sign_manifest_detached, sign_manifest_value,
-    sign_manifest_value_detached, unix_now, verify_manifest, verify_manifest_detached,
-    verify_manifest_value, verify_with_pubkey,
+    MAX_FUTURE_SKEW_SECS, MAX_MANIFEST_BYTES, Manifest, ManifestKind, RESERVED_ARTIFACT_NAME,
+    RollbackOf, VerifiedManifest, VerifyOptions, dev_mode_manifest, is_sha256_hex, parse_rfc3339,
+    random_canary_seed, rfc3339_seconds, sign_manifest, sign_manifest_detached,
+    sign_manifest_value, sign_manifest_value_detached, unix_now, verify_manifest,
+    verify_manifest_detached, verify_manifest_value, verify_with_pubkey,
 };

@@ -165,6 +165,10 @@ pub struct Artifact {
     pub size: u64,
 }
 
+/// The one artifact name no release may use: the agent records the digest of every file
+/// it installed into a slot under this name.
+pub const RESERVED_ARTIFACT_NAME: &str = ".fleetgate-files.json";
+
 impl Artifact {
     /// Checks the name and the digest.
     ///
@@ -178,6 +182,11 @@ impl Artifact {
         if n.is_empty() || n.len() > 255 || bad_part || n.chars().any(char::is_control) {
             return Err(format!(
                 "artifact name {n:?} is not a relative path of plain `/`-separated parts (no `..`, `.`, empty part, backslash or control character; ≤ 255 bytes)"
+            ));
+        }
+        if n == RESERVED_ARTIFACT_NAME {
+            return Err(format!(
+                "artifact name {n:?} is reserved: the agent writes the list of installed files there"
             ));
         }
         if !is_sha256_hex(&self.sha256) {

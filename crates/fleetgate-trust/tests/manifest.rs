@@ -1031,6 +1031,10 @@ fn artifacts_are_signed_left_out_when_empty_and_checked_for_names_and_digests() 
         (art("/abs", &"a".repeat(64)), "not a relative path"),
         (art("a//b", &"a".repeat(64)), "not a relative path"),
         (art("app", "ABC"), "not 64 lowercase hex"),
+        (
+            art(fleetgate_trust::RESERVED_ARTIFACT_NAME, &"a".repeat(64)),
+            "is reserved",
+        ),
     ] {
         let mut m = manifest(3);
         m.artifacts = vec![bad];
