@@ -78,7 +78,7 @@ pub use canary::{DeployStatus, DeploymentRecord};
 pub use channel::{Channel, DEFAULT_CHANNEL, validate_channel};
 pub use enroll::{CERT_TYPE, CertFields, issue_cert, validate_node_id, verify_cert};
 pub use error::{EnrollError, FleetError, HeartbeatError};
-pub use feed::{FeedEntry, MAX_FEED_MANIFEST};
+pub use feed::{FeedEntry, FeedWrite, MAX_FEED_MANIFEST};
 pub use heartbeat::{
     DEFAULT_RETENTION_SECS, Heartbeat, HeartbeatPolicy, HeartbeatRecord, SignedHeartbeat,
     VerifiedHeartbeat, parse_heartbeat,

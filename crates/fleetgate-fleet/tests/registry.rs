@@ -329,6 +329,60 @@ async fn cached_node_keys_never_outlive_a_reenrollment_or_removal_elsewhere() {
     }
 }
 
+/// Feeds written for many nodes at once (issue 18): one transaction, the manifest stored
+/// once; each feed only moves forward; unknown nodes are named, not written.
+#[tokio::test]
+async fn feeds_for_many_nodes_are_written_at_once_and_only_move_forward() {
+    for db in backends().await {
+        let reg = db.registry().await;
+        let mut nodes = Vec::new();
+        for i in 1..=3u8 {
+            let id = format!("n{i}");
+            reg.enroll(&cert_for(&id, &node_key(i), "eu"), &keyring(), NOW)
+                .await
+                .unwrap();
+            nodes.push(id);
+        }
+        // n3 already holds a later manifest.
+        assert!(
+            reg.put_feed("n3", 9, b"{\"sequence\":9}", NOW)
+                .await
+                .unwrap()
+        );
+        let mut targets = nodes.clone();
+        targets.push("ghost".into());
+        let m5 = b"{\"sequence\":5}";
+        let w = reg.put_feeds(&targets, 5, m5, NOW).await.unwrap();
+        assert_eq!(w.changed, 2, "n1 and n2; n3 holds sequence 9");
+        assert_eq!(w.unknown, vec!["ghost".to_owned()]);
+        for (node, seq, body) in [
+            ("n1", 5, &m5[..]),
+            ("n2", 5, &m5[..]),
+            ("n3", 9, &b"{\"sequence\":9}"[..]),
+        ] {
+            let f = reg.feed(node).await.unwrap().unwrap();
+            assert_eq!((f.sequence, f.manifest.as_slice()), (seq, body), "{node}");
+        }
+        assert!(reg.feed("ghost").await.unwrap().is_none());
+        // Written again: nothing changes; a later one raises all three.
+        assert_eq!(reg.put_feeds(&nodes, 5, m5, NOW).await.unwrap().changed, 0);
+        let m10 = b"{\"sequence\":10}";
+        assert_eq!(
+            reg.put_feeds(&nodes, 10, m10, NOW).await.unwrap().changed,
+            3
+        );
+        for node in &nodes {
+            assert_eq!(reg.feed(node).await.unwrap().unwrap().manifest, m10);
+        }
+        let e = reg.put_feed("ghost", 11, m10, NOW).await.unwrap_err();
+        assert!(
+            matches!(e, FleetError::UnknownPeer(ref n) if n == "ghost"),
+            "{e}"
+        );
+        db.cleanup().await;
+    }
+}
+
 /// Issue 13: one validly signed heartbeat with an inflated `seq` used to lock the node
 /// out until its counter caught up. A higher epoch resets the window; replays of any
 /// accepted `(epoch, seq)` and anything below it stay refused; the epoch cannot jump

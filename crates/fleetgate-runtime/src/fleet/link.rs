@@ -234,14 +234,17 @@ impl FleetLink {
                 .collect();
         };
         let now = self.db_now();
-        let mut failed = BTreeMap::new();
-        for node in nodes {
-            if let Err(e) = self.block_on(self.registry.put_feed(node, sequence, bytes, now)) {
-                tracing::warn!(node = %node, error = %e, "could not write the node's pull feed");
-                failed.insert(node.clone(), e.to_string());
+        match self.block_on(self.registry.put_feeds(nodes, sequence, bytes, now)) {
+            Ok(w) => w
+                .unknown
+                .into_iter()
+                .map(|n| (n, "the node is not enrolled".to_owned()))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(nodes = nodes.len(), error = %e, "could not write the nodes' pull feeds");
+                nodes.iter().map(|n| (n.clone(), e.to_string())).collect()
             }
         }
-        failed
     }
 
     /// Put signed manifest bytes in each node's pull feed ([`FleetLink::put_feeds`]), then
