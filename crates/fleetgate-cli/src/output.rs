@@ -342,7 +342,28 @@ pub fn print_status(s: &PipelineState, quarantined: &[PathBuf]) {
 }
 
 fn print_deliveries(ds: &[fleetgate_core::fleet::NodeDelivery]) {
-    for d in ds {
+    // On a large fleet: how many per status, then the first few not done (`--json` has
+    // every one).
+    const SHOWN: usize = 20;
+    if ds.len() > SHOWN {
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        for d in ds {
+            *counts
+                .entry(format!("{:?}", d.status).to_lowercase())
+                .or_default() += 1;
+        }
+        let counts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        println!("          {} deliveries: {}", ds.len(), counts.join(", "));
+    }
+    let open: Vec<&fleetgate_core::fleet::NodeDelivery> = if ds.len() > SHOWN {
+        ds.iter()
+            .filter(|d| d.status != fleetgate_core::fleet::DeliveryStatus::Done)
+            .take(SHOWN)
+            .collect()
+    } else {
+        ds.iter().collect()
+    };
+    for d in open {
         println!(
             "          {:<16} {:<9} {} attempt(s){}",
             d.node,

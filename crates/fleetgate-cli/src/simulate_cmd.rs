@@ -7,8 +7,15 @@
 //! and prints what was sent, accepted and refused, the accepted rate and the latency
 //! percentiles.
 //!
-//! The virtual nodes only heartbeat: they do not apply releases (the heartbeat reports
-//! the code hash given with `--code-hash`).
+//! With `--pull-every N` the virtual nodes also behave like pull-mode agents towards the
+//! orchestrator: every N heartbeats each polls its feed (`GET /api/fleet/feed/{id}` with
+//! `If-None-Match`), verifies a new manifest against the config's trust file exactly as
+//! an agent does (signature, keyring, expiry, and its own anti-rollback floor), "applies"
+//! it — a release's version and code hash, or a rollback order's `return_to_*` — and
+//! reports it in its next heartbeats, floor included. Each distinct manifest is verified
+//! once (by its SHA-256) for all nodes; the floor is checked per node. The summary then
+//! says, per code hash, how many nodes took it and when the first, 50%, 99.9% and last of
+//! them did. Without it the nodes only heartbeat the code hash given with `--code-hash`.
 
 use anyhow::Context;
 use fleetgate_fleet::{CertFields, Heartbeat, Registry, SignedHeartbeat};
@@ -57,6 +64,10 @@ pub struct SimulateArgs {
     /// The code hash the nodes report.
     #[arg(long, default_value = "simulated")]
     pub code_hash: String,
+    /// Behave like pull-mode agents: poll the feed every N heartbeats and apply what
+    /// verifies (0 = never; the nodes then report `--version` / `--code-hash` throughout).
+    #[arg(long, default_value_t = 0)]
+    pub pull_every: u32,
     /// Machine-readable summary.
     #[arg(long)]
     pub json: bool,
@@ -77,6 +88,25 @@ struct Summary {
     p99_ms: f64,
     max_ms: f64,
     enrolled_new: u32,
+    /// Feed polls (with `--pull-every`): made, failed, answered with a manifest.
+    feed_polls: u64,
+    feed_errors: u64,
+    feed_fetched: u64,
+    /// Manifests refused (verification or the node's floor), by reason.
+    feed_refused: BTreeMap<String, u64>,
+    /// Per code hash the nodes took from their feeds: how many and when.
+    applied: BTreeMap<String, Applied>,
+}
+
+/// When the nodes took one code hash from their feeds (unix seconds, fractional).
+#[derive(Debug, Default, serde::Serialize)]
+struct Applied {
+    version: String,
+    nodes: u64,
+    first_at: f64,
+    p50_at: f64,
+    p999_at: f64,
+    last_at: f64,
 }
 
 fn node_key(id: &str) -> SigningKey {
@@ -120,7 +150,18 @@ pub fn run(o: &Orchestrator, args: SimulateArgs) -> anyhow::Result<ExitCode> {
             args.concurrency
         );
     }
-    let mut summary = rt.block_on(send(&args, &base, &ids))?;
+    let keyring = if args.pull_every > 0 {
+        let trust = o.config().signing.trust_file.as_deref().context(
+            "set `[signing] trust_file`: --pull-every verifies the feed's manifests against it",
+        )?;
+        Some(Arc::new(fleetgate_trust::Keyring::load(&resolve(
+            &o.context().base,
+            trust,
+        ))?))
+    } else {
+        None
+    };
+    let mut summary = rt.block_on(send(&args, &base, &ids, keyring))?;
     summary.enrolled_new = enrolled_new;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -136,6 +177,18 @@ pub fn run(o: &Orchestrator, args: SimulateArgs) -> anyhow::Result<ExitCode> {
             summary.p99_ms,
             summary.max_ms
         );
+        if args.pull_every > 0 {
+            println!(
+                "feed: {} polls, {} errors, {} manifests fetched, refused {:?}",
+                summary.feed_polls, summary.feed_errors, summary.feed_fetched, summary.feed_refused
+            );
+            for (hash, a) in &summary.applied {
+                println!(
+                    "applied {} ({hash}) on {} nodes: first at {:.1}, 50% at {:.1}, 99.9% at {:.1}, last at {:.1} (unix s)",
+                    a.version, a.nodes, a.first_at, a.p50_at, a.p999_at, a.last_at
+                );
+            }
+        }
     }
     Ok(if summary.accepted > 0 && summary.errors == 0 {
         ExitCode::SUCCESS
@@ -194,7 +247,142 @@ struct Node {
     offset: Duration,
 }
 
-async fn send(args: &SimulateArgs, base: &str, ids: &[String]) -> anyhow::Result<Summary> {
+/// What a virtual node runs and has seen of its feed.
+#[derive(Debug, Clone)]
+struct Running {
+    version: String,
+    code_hash: String,
+    floor: u64,
+    etag: Option<String>,
+}
+
+/// A verified manifest as a node takes it.
+#[derive(Debug, Clone)]
+struct Take {
+    version: String,
+    code_hash: String,
+    sequence: u64,
+}
+
+/// Each distinct manifest body (by SHA-256) verified once for every node.
+type VerifyCache = std::sync::Mutex<std::collections::HashMap<[u8; 32], Result<Take, String>>>;
+
+/// Feed figures of one worker.
+#[derive(Debug, Default)]
+struct FeedStats {
+    polls: u64,
+    errors: u64,
+    fetched: u64,
+    refused: BTreeMap<String, u64>,
+    /// (code hash, version, unix time) of each apply.
+    applied: Vec<(String, String, f64)>,
+}
+
+fn verify_feed(
+    body: &[u8],
+    keyring: &fleetgate_trust::Keyring,
+    cache: &VerifyCache,
+) -> Result<Take, String> {
+    let digest: [u8; 32] = Sha256::digest(body).into();
+    if let Some(hit) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&digest) {
+        return hit.clone();
+    }
+    let now = u64::try_from(fleetgate_fleet::unix_now()).unwrap_or(0);
+    let taken = fleetgate_trust::verify_manifest(body, keyring, now, &Default::default())
+        .map_err(|e| e.to_string())
+        .and_then(|v| {
+            let m = v.manifest;
+            match m.kind {
+                fleetgate_trust::ManifestKind::Release => Ok(Take {
+                    version: m.version,
+                    code_hash: m.code_hash,
+                    sequence: m.sequence,
+                }),
+                fleetgate_trust::ManifestKind::Rollback => Ok(Take {
+                    version: m.return_to_version.unwrap_or_default(),
+                    code_hash: m.return_to_code_hash.unwrap_or_default(),
+                    sequence: m.sequence,
+                }),
+                other => Err(format!("a {other:?} manifest is not simulated")),
+            }
+        });
+    cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(digest, taken.clone());
+    taken
+}
+
+/// One poll of `node`'s feed; applies what verifies and is above the node's floor.
+async fn poll_feed(
+    client: &reqwest::Client,
+    url: &str,
+    run: &mut Running,
+    keyring: &fleetgate_trust::Keyring,
+    cache: &VerifyCache,
+    stats: &mut FeedStats,
+) {
+    stats.polls += 1;
+    let mut req = client.get(url);
+    if let Some(tag) = &run.etag {
+        req = req.header("if-none-match", tag.as_str());
+    }
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(_) => {
+            stats.errors += 1;
+            return;
+        }
+    };
+    match resp.status().as_u16() {
+        304 | 404 => {
+            let _ = resp.bytes().await;
+            return;
+        }
+        200 => {}
+        _ => {
+            stats.errors += 1;
+            let _ = resp.bytes().await;
+            return;
+        }
+    }
+    let etag = resp
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let Ok(body) = resp.bytes().await else {
+        stats.errors += 1;
+        return;
+    };
+    stats.fetched += 1;
+    // Settled either way: not fetched again until the feed changes (as the agent).
+    run.etag = etag;
+    match verify_feed(&body, keyring, cache) {
+        Ok(t) if t.sequence > run.floor => {
+            run.version = t.version;
+            run.code_hash = t.code_hash;
+            run.floor = t.sequence;
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            stats
+                .applied
+                .push((run.code_hash.clone(), run.version.clone(), at));
+        }
+        Ok(_) => *stats.refused.entry("replayed".into()).or_default() += 1,
+        Err(e) => *stats.refused.entry(e).or_default() += 1,
+    }
+}
+
+async fn send(
+    args: &SimulateArgs,
+    base: &str,
+    ids: &[String],
+    keyring: Option<Arc<fleetgate_trust::Keyring>>,
+) -> anyhow::Result<Summary> {
+    let cache: Arc<VerifyCache> = Arc::default();
     let interval = Duration::from_secs_f64(args.interval);
     let bad_every = if args.bad_pct > 0.0 {
         (100.0 / args.bad_pct).round().max(1.0) as usize
@@ -245,43 +433,57 @@ async fn send(args: &SimulateArgs, base: &str, ids: &[String]) -> anyhow::Result
     let mut tasks = Vec::new();
     for w in 0..workers {
         let mine: Vec<Arc<Node>> = nodes.iter().skip(w).step_by(workers).cloned().collect();
-        let (client, url, version, code_hash) = (
-            client_for(w)?,
-            url.clone(),
-            args.version.clone(),
-            args.code_hash.clone(),
-        );
+        let (client, url, keyring, cache) =
+            (client_for(w)?, url.clone(), keyring.clone(), cache.clone());
+        let feed_base = format!("{base}/api/fleet/feed/");
+        let pull_every = args.pull_every;
+        let mut running: Vec<Running> = mine
+            .iter()
+            .map(|_| Running {
+                version: args.version.clone(),
+                code_hash: args.code_hash.clone(),
+                floor: 0,
+                etag: None,
+            })
+            .collect();
         tasks.push(tokio::spawn(async move {
+            let mut feed = FeedStats::default();
             let mut lat: Vec<f64> = Vec::new();
             let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
             let mut errors = 0u64;
             let mut round = 0u32;
             // A round starts at or after `stop`: done (also when this worker has no node).
             'rounds: while start + interval * round < stop {
-                for node in &mine {
+                for (node, run) in mine.iter().zip(running.iter_mut()) {
                     let due = start + interval * round + node.offset;
                     if due >= stop {
                         break 'rounds;
                     }
                     tokio::time::sleep_until(due.into()).await;
+                    if let Some(keyring) = &keyring
+                        && round.is_multiple_of(pull_every)
+                    {
+                        let url = format!("{feed_base}{}", node.id);
+                        poll_feed(&client, &url, run, keyring, &cache, &mut feed).await;
+                    }
                     let k = u64::from(round) + 1;
                     let requests = k * 1000;
                     let hb = Heartbeat {
                         bench: Default::default(),
-                        code_hash: code_hash.clone(),
+                        code_hash: run.code_hash.clone(),
                         epoch: 0,
                         exceptions_total: if node.bad {
                             requests / 10
                         } else {
                             requests / 200
                         },
-                        floor: 0,
+                        floor: run.floor,
                         healthy: !node.bad,
                         node_id: node.id.clone(),
                         requests_total: requests,
                         sent_at: u64::try_from(fleetgate_fleet::unix_now()).unwrap_or(0),
                         seq: seq0 + k,
-                        version: version.clone(),
+                        version: run.version.clone(),
                     };
                     let body = SignedHeartbeat::sign(&hb, &node.key).to_json();
                     let t = Instant::now();
@@ -303,14 +505,22 @@ async fn send(args: &SimulateArgs, base: &str, ids: &[String]) -> anyhow::Result
                 }
                 round += 1;
             }
-            (lat, statuses, errors)
+            (lat, statuses, errors, feed)
         }));
     }
     let mut lat = Vec::new();
     let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
     let mut errors = 0;
+    let mut feed = FeedStats::default();
     for t in tasks {
-        let (l, s, e) = t.await?;
+        let (l, s, e, f) = t.await?;
+        feed.polls += f.polls;
+        feed.errors += f.errors;
+        feed.fetched += f.fetched;
+        for (k, v) in f.refused {
+            *feed.refused.entry(k).or_default() += v;
+        }
+        feed.applied.extend(f.applied);
         lat.extend(l);
         for (k, v) in s {
             *statuses.entry(k).or_default() += v;
@@ -344,5 +554,32 @@ async fn send(args: &SimulateArgs, base: &str, ids: &[String]) -> anyhow::Result
         p99_ms: pct(0.99),
         max_ms: lat.last().copied().unwrap_or(0.0),
         enrolled_new: 0,
+        feed_polls: feed.polls,
+        feed_errors: feed.errors,
+        feed_fetched: feed.fetched,
+        feed_refused: feed.refused,
+        applied: applied_figures(feed.applied),
     })
+}
+
+/// Per code hash: how many applies and when the first, 50%, 99.9% and last happened.
+fn applied_figures(mut applies: Vec<(String, String, f64)>) -> BTreeMap<String, Applied> {
+    applies.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.total_cmp(&b.2)));
+    let mut out = BTreeMap::new();
+    for chunk in applies.chunk_by(|a, b| a.0 == b.0) {
+        let at =
+            |q: f64| chunk[((chunk.len() as f64 * q).ceil() as usize).clamp(1, chunk.len()) - 1].2;
+        out.insert(
+            chunk[0].0.clone(),
+            Applied {
+                version: chunk[0].1.clone(),
+                nodes: chunk.len() as u64,
+                first_at: chunk[0].2,
+                p50_at: at(0.5),
+                p999_at: at(0.999),
+                last_at: at(1.0),
+            },
+        );
+    }
+    out
 }

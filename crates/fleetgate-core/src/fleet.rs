@@ -289,7 +289,12 @@ impl NodeDelivery {
                 }
             }
         }
-        self.last_answer = Some(answer);
+        // An unreachable node's answer is its error, kept in `detail` already: not twice
+        // (a DEPLOY to many pull-mode nodes keeps one per node in the state).
+        self.last_answer = match answer {
+            NodeAnswer::Unknown { .. } => None,
+            other => Some(other),
+        };
     }
 
     /// Record what the node's latest heartbeat says it runs. A release is delivered once
@@ -510,7 +515,7 @@ impl CanaryMachine<'_> {
         let goal = Goal::Run(&self.params.code_hash);
         match event {
             CanaryEvent::Observed { node, observed } => {
-                if let Some(d) = p.deliveries.iter_mut().find(|d| d.node == node) {
+                if let Some(d) = find_delivery(&mut p.deliveries, &node) {
                     d.observed(&goal, observed.as_ref());
                 }
                 if observed
@@ -529,6 +534,7 @@ impl CanaryMachine<'_> {
                     .iter()
                     .map(|n| NodeDelivery::new(n.clone(), true))
                     .collect();
+                sort_deliveries(&mut p.deliveries);
                 p.selection = Some(selection);
                 vec![FleetCommand::Persist]
             }
@@ -571,7 +577,7 @@ impl CanaryMachine<'_> {
                 }
             }
             CanaryEvent::Answered { node, answer } => {
-                if let Some(d) = p.deliveries.iter_mut().find(|d| d.node == node) {
+                if let Some(d) = find_delivery(&mut p.deliveries, &node) {
                     d.answered(&goal, answer);
                 }
                 vec![FleetCommand::Persist]
@@ -624,7 +630,7 @@ impl CanaryMachine<'_> {
                     failed.len(),
                     failed.join("; ")
                 ),
-                json!({"deliveries": p.deliveries}),
+                json!({"failed": failed.len()}),
             ))];
         }
         if p.window_start.is_none() {
@@ -656,17 +662,19 @@ impl CanaryMachine<'_> {
                 ];
             }
             let sent_at = p.first_sent_at.unwrap_or(now);
-            let figures = json!({"waiting_for": waiting, "deliveries": p.deliveries});
+            // Counts, not lists: the progress holds every delivery already.
+            let figures = json!({"waiting_for": waiting.len(), "undelivered": undelivered.len()});
             let mut names: Vec<String> = waiting.clone();
+            let mut named: BTreeSet<&str> = waiting.iter().map(String::as_str).collect();
             for d in &undelivered {
-                if !names.contains(&d.node) {
+                if named.insert(&d.node) {
                     names.push(d.node.clone());
                 }
             }
             let described: Vec<String> = names
                 .iter()
                 .map(|n| {
-                    let d = p.deliveries.iter().find(|d| &d.node == n);
+                    let d = find_delivery_ref(&p.deliveries, n);
                     match d.and_then(|d| d.detail.as_deref()) {
                         Some(detail)
                             if !detail.trim().is_empty() && d.is_some_and(|d| !d.settled()) =>
@@ -683,7 +691,7 @@ impl CanaryMachine<'_> {
                         "integrity: canary node(s) did not report the release's code hash {} within {}s of the apply: {}",
                         short(&params.code_hash),
                         params.report_grace_secs,
-                        described.join(", ")
+                        name_some(&described)
                     ),
                     figures,
                 ))];
@@ -691,7 +699,7 @@ impl CanaryMachine<'_> {
             return vec![FleetCommand::Verdict(Verdict::pending(
                 format!(
                     "waiting for the canary nodes to report the release: {}",
-                    described.join(", ")
+                    name_some(&described)
                 ),
                 figures,
             ))];
@@ -791,9 +799,10 @@ pub fn step_slice(
         .filter(|n| !updated.contains(*n))
         .cloned()
         .collect();
+    let in_slice: BTreeSet<&String> = slice.iter().collect();
     let baseline = eligible
         .iter()
-        .filter(|n| !updated.contains(*n) && !slice.contains(n))
+        .filter(|n| !updated.contains(*n) && !in_slice.contains(n))
         .cloned()
         .collect();
     (slice, baseline)
@@ -907,7 +916,7 @@ impl DeployMachine<'_> {
         let goal = Goal::Run(&self.params.code_hash);
         match event {
             DeployEvent::Observed { node, observed } => {
-                if let Some(d) = self.progress.deliveries.iter_mut().find(|d| d.node == node) {
+                if let Some(d) = find_delivery(&mut self.progress.deliveries, &node) {
                     d.observed(&goal, observed.observed.as_ref());
                 }
                 self.observed.insert(node, observed);
@@ -921,6 +930,7 @@ impl DeployMachine<'_> {
                         .iter()
                         .map(|n| NodeDelivery::new(n.clone(), true))
                         .collect();
+                    sort_deliveries(&mut p.deliveries);
                 }
                 p.targets = nodes;
                 vec![FleetCommand::Persist]
@@ -930,7 +940,7 @@ impl DeployMachine<'_> {
                 vec![FleetCommand::Persist]
             }
             DeployEvent::Answered { node, answer } => {
-                if let Some(d) = self.progress.deliveries.iter_mut().find(|d| d.node == node) {
+                if let Some(d) = find_delivery(&mut self.progress.deliveries, &node) {
                     d.answered(&goal, answer);
                 }
                 vec![FleetCommand::Persist]
@@ -943,8 +953,9 @@ impl DeployMachine<'_> {
     #[must_use]
     pub fn nodes(&self) -> Vec<String> {
         let mut all = self.params.canary.clone();
+        let mut seen: BTreeSet<&String> = self.params.canary.iter().collect();
         for t in &self.progress.targets {
-            if !all.contains(t) {
+            if seen.insert(t) {
                 all.push(t.clone());
             }
         }
@@ -973,11 +984,7 @@ impl DeployMachine<'_> {
         for id in &all {
             let o = self.observed.get(id);
             let hb = o.and_then(|o| o.observed.as_ref());
-            let failed_delivery = self
-                .progress
-                .deliveries
-                .iter()
-                .find(|d| &d.node == id)
+            let failed_delivery = find_delivery_ref(&self.progress.deliveries, id)
                 .filter(|d| d.status == DeliveryStatus::Failed);
             match hb {
                 Some(h) if h.code_hash == hash && h.healthy => converged.push(id.clone()),
@@ -991,10 +998,11 @@ impl DeployMachine<'_> {
                 _ => behind.push(id.clone()),
             }
         }
+        let converged_set: BTreeSet<&String> = converged.iter().collect();
         let denom = all
             .iter()
             .filter(|id| {
-                self.observed.get(*id).is_some_and(|o| o.reachable) || converged.contains(*id)
+                self.observed.get(*id).is_some_and(|o| o.reachable) || converged_set.contains(id)
             })
             .count()
             .max(1);
@@ -1006,7 +1014,6 @@ impl DeployMachine<'_> {
             "converged": converged.len(), "unhealthy": unhealthy, "behind": behind,
             "success_pct": self.params.success_pct, "max_failure_pct": self.params.max_failure_pct,
             "converged_ratio": conv_ratio, "deadline": deadline,
-            "deliveries": self.progress.deliveries,
         });
         let verdict = if fail_ratio > self.params.max_failure_pct {
             Verdict::failed(
@@ -1016,7 +1023,7 @@ impl DeployMachine<'_> {
                     all.len(),
                     fail_ratio * 100.0,
                     self.params.max_failure_pct * 100.0,
-                    unhealthy.join(", ")
+                    name_some(&unhealthy)
                 ),
                 figures,
             )
@@ -1036,7 +1043,7 @@ impl DeployMachine<'_> {
                     "deploy deadline passed with {} of {} reachable nodes converged; behind: {}",
                     converged.len(),
                     denom,
-                    behind.join(", ")
+                    name_some(&behind)
                 ),
                 figures,
             )
@@ -1188,8 +1195,48 @@ impl RevocationProgress {
     /// Record a node's answer.
     pub fn answered(&mut self, node: &str, answer: NodeAnswer) {
         let bad = self.revoked_code_hash.clone();
-        if let Some(d) = self.deliveries.iter_mut().find(|d| d.node == node) {
+        if let Some(d) = find_delivery(&mut self.deliveries, node) {
             d.answered(&Goal::Revoke(&bad), answer);
         }
     }
+}
+
+/// Deliveries are kept in node-id order, so a node's is found by binary search (a
+/// DEPLOY over a large fleet looks every node up on every pass).
+fn sort_deliveries(deliveries: &mut [NodeDelivery]) {
+    deliveries.sort_by(|a, b| a.node.cmp(&b.node));
+}
+
+/// `node`'s delivery: by binary search, else (progress written before deliveries were
+/// kept in order) by a scan.
+fn find_delivery<'a>(
+    deliveries: &'a mut [NodeDelivery],
+    node: &str,
+) -> Option<&'a mut NodeDelivery> {
+    match deliveries.binary_search_by(|d| d.node.as_str().cmp(node)) {
+        Ok(i) => deliveries.get_mut(i),
+        Err(_) => deliveries.iter_mut().find(|d| d.node == node),
+    }
+}
+
+/// [`find_delivery`], shared.
+fn find_delivery_ref<'a>(deliveries: &'a [NodeDelivery], node: &str) -> Option<&'a NodeDelivery> {
+    match deliveries.binary_search_by(|d| d.node.as_str().cmp(node)) {
+        Ok(i) => deliveries.get(i),
+        Err(_) => deliveries.iter().find(|d| d.node == node),
+    }
+}
+
+/// Node names for a message: all of them up to 20, else the first 20 and how many more
+/// (the figures carry the full lists).
+fn name_some(nodes: &[String]) -> String {
+    const SHOWN: usize = 20;
+    if nodes.len() <= SHOWN {
+        return nodes.join(", ");
+    }
+    format!(
+        "{} and {} more",
+        nodes[..SHOWN].join(", "),
+        nodes.len() - SHOWN
+    )
 }

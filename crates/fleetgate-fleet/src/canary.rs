@@ -131,9 +131,13 @@ impl Registry {
         baseline: &[String],
         at: i64,
     ) -> Result<Sample, FleetError> {
-        let mut nodes = Vec::with_capacity(canary.len() + baseline.len());
+        let mut ids = Vec::with_capacity(canary.len() + baseline.len());
+        ids.extend_from_slice(canary);
+        ids.extend_from_slice(baseline);
+        let mut latest = self.latest_heartbeats(&ids, at).await?;
+        let mut nodes = Vec::with_capacity(latest.len());
         for id in canary.iter().chain(baseline) {
-            if let Some(hb) = self.latest_heartbeat(id, at).await? {
+            if let Some(hb) = latest.remove(id) {
                 nodes.push(NodeReport {
                     node_id: hb.node_id,
                     heartbeat_at: u64::try_from(hb.at).ok(),

@@ -117,6 +117,24 @@ impl FleetError {
     pub(crate) fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> FleetError {
         move |source| FleetError::Db { what, source }
     }
+
+    /// A transaction the database aborted to resolve a conflict with another one
+    /// (PostgreSQL: deadlock detected `40P01`, serialization failure `40001`; SQLite:
+    /// busy or locked): nothing of it was written, and running it again may succeed.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        let FleetError::Db {
+            source: sqlx::Error::Database(db),
+            ..
+        } = self
+        else {
+            return false;
+        };
+        matches!(
+            db.code().as_deref(),
+            Some("40P01" | "40001" | "5" | "6" | "517" | "262")
+        )
+    }
 }
 
 /// Why an enrollment certificate was refused.

@@ -180,6 +180,20 @@ impl Registry {
         }))
     }
 
+    /// The anti-rollback floor each of `nodes` last reported ([`Registry::reported_floor`]
+    /// for many nodes at once); unknown nodes are left out.
+    pub async fn reported_floors(
+        &self,
+        nodes: &[String],
+    ) -> Result<std::collections::BTreeMap<String, u64>, FleetError> {
+        Ok(self
+            .peer_column::<i64>("last_floor", nodes, "read the nodes' reported floors")
+            .await?
+            .into_iter()
+            .map(|(id, f)| (id, u64::try_from(f).unwrap_or(0)))
+            .collect())
+    }
+
     /// The anti-rollback floor `node`'s last accepted heartbeat reported (0 before one
     /// that carries it), or `None` for an unknown node.
     pub async fn reported_floor(&self, node: &str) -> Result<Option<u64>, FleetError> {

@@ -29,11 +29,15 @@
 
 use std::collections::BTreeMap;
 
+/// Node ids per statement in the batched reads (well under SQLite's and PostgreSQL's
+/// limits on bound parameters).
+pub(crate) const READ_CHUNK: usize = 2000;
+
 use fleetgate_trust::PublicKey;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{FleetError, HeartbeatError};
-use crate::registry::{PeerStatus, Registry, to_i64};
+use crate::registry::{PeerStatus, Pool, Registry, to_i64};
 use fleetgate_node_api::validate_node_id;
 
 /// How far above the last accepted epoch a heartbeat's epoch may be. An agent steps its
@@ -601,6 +605,67 @@ impl Registry {
         out.sort_by(|a, b| {
             (a.at, &a.node_id, a.epoch, a.seq).cmp(&(b.at, &b.node_id, b.epoch, b.seq))
         });
+        Ok(out)
+    }
+
+    /// The latest heartbeat received at or before `at` of each of `nodes` that has one,
+    /// by node id: [`Registry::latest_heartbeat`] for many nodes at once, a few thousand
+    /// per statement (a canary sample or a DEPLOY pass over a large fleet is then a few
+    /// round trips instead of one per node).
+    pub async fn latest_heartbeats(
+        &self,
+        nodes: &[String],
+        at: i64,
+    ) -> Result<BTreeMap<String, HeartbeatRecord>, FleetError> {
+        let mut ids: Vec<&str> = nodes.iter().map(String::as_str).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut out = BTreeMap::new();
+        // Driven by the node list, one index probe per node ((node_id, at) on both
+        // backends): PostgreSQL through a LATERAL join over the bound array, SQLite
+        // (which has no LATERAL) through a correlated row-value subquery per listed id.
+        const PG: &str =
+            "SELECT h.node_id, h.at, h.sent_at, h.epoch, h.seq, h.version, h.code_hash,
+                h.healthy, h.exceptions_total, h.requests_total, h.bench
+            FROM unnest($1::text[]) AS n(id)
+            CROSS JOIN LATERAL (SELECT * FROM heartbeats l WHERE l.node_id = n.id AND l.at <= $2
+                ORDER BY l.at DESC, l.epoch DESC, l.seq DESC LIMIT 1) h";
+        for chunk in ids.chunks(READ_CHUNK) {
+            let rows: Vec<HeartbeatRow> = match &self.pool {
+                Pool::Postgres(pool) => sqlx::query_as(PG)
+                    .bind(chunk)
+                    .bind(at)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(FleetError::db("read the latest heartbeats"))?,
+                Pool::Sqlite(pool) => {
+                    let mut q = sqlx::QueryBuilder::new("WITH n(id) AS (VALUES ");
+                    let mut sep = q.separated(", ");
+                    for id in chunk {
+                        sep.push("(")
+                            .push_bind_unseparated((*id).to_owned())
+                            .push_unseparated(")");
+                    }
+                    q.push(
+                        ") SELECT h.node_id, h.at, h.sent_at, h.epoch, h.seq, h.version, h.code_hash,
+                                h.healthy, h.exceptions_total, h.requests_total, h.bench
+                         FROM n JOIN heartbeats h ON h.node_id = n.id
+                          AND (h.at, h.epoch, h.seq) = (SELECT l.at, l.epoch, l.seq FROM heartbeats l
+                               WHERE l.node_id = n.id AND l.at <= ",
+                    );
+                    q.push_bind(at)
+                        .push(" ORDER BY l.at DESC, l.epoch DESC, l.seq DESC LIMIT 1)");
+                    q.build_query_as()
+                        .fetch_all(pool)
+                        .await
+                        .map_err(FleetError::db("read the latest heartbeats"))?
+                }
+            };
+            for r in rows {
+                let h = HeartbeatRecord::try_from(r)?;
+                out.insert(h.node_id.clone(), h);
+            }
+        }
         Ok(out)
     }
 

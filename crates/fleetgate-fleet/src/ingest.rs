@@ -17,6 +17,8 @@ use crate::registry::Registry;
 pub const MAX_BATCH: usize = 512;
 /// Most heartbeats waiting for the writer.
 pub const QUEUE: usize = 8192;
+/// Times a batch the database aborted in a conflict (deadlock, busy) is run again.
+const TRANSIENT_RETRIES: usize = 3;
 
 type Reply = oneshot::Sender<Result<HeartbeatRecord, HeartbeatError>>;
 
@@ -105,7 +107,18 @@ async fn writer(
         }
         let (batch, replies): (Vec<VerifiedHeartbeat>, Vec<Reply>) = items.drain(..).unzip();
         let (size, started) = (batch.len(), std::time::Instant::now());
-        let stored = registry.store_heartbeats(batch).await;
+        // A batch the database aborted in a conflict with another writer (a deadlock
+        // with a feed or status write on PostgreSQL) wrote nothing: run it again.
+        let mut stored = registry.store_heartbeats(batch.clone()).await;
+        for _ in 0..TRANSIENT_RETRIES {
+            match &stored {
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(error = %e, size, "heartbeat batch aborted by the database; retrying");
+                    stored = registry.store_heartbeats(batch.clone()).await;
+                }
+                _ => break,
+            }
+        }
         tracing::debug!(
             size,
             micros = started.elapsed().as_micros(),

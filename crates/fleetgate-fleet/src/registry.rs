@@ -480,6 +480,57 @@ impl Registry {
             .ok_or_else(|| FleetError::UnknownPeer(id.to_owned()))
     }
 
+    /// The address of each of `nodes` that is enrolled (removed ones included), by id:
+    /// one statement per few thousand nodes.
+    pub async fn addresses(
+        &self,
+        nodes: &[String],
+    ) -> Result<std::collections::BTreeMap<String, String>, FleetError> {
+        Ok(self
+            .peer_column::<String>("address", nodes, "read the nodes' addresses")
+            .await?
+            .into_iter()
+            .collect())
+    }
+
+    /// `(id, column)` of each of `nodes` that is enrolled, 2,000 ids per statement.
+    pub(crate) async fn peer_column<T>(
+        &self,
+        column: &'static str,
+        nodes: &[String],
+        what: &'static str,
+    ) -> Result<Vec<(String, T)>, FleetError>
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Sqlite>
+            + sqlx::Type<sqlx::Sqlite>
+            + for<'r> sqlx::Decode<'r, sqlx::Postgres>
+            + sqlx::Type<sqlx::Postgres>
+            + Send
+            + Unpin,
+    {
+        let mut ids: Vec<&str> = nodes.iter().map(String::as_str).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut out = Vec::new();
+        for chunk in ids.chunks(crate::heartbeat::READ_CHUNK) {
+            let rows: Vec<(String, T)> = with_pool!(self, |pool| {
+                let mut q = sqlx::QueryBuilder::new("SELECT id, ");
+                q.push(column).push(" FROM peers WHERE id IN (");
+                let mut sep = q.separated(", ");
+                for id in chunk {
+                    sep.push_bind((*id).to_owned());
+                }
+                sep.push_unseparated(")");
+                q.build_query_as()
+                    .fetch_all(pool)
+                    .await
+                    .map_err(FleetError::db(what))?
+            });
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
     /// One peer, if it exists.
     pub async fn find_peer(&self, id: &str) -> Result<Option<Peer>, FleetError> {
         const SQL: &str = "SELECT id, address, public_key, master_key_verified, status, current_version, code_hash, last_heartbeat, last_seq, last_epoch, region, enrolled_at, cert, channel, last_healthy FROM peers WHERE id = $1";

@@ -50,8 +50,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The state file name inside the state directory.
 pub const STATE_FILE: &str = "upgrade_state.json";
-/// Largest state file accepted (a state file is a few KiB; this bounds a bad file).
-pub const MAX_STATE_BYTES: u64 = 16 * 1024 * 1024;
+/// Largest state file accepted, and written: a state file is a few KiB for a small fleet
+/// and grows ~200 bytes per node a run sends the release to (CANARY and DEPLOY track each
+/// delivery: ~27 MB at 100,000 nodes); this bounds a bad file. A state that would not fit
+/// is refused before it is written ([`StoreError::TooLarge`]), never written and then
+/// quarantined on the next read.
+pub const MAX_STATE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// What went wrong with the state directory.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +69,15 @@ pub enum StoreError {
         path: PathBuf,
         /// The OS error.
         source: io::Error,
+    },
+    /// The state would be larger than [`MAX_STATE_BYTES`]: not written (it could not be
+    /// read back).
+    #[error(
+        "the state would be {len} bytes, over the {MAX_STATE_BYTES} byte limit of a state file: not written (a run over this many nodes needs a smaller fleet per run, e.g. channels)"
+    )]
+    TooLarge {
+        /// Its size.
+        len: u64,
     },
     /// Another orchestrator holds the lock.
     #[error(
@@ -502,6 +515,11 @@ impl StateDir {
     pub fn save(&self, state: &PipelineState) -> Result<(), StoreError> {
         let mut bytes = serde_json::to_vec_pretty(state)?;
         bytes.push(b'\n');
+        if bytes.len() as u64 > MAX_STATE_BYTES {
+            return Err(StoreError::TooLarge {
+                len: bytes.len() as u64,
+            });
+        }
         let path = self.state_path();
         WRITES.fetch_add(1, Ordering::SeqCst);
         self.save_releases(state)?;

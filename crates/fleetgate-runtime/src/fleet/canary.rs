@@ -171,8 +171,11 @@ pub(crate) fn run_phase(
                 let answers = link.send(&nodes, bytes);
                 fleetgate_store::kill_point(kill_point);
                 for (node, answer) in answers {
-                    tracing::info!(node = %node, answer = ?answer, "{what} apply answered");
-                    queue.extend(m.handle(CanaryEvent::Answered { node, answer }));
+                    tracing::debug!(node = %node, answer = ?answer, "{what} apply answered");
+                    super::push_coalesced(
+                        &mut queue,
+                        m.handle(CanaryEvent::Answered { node, answer }),
+                    );
                 }
                 if ticks < MAX_TICKS {
                     ticks += 1;
@@ -205,7 +208,7 @@ pub(crate) fn run_phase(
     }
     Ok(Verdict::pending(
         format!("{what}: waiting for the next pass"),
-        serde_json::to_value(&*m.progress).unwrap_or(Value::Null),
+        super::delivery_summary(&m.progress.deliveries),
     ))
 }
 
@@ -216,8 +219,9 @@ fn observe(link: &FleetLink, m: &mut CanaryMachine<'_>, t: i64) -> Result<(), Ru
         .as_ref()
         .map(|s| s.nodes.clone())
         .unwrap_or_default();
+    let mut seen = link.observe_many(&nodes, t)?;
     for node in nodes {
-        let observed = link.observe(&node, t)?;
+        let observed = seen.remove(&node);
         m.handle(CanaryEvent::Observed { node, observed });
     }
     Ok(())

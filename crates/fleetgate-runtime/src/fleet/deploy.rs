@@ -17,6 +17,9 @@ use fleetgate_core::{FleetStageProgress, Outcome, PipelineState, Verdict};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+/// Agents asked per pass whether they refused the release (`GET /status`).
+const STATUS_ASKS_PER_PASS: usize = 1024;
+
 /// One pass of DEPLOY.
 pub fn deploy(
     ctx: &GateContext,
@@ -69,8 +72,9 @@ pub fn deploy(
     }
     // The canary and the steps' nodes run the release already.
     let mut updated = canary_nodes(state);
+    let mut seen: BTreeSet<String> = updated.iter().cloned().collect();
     for n in progress.step_nodes() {
-        if !updated.contains(&n) {
+        if seen.insert(n.clone()) {
             updated.push(n);
         }
     }
@@ -109,7 +113,7 @@ pub fn deploy(
                         p.master_key_verified && p.status == fleetgate_fleet::PeerStatus::Active
                     })
                     .filter(|p| p.channel == channel)
-                    .filter(|p| !params.canary.contains(&p.id))
+                    .filter(|p| !seen.contains(&p.id))
                     .map(|p| p.id.clone())
                     .collect();
                 queue.extend(m.handle(DeployEvent::Targets { nodes }));
@@ -140,8 +144,11 @@ pub fn deploy(
                 let answers = link.send(&nodes, &bytes);
                 fleetgate_store::kill_point("deploy-sent");
                 for (node, answer) in answers {
-                    tracing::info!(node = %node, answer = ?answer, "deploy apply answered");
-                    queue.extend(m.handle(DeployEvent::Answered { node, answer }));
+                    tracing::debug!(node = %node, answer = ?answer, "deploy apply answered");
+                    super::push_coalesced(
+                        &mut queue,
+                        m.handle(DeployEvent::Answered { node, answer }),
+                    );
                 }
                 if ticks < MAX_TICKS {
                     ticks += 1;
@@ -160,7 +167,7 @@ pub fn deploy(
     }
     Ok(Verdict::pending(
         "deploy: waiting for the next pass",
-        serde_json::to_value(&*m.progress).unwrap_or(Value::Null),
+        super::delivery_summary(&m.progress.deliveries),
     ))
 }
 
@@ -351,13 +358,22 @@ fn observe(
         .into_iter()
         .map(|e| e.id)
         .collect();
-    for node in m.nodes() {
-        let observed = link.observe(&node, t)?;
-        let runs_release = observed
-            .as_ref()
-            .is_some_and(|o| o.code_hash == m.params.code_hash);
-        // Only a node that is behind can have refused the release: ask its agent.
-        let refused_release = !runs_release && link.agent_refused(&node, seq);
+    let nodes = m.nodes();
+    let mut seen = link.observe_many(&nodes, t)?;
+    // Only a node that is behind can have refused the release: ask its agent (a bounded
+    // number per pass, concurrently; on a large fleet they are asked in turn).
+    let behind: Vec<String> = nodes
+        .iter()
+        .filter(|n| {
+            seen.get(*n)
+                .is_none_or(|o| o.code_hash != m.params.code_hash)
+        })
+        .cloned()
+        .collect();
+    let refused = link.agents_refused(&behind, seq, STATUS_ASKS_PER_PASS);
+    for node in nodes {
+        let observed = seen.remove(&node);
+        let refused_release = refused.contains(&node);
         m.handle(DeployEvent::Observed {
             observed: DeployObserved {
                 observed,

@@ -219,6 +219,37 @@ impl FleetLink {
         }))
     }
 
+    /// The latest heartbeat of each of `nodes` as an observation ([`FleetLink::observe`]
+    /// for many nodes, a few statements for the lot); nodes that never heartbeated are
+    /// left out.
+    pub fn observe_many(
+        &self,
+        nodes: &[String],
+        at: i64,
+    ) -> Result<BTreeMap<String, Observed>, RuntimeError> {
+        let latest = self
+            .block_on(self.registry.latest_heartbeats(nodes, at))
+            .map_err(|e| fleet_op("failed to read heartbeats", e))?;
+        let floors = self
+            .block_on(self.registry.reported_floors(nodes))
+            .map_err(|e| fleet_op("failed to read the nodes' reported floors", e))?;
+        Ok(latest
+            .into_iter()
+            .map(|(node, h)| {
+                let floor = floors.get(&node).copied().unwrap_or(0);
+                (
+                    node,
+                    Observed {
+                        code_hash: h.code_hash,
+                        healthy: h.healthy,
+                        at: h.at,
+                        floor,
+                    },
+                )
+            })
+            .collect())
+    }
+
     /// Put signed manifest bytes in each node's pull feed (`GET /api/fleet/feed/{node}`),
     /// where a node that cannot be pushed to (`mode = "pull"`) fetches it. A feed only
     /// moves forward, so writing it again is harmless. Returns the nodes whose feed could
@@ -268,61 +299,131 @@ impl FleetLink {
 
     fn push(&self, nodes: &[String], bytes: &[u8]) -> BTreeMap<String, NodeAnswer> {
         let mut out = BTreeMap::new();
+        let addresses = match self.block_on(self.registry.addresses(nodes)) {
+            Ok(a) => a,
+            Err(e) => {
+                return nodes
+                    .iter()
+                    .map(|id| {
+                        let error = format!("no address for {id}: {e}");
+                        (id.clone(), NodeAnswer::Unknown { error })
+                    })
+                    .collect();
+            }
+        };
         let mut addressed = Vec::new();
         for id in nodes {
-            match self.block_on(self.registry.peer(id)) {
-                Ok(p) => addressed.push((p.id, p.address)),
-                Err(e) => {
-                    out.insert(
-                        id.clone(),
-                        NodeAnswer::Unknown {
-                            error: format!("no address for {id}: {e}"),
-                        },
-                    );
+            match addresses.get(id) {
+                Some(a) => addressed.push((id.clone(), a.clone())),
+                None => {
+                    let error = format!("no address for {id}: it is not enrolled");
+                    out.insert(id.clone(), NodeAnswer::Unknown { error });
                 }
             }
         }
         let bytes = bytes.to_vec();
         let http = self.http.clone();
         let answers = self.block_on(async move {
-            let mut set = tokio::task::JoinSet::new();
-            for (id, address) in addressed {
+            bounded(addressed, PUSH_CONCURRENCY, move |(id, address)| {
                 let client = http.clone();
                 let body = bytes.clone();
-                set.spawn(async move {
+                async move {
                     let base = address.trim_end_matches('/').to_owned();
                     let answer = post_apply(&client, &base, body).await;
                     (id, answer)
-                });
-            }
-            let mut got = Vec::new();
-            while let Some(joined) = set.join_next().await {
-                if let Ok(pair) = joined {
-                    got.push(pair);
                 }
-            }
-            got
+            })
+            .await
         });
         out.extend(answers);
         out
     }
 
-    /// Whether the node's agent lists the release `sequence` among the releases that
-    /// failed there (and that it will not retry).
-    pub fn agent_refused(&self, id: &str, sequence: u64) -> bool {
-        let Ok(p) = self.block_on(self.registry.peer(id)) else {
-            return false;
+    /// Of `nodes`, those whose agent lists the release `sequence` among the releases that
+    /// failed there (and that it will not retry): [`FleetLink::agent_refused`] for many
+    /// nodes, asked concurrently, at most `limit` of them per call (starting at a point
+    /// that moves with the clock, so a large fleet is asked in turn across passes rather
+    /// than all at once on every pass).
+    pub fn agents_refused(
+        &self,
+        nodes: &[String],
+        sequence: u64,
+        limit: usize,
+    ) -> std::collections::BTreeSet<String> {
+        if nodes.is_empty() {
+            return Default::default();
+        }
+        let start = usize::try_from(now_secs()).unwrap_or(0) % nodes.len();
+        let asked: Vec<String> = nodes
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(limit.min(nodes.len()))
+            .cloned()
+            .collect();
+        let Ok(addresses) = self.block_on(self.registry.addresses(&asked)) else {
+            return Default::default();
         };
-        let base = p.address.trim_end_matches('/').to_owned();
         let http = self.http.clone();
-        let status = self.block_on(async move { agent_status(&http, &base).await });
-        status
-            .and_then(|s| s.get("bad").and_then(Value::as_array).cloned())
-            .is_some_and(|bad| {
-                bad.iter()
-                    .any(|b| b.get("sequence").and_then(Value::as_u64) == Some(sequence))
-            })
+        self.block_on(async move {
+            bounded(
+                addresses.into_iter().collect(),
+                PUSH_CONCURRENCY,
+                move |(id, address): (String, String)| {
+                    let client = http.clone();
+                    async move {
+                        let base = address.trim_end_matches('/').to_owned();
+                        let status = agent_status(&client, &base).await;
+                        (id, refused(status.as_ref(), sequence))
+                    }
+                },
+            )
+            .await
+        })
+        .into_iter()
+        .filter(|(_, r)| *r)
+        .map(|(id, _)| id)
+        .collect()
     }
+}
+
+/// Requests to nodes in flight at once (applies, status checks).
+const PUSH_CONCURRENCY: usize = 256;
+
+/// Whether an agent's `/status` lists release `sequence` among its failed releases.
+fn refused(status: Option<&Value>, sequence: u64) -> bool {
+    status
+        .and_then(|s| s.get("bad").and_then(Value::as_array))
+        .is_some_and(|bad| {
+            bad.iter()
+                .any(|b| b.get("sequence").and_then(Value::as_u64) == Some(sequence))
+        })
+}
+
+/// Runs `task` over `items` with at most `limit` in flight; the results in completion
+/// order (a task that panicked is left out).
+async fn bounded<I, F, Fut, T>(items: Vec<I>, limit: usize, task: F) -> Vec<T>
+where
+    F: Fn(I) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    let mut got = Vec::with_capacity(items.len());
+    for item in items {
+        while set.len() >= limit.max(1) {
+            if let Some(Ok(v)) = set.join_next().await {
+                got.push(v);
+            }
+        }
+        set.spawn(task(item));
+    }
+    while let Some(joined) = set.join_next().await {
+        if let Ok(v) = joined {
+            got.push(v);
+        }
+    }
+    got
 }
 
 fn block_on_rt<F>(rt: &tokio::runtime::Runtime, f: F) -> F::Output

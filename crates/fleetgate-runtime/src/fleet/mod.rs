@@ -145,3 +145,35 @@ impl From<String> for DeliveryError {
         DeliveryError::Retry(e)
     }
 }
+
+/// Queues a machine's commands, dropping a [`FleetCommand::Persist`] that directly
+/// follows another: nothing runs between the two, so the second would write the same
+/// progress again (answers from thousands of nodes then cost one write, not one each).
+pub(crate) fn push_coalesced(
+    queue: &mut std::collections::VecDeque<fleetgate_core::fleet::FleetCommand>,
+    cmds: Vec<fleetgate_core::fleet::FleetCommand>,
+) {
+    use fleetgate_core::fleet::FleetCommand;
+    for c in cmds {
+        if matches!(c, FleetCommand::Persist) && matches!(queue.back(), Some(FleetCommand::Persist))
+        {
+            continue;
+        }
+        queue.push_back(c);
+    }
+}
+
+/// A pending pass's figures: deliveries counted by status (the progress itself, with
+/// every delivery, is in the state already; a copy per pass would double a large
+/// fleet's state).
+pub(crate) fn delivery_summary(deliveries: &[fleetgate_core::fleet::NodeDelivery]) -> Value {
+    let mut counts = std::collections::BTreeMap::<String, u64>::new();
+    for d in deliveries {
+        let status = serde_json::to_value(d.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        *counts.entry(status).or_default() += 1;
+    }
+    serde_json::json!({"deliveries": deliveries.len(), "by_status": counts})
+}

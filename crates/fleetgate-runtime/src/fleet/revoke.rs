@@ -89,9 +89,11 @@ pub fn send_rollback(
         .collect();
     if !open.is_empty() {
         let before = progress.clone();
+        let seen = link
+            .observe_many(&open, now_secs())
+            .map_err(|e| e.to_string())?;
         for node in &open {
-            let obs = link.observe(node, now_secs()).map_err(|e| e.to_string())?;
-            progress.observed(node, obs.as_ref());
+            progress.observed(node, seen.get(node));
         }
         if progress != before {
             persist(&progress).map_err(|e| e.to_string())?;
@@ -110,7 +112,7 @@ pub fn send_rollback(
                 let answers = link.send(&nodes, &bytes);
                 fleetgate_store::kill_point("rollback-sent");
                 for (node, answer) in answers {
-                    tracing::info!(node = %node, answer = ?answer, "rollback order answered");
+                    tracing::debug!(node = %node, answer = ?answer, "rollback order answered");
                     progress.answered(&node, answer);
                 }
                 persist(&progress).map_err(|e| e.to_string())?;
@@ -179,6 +181,7 @@ fn unreachable(
 
 fn record(link: &FleetLink, run_id: &str, p: &RevocationProgress, nodes: &[String]) {
     let t = link.db_now();
+    let nodes: BTreeSet<&String> = nodes.iter().collect();
     for d in p.deliveries.iter().filter(|d| nodes.contains(&d.node)) {
         let status = match d.status {
             DeliveryStatus::Done => DeployStatus::RolledBack,
@@ -284,6 +287,8 @@ fn plan(
     {
         deliveries.push(NodeDelivery::new(p.id.clone(), false));
     }
+    // In node-id order: each answer and observation finds its node by binary search.
+    deliveries.sort_by(|a, b| a.node.cmp(&b.node));
     tracing::info!(effect = %effect.id, ?scope, sequence, nodes = deliveries.len(), "rollback order planned");
     Ok(Some(RevocationProgress {
         sequence,
