@@ -8,20 +8,37 @@ use common::{Env, code, text};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
+/// A child process killed when dropped (a failing assertion does not leave it running).
+struct Serve(std::process::Child);
+
+impl Serve {
+    fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// `fleetgate fleet serve` on a free port, once it listens: the child and its address.
-fn fleet_serve(env: &Env) -> (std::process::Child, String) {
+fn fleet_serve(env: &Env) -> (Serve, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
-    let serve = env
-        .command(&["fleet", "serve", "--listen", &listen])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let serve = Serve(
+        env.command(&["fleet", "serve", "--listen", &listen])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let t = Instant::now();
     while std::net::TcpStream::connect(&listen).is_err() {
         assert!(
@@ -56,8 +73,7 @@ fn simulated_nodes_heartbeat_through_the_endpoint_and_every_heartbeat_is_stored(
         "10",
         "--json",
     ]);
-    let _ = serve.kill();
-    let _ = serve.wait();
+    serve.stop();
     assert_eq!(code(&out), 0, "{}", text(&out));
     let s: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["enrolled_new"], 20, "{s}");
@@ -193,8 +209,7 @@ fn simulated_pull_nodes_take_verified_manifests_from_their_feeds_and_refuse_tamp
         .map(|v| v.as_u64().unwrap())
         .sum();
     assert_eq!(refused, 1, "the tampered manifest: {s}");
-    let _ = serve.kill();
-    let _ = serve.wait();
+    serve.stop();
 
     // What the nodes reported: the release (and its sequence as floor) where it verified.
     let peers: Value =

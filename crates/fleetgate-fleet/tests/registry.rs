@@ -1157,8 +1157,9 @@ async fn a_deadlock_is_a_transient_error_and_a_constraint_error_is_not() {
         .execute(&mut b)
         .await
         .unwrap();
-    // a waits for row 2 (held by b), b for row 1 (held by a): PostgreSQL aborts one. The
-    // victim's locks go only with its ROLLBACK, so each side ends its transaction.
+    // a waits for row 2 (held by b), b for row 1 (held by a), in whichever order the two
+    // statements arrive: PostgreSQL aborts one. The victim's locks go only with its
+    // ROLLBACK, so each side ends its transaction.
     let (ra, rb) = tokio::join!(
         async {
             let r = sqlx::query(sqlx::AssertSqlSafe(update(2)))
@@ -1168,7 +1169,6 @@ async fn a_deadlock_is_a_transient_error_and_a_constraint_error_is_not() {
             r
         },
         async {
-            tokio::time::sleep(Duration::from_millis(200)).await;
             let r = sqlx::query(sqlx::AssertSqlSafe(update(1)))
                 .execute(&mut b)
                 .await;

@@ -340,10 +340,10 @@ impl FleetLink {
     }
 
     /// Of `nodes`, those whose agent lists the release `sequence` among the releases that
-    /// failed there (and that it will not retry): [`FleetLink::agent_refused`] for many
-    /// nodes, asked concurrently, at most `limit` of them per call (starting at a point
-    /// that moves with the clock, so a large fleet is asked in turn across passes rather
-    /// than all at once on every pass).
+    /// failed there (and that it will not retry; `GET /status`), asked concurrently, at
+    /// most `limit` of them per call: a window of `limit` consecutive nodes that moves on
+    /// by `limit` every second, so over successive passes a large fleet is asked in turn
+    /// rather than all at once on every pass.
     pub fn agents_refused(
         &self,
         nodes: &[String],
@@ -353,7 +353,7 @@ impl FleetLink {
         if nodes.is_empty() {
             return Default::default();
         }
-        let start = usize::try_from(now_secs()).unwrap_or(0) % nodes.len();
+        let start = usize::try_from(now_secs()).unwrap_or(0).wrapping_mul(limit) % nodes.len();
         let asked: Vec<String> = nodes
             .iter()
             .cycle()
