@@ -136,19 +136,30 @@ fn the_getting_started_guide_runs_as_written() {
     assert_eq!(s["stage"], "rolled_back", "{s}");
     assert_eq!(s["version"], "v1.2.0");
     assert_eq!(s["last_completed"]["version"], "v1.1.0", "{s}");
-    let list = fg(&["fleet", "list", "--json"]);
-    assert_eq!(code(&list), 0, "{}", text(&list));
-    let peers: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
-    let peers = peers
-        .as_array()
-        .or_else(|| peers["peers"].as_array())
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(peers.len(), 3, "{peers:?}");
-    for p in &peers {
-        assert_eq!(
-            p["current_version"], "v1.1.0",
-            "every node back on v1.1.0: {p}"
+    // The rollback order is delivered when each agent answered it; the registry shows the
+    // old version from each node's next heartbeat on: wait for that, with a deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let list = fg(&["fleet", "list", "--json"]);
+        assert_eq!(code(&list), 0, "{}", text(&list));
+        let peers: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+        let peers = peers
+            .as_array()
+            .or_else(|| peers["peers"].as_array())
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(peers.len(), 3, "{peers:?}");
+        let behind: Vec<&serde_json::Value> = peers
+            .iter()
+            .filter(|p| p["current_version"] != "v1.1.0")
+            .collect();
+        if behind.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "every node back on v1.1.0: {behind:?}"
         );
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
