@@ -25,7 +25,11 @@ fn a_rollback_by_hand_during_canary_is_delivered_by_the_next_advance() {
         "the canary node runs the release"
     );
 
-    let out = fleet.fg(&["rollback", "--reason", "operator: p99 up"]);
+    // A long reason (80 kB: an operator pasting a log, or a verdict naming thousands of
+    // nodes) must not make the signed order too large for the nodes' verifiers (64 KiB):
+    // the order carries it cut short, the state keeps it whole.
+    let reason = format!("operator: p99 up; {}", "details ".repeat(10_000));
+    let out = fleet.fg(&["rollback", "--reason", &reason]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let s = fleet.status();
     assert_eq!(s["stage"], "rolled_back");

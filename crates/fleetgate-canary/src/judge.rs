@@ -599,6 +599,24 @@ pub struct Judge {
     verdict: Verdict,
 }
 
+/// Most nodes named in one criterion's detail: a verdict over 10,000 canary nodes must
+/// stay readable, and its reason travels in a signed rollback order of bounded size.
+pub const MAX_NAMED: usize = 10;
+
+/// `items` joined by `sep`, at most [`MAX_NAMED`] of them, then how many more.
+fn listed(items: &[String], sep: &str) -> String {
+    let mut s = items
+        .iter()
+        .take(MAX_NAMED)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(sep);
+    if items.len() > MAX_NAMED {
+        s.push_str(&format!("{sep}and {} more", items.len() - MAX_NAMED));
+    }
+    s
+}
+
 impl Judge {
     /// Starts judging a window that opens at `window_start` (unix seconds).
     pub fn new(
@@ -1006,15 +1024,15 @@ impl Judge {
             (
                 CriterionDecision::Fail,
                 true,
-                format!("crash loop: {}", crash.join("; ")),
+                format!("crash loop: {}", listed(&crash, "; ")),
             )
         } else if !unhealthy.is_empty() {
-            (CriterionDecision::Fail, false, unhealthy.join("; "))
+            (CriterionDecision::Fail, false, listed(&unhealthy, "; "))
         } else if !unknown.is_empty() {
             (
                 CriterionDecision::Pending,
                 false,
-                format!("no healthy report yet from {}", unknown.join(", ")),
+                format!("no healthy report yet from {}", listed(&unknown, ", ")),
             )
         } else {
             (
@@ -1055,14 +1073,14 @@ impl Judge {
         let (decision, detail) = if !silent.is_empty() {
             (
                 CriterionDecision::Fail,
-                format!("lost heartbeat: {}", silent.join("; ")),
+                format!("lost heartbeat: {}", listed(&silent, "; ")),
             )
         } else if !waiting.is_empty() {
             (
                 CriterionDecision::Pending,
                 format!(
                     "no heartbeat yet in this window from {}",
-                    waiting.join(", ")
+                    listed(&waiting, ", ")
                 ),
             )
         } else {
@@ -1103,13 +1121,13 @@ impl Judge {
                 format!(
                     "integrity mismatch (manifest code hash {}): {}",
                     self.expected_code_hash,
-                    bad.join("; ")
+                    listed(&bad, "; ")
                 ),
             )
         } else if !unknown.is_empty() {
             (
                 CriterionDecision::Pending,
-                format!("no code hash reported yet by {}", unknown.join(", ")),
+                format!("no code hash reported yet by {}", listed(&unknown, ", ")),
             )
         } else {
             (

@@ -1095,3 +1095,42 @@ fn spans_read_as_people_write_them() {
     assert_eq!(span(252), "4m 12s");
     assert_eq!(span(3605), "1h 0m 5s");
 }
+
+#[test]
+fn a_verdict_over_thousands_of_failing_nodes_names_a_few_and_counts_the_rest() {
+    // 5,000 canary nodes go silent (a partition): the reason names MAX_NAMED of them
+    // and counts the others, so it stays readable and fits a signed rollback order.
+    let canary: Vec<String> = (0..5_000).map(|i| format!("canary-node-{i:05}")).collect();
+    let baseline: Vec<String> = (0..10).map(|i| format!("b{i}")).collect();
+    let mut judge = Judge::new(config(), HASH, canary.clone(), baseline.clone(), 1000).unwrap();
+    let report = |id: &String, at: u64| NodeReport {
+        node_id: id.clone(),
+        heartbeat_at: Some(at),
+        healthy: Some(true),
+        code_hash: Some(HASH.into()),
+        requests_total: at,
+        ..Default::default()
+    };
+    let sample = |at: u64, canary_at: u64| Sample {
+        at,
+        nodes: canary
+            .iter()
+            .map(|id| report(id, canary_at))
+            .chain(baseline.iter().map(|id| report(id, at)))
+            .collect(),
+    };
+    judge.on_event(Event::Sample(sample(1030, 1030))).unwrap();
+    let c = judge.on_event(Event::Sample(sample(1120, 1030))).unwrap();
+    assert!(is_rollback(&c));
+    let reason = &judge.verdict().reason;
+    assert!(
+        reason.contains("lost heartbeat: canary-node-00000 silent for 90s"),
+        "{reason}"
+    );
+    assert!(reason.contains("and 4990 more"), "{reason}");
+    assert_eq!(
+        reason.matches("silent for").count(),
+        fleetgate_canary::MAX_NAMED
+    );
+    assert!(reason.len() < 1024, "{} bytes", reason.len());
+}

@@ -1069,6 +1069,11 @@ pub struct RevocationProgress {
     pub revoked_code_hash: String,
     /// The version the order returns to.
     pub return_to_version: String,
+    /// The code hash the order returns to. When it is the revoked one (the release was
+    /// the last good commit again under a new version), running it is obeying the order:
+    /// a node's floor past the order alone shows it took it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_to_code_hash: Option<String>,
     /// One delivery per node: required for nodes that may have the release, best effort
     /// for the rest of the fleet (their floor rises past the release).
     pub deliveries: Vec<NodeDelivery>,
@@ -1175,7 +1180,7 @@ impl RevocationProgress {
     /// node fetched it from its feed; no push answer will come).
     pub fn observed(&mut self, node: &str, obs: Option<&Observed>) {
         let Some(o) = obs else { return };
-        if o.floor < self.sequence || o.code_hash == self.revoked_code_hash {
+        if o.floor < self.sequence || o.code_hash == self.to_stop() {
             return;
         }
         if let Some(d) = self
@@ -1194,9 +1199,19 @@ impl RevocationProgress {
 
     /// Record a node's answer.
     pub fn answered(&mut self, node: &str, answer: NodeAnswer) {
-        let bad = self.revoked_code_hash.clone();
+        let bad = self.to_stop().to_owned();
         if let Some(d) = find_delivery(&mut self.deliveries, node) {
             d.answered(&Goal::Revoke(&bad), answer);
+        }
+    }
+
+    /// The code hash a node must stop running: the revoked one, or none (`""`, which no
+    /// node reports) when the order returns to that very code.
+    fn to_stop(&self) -> &str {
+        if self.return_to_code_hash.as_deref() == Some(self.revoked_code_hash.as_str()) {
+            ""
+        } else {
+            &self.revoked_code_hash
         }
     }
 }

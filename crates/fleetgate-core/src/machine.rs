@@ -222,7 +222,7 @@ pub enum Command {
     },
     /// Carry out an outbox effect, then report [`Event::EffectDone`] or
     /// [`Event::EffectFailed`].
-    Deliver(Effect),
+    Deliver(Box<Effect>),
     /// The run reached a terminal stage.
     Finished {
         /// `completed`, `rolled_back` or `failed`.
@@ -451,7 +451,7 @@ pub fn handle(state: &mut PipelineState, event: Event) -> Result<Vec<Command>, T
             if let Some(r) = &mut effect.revocation {
                 r.retry_now();
             }
-            Ok(vec![Command::Deliver(effect.clone())])
+            Ok(vec![Command::Deliver(Box::new(effect.clone()))])
         }
         Event::EffectAbandonedBy {
             id,
@@ -839,7 +839,11 @@ fn provisioned(
 
 /// The commands a freshly loaded state implies: crash recovery re-issues these.
 pub fn resume(state: &PipelineState) -> Vec<Command> {
-    let mut cmds: Vec<Command> = state.outbox.iter().cloned().map(Command::Deliver).collect();
+    let mut cmds: Vec<Command> = state
+        .outbox
+        .iter()
+        .map(|e| Command::Deliver(Box::new(e.clone())))
+        .collect();
     if state.stage.is_gated() && state.paused.is_none() {
         cmds.push(Command::EvaluateGate {
             stage: state.stage,
@@ -1082,7 +1086,7 @@ fn gate_evaluated(
                     enter(state, Stage::RolledBack, now, Some(reason.clone()), None);
                     let effect = order(state, EffectAction::SendRollback { scope, reason });
                     vec![
-                        Command::Deliver(effect),
+                        Command::Deliver(Box::new(effect)),
                         Command::Finished {
                             stage: Stage::RolledBack,
                         },
@@ -1113,7 +1117,7 @@ fn rollback(
     let mut cmds = Vec::new();
     if let Some(scope) = scope {
         let effect = order(state, EffectAction::SendRollback { scope, reason });
-        cmds.push(Command::Deliver(effect));
+        cmds.push(Command::Deliver(Box::new(effect)));
     }
     cmds.push(Command::Finished {
         stage: Stage::RolledBack,

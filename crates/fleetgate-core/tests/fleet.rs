@@ -393,6 +393,7 @@ fn revocation_publishes_then_sends_then_is_delivered_when_required_nodes_obey() 
         sequence: 11,
         revoked_code_hash: H.into(),
         return_to_version: "v1".into(),
+        return_to_code_hash: Some(OLD.into()),
         deliveries: vec![
             NodeDelivery::new("n1", true),
             NodeDelivery::new("n2", false),
@@ -439,6 +440,7 @@ fn revocation_waits_for_a_required_node_and_resends_after_a_kill() {
         sequence: 11,
         revoked_code_hash: H.into(),
         return_to_version: "v1".into(),
+        return_to_code_hash: Some(OLD.into()),
         deliveries: vec![NodeDelivery::new("n1", true)],
         published: None,
         gossip: false,
@@ -462,6 +464,7 @@ fn a_revocation_is_delivered_to_a_pull_node_when_its_heartbeat_reports_the_floor
         sequence: 11,
         revoked_code_hash: H.into(),
         return_to_version: "v1".into(),
+        return_to_code_hash: Some(OLD.into()),
         deliveries: vec![NodeDelivery::new("pull", true)],
         published: None,
         gossip: false,
@@ -641,4 +644,52 @@ fn deploy_deadline_fails_with_the_nodes_behind() {
         .clone();
     assert_eq!(v.outcome, Outcome::Failed);
     assert!(v.detail.contains("behind: t1"), "{}", v.detail);
+}
+
+/// A release that was the last good commit again under a new version (same code hash):
+/// its rollback order returns to the code the nodes run, so "still runs the revoked code
+/// hash" proves nothing; the floor past the order (heartbeat or answer) shows obedience.
+/// (At 100,000 nodes such an order was retried forever.)
+#[test]
+fn a_rollback_order_returning_to_the_same_code_is_delivered_on_the_floor() {
+    let mut p = RevocationProgress {
+        sequence: 11,
+        revoked_code_hash: H.into(),
+        return_to_version: "v1".into(),
+        return_to_code_hash: Some(H.into()),
+        deliveries: vec![
+            NodeDelivery::new("pull", true),
+            NodeDelivery::new("push", true),
+        ],
+        published: None,
+        gossip: false,
+    };
+    assert_eq!(
+        p.step(0),
+        RevocationStep::Send(vec!["pull".into(), "push".into()])
+    );
+    p.answered(
+        "pull",
+        NodeAnswer::Unknown {
+            error: "unreachable; the manifest waits in its pull feed".into(),
+        },
+    );
+    p.answered("push", accepted("applied", H));
+    let seen = |floor: u64| Observed {
+        code_hash: H.into(),
+        healthy: true,
+        at: 5,
+        floor,
+    };
+    p.observed("pull", Some(&seen(10)));
+    assert!(
+        matches!(p.step(1), RevocationStep::Waiting(_)),
+        "a floor below the order proves nothing"
+    );
+    p.observed("pull", Some(&seen(11)));
+    assert!(
+        matches!(p.step(2), RevocationStep::Delivered(_)),
+        "{:?}",
+        p.deliveries
+    );
 }

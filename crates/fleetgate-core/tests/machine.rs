@@ -148,7 +148,7 @@ fn failures_go_where_the_spec_table_says_with_rollback_orders_for_touched_nodes(
                 assert_eq!(
                     cmds,
                     [
-                        Command::Deliver(s.outbox[0].clone()),
+                        Command::Deliver(Box::new(s.outbox[0].clone())),
                         Command::Finished { stage: end }
                     ]
                 );
@@ -337,7 +337,7 @@ fn undelivered_rollback_blocks_the_next_start_until_acknowledged() {
     assert_eq!(s.outbox[0].attempts, 1);
     assert_eq!(
         fleetgate_core::resume(&s),
-        [Command::Deliver(s.outbox[0].clone())]
+        [Command::Deliver(Box::new(s.outbox[0].clone()))]
     );
     handle(&mut s, Event::EffectDone { id: id.clone() }).unwrap();
     assert!(s.outbox.is_empty());

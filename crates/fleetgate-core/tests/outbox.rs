@@ -111,7 +111,7 @@ fn retry_clears_attempts_and_error_and_orders_the_delivery() {
     want.outbox[0].attempts = 0;
     want.outbox[0].last_error = None;
     assert_eq!(s, want);
-    assert_eq!(cmds, [Command::Deliver(want.outbox[0].clone())]);
+    assert_eq!(cmds, [Command::Deliver(Box::new(want.outbox[0].clone()))]);
 }
 
 #[test]

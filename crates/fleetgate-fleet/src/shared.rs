@@ -70,6 +70,19 @@ impl Registry {
         }))
     }
 
+    /// The revision of the state document `name` (`None` before the first write): a
+    /// reader that already holds this revision need not fetch the document again.
+    pub async fn shared_state_rev(&self, name: &str) -> Result<Option<i64>, FleetError> {
+        const SQL: &str = "SELECT rev FROM pipeline_state WHERE name = $1";
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_scalar(SQL)
+                .bind(name)
+                .fetch_optional(pool)
+                .await
+                .map_err(FleetError::db("read the shared run state's revision"))?
+        }))
+    }
+
     /// The files stored beside the state document `name`, by path.
     pub async fn shared_files(&self, name: &str) -> Result<Vec<SharedFile>, FleetError> {
         const SQL: &str =

@@ -1233,6 +1233,28 @@ fn completed_hash_scheme(
     })
 }
 
+/// Longest reason carried in a signed rollback order, in bytes: a manifest is refused
+/// over `fleetgate_trust::MAX_MANIFEST_BYTES` by every verifier, the orchestrator's own
+/// included, so an order carrying an unbounded reason (a verdict naming thousands of
+/// nodes) could never be delivered. The whole reason stays in the run's state.
+pub const MAX_ORDER_REASON_BYTES: usize = 2048;
+
+/// `reason` cut to [`MAX_ORDER_REASON_BYTES`] at a character boundary, saying so.
+fn order_reason(reason: &str) -> String {
+    if reason.len() <= MAX_ORDER_REASON_BYTES {
+        return reason.to_owned();
+    }
+    let mut end = MAX_ORDER_REASON_BYTES;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}… ({} bytes more: the whole reason is in the run's state)",
+        &reason[..end],
+        reason.len() - end
+    )
+}
+
 /// Sign a rollback manifest returning the fleet to `to` (the last completed release).
 pub fn sign_rollback(
     ctx: &GateContext,
@@ -1258,7 +1280,7 @@ pub fn sign_rollback(
         .max(now_secs);
     let mut extra = serde_json::Map::new();
     extra.insert("run_id".into(), json!(state.run_id));
-    extra.insert("reason".into(), json!(reason));
+    extra.insert("reason".into(), json!(order_reason(reason)));
     let m = Manifest {
         schema_version: fleetgate_trust::MANIFEST_SCHEMA_VERSION,
         version: to.version.clone(),

@@ -52,6 +52,12 @@ impl SharedStore for RegistryState {
         Ok(doc.map(|d| (d.doc.into_bytes(), d.rev)))
     }
 
+    fn revision(&self) -> Result<Option<i64>, SharedError> {
+        self.link
+            .block_on(self.link.registry().shared_state_rev(STATE_NAME))
+            .map_err(|e| unavailable("read the shared run state's revision", e))
+    }
+
     fn fetch_files(&self) -> Result<Vec<(String, Vec<u8>)>, SharedError> {
         let files = self
             .link

@@ -653,8 +653,16 @@ impl Orchestrator {
         });
         let store = &self.store;
         let mut checkpoint = |progress: FleetStageProgress| -> Result<(), RuntimeError> {
+            // Whether it changes anything is known from the progress alone (no copy of
+            // the whole state, which holds one entry per delivery).
             store
-                .transact(|s| handle(s, Event::FleetProgress { epoch, progress }).map(|_| ()))
+                .transact_reporting(|s| {
+                    let changed = match &progress {
+                        FleetStageProgress::Canary(p) => s.canary.as_ref() != Some(p),
+                        FleetStageProgress::Deploy(p) => s.deploy.as_ref() != Some(p),
+                    };
+                    handle(s, Event::FleetProgress { epoch, progress }).map(|_| ((), changed))
+                })
                 .map_err(|e| match e {
                     TransactError::Rejected(t) => RuntimeError::Superseded(t),
                     TransactError::Store(s) => RuntimeError::Store(s),

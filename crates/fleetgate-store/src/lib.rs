@@ -335,17 +335,23 @@ impl StateDir {
             Read::TooBig(len) => return self.quarantine_state(&path, too_big(len), record),
             Read::Bytes(b) => b,
         };
-        let value: serde_json::Value = match serde_json::from_slice(&bytes) {
-            Ok(v) => v,
-            Err(e) => return self.quarantine_state(&path, format!("not JSON: {e}"), record),
-        };
-        if hart::is_hart(&value) {
-            return self.adopt_hart(&path, &bytes, value, record);
+        // The document is parsed straight into the state: a `serde_json::Value` tree of a
+        // large fleet's state (tens of MB of JSON) would take several times that in memory.
+        // A probe reads the one field that decides how (skipping the rest unallocated).
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+            return self.quarantine_state(&path, format!("not JSON: {e}"), record);
         }
-        let found = value
-            .get("schema_version")
-            .and_then(|v| v.as_u64())
-            .unwrap_or(1);
+        let probe = serde_json::from_slice::<Probe>(&bytes).unwrap_or_default();
+        if probe.object && probe.schema_version.is_none() {
+            let value: serde_json::Value = match serde_json::from_slice(&bytes) {
+                Ok(v) => v,
+                Err(e) => return self.quarantine_state(&path, format!("not JSON: {e}"), record),
+            };
+            if hart::is_hart(&value) {
+                return self.adopt_hart(&path, &bytes, value, record);
+            }
+        }
+        let found = probe.schema_version.and_then(|v| v.as_u64()).unwrap_or(1);
         if found > u64::from(SCHEMA_VERSION) {
             return Err(StoreError::TooNew {
                 path,
@@ -353,7 +359,7 @@ impl StateDir {
                 supported: SCHEMA_VERSION,
             });
         }
-        match serde_json::from_value::<PipelineState>(value) {
+        match serde_json::from_slice::<PipelineState>(&bytes) {
             Ok(mut s) => {
                 s.schema_version = SCHEMA_VERSION;
                 Ok(s)
@@ -549,6 +555,22 @@ impl StateDir {
         &self,
         f: impl FnOnce(&mut PipelineState) -> Result<R, E>,
     ) -> Result<R, TransactError<E>> {
+        self.transact_reporting(|state| {
+            let before = state.clone();
+            let r = f(state)?;
+            let changed = *state != before;
+            Ok((r, changed))
+        })
+    }
+
+    /// [`StateDir::transact`] for a change that knows whether it changed the state (`f`
+    /// returns it beside its result): no copy of the whole state is made to find out,
+    /// which matters when a large fleet's state is tens of megabytes. Saved only when `f`
+    /// returns `Ok` with `true`.
+    pub fn transact_reporting<R, E>(
+        &self,
+        f: impl FnOnce(&mut PipelineState) -> Result<(R, bool), E>,
+    ) -> Result<R, TransactError<E>> {
         let path = self.dir.join("state.lock");
         let file = OpenOptions::new()
             .read(true)
@@ -562,9 +584,8 @@ impl StateDir {
         // With a shared store: its copy, strictly (a write must start from it).
         self.pull().map_err(TransactError::Store)?;
         let mut state = self.load_local().map_err(TransactError::Store)?;
-        let before = state.clone();
-        let r = f(&mut state).map_err(TransactError::Rejected)?;
-        if state != before {
+        let (r, changed) = f(&mut state).map_err(TransactError::Rejected)?;
+        if changed {
             self.save(&state).map_err(TransactError::Store)?;
         }
         drop(file);
@@ -596,6 +617,45 @@ impl StateDir {
             self.push(&doc)?;
         }
         Ok(path)
+    }
+}
+
+/// What [`StateDir::load_state_file`] reads of a state document before parsing it whole:
+/// whether it is an object and its `schema_version` (`Some(Null)` when present as null;
+/// HART's files have none).
+#[derive(Debug, Default)]
+struct Probe {
+    object: bool,
+    schema_version: Option<serde_json::Value>,
+}
+
+impl<'de> serde::Deserialize<'de> for Probe {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Probe, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Probe;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Probe, A::Error> {
+                let mut probe = Probe {
+                    object: true,
+                    schema_version: None,
+                };
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "schema_version" {
+                        probe.schema_version = Some(map.next_value()?);
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(probe)
+            }
+        }
+        d.deserialize_map(Visit)
     }
 }
 

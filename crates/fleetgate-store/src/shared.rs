@@ -47,6 +47,12 @@ pub enum SharedError {
 pub trait SharedStore: Send + Sync + std::fmt::Debug {
     /// The stored state document and its revision; `None` before the first write.
     fn fetch(&self) -> Result<Option<(Vec<u8>, i64)>, SharedError>;
+    /// The stored revision alone (`None` before the first write): lets a reader that
+    /// already holds it skip fetching the document, which can be tens of megabytes on a
+    /// large fleet.
+    fn revision(&self) -> Result<Option<i64>, SharedError> {
+        Ok(self.fetch()?.map(|(_, rev)| rev))
+    }
     /// The stored files: (path relative to the state directory, bytes).
     fn fetch_files(&self) -> Result<Vec<(String, Vec<u8>)>, SharedError>;
     /// Store `doc` (and `files`) if this process holds the pipeline lease and the stored
@@ -156,9 +162,24 @@ impl StateDir {
         let Some(shared) = &self.shared else {
             return Ok(());
         };
+        // The revision first: when it is the one this process last saw, the local file
+        // is the shared document and the document itself is not fetched.
+        let rev = shared.store.revision()?;
+        {
+            let mut sync = shared.sync();
+            sync.mirror = None;
+            match rev {
+                None => {
+                    // Nothing shared yet: the first write inserts this directory's state.
+                    sync.rev = Some(0);
+                    return Ok(());
+                }
+                Some(rev) if sync.rev == Some(rev) => return Ok(()),
+                Some(_) => {}
+            }
+        }
         let fetched = shared.store.fetch()?;
         let mut sync = shared.sync();
-        sync.mirror = None;
         let Some((doc, rev)) = fetched else {
             // Nothing shared yet: the first write inserts this directory's state.
             sync.rev = Some(0);
@@ -219,7 +240,7 @@ impl StateDir {
         let known = shared.sync().rev;
         let expected = match known {
             Some(r) => r,
-            None => shared.store.fetch()?.map_or(0, |(_, r)| r),
+            None => shared.store.revision()?.unwrap_or(0),
         };
         let mut now = BTreeMap::new();
         for f in SHARED_FILES {
@@ -253,7 +274,76 @@ impl StateDir {
 
 #[cfg(test)]
 mod tests {
-    use super::safe_rel;
+    use super::{SharedError, SharedStore, safe_rel};
+    use crate::StateDir;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    /// An in-memory shared store that counts document fetches.
+    #[derive(Debug, Default)]
+    struct Counting {
+        doc: Mutex<Option<(Vec<u8>, i64)>>,
+        fetches: AtomicU32,
+    }
+
+    impl SharedStore for Counting {
+        fn fetch(&self) -> Result<Option<(Vec<u8>, i64)>, SharedError> {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            Ok(self.doc.lock().unwrap().clone())
+        }
+        fn revision(&self) -> Result<Option<i64>, SharedError> {
+            Ok(self.doc.lock().unwrap().as_ref().map(|(_, r)| *r))
+        }
+        fn fetch_files(&self) -> Result<Vec<(String, Vec<u8>)>, SharedError> {
+            Ok(Vec::new())
+        }
+        fn put(
+            &self,
+            doc: &[u8],
+            expected_rev: i64,
+            _files: &[(String, Vec<u8>)],
+        ) -> Result<i64, SharedError> {
+            let mut stored = self.doc.lock().unwrap();
+            let rev = stored.as_ref().map_or(0, |(_, r)| *r);
+            if rev != expected_rev {
+                return Err(SharedError::Conflict(format!(
+                    "at {rev}, not {expected_rev}"
+                )));
+            }
+            *stored = Some((doc.to_vec(), rev + 1));
+            Ok(rev + 1)
+        }
+        fn describe(&self) -> String {
+            "memory".into()
+        }
+    }
+
+    #[test]
+    fn the_document_is_fetched_only_when_its_revision_moved() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Arc::new(Counting::default());
+        let dir = StateDir::open(tmp.path())
+            .unwrap()
+            .with_shared(store.clone());
+        // Writes of this process: the revision it wrote is the one it knows.
+        for version in ["v1", "v2", "v3"] {
+            dir.transact(|s| {
+                s.version = version.into();
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+        }
+        assert_eq!(store.fetches.load(Ordering::SeqCst), 0);
+        assert_eq!(dir.load().unwrap().version, "v3");
+        assert_eq!(store.fetches.load(Ordering::SeqCst), 0);
+        // Another holder wrote: the next read fetches that document, once.
+        let (doc, rev) = store.doc.lock().unwrap().clone().unwrap();
+        let other = String::from_utf8(doc).unwrap().replace("\"v3\"", "\"v4\"");
+        *store.doc.lock().unwrap() = Some((other.into_bytes(), rev + 1));
+        assert_eq!(dir.load().unwrap().version, "v4");
+        assert_eq!(dir.load().unwrap().version, "v4");
+        assert_eq!(store.fetches.load(Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn only_mirrored_relative_paths_are_written() {

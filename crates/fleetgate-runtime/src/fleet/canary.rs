@@ -351,6 +351,54 @@ struct Window {
     paused_secs: i64,
 }
 
+/// How long after a sample time the registry's heartbeats at or before it are taken as
+/// final: a heartbeat is stamped with the endpoint's clock when it arrives and written
+/// within a batch (well under a second), so only an endpoint clock behind the
+/// orchestrator's by more than this could add one later.
+const SETTLE_SECS: u64 = 120;
+
+/// The judge between checks of one orchestrator process: its state after the history and
+/// every window sample up to a settled time (older than [`SETTLE_SECS`] plus a sample
+/// interval), so a check reads only the samples after it instead of replaying the whole
+/// window (at 100,000 nodes, each sample is a read of every node's latest heartbeat).
+/// Derived data only: it is valid for exactly the inputs in `key`, a restarted
+/// orchestrator replays from the registry, and a replay gives the same verdict because
+/// the samples it covers can no longer change.
+#[derive(Debug)]
+pub(crate) struct JudgeMemo {
+    key: [u8; 32],
+    judge: Judge,
+    /// The next window sample time to feed.
+    next: u64,
+    decided: bool,
+}
+
+/// What a memo is valid for: the judge's configuration, the expected code hash, the
+/// window's start and both node sets, in order.
+fn memo_key(
+    config: &JudgeConfig,
+    code_hash: &str,
+    start: u64,
+    canary: &[String],
+    baseline: &[String],
+) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(config).unwrap_or_default());
+    for part in [code_hash.as_bytes(), &start.to_be_bytes()] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    for set in [canary, baseline] {
+        h.update((set.len() as u64).to_be_bytes());
+        for n in set {
+            h.update((n.len() as u64).to_be_bytes());
+            h.update(n.as_bytes());
+        }
+    }
+    h.finalize().into()
+}
+
 fn judge(
     ctx: &GateContext,
     link: &FleetLink,
@@ -359,7 +407,39 @@ fn judge(
     canary: Vec<String>,
     baseline: Vec<String>,
 ) -> Result<CanaryEvent, RuntimeError> {
+    let config = window_config(ctx, &window);
+    let interval = u64::try_from(ctx.cfg.canary.sample_interval_secs)
+        .unwrap_or(30)
+        .max(1);
+    let now = u64::try_from(now_secs()).unwrap_or(0);
     let start = u64::try_from(window.start).unwrap_or(0);
+    let mut memo = link.judge_memo.lock().unwrap_or_else(|p| p.into_inner());
+    let (canary_ids, baseline_ids) = (canary.clone(), baseline.clone());
+    judge_with(
+        JudgeInput {
+            config,
+            code_hash,
+            start,
+            interval,
+            now,
+            canary,
+            baseline,
+        },
+        &mut memo,
+        |t, history| {
+            let what = if history {
+                "failed to read the pre-update history"
+            } else {
+                "failed to read samples"
+            };
+            link.block_on(link.registry().sample(&canary_ids, &baseline_ids, t as i64))
+                .map_err(|e| fleet_op(what, e))
+        },
+    )
+}
+
+/// The judge's settings for `window` (its length, the time the run was paused in it).
+fn window_config(ctx: &GateContext, window: &Window) -> JudgeConfig {
     // The window's clock stopped while the run was paused: its deadline (and the longest
     // extension) move by the paused time. Heartbeats taken meanwhile still count as
     // evidence: the canary nodes kept running the release.
@@ -370,34 +450,75 @@ fn judge(
     let extension = config.max_window_secs.saturating_sub(config.window_secs);
     config.window_secs = secs.saturating_add(paused);
     config.max_window_secs = secs.saturating_add(extension).saturating_add(paused);
-    let mut judge = Judge::new(config, code_hash, canary.clone(), baseline.clone(), start)
-        .map_err(|e| RuntimeError::Fleet(crate::FleetFailure::Judge(e)))?;
-    let interval = u64::try_from(ctx.cfg.canary.sample_interval_secs)
-        .unwrap_or(30)
-        .max(1);
-    // Each canary node is judged against its own rate before the update (difference in
-    // differences): feed the stored heartbeats of `pre_window_secs` before the window.
-    // At most `HISTORY_SAMPLES` samples: the judge uses the counters' changes over the
-    // history, not its cadence.
-    let pre = judge.config().pre_window_secs;
-    for t in history_points(start, pre, interval) {
-        let s = link
-            .block_on(link.registry().sample(&canary, &baseline, t as i64))
-            .map_err(|e| fleet_op("failed to read the pre-update history", e))?;
-        judge
-            .on_event(fleetgate_canary::Event::History(s))
-            .map_err(|e| RuntimeError::Fleet(crate::FleetFailure::Judge(e)))?;
-    }
-    let now = u64::try_from(now_secs()).unwrap_or(0);
-    let mut next = start + interval;
-    let mut decided = false;
+    config
+}
+
+/// One judge check's inputs.
+struct JudgeInput<'a> {
+    config: JudgeConfig,
+    code_hash: &'a str,
+    start: u64,
+    interval: u64,
+    now: u64,
+    canary: Vec<String>,
+    baseline: Vec<String>,
+}
+
+/// Judge the window as of `input.now` from the samples `sample(t, is_history)` gives,
+/// starting from `memo` when it was made for the same inputs, and leave in `memo` the
+/// judge as of its last settled sample.
+fn judge_with(
+    input: JudgeInput<'_>,
+    memo: &mut Option<JudgeMemo>,
+    mut sample: impl FnMut(u64, bool) -> Result<fleetgate_canary::Sample, RuntimeError>,
+) -> Result<CanaryEvent, RuntimeError> {
+    let JudgeInput {
+        config,
+        code_hash,
+        start,
+        interval,
+        now,
+        canary,
+        baseline,
+    } = input;
+    let judge_err = |e| RuntimeError::Fleet(crate::FleetFailure::Judge(e));
+    let key = memo_key(&config, code_hash, start, &canary, &baseline);
+    let settled = now.saturating_sub(interval.saturating_add(SETTLE_SECS));
+    let (mut judge, mut next, mut decided) = match memo.take().filter(|m| m.key == key) {
+        Some(m) => (m.judge, m.next, m.decided),
+        None => {
+            let mut judge =
+                Judge::new(config, code_hash, canary, baseline, start).map_err(judge_err)?;
+            // Each canary node is judged against its own rate before the update
+            // (difference in differences): feed the stored heartbeats of
+            // `pre_window_secs` before the window. At most `HISTORY_SAMPLES` samples: the
+            // judge uses the counters' changes over the history, not its cadence.
+            let pre = judge.config().pre_window_secs;
+            for t in history_points(start, pre, interval) {
+                judge
+                    .on_event(fleetgate_canary::Event::History(sample(t, true)?))
+                    .map_err(judge_err)?;
+            }
+            (judge, start + interval, false)
+        }
+    };
+    // The history ends at `start`: nothing is kept before that is settled.
+    let keep = |judge: &Judge, next: u64, decided: bool| {
+        (start <= settled).then(|| JudgeMemo {
+            key,
+            judge: judge.clone(),
+            next,
+            decided,
+        })
+    };
+    let mut kept = None;
     while next <= now && !decided {
-        let sample = link
-            .block_on(link.registry().sample(&canary, &baseline, next as i64))
-            .map_err(|e| fleet_op("failed to read samples", e))?;
+        if next > settled && kept.is_none() {
+            kept = keep(&judge, next, decided);
+        }
         let cmds = judge
-            .on_event(fleetgate_canary::Event::Sample(sample))
-            .map_err(|e| RuntimeError::Fleet(crate::FleetFailure::Judge(e)))?;
+            .on_event(fleetgate_canary::Event::Sample(sample(next, false)?))
+            .map_err(judge_err)?;
         let at = next;
         next = at + interval;
         for c in cmds {
@@ -414,11 +535,17 @@ fn judge(
             }
         }
     }
+    if kept.is_none() && !decided {
+        // Every sample fed is settled (or none was due yet).
+        kept = keep(&judge, next, decided);
+    }
     if !decided {
         judge
             .on_event(fleetgate_canary::Event::Tick { now })
-            .map_err(|e| RuntimeError::Fleet(crate::FleetFailure::Judge(e)))?;
+            .map_err(judge_err)?;
     }
+    // A decided window needs no memo: the gate moves on.
+    *memo = if decided { None } else { kept };
     let v = judge.verdict().clone();
     let figures = serde_json::to_value(&v).unwrap_or(Value::Null);
     let decision = match v.decision {
@@ -440,7 +567,115 @@ fn judge(
 
 #[cfg(test)]
 mod tests {
-    use super::history_points;
+    use super::{JudgeInput, JudgeMemo, SETTLE_SECS, history_points, judge_with};
+    use fleetgate_canary::{JudgeConfig, NodeReport, Sample};
+    use fleetgate_core::fleet::CanaryEvent;
+
+    const START: u64 = 1_000_000;
+    const INTERVAL: u64 = 30;
+
+    /// A fleet's heartbeats as of `t`: 5 canary nodes on the release after the start,
+    /// 20 baseline nodes, every node with its own steady exception rate.
+    fn fleet_at(t: u64) -> Sample {
+        let node = |id: String, i: u64, canary: bool| NodeReport {
+            heartbeat_at: Some(t),
+            healthy: Some(true),
+            code_hash: Some(if canary && t > START { "new" } else { "old" }.into()),
+            exceptions_total: t * (2 + i % 3) / 100,
+            requests_total: t * 10,
+            bench: Default::default(),
+            node_id: id,
+        };
+        let mut nodes: Vec<NodeReport> = (0..5).map(|i| node(format!("c{i}"), i, true)).collect();
+        nodes.extend((0..20).map(|i| node(format!("b{i}"), i, false)));
+        Sample { at: t, nodes }
+    }
+
+    fn check(now: u64, memo: &mut Option<JudgeMemo>, read: &mut Vec<u64>) -> CanaryEvent {
+        let config = JudgeConfig {
+            window_secs: 1200,
+            max_window_secs: 2400,
+            sample_interval_secs: INTERVAL,
+            pre_window_secs: 600,
+            min_canary_requests: 10,
+            ..JudgeConfig::default()
+        };
+        let input = JudgeInput {
+            config,
+            code_hash: "new",
+            start: START,
+            interval: INTERVAL,
+            now,
+            canary: (0..5).map(|i| format!("c{i}")).collect(),
+            baseline: (0..20).map(|i| format!("b{i}")).collect(),
+        };
+        judge_with(input, memo, |t, _| {
+            read.push(t);
+            Ok(fleet_at(t))
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_memoized_judge_gives_the_replays_verdict_and_rereads_only_unsettled_samples() {
+        let (first, second) = (START + 600, START + 900);
+        // A fresh replay at the second check (a restarted orchestrator).
+        let mut fresh_reads = Vec::new();
+        let replay = check(second, &mut None, &mut fresh_reads);
+        // One process checking twice.
+        let mut memo = None;
+        let mut reads = Vec::new();
+        let at_first = check(first, &mut memo, &mut reads);
+        assert!(
+            matches!(&at_first, CanaryEvent::Judged { detail, .. } if detail.contains("samples")),
+            "{at_first:?}"
+        );
+        let kept = memo
+            .as_ref()
+            .expect("a judge past its settled samples is kept");
+        let settled = first - INTERVAL - SETTLE_SECS;
+        assert!(kept.next > settled && kept.next <= first, "{}", kept.next);
+        reads.clear();
+        let memoized = check(second, &mut memo, &mut reads);
+        assert_eq!(memoized, replay, "the same verdict and figures as a replay");
+        // The second check read the samples from the first unsettled one on, each once,
+        // and no history: a late heartbeat for any of them is still seen.
+        let expected: Vec<u64> = fresh_reads
+            .iter()
+            .copied()
+            .filter(|t| *t > settled && *t > START)
+            .collect();
+        assert_eq!(reads, expected);
+        assert!(
+            reads.len() * 3 < fresh_reads.len(),
+            "{} of {}",
+            reads.len(),
+            fresh_reads.len()
+        );
+    }
+
+    #[test]
+    fn a_memo_is_used_only_for_the_inputs_it_was_made_for() {
+        let mut memo = None;
+        let mut reads = Vec::new();
+        check(START + 600, &mut memo, &mut reads);
+        assert!(memo.is_some());
+        let mut other = memo.take();
+        if let Some(m) = &mut other {
+            m.key[0] ^= 1;
+        }
+        reads.clear();
+        let replayed = check(START + 900, &mut other, &mut reads);
+        assert_eq!(replayed, check(START + 900, &mut None, &mut Vec::new()));
+        assert!(
+            reads.iter().any(|t| *t < START),
+            "the history was read again"
+        );
+        // A window not settled yet keeps nothing.
+        let mut early = None;
+        check(START + INTERVAL, &mut early, &mut Vec::new());
+        assert!(early.is_none());
+    }
 
     #[test]
     fn history_points_cover_the_span_and_are_dense_near_the_start() {

@@ -24,6 +24,9 @@ pub struct FleetLink {
     url: String,
     lease_ttl: Duration,
     fence: Mutex<Fence>,
+    /// The canary judge as of its last settled sample, kept between checks (see
+    /// [`super::canary::JudgeMemo`]).
+    pub(crate) judge_memo: Mutex<Option<super::canary::JudgeMemo>>,
 }
 
 impl std::fmt::Debug for FleetLink {
@@ -125,6 +128,7 @@ impl FleetLink {
                 name: LEASE_NAME.to_owned(),
                 epoch: 0,
             }),
+            judge_memo: Mutex::new(None),
         })
     }
 

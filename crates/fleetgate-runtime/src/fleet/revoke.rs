@@ -66,6 +66,13 @@ pub fn send_rollback(
 ) -> Result<String, DeliveryError> {
     let link = ctx.fleet.get(ctx).map_err(|e| e.to_string())?;
     let mut progress = match &effect.revocation {
+        // An order planned before the progress named the code it returns to: the last
+        // completed release (no run can complete while this order is queued).
+        Some(p) if p.return_to_code_hash.is_none() => {
+            let mut p = p.clone();
+            p.return_to_code_hash = state.rollback_target().and_then(|l| l.code_hash.clone());
+            p
+        }
         Some(p) => p.clone(),
         None => {
             let Some(p) = plan(ctx, &link, state, effect, scope, reason)? else {
@@ -294,6 +301,7 @@ fn plan(
         sequence,
         revoked_code_hash: state.code_hash.clone().unwrap_or_default(),
         return_to_version: last.version.clone(),
+        return_to_code_hash: last.code_hash.clone(),
         deliveries,
         published: None,
         gossip: !ctx.cfg.deploy.gossip_seeds.is_empty(),

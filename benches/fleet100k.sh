@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# A whole pipeline run (CANARY and DEPLOY) against N simulated nodes on PostgreSQL, with
+# the orchestrator's resident memory sampled once a second (benches/README.md, "CANARY and
+# DEPLOY over 100,000 simulated nodes").
+#
+#   cargo build --release --bin fleetgate
+#   bash benches/fleet100k.sh [NODES] [WORK_DIR]        # default 100000, /tmp/fg100k
+#
+# Needs PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`); uses the schema
+# `fg<NODES>` (dropped and recreated). Takes about 25 minutes at 100,000 nodes: enrolment,
+# 10 minutes of pre-update history (pre_window_secs = 600), then the run. Writes to WORK_DIR:
+# run.log (the orchestrator), rss.tsv (unix seconds, VmRSS KiB, VmHWM KiB), time.txt
+# (/usr/bin/time -v), sim.json (the simulator's summary), serve.log.
+set -euo pipefail
+NODES=${1:-100000}
+WORK=${2:-/tmp/fg100k}
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+FG=${FLEETGATE_BIN:-$HERE/target/release/fleetgate}
+PORT=${FLEETGATE_BENCH_PORT:-7323}
+SCHEMA="fg${NODES}"
+PG="postgres://postgres@127.0.0.1:5432/test"
+WARMUP=${FLEETGATE_BENCH_WARMUP_SECS:-660}
+
+[ -x "$FG" ] || { echo "build it first: cargo build --release --bin fleetgate" >&2; exit 1; }
+command -v psql >/dev/null || { echo "psql is required" >&2; exit 1; }
+
+psql -q "$PG" -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE; CREATE SCHEMA $SCHEMA;"
+rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
+git init -q . && git -c user.email=b@b -c user.name=bench commit -q --allow-empty -m init
+"$FG" init >/dev/null
+mkdir -p keys
+"$FG" keygen --out keys/release.key >/dev/null
+"$FG" trust init --key keys/release.key.pub --out keys/trust.json >/dev/null
+python3 - "$PG" "$SCHEMA" <<'EOF'
+import re, sys
+url = f"{sys.argv[1]}?options[search_path]={sys.argv[2]}"
+t = open("fleetgate.toml").read()
+def section(name, body):
+    global t
+    t = re.sub(r"(?ms)^\[" + re.escape(name) + r"\]\n.*?(?=^\[)", f"[{name}]\n{body}\n", t, count=1)
+section("stages.build", 'command = "true"')
+section("stages.test", 'skip = "bench"')
+section("stages.audit", 'skip = "bench"')
+section("stages.benchmark", 'skip = "bench"')
+t = t.replace('database_url = "sqlite://state/fleet.db"', f'database_url = "{url}"')
+t = t.replace('store = "file"', 'store = "postgres"')
+for k, v in {"pct": "0.10", "window_secs": "300", "sample_interval_secs": "60",
+             "pre_window_secs": "600", "heartbeat_timeout_secs": "180"}.items():
+    t = re.sub(rf"(?m)^{k} = \S+", f"{k} = {v}", t, count=1)
+open("fleetgate.toml", "w").write(t)
+EOF
+git add fleetgate.toml .gitignore && git -c user.email=b@b -c user.name=bench commit -q -m config
+
+"$FG" fleet serve --listen "127.0.0.1:$PORT" > serve.log 2>&1 &
+SERVE=$!
+SIM=
+trap 'kill $SERVE ${SIM:-} 2>/dev/null || true' EXIT
+for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
+
+echo "enrolling $NODES nodes"
+/usr/bin/time -f "enrolled in %e s" "$FG" fleet simulate --nodes "$NODES" \
+  --endpoint "http://127.0.0.1:$PORT" --interval 60 --duration 1 --concurrency 8 > /dev/null
+"$FG" fleet simulate --nodes "$NODES" --endpoint "http://127.0.0.1:$PORT" --interval 60 \
+  --duration 3000 --concurrency 128 --pull-every 1 --json > sim.json 2> sim.log &
+SIM=$!
+echo "pre-update history: ${WARMUP} s"
+sleep "$WARMUP"
+
+"$FG" start v1.0.2 --git-sha HEAD
+/usr/bin/time -v -o time.txt "$FG" run > run.log 2>&1 &
+RUN=$!
+sleep 0.5
+: > rss.tsv
+while kill -0 $RUN 2>/dev/null; do
+  PID=$(pgrep -P $RUN | head -n1 || true)
+  if [ -n "$PID" ] && [ -r /proc/$PID/status ]; then
+    awk -v t="$(date +%s)" '/^VmRSS/{r=$2} /^VmHWM/{h=$2} END{print t"\t"r"\t"h}' /proc/$PID/status >> rss.tsv || true
+  fi
+  sleep 1
+done
+wait $RUN || true
+kill $SIM 2>/dev/null || true
+wait $SIM 2>/dev/null || true
+"$FG" status | head -20
+grep -E "Maximum resident|Elapsed" time.txt
+sort -t$'\t' -k3 -n rss.tsv | tail -1 | awk '{printf "peak VmHWM %.0f MiB\n", $3/1024}'
