@@ -34,6 +34,11 @@ fn a_rollback_by_hand_during_canary_is_delivered_by_the_next_advance() {
     let s = fleet.status();
     assert_eq!(s["stage"], "rolled_back");
     assert_eq!(
+        s["rollback_reason"],
+        reason.trim(),
+        "the state keeps the whole reason"
+    );
+    assert_eq!(
         s["outbox"].as_array().unwrap().len(),
         1,
         "a rollback order is queued: {s}"
