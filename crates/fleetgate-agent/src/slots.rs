@@ -4,8 +4,11 @@
 //! A slot is fetched into `slots/.partial-<name>` and renamed into place only when the
 //! checkout is complete, so a `slots/<name>` directory is always a whole checkout. Its
 //! code hash is computed with the scheme the manifest names: `git` with
-//! [`fleetgate_codehash::code_hash_at`] (THE definition, over the commit's tree)
-//! and then every hashed file of the working tree is compared with it; `hart` with
+//! [`fleetgate_codehash::worktree_code_hash`] (the definition's formula over the
+//! checkout's bytes, one SHA-256 pass: equal to the manifest's hash only if the files
+//! on disk are the signed ones), and on a mismatch [`fleetgate_codehash::code_hash_at`]
+//! (THE definition, over the commit's tree) and a file-by-file comparison name what
+//! differs; `hart` with
 //! [`fleetgate_codehash::hart_code_hash_dir`] over the checked-out files on disk
 //! (before the install step runs). Either way what will run is exactly what was signed.
 
@@ -389,6 +392,15 @@ fn verify_tree(
                 actual: ch.code_hash,
             });
         }
+        return Ok(());
+    }
+    // One pass: the commit's tracked files as they are on disk, SHA-256 only. A match
+    // proves the files that will run are the signed ones; anything else (an edited,
+    // missing or unreadable file, or a commit that hashes differently) is diagnosed
+    // below from the commit's own objects, which name what differs.
+    if fleetgate_codehash::worktree_code_hash(dir, commit, cfg)
+        .is_ok_and(|ch| ch.code_hash == expected)
+    {
         return Ok(());
     }
     let ch = fleetgate_codehash::code_hash_at(dir, commit, cfg).map_err(hash_err)?;

@@ -3,12 +3,12 @@
 //! HART's `compute_code_hash` in Python — all in one run, on one tree.
 //!
 //! `cargo run --release -p fleetgate-codehash --example hash_speed -- [FILES] [MB] [--repeat K]`
-//! (defaults: 10,000 files, 200 MB, best of 5). Builds the tree in a temp dir (a git
+//! (defaults: 10,000 files, 200 MB, best of 5; `--keep` leaves the tree). Builds the tree in a temp dir (a git
 //! repository with one commit, and a bare clone of it), warms the page cache, then times
 //! each method K times and prints the best. 1,000 directories of 10 files each. Files are `*.py` so HART's formula hashes
 //! all of them; the contents are incompressible.
 
-use fleetgate_codehash::code_hash_at;
+use fleetgate_codehash::{code_hash_at, worktree_code_hash};
 use fleetgate_core::config::CodeHashConfig;
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -19,10 +19,13 @@ fn main() {
     let mut files = 10_000usize;
     let mut mb = 200usize;
     let mut repeat = 5u32;
+    let mut keep = false;
     let mut pos = 0;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        if a == "--repeat" {
+        if a == "--keep" {
+            keep = true;
+        } else if a == "--repeat" {
             repeat = args.next().and_then(|s| s.parse().ok()).unwrap_or(repeat);
         } else if let Ok(v) = a.parse::<usize>() {
             if pos == 0 {
@@ -34,11 +37,20 @@ fn main() {
         }
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let root = dir.path().join("repo");
+    // `--keep` leaves the tree for other tools (removed with the temp dir otherwise).
+    let (base, _guard) = if keep {
+        (dir.keep(), None)
+    } else {
+        (dir.path().to_owned(), Some(dir))
+    };
+    let root = base.join("repo");
+    if keep {
+        println!("tree kept at {}", root.display());
+    }
     let bytes = build_tree(&root, files, mb * 1_000_000);
-    let bare = dir.path().join("bare.git");
+    let bare = base.join("bare.git");
     git(
-        dir.path(),
+        &base,
         &[
             "clone",
             "-q",
@@ -47,6 +59,10 @@ fn main() {
             bare.to_str().unwrap(),
         ],
     );
+    // Write the new tree back to disk before timing (the kernel's flushing is not hashing):
+    // a page-cached, clean tree is what is measured.
+    let ok = Command::new("sync").status().expect("sync");
+    assert!(ok.success(), "sync");
     let rev = "HEAD";
     let cfg = CodeHashConfig::default();
     // Warm the page cache (files and pack).
@@ -71,7 +87,26 @@ fn main() {
         blobs.code_hash, reference,
         "parallel blob path = sequential blob path"
     );
+    assert_eq!(
+        worktree_code_hash(&root, rev, &cfg)
+            .expect("hash")
+            .code_hash,
+        reference,
+        "checkout verification path = sequential blob path"
+    );
+    // The same bytes in memory, for the SHA-256 ceiling (no files, no git).
+    let contents: Vec<Vec<u8>> = worktree
+        .files
+        .keys()
+        .map(|p| std::fs::read(root.join(p)).expect("read"))
+        .collect();
 
+    rows.push((
+        "fleetgate, verify a checkout against its code hash (worktree_code_hash)",
+        best(repeat, || {
+            worktree_code_hash(&root, rev, &cfg).expect("hash");
+        }),
+    ));
     rows.push((
         "fleetgate git scheme, clean checkout on disk (parallel, blob id checked)",
         best(repeat, || {
@@ -115,8 +150,37 @@ fn main() {
             assert!(ok.success());
         }),
     ));
-    let hart = rows[4].1;
-    let sum = rows[3].1;
+    rows.push((
+        "ceiling: SHA-256 of the same bytes in memory, one thread",
+        best(repeat, || {
+            for c in &contents {
+                std::hint::black_box(Sha256::digest(c));
+            }
+        }),
+    ));
+    rows.push((
+        "ceiling: SHA-256 of the same bytes in memory, one thread per CPU",
+        best(repeat, || {
+            std::thread::scope(|s| {
+                for t in 0..cpus {
+                    let contents = &contents;
+                    s.spawn(move || {
+                        for c in contents.iter().skip(t).step_by(cpus) {
+                            std::hint::black_box(Sha256::digest(c));
+                        }
+                    });
+                }
+            });
+        }),
+    ));
+    let by_name = |prefix: &str| {
+        rows.iter()
+            .find(|(n, _)| n.starts_with(prefix))
+            .map(|(_, d)| *d)
+            .expect("row")
+    };
+    let hart = by_name("HART");
+    let sum = by_name("git ls-files");
     println!(
         "{:<78} {:>9} {:>8} {:>8} {:>8}",
         "method", "ms", "GB/s", "×HART", "×sha256sum"
@@ -190,6 +254,10 @@ fn sequential_blobs(repo: &Path, rev: &str) -> String {
 fn build_tree(root: &Path, files: usize, total: usize) -> usize {
     std::fs::create_dir_all(root).expect("mkdir");
     git(root, &["init", "-q"]);
+    // No automatic `git gc` after the commit: with more than 6,700 loose objects it packs
+    // them in the background, on one of the two CPUs, while the methods are timed (the
+    // 200-MB figures before 2026-12-06 were taken beside it: every method about 2× slower).
+    git(root, &["config", "gc.auto", "0"]);
     let per = total / files.max(1);
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let mut written = 0;

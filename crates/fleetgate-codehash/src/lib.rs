@@ -7,7 +7,9 @@
 //! `[code_hash]` config), `fleetgate-trust` (the manifest's [`HashScheme`], canonical JSON),
 //! git2, globset and sha2 — an agent-only build does not pull the orchestrator for it.
 //!
-//! **What it owns.** The `git` scheme ([`code_hash_at`], over the commit's tree) and HART's
+//! **What it owns.** The `git` scheme ([`code_hash_at`], over the commit's tree; and
+//! [`worktree_code_hash`], the same formula over a checkout's bytes on disk, to verify a
+//! checkout against a signed code hash in one SHA-256 pass) and HART's
 //! scheme over a directory on disk ([`hart_code_hash_dir`]); the runtime adds
 //! `hart_code_hash_at` (a clean checkout of a commit, then [`hart_code_hash_dir`]).
 //!
@@ -214,6 +216,103 @@ pub fn code_hash_at(
     rev: &str,
     cfg: &CodeHashConfig,
 ) -> Result<CodeHash, CodeHashError> {
+    let (r, commit, entries) = tracked_entries(repo, rev, cfg)?;
+    let worktree = r.workdir().map(Path::to_owned);
+    drop(r);
+    let files = hash_entries(repo, worktree.as_deref(), entries)?;
+    Ok(hash_files(commit, files))
+}
+
+/// The `git` scheme's formula over the **working tree's** bytes of the files `rev`
+/// tracks (the paths, and the include/exclude globs, come from the commit's tree; the
+/// content from disk): one SHA-256 pass per file, in parallel, no git blob id check and
+/// no blob inflated.
+///
+/// It equals [`code_hash_at`] exactly when every hashed file on disk holds the commit's
+/// bytes, so it is the way to *verify* a checkout against a code hash that was signed
+/// (the node agent's slot): a match proves the files that will run are the signed ones
+/// (SHA-256 collision resistance), a mismatch is a modified or incomplete checkout. It
+/// is never the way to *produce* a code hash to sign — an edited working tree changes it
+/// (that is what it is for); use [`code_hash_at`] for that. A symlink contributes the
+/// SHA-256 of its target as on disk, a submodule its commit id from the tree, as in
+/// [`code_hash_at`].
+///
+/// # Errors
+/// The repository has no working tree, `rev` is not a commit, a glob is invalid, a name
+/// is not UTF-8, or a tracked file cannot be read (missing, a directory, unreadable):
+/// the error names it.
+pub fn worktree_code_hash(
+    repo: &Path,
+    rev: &str,
+    cfg: &CodeHashConfig,
+) -> Result<CodeHash, CodeHashError> {
+    let (r, commit, entries) = tracked_entries(repo, rev, cfg)?;
+    let worktree = r
+        .workdir()
+        .map(Path::to_owned)
+        .ok_or_else(|| CodeHashError::Io {
+            action: "find the working tree of",
+            path: repo.to_owned(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "a bare repository has no working tree",
+            ),
+        })?;
+    drop(r);
+    let parts = in_parallel(&entries, |part| {
+        let mut buf = Vec::new();
+        part.map(|(path, oid, mode)| {
+            let digest = if *mode == 0o160000 {
+                oid.to_string()
+            } else {
+                disk_digest(&worktree.join(path), &mut buf)?
+            };
+            Ok((path.clone(), digest))
+        })
+        .collect::<Result<Vec<_>, CodeHashError>>()
+    });
+    let mut files = BTreeMap::new();
+    for part in parts {
+        files.extend(part?);
+    }
+    Ok(hash_files(commit, files))
+}
+
+/// SHA-256 of a tracked path as it is on disk: a symlink's target string, a regular
+/// file's bytes (read into `buf`, reused between files).
+fn disk_digest(full: &Path, buf: &mut Vec<u8>) -> Result<String, CodeHashError> {
+    use std::io::Read;
+    let meta = std::fs::symlink_metadata(full).map_err(|e| CodeHashError::io("stat", full, e))?;
+    if meta.file_type().is_symlink() {
+        let target =
+            std::fs::read_link(full).map_err(|e| CodeHashError::io("read link", full, e))?;
+        return Ok(sha256_hex(target.as_os_str().as_encoded_bytes()));
+    }
+    if !meta.file_type().is_file() {
+        return Err(CodeHashError::io(
+            "hash",
+            full,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a tracked file is not a regular file on disk",
+            ),
+        ));
+    }
+    buf.clear();
+    std::fs::File::open(full)
+        .and_then(|mut f| f.read_to_end(buf))
+        .map_err(|e| CodeHashError::io("read", full, e))?;
+    Ok(sha256_hex(buf))
+}
+
+/// The commit `rev` resolves to (its id) and the entries of its tree that the code hash
+/// covers (path, blob or submodule id, mode), filtered by the include/exclude globs.
+#[allow(clippy::type_complexity)]
+fn tracked_entries(
+    repo: &Path,
+    rev: &str,
+    cfg: &CodeHashConfig,
+) -> Result<(git2::Repository, String, Vec<(String, git2::Oid, i32)>), CodeHashError> {
     let r =
         git2::Repository::open(repo).map_err(|e| CodeHashError::git(repo, "open repository", e))?;
     let commit = r
@@ -254,9 +353,10 @@ pub fn code_hash_at(
         !(include.as_ref().is_some_and(|g| !g.is_match(path))
             || exclude.as_ref().is_some_and(|g| g.is_match(path)))
     });
-    let worktree = r.workdir().map(Path::to_owned);
-    let files = hash_entries(repo, worktree.as_deref(), entries)?;
-    Ok(hash_files(commit.id().to_string(), files))
+    let id = commit.id().to_string();
+    drop(tree);
+    drop(commit);
+    Ok((r, id, entries))
 }
 
 /// Entries per thread below which one thread does it all (thread start-up and a
@@ -276,15 +376,10 @@ fn hash_entries(
     worktree: Option<&Path>,
     entries: Vec<(String, git2::Oid, i32)>,
 ) -> Result<BTreeMap<String, String>, CodeHashError> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZero::get)
-        .min(8)
-        .min(entries.len().div_ceil(PER_THREAD_MIN))
-        .max(1);
-    let work = |t: usize| -> Result<Vec<(String, String)>, CodeHashError> {
+    let parts = in_parallel(&entries, |part| {
         let mut odb: Option<git2::Repository> = None;
         let mut out = Vec::new();
-        for (path, oid, mode) in entries.iter().skip(t).step_by(threads) {
+        for (path, oid, mode) in part {
             let digest = if *mode == 0o160000 {
                 oid.to_string()
             } else if let Some(d) = worktree.and_then(|w| from_worktree(w, path, *oid, *mode)) {
@@ -305,23 +400,39 @@ fn hash_entries(
             out.push((path.clone(), digest));
         }
         Ok(out)
-    };
-    let parts: Vec<Result<Vec<(String, String)>, CodeHashError>> = if threads == 1 {
-        vec![work(0)]
-    } else {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads).map(|t| s.spawn(move || work(t))).collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        })
-    };
+    });
     let mut files = BTreeMap::new();
     for part in parts {
         files.extend(part?);
     }
     Ok(files)
+}
+
+/// Run `work` over `items` split across up to 8 threads (every `n`-th item to one
+/// thread, so large and small files spread evenly), one thread when there are few.
+fn in_parallel<'a, T: Sync, R: Send>(
+    items: &'a [T],
+    work: impl Fn(std::iter::StepBy<std::iter::Skip<std::slice::Iter<'a, T>>>) -> R + Sync,
+) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(8)
+        .min(items.len().div_ceil(PER_THREAD_MIN))
+        .max(1);
+    let part = |t: usize| items.iter().skip(t).step_by(threads);
+    if threads == 1 {
+        return vec![work(part(0))];
+    }
+    std::thread::scope(|s| {
+        let work = &work;
+        let handles: Vec<_> = (0..threads)
+            .map(|t| s.spawn(move || work(part(t))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
 }
 
 /// The SHA-256 of `path` in the working tree if it is a regular file whose bytes are
