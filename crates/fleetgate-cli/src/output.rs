@@ -14,6 +14,24 @@ pub fn when(t: f64) -> String {
     humantime::format_rfc3339_seconds(st).to_string()
 }
 
+/// Characters of one line of a reason or detail that `status` prints; the rest is
+/// counted (`status --json` has it all). A reason written by an older build could hold a
+/// name per node (270 kB at 10,000 canary nodes).
+const STATUS_LINE_CHARS: usize = 2_000;
+
+/// `line` cut to [`STATUS_LINE_CHARS`] characters, with how much was left out.
+fn clip(line: &str) -> std::borrow::Cow<'_, str> {
+    match line.char_indices().nth(STATUS_LINE_CHARS) {
+        None => line.into(),
+        Some((at, _)) => format!(
+            "{}… ({} more bytes; `status --json` has all of it)",
+            &line[..at],
+            line.len() - at
+        )
+        .into(),
+    }
+}
+
 fn ago(t: f64) -> String {
     let now = fleetgate_runtime::now();
     let secs = (now - t).max(0.0) as u64;
@@ -208,7 +226,7 @@ pub fn print_status(s: &PipelineState, quarantined: &[PathBuf]) {
                     } else {
                         crate::outcome_word(r.verdict.outcome)
                     };
-                    let first = r.verdict.detail.lines().next().unwrap_or("");
+                    let first = clip(r.verdict.detail.lines().next().unwrap_or(""));
                     let checks = if r.checks > 1 {
                         format!(" ({} checks)", r.checks)
                     } else {
@@ -246,13 +264,13 @@ pub fn print_status(s: &PipelineState, quarantined: &[PathBuf]) {
             );
         }
         if let Some(f) = &s.failure_detail {
-            println!("failure:  {}", f.lines().next().unwrap_or(""));
+            println!("failure:  {}", clip(f.lines().next().unwrap_or("")));
             for l in f.lines().skip(1).take(20) {
-                println!("          | {l}");
+                println!("          | {}", clip(l));
             }
         }
         if let Some(r) = &s.rollback_reason {
-            println!("rollback: {r}");
+            println!("rollback: {}", clip(r));
         }
         if let Some(c) = &s.canary
             && let Some(sel) = &c.selection
@@ -404,4 +422,24 @@ pub fn print_comparison(old: &str, new: &str, r: &CompareReport) {
             "REGRESSION"
         }
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{STATUS_LINE_CHARS, clip};
+
+    #[test]
+    fn a_long_line_is_cut_on_a_character_boundary_and_says_how_much_is_left_out() {
+        assert_eq!(clip("short"), "short");
+        let exact = "é".repeat(STATUS_LINE_CHARS);
+        assert_eq!(clip(&exact), exact.as_str());
+        let long = format!("{}{}", "é".repeat(STATUS_LINE_CHARS), "x".repeat(268_000));
+        let cut = clip(&long);
+        assert!(cut.starts_with(&exact), "{}", &cut[..10]);
+        assert!(
+            cut.ends_with("… (268000 more bytes; `status --json` has all of it)"),
+            "{}",
+            &cut[cut.len() - 80..]
+        );
+    }
 }
