@@ -726,6 +726,24 @@ async fn channels_place_nodes_and_a_paused_channel_has_no_eligible_node() {
                 .unwrap()),
             ["a", "b"]
         );
+
+        // What a release or a rollback order goes to: active, verified, by channel, in id
+        // order, whatever their heartbeats (no recency, unlike eligibility) — never an
+        // unverified or removed node.
+        reg.register_unverified("u", "http://u", &node_key(20).public_key_hex(), "eu", NOW)
+            .await
+            .unwrap();
+        reg.remove_peer("d").await.unwrap();
+        assert_eq!(reg.release_targets(Some("stable")).await.unwrap(), ["c"]);
+        assert_eq!(reg.release_targets(Some("beta")).await.unwrap(), ["a", "b"]);
+        assert!(reg.release_targets(Some("none")).await.unwrap().is_empty());
+        assert_eq!(
+            reg.release_targets(None).await.unwrap(),
+            ["a", "b", "c"],
+            "[{}]",
+            db.name
+        );
+        assert_eq!(reg.peer_count().await.unwrap(), 5);
         db.cleanup().await;
     }
 }

@@ -246,9 +246,8 @@ fn select(
         Ok(s) => s,
         Err(e) => {
             let enrolled = link
-                .block_on(link.registry().list_peers())
-                .map_err(|e| fleet_op("failed to list peers", e))?
-                .len();
+                .block_on(link.registry().peer_count())
+                .map_err(|e| fleet_op("failed to count peers", e))?;
             return Ok(CanaryEvent::TooFewPeers {
                 enrolled,
                 eligible: eligible.len(),

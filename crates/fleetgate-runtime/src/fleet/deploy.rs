@@ -37,14 +37,13 @@ pub fn deploy(
         DeployMode::Push
     } else {
         // Gossip reaches every node: only when every node is in the run's channel.
-        let peers = link
-            .block_on(link.registry().list_peers())
-            .map_err(|e| fleet_op("failed to list peers", e))?;
-        let elsewhere = peers
+        let elsewhere: usize = link
+            .block_on(link.registry().channels())
+            .map_err(|e| fleet_op("failed to count the nodes of each channel", e))?
             .iter()
-            .filter(|p| p.master_key_verified && p.status == fleetgate_fleet::PeerStatus::Active)
-            .filter(|p| p.channel != channel)
-            .count();
+            .filter(|c| c.name != channel)
+            .map(|c| c.nodes)
+            .sum();
         if elsewhere == 0 {
             DeployMode::Gossip
         } else {
@@ -104,18 +103,10 @@ pub fn deploy(
                 checkpoint(FleetStageProgress::Deploy(m.progress.clone()))?;
             }
             FleetCommand::ListTargets => {
-                let peers = link
-                    .block_on(link.registry().list_peers())
-                    .map_err(|e| fleet_op("failed to list peers", e))?;
-                let nodes: Vec<String> = peers
-                    .iter()
-                    .filter(|p| {
-                        p.master_key_verified && p.status == fleetgate_fleet::PeerStatus::Active
-                    })
-                    .filter(|p| p.channel == channel)
-                    .filter(|p| !seen.contains(&p.id))
-                    .map(|p| p.id.clone())
-                    .collect();
+                let mut nodes = link
+                    .block_on(link.registry().release_targets(Some(&channel)))
+                    .map_err(|e| fleet_op("failed to list the channel's nodes", e))?;
+                nodes.retain(|id| !seen.contains(id));
                 queue.extend(m.handle(DeployEvent::Targets { nodes }));
                 if ticks < MAX_TICKS {
                     ticks += 1;

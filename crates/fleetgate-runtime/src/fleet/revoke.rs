@@ -281,18 +281,14 @@ fn plan(
             )
         })?;
     let peers = link
-        .block_on(link.registry().list_peers())
-        .map_err(|e| fleet_op("failed to list peers", e).to_string())?;
+        .block_on(link.registry().release_targets(None))
+        .map_err(|e| fleet_op("failed to list the fleet's nodes", e).to_string())?;
     let mut deliveries: Vec<NodeDelivery> = required
         .iter()
         .map(|n| NodeDelivery::new(n.clone(), true))
         .collect();
-    for p in peers
-        .iter()
-        .filter(|p| p.master_key_verified && p.status == fleetgate_fleet::PeerStatus::Active)
-        .filter(|p| !required.contains(&p.id))
-    {
-        deliveries.push(NodeDelivery::new(p.id.clone(), false));
+    for id in peers.into_iter().filter(|id| !required.contains(id)) {
+        deliveries.push(NodeDelivery::new(id, false));
     }
     // In node-id order: each answer and observation finds its node by binary search.
     deliveries.sort_by(|a, b| a.node.cmp(&b.node));
