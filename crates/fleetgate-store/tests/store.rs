@@ -261,3 +261,38 @@ fn a_saved_state_loads_back_equal_to_the_last_bit_of_its_timestamps() {
         assert_eq!(store.load().unwrap(), state);
     }
 }
+
+/// A state file that is JSON but not a state object, or whose `schema_version` is not a
+/// whole number, is moved aside as corrupt with its bytes kept: never read as a HART
+/// file (which has no `schema_version`), never a panic.
+#[test]
+fn json_that_is_not_a_state_object_is_moved_aside_as_corrupt() {
+    for text in [
+        "[]",
+        "\"x\"",
+        "null",
+        "42",
+        r#"{"schema_version": null, "stage": "idle"}"#,
+        r#"{"schema_version": "1", "stage": "idle"}"#,
+        r#"{"schema_version": -1, "stage": "idle"}"#,
+        r#"{"schema_version": 1.5, "stage": "idle"}"#,
+        r#"{"schema_version": [], "stage": "idle"}"#,
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::open(tmp.path()).unwrap();
+        fs::write(dir.state_path(), text).unwrap();
+        let err = dir.load().unwrap_err();
+        let StoreError::Corrupt { moved_to, .. } = &err else {
+            panic!("{text}: expected Corrupt, got {err}")
+        };
+        assert!(
+            err.to_string().contains("not a fleetgate state"),
+            "{text}: {err}"
+        );
+        assert_eq!(fs::read_to_string(moved_to).unwrap(), text);
+        assert!(
+            !dir.hart_original_path().exists(),
+            "{text}: adopted as HART's"
+        );
+    }
+}
