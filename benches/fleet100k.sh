@@ -11,6 +11,12 @@
 # 10 minutes of pre-update history (pre_window_secs = 600), then the run. Writes to WORK_DIR:
 # run.log (the orchestrator), rss.tsv (unix seconds, VmRSS KiB, VmHWM KiB), time.txt
 # (/usr/bin/time -v), sim.json (the simulator's summary), serve.log.
+#
+# FLEETGATE_BENCH_TAKEOVER=SECS: a standby orchestrator B (same database, its own state
+# directory `state-b`; lease_ttl_secs = 30) runs beside A from the start; A is SIGKILLed SECS seconds after
+# DEPLOY started, and B takes the lease once it has expired and finishes the run. Then
+# run-b.log, time-b.txt, and rss.tsv has a fourth column (A or B). Log lines carry the
+# unix second they were printed at.
 set -euo pipefail
 NODES=${1:-100000}
 WORK=${2:-/tmp/fg100k}
@@ -20,6 +26,8 @@ PORT=${FLEETGATE_BENCH_PORT:-7323}
 SCHEMA="fg${NODES}"
 PG="postgres://postgres@127.0.0.1:5432/test"
 WARMUP=${FLEETGATE_BENCH_WARMUP_SECS:-660}
+TAKEOVER=${FLEETGATE_BENCH_TAKEOVER:-}
+stamp() { perl -MPOSIX -ne '$|=1; print time(), " ", $_'; }
 
 [ -x "$FG" ] || { echo "build it first: cargo build --release --bin fleetgate" >&2; exit 1; }
 command -v psql >/dev/null || { echo "psql is required" >&2; exit 1; }
@@ -47,6 +55,10 @@ t = t.replace('store = "file"', 'store = "postgres"')
 for k, v in {"pct": "0.10", "window_secs": "300", "sample_interval_secs": "60",
              "pre_window_secs": "600", "heartbeat_timeout_secs": "180"}.items():
     t = re.sub(rf"(?m)^{k} = \S+", f"{k} = {v}", t, count=1)
+import os
+if os.environ.get("FLEETGATE_BENCH_TAKEOVER"):
+    t = re.sub(r"(?m)^# lease_ttl_secs = \d+.*$", "lease_ttl_secs = 30", t, count=1)
+    assert "\nlease_ttl_secs = 30" in t, "no lease_ttl_secs line in fleetgate.toml"
 open("fleetgate.toml", "w").write(t)
 EOF
 git add fleetgate.toml .gitignore && git -c user.email=b@b -c user.name=bench commit -q -m config
@@ -67,20 +79,49 @@ echo "pre-update history: ${WARMUP} s"
 sleep "$WARMUP"
 
 "$FG" start v1.0.2 --git-sha HEAD
-/usr/bin/time -v -o time.txt "$FG" run > run.log 2>&1 &
+/usr/bin/time -v -o time.txt "$FG" run 2> >(stamp > run.log) > /dev/null &
 RUN=$!
+RUN_B=
+if [ -n "$TAKEOVER" ]; then
+  sed 's/^state_dir = "state"/state_dir = "state-b"/' fleetgate.toml > fleetgate-b.toml
+  grep -q '^state_dir = "state-b"' fleetgate-b.toml || { echo "no state_dir in fleetgate.toml" >&2; exit 1; }
+  /usr/bin/time -v -o time-b.txt "$FG" --config fleetgate-b.toml run 2> >(stamp > run-b.log) > /dev/null &
+  RUN_B=$!
+fi
 sleep 0.5
 : > rss.tsv
-while kill -0 $RUN 2>/dev/null; do
-  PID=$(pgrep -P $RUN | head -n1 || true)
-  if [ -n "$PID" ] && [ -r /proc/$PID/status ]; then
-    awk -v t="$(date +%s)" '/^VmRSS/{r=$2} /^VmHWM/{h=$2} END{print t"\t"r"\t"h}' /proc/$PID/status >> rss.tsv || true
+sample() { # $1 = the /usr/bin/time pid, $2 = label
+  local pid
+  pid=$(pgrep -P "$1" -x fleetgate | head -n1 || true)
+  if [ -n "$pid" ] && [ -r "/proc/$pid/status" ]; then
+    awk -v t="$(date +%s)" -v w="$2" '/^VmRSS/{r=$2} /^VmHWM/{h=$2} END{print t"\t"r"\t"h"\t"w}' "/proc/$pid/status" >> rss.tsv || true
+  fi
+}
+KILLED=
+while kill -0 $RUN 2>/dev/null || { [ -n "$RUN_B" ] && kill -0 $RUN_B 2>/dev/null; }; do
+  kill -0 $RUN 2>/dev/null && sample $RUN A
+  [ -n "$RUN_B" ] && kill -0 $RUN_B 2>/dev/null && sample $RUN_B B
+  if [ -n "$TAKEOVER" ] && [ -z "$KILLED" ]; then
+    DEPLOY_AT=$(grep -m1 -E '^[0-9]+ \[DEPLOY' run.log | cut -d' ' -f1 || true)
+    if [ -n "$DEPLOY_AT" ] && [ "$(date +%s)" -ge $((DEPLOY_AT + TAKEOVER)) ]; then
+      pkill -KILL -P $RUN -x fleetgate || true
+      KILLED=$(date +%s)
+      echo "DEPLOY started at $DEPLOY_AT; A SIGKILLed at $KILLED" | tee takeover.txt
+    fi
   fi
   sleep 1
 done
 wait $RUN || true
+[ -n "$RUN_B" ] && { wait $RUN_B || true; }
 kill $SIM 2>/dev/null || true
 wait $SIM 2>/dev/null || true
 "$FG" status | head -20
 grep -E "Maximum resident|Elapsed" time.txt
-sort -t$'\t' -k3 -n rss.tsv | tail -1 | awk '{printf "peak VmHWM %.0f MiB\n", $3/1024}'
+for w in A B; do
+  awk -v w=$w '$4==w && $3>m {m=$3} END{if (m) printf "%s: peak VmHWM %.0f MiB\n", w, m/1024}' rss.tsv
+done
+if [ -n "$TAKEOVER" ]; then
+  grep -E "Maximum resident|Elapsed" time-b.txt
+  grep -m1 -E "LEASE" run-b.log || true
+  tail -3 run-b.log
+fi
