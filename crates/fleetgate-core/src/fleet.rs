@@ -671,36 +671,28 @@ impl CanaryMachine<'_> {
                     names.push(d.node.clone());
                 }
             }
-            let described: Vec<String> = names
-                .iter()
-                .map(|n| {
-                    let d = find_delivery_ref(&p.deliveries, n);
-                    match d.and_then(|d| d.detail.as_deref()) {
-                        Some(detail)
-                            if !detail.trim().is_empty() && d.is_some_and(|d| !d.settled()) =>
-                        {
-                            format!("{n} ({})", clip(detail, 160))
-                        }
-                        _ => n.clone(),
-                    }
-                })
-                .collect();
+            let described = name_by_detail(names.iter().map(|n| {
+                let d = find_delivery_ref(&p.deliveries, n);
+                let detail = d
+                    .filter(|d| !d.settled())
+                    .and_then(|d| d.detail.as_deref())
+                    .filter(|x| !x.trim().is_empty())
+                    .map(|x| clip(x, 160));
+                (n.clone(), detail)
+            }));
             if now.saturating_sub(sent_at) > params.report_grace_secs {
                 return vec![FleetCommand::Verdict(Verdict::failed(
                     format!(
                         "integrity: canary node(s) did not report the release's code hash {} within {}s of the apply: {}",
                         short(&params.code_hash),
                         params.report_grace_secs,
-                        name_some(&described)
+                        described
                     ),
                     figures,
                 ))];
             }
             return vec![FleetCommand::Verdict(Verdict::pending(
-                format!(
-                    "waiting for the canary nodes to report the release: {}",
-                    name_some(&described)
-                ),
+                format!("waiting for the canary nodes to report the release: {described}"),
                 figures,
             ))];
         }
@@ -1242,6 +1234,53 @@ fn find_delivery_ref<'a>(deliveries: &'a [NodeDelivery], node: &str) -> Option<&
     }
 }
 
+/// Nodes for a message, grouped by what their delivery last said, the largest group
+/// first: `a, b, c, d, e and 1503 more (connection refused); f (HTTP 409: busy); g, h`
+/// (nodes with nothing to say last). At most 5 names per group and 5 groups: at 10,000
+/// canary nodes behind one unreachable address, one line instead of the same error
+/// repeated for 20 names (the figures carry the counts).
+fn name_by_detail(nodes: impl Iterator<Item = (String, Option<String>)>) -> String {
+    const GROUPS: usize = 5;
+    let mut by_detail: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut plain: Vec<String> = Vec::new();
+    for (node, detail) in nodes {
+        match detail {
+            Some(d) => by_detail.entry(d).or_default().push(node),
+            None => plain.push(node),
+        }
+    }
+    let mut groups: Vec<(String, Vec<String>)> = by_detail.into_iter().collect();
+    groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(&b.0)));
+    let few = |nodes: &[String]| {
+        const SHOWN: usize = 5;
+        if nodes.len() <= SHOWN {
+            nodes.join(", ")
+        } else {
+            format!(
+                "{} and {} more",
+                nodes[..SHOWN].join(", "),
+                nodes.len() - SHOWN
+            )
+        }
+    };
+    let mut parts: Vec<String> = groups
+        .iter()
+        .take(GROUPS)
+        .map(|(detail, nodes)| format!("{} ({detail})", few(nodes)))
+        .collect();
+    let rest: usize = groups.iter().skip(GROUPS).map(|(_, n)| n.len()).sum();
+    if rest > 0 {
+        parts.push(format!(
+            "{rest} more node(s) for {} other reason(s)",
+            groups.len() - GROUPS
+        ));
+    }
+    if !plain.is_empty() {
+        parts.push(few(&plain));
+    }
+    parts.join("; ")
+}
+
 /// Node names for a message: all of them up to 20, else the first 20 and how many more
 /// (the figures carry the full lists).
 fn name_some(nodes: &[String]) -> String {
@@ -1254,4 +1293,38 @@ fn name_some(nodes: &[String]) -> String {
         nodes[..SHOWN].join(", "),
         nodes.len() - SHOWN
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_by_detail;
+
+    #[test]
+    fn nodes_are_named_a_few_per_reason_the_largest_group_first() {
+        let refused =
+            "http://127.0.0.1:9/apply: connection refused; the manifest waits in its pull feed";
+        let mut nodes: Vec<(String, Option<String>)> = (0..1523)
+            .map(|i| (format!("sim-{i:05}"), Some(refused.to_owned())))
+            .collect();
+        nodes.push(("busy-1".into(), Some("HTTP 409: busy".into())));
+        nodes.push(("quiet-1".into(), None));
+        nodes.push(("quiet-2".into(), None));
+        let line = name_by_detail(nodes.into_iter());
+        assert_eq!(
+            line,
+            format!(
+                "sim-00000, sim-00001, sim-00002, sim-00003, sim-00004 and 1518 more ({refused}); busy-1 (HTTP 409: busy); quiet-1, quiet-2"
+            )
+        );
+        assert_eq!(line.matches("connection refused").count(), 1);
+
+        // Many distinct reasons: five groups, the rest counted.
+        let line = name_by_detail((0..8).map(|i| (format!("n{i}"), Some(format!("reason {i}")))));
+        assert!(
+            line.ends_with("n4 (reason 4); 3 more node(s) for 3 other reason(s)"),
+            "{line}"
+        );
+        assert_eq!(name_by_detail(std::iter::empty()), "");
+        assert_eq!(name_by_detail([("a".to_owned(), None)].into_iter()), "a");
+    }
 }
