@@ -3,7 +3,8 @@
 //! outside gossip, polling their feed on `fleet serve`). A release of built files reaches
 //! every node through CANARY and DEPLOY, installed from its artifacts; a rollback by hand during the next canary reaches every
 //! node too, and its delivery completes because the pull nodes' heartbeats report the
-//! order's floor — no push answer ever comes from them.
+//! order's floor — no push answer ever comes from them. DEPLOY pushes (no gossip seeds):
+//! its finished record says every target's delivery is done, the pull nodes' too.
 
 mod common;
 use common::{Fleet, code, text};
@@ -30,6 +31,19 @@ fn releases_and_rollback_orders_reach_nodes_the_orchestrator_cannot_reach() {
         1,
     );
     assert_ne!(conf, edited, "the demo config has a build command");
+    // DEPLOY in push mode (no gossip seeds): the pushes to the pull nodes fail, and they
+    // take the release from their feeds — the finished record must still say done.
+    let edited: String = edited
+        .lines()
+        .map(|l| {
+            if l.starts_with("gossip_seeds") {
+                "gossip_seeds = []\n".to_owned()
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    assert!(edited.contains("\ngossip_seeds = []\n"), "{edited}");
     std::fs::write(&path, edited).unwrap();
     fleet.wait_for_history(30);
 
@@ -39,6 +53,14 @@ fn releases_and_rollback_orders_reach_nodes_the_orchestrator_cannot_reach() {
     assert_eq!(code(&out), 0, "{}", text(&out));
     let s = fleet.status();
     assert_eq!(s["stage"], "completed", "{s}");
+    // The record of the finished DEPLOY says what its verdict saw: every target's delivery
+    // done, the pull nodes' included (no push answer ever came from them).
+    assert_eq!(s["deploy"]["mode"], "push", "{s}");
+    let deliveries = s["deploy"]["deliveries"].as_array().unwrap();
+    assert!(!deliveries.is_empty(), "{s}");
+    for d in deliveries {
+        assert_eq!(d["status"], "done", "{d}");
+    }
     let v2 = s["code_hash"].as_str().unwrap().to_owned();
     fleet.wait_all_on(&v2, "v2.0.0 on pushed and pull nodes");
     for n in ["node-01", "node-02", "node-03"] {
