@@ -260,7 +260,7 @@ pub fn worktree_code_hash(
         })?;
     drop(r);
     let parts = in_parallel(&entries, |part| {
-        let mut buf = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
         part.map(|(path, oid, mode)| {
             let digest = if *mode == 0o160000 {
                 oid.to_string()
@@ -279,8 +279,8 @@ pub fn worktree_code_hash(
 }
 
 /// SHA-256 of a tracked path as it is on disk: a symlink's target string, a regular
-/// file's bytes (read into `buf`, reused between files).
-fn disk_digest(full: &Path, buf: &mut Vec<u8>) -> Result<String, CodeHashError> {
+/// file's bytes (streamed through `buf`, reused between files).
+fn disk_digest(full: &Path, buf: &mut [u8]) -> Result<String, CodeHashError> {
     use std::io::Read;
     let meta = std::fs::symlink_metadata(full).map_err(|e| CodeHashError::io("stat", full, e))?;
     if meta.file_type().is_symlink() {
@@ -298,11 +298,18 @@ fn disk_digest(full: &Path, buf: &mut Vec<u8>) -> Result<String, CodeHashError> 
             ),
         ));
     }
-    buf.clear();
-    std::fs::File::open(full)
-        .and_then(|mut f| f.read_to_end(buf))
-        .map_err(|e| CodeHashError::io("read", full, e))?;
-    Ok(sha256_hex(buf))
+    // Streamed through one reused buffer: memory stays bounded whatever a file's size.
+    let mut file = std::fs::File::open(full).map_err(|e| CodeHashError::io("read", full, e))?;
+    let mut digest = Sha256::new();
+    loop {
+        match file.read(buf) {
+            Ok(0) => break,
+            Ok(n) => digest.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(CodeHashError::io("read", full, e)),
+        }
+    }
+    Ok(hex::encode(digest.finalize()))
 }
 
 /// The commit `rev` resolves to (its id) and the entries of its tree that the code hash
