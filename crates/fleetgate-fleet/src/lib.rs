@@ -85,4 +85,4 @@ pub use heartbeat::{
 };
 pub use lease::{Fence, Lease};
 pub use registry::{Backend, Peer, PeerStatus, Registry, redact_url, unix_now};
-pub use shared::{SharedDoc, SharedFile, SharedWriteError};
+pub use shared::{COMPRESS_ABOVE, MAX_SHARED_DOC, SharedDoc, SharedFile, SharedWriteError};

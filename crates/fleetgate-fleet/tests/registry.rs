@@ -996,6 +996,86 @@ async fn the_shared_run_state_is_written_only_by_the_lease_holder_at_the_revisio
     }
 }
 
+/// A large fleet's run state (tens of MB of JSON) is stored gzip-compressed and read back
+/// whole; a small one stays plain text; a damaged compressed document is an error that
+/// names the column, not a panic or an empty state.
+#[tokio::test]
+async fn a_large_shared_run_state_is_stored_compressed_and_read_back_whole() {
+    let ttl = Duration::from_secs(30);
+    let delivery = |i: usize| {
+        format!(
+            r#"{{"node":"sim-{i:06}","status":"done","attempts":1,"next_attempt_at":1765000000,"required":true,"detail":"reports the release's code hash"}}"#
+        )
+    };
+    let big = format!(
+        r#"{{"deploy":{{"deliveries":[{}]}}}}"#,
+        (0..20_000).map(delivery).collect::<Vec<_>>().join(",")
+    );
+    assert!(big.len() > fleetgate_fleet::COMPRESS_ABOVE, "{}", big.len());
+    for db in backends().await {
+        let reg = db.registry().await;
+        let a = reg
+            .acquire_lease("lease", "orch-A", ttl)
+            .await
+            .unwrap()
+            .unwrap();
+        let lengths = "SELECT CAST(length(doc) AS BIGINT), CAST(length(doc_gzip) AS BIGINT) FROM pipeline_state WHERE name = 'pipeline'";
+        let rev = reg
+            .put_shared_state("pipeline", "lease", "orch-A", a.epoch, 0, &big, &[])
+            .await
+            .unwrap();
+        let read = reg.shared_state("pipeline").await.unwrap().unwrap();
+        assert_eq!(
+            (read.rev, read.doc.len()),
+            (rev, big.len()),
+            "[{}]",
+            db.name
+        );
+        assert!(
+            read.doc == big,
+            "[{}] the document read back differs",
+            db.name
+        );
+        let (text, gz) = db.raw(lengths).await.expect("a row");
+        let gz = gz.expect("stored compressed");
+        assert_eq!(text, Some(0), "[{}]", db.name);
+        assert!(
+            gz * 10 < i64::try_from(big.len()).unwrap(),
+            "[{}] {gz} compressed bytes for {}",
+            db.name,
+            big.len()
+        );
+
+        // A small document is plain text again (and the compressed copy is gone).
+        let rev = reg
+            .put_shared_state("pipeline", "lease", "orch-A", a.epoch, rev, "{}", &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            db.raw(lengths).await,
+            Some((Some(2), None)),
+            "[{}]",
+            db.name
+        );
+        assert_eq!(
+            reg.shared_state("pipeline").await.unwrap().unwrap().doc,
+            "{}"
+        );
+
+        // Damaged: an error naming the column.
+        let garbage = if db.name == "postgres" {
+            "UPDATE pipeline_state SET doc = '', doc_gzip = '\\x1f8b0800deadbeef'::bytea"
+        } else {
+            "UPDATE pipeline_state SET doc = '', doc_gzip = X'1f8b0800deadbeef'"
+        };
+        db.raw(garbage).await;
+        let err = reg.shared_state("pipeline").await.unwrap_err().to_string();
+        assert!(err.contains("doc_gzip"), "[{}] {err}", db.name);
+        assert!(rev > 1);
+        db.cleanup().await;
+    }
+}
+
 /// Batched ingest under concurrency: each node's heartbeats go in order through one
 /// writer and all of them again (replays) through another, in batches, four writers at
 /// once. Every `(node, seq)` is accepted exactly once (never lost, never double-counted:

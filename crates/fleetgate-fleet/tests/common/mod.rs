@@ -63,6 +63,33 @@ impl Db {
             .unwrap_or_else(|e| panic!("[{}] connect: {e}", self.name))
     }
 
+    /// Runs `sql` directly (to look at or damage what is stored), returning the first
+    /// row's first two columns as integers (NULL: `None`) when it returns rows.
+    pub async fn raw(&self, sql: &str) -> Option<(Option<i64>, Option<i64>)> {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        if self.pg.is_some() {
+            let mut c = sqlx::PgConnection::connect(&self.url)
+                .await
+                .expect("connect");
+            first_two(
+                sqlx::query(sql)
+                    .fetch_optional(&mut c)
+                    .await
+                    .expect("raw sql"),
+            )
+        } else {
+            let mut c = sqlx::SqliteConnection::connect(&self.url)
+                .await
+                .expect("connect");
+            first_two(
+                sqlx::query(sql)
+                    .fetch_optional(&mut c)
+                    .await
+                    .expect("raw sql"),
+            )
+        }
+    }
+
     /// Drops the PostgreSQL schema (also done on drop, so a failing test cleans up too).
     pub async fn cleanup(self) {
         drop(self);
@@ -91,6 +118,16 @@ impl Drop for Db {
             .join();
         }
     }
+}
+
+fn first_two<R>(row: Option<R>) -> Option<(Option<i64>, Option<i64>)>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    row.filter(|r| r.len() >= 2)
+        .map(|r| (r.try_get(0).ok().flatten(), r.try_get(1).ok().flatten()))
 }
 
 pub const NOW: i64 = 1_800_000_000;
