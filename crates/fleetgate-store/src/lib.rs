@@ -519,8 +519,7 @@ impl StateDir {
     /// releases (`last_completed`, `last_sequence`) is ahead of `releases.json`, that file
     /// is written first, so it is never behind the state file.
     pub fn save(&self, state: &PipelineState) -> Result<(), StoreError> {
-        let mut bytes = serde_json::to_vec_pretty(state)?;
-        bytes.push(b'\n');
+        let bytes = document(state)?;
         if bytes.len() as u64 > MAX_STATE_BYTES {
             return Err(StoreError::TooLarge {
                 len: bytes.len() as u64,
@@ -608,8 +607,7 @@ impl StateDir {
             })
             .collect();
         let path = dir.join(format!("{safe}.json"));
-        let mut bytes = serde_json::to_vec_pretty(state)?;
-        bytes.push(b'\n');
+        let bytes = document(state)?;
         write_atomic(&path, &bytes, None).map_err(io_err("write", &path))?;
         if self.shared.is_some() {
             // The archive goes to the shared store with the state as it stands.
@@ -618,6 +616,21 @@ impl StateDir {
         }
         Ok(path)
     }
+}
+
+/// States up to this size are written indented, for a reader at a terminal; larger ones
+/// (a fleet's per-node deliveries) compact: a third smaller, and every copy of the
+/// document on its way to the disk and the shared store is that much smaller.
+pub const PRETTY_UP_TO: usize = 1024 * 1024;
+
+/// The state document's bytes (JSON and a newline), indented up to [`PRETTY_UP_TO`].
+fn document(state: &PipelineState) -> Result<Vec<u8>, serde_json::Error> {
+    let mut bytes = serde_json::to_vec(state)?;
+    if bytes.len() <= PRETTY_UP_TO {
+        bytes = serde_json::to_vec_pretty(state)?;
+    }
+    bytes.push(b'\n');
+    Ok(bytes)
 }
 
 /// What [`StateDir::load_state_file`] reads of a state document before parsing it whole:

@@ -15,6 +15,7 @@
 //!   the shared store cannot be reached, and say so ([`StateDir::mirror_note`]).
 
 use crate::{StateDir, StoreError, io_err, write_atomic};
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
@@ -72,8 +73,9 @@ pub trait SharedStore: Send + Sync + std::fmt::Debug {
 pub(crate) struct SyncState {
     /// Revision last pulled or written; `None`: unknown (pull before writing).
     rev: Option<i64>,
-    /// Files as last pulled or written.
-    files: BTreeMap<String, Vec<u8>>,
+    /// SHA-256 of each file as last pulled or written (its digest, not its bytes: the
+    /// mirrored files include the archive of every finished run).
+    files: BTreeMap<String, [u8; 32]>,
     /// Set when the last read fell back to the local mirror.
     mirror: Option<String>,
 }
@@ -103,6 +105,10 @@ fn safe_rel(path: &str) -> bool {
             || SHARED_DIRS
                 .iter()
                 .any(|d| path.strip_prefix(d).is_some_and(|r| r.starts_with('/'))))
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
 }
 
 fn collect(root: &Path, rel: &str, depth: u32, out: &mut BTreeMap<String, Vec<u8>>) {
@@ -203,7 +209,7 @@ impl StateDir {
                 }
                 write_atomic(&path, &bytes, None).map_err(io_err("write", &path))?;
             }
-            sync.files.insert(rel, bytes);
+            sync.files.insert(rel, digest(&bytes));
         }
         let path = self.state_path();
         if fs::read(&path).ok().as_deref() != Some(doc.as_slice()) {
@@ -249,18 +255,28 @@ impl StateDir {
         for d in SHARED_DIRS {
             collect(&self.dir, d, 0, &mut now);
         }
-        let changed: Vec<(String, Vec<u8>)> = {
+        let changed: Vec<(String, Vec<u8>, [u8; 32])> = {
             let sync = shared.sync();
-            now.iter()
-                .filter(|(p, b)| sync.files.get(*p) != Some(*b))
-                .map(|(p, b)| (p.clone(), b.clone()))
+            now.into_iter()
+                .map(|(p, b)| {
+                    let d = digest(&b);
+                    (p, b, d)
+                })
+                .filter(|(p, _, d)| sync.files.get(p) != Some(d))
                 .collect()
         };
-        match shared.store.put(doc, expected, &changed) {
+        let mut files = Vec::with_capacity(changed.len());
+        let mut digests = Vec::with_capacity(changed.len());
+        for (p, b, d) in changed {
+            files.push((p, b));
+            digests.push(d);
+        }
+        match shared.store.put(doc, expected, &files) {
             Ok(rev) => {
                 let mut sync = shared.sync();
                 sync.rev = Some(rev);
-                sync.files.extend(changed);
+                sync.files
+                    .extend(files.into_iter().map(|(p, _)| p).zip(digests));
                 Ok(())
             }
             Err(e) => {

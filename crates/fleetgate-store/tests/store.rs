@@ -296,3 +296,36 @@ fn json_that_is_not_a_state_object_is_moved_aside_as_corrupt() {
         );
     }
 }
+
+/// A small state is written indented (read at a terminal); a fleet-sized one compact (a
+/// third smaller on disk and in every copy on its way to the shared store); both read
+/// back equal.
+#[test]
+fn a_fleet_sized_state_is_written_compact_and_reads_back_equal() {
+    use fleetgate_core::fleet::{DeployMode, DeployProgress, NodeDelivery};
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateDir::open(dir.path()).unwrap();
+    let mut state = started();
+    store.save(&state).unwrap();
+    let small = fs::read_to_string(store.state_path()).unwrap();
+    assert!(small.contains("\n  \"stage\": "), "{small}");
+
+    let mut deploy = DeployProgress::new(DeployMode::Push, 1_765_000_000, 3600);
+    deploy.deliveries = (0..20_000)
+        .map(|i| NodeDelivery::new(format!("sim-{i:06}"), true))
+        .collect();
+    state.deploy = Some(deploy);
+    store.save(&state).unwrap();
+    let big = fs::read(store.state_path()).unwrap();
+    assert!(big.len() > fleetgate_store::PRETTY_UP_TO, "{}", big.len());
+    assert!(!big.starts_with(b"{\n"), "written indented");
+    assert_eq!(big.last(), Some(&b'\n'));
+    let pretty = serde_json::to_vec_pretty(&state).unwrap();
+    assert!(
+        big.len() * 4 < pretty.len() * 3,
+        "{} vs {}",
+        big.len(),
+        pretty.len()
+    );
+    assert_eq!(store.load().unwrap(), state);
+}
