@@ -1,12 +1,12 @@
 //! The orchestrator: start, advance, run, rollback, status — over the durable state.
 
-use crate::fleet::DeliveryError;
+use crate::fleet::{DeliveryError, ProgressRef};
 use crate::gates::{self, GateContext, resolve};
 use crate::{RuntimeError, codehash, now};
 use fleetgate_core::config::Config;
 use fleetgate_core::{
-    Command, Effect, EffectAction, Event, FleetStageProgress, PipelineState, Stage,
-    TransitionError, Verdict, Version, handle,
+    Command, Effect, EffectAction, Event, PipelineState, Stage, TransitionError, Verdict, Version,
+    handle,
 };
 use fleetgate_store::{OrchestratorLock, StateDir, TransactError};
 use std::path::{Path, PathBuf};
@@ -652,16 +652,22 @@ impl Orchestrator {
             log,
         });
         let store = &self.store;
-        let mut checkpoint = |progress: FleetStageProgress| -> Result<(), RuntimeError> {
+        let mut checkpoint = |progress: ProgressRef<'_>| -> Result<(), RuntimeError> {
             // Whether it changes anything is known from the progress alone (no copy of
-            // the whole state, which holds one entry per delivery).
+            // the whole state, which holds one entry per delivery), and the progress is
+            // copied only once the state read back no longer holds its older one: on a
+            // large fleet each is one entry per node.
             store
                 .transact_reporting(|s| {
-                    let changed = match &progress {
-                        FleetStageProgress::Canary(p) => s.canary.as_ref() != Some(p),
-                        FleetStageProgress::Deploy(p) => s.deploy.as_ref() != Some(p),
-                    };
-                    handle(s, Event::FleetProgress { epoch, progress }).map(|_| ((), changed))
+                    if progress.is_in(s) {
+                        return Ok(((), false));
+                    }
+                    match progress {
+                        ProgressRef::Canary(_) => s.canary = None,
+                        ProgressRef::Deploy(_) => s.deploy = None,
+                    }
+                    let progress = progress.to_progress();
+                    handle(s, Event::FleetProgress { epoch, progress }).map(|_| ((), true))
                 })
                 .map_err(|e| match e {
                     TransactError::Rejected(t) => RuntimeError::Superseded(t),
@@ -694,9 +700,11 @@ impl Orchestrator {
             facts,
             now: now(),
         };
-        let committed = self.store.transact(|s| {
+        // A gate's evaluation always changes the state (its record counts the check):
+        // no copy of the whole state is made to find out.
+        let committed = self.store.transact_reporting(|s| {
             let cmds = handle(s, event)?;
-            Ok::<_, TransitionError>((s.clone(), cmds))
+            Ok::<_, TransitionError>(((s.clone(), cmds), true))
         });
         match committed {
             Ok((state, cmds)) => {

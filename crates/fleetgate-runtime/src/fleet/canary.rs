@@ -5,7 +5,7 @@
 //! window from the registry's stored heartbeats.
 
 use super::link::{FleetLink, fleet_op, now_secs};
-use super::{Checkpoint, MAX_TICKS, manifest_bytes};
+use super::{Checkpoint, MAX_TICKS, ProgressRef, manifest_bytes};
 use crate::RuntimeError;
 use crate::gates::GateContext;
 use fleetgate_canary::{Eligible, Judge, JudgeConfig, OnInconclusive, select_canary};
@@ -14,7 +14,7 @@ use fleetgate_core::fleet::{
     CanaryEvent, CanaryMachine, CanaryParams, CanaryProgress, CanarySelection, FleetCommand,
     JudgeDecision,
 };
-use fleetgate_core::{FleetStageProgress, PipelineState, Verdict};
+use fleetgate_core::{PipelineState, Verdict};
 use serde_json::Value;
 use std::collections::{BTreeSet, VecDeque};
 
@@ -65,7 +65,7 @@ pub fn canary(
     }
     let params = params(ctx, state);
     let mut progress = state.canary.clone().unwrap_or_default();
-    let mut persist = |p: &CanaryProgress| checkpoint(FleetStageProgress::Canary(p.clone()));
+    let mut persist = |p: &CanaryProgress| checkpoint(ProgressRef::Canary(p));
     let mut select = |t: i64| select(ctx, link, state, t);
     let mut selected = |s: &CanarySelection| record_selection(link, state, s);
     run_phase(

@@ -5,7 +5,7 @@
 
 use super::canary::{Phase, run_phase};
 use super::link::{FleetLink, fleet_op, now_secs};
-use super::{Checkpoint, MAX_TICKS, manifest_bytes, publish_gossip};
+use super::{Checkpoint, MAX_TICKS, ProgressRef, manifest_bytes, publish_gossip};
 use crate::RuntimeError;
 use crate::gates::GateContext;
 use fleetgate_core::fleet::{
@@ -13,7 +13,7 @@ use fleetgate_core::fleet::{
     DeployMachine, DeployMode, DeployObserved, DeployParams, DeployProgress, DeployStep,
     FleetCommand, step_slice,
 };
-use fleetgate_core::{FleetStageProgress, Outcome, PipelineState, Verdict};
+use fleetgate_core::{Outcome, PipelineState, Verdict};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -100,7 +100,7 @@ pub fn deploy(
     while let Some(cmd) = queue.pop_front() {
         match cmd {
             FleetCommand::Persist => {
-                checkpoint(FleetStageProgress::Deploy(m.progress.clone()))?;
+                checkpoint(ProgressRef::Deploy(m.progress))?;
             }
             FleetCommand::ListTargets => {
                 let mut nodes = link
@@ -154,7 +154,7 @@ pub fn deploy(
                 // record shows as queued the nodes that converged through their feeds
                 // since the last write (25,000 of 90,000 at 100,000 nodes). Written only
                 // if they changed anything.
-                checkpoint(FleetStageProgress::Deploy(m.progress.clone()))?;
+                checkpoint(ProgressRef::Deploy(m.progress))?;
                 return Ok(v);
             }
             FleetCommand::SelectCanary | FleetCommand::Judge { .. } => {
@@ -218,7 +218,7 @@ fn steps(
                 Err(why) => {
                     progress.steps[i].passed = Some(format!("{label}: skipped: {why}"));
                     tracing::info!(step = i + 1, "{why}");
-                    checkpoint(FleetStageProgress::Deploy(progress.clone()))?;
+                    checkpoint(ProgressRef::Deploy(progress))?;
                     continue;
                 }
                 Ok(selection) => {
@@ -227,17 +227,16 @@ fn steps(
                         params: &params,
                     }
                     .handle(CanaryEvent::Selected { selection });
-                    checkpoint(FleetStageProgress::Deploy(progress.clone()))?;
+                    checkpoint(ProgressRef::Deploy(progress))?;
                 }
             }
         }
         let mut step = progress.steps[i].progress.clone();
         let verdict = {
-            let base = progress.clone();
+            let mut base = progress.clone();
             let mut persist = |p: &CanaryProgress| {
-                let mut d = base.clone();
-                d.steps[i].progress = p.clone();
-                checkpoint(FleetStageProgress::Deploy(d))
+                base.steps[i].progress = p.clone();
+                checkpoint(ProgressRef::Deploy(&base))
             };
             let mut select = |_: i64| -> Result<CanaryEvent, RuntimeError> {
                 Err(RuntimeError::Fleet(crate::FleetFailure::Internal(
@@ -270,7 +269,7 @@ fn steps(
             Outcome::Passed => {
                 tracing::info!(step = i + 1, "{detail}");
                 progress.steps[i].passed = Some(detail);
-                checkpoint(FleetStageProgress::Deploy(progress.clone()))?;
+                checkpoint(ProgressRef::Deploy(progress))?;
             }
             Outcome::Failed => return Ok(Some(Verdict::failed(detail, verdict.figures))),
             Outcome::Pending => return Ok(Some(Verdict::pending(detail, verdict.figures))),

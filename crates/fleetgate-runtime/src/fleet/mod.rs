@@ -25,6 +25,7 @@ pub use revoke::send_rollback;
 
 use crate::RuntimeError;
 use crate::gates::{GateContext, resolve};
+use fleetgate_core::fleet::{CanaryProgress, DeployProgress};
 use fleetgate_core::{FleetStageProgress, PipelineState};
 use link::fleet_op;
 use serde_json::Value;
@@ -34,9 +35,40 @@ use std::time::Duration;
 /// Most machine ticks in one gate pass (select → send → judge).
 pub(crate) const MAX_TICKS: u32 = 4;
 
+/// A fleet stage's progress, borrowed from the gate that works on it.
+#[derive(Debug, Clone, Copy)]
+pub enum ProgressRef<'a> {
+    /// CANARY's.
+    Canary(&'a CanaryProgress),
+    /// DEPLOY's.
+    Deploy(&'a DeployProgress),
+}
+
+impl ProgressRef<'_> {
+    /// Whether `state` holds this progress already (nothing to write).
+    #[must_use]
+    pub fn is_in(self, state: &PipelineState) -> bool {
+        match self {
+            ProgressRef::Canary(p) => state.canary.as_ref() == Some(p),
+            ProgressRef::Deploy(p) => state.deploy.as_ref() == Some(p),
+        }
+    }
+
+    /// An owned copy, to hand to the state machine. Made only when it is written: on a
+    /// large fleet the progress holds one delivery per node.
+    #[must_use]
+    pub fn to_progress(self) -> FleetStageProgress {
+        match self {
+            ProgressRef::Canary(p) => FleetStageProgress::Canary(p.clone()),
+            ProgressRef::Deploy(p) => FleetStageProgress::Deploy(p.clone()),
+        }
+    }
+}
+
 /// Persists a fleet stage's typed progress (under the epoch the gate started with) before
-/// an outside effect; refused with [`RuntimeError::Superseded`] if the run moved on.
-pub type Checkpoint<'a> = &'a mut dyn FnMut(FleetStageProgress) -> Result<(), RuntimeError>;
+/// an outside effect; refused with [`RuntimeError::Superseded`] if the run moved on. The
+/// progress is borrowed: the checkpoint copies it only into the state it writes.
+pub type Checkpoint<'a> = &'a mut dyn FnMut(ProgressRef<'_>) -> Result<(), RuntimeError>;
 
 /// Hand signed manifest bytes to gossip: a short-lived gossip node of the orchestrator
 /// publishes them to the configured seeds, keeps pushing and answering pulls for
