@@ -544,8 +544,12 @@ pub struct Verdict {
     /// When the verdict became [`Decision::Inconclusive`] (unix seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_since: Option<u64>,
-    /// Canary node ids.
+    /// Canary node ids: the first [`MAX_NODE_FIGURES`] (`canary_nodes` counts them all;
+    /// the run's canary selection lists every one).
     pub canary: Vec<String>,
+    /// Number of canary nodes.
+    #[serde(default)]
+    pub canary_nodes: usize,
     /// Number of baseline nodes.
     pub baseline_nodes: usize,
     /// Per criterion, in the SPEC's order.
@@ -617,6 +621,45 @@ fn listed(items: &[String], sep: &str) -> String {
     s
 }
 
+/// Most nodes given their own figures in one criterion's verdict: beyond it the verdict
+/// (kept in the state, copied into every status answer) would grow with the fleet —
+/// 2 MB of JSON per check at 10,000 canary nodes. Nodes that fail or hold a criterion
+/// are listed first; the rest are counted.
+pub const MAX_NODE_FIGURES: usize = 100;
+
+/// A criterion's per-node figures, bounded by [`MAX_NODE_FIGURES`]: `{"nodes": {id:
+/// figures, …}, "nodes_total": n, "omitted": n}`.
+#[derive(Default)]
+struct NodeFigures {
+    notable: Vec<(String, serde_json::Value)>,
+    rest: Vec<(String, serde_json::Value)>,
+    total: usize,
+}
+
+impl NodeFigures {
+    /// Adds a node's figures (made only when shown); `notable`: it fails or holds the
+    /// criterion, and is kept before the others.
+    fn push(&mut self, id: &str, notable: bool, figures: impl FnOnce() -> serde_json::Value) {
+        self.total += 1;
+        let full = self.notable.len() + self.rest.len() >= MAX_NODE_FIGURES;
+        if notable && self.notable.len() < MAX_NODE_FIGURES {
+            if full {
+                self.rest.pop();
+            }
+            self.notable.push((id.to_owned(), figures()));
+        } else if !notable && !full {
+            self.rest.push((id.to_owned(), figures()));
+        }
+    }
+
+    fn into_value(self) -> serde_json::Value {
+        let shown = self.notable.len() + self.rest.len();
+        let nodes: serde_json::Map<String, serde_json::Value> =
+            self.notable.into_iter().chain(self.rest).collect();
+        json!({"nodes": nodes, "nodes_total": self.total, "omitted": self.total - shown})
+    }
+}
+
 impl Judge {
     /// Starts judging a window that opens at `window_start` (unix seconds).
     pub fn new(
@@ -661,7 +704,8 @@ impl Judge {
                 more_requests_needed: None,
                 eta_secs: None,
                 held_since: None,
-                canary: canary.iter().cloned().collect(),
+                canary: canary.iter().take(MAX_NODE_FIGURES).cloned().collect(),
+                canary_nodes: canary.len(),
                 baseline_nodes: baseline.len(),
                 criteria: Vec::new(),
             },
@@ -1003,22 +1047,26 @@ impl Judge {
         let mut crash = Vec::new();
         let mut unhealthy = Vec::new();
         let mut unknown = Vec::new();
-        let mut per_node = serde_json::Map::new();
+        let mut per_node = NodeFigures::default();
         for (id, t) in self.canary_tracks() {
-            per_node.insert(
-                id.clone(),
-                json!({"healthy": t.last_healthy, "unhealthy_streak": t.unhealthy_streak, "restarts": t.restarts}),
-            );
-            if t.restarts > self.config.max_restarts {
+            let notable = if t.restarts > self.config.max_restarts {
                 crash.push(format!("{id} restarted {} times", t.restarts));
+                true
             } else if t.unhealthy_streak >= self.config.consecutive_failures {
                 unhealthy.push(format!(
                     "{id} failed its health check in {} consecutive samples",
                     t.unhealthy_streak
                 ));
+                true
             } else if t.last_healthy != Some(true) {
                 unknown.push(id.clone());
-            }
+                true
+            } else {
+                false
+            };
+            per_node.push(id, notable, || {
+                json!({"healthy": t.last_healthy, "unhealthy_streak": t.unhealthy_streak, "restarts": t.restarts})
+            });
         }
         let (decision, hard, detail) = if !crash.is_empty() {
             (
@@ -1045,7 +1093,7 @@ impl Judge {
             criterion: Criterion::HealthCheck,
             decision,
             hard,
-            figures: serde_json::Value::Object(per_node),
+            figures: per_node.into_value(),
             threshold: json!({"consecutive_failures": self.config.consecutive_failures, "max_restarts": self.config.max_restarts}),
             statistic: serde_json::Value::Null,
             detail,
@@ -1056,19 +1104,24 @@ impl Judge {
         let timeout = self.config.heartbeat_timeout_secs;
         let mut silent = Vec::new();
         let mut waiting = Vec::new();
-        let mut per_node = serde_json::Map::new();
+        let mut per_node = NodeFigures::default();
         for (id, t) in self.canary_tracks() {
             let since = t.last_heartbeat.unwrap_or(self.window_start);
             let silence = now.saturating_sub(since);
-            per_node.insert(
-                id.clone(),
-                json!({"last_heartbeat": t.last_heartbeat, "silent_secs": silence}),
-            );
-            if silence > timeout {
+            let notable = if silence > timeout {
                 silent.push(format!("{id} silent for {silence}s"));
+                true
             } else if t.last_heartbeat.is_none() {
                 waiting.push(id.clone());
-            }
+                true
+            } else {
+                false
+            };
+            per_node.push(
+                id,
+                notable,
+                || json!({"last_heartbeat": t.last_heartbeat, "silent_secs": silence}),
+            );
         }
         let (decision, detail) = if !silent.is_empty() {
             (
@@ -1093,7 +1146,7 @@ impl Judge {
             criterion: Criterion::Heartbeat,
             decision,
             hard: true,
-            figures: serde_json::Value::Object(per_node),
+            figures: per_node.into_value(),
             threshold: json!({"heartbeat_timeout_secs": timeout}),
             statistic: serde_json::Value::Null,
             detail,
@@ -1103,17 +1156,20 @@ impl Judge {
     fn integrity_criterion(&self) -> CriterionVerdict {
         let mut bad = Vec::new();
         let mut unknown = Vec::new();
-        let mut per_node = serde_json::Map::new();
+        let mut per_node = NodeFigures::default();
         for (id, t) in self.canary_tracks() {
-            per_node.insert(
-                id.clone(),
-                json!({"matches": t.good_code_hash && t.bad_code_hash.is_none(), "mismatched_code_hash": t.bad_code_hash}),
-            );
-            if let Some(h) = &t.bad_code_hash {
+            let notable = if let Some(h) = &t.bad_code_hash {
                 bad.push(format!("{id} runs code hash {h}"));
+                true
             } else if !t.good_code_hash {
                 unknown.push(id.clone());
-            }
+                true
+            } else {
+                false
+            };
+            per_node.push(id, notable, || {
+                json!({"matches": t.good_code_hash && t.bad_code_hash.is_none(), "mismatched_code_hash": t.bad_code_hash})
+            });
         }
         let (decision, detail) = if !bad.is_empty() {
             (
@@ -1139,7 +1195,7 @@ impl Judge {
             criterion: Criterion::Integrity,
             decision,
             hard: true,
-            figures: serde_json::Value::Object(per_node),
+            figures: per_node.into_value(),
             threshold: json!({"expected_code_hash": self.expected_code_hash}),
             statistic: serde_json::Value::Null,
             detail,
@@ -1412,7 +1468,8 @@ impl Judge {
             more_requests_needed: more,
             eta_secs: eta,
             held_since: self.held_since,
-            canary: self.canary.iter().cloned().collect(),
+            canary: self.canary.iter().take(MAX_NODE_FIGURES).cloned().collect(),
+            canary_nodes: self.canary.len(),
             baseline_nodes: self.baseline.len(),
             criteria,
         };

@@ -123,8 +123,8 @@ pub mod sprt;
 
 pub use judge::{
     BenchSpec, Command, Criterion, CriterionDecision, CriterionVerdict, Decision, Direction, Event,
-    FailureKind, Judge, JudgeConfig, JudgeError, MAX_NAMED, NodeReport, OnInconclusive, Sample,
-    Verdict,
+    FailureKind, Judge, JudgeConfig, JudgeError, MAX_NAMED, MAX_NODE_FIGURES, NodeReport,
+    OnInconclusive, Sample, Verdict,
 };
 pub use select::{
     Eligible, SelectError, Selection, canary_count, is_member, rank_key, select_canary,

@@ -1134,3 +1134,66 @@ fn a_verdict_over_thousands_of_failing_nodes_names_a_few_and_counts_the_rest() {
     );
     assert!(reason.len() < 1024, "{} bytes", reason.len());
 }
+
+#[test]
+fn per_node_figures_are_bounded_and_keep_the_nodes_that_fail() {
+    // 5,000 canary nodes, one of them (late in the order) on the wrong code: each
+    // criterion's figures name at most MAX_NODE_FIGURES nodes, that one among them, and
+    // count the rest, so a verdict does not grow with the fleet.
+    let canary: Vec<String> = (0..5_000).map(|i| format!("canary-node-{i:05}")).collect();
+    let baseline: Vec<String> = (0..10).map(|i| format!("b{i}")).collect();
+    let mut judge = Judge::new(config(), HASH, canary.clone(), baseline.clone(), 1000).unwrap();
+    let odd = "canary-node-04321";
+    let report = |id: &String, at: u64| NodeReport {
+        node_id: id.clone(),
+        heartbeat_at: Some(at),
+        healthy: Some(true),
+        code_hash: Some(if id == odd {
+            "f".repeat(64)
+        } else {
+            HASH.into()
+        }),
+        requests_total: at,
+        ..Default::default()
+    };
+    let nodes = |at: u64| {
+        canary
+            .iter()
+            .chain(&baseline)
+            .map(|id| report(id, at))
+            .collect()
+    };
+    judge
+        .on_event(Event::Sample(Sample {
+            at: 1030,
+            nodes: nodes(1030),
+        }))
+        .unwrap();
+    let verdict = serde_json::to_value(judge.verdict()).unwrap();
+    let criteria = verdict["criteria"].as_array().unwrap();
+    let limit = fleetgate_canary::MAX_NODE_FIGURES;
+    for name in ["health_check", "heartbeat", "integrity"] {
+        let c = criteria
+            .iter()
+            .find(|c| c["criterion"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {verdict}"));
+        let f = &c["figures"];
+        assert_eq!(f["nodes"].as_object().unwrap().len(), limit, "{name}");
+        assert_eq!(f["nodes_total"], 5_000, "{name}");
+        assert_eq!(f["omitted"], 5_000 - limit, "{name}");
+    }
+    let integrity = criteria
+        .iter()
+        .find(|c| c["criterion"] == "integrity")
+        .unwrap();
+    assert_eq!(integrity["decision"], "fail", "{integrity}");
+    assert_eq!(
+        integrity["figures"]["nodes"][odd]["mismatched_code_hash"],
+        "f".repeat(64),
+        "{integrity}"
+    );
+    assert_eq!(verdict["canary"].as_array().unwrap().len(), limit);
+    assert_eq!(verdict["canary_nodes"], 5_000);
+    let len = verdict.to_string().len();
+    assert!(len < 64 * 1024, "{len} bytes");
+}
