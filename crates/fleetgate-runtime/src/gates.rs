@@ -75,10 +75,13 @@ fn timeout(t: Option<i64>) -> Duration {
 }
 
 /// Evaluate the gate of `stage` for the run in `state`. `checkpoint` persists a stage's
-/// progress (under the epoch the gate started with) before an outside effect.
+/// progress (under the epoch the gate started with) before an outside effect. The fleet
+/// gates take their stage's progress out of `state` as their working copy (on a large
+/// fleet it holds one delivery per node: no second copy): `state` is the caller's
+/// snapshot, not used after.
 pub fn evaluate(
     ctx: &GateContext,
-    state: &PipelineState,
+    state: &mut PipelineState,
     stage: Stage,
     checkpoint: crate::fleet::Checkpoint<'_>,
 ) -> Result<(Verdict, GateFacts), RuntimeError> {

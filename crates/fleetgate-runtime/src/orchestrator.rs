@@ -652,47 +652,58 @@ impl Orchestrator {
             log,
         });
         let store = &self.store;
-        let mut checkpoint = |progress: ProgressRef<'_>| -> Result<(), RuntimeError> {
+        let mut checkpoint = |mut progress: ProgressRef<'_>| -> Result<(), RuntimeError> {
             // Whether it changes anything is known from the progress alone (no copy of
-            // the whole state, which holds one entry per delivery), and the progress is
-            // copied only once the state read back no longer holds its older one: on a
-            // large fleet each is one entry per node.
-            store
-                .transact_reporting(|s| {
-                    if progress.is_in(s) {
-                        return Ok(((), false));
+            // the whole state, which holds one entry per delivery); the state read back
+            // lets go of its older progress before the new one goes in, and DEPLOY's is
+            // moved in and back out rather than copied.
+            let mut lent = false;
+            let written = store.transact_returning(|s| {
+                if progress.is_in(s) {
+                    return Ok(((), false));
+                }
+                match progress {
+                    ProgressRef::Canary(_) => s.canary = None,
+                    ProgressRef::Deploy(_) => s.deploy = None,
+                }
+                lent = true;
+                let event = Event::FleetProgress {
+                    epoch,
+                    progress: progress.lend(),
+                };
+                handle(s, event).map(|_| ((), true))
+            });
+            match written {
+                Ok(((), mut state)) => {
+                    if lent {
+                        progress.take_back(&mut state)?;
                     }
-                    match progress {
-                        ProgressRef::Canary(_) => s.canary = None,
-                        ProgressRef::Deploy(_) => s.deploy = None,
-                    }
-                    let progress = progress.to_progress();
-                    handle(s, Event::FleetProgress { epoch, progress }).map(|_| ((), true))
-                })
-                .map_err(|e| match e {
-                    TransactError::Rejected(t) => RuntimeError::Superseded(t),
-                    TransactError::Store(s) => RuntimeError::Store(s),
-                })
-        };
-        let (verdict, facts) = match gates::evaluate(&self.ctx, &snapshot, stage, &mut checkpoint) {
-            Ok(v) => v,
-            Err(RuntimeError::Superseded(refused)) => {
-                let reason = refused.to_string();
-                progress(Progress::Discarded {
-                    stage,
-                    reason: reason.clone(),
-                });
-                let state = self.store.load()?;
-                return Ok(AdvanceReport {
-                    stage,
-                    verdict: Verdict::failed(reason, serde_json::Value::Null),
-                    committed: false,
-                    paused: state.paused.is_some(),
-                    state,
-                });
+                    Ok(())
+                }
+                Err(TransactError::Rejected(t)) => Err(RuntimeError::Superseded(t)),
+                Err(TransactError::Store(s)) => Err(RuntimeError::Store(s)),
             }
-            Err(e) => return Err(e),
         };
+        let (verdict, facts) =
+            match gates::evaluate(&self.ctx, &mut snapshot, stage, &mut checkpoint) {
+                Ok(v) => v,
+                Err(RuntimeError::Superseded(refused)) => {
+                    let reason = refused.to_string();
+                    progress(Progress::Discarded {
+                        stage,
+                        reason: reason.clone(),
+                    });
+                    let state = self.store.load()?;
+                    return Ok(AdvanceReport {
+                        stage,
+                        verdict: Verdict::failed(reason, serde_json::Value::Null),
+                        committed: false,
+                        paused: state.paused.is_some(),
+                        state,
+                    });
+                }
+                Err(e) => return Err(e),
+            };
         let event = Event::GateEvaluated {
             stage,
             epoch,
@@ -701,13 +712,13 @@ impl Orchestrator {
             now: now(),
         };
         // A gate's evaluation always changes the state (its record counts the check):
-        // no copy of the whole state is made to find out.
-        let committed = self.store.transact_reporting(|s| {
+        // no copy of the whole state is made to find out, nor to return it.
+        let committed = self.store.transact_returning(|s| {
             let cmds = handle(s, event)?;
-            Ok::<_, TransitionError>(((s.clone(), cmds), true))
+            Ok::<_, TransitionError>((cmds, true))
         });
         match committed {
-            Ok((state, cmds)) => {
+            Ok((cmds, state)) => {
                 progress(Progress::GateFinished {
                     stage,
                     verdict: verdict.clone(),

@@ -113,21 +113,26 @@ fn main() {
             Some(n - canary_n)
         );
     });
-    let progress = state.deploy.clone();
+    // As the orchestrator's DEPLOY checkpoint: the state read back lets go of its older
+    // progress, the gate's working copy is moved in, written, and moved back out.
+    let mut working = state.deploy.take();
+    drop(state);
+    let held = status_kb("VmRSS:");
     phase(
-        "checkpoint (transact_reporting, deploy replaced)",
+        "checkpoint (transact_returning, progress lent)",
         held,
         || {
-            store
-                .transact_reporting(|s| {
-                    let mut p = progress.clone();
-                    if let Some(p) = p.as_mut() {
+            let (_, mut written) = store
+                .transact_returning(|s| {
+                    if let Some(p) = working.as_mut() {
                         p.deliveries[0].attempts += 1;
                     }
-                    s.deploy = p;
+                    s.deploy = working.take();
                     Ok::<_, std::convert::Infallible>(((), true))
                 })
                 .expect("checkpoint");
+            working = written.deploy.take();
         },
     );
+    assert!(working.is_some());
 }

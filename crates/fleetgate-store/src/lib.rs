@@ -52,7 +52,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 pub const STATE_FILE: &str = "upgrade_state.json";
 /// Largest state file accepted, and written: a state file is a few KiB for a small fleet
 /// and grows ~200 bytes per node a run sends the release to (CANARY and DEPLOY track each
-/// delivery: ~27 MB at 100,000 nodes); this bounds a bad file. A state that would not fit
+/// delivery: ~28 MB at 100,000 nodes, written compact); this bounds a bad file. A state that would not fit
 /// is refused before it is written ([`StoreError::TooLarge`]), never written and then
 /// quarantined on the next read.
 pub const MAX_STATE_BYTES: u64 = 64 * 1024 * 1024;
@@ -570,6 +570,15 @@ impl StateDir {
         &self,
         f: impl FnOnce(&mut PipelineState) -> Result<(R, bool), E>,
     ) -> Result<R, TransactError<E>> {
+        self.transact_returning(f).map(|(r, _)| r)
+    }
+
+    /// [`StateDir::transact_reporting`] that returns the state as written (or as read,
+    /// when `f` changed nothing): the caller gets it without a copy.
+    pub fn transact_returning<R, E>(
+        &self,
+        f: impl FnOnce(&mut PipelineState) -> Result<(R, bool), E>,
+    ) -> Result<(R, PipelineState), TransactError<E>> {
         let path = self.dir.join("state.lock");
         let file = OpenOptions::new()
             .read(true)
@@ -588,7 +597,7 @@ impl StateDir {
             self.save(&state).map_err(TransactError::Store)?;
         }
         drop(file);
-        Ok(r)
+        Ok((r, state))
     }
 
     /// Keep a copy of a finished run under `runs/<run_id>.json` (history is never lost).

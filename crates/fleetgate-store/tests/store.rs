@@ -329,3 +329,36 @@ fn a_fleet_sized_state_is_written_compact_and_reads_back_equal() {
     );
     assert_eq!(store.load().unwrap(), state);
 }
+
+/// A state that would not fit the limit is refused before anything is written: the file
+/// on disk stays the last good state (never written, then quarantined on the next read).
+#[test]
+fn a_state_over_the_size_limit_is_refused_and_the_last_good_one_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateDir::open(dir.path()).unwrap();
+    let good = started();
+    store.save(&good).unwrap();
+    let before = fs::read(store.state_path()).unwrap();
+    let mut huge = good.clone();
+    let limit = usize::try_from(fleetgate_store::MAX_STATE_BYTES).unwrap();
+    huge.failure_detail = Some("x".repeat(limit));
+    let err = store.save(&huge).unwrap_err();
+    assert!(
+        matches!(err, StoreError::TooLarge { len } if len > fleetgate_store::MAX_STATE_BYTES),
+        "{err}"
+    );
+    assert!(err.to_string().contains("not written"), "{err}");
+    assert_eq!(fs::read(store.state_path()).unwrap(), before);
+    // Through a transaction too: refused, nothing written, the state reads back as it was.
+    let err = store
+        .transact_reporting(|s| {
+            s.failure_detail = huge.failure_detail.clone();
+            Ok::<_, std::convert::Infallible>(((), true))
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, TransactError::Store(StoreError::TooLarge { .. })),
+        "{err}"
+    );
+    assert_eq!(store.load().unwrap(), good);
+}

@@ -56,15 +56,18 @@ pub fn params(ctx: &GateContext, state: &PipelineState) -> CanaryParams {
 pub fn canary(
     ctx: &GateContext,
     link: &FleetLink,
-    state: &PipelineState,
+    state: &mut PipelineState,
     checkpoint: Checkpoint<'_>,
 ) -> Result<Verdict, RuntimeError> {
+    // The gate's working copy of the progress (see `gates::evaluate`).
+    let taken = state.canary.take();
+    let state = &*state;
     let bytes = manifest_bytes(ctx, state)?;
     if let Some(held) = channel_paused(link, state)? {
         return Ok(held);
     }
     let params = params(ctx, state);
-    let mut progress = state.canary.clone().unwrap_or_default();
+    let mut progress = taken.unwrap_or_default();
     let mut persist = |p: &CanaryProgress| checkpoint(ProgressRef::Canary(p));
     let mut select = |t: i64| select(ctx, link, state, t);
     let mut selected = |s: &CanarySelection| record_selection(link, state, s);

@@ -24,16 +24,19 @@ const STATUS_ASKS_PER_PASS: usize = 1024;
 pub fn deploy(
     ctx: &GateContext,
     link: &FleetLink,
-    state: &PipelineState,
+    state: &mut PipelineState,
     checkpoint: Checkpoint<'_>,
 ) -> Result<Verdict, RuntimeError> {
+    // The gate's working copy of the progress (see `gates::evaluate`).
+    let taken = state.deploy.take();
+    let state = &*state;
     let bytes = manifest_bytes(ctx, state)?;
     if let Some(held) = super::canary::channel_paused(link, state)? {
         return Ok(held);
     }
     let t = now_secs();
     let channel = state.run_channel().to_owned();
-    let mode = if ctx.cfg.deploy.gossip_seeds.is_empty() || state.deploy.is_some() {
+    let mode = if ctx.cfg.deploy.gossip_seeds.is_empty() || taken.is_some() {
         DeployMode::Push
     } else {
         // Gossip reaches every node: only when every node is in the run's channel.
@@ -55,7 +58,7 @@ pub fn deploy(
             DeployMode::Push
         }
     };
-    let mut progress = state.deploy.clone().unwrap_or_else(|| {
+    let mut progress = taken.unwrap_or_else(|| {
         let mut p = DeployProgress::new(mode, t, ctx.cfg.deploy.deadline_secs);
         p.steps = ctx
             .cfg
@@ -100,7 +103,7 @@ pub fn deploy(
     while let Some(cmd) = queue.pop_front() {
         match cmd {
             FleetCommand::Persist => {
-                checkpoint(ProgressRef::Deploy(m.progress))?;
+                checkpoint(ProgressRef::Deploy(&mut *m.progress))?;
             }
             FleetCommand::ListTargets => {
                 let mut nodes = link
@@ -154,7 +157,7 @@ pub fn deploy(
                 // record shows as queued the nodes that converged through their feeds
                 // since the last write (25,000 of 90,000 at 100,000 nodes). Written only
                 // if they changed anything.
-                checkpoint(ProgressRef::Deploy(m.progress))?;
+                checkpoint(ProgressRef::Deploy(&mut *m.progress))?;
                 return Ok(v);
             }
             FleetCommand::SelectCanary | FleetCommand::Judge { .. } => {
@@ -218,7 +221,7 @@ fn steps(
                 Err(why) => {
                     progress.steps[i].passed = Some(format!("{label}: skipped: {why}"));
                     tracing::info!(step = i + 1, "{why}");
-                    checkpoint(ProgressRef::Deploy(progress))?;
+                    checkpoint(ProgressRef::Deploy(&mut *progress))?;
                     continue;
                 }
                 Ok(selection) => {
@@ -227,7 +230,7 @@ fn steps(
                         params: &params,
                     }
                     .handle(CanaryEvent::Selected { selection });
-                    checkpoint(ProgressRef::Deploy(progress))?;
+                    checkpoint(ProgressRef::Deploy(&mut *progress))?;
                 }
             }
         }
@@ -236,7 +239,7 @@ fn steps(
             let mut base = progress.clone();
             let mut persist = |p: &CanaryProgress| {
                 base.steps[i].progress = p.clone();
-                checkpoint(ProgressRef::Deploy(&base))
+                checkpoint(ProgressRef::Deploy(&mut base))
             };
             let mut select = |_: i64| -> Result<CanaryEvent, RuntimeError> {
                 Err(RuntimeError::Fleet(crate::FleetFailure::Internal(
@@ -269,7 +272,7 @@ fn steps(
             Outcome::Passed => {
                 tracing::info!(step = i + 1, "{detail}");
                 progress.steps[i].passed = Some(detail);
-                checkpoint(ProgressRef::Deploy(progress))?;
+                checkpoint(ProgressRef::Deploy(&mut *progress))?;
             }
             Outcome::Failed => return Ok(Some(Verdict::failed(detail, verdict.figures))),
             Outcome::Pending => return Ok(Some(Verdict::pending(detail, verdict.figures))),

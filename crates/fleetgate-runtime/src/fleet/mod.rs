@@ -35,39 +35,59 @@ use std::time::Duration;
 /// Most machine ticks in one gate pass (select → send → judge).
 pub(crate) const MAX_TICKS: u32 = 4;
 
-/// A fleet stage's progress, borrowed from the gate that works on it.
-#[derive(Debug, Clone, Copy)]
+/// A fleet stage's progress, borrowed from the gate that works on it. DEPLOY's is lent
+/// mutably: the checkpoint moves it into the state it writes and back after the write,
+/// so a pass over a large fleet never holds a second copy of one delivery per node.
+#[derive(Debug)]
 pub enum ProgressRef<'a> {
-    /// CANARY's.
+    /// CANARY's (one delivery per canary node: copied into the write).
     Canary(&'a CanaryProgress),
-    /// DEPLOY's.
-    Deploy(&'a DeployProgress),
+    /// DEPLOY's (one delivery per target: lent to the write).
+    Deploy(&'a mut DeployProgress),
 }
 
 impl ProgressRef<'_> {
     /// Whether `state` holds this progress already (nothing to write).
     #[must_use]
-    pub fn is_in(self, state: &PipelineState) -> bool {
+    pub fn is_in(&self, state: &PipelineState) -> bool {
         match self {
-            ProgressRef::Canary(p) => state.canary.as_ref() == Some(p),
-            ProgressRef::Deploy(p) => state.deploy.as_ref() == Some(p),
+            ProgressRef::Canary(p) => state.canary.as_ref() == Some(*p),
+            ProgressRef::Deploy(p) => state.deploy.as_ref() == Some(&**p),
         }
     }
 
-    /// An owned copy, to hand to the state machine. Made only when it is written: on a
-    /// large fleet the progress holds one delivery per node.
-    #[must_use]
-    pub fn to_progress(self) -> FleetStageProgress {
+    /// The progress to hand to the state machine: CANARY's copied, DEPLOY's moved out (a
+    /// placeholder left until [`ProgressRef::take_back`]).
+    pub fn lend(&mut self) -> FleetStageProgress {
         match self {
-            ProgressRef::Canary(p) => FleetStageProgress::Canary(p.clone()),
-            ProgressRef::Deploy(p) => FleetStageProgress::Deploy(p.clone()),
+            ProgressRef::Canary(p) => FleetStageProgress::Canary((*p).clone()),
+            ProgressRef::Deploy(p) => {
+                let placeholder = DeployProgress::new(p.mode, p.started_at, 0);
+                FleetStageProgress::Deploy(std::mem::replace(&mut **p, placeholder))
+            }
+        }
+    }
+
+    /// Moves DEPLOY's progress back from the state it was written with. A state without
+    /// it is an error, never a gate left working on the placeholder.
+    pub fn take_back(&mut self, state: &mut PipelineState) -> Result<(), RuntimeError> {
+        match self {
+            ProgressRef::Canary(_) => Ok(()),
+            ProgressRef::Deploy(p) => {
+                **p = state.deploy.take().ok_or(RuntimeError::Fleet(
+                    crate::FleetFailure::Internal(
+                        "the state written by a DEPLOY checkpoint does not hold the progress lent to it",
+                    ),
+                ))?;
+                Ok(())
+            }
         }
     }
 }
 
 /// Persists a fleet stage's typed progress (under the epoch the gate started with) before
-/// an outside effect; refused with [`RuntimeError::Superseded`] if the run moved on. The
-/// progress is borrowed: the checkpoint copies it only into the state it writes.
+/// an outside effect; refused with [`RuntimeError::Superseded`] if the run moved on (the
+/// pass then stops: a lent progress is not given back). See [`ProgressRef`].
 pub type Checkpoint<'a> = &'a mut dyn FnMut(ProgressRef<'_>) -> Result<(), RuntimeError>;
 
 /// Hand signed manifest bytes to gossip: a short-lived gossip node of the orchestrator
@@ -208,4 +228,61 @@ pub(crate) fn delivery_summary(deliveries: &[fleetgate_core::fleet::NodeDelivery
         *counts.entry(status).or_default() += 1;
     }
     serde_json::json!({"deliveries": deliveries.len(), "by_status": counts})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ProgressRef, push_coalesced};
+    use fleetgate_core::fleet::{DeployMode, DeployProgress, FleetCommand, NodeDelivery};
+    use fleetgate_core::{FleetStageProgress, PipelineState};
+    use std::collections::VecDeque;
+
+    #[test]
+    fn a_lent_deploy_progress_comes_back_whole_or_not_at_all() {
+        let mut working = DeployProgress::new(DeployMode::Push, 100, 3600);
+        working.deliveries = (0..3)
+            .map(|i| NodeDelivery::new(format!("n{i}"), true))
+            .collect();
+        let original = working.clone();
+        let mut state = PipelineState::default();
+        let mut lent = ProgressRef::Deploy(&mut working);
+        assert!(!lent.is_in(&state));
+        let FleetStageProgress::Deploy(p) = lent.lend() else {
+            panic!("DEPLOY's progress lent as another stage's");
+        };
+        state.deploy = Some(p);
+        assert!(lent.take_back(&mut state).is_ok());
+        assert_eq!(working, original);
+        assert_eq!(state.deploy, None);
+        // A state that does not hold it: an error, not a gate working on the placeholder.
+        let mut lent = ProgressRef::Deploy(&mut working);
+        let _moved = lent.lend();
+        let err = lent.take_back(&mut PipelineState::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("does not hold the progress"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_persist_right_after_another_is_dropped_and_one_after_a_send_kept() {
+        let send = || FleetCommand::Send {
+            nodes: vec!["n1".into()],
+        };
+        let mut q = VecDeque::new();
+        // Answers from three nodes, each asking to persist: one write.
+        for _ in 0..3 {
+            push_coalesced(&mut q, vec![FleetCommand::Persist]);
+        }
+        assert_eq!(q.len(), 1);
+        // A send between two persists keeps both: the second records what it changed.
+        push_coalesced(
+            &mut q,
+            vec![send(), FleetCommand::Persist, FleetCommand::Persist],
+        );
+        assert_eq!(
+            q.into_iter().collect::<Vec<_>>(),
+            vec![FleetCommand::Persist, send(), FleetCommand::Persist]
+        );
+    }
 }
