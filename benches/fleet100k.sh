@@ -12,6 +12,10 @@
 # run.log (the orchestrator), rss.tsv (unix seconds, VmRSS KiB, VmHWM KiB), time.txt
 # (/usr/bin/time -v), sim.json (the simulator's summary), serve.log.
 #
+# FLEETGATE_BENCH_HEAPTRACK=1: the orchestrator's `run` under heaptrack, profile in
+# WORK_DIR/heap.zst (`heaptrack_print -f heap.zst --print-peaks 1`); rss.tsv stays empty
+# then (the sampled process is heaptrack's child) and the run is slower.
+#
 # FLEETGATE_BENCH_TAKEOVER=SECS: a standby orchestrator B (same database, its own state
 # directory `state-b`; lease_ttl_secs = 30) runs beside A from the start; A is SIGKILLed SECS seconds after
 # DEPLOY started, and B takes the lease once it has expired and finishes the run. Then
@@ -79,7 +83,12 @@ echo "pre-update history: ${WARMUP} s"
 sleep "$WARMUP"
 
 "$FG" start v1.0.2 --git-sha HEAD
-/usr/bin/time -v -o time.txt "$FG" run 2> >(stamp > run.log) > /dev/null &
+RUNWRAP=()
+if [ -n "${FLEETGATE_BENCH_HEAPTRACK:-}" ]; then
+  command -v heaptrack >/dev/null || { echo "FLEETGATE_BENCH_HEAPTRACK needs heaptrack (apt-get install heaptrack)" >&2; exit 1; }
+  RUNWRAP=(heaptrack -o "$WORK/heap")
+fi
+/usr/bin/time -v -o time.txt "${RUNWRAP[@]}" "$FG" run 2> >(stamp > run.log) > /dev/null &
 RUN=$!
 RUN_B=
 if [ -n "$TAKEOVER" ]; then
