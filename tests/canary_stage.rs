@@ -30,7 +30,7 @@ fn an_unhealthy_release_and_a_silent_canary_node_each_roll_back() {
     git(&app, &["commit", "-qam", "v2.2.0 (unhealthy)"]);
     git(&app, &["tag", "v2.2.0"]);
     assert_eq!(code(&fleet.fg(&["start", "v2.2.0"])), 0);
-    let out = fleet.fg(&["run"]);
+    let out = fleet.run();
     assert_eq!(code(&out), 4, "{}", text(&out));
     let s = fleet.status();
     assert_eq!(s["stage"], "rolled_back");

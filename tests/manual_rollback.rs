@@ -7,12 +7,16 @@ mod common;
 use common::{Fleet, code, text};
 use std::time::{Duration, Instant};
 
+/// A bound on each command, so a wedged one fails the test saying where the pipeline
+/// stood instead of hanging until the harness kills it with nothing to show.
+const STEP_LIMIT: Duration = Duration::from_secs(120);
+
 #[test]
 fn a_rollback_by_hand_during_canary_is_delivered_by_the_next_advance() {
     let fleet = Fleet::prepare(4);
     // v2.0.0 completes: it is the last good release a rollback returns to.
     assert_eq!(code(&fleet.fg(&["start", "v2.0.0"])), 0);
-    let out = fleet.fg(&["run"]);
+    let out = fleet.run();
     assert_eq!(code(&out), 0, "{}", text(&out));
     let before = fleet.code_hashes();
     // v2.5.0 is healthy; the operator rolls it back during its canary window anyway.
@@ -29,7 +33,7 @@ fn a_rollback_by_hand_during_canary_is_delivered_by_the_next_advance() {
     // nodes) must not make the signed order too large for the nodes' verifiers (64 KiB):
     // the order carries it cut short, the state keeps it whole.
     let reason = format!("operator: p99 up; {}", "details ".repeat(10_000));
-    let out = fleet.fg(&["rollback", "--reason", &reason]);
+    let out = fleet.fg_within(&["rollback", "--reason", &reason], STEP_LIMIT);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let s = fleet.status();
     assert_eq!(s["stage"], "rolled_back");
@@ -52,7 +56,7 @@ fn a_rollback_by_hand_during_canary_is_delivered_by_the_next_advance() {
         text(&refused)
     );
 
-    let out = fleet.fg(&["advance"]);
+    let out = fleet.fg_within(&["advance"], STEP_LIMIT);
     assert_eq!(code(&out), 4, "{}", text(&out));
     assert!(
         text(&out).contains("to v2.0.0: obeyed by 4 node(s)"),
@@ -91,7 +95,7 @@ fn a_rollback_order_with_nothing_to_return_to_is_abandoned_not_left_blocking() {
     let _ = run.wait();
     assert_eq!(code(&fleet.fg(&["rollback", "--reason", "operator"])), 0);
     assert_eq!(fleet.status()["outbox"].as_array().unwrap().len(), 1);
-    let out = fleet.fg(&["advance"]);
+    let out = fleet.fg_within(&["advance"], STEP_LIMIT);
     assert_eq!(code(&out), 4, "{}", text(&out));
     assert!(text(&out).contains("NOT sent"), "{}", text(&out));
     let s = fleet.status();

@@ -18,7 +18,8 @@ fn a_paused_run_waits_for_resume_and_a_long_canary_is_promoted_early() {
     assert!(toml.contains("window_secs = 15"));
     std::fs::write(
         &cfg,
-        toml.replacen("window_secs = 15", "window_secs = 3600", 1),
+        toml.replacen("window_secs = 15", "window_secs = 3600", 1)
+            .replacen("max_window_secs = 120", "max_window_secs = 3600", 1),
     )
     .unwrap();
 

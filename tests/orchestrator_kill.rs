@@ -27,7 +27,7 @@ fn killed_during_canary_and_during_deploy_the_orchestrator_resumes_and_finishes(
     kill(run);
     let canary_before = before["canary"].clone();
     let checks_before = before["gate_results"]["canary"]["checks"].as_u64().unwrap();
-    let out = fleet.fg(&["run"]);
+    let out = fleet.run();
     assert_eq!(code(&out), 0, "the resumed run completes: {}", text(&out));
     let after = fleet.status();
     assert_eq!(after["stage"], "completed");
@@ -82,7 +82,7 @@ fn killed_during_canary_and_during_deploy_the_orchestrator_resumes_and_finishes(
     });
     kill(run);
     let deploy_before = before["deploy"].clone();
-    let out = fleet.fg(&["run"]);
+    let out = fleet.run();
     assert_eq!(code(&out), 0, "the resumed run completes: {}", text(&out));
     let after = fleet.status();
     assert_eq!(after["stage"], "completed", "{}", after["failure_detail"]);

@@ -113,7 +113,7 @@ fn a_first_release_on_empty_nodes_is_recorded_and_a_bad_first_run_returns_to_it(
     // The first run of a bad release (10x exception rate): CANARY fails and the rollback
     // order returns the canary node to v1.0.0 — there is a completed release to return to.
     assert_eq!(code(&fleet.fg(&["start", "v3.0.0"])), 0);
-    let out = fleet.fg(&["run"]);
+    let out = fleet.run();
     assert_eq!(code(&out), 4, "{}", text(&out));
     let s = fleet.status();
     assert_eq!(s["stage"], "rolled_back", "{s}");

@@ -7,6 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
+/// How long one `fleetgate run` on a demo fleet may take: its canary window (15 s,
+/// extended to at most 120 s on thin evidence) and DEPLOY on a few nodes take well under
+/// a minute even on a loaded 2-core machine; a run still going after this is held or wedged.
+pub const RUN_LIMIT: Duration = Duration::from_secs(300);
+
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub app: PathBuf,
@@ -222,6 +227,12 @@ impl Fleet {
     }
     pub fn status(&self) -> Value {
         serde_json::from_slice(&self.fg(&["status", "--json"]).stdout).unwrap()
+    }
+    /// `fleetgate run`, bounded by [`RUN_LIMIT`]: a run that is held (an inconclusive
+    /// canary waits for an operator) or wedged fails the test saying where it stood,
+    /// instead of hanging until the harness kills it with nothing to show.
+    pub fn run(&self) -> Output {
+        self.fg_within(&["run"], RUN_LIMIT)
     }
     /// `fg`, bounded: a command still running after `limit` is killed and the test fails
     /// naming where the pipeline stood (its stage and latest gate verdict) and what the

@@ -264,6 +264,9 @@ trust_file = "sample-app/keys/trust.json"
 pct = 0.10
 min_nodes = 1
 window_secs = 15
+# Thin evidence (a loaded machine slows the apps' traffic) extends the window: the
+# judge keeps judging up to 2 minutes before it holds the release for an operator.
+max_window_secs = 120
 sample_interval_secs = 1
 max_exception_rate_increase = 0.5
 # Each canary node is judged against its own rate before the update (the heartbeats
