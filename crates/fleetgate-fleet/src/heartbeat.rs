@@ -284,13 +284,12 @@ impl Registry {
             return Err(bad_sig());
         }
         // The node's key: cached (a hint, re-checked when the heartbeat is stored) or
-        // read; a signature that fails with a cached key is checked with a fresh one.
+        // read; a signature that fails with a cached key is checked with a fresh one. A
+        // forged heartbeat leaves the cached key alone (it is replaced only by a key that
+        // verifies), so forgeries cannot make every later heartbeat of the node miss.
         let key_hex = match self.keys.get(&hb.node_id) {
             Some((hex, key)) if key.verify_strict(env.payload.as_bytes(), &sig).is_ok() => hex,
-            cached => {
-                if cached.is_some() {
-                    self.keys.evict(&hb.node_id);
-                }
+            _ => {
                 let peer = self
                     .find_peer(&hb.node_id)
                     .await?

@@ -10,7 +10,8 @@
 //! the signature was verified with; a heartbeat refused there evicts its node, so the
 //! next one reads the registry again, and a signature that does not verify with a cached
 //! key is checked once more with the key read afresh (the node may have been enrolled
-//! again with a new key by another process). Bounded: when [`MAX_ENTRIES`] nodes are cached,
+//! again with a new key by another process); only a key that verifies replaces the cached
+//! one, so a forged heartbeat does not evict it. Bounded: when [`MAX_ENTRIES`] nodes are cached,
 //! it starts over empty.
 
 use std::collections::HashMap;
@@ -56,7 +57,8 @@ impl KeyCache {
         keys.insert(node.to_owned(), (hex, key));
     }
 
-    /// Forgets `node` (it was removed, enrolled again, or a heartbeat of it was refused).
+    /// Forgets `node` (it was removed, enrolled again, or a heartbeat verified with the
+    /// cached key was refused when stored).
     pub fn evict(&self, node: &str) {
         self.lock().remove(node);
     }

@@ -4,7 +4,7 @@
 //! * Counters kept by the heartbeat route: `fleetgate_heartbeats_accepted_total`,
 //!   `fleetgate_heartbeats_refused_total{reason}` (one reason per [`HeartbeatError`] kind).
 //! * Gauges read from the registry at scrape time: `fleetgate_fleet_peers{status}`,
-//!   `fleetgate_fleet_peers_running{version}`.
+//!   `fleetgate_fleet_peers_running{version}`, `fleetgate_fleet_cached_node_keys`.
 //!
 //! Label values are escaped as the format requires; nothing here is secret (no keys, no
 //! addresses).
@@ -89,6 +89,11 @@ impl FleetMetrics {
                 "fleetgate_heartbeats_refused_total{{reason=\"{reason}\"}} {n}"
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP fleetgate_fleet_cached_node_keys Node keys the heartbeat route holds verified in memory.\n# TYPE fleetgate_fleet_cached_node_keys gauge\nfleetgate_fleet_cached_node_keys {}",
+            registry.cached_node_keys()
+        );
         let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
         let mut by_version: BTreeMap<String, u64> = BTreeMap::new();
         for p in &peers {

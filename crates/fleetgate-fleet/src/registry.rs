@@ -414,6 +414,12 @@ impl Registry {
         &self.url
     }
 
+    /// Node keys the heartbeat endpoint holds verified in memory (see
+    /// [`crate::keycache`]); the fleet endpoint's `fleetgate_fleet_cached_node_keys`.
+    pub fn cached_node_keys(&self) -> usize {
+        self.keys.len()
+    }
+
     /// Closes the pool (waits for connections to be returned).
     pub async fn close(&self) {
         match &self.pool {

@@ -329,6 +329,50 @@ async fn cached_node_keys_never_outlive_a_reenrollment_or_removal_elsewhere() {
     }
 }
 
+/// A forged heartbeat (signed with a key the node was never enrolled with) is refused and
+/// leaves the node's cached key in place: forgeries cannot make the node's real
+/// heartbeats miss the cache, and the next real one is accepted.
+#[tokio::test]
+async fn a_forged_heartbeat_is_refused_and_does_not_evict_the_cached_key() {
+    let policy = HeartbeatPolicy::default();
+    for db in backends().await {
+        let reg = db.registry().await;
+        let (real, forger) = (node_key(1), node_key(9));
+        reg.enroll(&cert_for("n1", &real, "eu"), &keyring(), NOW)
+            .await
+            .unwrap();
+        let t = NOW as u64;
+        reg.record_heartbeat(&signed(&heartbeat("n1", 1, t), &real), &policy, NOW)
+            .await
+            .unwrap();
+        assert_eq!(reg.cached_node_keys(), 1, "{}", db.name);
+        for seq in 2..5 {
+            let err = reg
+                .record_heartbeat(&signed(&heartbeat("n1", seq, t), &forger), &policy, NOW)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, HeartbeatError::BadSignature { .. }), "{err}");
+            assert_eq!(
+                reg.cached_node_keys(),
+                1,
+                "{}: the forgery evicted the cached key",
+                db.name
+            );
+        }
+        let rec = reg
+            .record_heartbeat(&signed(&heartbeat("n1", 5, t), &real), &policy, NOW)
+            .await
+            .unwrap();
+        assert_eq!(rec.seq, 5);
+        let series = reg
+            .heartbeats_between(&["n1".into()], NOW - 10, NOW + 10)
+            .await
+            .unwrap();
+        assert_eq!(series.iter().map(|h| h.seq).collect::<Vec<_>>(), vec![1, 5]);
+        db.cleanup().await;
+    }
+}
+
 /// Feeds written for many nodes at once (issue 18): one transaction, the manifest stored
 /// once; each feed only moves forward; unknown nodes are named, not written.
 #[tokio::test]
