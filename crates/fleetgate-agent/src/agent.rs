@@ -624,7 +624,24 @@ impl Agent {
                 "self_update is off on this node (set `self_update = true` in node.toml to take agent updates)".into(),
             ));
         }
-        let last = selfupdate::load(&cfg.state_dir).map_err(later)?;
+        // A damaged record (set aside at start, or damaged since): the last update's
+        // sequence is unknown, so a reverted build could be offered again. Refused, not
+        // retried, until an operator has looked.
+        if let Some(aside) = selfupdate::damaged(&cfg.state_dir) {
+            return Err(refuse(format!(
+                "the agent update record was damaged and set aside as {}: agent updates are refused until an operator checks that file and removes it",
+                aside.display()
+            )));
+        }
+        let last = match selfupdate::read(&cfg.state_dir).map_err(later)? {
+            selfupdate::Record::Missing => None,
+            selfupdate::Record::Good(rec) => Some(rec),
+            selfupdate::Record::Damaged(e) => {
+                return Err(refuse(format!(
+                    "the agent update record is damaged ({e}): agent updates are refused until an operator checks it and removes it"
+                )));
+            }
+        };
         if let Some(r) = &last {
             if m.sequence <= r.sequence {
                 return Err(refuse(format!(

@@ -83,19 +83,54 @@ pub enum Startup {
     Confirm(UpdateRecord),
 }
 
+/// Where a damaged record is moved by [`on_start`], under the state directory. While it
+/// is there agent updates are refused: the last update's sequence is unknown, so a build
+/// that was reverted could be offered again. An operator checks it and removes it.
+pub const DAMAGED_FILE: &str = "agent_update.json.damaged";
+
+/// How the record reads.
+#[derive(Debug)]
+pub enum Record {
+    /// No update was ever staged.
+    Missing,
+    /// The record.
+    Good(UpdateRecord),
+    /// The file is there but does not parse (what the parser said, with the path).
+    Damaged(String),
+}
+
+/// Reads the record.
+///
+/// # Errors
+/// The file exists but cannot be read (named).
+pub fn read(state_dir: &Path) -> Result<Record, String> {
+    let path = state_dir.join(RECORD_FILE);
+    match std::fs::read(&path) {
+        Ok(b) => Ok(match serde_json::from_slice(&b) {
+            Ok(rec) => Record::Good(rec),
+            Err(e) => Record::Damaged(format!("{}: {e}", path.display())),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Record::Missing),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
 /// The record, if an update was ever staged.
 ///
 /// # Errors
 /// The file cannot be read or parsed (named).
 pub fn load(state_dir: &Path) -> Result<Option<UpdateRecord>, String> {
-    let path = state_dir.join(RECORD_FILE);
-    match std::fs::read(&path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| format!("{}: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+    match read(state_dir)? {
+        Record::Missing => Ok(None),
+        Record::Good(rec) => Ok(Some(rec)),
+        Record::Damaged(e) => Err(e),
     }
+}
+
+/// The damaged record [`on_start`] set aside, while it is there.
+pub fn damaged(state_dir: &Path) -> Option<PathBuf> {
+    let path = state_dir.join(DAMAGED_FILE);
+    path.exists().then_some(path)
 }
 
 /// Writes the record atomically.
@@ -133,13 +168,27 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// Decides what an agent started as `exe` does (see the table in the module docs),
-/// updating the record first when the decision changes it.
+/// updating the record first when the decision changes it. A record that does not parse
+/// is moved to [`DAMAGED_FILE`] and the agent runs (a node is not kept down by it; agent
+/// updates are refused until an operator removes that file).
 ///
 /// # Errors
-/// The record cannot be read or written.
+/// The record cannot be read, written or set aside.
 pub fn on_start(state_dir: &Path, exe: &Path) -> Result<Startup, String> {
-    let Some(mut rec) = load(state_dir)? else {
-        return Ok(Startup::Run);
+    let mut rec = match read(state_dir)? {
+        Record::Missing => return Ok(Startup::Run),
+        Record::Good(rec) => rec,
+        Record::Damaged(e) => {
+            let aside = state_dir.join(DAMAGED_FILE);
+            std::fs::rename(state_dir.join(RECORD_FILE), &aside)
+                .map_err(|io| format!("{e}; setting it aside as {}: {io}", aside.display()))?;
+            tracing::error!(
+                "the agent update record is damaged ({e}); set aside as {} and running {}: agent updates are refused until an operator checks that file and removes it",
+                aside.display(),
+                exe.display()
+            );
+            return Ok(Startup::Run);
+        }
     };
     let is_new = same_file(exe, &rec.binary);
     match (rec.state, is_new) {
@@ -395,10 +444,23 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_record_is_an_error_naming_the_file() {
+    fn a_damaged_record_is_set_aside_and_the_agent_runs() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(RECORD_FILE), b"{not json").unwrap();
-        let e = on_start(dir.path(), Path::new("/bin/true")).unwrap_err();
+        let e = load(dir.path()).unwrap_err();
         assert!(e.contains(RECORD_FILE), "{e}");
+        assert_eq!(
+            on_start(dir.path(), Path::new("/bin/true")).unwrap(),
+            Startup::Run
+        );
+        // Kept for the operator, byte for byte; the next start finds no record.
+        let aside = damaged(dir.path()).expect("set aside");
+        assert_eq!(std::fs::read(&aside).unwrap(), b"{not json");
+        assert!(!dir.path().join(RECORD_FILE).exists());
+        assert_eq!(
+            on_start(dir.path(), Path::new("/bin/true")).unwrap(),
+            Startup::Run
+        );
+        assert!(damaged(dir.path()).is_some(), "still there until removed");
     }
 }

@@ -354,3 +354,50 @@ fn a_node_that_did_not_opt_in_refuses_agent_updates() {
     assert!(child.try_wait().unwrap().is_none());
     stop(&node, child);
 }
+
+/// A damaged update record (a disk that lost the write's data, a hand edit) neither keeps
+/// the node down nor gets retried forever: the agent sets it aside and runs, and agent
+/// updates are refused (422, not retryable) until an operator removes the file — the last
+/// update's sequence is unknown, so a build that was undone could otherwise come back.
+#[test]
+fn a_damaged_update_record_is_set_aside_and_agent_updates_wait_for_an_operator() {
+    let node = Node::new(true);
+    let state = node.f.state();
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("agent_update.json"), b"{\"sequence\": 7, \"vers").unwrap();
+    let mut child = node.start(1);
+    provision(&node);
+    let aside = state.join("agent_update.json.damaged");
+    assert_eq!(
+        std::fs::read(&aside).unwrap(),
+        b"{\"sequence\": 7, \"vers",
+        "kept byte for byte"
+    );
+    assert!(!state.join("agent_update.json").exists());
+
+    let (m, sha) = node.update(500, "agent-2.0.0", b"#!/bin/sh\nexit 0\n");
+    let (code, r) = post_apply(&node.f, &m);
+    assert_eq!(
+        (code, r["reason"].as_str(), r["retryable"].as_bool()),
+        (422, Some("self_update"), None),
+        "{r}"
+    );
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("agent_update.json.damaged"),
+        "{r}"
+    );
+    assert!(!state.join("agent-bin").join(&sha).exists());
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the agent kept running"
+    );
+
+    // The operator removes it: the update is taken.
+    std::fs::remove_file(&aside).unwrap();
+    stage(&node, &m);
+    let _ = wait_exit(&mut child, Duration::from_secs(30));
+    kill_app(&node.f);
+}
