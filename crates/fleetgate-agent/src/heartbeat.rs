@@ -234,7 +234,9 @@ async fn send_one(agent: &Agent, url: &str, epoch: u64, seq: u64) -> Result<(), 
         .json(&env)
         .send()
         .await
-        .map_err(|e| SendError::Other(format!("POST {url}: {}", error_chain(&e))))?;
+        .map_err(|e| {
+            SendError::Other(format!("POST {url}: {}", fleetgate_core::error_chain(&e)))
+        })?;
     let status = resp.status();
     if status.is_success() {
         return Ok(());
@@ -254,22 +256,6 @@ async fn send_one(agent: &Agent, url: &str, epoch: u64, seq: u64) -> Result<(), 
         });
     }
     Err(SendError::Other(message))
-}
-
-/// `e` with its sources (`error sending request: … : invalid peer certificate: UnknownIssuer`),
-/// so a TLS failure names its cause.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let msg = s.to_string();
-        if !out.contains(&msg) {
-            out.push_str(": ");
-            out.push_str(&msg);
-        }
-        cur = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -79,7 +79,10 @@ pub async fn poll_once(
     if let Some(tag) = etag.as_deref() {
         req = req.header(reqwest::header::IF_NONE_MATCH, tag);
     }
-    let mut resp = req.send().await.map_err(|e| format!("GET {url}: {e}"))?;
+    let mut resp = req
+        .send()
+        .await
+        .map_err(|e| fleetgate_core::error_chain(&e))?;
     match resp.status() {
         reqwest::StatusCode::NOT_MODIFIED => return Ok(Poll::Unchanged),
         reqwest::StatusCode::NOT_FOUND => return Ok(Poll::Empty),

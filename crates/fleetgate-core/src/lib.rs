@@ -31,6 +31,23 @@ pub use state::{
 pub use verdict::{Outcome, Verdict};
 pub use version::{Version, VersionError};
 
+/// `e` with its sources, each once (`error sending request for url (…): client error
+/// (Connect): tcp connect error: Connection refused (os error 111)`): an HTTP client's
+/// error names the URL, its causes say what went wrong.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let msg = s.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        cur = s.source();
+    }
+    out
+}
+
 /// Summary of a JUnit report, and the TEST gate's decision on it.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TestCounts {
@@ -95,5 +112,33 @@ impl TestCounts {
                 figures,
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod error_chain_tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("error sending request for url (http://n1/apply)")]
+    struct Outer(#[source] Middle);
+    #[derive(Debug, thiserror::Error)]
+    #[error("client error (Connect)")]
+    struct Middle(#[source] std::io::Error);
+
+    #[test]
+    fn every_cause_is_named_once() {
+        let e = Outer(Middle(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused",
+        )));
+        assert_eq!(
+            super::error_chain(&e),
+            "error sending request for url (http://n1/apply): client error (Connect): Connection refused"
+        );
+        // A source whose words are already in the message is not repeated.
+        #[derive(Debug, thiserror::Error)]
+        #[error("reading the body: {0}")]
+        struct Echo(#[source] std::io::Error);
+        let e = Echo(std::io::Error::other("reset"));
+        assert_eq!(super::error_chain(&e), "reading the body: reset");
     }
 }

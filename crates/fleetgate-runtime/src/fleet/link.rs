@@ -475,8 +475,9 @@ async fn post_apply(http: &reqwest::Client, base: &str, body: Vec<u8>) -> NodeAn
     {
         Ok(r) => r,
         Err(e) => {
+            // reqwest's message names the URL; its sources say what failed.
             return NodeAnswer::Unknown {
-                error: format!("{url}: {e}"),
+                error: fleetgate_core::error_chain(&e),
             };
         }
     };
@@ -670,5 +671,32 @@ mod tests {
             classify(409, &Value::Null, "conflict"),
             NodeAnswer::Unknown { .. }
         ));
+    }
+}
+
+#[cfg(test)]
+mod transport_tests {
+    use super::*;
+
+    /// A node that cannot be reached is reported with the URL and the cause (the
+    /// connection was refused), not only "error sending request".
+    #[tokio::test]
+    async fn an_unreachable_node_is_named_with_the_cause() {
+        // A port that was free a moment ago: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let NodeAnswer::Unknown { error } = post_apply(&http, &base, b"{}".to_vec()).await else {
+            panic!("an unreachable node is an unknown answer");
+        };
+        assert!(error.contains(&format!("{base}/apply")), "{error}");
+        assert!(
+            error.to_lowercase().contains("connection refused"),
+            "{error}"
+        );
     }
 }
