@@ -73,11 +73,64 @@ pub trait SharedStore: Send + Sync + std::fmt::Debug {
 pub(crate) struct SyncState {
     /// Revision last pulled or written; `None`: unknown (pull before writing).
     rev: Option<i64>,
-    /// SHA-256 of each file as last pulled or written (its digest, not its bytes: the
-    /// mirrored files include the archive of every finished run).
-    files: BTreeMap<String, [u8; 32]>,
+    /// Each file as last pulled or written: its SHA-256 (not its bytes: the mirrored
+    /// files include the archive of every finished run) and what `stat` said of it then.
+    files: BTreeMap<String, Known>,
     /// Set when the last read fell back to the local mirror.
     mirror: Option<String>,
+    /// Bytes read from mirrored files to learn whether they changed (see [`Known`]).
+    read_bytes: u64,
+}
+
+/// A mirrored file as this process last wrote, read or pushed it. A write of the state
+/// directory (every gate's checkpoint) checks every mirrored file for changes; one whose
+/// size, modification time, inode and device are as recorded is taken as unchanged
+/// without being read, so a write does not read back the archive of every finished run.
+/// As git does with its index ("racy git"), a file modified less than [`RACY_SECS`]
+/// before it was recorded is not trusted by its stat (a coarse file-system clock could
+/// give a rewrite the same time): it is read again until it is older.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Known {
+    digest: [u8; 32],
+    stat: Option<Stat>,
+}
+
+/// What `stat` says of a file, for [`Known`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stat {
+    len: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+    ino: u64,
+    dev: u64,
+}
+
+/// Seconds within which a file's modification time makes its stat untrusted ([`Known`]).
+const RACY_SECS: i64 = 2;
+
+impl Stat {
+    fn of(meta: &fs::Metadata) -> Stat {
+        use std::os::unix::fs::MetadataExt;
+        Stat {
+            len: meta.len(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+            ino: meta.ino(),
+            dev: meta.dev(),
+        }
+    }
+
+    fn of_path(path: &Path) -> Option<Stat> {
+        fs::symlink_metadata(path).ok().map(|m| Stat::of(&m))
+    }
+
+    /// The stat to record now: `None` when the file is too recent to be trusted by it.
+    fn to_record(self) -> Option<Stat> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(i64::MAX, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        (self.mtime < now.saturating_sub(RACY_SECS)).then_some(self)
+    }
 }
 
 /// The shared side of a [`StateDir`].
@@ -111,16 +164,39 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
-fn collect(root: &Path, rel: &str, depth: u32, out: &mut BTreeMap<String, Vec<u8>>) {
+/// The mirrored files under `rel` that changed since `known` (path, bytes, what is now
+/// known of them); files unchanged by `stat` are not read (see [`Known`]).
+fn collect(
+    root: &Path,
+    rel: &str,
+    depth: u32,
+    known: &mut SyncState,
+    out: &mut Vec<(String, Vec<u8>, Known)>,
+) {
     let path = root.join(rel);
     let Ok(meta) = fs::symlink_metadata(&path) else {
         return;
     };
     if meta.is_file() {
+        let stat = Stat::of(&meta);
+        let was = known.files.get(rel).copied();
+        if was.is_some_and(|k| k.stat == Some(stat)) {
+            return;
+        }
         if meta.len() > MAX_SHARED_FILE {
             tracing::warn!(path = %path.display(), "not mirrored to the shared store: over {MAX_SHARED_FILE} bytes");
         } else if let Ok(b) = fs::read(&path) {
-            out.insert(rel.to_owned(), b);
+            known.read_bytes += b.len() as u64;
+            let now = Known {
+                digest: digest(&b),
+                stat: stat.to_record(),
+            };
+            if was.is_some_and(|k| k.digest == now.digest) {
+                // The same bytes (touched, or rewritten alike): remember the new stat.
+                known.files.insert(rel.to_owned(), now);
+            } else {
+                out.push((rel.to_owned(), b, now));
+            }
         }
     } else if meta.is_dir() && depth < 4 {
         for e in fs::read_dir(&path).into_iter().flatten().flatten() {
@@ -130,7 +206,7 @@ fn collect(root: &Path, rel: &str, depth: u32, out: &mut BTreeMap<String, Vec<u8
             if name.starts_with('.') || name.ends_with(".lock") || name.ends_with(".tmp") {
                 continue;
             }
-            collect(root, &format!("{rel}/{name}"), depth + 1, out);
+            collect(root, &format!("{rel}/{name}"), depth + 1, known, out);
         }
     }
 }
@@ -203,13 +279,18 @@ impl StateDir {
                 continue;
             }
             let path = self.dir.join(&rel);
-            if fs::read(&path).ok().as_deref() != Some(bytes.as_slice()) {
+            let digest = digest(&bytes);
+            let same = sync.files.get(&rel).is_some_and(|k| {
+                k.digest == digest && k.stat.is_some() && k.stat == Stat::of_path(&path)
+            });
+            if !same && fs::read(&path).ok().as_deref() != Some(bytes.as_slice()) {
                 if let Some(parent) = path.parent() {
                     fs::create_dir_all(parent).map_err(io_err("create", parent))?;
                 }
                 write_atomic(&path, &bytes, None).map_err(io_err("write", &path))?;
             }
-            sync.files.insert(rel, digest(&bytes));
+            let stat = Stat::of_path(&path).and_then(Stat::to_record);
+            sync.files.insert(rel, Known { digest, stat });
         }
         let path = self.state_path();
         if fs::read(&path).ok().as_deref() != Some(doc.as_slice()) {
@@ -248,28 +329,22 @@ impl StateDir {
             Some(r) => r,
             None => shared.store.revision()?.unwrap_or(0),
         };
-        let mut now = BTreeMap::new();
-        for f in SHARED_FILES {
-            collect(&self.dir, f, 0, &mut now);
+        let mut changed = Vec::new();
+        {
+            let mut sync = shared.sync();
+            for f in SHARED_FILES {
+                collect(&self.dir, f, 0, &mut sync, &mut changed);
+            }
+            for d in SHARED_DIRS {
+                collect(&self.dir, d, 0, &mut sync, &mut changed);
+            }
         }
-        for d in SHARED_DIRS {
-            collect(&self.dir, d, 0, &mut now);
-        }
-        let changed: Vec<(String, Vec<u8>, [u8; 32])> = {
-            let sync = shared.sync();
-            now.into_iter()
-                .map(|(p, b)| {
-                    let d = digest(&b);
-                    (p, b, d)
-                })
-                .filter(|(p, _, d)| sync.files.get(p) != Some(d))
-                .collect()
-        };
+        changed.sort_by(|a, b| a.0.cmp(&b.0));
         let mut files = Vec::with_capacity(changed.len());
         let mut digests = Vec::with_capacity(changed.len());
-        for (p, b, d) in changed {
+        for (p, b, k) in changed {
             files.push((p, b));
-            digests.push(d);
+            digests.push(k);
         }
         match shared.store.put(doc, expected, &files) {
             Ok(rev) => {
@@ -300,6 +375,8 @@ mod tests {
     struct Counting {
         doc: Mutex<Option<(Vec<u8>, i64)>>,
         fetches: AtomicU32,
+        /// Paths of the files each put carried.
+        pushed: Mutex<Vec<Vec<String>>>,
     }
 
     impl SharedStore for Counting {
@@ -317,8 +394,12 @@ mod tests {
             &self,
             doc: &[u8],
             expected_rev: i64,
-            _files: &[(String, Vec<u8>)],
+            files: &[(String, Vec<u8>)],
         ) -> Result<i64, SharedError> {
+            self.pushed
+                .lock()
+                .unwrap()
+                .push(files.iter().map(|(p, _)| p.clone()).collect());
             let mut stored = self.doc.lock().unwrap();
             let rev = stored.as_ref().map_or(0, |(_, r)| *r);
             if rev != expected_rev {
@@ -359,6 +440,71 @@ mod tests {
         assert_eq!(dir.load().unwrap().version, "v4");
         assert_eq!(dir.load().unwrap().version, "v4");
         assert_eq!(store.fetches.load(Ordering::SeqCst), 1);
+    }
+
+    /// A state write checks the mirrored files for changes without reading back the ones
+    /// whose stat is as recorded (the archive of every finished run), reads again a file
+    /// modified too recently to be trusted by its stat, and pushes exactly what changed.
+    #[test]
+    fn a_state_write_reads_back_only_mirrored_files_that_may_have_changed() {
+        use std::time::{Duration, SystemTime};
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Arc::new(Counting::default());
+        let dir = StateDir::open(tmp.path())
+            .unwrap()
+            .with_shared(store.clone());
+        let age = |rel: &str| {
+            std::fs::File::options()
+                .write(true)
+                .open(tmp.path().join(rel))
+                .unwrap()
+                .set_modified(SystemTime::now() - Duration::from_secs(3600))
+                .unwrap();
+        };
+        std::fs::create_dir_all(tmp.path().join("runs")).unwrap();
+        let archive = vec![b'a'; 1 << 20];
+        crate::write_atomic(&tmp.path().join("runs/r1.json"), &archive, None).unwrap();
+        std::fs::create_dir_all(tmp.path().join("manifests")).unwrap();
+        crate::write_atomic(&tmp.path().join("manifests/1.json"), b"{}", None).unwrap();
+        age("runs/r1.json");
+        age("manifests/1.json");
+        let write = |v: &str| {
+            dir.transact(|s| {
+                s.version = v.into();
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+        };
+        let read_bytes = || dir.shared.as_ref().unwrap().sync().read_bytes;
+        let last_push = || store.pushed.lock().unwrap().last().cloned().unwrap();
+
+        write("v1");
+        assert_eq!(last_push(), ["manifests/1.json", "runs/r1.json"]);
+        assert_eq!(read_bytes(), (1 << 20) + 2);
+        // Unchanged and old: not read again, nothing pushed.
+        write("v2");
+        assert_eq!(last_push(), Vec::<String>::new());
+        assert_eq!(read_bytes(), (1 << 20) + 2, "the archive was read again");
+
+        // Rewritten (a new file, modified just now): pushed; then read at each write
+        // while it is too recent to be trusted by its stat, but not pushed again.
+        let archive2 = vec![b'b'; 1 << 20];
+        crate::write_atomic(&tmp.path().join("runs/r1.json"), &archive2, None).unwrap();
+        write("v3");
+        assert_eq!(last_push(), ["runs/r1.json"]);
+        write("v4");
+        assert_eq!(last_push(), Vec::<String>::new());
+        assert_eq!(read_bytes(), 3 * (1 << 20) + 2);
+        // Once old enough, it is trusted by its stat again.
+        age("runs/r1.json");
+        write("v5");
+        write("v6");
+        assert_eq!(last_push(), Vec::<String>::new());
+        assert_eq!(read_bytes(), 4 * (1 << 20) + 2);
+        // An edit in place that keeps the size changes the modification time: pushed.
+        std::fs::write(tmp.path().join("runs/r1.json"), vec![b'c'; 1 << 20]).unwrap();
+        write("v7");
+        assert_eq!(last_push(), ["runs/r1.json"]);
     }
 
     #[test]
