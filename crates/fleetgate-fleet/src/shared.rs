@@ -52,17 +52,31 @@ fn corrupt(why: String) -> FleetError {
 
 /// The compressed document, read back: at most [`MAX_SHARED_DOC`] bytes of UTF-8.
 fn inflate(gz: &[u8]) -> Result<String, FleetError> {
+    let out = gunzip(gz).map_err(corrupt)?;
+    String::from_utf8(out).map_err(|e| corrupt(format!("not UTF-8: {e}")))
+}
+
+/// `gz` inflated, at most [`MAX_SHARED_DOC`] bytes (what went wrong otherwise).
+fn gunzip(gz: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     flate2::read::GzDecoder::new(gz)
         .take(MAX_SHARED_DOC + 1)
         .read_to_end(&mut out)
-        .map_err(|e| corrupt(format!("not gzip: {e}")))?;
+        .map_err(|e| format!("not gzip: {e}"))?;
     if out.len() as u64 > MAX_SHARED_DOC {
-        return Err(corrupt(format!(
-            "it inflates to more than {MAX_SHARED_DOC} bytes"
-        )));
+        return Err(format!("it inflates to more than {MAX_SHARED_DOC} bytes"));
     }
-    String::from_utf8(out).map_err(|e| corrupt(format!("not UTF-8: {e}")))
+    Ok(out)
+}
+
+/// `bytes` gzip-compressed at the fastest level.
+fn gzip(bytes: &[u8]) -> Result<Vec<u8>, std::io::Error> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 16),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(bytes)?;
+    enc.finish()
 }
 
 /// `doc` as stored: `(text, None)` when small, `("", Some(gzip))` above [`COMPRESS_ABOVE`].
@@ -72,12 +86,7 @@ fn deflate(doc: &str) -> Result<(&str, Option<Vec<u8>>), std::io::Error> {
     if doc.len() <= COMPRESS_ABOVE {
         return Ok((doc, None));
     }
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(doc.len() / 16),
-        flate2::Compression::fast(),
-    );
-    enc.write_all(doc.as_bytes())?;
-    Ok(("", Some(enc.finish()?)))
+    Ok(("", Some(gzip(doc.as_bytes())?)))
 }
 
 /// The state document as stored.
@@ -95,15 +104,46 @@ pub struct SharedDoc {
     pub updated_at: i64,
 }
 
-/// A file of the state directory, stored beside the document.
+/// A file of the state directory, stored beside the document. Written with its content
+/// in `bytes`; a file larger than [`COMPRESS_ABOVE`] is stored gzip-compressed (the
+/// archive of a run over a large fleet compresses about 12-fold), so a row read back by
+/// [`Registry::shared_files`] holds the stored form: [`SharedFile::content`] gives the
+/// content, checked against `sha256`.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SharedFile {
     /// Its path under the state directory (`/`-separated, relative).
     pub path: String,
-    /// SHA-256 of `bytes`, hex.
+    /// SHA-256 of the content, hex.
     pub sha256: String,
-    /// The content.
+    /// The content, or (read back) its stored form.
     pub bytes: Vec<u8>,
+}
+
+impl SharedFile {
+    /// The content: `bytes` when they are it, else inflated (at most [`MAX_SHARED_DOC`]
+    /// bytes); either way its SHA-256 is `sha256`.
+    ///
+    /// # Errors
+    /// [`FleetError::Corrupt`] naming the path: neither the bytes nor their inflated
+    /// form have the recorded digest.
+    pub fn content(self) -> Result<Vec<u8>, FleetError> {
+        let matches = |b: &[u8]| fleetgate_trust::provenance::sha256_hex(b) == self.sha256;
+        if matches(&self.bytes) {
+            return Ok(self.bytes);
+        }
+        let bad = |why: String| FleetError::Corrupt {
+            what: "pipeline_files.bytes",
+            value: format!("{}: {why}", self.path),
+        };
+        if !self.bytes.starts_with(&[0x1f, 0x8b]) {
+            return Err(bad("its SHA-256 is not the recorded one".into()));
+        }
+        let out = gunzip(&self.bytes).map_err(bad)?;
+        if !matches(&out) {
+            return Err(bad("inflated, its SHA-256 is not the recorded one".into()));
+        }
+        Ok(out)
+    }
 }
 
 /// Why a shared write was refused.
@@ -154,7 +194,8 @@ impl Registry {
         }))
     }
 
-    /// The files stored beside the state document `name`, by path.
+    /// The files stored beside the state document `name`, by path, as stored
+    /// ([`SharedFile::content`] gives each one's content).
     pub async fn shared_files(&self, name: &str) -> Result<Vec<SharedFile>, FleetError> {
         const SQL: &str =
             "SELECT path, sha256, bytes FROM pipeline_files WHERE name = $1 ORDER BY path";
@@ -194,6 +235,24 @@ impl Registry {
                 expected: "compressible",
             })
         })?;
+        // Large files (run archives) stored compressed; their digest stays the content's.
+        let stored = files
+            .iter()
+            .map(|f| {
+                if f.bytes.len() > COMPRESS_ABOVE {
+                    gzip(&f.bytes).map(Some)
+                } else {
+                    Ok(None)
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                SharedWriteError::Db(FleetError::Invalid {
+                    what: "shared state file",
+                    value: e.to_string(),
+                    expected: "compressible",
+                })
+            })?;
         let now = self.db_now().await.map_err(SharedWriteError::Db)?;
         const CHECK_PG: &str = "SELECT epoch FROM leases WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > $4 FOR UPDATE";
         const CHECK_SQLITE: &str = "SELECT epoch FROM leases WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > $4";
@@ -269,12 +328,12 @@ impl Registry {
                     current: current.map_or(0, |c| c.0),
                 });
             }
-            for f in files {
+            for (f, gz) in files.iter().zip(&stored) {
                 sqlx::query(FILE)
                     .bind(name)
                     .bind(&f.path)
                     .bind(&f.sha256)
-                    .bind(&f.bytes)
+                    .bind(gz.as_deref().unwrap_or(&f.bytes))
                     .bind(now)
                     .execute(&mut *tx)
                     .await

@@ -1040,6 +1040,89 @@ async fn the_shared_run_state_is_written_only_by_the_lease_holder_at_the_revisio
     }
 }
 
+/// A large file beside the run state (the archive of a run over a large fleet) is stored
+/// gzip-compressed and its content read back whole, checked against its digest; a small
+/// one is stored as it is; a damaged row is an error naming the file.
+#[tokio::test]
+async fn a_large_shared_file_is_stored_compressed_and_its_content_checked() {
+    use fleetgate_fleet::SharedFile;
+    let ttl = Duration::from_secs(30);
+    let archive = format!(
+        "[{}]",
+        (0..20_000)
+            .map(|i| format!(r#"{{"node":"sim-{i:06}","status":"done"}}"#))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    assert!(archive.len() > fleetgate_fleet::COMPRESS_ABOVE);
+    let file = |path: &str, body: &[u8]| SharedFile {
+        path: path.into(),
+        sha256: fleetgate_trust::provenance::sha256_hex(body),
+        bytes: body.to_vec(),
+    };
+    for db in backends().await {
+        let reg = db.registry().await;
+        let a = reg
+            .acquire_lease("lease", "orch-A", ttl)
+            .await
+            .unwrap()
+            .unwrap();
+        let files = [
+            file("manifests/1.json", b"{\"sequence\":1}"),
+            file("runs/r1.json", archive.as_bytes()),
+        ];
+        reg.put_shared_state("pipeline", "lease", "orch-A", a.epoch, 0, "{}", &files)
+            .await
+            .unwrap();
+        let stored = reg.shared_files("pipeline").await.unwrap();
+        assert_eq!(
+            stored[0].bytes, b"{\"sequence\":1}",
+            "[{}] small: as it is",
+            db.name
+        );
+        assert!(
+            stored[1].bytes.len() * 10 < archive.len(),
+            "[{}] {} stored bytes for {}",
+            db.name,
+            stored[1].bytes.len(),
+            archive.len()
+        );
+        let contents: Vec<Vec<u8>> = stored.into_iter().map(|f| f.content().unwrap()).collect();
+        assert_eq!(contents[0], b"{\"sequence\":1}");
+        assert!(contents[1] == archive.as_bytes(), "[{}] differs", db.name);
+
+        // Damaged (a truncated stream, then bytes that are not the recorded ones).
+        for garbage in [
+            ("'\\x1f8b0800deadbeef'::bytea", "X'1f8b0800deadbeef'"),
+            ("'\\x7b7d'::bytea", "X'7b7d'"),
+        ] {
+            let value = if db.name == "postgres" {
+                garbage.0
+            } else {
+                garbage.1
+            };
+            db.raw(&format!(
+                "UPDATE pipeline_files SET bytes = {value} WHERE path = 'runs/r1.json'"
+            ))
+            .await;
+            let damaged = reg
+                .shared_files("pipeline")
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|f| f.path == "runs/r1.json")
+                .unwrap();
+            let err = damaged.content().unwrap_err().to_string();
+            assert!(
+                err.contains("pipeline_files.bytes") && err.contains("runs/r1.json"),
+                "[{}] {err}",
+                db.name
+            );
+        }
+        db.cleanup().await;
+    }
+}
+
 /// A large fleet's run state (tens of MB of JSON) is stored gzip-compressed and read back
 /// whole; a small one stays plain text; a damaged compressed document is an error that
 /// names the column, not a panic or an empty state.

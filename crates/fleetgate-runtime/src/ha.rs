@@ -8,7 +8,7 @@
 use crate::RuntimeError;
 use crate::fleet::{FleetLink, LEASE_NAME};
 use fleetgate_fleet::{SharedFile, SharedWriteError};
-use fleetgate_store::{SharedError, SharedStore};
+use fleetgate_store::{SharedError, SharedStore, StoreError};
 use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -58,12 +58,23 @@ impl SharedStore for RegistryState {
             .map_err(|e| unavailable("read the shared run state's revision", e))
     }
 
-    fn fetch_files(&self) -> Result<Vec<(String, Vec<u8>)>, SharedError> {
+    fn fetch_files(
+        &self,
+        each: &mut dyn FnMut(String, Vec<u8>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let files = self
             .link
             .block_on(self.link.registry().shared_files(STATE_NAME))
             .map_err(|e| unavailable("read the shared state files", e))?;
-        Ok(files.into_iter().map(|f| (f.path, f.bytes)).collect())
+        for f in files {
+            let path = f.path.clone();
+            // Inflated one at a time (run archives are stored compressed).
+            let content = f.content().map_err(|e| {
+                SharedError::Unavailable(format!("the shared state file {path}: {e}"))
+            })?;
+            each(path, content)?;
+        }
+        Ok(())
     }
 
     fn put(

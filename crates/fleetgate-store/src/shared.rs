@@ -27,8 +27,9 @@ pub const SHARED_FILES: [&str; 2] = ["releases.json", "release_manifest.json"];
 /// Directories whose files live in the shared store too: signed manifests by sequence,
 /// benchmark baselines, provenance, approvals, the archive of finished runs.
 pub const SHARED_DIRS: [&str; 5] = ["manifests", "benchmarks", "provenance", "approvals", "runs"];
-/// Largest file mirrored (larger ones are logged and left local).
-pub const MAX_SHARED_FILE: u64 = 4 * 1024 * 1024;
+/// Largest file mirrored (larger ones are logged once and left local): the state file's
+/// own limit. A run archive over 100,000 nodes is about 16 MB (stored compressed).
+pub const MAX_SHARED_FILE: u64 = 64 * 1024 * 1024;
 
 /// Why the shared store refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -54,8 +55,17 @@ pub trait SharedStore: Send + Sync + std::fmt::Debug {
     fn revision(&self) -> Result<Option<i64>, SharedError> {
         Ok(self.fetch()?.map(|(_, rev)| rev))
     }
-    /// The stored files: (path relative to the state directory, bytes).
-    fn fetch_files(&self) -> Result<Vec<(String, Vec<u8>)>, SharedError>;
+    /// The stored files, handed to `each` one at a time (path relative to the state
+    /// directory, content): a store that keeps them compressed inflates one file at a
+    /// time, so a standby taking over does not hold every run's archive at once.
+    /// Stops at the first error `each` returns.
+    ///
+    /// # Errors
+    /// The store failed or holds a damaged file, or `each` failed.
+    fn fetch_files(
+        &self,
+        each: &mut dyn FnMut(String, Vec<u8>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
     /// Store `doc` (and `files`) if this process holds the pipeline lease and the stored
     /// revision is `expected_rev` (0: none yet). Returns the new revision.
     fn put(
@@ -185,6 +195,14 @@ fn collect(
         }
         if meta.len() > MAX_SHARED_FILE {
             tracing::warn!(path = %path.display(), "not mirrored to the shared store: over {MAX_SHARED_FILE} bytes");
+            // Said once (per change of the file), not at every state write.
+            known.files.insert(
+                rel.to_owned(),
+                Known {
+                    digest: [0; 32],
+                    stat: Some(stat),
+                },
+            );
         } else if let Ok(b) = fs::read(&path) {
             known.read_bytes += b.len() as u64;
             let now = Known {
@@ -271,16 +289,16 @@ impl StateDir {
             return Ok(());
         }
         drop(sync);
-        let files = shared.store.fetch_files()?;
-        let mut sync = shared.sync();
-        for (rel, bytes) in files {
+        let mut fetched = Vec::new();
+        shared.store.fetch_files(&mut |rel, bytes| {
             if !safe_rel(&rel) {
                 tracing::warn!(path = %rel, "the shared store holds a file outside the mirrored paths: ignored");
-                continue;
+                return Ok(());
             }
             let path = self.dir.join(&rel);
             let digest = digest(&bytes);
-            let same = sync.files.get(&rel).is_some_and(|k| {
+            let known = shared.sync().files.get(&rel).copied();
+            let same = known.is_some_and(|k| {
                 k.digest == digest && k.stat.is_some() && k.stat == Stat::of_path(&path)
             });
             if !same && fs::read(&path).ok().as_deref() != Some(bytes.as_slice()) {
@@ -290,8 +308,11 @@ impl StateDir {
                 write_atomic(&path, &bytes, None).map_err(io_err("write", &path))?;
             }
             let stat = Stat::of_path(&path).and_then(Stat::to_record);
-            sync.files.insert(rel, Known { digest, stat });
-        }
+            fetched.push((rel, Known { digest, stat }));
+            Ok(())
+        })?;
+        let mut sync = shared.sync();
+        sync.files.extend(fetched);
         let path = self.state_path();
         if fs::read(&path).ok().as_deref() != Some(doc.as_slice()) {
             write_atomic(&path, &doc, None).map_err(io_err("write", &path))?;
@@ -387,8 +408,11 @@ mod tests {
         fn revision(&self) -> Result<Option<i64>, SharedError> {
             Ok(self.doc.lock().unwrap().as_ref().map(|(_, r)| *r))
         }
-        fn fetch_files(&self) -> Result<Vec<(String, Vec<u8>)>, SharedError> {
-            Ok(Vec::new())
+        fn fetch_files(
+            &self,
+            _each: &mut dyn FnMut(String, Vec<u8>) -> Result<(), crate::StoreError>,
+        ) -> Result<(), crate::StoreError> {
+            Ok(())
         }
         fn put(
             &self,
