@@ -2,7 +2,7 @@
 //! push mode, every delivery answered), then measures resident memory (`VmRSS`, peak
 //! `VmHWM` reset before each phase through `/proc/self/clear_refs`) for: holding it,
 //! serializing it, a save, a load, and a checkpoint (`transact_reporting` replacing the
-//! DEPLOY progress). Linux only.
+//! DEPLOY progress), with the time each takes. Linux only.
 //!
 //! `cargo run --release -p fleetgate-store --example state_memory -- 100000`
 
@@ -29,11 +29,14 @@ fn reset_peak() {
 fn phase(name: &str, base: u64, f: impl FnOnce()) {
     reset_peak();
     let before = status_kb("VmRSS:");
+    let t = std::time::Instant::now();
     f();
+    let took = t.elapsed();
     let peak = status_kb("VmHWM:");
     let after = status_kb("VmRSS:");
     println!(
-        "{name:<44} rss before {:>6.1} MB  peak {:>6.1} MB (+{:>6.1} over the base)  after {:>6.1} MB",
+        "{name:<44} {:>7.1} ms  rss before {:>6.1} MB  peak {:>6.1} MB (+{:>6.1} over the base)  after {:>6.1} MB",
+        took.as_secs_f64() * 1000.0,
         before as f64 / 1024.0,
         peak as f64 / 1024.0,
         (peak.saturating_sub(base)) as f64 / 1024.0,

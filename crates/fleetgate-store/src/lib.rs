@@ -337,6 +337,20 @@ impl StateDir {
         };
         // The document is parsed straight into the state: a `serde_json::Value` tree of a
         // large fleet's state (tens of MB of JSON) would take several times that in memory.
+        // The usual case is one parse: a document that is a state of this schema or an
+        // older one (`schema_version` is a required field, so a HART file never parses
+        // here). Anything else takes the slow path below, which says what it is.
+        if let Ok(mut s) = serde_json::from_slice::<PipelineState>(&bytes) {
+            if s.schema_version > SCHEMA_VERSION {
+                return Err(StoreError::TooNew {
+                    path,
+                    found: u64::from(s.schema_version),
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            s.schema_version = SCHEMA_VERSION;
+            return Ok(s);
+        }
         // A probe reads the one field that decides how (skipping the rest unallocated).
         if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
             return self.quarantine_state(&path, format!("not JSON: {e}"), record);

@@ -115,6 +115,16 @@ fn newer_schema_is_refused_and_left_alone() {
         Err(StoreError::TooNew { found: 99, .. })
     ));
     assert_eq!(fs::read_to_string(dir.state_path()).unwrap(), text);
+    // A whole state of a newer schema (it would parse as this one) is refused too.
+    let mut newer = fleetgate_core::PipelineState::idle();
+    newer.schema_version = 99;
+    let text = serde_json::to_string(&newer).unwrap();
+    fs::write(dir.state_path(), &text).unwrap();
+    assert!(matches!(
+        dir.load(),
+        Err(StoreError::TooNew { found: 99, .. })
+    ));
+    assert_eq!(fs::read_to_string(dir.state_path()).unwrap(), text);
 }
 
 #[test]
