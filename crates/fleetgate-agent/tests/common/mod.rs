@@ -15,9 +15,23 @@ use std::time::{Duration, Instant};
 pub const AGENT_BIN: &str = env!("CARGO_BIN_EXE_fleetgate-agent");
 pub const APP_BIN: &str = env!("CARGO_BIN_EXE_fleetgate-test-app");
 
+/// A port free now, and never one this process was handed before: the kernel may give
+/// the same port to two `bind(0)` calls in a row once the first listener is closed (a
+/// CI run saw the agent and its app get one port, and the app crash-loop on it).
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        if HANDED_OUT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(port)
+        {
+            return port;
+        }
+    }
 }
 
 /// One release commit.
