@@ -1,13 +1,20 @@
 //! Group commit for the heartbeat endpoint: requests verify their heartbeat themselves
-//! (in parallel, on the server's worker threads) and hand it to one writer task, which
+//! (in parallel, on the server's worker threads) and hand it to a writer task, which
 //! stores whatever has queued up meanwhile in one transaction
 //! ([`Registry::store_heartbeats`]) and answers each request with its own result. Under
-//! load a batch grows to [`MAX_BATCH`] and the commit cost is shared; a queue of
+//! load a batch grows to [`MAX_BATCH`] and the commit cost is shared. SQLite has one
+//! writer (it takes one write transaction at a time whatever we do); PostgreSQL has
+//! [`PG_WRITERS`], so that one batch is built and sent while another waits for its
+//! commit (racing batches lock their nodes' rows in id order: they wait for each other,
+//! never deadlock, and never both accept one heartbeat). A queue of
 //! [`QUEUE`] heartbeats bounds the memory, and a request that finds it full is refused
 //! at once ([`Overloaded`]: the endpoint answers 429 with `Retry-After`), never queued
 //! without bound.
 
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::error::{FleetError, HeartbeatError};
 use crate::heartbeat::{HeartbeatRecord, VerifiedHeartbeat};
@@ -17,6 +24,8 @@ use crate::registry::Registry;
 pub const MAX_BATCH: usize = 512;
 /// Most heartbeats waiting for the writer.
 pub const QUEUE: usize = 8192;
+/// Writer tasks storing batches at once on PostgreSQL (one on SQLite).
+pub const PG_WRITERS: usize = 4;
 /// Times a batch the database aborted in a conflict (deadlock, busy) is run again.
 const TRANSIENT_RETRIES: usize = 3;
 
@@ -56,12 +65,23 @@ impl Ingest {
     ) -> Result<Result<HeartbeatRecord, HeartbeatError>, Overloaded> {
         let tx = self.tx.get_or_init(|| {
             let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(writer(
-                self.registry.clone(),
-                rx,
-                self.retention,
-                self.clock.clone(),
-            ));
+            let writers = if self.registry.is_postgres() {
+                PG_WRITERS
+            } else {
+                1
+            };
+            let shared = Arc::new(Shared {
+                rx: Mutex::new(rx),
+                pruned_at: AtomicI64::new(i64::MIN),
+            });
+            for _ in 0..writers {
+                tokio::spawn(writer(
+                    self.registry.clone(),
+                    shared.clone(),
+                    self.retention,
+                    self.clock.clone(),
+                ));
+            }
             tx
         });
         Self::enqueue(tx, v).await
@@ -84,18 +104,45 @@ impl Ingest {
 /// Seconds between two prunings of old heartbeats.
 pub const PRUNE_EVERY_SECS: i64 = 60;
 
+/// What the writers of one endpoint share: the queue (a writer holds it while it waits
+/// for heartbeats, and lets go once it has taken a batch) and when old heartbeats were
+/// last pruned (one writer prunes per period).
+struct Shared {
+    rx: Mutex<mpsc::Receiver<(VerifiedHeartbeat, Reply)>>,
+    pruned_at: AtomicI64,
+}
+
+impl Shared {
+    /// Whether the caller should prune now: true for one caller per period.
+    fn claim_pruning(&self, now: i64) -> bool {
+        let last = self.pruned_at.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= PRUNE_EVERY_SECS
+            && self
+                .pruned_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
 async fn writer(
     registry: Registry,
-    mut rx: mpsc::Receiver<(VerifiedHeartbeat, Reply)>,
+    shared: Arc<Shared>,
     retention: i64,
     clock: crate::http::Clock,
 ) {
     let mut items = Vec::with_capacity(MAX_BATCH);
-    let mut pruned_at = i64::MIN;
-    while rx.recv_many(&mut items, MAX_BATCH).await > 0 {
+    loop {
+        let taken = shared
+            .rx
+            .lock()
+            .await
+            .recv_many(&mut items, MAX_BATCH)
+            .await;
+        if taken == 0 {
+            break;
+        }
         let now = clock();
-        if now.saturating_sub(pruned_at) >= PRUNE_EVERY_SECS {
-            pruned_at = now;
+        if shared.claim_pruning(now) {
             match registry
                 .prune_heartbeats(now.saturating_sub(retention))
                 .await

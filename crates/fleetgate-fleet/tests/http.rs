@@ -135,6 +135,77 @@ async fn heartbeat_endpoint_over_a_real_socket() {
     }
 }
 
+/// The endpoint's writers under concurrency (one on SQLite, several on PostgreSQL, racing
+/// for the same nodes' rows): every node's heartbeats are POSTed in order by one client
+/// and, as replays, by another at the same time, all nodes at once. Each `(node, seq)` is
+/// accepted exactly once — one 200 and one 409 `replayed` — and every accepted heartbeat
+/// is stored once.
+#[tokio::test]
+async fn racing_posts_of_the_same_heartbeats_are_stored_exactly_once() {
+    const NODES: u8 = 8;
+    const SEQS: u64 = 25;
+    for db in backends().await {
+        let reg = db.registry().await;
+        let now = unix_now();
+        for i in 1..=NODES {
+            reg.enroll(
+                &cert_for(&format!("n{i}"), &node_key(i), "eu"),
+                &keyring(),
+                now,
+            )
+            .await
+            .unwrap();
+        }
+        let base = serve(reg.clone()).await;
+        let client = reqwest::Client::new();
+        let mut tasks = Vec::new();
+        for i in 1..=NODES {
+            for _copy in 0..2 {
+                let (client, base) = (client.clone(), base.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut answers = Vec::new();
+                    for seq in 1..=SEQS {
+                        let body =
+                            signed(&heartbeat(&format!("n{i}"), seq, now as u64), &node_key(i));
+                        let (status, v) = post(&client, &base, body).await;
+                        answers.push((format!("n{i}"), seq, status, v));
+                    }
+                    answers
+                }));
+            }
+        }
+        let mut accepted = std::collections::BTreeMap::<(String, u64), u32>::new();
+        let mut replayed = 0;
+        for task in tasks {
+            for (node, seq, status, v) in task.await.unwrap() {
+                match status {
+                    200 => *accepted.entry((node, seq)).or_default() += 1,
+                    409 if v["reason"] == "replayed" => replayed += 1,
+                    _ => panic!("{node} seq {seq}: unexpected {status} {v}"),
+                }
+            }
+        }
+        let total = usize::from(NODES) * usize::try_from(SEQS).unwrap();
+        assert_eq!(accepted.len(), total, "every (node, seq) accepted");
+        assert!(accepted.values().all(|n| *n == 1), "none accepted twice");
+        assert_eq!(replayed, total, "each copy refused as replayed");
+        let ids: Vec<String> = (1..=NODES).map(|i| format!("n{i}")).collect();
+        let stored = reg
+            .heartbeats_between(&ids, now - 60, now + 60)
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), total, "every accepted heartbeat stored once");
+        for id in &ids {
+            assert_eq!(
+                reg.peer(id).await.unwrap().last_seq,
+                i64::try_from(SEQS).unwrap(),
+                "{id}"
+            );
+        }
+        db.cleanup().await;
+    }
+}
+
 /// How the canary nodes misbehave in a scenario.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Fault {
