@@ -123,8 +123,10 @@ impl Registry {
     }
 
     /// A judge sample at `at`: the latest heartbeat (received at or before `at`) of each
-    /// canary and baseline node. Nodes that never heartbeated are left out (the judge
-    /// counts their silence).
+    /// canary and baseline node, in node id order (the judge looks each up by id). Nodes
+    /// that never heartbeated are left out (the judge counts their silence). Each
+    /// heartbeat becomes its report as it is read: the sample of a 100,000-node fleet
+    /// is held once, not also as the rows it was made from.
     pub async fn sample(
         &self,
         canary: &[String],
@@ -134,21 +136,21 @@ impl Registry {
         let mut ids = Vec::with_capacity(canary.len() + baseline.len());
         ids.extend_from_slice(canary);
         ids.extend_from_slice(baseline);
-        let mut latest = self.latest_heartbeats(&ids, at).await?;
-        let mut nodes = Vec::with_capacity(latest.len());
-        for id in canary.iter().chain(baseline) {
-            if let Some(hb) = latest.remove(id) {
-                nodes.push(NodeReport {
-                    node_id: hb.node_id,
-                    heartbeat_at: u64::try_from(hb.at).ok(),
-                    healthy: Some(hb.healthy),
-                    code_hash: Some(hb.code_hash),
-                    exceptions_total: u64::try_from(hb.exceptions_total).unwrap_or(0),
-                    requests_total: u64::try_from(hb.requests_total).unwrap_or(0),
-                    bench: hb.bench,
-                });
-            }
-        }
+        let mut nodes = Vec::with_capacity(ids.len());
+        self.visit_latest_heartbeats(&ids, at, |hb| {
+            nodes.push(NodeReport {
+                node_id: hb.node_id,
+                heartbeat_at: u64::try_from(hb.at).ok(),
+                healthy: Some(hb.healthy),
+                code_hash: Some(hb.code_hash),
+                exceptions_total: u64::try_from(hb.exceptions_total).unwrap_or(0),
+                requests_total: u64::try_from(hb.requests_total).unwrap_or(0),
+                bench: hb.bench,
+            });
+        })
+        .await?;
+        drop(ids);
+        nodes.shrink_to_fit();
         Ok(Sample {
             at: u64::try_from(at).unwrap_or(0),
             nodes,

@@ -616,10 +616,26 @@ impl Registry {
         nodes: &[String],
         at: i64,
     ) -> Result<BTreeMap<String, HeartbeatRecord>, FleetError> {
+        let mut out = BTreeMap::new();
+        self.visit_latest_heartbeats(nodes, at, |h| {
+            out.insert(h.node_id.clone(), h);
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// [`Registry::latest_heartbeats`] handed to `visit` one at a time, in node id order,
+    /// as each statement's rows arrive: a caller that keeps only part of each heartbeat
+    /// (a canary sample, a DEPLOY pass over 100,000 nodes) never holds them all at once.
+    pub async fn visit_latest_heartbeats(
+        &self,
+        nodes: &[String],
+        at: i64,
+        mut visit: impl FnMut(HeartbeatRecord) + Send,
+    ) -> Result<(), FleetError> {
         let mut ids: Vec<&str> = nodes.iter().map(String::as_str).collect();
         ids.sort_unstable();
         ids.dedup();
-        let mut out = BTreeMap::new();
         // Driven by the node list, one index probe per node ((node_id, at) on both
         // backends): PostgreSQL through a LATERAL join over the bound array, SQLite
         // (which has no LATERAL) through a correlated row-value subquery per listed id.
@@ -661,11 +677,10 @@ impl Registry {
                 }
             };
             for r in rows {
-                let h = HeartbeatRecord::try_from(r)?;
-                out.insert(h.node_id.clone(), h);
+                visit(HeartbeatRecord::try_from(r)?);
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The latest heartbeat of `node` received at or before `at`.

@@ -231,27 +231,25 @@ impl FleetLink {
         nodes: &[String],
         at: i64,
     ) -> Result<BTreeMap<String, Observed>, RuntimeError> {
-        let latest = self
-            .block_on(self.registry.latest_heartbeats(nodes, at))
-            .map_err(|e| fleet_op("failed to read heartbeats", e))?;
         let floors = self
             .block_on(self.registry.reported_floors(nodes))
             .map_err(|e| fleet_op("failed to read the nodes' reported floors", e))?;
-        Ok(latest
-            .into_iter()
-            .map(|(node, h)| {
-                let floor = floors.get(&node).copied().unwrap_or(0);
-                (
-                    node,
-                    Observed {
-                        code_hash: h.code_hash,
-                        healthy: h.healthy,
-                        at: h.at,
-                        floor,
-                    },
-                )
-            })
-            .collect())
+        // Each heartbeat is cut down to what DEPLOY uses as it is read.
+        let mut out = BTreeMap::new();
+        self.block_on(self.registry.visit_latest_heartbeats(nodes, at, |h| {
+            let floor = floors.get(&h.node_id).copied().unwrap_or(0);
+            out.insert(
+                h.node_id,
+                Observed {
+                    code_hash: h.code_hash,
+                    healthy: h.healthy,
+                    at: h.at,
+                    floor,
+                },
+            );
+        }))
+        .map_err(|e| fleet_op("failed to read heartbeats", e))?;
+        Ok(out)
     }
 
     /// Put signed manifest bytes in each node's pull feed (`GET /api/fleet/feed/{node}`),
