@@ -69,9 +69,9 @@ impl SharedStore for RegistryState {
         for f in files {
             let path = f.path.clone();
             // Inflated one at a time (run archives are stored compressed).
-            let content = f.content().map_err(|e| {
-                SharedError::Unavailable(format!("the shared state file {path}: {e}"))
-            })?;
+            let content = f
+                .content()
+                .map_err(|e| SharedError::Damaged(format!("the shared state file {path}: {e}")))?;
             each(path, content)?;
         }
         Ok(())

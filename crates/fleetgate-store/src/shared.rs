@@ -43,6 +43,10 @@ pub enum SharedError {
     /// The shared store could not be reached or failed.
     #[error("{0}")]
     Unavailable(String),
+    /// What the shared store holds is damaged (a file whose content is not the digest
+    /// recorded with it, or does not inflate): nothing of it was taken.
+    #[error("{0}")]
+    Damaged(String),
 }
 
 /// A shared home of the run's state, written only by the pipeline lease's holder.
@@ -321,22 +325,23 @@ impl StateDir {
         Ok(())
     }
 
-    /// [`StateDir::pull`] for a read: a shared store that cannot be reached leaves the
-    /// local mirror in place, noted for `status`.
+    /// [`StateDir::pull`] for a read: a shared store that cannot be reached, or holds a
+    /// damaged file, leaves the local mirror in place, noted for `status` (a write is
+    /// refused instead: it would build on a state this process could not read).
     pub(crate) fn pull_for_read(&self) -> Result<(), StoreError> {
-        match self.pull() {
-            Err(StoreError::Shared(SharedError::Unavailable(e))) => {
-                tracing::warn!(error = %e, "the shared run state is unreachable: reading the local mirror");
-                if let Some(s) = &self.shared {
-                    s.sync().mirror = Some(format!(
-                        "the shared run state ({}) is unreachable ({e}): this is the local mirror, possibly behind",
-                        s.store.describe()
-                    ));
-                }
-                Ok(())
-            }
-            other => other,
+        let (what, e) = match self.pull() {
+            Err(StoreError::Shared(SharedError::Unavailable(e))) => ("is unreachable", e),
+            Err(StoreError::Shared(SharedError::Damaged(e))) => ("holds damaged data", e),
+            other => return other,
+        };
+        tracing::warn!(error = %e, "the shared run state {what}: reading the local mirror");
+        if let Some(s) = &self.shared {
+            s.sync().mirror = Some(format!(
+                "the shared run state ({}) {what} ({e}): this is the local mirror, possibly behind",
+                s.store.describe()
+            ));
         }
+        Ok(())
     }
 
     /// Store the state document `doc` (the state file's bytes) and every mirrored file
@@ -464,6 +469,75 @@ mod tests {
         assert_eq!(dir.load().unwrap().version, "v4");
         assert_eq!(dir.load().unwrap().version, "v4");
         assert_eq!(store.fetches.load(Ordering::SeqCst), 1);
+    }
+
+    /// A shared store whose mirrored file is damaged: a read returns the local mirror
+    /// and says why (not "unreachable"); a write is refused, naming the damage.
+    #[test]
+    fn a_damaged_shared_file_is_named_a_read_keeps_the_mirror_and_a_write_is_refused() {
+        #[derive(Debug)]
+        struct Damaged(Counting);
+        impl SharedStore for Damaged {
+            fn fetch(&self) -> Result<Option<(Vec<u8>, i64)>, SharedError> {
+                self.0.fetch()
+            }
+            fn fetch_files(
+                &self,
+                _each: &mut dyn FnMut(String, Vec<u8>) -> Result<(), crate::StoreError>,
+            ) -> Result<(), crate::StoreError> {
+                Err(SharedError::Damaged(
+                    "the shared state file runs/r1.json: its SHA-256 is not the recorded one"
+                        .into(),
+                )
+                .into())
+            }
+            fn put(
+                &self,
+                doc: &[u8],
+                expected_rev: i64,
+                files: &[(String, Vec<u8>)],
+            ) -> Result<i64, SharedError> {
+                self.0.put(doc, expected_rev, files)
+            }
+            fn describe(&self) -> String {
+                "memory".into()
+            }
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Arc::new(Damaged(Counting::default()));
+        let dir = StateDir::open(tmp.path())
+            .unwrap()
+            .with_shared(store.clone());
+        dir.transact(|s| {
+            s.version = "v1".into();
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        // Another holder wrote since: this process must fetch, and the files are damaged.
+        let (doc, rev) = store.0.doc.lock().unwrap().clone().unwrap();
+        let other = String::from_utf8(doc).unwrap().replace("\"v1\"", "\"v2\"");
+        *store.0.doc.lock().unwrap() = Some((other.into_bytes(), rev + 1));
+        assert_eq!(dir.load().unwrap().version, "v1", "the local mirror");
+        let note = dir.mirror_note().expect("a note for status");
+        assert!(note.contains("holds damaged data"), "{note}");
+        assert!(note.contains("runs/r1.json"), "{note}");
+        assert!(!note.contains("unreachable"), "{note}");
+        let err = dir
+            .transact(|s| {
+                s.version = "v3".into();
+                Ok::<_, ()>(())
+            })
+            .unwrap_err();
+        let msg = format!("{err:?}");
+        assert!(
+            msg.contains("Damaged") && msg.contains("runs/r1.json"),
+            "{msg}"
+        );
+        assert_eq!(
+            store.0.doc.lock().unwrap().as_ref().map(|(_, r)| *r),
+            Some(rev + 1),
+            "nothing written"
+        );
     }
 
     /// A state write checks the mirrored files for changes without reading back the ones

@@ -279,9 +279,11 @@ impl ErrorKind {
             )
             | RuntimeError::Fenced(_)
             | RuntimeError::Busy(_) => ErrorKind::Locked,
-            RuntimeError::Store(StoreError::Corrupt { .. } | StoreError::TooNew { .. }) => {
-                ErrorKind::CorruptState
-            }
+            RuntimeError::Store(
+                StoreError::Corrupt { .. }
+                | StoreError::TooNew { .. }
+                | StoreError::Shared(fleetgate_store::SharedError::Damaged(_)),
+            ) => ErrorKind::CorruptState,
             RuntimeError::Transition(_)
             | RuntimeError::NoActiveRun { .. }
             | RuntimeError::Refused(_) => ErrorKind::Refused,
