@@ -528,11 +528,13 @@ mod tests {
                 Ok::<_, ()>(())
             })
             .unwrap_err();
-        let msg = format!("{err:?}");
-        assert!(
-            msg.contains("Damaged") && msg.contains("runs/r1.json"),
-            "{msg}"
-        );
+        match err {
+            crate::TransactError::Store(crate::StoreError::Shared(e @ SharedError::Damaged(_))) => {
+                let msg = crate::StoreError::Shared(e).to_string();
+                assert!(msg.contains("runs/r1.json"), "{msg}");
+            }
+            other => panic!("expected the damage to be named, got {other:?}"),
+        }
         assert_eq!(
             store.0.doc.lock().unwrap().as_ref().map(|(_, r)| *r),
             Some(rev + 1),
