@@ -717,6 +717,10 @@ pub enum DeployMode {
     Push,
 }
 
+/// The most node ids a DEPLOY verdict's figures list per kind (`unhealthy`, `behind`);
+/// `unhealthy_count` and `behind_count` count them all.
+pub const MAX_FIGURE_NODES: usize = 100;
+
 /// The persisted progress of DEPLOY.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DeployProgress {
@@ -1001,9 +1005,16 @@ impl DeployMachine<'_> {
         let conv_ratio = converged.len() as f64 / denom as f64;
         let fail_ratio = unhealthy.len() as f64 / all.len().max(1) as f64;
         let deadline = self.progress.deadline;
+        // The verdict's figures name at most `MAX_FIGURE_NODES` nodes per list and count
+        // them all: they are kept in the state with the verdict, and at 100,000 nodes
+        // the whole lists were 90,000 ids on every pass.
         let figures = json!({
             "mode": self.progress.mode, "nodes": all.len(), "reachable": denom,
-            "converged": converged.len(), "unhealthy": unhealthy, "behind": behind,
+            "converged": converged.len(),
+            "unhealthy": &unhealthy[..unhealthy.len().min(MAX_FIGURE_NODES)],
+            "unhealthy_count": unhealthy.len(),
+            "behind": &behind[..behind.len().min(MAX_FIGURE_NODES)],
+            "behind_count": behind.len(),
             "success_pct": self.params.success_pct, "max_failure_pct": self.params.max_failure_pct,
             "converged_ratio": conv_ratio, "deadline": deadline,
         });

@@ -6,8 +6,8 @@ use fleetgate_core::Outcome;
 use fleetgate_core::fleet::{
     CanaryEvent, CanaryMachine, CanaryParams, CanaryProgress, CanarySelection, DeliveryStatus,
     DeployEvent, DeployMachine, DeployMode, DeployObserved, DeployParams, DeployProgress,
-    FleetCommand, Goal, JudgeDecision, NodeAnswer, NodeDelivery, Observed, RevocationProgress,
-    RevocationStep,
+    FleetCommand, Goal, JudgeDecision, MAX_FIGURE_NODES, NodeAnswer, NodeDelivery, Observed,
+    RevocationProgress, RevocationStep,
 };
 use std::collections::BTreeMap;
 
@@ -644,6 +644,52 @@ fn deploy_deadline_fails_with_the_nodes_behind() {
         .clone();
     assert_eq!(v.outcome, Outcome::Failed);
     assert!(v.detail.contains("behind: t1"), "{}", v.detail);
+}
+
+/// A pass's verdict is kept in the state: over a large fleet its figures name a bounded
+/// number of nodes per list and count the rest (at 100,000 nodes every pass listed the
+/// 90,000 ids still behind).
+#[test]
+fn a_deploy_verdict_over_many_nodes_names_a_few_and_counts_them_all() {
+    let p = deploy_params();
+    let targets: Vec<String> = (0..250).map(|i| format!("t{i:03}")).collect();
+    let mut progress = DeployProgress::new(DeployMode::Gossip, 0, 3600);
+    progress.listed = true;
+    progress.targets = targets.clone();
+    progress.published = Some("x".into());
+    let mut m = DeployMachine {
+        progress: &mut progress,
+        params: &p,
+        observed: BTreeMap::new(),
+    };
+    m.handle(DeployEvent::Observed {
+        node: "c1".into(),
+        observed: seen(H, true),
+    });
+    for (i, n) in targets.iter().enumerate() {
+        let observed = match i % 25 {
+            0 => seen(H, false),
+            1..=4 => seen(H, true),
+            _ => seen(OLD, true),
+        };
+        m.handle(DeployEvent::Observed {
+            node: n.clone(),
+            observed,
+        });
+    }
+    let v = verdict(&m.handle(DeployEvent::Tick { now: 1 }))
+        .unwrap()
+        .clone();
+    assert_eq!(v.outcome, Outcome::Pending, "{}", v.detail);
+    let f = &v.figures;
+    assert_eq!(f["nodes"], 251);
+    assert_eq!(f["converged"], 41);
+    assert_eq!(f["unhealthy_count"], 10);
+    assert_eq!(f["unhealthy"].as_array().unwrap().len(), 10);
+    assert_eq!(f["behind_count"], 200);
+    let behind = f["behind"].as_array().unwrap();
+    assert_eq!(behind.len(), MAX_FIGURE_NODES);
+    assert_eq!(behind[0], "t005");
 }
 
 /// A release that was the last good commit again under a new version (same code hash):

@@ -401,6 +401,15 @@ fn memo_key(
     h.finalize().into()
 }
 
+/// Takes the judge kept between checks out of `link` (to be dropped: it holds per-node
+/// state for every node of the fleet). A later check replays from the registry.
+pub(crate) fn forget_judge(link: &FleetLink) -> Option<JudgeMemo> {
+    link.judge_memo
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+}
+
 fn judge(
     ctx: &GateContext,
     link: &FleetLink,

@@ -72,6 +72,9 @@ pub fn deploy(
     if let Some(v) = steps(ctx, link, state, &bytes, &mut progress, &mut *checkpoint)? {
         return Ok(v);
     }
+    // Every window is judged: the judge kept between checks (the canary's or the last
+    // step's, over every node of the fleet) is of no further use in this run.
+    drop(super::canary::forget_judge(link));
     // The canary and the steps' nodes run the release already.
     let mut updated = canary_nodes(state);
     let mut seen: BTreeSet<String> = updated.iter().cloned().collect();
