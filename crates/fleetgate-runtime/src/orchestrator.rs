@@ -984,6 +984,9 @@ impl Orchestrator {
                 std::thread::sleep(poll);
                 continue;
             }
+            // The pass reads the state itself: this copy (at 100,000 nodes, 90,000
+            // deliveries in DEPLOY) is not held through it.
+            drop(state);
             let report = match self.advance(progress) {
                 // The lease was lost mid-pass (nothing was written): back to standby.
                 Err(e) if e.is_fenced() && self.keeper.is_some() => continue,
