@@ -197,6 +197,32 @@ mod tests {
     use crate::{CertFields, Heartbeat, SignedHeartbeat, issue_cert};
     use fleetgate_trust::{Keyring, SigningKey};
 
+    /// Of writers racing at the same moment, one prunes; the next may prune a period
+    /// later, not before (the clock going back never claims it).
+    #[test]
+    fn one_writer_claims_each_pruning_period() {
+        let (_tx, rx) = mpsc::channel(1);
+        let shared = Arc::new(Shared {
+            rx: Mutex::new(rx),
+            pruned_at: AtomicI64::new(i64::MIN),
+        });
+        let race = |now: i64| {
+            let claims: Vec<bool> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| s.spawn(|| shared.claim_pruning(now)))
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            claims.into_iter().filter(|c| *c).count()
+        };
+        assert_eq!(race(1_000), 1);
+        assert_eq!(race(1_000), 0);
+        assert_eq!(race(1_000 + PRUNE_EVERY_SECS - 1), 0);
+        assert_eq!(race(900), 0);
+        assert_eq!(race(1_000 + PRUNE_EVERY_SECS), 1);
+        assert_eq!(race(1_000 + PRUNE_EVERY_SECS), 0);
+    }
+
     /// A full queue refuses at once (nothing waits without bound), and what was queued
     /// is answered once the writer runs.
     #[tokio::test]
