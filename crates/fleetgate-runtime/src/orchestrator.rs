@@ -704,6 +704,8 @@ impl Orchestrator {
                 }
                 Err(e) => return Err(e),
             };
+        // The commit reads the state afresh: the snapshot is not held through it.
+        drop(snapshot);
         let event = Event::GateEvaluated {
             stage,
             epoch,

@@ -630,8 +630,12 @@ impl StateDir {
             })
             .collect();
         let path = dir.join(format!("{safe}.json"));
-        let bytes = document(state)?;
-        write_atomic(&path, &bytes, None).map_err(io_err("write", &path))?;
+        {
+            // Let go of the document before the state file is read for the shared store
+            // (a large fleet's state is tens of MB).
+            let bytes = document(state)?;
+            write_atomic(&path, &bytes, None).map_err(io_err("write", &path))?;
+        }
         if self.shared.is_some() {
             // The archive goes to the shared store with the state as it stands.
             let doc = fs::read(self.state_path()).map_err(io_err("read", &self.state_path()))?;
