@@ -21,6 +21,7 @@ mod config_key_tests;
 pub mod demo;
 mod demo_app;
 mod fleet_cmd;
+mod memory;
 mod outbox_cmd;
 mod output;
 mod pipeline_cmd;
@@ -317,7 +318,7 @@ pub fn main() -> ExitCode {
     // and gate commands are run through this binary's helper.
     sandbox::harden_process(fleetgate_runtime::exec::SECRET_ENV);
     default_sigpipe();
-    fixed_mmap_threshold();
+    memory::fixed_mmap_threshold();
     if let Ok(exe) = std::env::current_exe() {
         sandbox::set_helper(exe);
     }
@@ -427,23 +428,6 @@ fn default_sigpipe() {
     // restores the default disposition (no handler function runs).
     #[allow(unsafe_code)]
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
-}
-
-/// glibc's allocator raises its mmap threshold to the size of each large block freed (up
-/// to 32 MiB), after which buffers of megabytes — a large fleet's state document, its
-/// parsed deliveries, a pass's observations — come from the heap, and the holes they
-/// leave keep resident memory far above what is live: at 100,000 nodes the orchestrator
-/// peaked at 286 MB resident for 160 MB of heap (benches/README.md). A fixed threshold
-/// (glibc's own starting value, 128 KiB) keeps every large buffer mapped on its own and
-/// returned to the system when freed. `MALLOC_MMAP_THRESHOLD_` in the environment wins.
-fn fixed_mmap_threshold() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
-        // SAFETY: called first thing in `main`, while the process has one thread;
-        // `mallopt` only changes an allocator setting.
-        #[allow(unsafe_code)]
-        let _ = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
-    }
 }
 
 /// The log filter: `FLEETGATE_LOG`, else the conventional `RUST_LOG`, else `warn`.

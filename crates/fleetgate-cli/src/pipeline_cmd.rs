@@ -104,7 +104,14 @@ pub fn advance(cfg_path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> 
 /// `fleetgate run`.
 pub fn run(cfg_path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
     let o = open(cfg_path, true)?;
-    let mut show = output::progress_printer(json);
+    let mut printer = output::progress_printer(json);
+    let mut show = |p: fleetgate_runtime::Progress| {
+        // Between two passes: what the last one read is freed.
+        if matches!(p, fleetgate_runtime::Progress::Waiting { .. }) {
+            crate::memory::release_free_memory();
+        }
+        printer(p);
+    };
     let state = o.run(&mut show)?;
     if json {
         print_json(&state)?;
