@@ -30,3 +30,42 @@ pub fn release_free_memory() {
         let _ = unsafe { libc::malloc_trim(0) };
     }
 }
+
+#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
+mod tests {
+    /// Blocks the allocator has mapped on their own (`mmap`), now.
+    fn mapped_blocks() -> usize {
+        // SAFETY: `mallinfo2` only reads the allocator's counters.
+        #[allow(unsafe_code)]
+        let info = unsafe { libc::mallinfo2() };
+        info.hblks
+    }
+
+    /// Once a 4-MiB block is freed, glibc left to itself serves a 1-MiB block from the
+    /// heap; with the fixed threshold the 1-MiB block is mapped on its own (and given back
+    /// when freed). Counts the process's mapped blocks: run it alone in its process, as
+    /// nextest (`cargo xtask test`) does.
+    #[test]
+    fn with_the_fixed_threshold_a_megabyte_buffer_is_mapped_after_a_larger_one_was_freed() {
+        assert!(
+            std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none(),
+            "the test needs glibc's own threshold handling"
+        );
+        super::fixed_mmap_threshold();
+        let big = std::hint::black_box(vec![1u8; 4 << 20]);
+        drop(big);
+        let before = mapped_blocks();
+        let buffer = std::hint::black_box(vec![1u8; 1 << 20]);
+        assert_eq!(
+            mapped_blocks(),
+            before + 1,
+            "the 1-MiB buffer came from the heap"
+        );
+        drop(buffer);
+        assert_eq!(
+            mapped_blocks(),
+            before,
+            "the 1-MiB buffer was not given back"
+        );
+    }
+}

@@ -619,13 +619,19 @@ fn deploy_gossip_publishes_once_and_fails_on_unhealthy_nodes() {
     assert!(v.detail.contains("t1, t2"), "{}", v.detail);
 }
 
+/// A gossip DEPLOY whose targets are listed and whose manifest was handed to gossip.
+fn published_to(targets: Vec<String>, deadline_secs: i64) -> DeployProgress {
+    let mut progress = DeployProgress::new(DeployMode::Gossip, 0, deadline_secs);
+    progress.listed = true;
+    progress.targets = targets;
+    progress.published = Some("x".into());
+    progress
+}
+
 #[test]
 fn deploy_deadline_fails_with_the_nodes_behind() {
     let p = deploy_params();
-    let mut progress = DeployProgress::new(DeployMode::Gossip, 0, 10);
-    progress.listed = true;
-    progress.targets = vec!["t1".into()];
-    progress.published = Some("x".into());
+    let mut progress = published_to(vec!["t1".into()], 10);
     let mut m = DeployMachine {
         progress: &mut progress,
         params: &p,
@@ -653,10 +659,7 @@ fn deploy_deadline_fails_with_the_nodes_behind() {
 fn a_deploy_verdict_over_many_nodes_names_a_few_and_counts_them_all() {
     let p = deploy_params();
     let targets: Vec<String> = (0..250).map(|i| format!("t{i:03}")).collect();
-    let mut progress = DeployProgress::new(DeployMode::Gossip, 0, 3600);
-    progress.listed = true;
-    progress.targets = targets.clone();
-    progress.published = Some("x".into());
+    let mut progress = published_to(targets.clone(), 3600);
     let mut m = DeployMachine {
         progress: &mut progress,
         params: &p,
