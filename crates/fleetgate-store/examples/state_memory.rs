@@ -4,7 +4,10 @@
 //! serializing it, a save, a load, and a checkpoint (`transact_reporting` replacing the
 //! DEPLOY progress), with the time each takes. Linux only.
 //!
-//! `cargo run --release -p fleetgate-store --example state_memory -- 100000`
+//! `cargo run --release -p fleetgate-store --example state_memory -- 100000 [unreachable
+//! [DETAIL]]`: with `unreachable`, the DEPLOY deliveries are as the first pass leaves them
+//! over simulated nodes (one failed push each, its error as `detail`, no answer kept;
+//! `DETAIL` replaces that error's text, to compare error forms).
 
 use fleetgate_core::PipelineState;
 use fleetgate_core::fleet::{
@@ -44,15 +47,27 @@ fn phase(name: &str, base: u64, f: impl FnOnce()) {
     );
 }
 
+/// The error a push to a simulated node (address port 9) leaves.
+const UNREACHABLE: &str = "cannot connect to 127.0.0.1:9: Connection refused (os error 111)";
+
+fn unreachable(node: &str, detail: &str) -> NodeDelivery {
+    let mut d = NodeDelivery::new(node, true);
+    d.status = DeliveryStatus::Queued;
+    d.attempts = 1;
+    d.next_attempt_at = 1_765_000_002;
+    d.detail = Some(detail.to_owned());
+    d
+}
+
 fn delivery(node: &str, code_hash: &str) -> NodeDelivery {
     let mut d = NodeDelivery::new(node, true);
     d.status = DeliveryStatus::Done;
     d.attempts = 1;
     d.next_attempt_at = 1_765_000_000;
-    d.last_answer = Some(NodeAnswer::Accepted {
+    d.last_answer = Some(Box::new(NodeAnswer::Accepted {
         outcome: "applied".into(),
         running_code_hash: Some(code_hash.into()),
-    });
+    }));
     d.detail = Some("applied".into());
     d
 }
@@ -62,11 +77,23 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(100_000);
+    let first_pass = std::env::args().nth(2).as_deref() == Some("unreachable");
+    let detail = std::env::args()
+        .nth(3)
+        .unwrap_or_else(|| UNREACHABLE.to_owned());
     let code_hash = "825f69e63e37".repeat(5) + "abcd";
     let nodes: Vec<String> = (0..n).map(|i| format!("sim-{i:06}")).collect();
     let canary_n = n / 10;
     let base = status_kb("VmRSS:");
-    println!("{n} nodes; process base {:.1} MB", base as f64 / 1024.0);
+    println!(
+        "{n} nodes{}; process base {:.1} MB",
+        if first_pass {
+            format!(", DEPLOY deliveries unreachable (\"{detail}\")")
+        } else {
+            String::new()
+        },
+        base as f64 / 1024.0
+    );
     let mut state = PipelineState::default();
     phase("build the state", base, || {
         state.version = "v1.1.0".into();
@@ -95,7 +122,13 @@ fn main() {
         deploy.listed = true;
         deploy.deliveries = nodes[canary_n..]
             .iter()
-            .map(|x| delivery(x, &code_hash))
+            .map(|x| {
+                if first_pass {
+                    unreachable(x, &detail)
+                } else {
+                    delivery(x, &code_hash)
+                }
+            })
             .collect();
         state.deploy = Some(deploy);
     });

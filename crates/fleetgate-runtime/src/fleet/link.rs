@@ -473,9 +473,8 @@ async fn post_apply(http: &reqwest::Client, base: &str, body: Vec<u8>) -> NodeAn
     {
         Ok(r) => r,
         Err(e) => {
-            // reqwest's message names the URL; its sources say what failed.
             return NodeAnswer::Unknown {
-                error: fleetgate_core::error_chain(&e),
+                error: transport_error(e),
             };
         }
     };
@@ -500,6 +499,36 @@ async fn post_apply(http: &reqwest::Client, base: &str, body: Vec<u8>) -> NodeAn
             .map(str::to_owned);
     }
     answer
+}
+
+/// A request that got no answer, in a few words: the node's address and what failed
+/// (`cannot connect to 127.0.0.1:9: Connection refused (os error 111)`). A DEPLOY keeps
+/// one per unreachable node in the state, so reqwest's own text (`error sending request
+/// for url (http://…/apply): client error (Connect): tcp connect error: …`, about three
+/// times as long) is not kept: the delivery names its node, the address says where it
+/// was looked for, the innermost cause says why.
+fn transport_error(e: reqwest::Error) -> String {
+    let to = e
+        .url()
+        .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
+        .unwrap_or_else(|| "the node".into());
+    let what = if e.is_timeout() {
+        "no answer in time from"
+    } else if e.is_connect() {
+        "cannot connect to"
+    } else {
+        "request failed to"
+    };
+    let mut cause = None;
+    let mut cur = std::error::Error::source(&e);
+    while let Some(s) = cur {
+        cause = Some(s.to_string());
+        cur = s.source();
+    }
+    match cause {
+        Some(c) => format!("{what} {to}: {c}"),
+        None => format!("{what} {to}: {}", e.without_url()),
+    }
 }
 
 /// Classify a node agent's answer to `POST /apply` by what it says it runs now; the HTTP
@@ -676,8 +705,9 @@ mod tests {
 mod transport_tests {
     use super::*;
 
-    /// A node that cannot be reached is reported with the URL and the cause (the
-    /// connection was refused), not only "error sending request".
+    /// A node that cannot be reached is reported with its address and the cause (the
+    /// connection was refused), not only "error sending request", and in a few words: a
+    /// DEPLOY keeps one such error per unreachable node in the state.
     #[tokio::test]
     async fn an_unreachable_node_is_named_with_the_cause() {
         // A port that was free a moment ago: nothing listens there.
@@ -691,10 +721,14 @@ mod transport_tests {
         let NodeAnswer::Unknown { error } = post_apply(&http, &base, b"{}".to_vec()).await else {
             panic!("an unreachable node is an unknown answer");
         };
-        assert!(error.contains(&format!("{base}/apply")), "{error}");
+        assert!(
+            error.starts_with(&format!("cannot connect to 127.0.0.1:{port}: ")),
+            "{error}"
+        );
         assert!(
             error.to_lowercase().contains("connection refused"),
             "{error}"
         );
+        assert!(error.len() <= 80, "{} bytes: {error}", error.len());
     }
 }
