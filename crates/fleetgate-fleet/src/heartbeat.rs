@@ -382,134 +382,10 @@ impl Registry {
         let mut ids: Vec<&str> = batch.iter().map(|v| v.record.node_id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
-        let pg = self.is_postgres();
-        // SQLite: take the write lock first (a read that later writes would otherwise
-        // deadlock with another writer instead of waiting for it).
-        let begin = if pg { "BEGIN" } else { "BEGIN IMMEDIATE" };
-        let accepted: Vec<bool> = with_pool!(self, |pool| {
-            let mut tx = pool
-                .begin_with(begin)
-                .await
-                .map_err(FleetError::db("begin heartbeat transaction"))?;
-            // 1. The nodes' stored pairs (locked on PostgreSQL until the commit).
-            let mut q = sqlx::QueryBuilder::new(
-                "SELECT id, last_epoch, last_seq, status, public_key FROM peers WHERE id IN (",
-            );
-            let mut sep = q.separated(", ");
-            for id in &ids {
-                sep.push_bind((*id).to_owned());
-            }
-            sep.push_unseparated(")");
-            if pg {
-                q.push(" ORDER BY id FOR UPDATE");
-            }
-            let rows: Vec<(String, i64, i64, String, String)> = q
-                .build_query_as()
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(FleetError::db("read the peers of a heartbeat batch"))?;
-            let stored: BTreeMap<String, (i64, i64, bool, String)> = rows
-                .into_iter()
-                .map(|(id, e, q, st, key)| (id, (e, q, st != "removed", key)))
-                .collect();
-            // 2. Decide in order, as one heartbeat after another would be.
-            let mut pair: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-            let mut accepted = Vec::with_capacity(batch.len());
-            let mut last: BTreeMap<&str, usize> = BTreeMap::new();
-            for (i, v) in batch.iter().enumerate() {
-                let r = &v.record;
-                let ok = match stored.get(r.node_id.as_str()) {
-                    // Not removed, and still enrolled with the key that verified it.
-                    Some(&(e0, q0, active, ref key)) if active && *key == v.key => {
-                        let (e, q) = *pair.get(r.node_id.as_str()).unwrap_or(&(e0, q0));
-                        let above = e < r.epoch || (e == r.epoch && q < r.seq);
-                        above && e >= r.epoch - step
-                    }
-                    _ => false,
-                };
-                if ok {
-                    pair.insert(&r.node_id, (r.epoch, r.seq));
-                    last.insert(&r.node_id, i);
-                }
-                accepted.push(ok);
-            }
-            // 3. Advance each node's pair once, to its last accepted heartbeat, only if the
-            //    stored pair is still the one read (compare-and-swap).
-            let mut moved: std::collections::BTreeSet<String> = Default::default();
-            if !last.is_empty() {
-                let mut q = sqlx::QueryBuilder::new(
-                    "UPDATE peers SET last_seq = v.seq, last_epoch = v.epoch, last_heartbeat = v.at, \
-                     current_version = v.version, code_hash = v.code_hash, last_healthy = v.healthy, \
-                     last_floor = v.floor FROM (",
-                );
-                for (n, (id, i)) in last.iter().enumerate() {
-                    let r = &batch[*i].record;
-                    let (e0, q0, _, _) = stored[*id];
-                    q.push(if n == 0 {
-                        "SELECT "
-                    } else {
-                        " UNION ALL SELECT "
-                    });
-                    let mut row = q.separated(", ");
-                    row.push_bind(r.node_id.clone()).push_unseparated(" AS id");
-                    row.push_bind(r.seq).push_unseparated(" AS seq");
-                    row.push_bind(r.epoch).push_unseparated(" AS epoch");
-                    row.push_bind(r.at).push_unseparated(" AS at");
-                    row.push_bind(r.version.clone())
-                        .push_unseparated(" AS version");
-                    row.push_bind(r.code_hash.clone())
-                        .push_unseparated(" AS code_hash");
-                    row.push_bind(r.healthy).push_unseparated(" AS healthy");
-                    row.push_bind(batch[*i].floor).push_unseparated(" AS floor");
-                    row.push_bind(e0).push_unseparated(" AS prev_epoch");
-                    row.push_bind(q0).push_unseparated(" AS prev_seq");
-                }
-                q.push(
-                    ") AS v WHERE peers.id = v.id AND peers.last_epoch = v.prev_epoch \
-                     AND peers.last_seq = v.prev_seq AND peers.status <> 'removed' RETURNING peers.id",
-                );
-                let rows: Vec<(String,)> = q
-                    .build_query_as()
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(FleetError::db("update the peers of a heartbeat batch"))?;
-                moved = rows.into_iter().map(|r| r.0).collect();
-            }
-            for (ok, v) in accepted.iter_mut().zip(&batch) {
-                *ok = *ok && moved.contains(&v.record.node_id);
-            }
-            // 4. The accepted heartbeats, in one statement.
-            if accepted.iter().any(|a| *a) {
-                let mut q = sqlx::QueryBuilder::new(
-                    "INSERT INTO heartbeats (node_id, at, sent_at, seq, version, code_hash, healthy, exceptions_total, requests_total, bench, epoch) ",
-                );
-                q.push_values(
-                    batch.iter().zip(&accepted).filter(|(_, a)| **a),
-                    |mut row, (v, _)| {
-                        let r = &v.record;
-                        row.push_bind(r.node_id.clone())
-                            .push_bind(r.at)
-                            .push_bind(r.sent_at)
-                            .push_bind(r.seq)
-                            .push_bind(r.version.clone())
-                            .push_bind(r.code_hash.clone())
-                            .push_bind(r.healthy)
-                            .push_bind(r.exceptions_total)
-                            .push_bind(r.requests_total)
-                            .push_bind(v.bench_json.clone())
-                            .push_bind(r.epoch);
-                    },
-                );
-                q.build()
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(FleetError::db("store heartbeats"))?;
-            }
-            tx.commit()
-                .await
-                .map_err(FleetError::db("commit heartbeats"))?;
-            accepted
-        });
+        let accepted: Vec<bool> = match &self.pool {
+            Pool::Postgres(pool) => store_batch_pg(pool, &batch, &ids, step).await?,
+            Pool::Sqlite(pool) => store_batch_sqlite(pool, &batch, &ids, step).await?,
+        };
         let mut out = Vec::with_capacity(batch.len());
         for (v, ok) in batch.into_iter().zip(accepted) {
             if ok {
@@ -701,4 +577,284 @@ impl Registry {
         });
         row.map(HeartbeatRecord::try_from).transpose()
     }
+}
+
+/// The nodes' stored state as a batch reads it: `(last_epoch, last_seq, not removed,
+/// public key)` by node id.
+type StoredPairs = BTreeMap<String, (i64, i64, bool, String)>;
+
+fn stored_pairs(rows: Vec<(String, i64, i64, String, String)>) -> StoredPairs {
+    rows.into_iter()
+        .map(|(id, e, q, st, key)| (id, (e, q, st != "removed", key)))
+        .collect()
+}
+
+/// Decides a batch in order, as one heartbeat after another would be: whether each is
+/// accepted against its node's stored pair (and the ones accepted before it in the
+/// batch), and for each node the index of its last accepted heartbeat.
+fn decide<'a>(
+    batch: &'a [VerifiedHeartbeat],
+    stored: &StoredPairs,
+    step: i64,
+) -> (Vec<bool>, BTreeMap<&'a str, usize>) {
+    let mut pair: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    let mut accepted = Vec::with_capacity(batch.len());
+    let mut last: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, v) in batch.iter().enumerate() {
+        let r = &v.record;
+        let ok = match stored.get(r.node_id.as_str()) {
+            // Not removed, and still enrolled with the key that verified it.
+            Some(&(e0, q0, active, ref key)) if active && *key == v.key => {
+                let (e, q) = *pair.get(r.node_id.as_str()).unwrap_or(&(e0, q0));
+                let above = e < r.epoch || (e == r.epoch && q < r.seq);
+                above && e >= r.epoch - step
+            }
+            _ => false,
+        };
+        if ok {
+            pair.insert(&r.node_id, (r.epoch, r.seq));
+            last.insert(&r.node_id, i);
+        }
+        accepted.push(ok);
+    }
+    (accepted, last)
+}
+
+/// A heartbeat stays accepted only if its node's pair moved in this transaction (the
+/// compare-and-swap found the pair the batch read).
+fn keep_moved(
+    accepted: &mut [bool],
+    batch: &[VerifiedHeartbeat],
+    moved: &std::collections::BTreeSet<String>,
+) {
+    for (ok, v) in accepted.iter_mut().zip(batch) {
+        *ok = *ok && moved.contains(&v.record.node_id);
+    }
+}
+
+/// PostgreSQL: the batch in three statements whose text does not depend on its size
+/// (columns bound as arrays and read back with `unnest`), so each is parsed and planned
+/// once per connection and then only executed — a statement per batch size, or one bind
+/// per value, costs the server a parse and a plan of hundreds of parameters every time.
+/// The peers are locked in id order (`ORDER BY id FOR UPDATE`): racing batches wait for
+/// each other, never deadlock.
+async fn store_batch_pg(
+    pool: &sqlx::PgPool,
+    batch: &[VerifiedHeartbeat],
+    ids: &[&str],
+    step: i64,
+) -> Result<Vec<bool>, FleetError> {
+    const READ: &str = "SELECT id, last_epoch, last_seq, status, public_key FROM peers \
+         WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE";
+    const ADVANCE: &str = "UPDATE peers SET last_seq = v.seq, last_epoch = v.epoch, \
+         last_heartbeat = v.at, current_version = v.version, code_hash = v.code_hash, \
+         last_healthy = v.healthy, last_floor = v.floor \
+         FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], \
+         $6::text[], $7::bool[], $8::bigint[], $9::bigint[], $10::bigint[]) \
+         AS v(id, seq, epoch, at, version, code_hash, healthy, floor, prev_epoch, prev_seq) \
+         WHERE peers.id = v.id AND peers.last_epoch = v.prev_epoch \
+         AND peers.last_seq = v.prev_seq AND peers.status <> 'removed' RETURNING peers.id";
+    const INSERT: &str = "INSERT INTO heartbeats (node_id, at, sent_at, seq, version, \
+         code_hash, healthy, exceptions_total, requests_total, bench, epoch) \
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], \
+         $5::text[], $6::text[], $7::bool[], $8::bigint[], $9::bigint[], $10::text[], \
+         $11::bigint[])";
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(FleetError::db("begin heartbeat transaction"))?;
+    // 1. The nodes' stored pairs, locked until the commit.
+    let rows: Vec<(String, i64, i64, String, String)> = sqlx::query_as(READ)
+        .bind(ids)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(FleetError::db("read the peers of a heartbeat batch"))?;
+    let stored = stored_pairs(rows);
+    // 2. Decide in order.
+    let (mut accepted, last) = decide(batch, &stored, step);
+    // 3. Advance each node's pair once, to its last accepted heartbeat, only if the stored
+    //    pair is still the one read (compare-and-swap).
+    let mut moved = std::collections::BTreeSet::new();
+    if !last.is_empty() {
+        let rows = last.iter().map(|(id, i)| (*id, &batch[*i], &stored[*id]));
+        let (mut id, mut seq, mut epoch, mut at, mut version, mut hash, mut healthy) =
+            (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        let (mut floor, mut prev_epoch, mut prev_seq) = (vec![], vec![], vec![]);
+        for (node, v, (e0, q0, _, _)) in rows {
+            let r = &v.record;
+            id.push(node);
+            seq.push(r.seq);
+            epoch.push(r.epoch);
+            at.push(r.at);
+            version.push(r.version.as_str());
+            hash.push(r.code_hash.as_str());
+            healthy.push(r.healthy);
+            floor.push(v.floor);
+            prev_epoch.push(*e0);
+            prev_seq.push(*q0);
+        }
+        let rows: Vec<(String,)> = sqlx::query_as(ADVANCE)
+            .bind(id)
+            .bind(seq)
+            .bind(epoch)
+            .bind(at)
+            .bind(version)
+            .bind(hash)
+            .bind(healthy)
+            .bind(floor)
+            .bind(prev_epoch)
+            .bind(prev_seq)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(FleetError::db("update the peers of a heartbeat batch"))?;
+        moved = rows.into_iter().map(|r| r.0).collect();
+    }
+    keep_moved(&mut accepted, batch, &moved);
+    // 4. The accepted heartbeats, in one statement.
+    if accepted.iter().any(|a| *a) {
+        let (mut node, mut at, mut sent_at, mut seq, mut version, mut hash) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        let (mut healthy, mut exceptions, mut requests, mut bench, mut epoch) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for (v, _) in batch.iter().zip(&accepted).filter(|(_, a)| **a) {
+            let r = &v.record;
+            node.push(r.node_id.as_str());
+            at.push(r.at);
+            sent_at.push(r.sent_at);
+            seq.push(r.seq);
+            version.push(r.version.as_str());
+            hash.push(r.code_hash.as_str());
+            healthy.push(r.healthy);
+            exceptions.push(r.exceptions_total);
+            requests.push(r.requests_total);
+            bench.push(v.bench_json.as_str());
+            epoch.push(r.epoch);
+        }
+        sqlx::query(INSERT)
+            .bind(node)
+            .bind(at)
+            .bind(sent_at)
+            .bind(seq)
+            .bind(version)
+            .bind(hash)
+            .bind(healthy)
+            .bind(exceptions)
+            .bind(requests)
+            .bind(bench)
+            .bind(epoch)
+            .execute(&mut *tx)
+            .await
+            .map_err(FleetError::db("store heartbeats"))?;
+    }
+    tx.commit()
+        .await
+        .map_err(FleetError::db("commit heartbeats"))?;
+    Ok(accepted)
+}
+
+/// SQLite: the batch under the write lock, taken first (`BEGIN IMMEDIATE`: a read that
+/// later writes would otherwise deadlock with another writer instead of waiting for it).
+/// SQLite prepares a statement in microseconds and has no array type, so the statements
+/// carry the batch's values inline as parameters.
+async fn store_batch_sqlite(
+    pool: &sqlx::SqlitePool,
+    batch: &[VerifiedHeartbeat],
+    ids: &[&str],
+    step: i64,
+) -> Result<Vec<bool>, FleetError> {
+    let mut tx = pool
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(FleetError::db("begin heartbeat transaction"))?;
+    // 1. The nodes' stored pairs.
+    let mut q = sqlx::QueryBuilder::new(
+        "SELECT id, last_epoch, last_seq, status, public_key FROM peers WHERE id IN (",
+    );
+    let mut sep = q.separated(", ");
+    for id in ids {
+        sep.push_bind((*id).to_owned());
+    }
+    sep.push_unseparated(")");
+    let rows: Vec<(String, i64, i64, String, String)> = q
+        .build_query_as()
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(FleetError::db("read the peers of a heartbeat batch"))?;
+    let stored = stored_pairs(rows);
+    // 2. Decide in order.
+    let (mut accepted, last) = decide(batch, &stored, step);
+    // 3. Advance each node's pair once, to its last accepted heartbeat, only if the
+    //    stored pair is still the one read (compare-and-swap).
+    let mut moved: std::collections::BTreeSet<String> = Default::default();
+    if !last.is_empty() {
+        let mut q = sqlx::QueryBuilder::new(
+            "UPDATE peers SET last_seq = v.seq, last_epoch = v.epoch, last_heartbeat = v.at, \
+             current_version = v.version, code_hash = v.code_hash, last_healthy = v.healthy, \
+             last_floor = v.floor FROM (",
+        );
+        for (n, (id, i)) in last.iter().enumerate() {
+            let r = &batch[*i].record;
+            let (e0, q0, _, _) = stored[*id];
+            q.push(if n == 0 {
+                "SELECT "
+            } else {
+                " UNION ALL SELECT "
+            });
+            let mut row = q.separated(", ");
+            row.push_bind(r.node_id.clone()).push_unseparated(" AS id");
+            row.push_bind(r.seq).push_unseparated(" AS seq");
+            row.push_bind(r.epoch).push_unseparated(" AS epoch");
+            row.push_bind(r.at).push_unseparated(" AS at");
+            row.push_bind(r.version.clone())
+                .push_unseparated(" AS version");
+            row.push_bind(r.code_hash.clone())
+                .push_unseparated(" AS code_hash");
+            row.push_bind(r.healthy).push_unseparated(" AS healthy");
+            row.push_bind(batch[*i].floor).push_unseparated(" AS floor");
+            row.push_bind(e0).push_unseparated(" AS prev_epoch");
+            row.push_bind(q0).push_unseparated(" AS prev_seq");
+        }
+        q.push(
+            ") AS v WHERE peers.id = v.id AND peers.last_epoch = v.prev_epoch \
+             AND peers.last_seq = v.prev_seq AND peers.status <> 'removed' RETURNING peers.id",
+        );
+        let rows: Vec<(String,)> = q
+            .build_query_as()
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(FleetError::db("update the peers of a heartbeat batch"))?;
+        moved = rows.into_iter().map(|r| r.0).collect();
+    }
+    keep_moved(&mut accepted, batch, &moved);
+    // 4. The accepted heartbeats, in one statement.
+    if accepted.iter().any(|a| *a) {
+        let mut q = sqlx::QueryBuilder::new(
+            "INSERT INTO heartbeats (node_id, at, sent_at, seq, version, code_hash, healthy, exceptions_total, requests_total, bench, epoch) ",
+        );
+        q.push_values(
+            batch.iter().zip(&accepted).filter(|(_, a)| **a),
+            |mut row, (v, _)| {
+                let r = &v.record;
+                row.push_bind(r.node_id.clone())
+                    .push_bind(r.at)
+                    .push_bind(r.sent_at)
+                    .push_bind(r.seq)
+                    .push_bind(r.version.clone())
+                    .push_bind(r.code_hash.clone())
+                    .push_bind(r.healthy)
+                    .push_bind(r.exceptions_total)
+                    .push_bind(r.requests_total)
+                    .push_bind(v.bench_json.clone())
+                    .push_bind(r.epoch);
+            },
+        );
+        q.build()
+            .execute(&mut *tx)
+            .await
+            .map_err(FleetError::db("store heartbeats"))?;
+    }
+    tx.commit()
+        .await
+        .map_err(FleetError::db("commit heartbeats"))?;
+    Ok(accepted)
 }
