@@ -262,9 +262,13 @@ struct Take {
     version: String,
     code_hash: String,
     sequence: u64,
+    /// The manifest's expiry (unix seconds): a cached verification holds until then.
+    expires_at: u64,
 }
 
-/// Each distinct manifest body (by SHA-256) verified once for every node.
+/// Each distinct manifest body (by SHA-256) verified once for every node, until it
+/// expires: a manifest taken before its expiry is verified afresh after it (and refused,
+/// as an agent would).
 type VerifyCache = std::sync::Mutex<std::collections::HashMap<[u8; 32], Result<Take, String>>>;
 
 /// Feed figures of one worker.
@@ -282,12 +286,17 @@ fn verify_feed(
     body: &[u8],
     keyring: &fleetgate_trust::Keyring,
     cache: &VerifyCache,
+    now: u64,
 ) -> Result<Take, String> {
     let digest: [u8; 32] = Sha256::digest(body).into();
-    if let Some(hit) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&digest) {
+    if let Some(hit) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&digest)
+        && match hit {
+            Ok(t) => now < t.expires_at,
+            Err(_) => true,
+        }
+    {
         return hit.clone();
     }
-    let now = u64::try_from(fleetgate_fleet::unix_now()).unwrap_or(0);
     let taken = fleetgate_trust::verify_manifest(body, keyring, now, &Default::default())
         .map_err(|e| e.to_string())
         .and_then(|v| {
@@ -297,11 +306,13 @@ fn verify_feed(
                     version: m.version,
                     code_hash: m.code_hash,
                     sequence: m.sequence,
+                    expires_at: m.expires_at,
                 }),
                 fleetgate_trust::ManifestKind::Rollback => Ok(Take {
                     version: m.return_to_version.unwrap_or_default(),
                     code_hash: m.return_to_code_hash.unwrap_or_default(),
                     sequence: m.sequence,
+                    expires_at: m.expires_at,
                 }),
                 other => Err(format!("a {other:?} manifest is not simulated")),
             }
@@ -358,7 +369,8 @@ async fn poll_feed(
     stats.fetched += 1;
     // Settled either way: not fetched again until the feed changes (as the agent).
     run.etag = etag;
-    match verify_feed(&body, keyring, cache) {
+    let now = u64::try_from(fleetgate_fleet::unix_now()).unwrap_or(0);
+    match verify_feed(&body, keyring, cache, now) {
         Ok(t) if t.sequence > run.floor => {
             run.version = t.version;
             run.code_hash = t.code_hash;
@@ -582,4 +594,48 @@ fn applied_figures(mut applies: Vec<(String, String, f64)>) -> BTreeMap<String, 
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetgate_trust::{Keyring, Manifest, SigningKey, TrustedKey, sign_manifest};
+
+    const NOW: u64 = 1_800_000_000;
+
+    /// A manifest verified once is taken from the cache only until it expires; after its
+    /// expiry a simulated node refuses it, as an agent would.
+    #[test]
+    fn a_cached_manifest_is_refused_once_it_expires() {
+        let key = SigningKey::from_seed(&[7; 32]);
+        let ring = Keyring::new(1, 1, vec![TrustedKey::new(key.public_key())]).expect("ring");
+        let manifest = Manifest {
+            version: "v1.2.3".into(),
+            git_sha: "a".repeat(40),
+            code_hash: "c".repeat(64),
+            file_manifest_hash: "f".repeat(64),
+            guardrail_hash: "9".repeat(64),
+            built_at: fleetgate_trust::rfc3339_seconds(NOW - 60),
+            sequence: 5,
+            expires_at: NOW + 100,
+            canary_seed: "0123abcd".into(),
+            ..Manifest::default()
+        };
+        let body = sign_manifest(&manifest, &[&key]).expect("sign");
+        let cache = VerifyCache::default();
+        let taken = verify_feed(&body, &ring, &cache, NOW).expect("valid before its expiry");
+        assert_eq!(
+            (taken.sequence, taken.code_hash.as_str()),
+            (5, "c".repeat(64).as_str())
+        );
+        assert!(verify_feed(&body, &ring, &cache, NOW + 99).is_ok());
+        let refused = verify_feed(&body, &ring, &cache, NOW + 100)
+            .expect_err("the cached verification does not outlive the manifest");
+        assert!(refused.contains("expire"), "{refused}");
+        // The refusal is what the cache holds from then on.
+        let digest: [u8; 32] = Sha256::digest(&body).into();
+        let held = cache.lock().expect("cache").get(&digest).cloned();
+        assert!(matches!(held, Some(Err(_))), "{held:?}");
+        assert!(verify_feed(&body, &ring, &cache, NOW + 101).is_err());
+    }
 }
