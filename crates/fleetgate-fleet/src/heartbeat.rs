@@ -752,103 +752,125 @@ async fn store_batch_pg(
     Ok(accepted)
 }
 
+/// `rows` as one JSON array for `json_each` (strings, integers and booleans only: it
+/// cannot fail, and a failure would name itself).
+fn as_json(rows: &impl Serialize) -> Result<String, FleetError> {
+    serde_json::to_string(rows).map_err(|e| FleetError::Invalid {
+        what: "heartbeat batch",
+        value: e.to_string(),
+        expected: "values JSON can hold",
+    })
+}
+
 /// SQLite: the batch under the write lock, taken first (`BEGIN IMMEDIATE`: a read that
 /// later writes would otherwise deadlock with another writer instead of waiting for it).
-/// SQLite prepares a statement in microseconds and has no array type, so the statements
-/// carry the batch's values inline as parameters.
+/// As on PostgreSQL, the statements' texts do not depend on the batch: SQLite has no
+/// arrays, so each statement gets the batch as one JSON array and reads it back with
+/// `json_each` (a row per node as an array, `value->>k` its `k`-th column). Nothing
+/// comes back a row at a time (sqlx hands each row over from its SQLite thread): the
+/// peers read are one JSON row, and the pairs advanced a count — under `BEGIN IMMEDIATE`
+/// no other writer can move a pair between the read and the update. A statement
+/// with a clause per node would not do: SQLite allows 500 terms in a compound `SELECT`,
+/// and a batch holds up to [`crate::ingest::MAX_BATCH`] nodes.
 async fn store_batch_sqlite(
     pool: &sqlx::SqlitePool,
     batch: &[VerifiedHeartbeat],
     ids: &[&str],
     step: i64,
 ) -> Result<Vec<bool>, FleetError> {
+    const READ: &str = "SELECT json_group_array(json_array(id, last_epoch, last_seq, \
+         status, public_key)) FROM peers WHERE id IN (SELECT value FROM json_each(?1))";
+    const ADVANCE: &str = "UPDATE peers SET last_seq = v.seq, last_epoch = v.epoch, \
+         last_heartbeat = v.at, current_version = v.version, code_hash = v.code_hash, \
+         last_healthy = v.healthy, last_floor = v.floor \
+         FROM (SELECT value->>0 AS id, value->>1 AS seq, value->>2 AS epoch, value->>3 AS at, \
+         value->>4 AS version, value->>5 AS code_hash, value->>6 AS healthy, \
+         value->>7 AS floor, value->>8 AS prev_epoch, value->>9 AS prev_seq \
+         FROM json_each(?1)) AS v \
+         WHERE peers.id = v.id AND peers.last_epoch = v.prev_epoch \
+         AND peers.last_seq = v.prev_seq AND peers.status <> 'removed'";
+    const INSERT: &str = "INSERT INTO heartbeats (node_id, at, sent_at, seq, version, \
+         code_hash, healthy, exceptions_total, requests_total, bench, epoch) \
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, \
+         value->>6, value->>7, value->>8, value->>9, value->>10 FROM json_each(?1)";
     let mut tx = pool
         .begin_with("BEGIN IMMEDIATE")
         .await
         .map_err(FleetError::db("begin heartbeat transaction"))?;
     // 1. The nodes' stored pairs.
-    let mut q = sqlx::QueryBuilder::new(
-        "SELECT id, last_epoch, last_seq, status, public_key FROM peers WHERE id IN (",
-    );
-    let mut sep = q.separated(", ");
-    for id in ids {
-        sep.push_bind((*id).to_owned());
-    }
-    sep.push_unseparated(")");
-    let rows: Vec<(String, i64, i64, String, String)> = q
-        .build_query_as()
-        .fetch_all(&mut *tx)
+    let (read,): (String,) = sqlx::query_as(READ)
+        .bind(as_json(&ids)?)
+        .fetch_one(&mut *tx)
         .await
         .map_err(FleetError::db("read the peers of a heartbeat batch"))?;
+    let rows: Vec<(String, i64, i64, String, String)> =
+        serde_json::from_str(&read).map_err(|e| FleetError::Invalid {
+            what: "peers of a heartbeat batch, as read",
+            value: e.to_string(),
+            expected: "a JSON array of [id, last_epoch, last_seq, status, public_key]",
+        })?;
     let stored = stored_pairs(rows);
     // 2. Decide in order.
     let (mut accepted, last) = decide(batch, &stored, step);
     // 3. Advance each node's pair once, to its last accepted heartbeat, only if the
     //    stored pair is still the one read (compare-and-swap).
-    let mut moved: std::collections::BTreeSet<String> = Default::default();
+    let mut moved = std::collections::BTreeSet::new();
     if !last.is_empty() {
-        let mut q = sqlx::QueryBuilder::new(
-            "UPDATE peers SET last_seq = v.seq, last_epoch = v.epoch, last_heartbeat = v.at, \
-             current_version = v.version, code_hash = v.code_hash, last_healthy = v.healthy, \
-             last_floor = v.floor FROM (",
-        );
-        for (n, (id, i)) in last.iter().enumerate() {
-            let r = &batch[*i].record;
-            let (e0, q0, _, _) = stored[*id];
-            q.push(if n == 0 {
-                "SELECT "
-            } else {
-                " UNION ALL SELECT "
-            });
-            let mut row = q.separated(", ");
-            row.push_bind(r.node_id.clone()).push_unseparated(" AS id");
-            row.push_bind(r.seq).push_unseparated(" AS seq");
-            row.push_bind(r.epoch).push_unseparated(" AS epoch");
-            row.push_bind(r.at).push_unseparated(" AS at");
-            row.push_bind(r.version.clone())
-                .push_unseparated(" AS version");
-            row.push_bind(r.code_hash.clone())
-                .push_unseparated(" AS code_hash");
-            row.push_bind(r.healthy).push_unseparated(" AS healthy");
-            row.push_bind(batch[*i].floor).push_unseparated(" AS floor");
-            row.push_bind(e0).push_unseparated(" AS prev_epoch");
-            row.push_bind(q0).push_unseparated(" AS prev_seq");
-        }
-        q.push(
-            ") AS v WHERE peers.id = v.id AND peers.last_epoch = v.prev_epoch \
-             AND peers.last_seq = v.prev_seq AND peers.status <> 'removed' RETURNING peers.id",
-        );
-        let rows: Vec<(String,)> = q
-            .build_query_as()
-            .fetch_all(&mut *tx)
+        let rows: Vec<_> = last
+            .iter()
+            .map(|(id, i)| {
+                let v = &batch[*i];
+                let r = &v.record;
+                let (e0, q0, _, _) = stored[*id];
+                let (version, hash) = (&r.version, &r.code_hash);
+                (
+                    *id, r.seq, r.epoch, r.at, version, hash, r.healthy, v.floor, e0, q0,
+                )
+            })
+            .collect();
+        let advanced = sqlx::query(ADVANCE)
+            .bind(as_json(&rows)?)
+            .execute(&mut *tx)
             .await
-            .map_err(FleetError::db("update the peers of a heartbeat batch"))?;
-        moved = rows.into_iter().map(|r| r.0).collect();
+            .map_err(FleetError::db("update the peers of a heartbeat batch"))?
+            .rows_affected();
+        // Under the write lock nothing changed the pairs read: every one advances. Were it
+        // otherwise the batch fails whole (nothing is committed) rather than guess.
+        if advanced != rows.len() as u64 {
+            return Err(FleetError::Invalid {
+                what: "heartbeat batch",
+                value: format!("{advanced} of {} peers advanced", rows.len()),
+                expected: "every peer read under the write lock to advance",
+            });
+        }
+        moved = rows.iter().map(|r| r.0.to_owned()).collect();
     }
     keep_moved(&mut accepted, batch, &moved);
     // 4. The accepted heartbeats, in one statement.
     if accepted.iter().any(|a| *a) {
-        let mut q = sqlx::QueryBuilder::new(
-            "INSERT INTO heartbeats (node_id, at, sent_at, seq, version, code_hash, healthy, exceptions_total, requests_total, bench, epoch) ",
-        );
-        q.push_values(
-            batch.iter().zip(&accepted).filter(|(_, a)| **a),
-            |mut row, (v, _)| {
+        let rows: Vec<_> = batch
+            .iter()
+            .zip(&accepted)
+            .filter(|(_, a)| **a)
+            .map(|(v, _)| {
                 let r = &v.record;
-                row.push_bind(r.node_id.clone())
-                    .push_bind(r.at)
-                    .push_bind(r.sent_at)
-                    .push_bind(r.seq)
-                    .push_bind(r.version.clone())
-                    .push_bind(r.code_hash.clone())
-                    .push_bind(r.healthy)
-                    .push_bind(r.exceptions_total)
-                    .push_bind(r.requests_total)
-                    .push_bind(v.bench_json.clone())
-                    .push_bind(r.epoch);
-            },
-        );
-        q.build()
+                (
+                    &r.node_id,
+                    r.at,
+                    r.sent_at,
+                    r.seq,
+                    &r.version,
+                    &r.code_hash,
+                    r.healthy,
+                    r.exceptions_total,
+                    r.requests_total,
+                    &v.bench_json,
+                    r.epoch,
+                )
+            })
+            .collect();
+        sqlx::query(INSERT)
+            .bind(as_json(&rows)?)
             .execute(&mut *tx)
             .await
             .map_err(FleetError::db("store heartbeats"))?;

@@ -1276,6 +1276,54 @@ async fn batched_heartbeats_are_stored_exactly_once_under_concurrent_replays() {
     }
 }
 
+/// The largest batch the endpoint's writer forms ([`fleetgate_fleet::ingest::MAX_BATCH`]
+/// heartbeats, each from another node — a large fleet under load) is stored whole, in one
+/// transaction, on both backends: no statement of the batch has a per-node clause that a
+/// database limits (SQLite allows 500 terms in a compound `SELECT`).
+#[tokio::test]
+async fn the_largest_batch_from_as_many_nodes_is_stored_whole() {
+    let n = fleetgate_fleet::ingest::MAX_BATCH;
+    let policy = HeartbeatPolicy::default();
+    let keys: Vec<SigningKey> = (0..n)
+        .map(|i| {
+            let mut seed = [3u8; 32];
+            seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            SigningKey::from_seed(&seed)
+        })
+        .collect();
+    for db in backends().await {
+        let reg = db.registry().await;
+        for (i, key) in keys.iter().enumerate() {
+            reg.enroll(&cert_for(&format!("big{i}"), key, "eu"), &keyring(), NOW)
+                .await
+                .unwrap();
+        }
+        let bodies: Vec<Vec<u8>> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| signed(&heartbeat(&format!("big{i}"), 1, NOW as u64), key))
+            .collect();
+        let results = reg.record_heartbeats(&bodies, &policy, NOW).await;
+        let results = results.unwrap_or_else(|e| panic!("[{}] a batch of {n}: {e}", db.name));
+        assert_eq!(results.len(), n);
+        for r in &results {
+            assert!(r.is_ok(), "[{}] {r:?}", db.name);
+        }
+        let ids: Vec<String> = (0..n).map(|i| format!("big{i}")).collect();
+        let stored = reg.heartbeats_between(&ids, NOW, NOW).await.unwrap();
+        assert_eq!(stored.len(), n, "[{}] every heartbeat stored", db.name);
+        for id in [&ids[0], &ids[n - 1]] {
+            assert_eq!(
+                reg.peer(id).await.unwrap().last_seq,
+                1,
+                "[{}] {id}",
+                db.name
+            );
+        }
+        db.cleanup().await;
+    }
+}
+
 /// Bounded storage: five nodes heartbeat every 10 s for three simulated hours, old
 /// heartbeats pruned every minute with a 10-minute retention (as the endpoint's writer
 /// does). Each node's stored heartbeats stay at about retention / interval however long
