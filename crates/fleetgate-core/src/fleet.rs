@@ -132,9 +132,10 @@ pub struct NodeDelivery {
     /// Otherwise best effort: given up after [`BEST_EFFORT_ATTEMPTS`].
     #[serde(default = "yes")]
     pub required: bool,
-    /// The last answer. Boxed: a DEPLOY holds one delivery per node, most with no answer
-    /// kept (an unreachable node's error is its `detail`), and an inline answer would
-    /// make every one of them as large as the largest answer.
+    /// The last answer.
+    // Boxed: a DEPLOY holds one delivery per node, most with no answer kept (an
+    // unreachable node's error is its `detail`), and an inline answer would make every
+    // one of them as large as the largest answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_answer: Option<Box<NodeAnswer>>,
     /// Why it is where it is (the failure or the last error).
