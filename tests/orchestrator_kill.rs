@@ -15,6 +15,10 @@ fn kill(mut child: Child) {
 #[test]
 fn killed_during_canary_and_during_deploy_the_orchestrator_resumes_and_finishes() {
     let fleet = Fleet::prepare(4);
+    // The canary must pass on the judge's verdict after the restart: each canary node is
+    // judged against its own history, which a fleet started seconds ago does not have yet
+    // (with ~20 s of it a healthy canary was once held inconclusive until RUN_LIMIT).
+    fleet.wait_for_history(30);
 
     // --- CANARY ---
     assert_eq!(code(&fleet.fg(&["start", "v2.0.0"])), 0);

@@ -9,7 +9,10 @@
 //!
 //! - `.tar`, `.tar.gz`, `.tgz`: unpacked at the slot's root, **safely**: every entry path
 //!   is relative with no `..`; only regular files, directories and symlinks whose target
-//!   stays inside the slot are created (hard links, device files and FIFOs are refused);
+//!   stays inside the slot are created — judged alone as each is made, then again once
+//!   every entry is in place, followed through the other links as the kernel would (a
+//!   chain of links that each stay inside but together lead out, or a loop, is refused);
+//!   hard links, device files and FIFOs are refused;
 //!   nothing is written through a symlink or over an existing file; modes are kept
 //!   without setuid/setgid/sticky or group/other write; the total size, the number of
 //!   entries and the ratio of unpacked to compressed bytes are limited ([`Limits`]).
@@ -280,6 +283,7 @@ pub fn install(
         bytes: 0,
         entries: 0,
         files: BTreeMap::new(),
+        links: Vec::new(),
     };
     for (a, file) in downloaded {
         match archive_kind(&a.name) {
@@ -302,6 +306,17 @@ pub fn install(
                 let mut f = std::fs::File::open(file).map_err(io("open", file))?;
                 w.write_file(&a.name, &rel, &mut f, 0o755, None)?;
             }
+        }
+    }
+    // Each link was judged alone as it was made; followed through the others (made
+    // before or after it), it must still stay inside.
+    for (name, rel) in &w.links {
+        if let Some(reason) = escapes(root, rel) {
+            return Err(ArtifactError::Unsafe {
+                name: name.clone(),
+                entry: rel.display().to_string(),
+                reason,
+            });
         }
     }
     let list = serde_json::to_vec_pretty(&w.files).unwrap_or_default();
@@ -384,6 +399,8 @@ struct Writer {
     bytes: u64,
     entries: u64,
     files: BTreeMap<String, String>,
+    /// Every symlink made: `(artifact, path in the slot)`.
+    links: Vec<(String, PathBuf)>,
 }
 
 impl Writer {
@@ -538,7 +555,9 @@ impl Writer {
             } else {
                 io("create link", &dest)(e)
             }
-        })
+        })?;
+        self.links.push((name.to_owned(), rel.to_owned()));
+        Ok(())
     }
 
     fn unpack_zip(
@@ -669,6 +688,67 @@ fn stays_inside(rel: &Path, target: &Path) -> bool {
         }
     }
     true
+}
+
+/// The most symlinks [`escapes`] follows resolving one path (Linux's own limit).
+const MAX_LINK_HOPS: usize = 40;
+
+/// Resolves the symlink at `rel` inside `root` the way the kernel would, following every
+/// symlink met on the way (as they are on disk now), without leaving `root`: `Some(why)`
+/// when the resolution leaves the slot or loops. A component that does not exist is
+/// taken as it is written (a dangling link must not point outside either).
+fn escapes(root: &Path, rel: &Path) -> Option<String> {
+    let mut pending: Vec<std::ffi::OsString> = Vec::new();
+    let mut push_rev = |pending: &mut Vec<std::ffi::OsString>, p: &Path| -> bool {
+        let mut parts = Vec::new();
+        for c in p.components() {
+            match c {
+                Component::Normal(x) => parts.push(x.to_owned()),
+                Component::CurDir => {}
+                Component::ParentDir => parts.push("..".into()),
+                Component::RootDir | Component::Prefix(_) => return false,
+            }
+        }
+        pending.extend(parts.into_iter().rev());
+        true
+    };
+    push_rev(&mut pending, rel);
+    let mut at: Vec<std::ffi::OsString> = Vec::new();
+    let mut hops = 0;
+    while let Some(part) = pending.pop() {
+        if part == ".." {
+            if at.pop().is_none() {
+                return Some(format!(
+                    "the symlink, followed through the links around it, points outside the slot ({})",
+                    rel.display()
+                ));
+            }
+            continue;
+        }
+        at.push(part);
+        let here: PathBuf = at.iter().fold(root.to_owned(), |p, c| p.join(c));
+        let is_link = std::fs::symlink_metadata(&here).is_ok_and(|m| m.file_type().is_symlink());
+        if !is_link {
+            continue;
+        }
+        hops += 1;
+        if hops > MAX_LINK_HOPS {
+            return Some(format!(
+                "the symlink is part of a loop (more than {MAX_LINK_HOPS} links followed)"
+            ));
+        }
+        let Ok(target) = std::fs::read_link(&here) else {
+            return Some("the symlink cannot be read back".into());
+        };
+        at.pop();
+        if !push_rev(&mut pending, &target) {
+            return Some(format!(
+                "the symlink, followed through the links around it, points outside the slot ({})",
+                target.display()
+            ));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -814,6 +894,34 @@ mod tests {
                 "absolute symlink",
                 raw_tar(&[("evil", tar::EntryType::Symlink, b"", "/etc")]),
                 "outside the slot",
+            ),
+            (
+                // Each link alone stays inside (`a/b/s` points at the slot's root), but
+                // `t` followed through `s` lands three levels above the slot.
+                "symlink chain escape",
+                raw_tar(&[
+                    ("a/b/s", tar::EntryType::Symlink, b"", "../.."),
+                    ("t", tar::EntryType::Symlink, b"", "a/b/s/../../.."),
+                ]),
+                "followed through",
+            ),
+            (
+                // The same with the links in the other order: the link `t` goes
+                // through is made after `t`.
+                "symlink chain escape, through a later link",
+                raw_tar(&[
+                    ("t", tar::EntryType::Symlink, b"", "a/b/s/../../.."),
+                    ("a/b/s", tar::EntryType::Symlink, b"", "../.."),
+                ]),
+                "followed through",
+            ),
+            (
+                "symlink loop",
+                raw_tar(&[
+                    ("x", tar::EntryType::Symlink, b"", "y"),
+                    ("y", tar::EntryType::Symlink, b"", "x"),
+                ]),
+                "loop",
             ),
             (
                 "write through a symlink",
@@ -966,6 +1074,11 @@ mod tests {
                 "symlink escape",
                 zip_of(&[("evil", 'l', b"../../etc")]),
                 "outside the slot",
+            ),
+            (
+                "symlink chain escape",
+                zip_of(&[("a/b/s", 'l', b"../.."), ("t", 'l', b"a/b/s/../../..")]),
+                "followed through",
             ),
             (
                 "write through a symlink",

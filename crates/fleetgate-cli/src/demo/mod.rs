@@ -384,6 +384,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             config.display(),
             config.display()
         );
+        if !args.empty_nodes {
+            println!(
+                "  (start after about {}s: the canary judges each node against its own v1.0.0 \
+                 history, and a fleet started seconds ago can be held inconclusive)",
+                fleet::PRE_HISTORY.as_secs()
+            );
+        }
         println!("  stop everything: pkill -f {}", dir.display());
         return Ok(ExitCode::SUCCESS);
     }
