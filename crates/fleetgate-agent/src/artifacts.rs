@@ -699,7 +699,7 @@ const MAX_LINK_HOPS: usize = 40;
 /// taken as it is written (a dangling link must not point outside either).
 fn escapes(root: &Path, rel: &Path) -> Option<String> {
     let mut pending: Vec<std::ffi::OsString> = Vec::new();
-    let mut push_rev = |pending: &mut Vec<std::ffi::OsString>, p: &Path| -> bool {
+    let push_rev = |pending: &mut Vec<std::ffi::OsString>, p: &Path| -> bool {
         let mut parts = Vec::new();
         for c in p.components() {
             match c {
