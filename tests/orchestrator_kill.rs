@@ -28,6 +28,67 @@ fn killed_during_canary_and_during_deploy_the_orchestrator_resumes_and_finishes(
             && s["canary"].get("window_start").is_some()
             && s["gate_results"]["canary"]["checks"].as_u64().unwrap_or(0) >= 3
     });
+    // What an operator and an agent see of the live canary: every criterion with its
+    // decision, statistic and threshold; the exception rate's estimate and thresholds.
+    let health: Value =
+        serde_json::from_slice(&fleet.fg(&["canary-health", "--json"]).stdout).unwrap();
+    assert_eq!(health["success"], true, "{health}");
+    assert!(health["checks"].as_u64().unwrap() >= 3, "{health}");
+    let tool: Value =
+        serde_json::from_slice(&fleet.fg(&["tools", "call", "check_canary_health"]).stdout)
+            .unwrap();
+    assert_eq!(tool["canary_active"], true, "{tool}");
+    assert_eq!(tool["stage"], "canary", "{tool}");
+    assert_eq!(tool["healthy"], true, "{tool}");
+    assert_eq!(tool["version"], "v2.0.0", "{tool}");
+    assert_eq!(
+        tool["canary_nodes"].as_array().map(Vec::len),
+        tool["selection"]["nodes"].as_array().map(Vec::len),
+        "{tool}"
+    );
+    for criteria in [&health["verdict"]["criteria"], &tool["criteria"]] {
+        let names: Vec<&str> = criteria
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["criterion"].as_str().unwrap())
+            .collect();
+        assert_eq!(names.len(), 5, "{criteria}");
+        for c in criteria.as_array().unwrap() {
+            assert!(
+                ["pass", "pending", "fail", "skipped"].contains(&c["decision"].as_str().unwrap()),
+                "{c}"
+            );
+            assert!(
+                c.get("statistic").is_some() && c.get("threshold").is_some(),
+                "{c}"
+            );
+        }
+        let rate = criteria
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["criterion"] == "exception_rate")
+            .unwrap_or_else(|| panic!("no exception_rate in {names:?}"));
+        // The detail says why it stands where it stands; once there is an estimate, it
+        // is given with its interval and both thresholds.
+        let detail = rate["detail"].as_str().unwrap();
+        assert!(!detail.is_empty(), "{rate}");
+        if detail.contains("estimated") {
+            assert!(
+                detail.contains("95% CI")
+                    && detail.contains("(canary.max_exception_rate_increase)")
+                    && detail.contains("(canary.detect_exception_rate_increase)"),
+                "{detail}"
+            );
+        }
+        for t in [
+            "max_exception_rate_increase",
+            "detect_exception_rate_increase",
+        ] {
+            assert!(rate["threshold"][t].is_number(), "{rate}");
+        }
+    }
     kill(run);
     let canary_before = before["canary"].clone();
     let checks_before = before["gate_results"]["canary"]["checks"].as_u64().unwrap();
