@@ -4,7 +4,9 @@
 //! for A's lease to expire, takes it and finishes *the same run* (same run id, canary
 //! selection and window) from the shared state. A revived A is fenced out and changes
 //! nothing. A bad release handed over the same way ends `rolled_back` with every node
-//! back on the last good release.
+//! back on the last good release. Releases ship built artifacts, which live in A's state
+//! directory and in the shared run state: the nodes B deploys to get them from the
+//! shared copy.
 
 mod common;
 use common::{Fleet, code, history, text};
@@ -24,6 +26,20 @@ fn ha_fleet() -> Option<Ha> {
     let fleet = Fleet::prepare_with(4, &["--database-url", &url, "--lease-ttl-secs", "6"]);
     let a = std::fs::read_to_string(fleet.config()).unwrap();
     assert!(a.contains("store = \"postgres\""), "{a}");
+    // Releases of built artifacts (as in tests/artifact_release.rs): A's BUILD stores
+    // them in A's state directory, which dies with A; B's rollback orders list them and
+    // the nodes B deploys to download them from `fleet serve`, which must find them in
+    // the shared run state.
+    let a = a.replacen(
+        "command = \"sh build.sh\"\n",
+        "command = \"sh build.sh\"\nartifacts = [\"app.conf\", \"build/*.env\"]\n",
+        1,
+    );
+    assert!(
+        a.contains("artifacts = ["),
+        "the demo config has a build command"
+    );
+    std::fs::write(fleet.config(), &a).unwrap();
     let b = fleet.dir.path().join("fleetgate-b.toml");
     std::fs::write(
         &b,
@@ -130,6 +146,10 @@ fn handover(ha: &Ha, version: &str, what: &str, kill_when: impl Fn(&Value) -> bo
     let revived = ha.fleet.status();
     assert_eq!(revived["run_id"], before["run_id"], "A sees the shared run");
     assert_eq!(revived["lease"]["ours"], false);
+    // The revived A's reads rebuilt its mirror, artifacts included; `fleet serve` (on A's
+    // directory here) is left with no copy of its own, as on a host of its own: the nodes
+    // B deploys to are served from the shared run state.
+    let _ = std::fs::remove_dir_all(ha.fleet.dir.path().join("state").join("artifacts"));
 
     let out = b.wait_within(Duration::from_secs(240));
     assert!(

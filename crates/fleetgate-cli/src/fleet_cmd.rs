@@ -349,6 +349,14 @@ pub fn run(o: &Orchestrator, cmd: FleetCmd) -> anyhow::Result<ExitCode> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
+            // High availability: the orchestrator that built a release may be gone with
+            // its directory; the artifacts are in the shared run state too.
+            let shared_artifacts = (o.config().state.store
+                == fleetgate_core::config::StateStore::Postgres)
+                .then(|| fleetgate_fleet::http::SharedArtifacts {
+                    registry: reg.clone(),
+                    name: fleetgate_runtime::ha::STATE_NAME.to_owned(),
+                });
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("failed to listen on {listen}"))?;
                 eprintln!("fleet endpoints on {}://{}/api/fleet/ and /artifacts/ (registry {})", crate::tls_cmd::scheme(&tls), listener.local_addr()?, fleetgate_fleet::redact_url(&url));
@@ -367,9 +375,10 @@ pub fn run(o: &Orchestrator, cmd: FleetCmd) -> anyhow::Result<ExitCode> {
                     metrics.clone(),
                 )
                 .merge(fleetgate_fleet::http::probes(reg, metrics))
-                .merge(fleetgate_fleet::http::artifacts(fleetgate_runtime::artifacts::store_dir(
-                    &o.context().state_dir,
-                )));
+                .merge(fleetgate_fleet::http::artifacts_shared(
+                    fleetgate_runtime::artifacts::store_dir(&o.context().state_dir),
+                    shared_artifacts,
+                ));
                 let app = fleetgate_fleet::limit::per_source(routes, fleetgate_fleet::limit::FLEET_LIMIT);
                 crate::tls_cmd::serve_router(listener, tls, app, shutdown).await?;
                 anyhow::Ok(())

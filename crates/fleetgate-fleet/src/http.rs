@@ -20,6 +20,9 @@
 //! * `GET /artifacts/{sha256}` ([`artifacts`], mounted by `fleet serve`) — a release's
 //!   built file from the orchestrator's content-addressed store, streamed with its
 //!   `Content-Length`; 400 for anything but 64 lowercase hex characters, 404 when absent.
+//!   With [`artifacts_shared`] (high availability) one the directory lacks is fetched
+//!   from the shared run state's files, checked against its name and kept; 503 with
+//!   `Retry-After` when that store does not answer.
 //!   Nodes check size and digest against the signed manifest, so the route needs no
 //!   authentication to be safe (what it serves is public to the fleet).
 //!
@@ -149,13 +152,42 @@ async fn get_feed(
 
 /// `GET /artifacts/{sha256}` from the directory `store` (files named by their SHA-256).
 pub fn artifacts(store: std::path::PathBuf) -> Router {
+    artifacts_shared(store, None)
+}
+
+/// Where [`artifacts_shared`] looks for an artifact its directory lacks: the files
+/// stored beside the shared run state `name` in `registry` (high availability: the
+/// orchestrator that built the release may be gone, its directory with it).
+#[derive(Debug, Clone)]
+pub struct SharedArtifacts {
+    /// The registry holding the shared run state.
+    pub registry: Registry,
+    /// The shared run state's name.
+    pub name: String,
+}
+
+struct ArtifactStore {
+    dir: std::path::PathBuf,
+    shared: Option<SharedArtifacts>,
+    /// One fetch from the shared store at a time: nodes asking for the same missing
+    /// artifact at once wait for the first fetch instead of each holding a copy.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+/// [`artifacts`], and an artifact missing from `store` is fetched from `shared` (when
+/// given), checked against its name, kept in `store` and served.
+pub fn artifacts_shared(store: std::path::PathBuf, shared: Option<SharedArtifacts>) -> Router {
     Router::new()
         .route("/artifacts/{sha256}", get(get_artifact))
-        .with_state(Arc::new(store))
+        .with_state(Arc::new(ArtifactStore {
+            dir: store,
+            shared,
+            fetching: tokio::sync::Mutex::new(()),
+        }))
 }
 
 async fn get_artifact(
-    State(store): State<Arc<std::path::PathBuf>>,
+    State(store): State<Arc<ArtifactStore>>,
     Path(sha256): Path<String>,
 ) -> Response {
     if !fleetgate_trust::is_sha256_hex(&sha256) {
@@ -165,25 +197,82 @@ async fn get_artifact(
         )
             .into_response();
     }
-    let path = store.join(&sha256);
-    let file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
-        Err(_) => return (StatusCode::NOT_FOUND, "no such artifact\n").into_response(),
+    let path = store.dir.join(&sha256);
+    if let Some(r) = serve_file(&path).await {
+        return r;
+    }
+    let Some(shared) = &store.shared else {
+        return (StatusCode::NOT_FOUND, "no such artifact\n").into_response();
     };
-    let len = match file.metadata().await {
-        Ok(m) if m.is_file() => m.len(),
-        _ => return (StatusCode::NOT_FOUND, "no such artifact\n").into_response(),
+    let _one = store.fetching.lock().await;
+    if let Some(r) = serve_file(&path).await {
+        return r; // fetched by the request before this one
+    }
+    let file = match shared
+        .registry
+        .shared_file(&shared.name, &format!("artifacts/{sha256}"))
+        .await
+    {
+        Ok(Some(f)) => f,
+        Ok(None) => return (StatusCode::NOT_FOUND, "no such artifact\n").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "an artifact could not be read from the shared store");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(RETRY_AFTER, "5")],
+                "the shared store does not answer; retry\n",
+            )
+                .into_response();
+        }
     };
-    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let bytes = match file.content() {
+        Ok(b) if fleetgate_trust::provenance::sha256_hex(&b) == sha256 => b,
+        Ok(_) | Err(_) => {
+            tracing::warn!(artifact = %sha256, "the shared store's copy of an artifact is damaged: not served");
+            return (StatusCode::NOT_FOUND, "no such artifact\n").into_response();
+        }
+    };
+    // Kept for the next node (a temporary name, then renamed: a file under its digest
+    // is always whole). A failure to keep it does not stop this answer.
+    let tmp = store.dir.join(format!(".{sha256}.fetch"));
+    let kept = tokio::fs::create_dir_all(&store.dir).await.is_ok()
+        && tokio::fs::write(&tmp, &bytes).await.is_ok()
+        && tokio::fs::rename(&tmp, &path).await.is_ok();
+    if !kept {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        tracing::warn!(artifact = %sha256, dir = %store.dir.display(), "an artifact fetched from the shared store could not be kept");
+    }
+    let len = bytes.len();
     (
         StatusCode::OK,
         [
             (CONTENT_TYPE, "application/octet-stream".to_owned()),
             (axum::http::header::CONTENT_LENGTH, len.to_string()),
         ],
-        body,
+        bytes,
     )
         .into_response()
+}
+
+/// The file at `path`, streamed, if it is one.
+async fn serve_file(path: &std::path::Path) -> Option<Response> {
+    let file = tokio::fs::File::open(path).await.ok()?;
+    let len = match file.metadata().await {
+        Ok(m) if m.is_file() => m.len(),
+        _ => return None,
+    };
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    Some(
+        (
+            StatusCode::OK,
+            [
+                (CONTENT_TYPE, "application/octet-stream".to_owned()),
+                (axum::http::header::CONTENT_LENGTH, len.to_string()),
+            ],
+            body,
+        )
+            .into_response(),
+    )
 }
 
 /// `/healthz`, `/readyz` and `/metrics` of a server whose only job is the fleet endpoint

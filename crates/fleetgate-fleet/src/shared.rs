@@ -208,6 +208,40 @@ impl Registry {
         }))
     }
 
+    /// The paths and content digests of the files stored beside the state document
+    /// `name` (no content): a reader fetches only the files it does not hold already
+    /// ([`Registry::shared_file`]), one at a time, so its memory is bounded by the
+    /// largest file rather than by all of them.
+    pub async fn shared_file_index(&self, name: &str) -> Result<Vec<(String, String)>, FleetError> {
+        const SQL: &str = "SELECT path, sha256 FROM pipeline_files WHERE name = $1 ORDER BY path";
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as(SQL)
+                .bind(name)
+                .fetch_all(pool)
+                .await
+                .map_err(FleetError::db("list the shared state files"))?
+        }))
+    }
+
+    /// The file `path` stored beside the state document `name`, as stored
+    /// ([`SharedFile::content`] gives its content), if there is one.
+    pub async fn shared_file(
+        &self,
+        name: &str,
+        path: &str,
+    ) -> Result<Option<SharedFile>, FleetError> {
+        const SQL: &str =
+            "SELECT path, sha256, bytes FROM pipeline_files WHERE name = $1 AND path = $2";
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as(SQL)
+                .bind(name)
+                .bind(path)
+                .fetch_optional(pool)
+                .await
+                .map_err(FleetError::db("read a shared state file"))?
+        }))
+    }
+
     /// Write the state document `name` (and `files`, upserted by path) if `holder` holds
     /// the lease `lease` at `epoch`, unexpired by the database's clock, and the stored
     /// revision is `expected_rev` (0: none stored yet). Returns the new revision.

@@ -1036,6 +1036,29 @@ async fn the_shared_run_state_is_written_only_by_the_lease_holder_at_the_revisio
         let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(paths, ["manifests/1.json", "releases.json"]);
         assert_eq!(files[0].bytes, b"m1");
+        // Listed without content, then read one at a time.
+        let index = reg.shared_file_index("pipeline").await.unwrap();
+        let listed: Vec<(String, String)> = files
+            .iter()
+            .map(|f| (f.path.clone(), f.sha256.clone()))
+            .collect();
+        assert_eq!(index, listed);
+        let one = reg
+            .shared_file("pipeline", "manifests/1.json")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(one, files[0]);
+        assert_eq!(
+            reg.shared_file("pipeline", "manifests/2.json")
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            reg.shared_file("other", "releases.json").await.unwrap(),
+            None
+        );
         db.cleanup().await;
     }
 }

@@ -60,16 +60,28 @@ impl SharedStore for RegistryState {
 
     fn fetch_files(
         &self,
+        skip: &dyn Fn(&str, &str) -> bool,
         each: &mut dyn FnMut(String, Vec<u8>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let files = self
+        let registry = self.link.registry();
+        let index = self
             .link
-            .block_on(self.link.registry().shared_files(STATE_NAME))
-            .map_err(|e| unavailable("read the shared state files", e))?;
-        for f in files {
-            let path = f.path.clone();
-            // Inflated one at a time (run archives are stored compressed).
-            let content = f
+            .block_on(registry.shared_file_index(STATE_NAME))
+            .map_err(|e| unavailable("list the shared state files", e))?;
+        for (path, sha256) in index {
+            if skip(&path, &sha256) {
+                continue;
+            }
+            // Fetched and inflated one at a time: run archives and built artifacts are
+            // large, and a reader holds only one of them at once.
+            let Some(file) = self
+                .link
+                .block_on(registry.shared_file(STATE_NAME, &path))
+                .map_err(|e| unavailable("read a shared state file", e))?
+            else {
+                continue; // replaced since it was listed: the next pull sees the new one
+            };
+            let content = file
                 .content()
                 .map_err(|e| SharedError::Damaged(format!("the shared state file {path}: {e}")))?;
             each(path, content)?;

@@ -25,8 +25,17 @@ use std::sync::{Arc, Mutex};
 /// record and the run's signed manifest).
 pub const SHARED_FILES: [&str; 2] = ["releases.json", "release_manifest.json"];
 /// Directories whose files live in the shared store too: signed manifests by sequence,
-/// benchmark baselines, provenance, approvals, the archive of finished runs.
-pub const SHARED_DIRS: [&str; 5] = ["manifests", "benchmarks", "provenance", "approvals", "runs"];
+/// benchmark baselines, provenance, approvals, the archive of finished runs, and BUILD's
+/// artifacts (by digest: a standby's SIGN checks and signs them, its rollback orders
+/// list them, and `fleet serve` fetches one it lacks from the store).
+pub const SHARED_DIRS: [&str; 6] = [
+    "manifests",
+    "benchmarks",
+    "provenance",
+    "approvals",
+    "runs",
+    "artifacts",
+];
 /// Largest file mirrored (larger ones are logged once and left local): the state file's
 /// own limit. A run archive over 100,000 nodes is about 16 MB (stored compressed).
 pub const MAX_SHARED_FILE: u64 = 64 * 1024 * 1024;
@@ -61,13 +70,16 @@ pub trait SharedStore: Send + Sync + std::fmt::Debug {
     }
     /// The stored files, handed to `each` one at a time (path relative to the state
     /// directory, content): a store that keeps them compressed inflates one file at a
-    /// time, so a standby taking over does not hold every run's archive at once.
-    /// Stops at the first error `each` returns.
+    /// time, so a standby taking over does not hold every run's archive at once. A file
+    /// for which `skip(path, sha256 hex)` is true is already held by the reader as it is
+    /// stored: it is neither fetched nor handed over. Stops at the first error `each`
+    /// returns.
     ///
     /// # Errors
     /// The store failed or holds a damaged file, or `each` failed.
     fn fetch_files(
         &self,
+        skip: &dyn Fn(&str, &str) -> bool,
         each: &mut dyn FnMut(String, Vec<u8>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
     /// Store `doc` (and `files`) if this process holds the pipeline lease and the stored
@@ -172,6 +184,14 @@ fn safe_rel(path: &str) -> bool {
             || SHARED_DIRS
                 .iter()
                 .any(|d| path.strip_prefix(d).is_some_and(|r| r.starts_with('/'))))
+}
+
+fn hex_of(digest: &[u8; 32]) -> String {
+    use std::fmt::Write;
+    digest.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
@@ -294,7 +314,21 @@ impl StateDir {
         }
         drop(sync);
         let mut fetched = Vec::new();
-        shared.store.fetch_files(&mut |rel, bytes| {
+        // What the mirror holds already is not fetched again: a file this process
+        // recorded with that digest and unchanged since (by its stat), or an artifact
+        // present under its digest (`artifacts/<sha256>` is named by its content; SIGN
+        // and every node check it against that name).
+        let skip = |rel: &str, sha256: &str| {
+            let path = self.dir.join(rel);
+            if rel.strip_prefix("artifacts/") == Some(sha256) && path.is_file() {
+                return true;
+            }
+            let known = shared.sync().files.get(rel).copied();
+            known.is_some_and(|k| {
+                hex_of(&k.digest) == sha256 && k.stat.is_some() && k.stat == Stat::of_path(&path)
+            })
+        };
+        shared.store.fetch_files(&skip, &mut |rel, bytes| {
             if !safe_rel(&rel) {
                 tracing::warn!(path = %rel, "the shared store holds a file outside the mirrored paths: ignored");
                 return Ok(());
@@ -403,6 +437,10 @@ mod tests {
         fetches: AtomicU32,
         /// Paths of the files each put carried.
         pushed: Mutex<Vec<Vec<String>>>,
+        /// The files stored, by path.
+        files: Mutex<std::collections::BTreeMap<String, Vec<u8>>>,
+        /// Paths of the files handed to readers.
+        handed: Mutex<Vec<String>>,
     }
 
     impl SharedStore for Counting {
@@ -415,8 +453,17 @@ mod tests {
         }
         fn fetch_files(
             &self,
-            _each: &mut dyn FnMut(String, Vec<u8>) -> Result<(), crate::StoreError>,
+            skip: &dyn Fn(&str, &str) -> bool,
+            each: &mut dyn FnMut(String, Vec<u8>) -> Result<(), crate::StoreError>,
         ) -> Result<(), crate::StoreError> {
+            let files = self.files.lock().unwrap().clone();
+            for (path, bytes) in files {
+                if skip(&path, &super::hex_of(&super::digest(&bytes))) {
+                    continue;
+                }
+                self.handed.lock().unwrap().push(path.clone());
+                each(path, bytes)?;
+            }
             Ok(())
         }
         fn put(
@@ -429,6 +476,7 @@ mod tests {
                 .lock()
                 .unwrap()
                 .push(files.iter().map(|(p, _)| p.clone()).collect());
+            self.files.lock().unwrap().extend(files.iter().cloned());
             let mut stored = self.doc.lock().unwrap();
             let rev = stored.as_ref().map_or(0, |(_, r)| *r);
             if rev != expected_rev {
@@ -471,6 +519,65 @@ mod tests {
         assert_eq!(store.fetches.load(Ordering::SeqCst), 1);
     }
 
+    /// BUILD's artifacts travel with the run: a standby on an empty state directory
+    /// finds them in its mirror (its SIGN checks them there), and a reader that holds an
+    /// artifact already, or a file unchanged since it last pulled it, does not fetch it.
+    #[test]
+    fn artifacts_reach_a_standby_and_what_a_mirror_holds_is_not_fetched_again() {
+        use sha2::Digest;
+        let store = Arc::new(Counting::default());
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let leader = StateDir::open(a.path()).unwrap().with_shared(store.clone());
+        let bytes = b"the built binary".to_vec();
+        let rel = format!(
+            "artifacts/{}",
+            super::hex_of(&sha2::Sha256::digest(&bytes).into())
+        );
+        std::fs::create_dir_all(a.path().join("artifacts")).unwrap();
+        std::fs::write(a.path().join(&rel), &bytes).unwrap();
+        std::fs::create_dir_all(a.path().join("runs")).unwrap();
+        std::fs::write(a.path().join("runs/r1.json"), b"{}").unwrap();
+        leader
+            .transact(|s| {
+                s.version = "v1".into();
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+        assert!(store.pushed.lock().unwrap().concat().contains(&rel));
+
+        let standby = StateDir::open(b.path()).unwrap().with_shared(store.clone());
+        assert_eq!(standby.load().unwrap().version, "v1");
+        assert_eq!(std::fs::read(b.path().join(&rel)).unwrap(), bytes);
+        assert_eq!(
+            *store.handed.lock().unwrap(),
+            [rel.clone(), "runs/r1.json".to_owned()]
+        );
+
+        // The leader moves on; the standby pulls again: nothing it holds is handed over.
+        store.handed.lock().unwrap().clear();
+        leader
+            .transact(|s| {
+                s.version = "v2".into();
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+        // A new reader process on the standby's directory knows nothing of it but the
+        // artifact, present under its digest.
+        let fresh = StateDir::open(b.path()).unwrap().with_shared(store.clone());
+        assert_eq!(fresh.load().unwrap().version, "v2");
+        assert_eq!(*store.handed.lock().unwrap(), ["runs/r1.json".to_owned()]);
+        store.handed.lock().unwrap().clear();
+        leader
+            .transact(|s| {
+                s.version = "v3".into();
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+        assert_eq!(standby.load().unwrap().version, "v3");
+        let handed = store.handed.lock().unwrap().clone();
+        assert!(!handed.contains(&rel), "{handed:?}");
+    }
+
     /// A shared store whose mirrored file is damaged: a read returns the local mirror
     /// and says why (not "unreachable"); a write is refused, naming the damage.
     #[test]
@@ -483,6 +590,7 @@ mod tests {
             }
             fn fetch_files(
                 &self,
+                _skip: &dyn Fn(&str, &str) -> bool,
                 _each: &mut dyn FnMut(String, Vec<u8>) -> Result<(), crate::StoreError>,
             ) -> Result<(), crate::StoreError> {
                 Err(SharedError::Damaged(
