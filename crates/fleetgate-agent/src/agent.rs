@@ -210,7 +210,8 @@ pub struct Status {
     /// The last agent update (`self_update`), when there was one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_update: Option<crate::selfupdate::UpdateRecord>,
-    /// Feed polling (pull mode; `None` in push mode).
+    /// Reads of the node's feed: pull mode's polls, or push mode's catch-up reads
+    /// (`None` in push mode until the first).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pull: Option<crate::pull::PullStats>,
 }
@@ -591,8 +592,10 @@ impl Agent {
             healthy: probe.healthy,
             health_detail: probe.detail,
             heartbeats: lock(&self.inner.hb_stats).clone(),
-            pull: (self.inner.cfg.mode == crate::DeliveryMode::Pull)
-                .then(|| lock(&self.inner.pull_stats).clone()),
+            pull: {
+                let p = lock(&self.inner.pull_stats).clone();
+                (self.inner.cfg.mode == crate::DeliveryMode::Pull || p.polls > 0).then_some(p)
+            },
             agent_binary: std::env::current_exe().ok(),
             agent_update: crate::selfupdate::load(&self.inner.cfg.state_dir)
                 .ok()

@@ -171,8 +171,15 @@ pub async fn build(agent: &Agent, epoch: u64, seq: u64) -> Heartbeat {
     }
 }
 
-/// Sends heartbeats until `shutdown` turns true.
-pub async fn run(agent: Agent, base_url: String, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+/// Sends heartbeats until `shutdown` turns true. With `catch_up` (push mode: the node's
+/// feed and the ETag of what it last took from it), reads the feed once whenever a
+/// heartbeat gets through after one failed ([`crate::pull::catch_up`]).
+pub async fn run(
+    agent: Agent,
+    base_url: String,
+    mut catch_up: Option<(String, Option<String>)>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let url = format!("{}{HEARTBEAT_PATH}", base_url.trim_end_matches('/'));
     let interval = Duration::from_secs(agent.config().heartbeat_interval_secs);
     let cap = Duration::from_secs(agent.config().heartbeat_max_backoff_secs).max(interval);
@@ -184,6 +191,8 @@ pub async fn run(agent: Agent, base_url: String, mut shutdown: tokio::sync::watc
         }
     };
     let mut pause = interval;
+    // Whether the last heartbeat got through (the node caught up with its feed at start).
+    let mut through = true;
     loop {
         let result = match seqs.take() {
             Ok((epoch, seq)) => send_one(&agent, &url, epoch, seq)
@@ -191,6 +200,7 @@ pub async fn run(agent: Agent, base_url: String, mut shutdown: tokio::sync::watc
                 .map(|()| (epoch, seq)),
             Err(e) => Err(SendError::Other(e)),
         };
+        let ok = result.is_ok();
         pause = match result {
             Ok(sent) => {
                 agent.record_heartbeat(&Ok(sent), false);
@@ -217,6 +227,14 @@ pub async fn run(agent: Agent, base_url: String, mut shutdown: tokio::sync::watc
                 (pause * 2).min(cap)
             }
         };
+        if ok
+            && !through
+            && let Some((feed, etag)) = catch_up.as_mut()
+        {
+            // Cut off until now: an order may have gone out meanwhile (push mode).
+            crate::pull::catch_up(&agent, feed, etag, "heartbeats recovered").await;
+        }
+        through = ok;
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
             _ = shutdown.wait_for(|v| *v) => return,

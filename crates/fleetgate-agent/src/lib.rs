@@ -143,6 +143,21 @@ impl RunningNode {
         if let Some(r) = agent.recover().await? {
             tracing::warn!(outcome = ?r.outcome, "recovered an interrupted apply: {}", r.detail);
         }
+        // Push mode: orders sent while this node was down wait in its feed; obey them
+        // before `/apply` serves (a revoked release's signed manifest stays valid).
+        let catch_up = (agent.config().mode != DeliveryMode::Pull)
+            .then(|| {
+                agent
+                    .config()
+                    .orchestrator
+                    .as_ref()
+                    .and(pull::feed_url(agent.config()))
+            })
+            .flatten();
+        let mut feed_etag = None;
+        if let Some(url) = &catch_up {
+            pull::catch_up(&agent, url, &mut feed_etag, "at start").await;
+        }
         let (stop, rx) = watch::channel(false);
         let mut srv_rx = rx.clone();
         let svc = http::router(agent.clone()).into_make_service_with_connect_info::<SocketAddr>();
@@ -170,11 +185,10 @@ impl RunningNode {
                 )
             }
         };
-        let heartbeats = agent
-            .config()
-            .orchestrator
-            .clone()
-            .map(|url| tokio::spawn(heartbeat::run(agent.clone(), url, rx.clone())));
+        let heartbeats = agent.config().orchestrator.clone().map(|url| {
+            let catch_up = catch_up.map(|feed| (feed, feed_etag));
+            tokio::spawn(heartbeat::run(agent.clone(), url, catch_up, rx.clone()))
+        });
         let pull = (agent.config().mode == DeliveryMode::Pull)
             .then(|| pull::feed_url(agent.config()))
             .flatten()

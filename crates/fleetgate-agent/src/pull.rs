@@ -10,6 +10,13 @@
 //! refused by verification) is not tried again until the feed changes; one that failed
 //! for a reason that may pass (the node was busy, a download or a disk failed) is tried
 //! at the next poll.
+//!
+//! Push mode catches up from the same feed ([`catch_up`]): a node with an `orchestrator`
+//! reads its feed once when it starts, before its `/apply` endpoint serves anything, and
+//! again when its heartbeats get through after failing. The orchestrator writes every
+//! order it sends into the feed, delivered or not, so a node that was down or cut off
+//! while a rollback order went out obeys it (its floor rises past the revoked release)
+//! before anyone can hand it that release's still-valid signed manifest.
 
 use crate::agent::{Agent, ApplyError};
 use crate::machine::Outcome;
@@ -72,10 +79,62 @@ pub async fn poll_once(
     url: &str,
     etag: &mut Option<String>,
 ) -> Result<Poll, String> {
-    let mut req = agent
-        .http_client()
-        .get(url)
-        .timeout(Duration::from_secs(30));
+    poll_once_within(agent, url, etag, Duration::from_secs(30)).await
+}
+
+/// How long a catch-up may wait for the feed (a node starting up waits this long at most
+/// before serving when its orchestrator does not answer).
+pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Push mode's catch-up read of the feed (see the module docs): one [`poll_once`], the
+/// request bounded by [`CATCH_UP_TIMEOUT`] (an apply it starts runs to its end), recorded
+/// in the node's pull figures. A feed that cannot be read is logged, not an error: the
+/// node serves anyway, and tries again when its heartbeats next recover.
+pub async fn catch_up(agent: &Agent, url: &str, etag: &mut Option<String>, when: &str) {
+    let polled = poll_once_within(agent, url, etag, CATCH_UP_TIMEOUT).await;
+    record(agent, &polled);
+    match polled {
+        Ok(Poll::Applied { outcome, .. }) => {
+            tracing::info!(url, when, outcome, "caught up with the feed");
+        }
+        Ok(Poll::Unchanged | Poll::Empty) => {
+            tracing::debug!(url, when, "feed read: nothing new");
+        }
+        Err(e) => tracing::warn!(
+            error = %e,
+            when,
+            "could not read the feed to catch up with orders sent while this node was unreachable; tried again when heartbeats next recover"
+        ),
+    }
+}
+
+fn record(agent: &Agent, polled: &Result<Poll, String>) {
+    agent.record_poll(|s| {
+        s.polls += 1;
+        s.last_poll_at = Some(fleetgate_trust::unix_now());
+        match polled {
+            Ok(Poll::Applied { outcome, .. }) => {
+                s.fetched += 1;
+                s.refused += u64::from(outcome.starts_with("refused"));
+                s.last_outcome = Some(outcome.clone());
+                s.last_error = None;
+            }
+            Ok(Poll::Unchanged | Poll::Empty) => s.last_error = None,
+            Err(e) => {
+                s.failed += 1;
+                s.last_error = Some(e.clone());
+            }
+        }
+    });
+}
+
+async fn poll_once_within(
+    agent: &Agent,
+    url: &str,
+    etag: &mut Option<String>,
+    timeout: Duration,
+) -> Result<Poll, String> {
+    let mut req = agent.http_client().get(url).timeout(timeout);
     if let Some(tag) = etag.as_deref() {
         req = req.header(reqwest::header::IF_NONE_MATCH, tag);
     }
@@ -168,23 +227,7 @@ pub async fn run(agent: Agent, url: String, mut shutdown: tokio::sync::watch::Re
     tracing::info!(url = %url, every = ?interval, "pull mode: polling the release feed");
     loop {
         let polled = poll_once(&agent, &url, &mut etag).await;
-        agent.record_poll(|s| {
-            s.polls += 1;
-            s.last_poll_at = Some(fleetgate_trust::unix_now());
-            match &polled {
-                Ok(Poll::Applied { outcome, .. }) => {
-                    s.fetched += 1;
-                    s.refused += u64::from(outcome.starts_with("refused"));
-                    s.last_outcome = Some(outcome.clone());
-                    s.last_error = None;
-                }
-                Ok(Poll::Unchanged | Poll::Empty) => s.last_error = None,
-                Err(e) => {
-                    s.failed += 1;
-                    s.last_error = Some(e.clone());
-                }
-            }
-        });
+        record(&agent, &polled);
         match polled {
             Ok(Poll::Applied { outcome, settled }) => {
                 tracing::debug!(outcome, settled, "feed polled");

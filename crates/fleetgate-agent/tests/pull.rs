@@ -135,3 +135,84 @@ fn a_node_behind_nat_pulls_releases_and_a_rollback_order_from_its_feed_and_refus
 
     fleet.rt.block_on(node.shutdown()).unwrap();
 }
+
+/// The fleet endpoint over `reg` on `port`, as a task that can be stopped (an outage).
+fn serve_on(
+    rt: &tokio::runtime::Runtime,
+    reg: &fleetgate_fleet::Registry,
+    port: u16,
+) -> tokio::task::JoinHandle<()> {
+    let app = fleetgate_fleet::http::router(reg.clone());
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
+        .unwrap();
+    rt.spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    })
+}
+
+/// Push mode (issue 11, item 4): a node that is down, or cut off, while a rollback order
+/// goes out never receives the push; the order waits in its feed. It reads the feed when
+/// it starts — before `/apply` serves — and when its heartbeats get through again, so
+/// the revoked release's signed manifest (valid for days) is refused when someone posts
+/// it to `/apply` afterwards.
+#[test]
+fn a_push_node_that_missed_a_rollback_order_obeys_it_from_its_feed_before_anyone_can_replay_the_release()
+ {
+    let port = free_port();
+    let f = Fixture::new(Opts {
+        orchestrator: Some(format!("http://127.0.0.1:{port}")),
+        ..Opts::default()
+    });
+    let v1 = f.commit("v1.0.0", "healthy");
+    let v2 = f.commit("v2.0.0", "healthy");
+    let v3 = f.commit("v3.0.0", "healthy");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let reg = f.registry_with_node(&rt);
+    let mut server = serve_on(&rt, &reg, port);
+    let put = |seq: u64, m: &[u8]| {
+        let now = i64::try_from(fleetgate_trust::unix_now()).unwrap();
+        assert!(rt.block_on(reg.put_feed("node-1", seq, m, now)).unwrap());
+    };
+
+    let node = rt
+        .block_on(fleetgate_agent::RunningNode::start(f.config()))
+        .unwrap();
+    let (code, r) = post_apply(&f, &f.manifest(1, &v1));
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(f.floor(), 1);
+
+    // Down while v2 (sequence 2) was canaried elsewhere and revoked (order 3).
+    rt.block_on(node.shutdown()).unwrap();
+    put(3, &f.rollback(3, (2, &v2), &v1));
+    let node = rt
+        .block_on(fleetgate_agent::RunningNode::start(f.config()))
+        .unwrap();
+    assert_eq!(f.floor(), 3, "the order was obeyed before /apply served");
+    let (code, r) = post_apply(&f, &f.manifest(2, &v2));
+    assert_ne!(code, 200, "the revoked release was applied: {r}");
+    assert_eq!(f.app_version().unwrap().0, "v1.0.0");
+
+    // Cut off (the fleet endpoint is down) while v3 (sequence 4) was revoked (order 5):
+    // once its heartbeats get through again, it reads its feed.
+    server.abort();
+    let _ = rt.block_on(&mut server);
+    wait_until(Duration::from_secs(15), "a failed heartbeat", || {
+        status(&f)["heartbeats"]["consecutive_failures"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    });
+    put(5, &f.rollback(5, (4, &v3), &v1));
+    let _server = serve_on(&rt, &reg, port);
+    wait_until(Duration::from_secs(30), "the order obeyed", || {
+        f.floor() == 5
+    });
+    let (code, r) = post_apply(&f, &f.manifest(4, &v3));
+    assert_ne!(code, 200, "the revoked release was applied: {r}");
+    assert_eq!(f.app_version().unwrap().0, "v1.0.0");
+    let s = status(&f);
+    assert!(s["pull"]["polls"].as_u64().unwrap() >= 2, "{s}");
+
+    rt.block_on(node.shutdown()).unwrap();
+}
