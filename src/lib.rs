@@ -6,20 +6,19 @@
 //!
 //! | feature | gives | builds |
 //! |---|---|---|
-//! | *(none)* | [`core`], [`store`], [`trust`] | the state, config and manifest formats |
-//! | `agent` | + [`agent`], [`gossip`], [`codehash`], [`net`]; [`RunningNode`], [`NodeConfig`], [`AgentError`] | the node agent: git2, axum, reqwest, tokio — no sqlx, no MCP server, no orchestrator |
-//! | `orchestrator` | + [`runtime`], [`tools`], [`canary`], [`fleet`], [`gossip`], [`codehash`], [`net`]; [`Orchestrator`], [`AsyncOrchestrator`], [`RuntimeError`], [`Progress`], [`load_config`] | the release pipeline, the sqlx registry (SQLite, PostgreSQL), the MCP server and HTTP API |
+//! | *(none)* | [`trust`] | the manifest and key formats |
+//! | `agent` | + [`agent`], [`gossip`], [`codehash`], [`net`]; [`RunningNode`], [`NodeConfig`], [`AgentError`] | the node agent: git2, axum, reqwest, tokio — no sqlx, no MCP server, no orchestrator, not even the pipeline's state machine and config model |
+//! | `orchestrator` | + [`core`], [`store`], [`runtime`], [`tools`], [`canary`], [`fleet`], [`gossip`], [`codehash`], [`net`]; [`Orchestrator`], [`AsyncOrchestrator`], [`RuntimeError`], [`Progress`], [`load_config`], [`PipelineState`], [`Stage`], [`Verdict`], [`Version`] | the release pipeline, the sqlx registry (SQLite, PostgreSQL), the MCP server and HTTP API |
 //! | `cli` (default) | `orchestrator` + `agent` + the `fleetgate` binary | everything |
 //!
 //! A node runtime that only runs the agent depends on
 //! `fleetgate = { version = "0.1", default-features = false, features = ["agent"] }`; a
-//! service that drives releases on `features = ["orchestrator"]`. [`PipelineState`],
-//! [`Stage`], [`Verdict`] and [`Version`] come with every feature set.
+//! service that drives releases on `features = ["orchestrator"]`.
 //!
 //! | module | feature | what it holds |
 //! |---|---|---|
-//! | [`core`] | — | the stage table, the pure pipeline state machine, the persisted state type, gate verdicts, version validation, benchmark comparison, the config model |
-//! | [`store`] | — | the crash-safe state directory (atomic writes, locks, quarantine) |
+//! | [`core`] | `orchestrator` | the stage table, the pure pipeline state machine, the persisted state type, gate verdicts, version validation, benchmark comparison, the config model |
+//! | [`store`] | `orchestrator` | the crash-safe state directory (atomic writes, locks, quarantine) |
 //! | [`trust`] | — | signed release manifests, keys, keyrings and the anti-rollback floor |
 //! | [`codehash`] | `agent` or `orchestrator` | the code hash (git-tree and HART schemes), one definition for orchestrator and agent |
 //! | [`net`] | `agent` or `orchestrator` | the HTTPS listener and per-source rate limit of every fleetgate listener |
@@ -113,8 +112,12 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "orchestrator")]
+#[cfg_attr(docsrs, doc(cfg(feature = "orchestrator")))]
 #[doc(inline)]
 pub use fleetgate_core as core;
+#[cfg(feature = "orchestrator")]
+#[cfg_attr(docsrs, doc(cfg(feature = "orchestrator")))]
 #[doc(inline)]
 pub use fleetgate_store as store;
 #[doc(inline)]
@@ -155,6 +158,8 @@ pub use fleetgate_runtime as runtime;
 #[doc(inline)]
 pub use fleetgate_tools as tools;
 
+#[cfg(feature = "orchestrator")]
+#[cfg_attr(docsrs, doc(cfg(feature = "orchestrator")))]
 #[doc(inline)]
 pub use fleetgate_core::{PipelineState, Stage, Verdict, Version};
 

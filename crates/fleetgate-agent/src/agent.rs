@@ -940,7 +940,7 @@ impl Inner {
             source: std::io::Error::other(e),
         })?;
         bytes.push(b'\n');
-        fleetgate_store::write_atomic(&self.journal_path, &bytes, Some(0o644))
+        crate::write_atomic(&self.journal_path, &bytes, 0o644)
             .map_err(io_err("write journal", &self.journal_path))?;
         *lock(&self.journal) = j.clone();
         Ok(())

@@ -177,8 +177,7 @@ impl Backups {
             reason: e.to_string(),
         })?;
         let index_path = partial.join(INDEX_FILE);
-        fleetgate_store::write_atomic(&index_path, &bytes, Some(0o600))
-            .map_err(io("write", &index_path))?;
+        crate::write_atomic(&index_path, &bytes, 0o600).map_err(io("write", &index_path))?;
         sync_tree(partial)?;
         Ok(copied)
     }

@@ -3,7 +3,7 @@
 //! Relative paths are resolved against the directory of the config file. Every value is
 //! checked at load time; an invalid one is refused with an error naming its key.
 
-use fleetgate_core::config::CodeHashConfig;
+use fleetgate_codehash::CodeHashConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

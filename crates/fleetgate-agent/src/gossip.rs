@@ -92,7 +92,7 @@ pub async fn start(
                     }
                     let newest = { deliveries.borrow_and_update().clone() };
                     let Some(d) = newest else { continue };
-                    if let Err(e) = fleetgate_store::write_atomic(&held_path, &d.manifest, Some(0o644)) {
+                    if let Err(e) = crate::write_atomic(&held_path, &d.manifest, 0o644) {
                         tracing::warn!(error = %e, "failed to keep the gossip manifest");
                     }
                     apply_delivered(&agent, &d.manifest, &mut stop).await;

@@ -99,7 +99,7 @@ impl SeqCounter {
 
     fn persist(&self, epoch: u64, next: u64) -> Result<(), String> {
         let bytes = serde_json::to_vec(&SeqFile { next, epoch }).unwrap_or_default();
-        fleetgate_store::write_atomic(&self.path, &bytes, Some(0o644))
+        crate::write_atomic(&self.path, &bytes, 0o644)
             .map_err(|e| format!("write {}: {e}", self.path.display()))
     }
 
@@ -252,9 +252,7 @@ async fn send_one(agent: &Agent, url: &str, epoch: u64, seq: u64) -> Result<(), 
         .json(&env)
         .send()
         .await
-        .map_err(|e| {
-            SendError::Other(format!("POST {url}: {}", fleetgate_core::error_chain(&e)))
-        })?;
+        .map_err(|e| SendError::Other(format!("POST {url}: {}", crate::error_chain(&e))))?;
     let status = resp.status();
     if status.is_success() {
         return Ok(());

@@ -102,6 +102,35 @@ use std::net::SocketAddr;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+/// Writes `bytes` to `path` durably and atomically (a new temp file created with `mode`,
+/// fsync, rename, fsync of the directory): [`fleetgate_trust::fsutil::atomic_write`],
+/// its error as the I/O error it wraps.
+pub(crate) fn write_atomic(path: &std::path::Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    fleetgate_trust::fsutil::atomic_write(path, bytes, mode).map_err(|e| match e {
+        fleetgate_trust::fsutil::FsError::Io { source, .. } => source,
+        other @ fleetgate_trust::fsutil::FsError::TooLarge { .. } => {
+            std::io::Error::other(other.to_string())
+        }
+    })
+}
+
+/// An error and its sources, joined with `": "` (a source whose text is already in the
+/// message is left out) — what a failed request says. The agent's own: it does not link
+/// the orchestrator's `fleetgate-core`, whose `error_chain` the orchestrator uses.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let msg = s.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        cur = s.source();
+    }
+    out
+}
+
 /// A started agent: endpoint bound, journal recovered, app started, heartbeats running.
 #[derive(Debug)]
 pub struct RunningNode {

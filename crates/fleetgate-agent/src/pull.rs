@@ -138,10 +138,7 @@ async fn poll_once_within(
     if let Some(tag) = etag.as_deref() {
         req = req.header(reqwest::header::IF_NONE_MATCH, tag);
     }
-    let mut resp = req
-        .send()
-        .await
-        .map_err(|e| fleetgate_core::error_chain(&e))?;
+    let mut resp = req.send().await.map_err(|e| crate::error_chain(&e))?;
     match resp.status() {
         reqwest::StatusCode::NOT_MODIFIED => return Ok(Poll::Unchanged),
         reqwest::StatusCode::NOT_FOUND => return Ok(Poll::Empty),

@@ -140,8 +140,7 @@ pub fn damaged(state_dir: &Path) -> Option<PathBuf> {
 pub fn save(state_dir: &Path, rec: &UpdateRecord) -> Result<(), String> {
     let path = state_dir.join(RECORD_FILE);
     let bytes = serde_json::to_vec_pretty(rec).map_err(|e| e.to_string())?;
-    fleetgate_store::write_atomic(&path, &bytes, Some(0o644))
-        .map_err(|e| format!("{}: {e}", path.display()))
+    crate::write_atomic(&path, &bytes, 0o644).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// SHA-256 of a file, hex.

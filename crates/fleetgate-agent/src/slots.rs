@@ -12,7 +12,7 @@
 //! [`fleetgate_codehash::hart_code_hash_dir`] over the checked-out files on disk
 //! (before the install step runs). Either way what will run is exactly what was signed.
 
-use fleetgate_core::config::CodeHashConfig;
+use fleetgate_codehash::CodeHashConfig;
 use fleetgate_trust::HashScheme;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};

@@ -191,7 +191,7 @@ impl Supervisor {
             slot: spec.slot.clone(),
         };
         if let Ok(bytes) = serde_json::to_vec(&rec)
-            && let Err(e) = fleetgate_store::write_atomic(&self.pidfile, &bytes, Some(0o644))
+            && let Err(e) = crate::write_atomic(&self.pidfile, &bytes, 0o644)
         {
             tracing::warn!(error = %e, path = %self.pidfile.display(), "failed to record the app pid");
         }

@@ -4,7 +4,7 @@
 //! what the file-by-file comparison would refuse).
 
 use fleetgate_agent::slots::{SlotError, Slots};
-use fleetgate_core::config::CodeHashConfig;
+use fleetgate_codehash::CodeHashConfig;
 use fleetgate_trust::HashScheme;
 use std::path::Path;
 

@@ -8,8 +8,8 @@
 //! each method K times and prints the best. 1,000 directories of 10 files each. Files are `*.py` so HART's formula hashes
 //! all of them; the contents are incompressible.
 
+use fleetgate_codehash::CodeHashConfig;
 use fleetgate_codehash::{code_hash_at, worktree_code_hash};
-use fleetgate_core::config::CodeHashConfig;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::process::Command;

@@ -50,12 +50,27 @@
 //! directory, a symlink to a directory (HART would follow it, even in a loop), and a
 //! name that is not UTF-8 or holds a backslash.
 
-use fleetgate_core::config::CodeHashConfig;
 pub use fleetgate_trust::HashScheme;
 use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+/// Which tracked files the `git` scheme covers: `[code_hash]` of the node's `node.toml`
+/// (the orchestrator's `fleetgate.toml` has the same table, parsed by `fleetgate-core`
+/// and handed over as this). Defined here, not in the orchestrator's config model, so a
+/// node agent links the code hash without the pipeline.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeHashConfig {
+    /// Only tracked files matching one of these globs (empty = all).
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Tracked files matching one of these globs are left out.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
 
 /// Why a code hash could not be computed. The messages name the path, revision or glob.
 #[derive(Debug, thiserror::Error)]
@@ -539,15 +554,6 @@ pub const HART_SKIP_DIRS: [&str; 12] = [
     "autogen-0.2.37",
     ".pycharm_plugin",
 ];
-
-/// The manifest's scheme for the configured one.
-#[must_use]
-pub fn scheme_of(cfg: fleetgate_core::config::HashScheme) -> HashScheme {
-    match cfg {
-        fleetgate_core::config::HashScheme::Git => HashScheme::Git,
-        fleetgate_core::config::HashScheme::Hart => HashScheme::Hart,
-    }
-}
 
 /// Whether HART hashes a file of this name: Python's `Path.suffix == ".py"`.
 fn hart_is_py(name: &str) -> bool {

@@ -6,8 +6,8 @@
 //! bytes on disk, to verify a checkout — equals it on a clean checkout and differs (or
 //! fails, naming the file) as soon as a hashed file on disk is not the commit's.
 
+use fleetgate_codehash::CodeHashConfig;
 use fleetgate_codehash::{code_hash_at, worktree_code_hash};
-use fleetgate_core::config::CodeHashConfig;
 use std::path::Path;
 
 fn commit_all(repo: &git2::Repository, message: &str) -> git2::Oid {

@@ -9,8 +9,26 @@
 
 use crate::RuntimeError;
 pub use fleetgate_codehash::*;
-use fleetgate_core::config::CodeHashConfig;
+use fleetgate_core::config::CodeHashConfig as PipelineCodeHash;
 use std::path::Path;
+
+/// The code hash crate's filter for the orchestrator's `[code_hash]` table.
+#[must_use]
+pub fn filter_of(cfg: &PipelineCodeHash) -> CodeHashConfig {
+    CodeHashConfig {
+        include: cfg.include.clone(),
+        exclude: cfg.exclude.clone(),
+    }
+}
+
+/// The manifest's scheme for the configured one.
+#[must_use]
+pub fn scheme_of(cfg: fleetgate_core::config::HashScheme) -> HashScheme {
+    match cfg {
+        fleetgate_core::config::HashScheme::Git => HashScheme::Git,
+        fleetgate_core::config::HashScheme::Hart => HashScheme::Hart,
+    }
+}
 
 /// Resolve a revision (tag, branch, sha, `HEAD`) to a full commit id
 /// ([`fleetgate_codehash::resolve_commit`]).
@@ -29,9 +47,13 @@ pub fn resolve_commit(repo: &Path, rev: &str) -> Result<String, RuntimeError> {
 pub fn code_hash_at(
     repo: &Path,
     rev: &str,
-    cfg: &CodeHashConfig,
+    cfg: &PipelineCodeHash,
 ) -> Result<CodeHash, RuntimeError> {
-    Ok(fleetgate_codehash::code_hash_at(repo, rev, cfg)?)
+    Ok(fleetgate_codehash::code_hash_at(
+        repo,
+        rev,
+        &filter_of(cfg),
+    )?)
 }
 
 /// HART's code hash of the tree at `root` on disk
@@ -67,7 +89,7 @@ pub fn code_hash_with(
     scheme: HashScheme,
     repo: &Path,
     rev: &str,
-    cfg: &CodeHashConfig,
+    cfg: &PipelineCodeHash,
     scratch: &Path,
 ) -> Result<CodeHash, RuntimeError> {
     match scheme {

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use fleetgate_core::config::CodeHashConfig;
+use fleetgate_codehash::CodeHashConfig;
 use fleetgate_trust::{
     Keyring, Manifest, ManifestKind, RollbackOf, SigningKey, TrustedKey, rfc3339_seconds,
     sign_manifest, unix_now,
@@ -202,9 +202,8 @@ timeout_ms = 1000
             .commit(Some("HEAD"), &sig, &sig, version, &tree, &parents)
             .expect("commit");
         let sha = oid.to_string();
-        let ch =
-            fleetgate_runtime::codehash::code_hash_at(&self.repo, &sha, &CodeHashConfig::default())
-                .expect("code hash");
+        let ch = fleetgate_codehash::code_hash_at(&self.repo, &sha, &CodeHashConfig::default())
+            .expect("code hash");
         Release {
             version: version.to_owned(),
             sha,
