@@ -1,7 +1,9 @@
 //! Operator control through the binary on a real demo fleet: a paused run evaluates and
 //! sends nothing (`advance` and `run` report the pause) until it is resumed; a canary
 //! configured with an hour-long window is promoted early by the operator and the run
-//! completes, recorded as passed by the operator (who and why), never as a judged pass.
+//! completes, recorded as passed by the operator (who and why), never as a judged pass;
+//! paused with that window open, the window's clock stops (no check runs, the deadline
+//! moves by the time paused).
 
 mod common;
 use common::{Fleet, code, history, text};
@@ -112,6 +114,40 @@ fn a_paused_run_waits_for_resume_and_a_long_canary_is_promoted_early() {
         paused["paused"]["by"].as_str().unwrap()
     );
     assert!(hist.iter().any(|h| h["reason"] == resumed.as_str()), "{s}");
+
+    // Paused with the window open, the window's clock stops: no check runs while paused,
+    // and on resume the deadline moves by the time spent paused.
+    let open = fleet.wait_until("a first check of the window", |s| {
+        s["gate_results"]["canary"]["checks"].as_u64().unwrap_or(0) >= 1
+    });
+    let deadline = open["canary"]["deadline"].as_i64().unwrap();
+    let out = fleet.fg(&["pause", "--reason", "looking at a dashboard"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let held = fleet.status();
+    assert_eq!(held["stage"], "canary", "{held}");
+    let checks = held["gate_results"]["canary"]["checks"].clone();
+    let paused_at = Instant::now();
+    // What is under test is that time passes and nothing happens: watch it pass.
+    while paused_at.elapsed() < Duration::from_secs(4) {
+        let s = fleet.status();
+        assert_eq!(
+            s["gate_results"]["canary"]["checks"], checks,
+            "a check ran while paused: {s}"
+        );
+        assert_eq!(s["canary"]["deadline"].as_i64(), Some(deadline), "{s}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let out = fleet.fg(&["resume", "--reason", "dashboard fine"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let s = fleet.status();
+    let paused_secs = s["canary"]["paused_secs"].as_i64().unwrap_or(0);
+    assert!(paused_secs >= 4, "the window's clock stopped: {s}");
+    assert_eq!(
+        s["canary"]["deadline"].as_i64(),
+        Some(deadline + paused_secs),
+        "the deadline moved by the pause: {s}"
+    );
+    assert_eq!(s["canary"]["window_start"], open["canary"]["window_start"]);
 
     // The window is an hour long; the operator ends it now.
     let out = fleet.fg(&[
