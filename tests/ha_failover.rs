@@ -231,3 +231,62 @@ fn a_standby_finishes_a_run_killed_in_deploy() {
     ha.fleet
         .wait_all_on(h.after["code_hash"].as_str().unwrap(), "after the handover");
 }
+
+/// The registry out of reach (the database down, or a wrong address): `status` shows the
+/// local mirror, saying where the shared state lives and why it could not be read; a
+/// write is refused naming the database, each cause said once; nothing changed.
+#[test]
+fn with_the_registry_out_of_reach_status_shows_the_mirror_and_a_write_is_refused() {
+    let Some(url) = common::pg_schema("the high-availability test needs it") else {
+        return;
+    };
+    let fleet = Fleet::prepare_with(2, &["--database-url", &url, "--lease-ttl-secs", "6"]);
+    assert_eq!(code(&fleet.fg(&["start", "v2.0.0"])), 0);
+    let before = fleet.status();
+    let live = std::fs::read_to_string(fleet.config()).unwrap();
+    let dead_url = "postgres://postgres@127.0.0.1:1/test";
+    assert!(live.contains(&url));
+    let dead = fleet.dir.path().join("fleetgate-dead.toml");
+    std::fs::write(&dead, live.replace(&url, dead_url)).unwrap();
+
+    let out = fg_on(&dead, &["status", "--json"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["run_id"], before["run_id"], "the mirror's run: {s}");
+    assert_eq!(s["stage"], "building");
+    let note = s["state_store"]["mirror_only"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("is unreachable")
+            && note.contains("local mirror")
+            && note.contains("127.0.0.1:1"),
+        "{s}"
+    );
+    assert!(
+        s["lease"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("fleet database"),
+        "{s}"
+    );
+    let human = text(&fg_on(&dead, &["status"]));
+    assert!(
+        human.contains("WARNING:") && human.contains("local mirror"),
+        "{human}"
+    );
+
+    let out = fg_on(&dead, &["advance"]);
+    assert_ne!(code(&out), 0, "{}", text(&out));
+    let err = text(&out);
+    assert!(err.contains("failed to open the fleet registry"), "{err}");
+    assert_eq!(
+        err.matches("connect to the fleet database").count(),
+        1,
+        "each cause said once: {err}"
+    );
+    // Nothing changed (the lease's figures are relative to now).
+    let without_lease = |mut v: Value| {
+        v.as_object_mut().unwrap().remove("lease");
+        v
+    };
+    assert_eq!(without_lease(fleet.status()), without_lease(before));
+}

@@ -344,10 +344,13 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             let code = error_code(&e);
+            // The whole chain, each cause once (an error that quotes its source in its
+            // message would otherwise print it twice).
+            let text = fleetgate_core::error_chain(e.as_ref());
             if json {
-                print_error_json(&format!("{e:#}"), error_kind(&e), code);
+                print_error_json(&text, error_kind(&e), code);
             } else {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {text}");
             }
             ExitCode::from(code)
         }

@@ -123,21 +123,32 @@ pub fn run(cfg_path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
 
 /// `fleetgate status`.
 pub fn status(cfg_path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
-    let o = open(cfg_path, false)?;
+    let (o, unreachable) = open_for_status(cfg_path)?;
     let state = o.status()?;
     let quarantined = o.store().quarantined();
     // High availability: where the state lives and who holds the pipeline lease.
-    let lease = if o.store().is_shared() {
+    let lease = if let Some((_, e)) = &unreachable {
+        Some(Err(e.clone()))
+    } else if o.store().is_shared() {
         Some(o.lease().map_err(|e| e.to_string()))
     } else {
         None
     };
-    let mirror = o.store().mirror_note();
+    let shared = match &unreachable {
+        Some((store, _)) => Some(store.clone()),
+        None => o.store().shared_description(),
+    };
+    let mirror = match &unreachable {
+        Some((store, e)) => Some(format!(
+            "the shared run state ({store}) is unreachable ({e}): this is the local mirror, possibly behind"
+        )),
+        None => o.store().mirror_note(),
+    };
     if json {
         let mut v = serde_json::to_value(&state)?;
         if let Some(lease) = &lease {
             v["state_store"] = serde_json::json!({
-                "shared": o.store().shared_description(),
+                "shared": shared,
                 "mirror_only": mirror,
             });
             v["lease"] = match lease {
@@ -158,10 +169,7 @@ pub fn status(cfg_path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         output::print_status(&state, &quarantined);
         if let Some(lease) = &lease {
-            println!(
-                "state:    shared ({})",
-                o.store().shared_description().unwrap_or_default()
-            );
+            println!("state:    shared ({})", shared.clone().unwrap_or_default());
             if let Some(m) = &mirror {
                 println!("WARNING:  {m}");
             }
@@ -184,6 +192,31 @@ pub fn status(cfg_path: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", fleetgate_runtime::sandbox::isolation().line());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the pipeline for `status`. With `[state] store = "postgres"` and the registry
+/// out of reach, the local mirror is opened alone instead (nothing is written through
+/// it: it holds no lease), with where the shared state lives and why it could not be
+/// read: `status` shows the mirror and says so, as it does when the registry fails
+/// after opening.
+fn open_for_status(
+    cfg_path: Option<&Path>,
+) -> anyhow::Result<(fleetgate_runtime::Orchestrator, Option<(String, String)>)> {
+    let err = match open(cfg_path, false) {
+        Ok(o) => return Ok((o, None)),
+        Err(e) => e,
+    };
+    let (mut cfg, base) = fleetgate_runtime::load_config(cfg_path)?;
+    if cfg.state.store != fleetgate_core::config::StateStore::Postgres {
+        return Err(err);
+    }
+    let store = format!(
+        "registry {}",
+        fleetgate_fleet::redact_url(cfg.fleet.database_url.as_deref().unwrap_or_default())
+    );
+    cfg.state.store = fleetgate_core::config::StateStore::File;
+    let o = fleetgate_runtime::Orchestrator::open_shared(cfg, &base)?;
+    Ok((o, Some((store, fleetgate_core::error_chain(err.as_ref())))))
 }
 
 /// `fleetgate rollback --reason TEXT`.
