@@ -3,7 +3,8 @@
 //! configured with an hour-long window is promoted early by the operator and the run
 //! completes, recorded as passed by the operator (who and why), never as a judged pass;
 //! paused with that window open, the window's clock stops (no check runs, the deadline
-//! moves by the time paused).
+//! moves by the time paused); DEPLOY then holds for a signed approval (`[approval]
+//! before = ["deploy"]`), sending nothing until it is given.
 
 mod common;
 use common::{Fleet, code, history, text};
@@ -18,10 +19,19 @@ fn a_paused_run_waits_for_resume_and_a_long_canary_is_promoted_early() {
     let cfg = fleet.config();
     let toml = std::fs::read_to_string(&cfg).unwrap();
     assert!(toml.contains("window_secs = 15"));
+    // DEPLOY also waits for a signed approval.
+    let key = fleet.dir.path().join("approver.key");
+    let out = fleet.fg(&["keygen", "--out", key.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let approver = std::fs::read_to_string(fleet.dir.path().join("approver.key.pub")).unwrap();
     std::fs::write(
         &cfg,
-        toml.replacen("window_secs = 15", "window_secs = 3600", 1)
-            .replacen("max_window_secs = 120", "max_window_secs = 3600", 1),
+        format!(
+            "{}\n[approval]\nbefore = [\"deploy\"]\nrequired = 1\nkeys = [{:?}]\n",
+            toml.replacen("window_secs = 15", "window_secs = 3600", 1)
+                .replacen("max_window_secs = 120", "max_window_secs = 3600", 1),
+            approver.trim()
+        ),
     )
     .unwrap();
 
@@ -156,6 +166,33 @@ fn a_paused_run_waits_for_resume_and_a_long_canary_is_promoted_early() {
         "dashboards clean; need it before the sale",
     ]);
     assert_eq!(code(&out), 0, "{}", text(&out));
+    // DEPLOY holds for its approval: nothing is listed or sent, only the canary node
+    // runs the release.
+    let held = fleet.wait_until("DEPLOY waiting for its approval", |s| {
+        s["stage"] == "deploying"
+            && s["gate_results"]["deploying"]["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("waiting for approvals: 0 of 1 before DEPLOY"))
+    });
+    assert!(
+        held["deploy"].is_null() || held["deploy"]["listed"] != true,
+        "{held}"
+    );
+    let before = fleet.code_hashes();
+    let release = held["code_hash"].as_str().unwrap().to_owned();
+    assert_eq!(
+        before.iter().filter(|(_, h)| *h == release).count(),
+        1,
+        "only the canary node runs it: {before:?}"
+    );
+    let out = fleet.fg(&[
+        "approve",
+        "--key-file",
+        key.to_str().unwrap(),
+        "--reason",
+        "change board ok",
+    ]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
     let t = Instant::now();
     let status = loop {
         if let Some(st) = run.try_wait().unwrap() {
@@ -163,7 +200,7 @@ fn a_paused_run_waits_for_resume_and_a_long_canary_is_promoted_early() {
         }
         assert!(
             t.elapsed() < Duration::from_secs(120),
-            "run did not finish after the promotion: {}",
+            "run did not finish after the promotion and the approval: {}",
             fleet.status()
         );
         std::thread::sleep(Duration::from_millis(100));
