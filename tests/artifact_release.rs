@@ -1,8 +1,10 @@
 //! A release of built artifacts through the whole pipeline on a real fleet (issue 20):
-//! `[stages.build] artifacts` makes BUILD store the built files by digest, SIGN lists
-//! them in the signed manifest, `fleet serve` serves them at `/artifacts/{sha256}`, and
-//! every agent (`artifacts_url`) downloads, checks and installs them into a fresh slot —
-//! no checkout — and runs the release from there through CANARY and DEPLOY.
+//! `[stages.build] artifacts` makes BUILD store the built files by digest — a plain file
+//! and a `.tar.gz` of the build's output — SIGN lists them in the signed manifest, `fleet
+//! serve` serves them at `/artifacts/{sha256}`, and every agent (`artifacts_url`; one of
+//! them in pull mode, taking the release from its feed) downloads, checks and installs
+//! them into a fresh slot, unpacking the archive — no checkout — and runs the release
+//! from there through CANARY and DEPLOY.
 
 mod common;
 use common::{Fleet, code, text};
@@ -12,14 +14,18 @@ use std::time::Duration;
 
 #[test]
 fn a_release_of_built_artifacts_reaches_every_node_and_runs_from_them() {
-    let fleet = Fleet::prepare(3);
-    // Ship the built file and the config the app reads; the nodes' install step skips
-    // the build when the built file is already there.
+    // One of the three nodes is behind NAT (pull mode): it takes the release, and its
+    // artifacts, through its feed.
+    let fleet = Fleet::prepare_with(3, &["--pull-nodes", "1"]);
+    // Ship the config the app reads as a plain file and the build's output as a
+    // `.tar.gz` the agents unpack into the slot; the nodes' install step skips the build
+    // when the built file is already there.
     let path = fleet.config();
     let conf = std::fs::read_to_string(&path).unwrap();
     let edited = conf.replacen(
         "command = \"sh build.sh\"\n",
-        "command = \"sh build.sh\"\nartifacts = [\"app.conf\", \"build/*.env\"]\n",
+        "command = \"sh build.sh && mkdir -p dist && tar -czf dist/build.tar.gz build\"\n\
+         artifacts = [\"app.conf\", \"dist/*.tar.gz\"]\n",
         1,
     );
     assert_ne!(conf, edited, "the demo config has a build command");
@@ -50,18 +56,24 @@ fn a_release_of_built_artifacts_reaches_every_node_and_runs_from_them() {
         .as_array()
         .expect("artifacts in the manifest");
     let names: Vec<&str> = arts.iter().map(|a| a["name"].as_str().unwrap()).collect();
-    assert_eq!(names, vec!["app.conf", "build/app.env"], "{m}");
-    let env_art = &arts[1];
-    let stored = std::fs::read(
-        state
-            .join("artifacts")
-            .join(env_art["sha256"].as_str().unwrap()),
-    )
-    .unwrap();
+    assert_eq!(names, vec!["app.conf", "dist/build.tar.gz"], "{m}");
+    let tar_art = &arts[1];
+    let archive = state
+        .join("artifacts")
+        .join(tar_art["sha256"].as_str().unwrap());
     assert_eq!(
-        hex::encode(sha2::Sha256::digest(&stored)),
-        env_art["sha256"].as_str().unwrap()
+        hex::encode(sha2::Sha256::digest(std::fs::read(&archive).unwrap())),
+        tar_art["sha256"].as_str().unwrap()
     );
+    // What the archive holds (read with the system's tar, as an operator would).
+    let out = std::process::Command::new("tar")
+        .arg("-xzOf")
+        .arg(&archive)
+        .arg("build/app.env")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let stored = out.stdout;
     assert!(
         String::from_utf8_lossy(&stored).contains("version=v2.0.0"),
         "built by BUILD for v2.0.0"
