@@ -184,6 +184,20 @@ pub fn find(name: &str) -> Option<ToolDef> {
 #[derive(Debug, Clone)]
 pub struct Toolbox {
     config: Option<PathBuf>,
+    /// The orchestrator the last call that takes no orchestrator lock opened, with the
+    /// config it was opened from: reused while the config file says the same, so a
+    /// server answering a poll every second keeps one registry connection (with `[state]
+    /// store = "postgres"`: one pool, one lease keeper, one mirror of the shared state)
+    /// instead of opening them for every call.
+    shared: std::sync::Arc<std::sync::Mutex<Option<Opened>>>,
+}
+
+/// A cached [`Orchestrator`] and what it was opened from.
+#[derive(Debug)]
+struct Opened {
+    cfg: fleetgate_core::config::Config,
+    base: PathBuf,
+    orchestrator: std::sync::Arc<Orchestrator>,
 }
 
 /// Why a tool answered `success: false`: the result's `error_kind`, so an agent (or the
@@ -318,7 +332,10 @@ impl Toolbox {
     /// Tools for the project whose config is `config` (else `$FLEETGATE_CONFIG`, else
     /// `./fleetgate.toml`, looked up at each call).
     pub fn new(config: Option<PathBuf>) -> Toolbox {
-        Toolbox { config }
+        Toolbox {
+            config,
+            shared: std::sync::Arc::default(),
+        }
     }
 
     /// Call the tool `name` with `args` (a JSON object; `null` means no arguments). Blocks
@@ -445,14 +462,27 @@ impl Toolbox {
             .unwrap_or_default()
     }
 
-    fn open(&self, exclusive: bool) -> Result<Orchestrator, ToolError> {
+    /// The orchestrator for one call: a new one holding the orchestrator lock when
+    /// `exclusive` (`advance`), else the cached one while the config is unchanged.
+    fn open(&self, exclusive: bool) -> Result<std::sync::Arc<Orchestrator>, ToolError> {
         let (cfg, base) = load_config(self.config.as_deref())?;
         if exclusive {
-            Orchestrator::open(cfg, &base)
-        } else {
-            Orchestrator::open_shared(cfg, &base)
+            return Ok(std::sync::Arc::new(Orchestrator::open(cfg, &base)?));
         }
-        .map_err(ToolError::from)
+        let mut cached = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(o) = cached.as_ref()
+            && o.cfg == cfg
+            && o.base == base
+        {
+            return Ok(o.orchestrator.clone());
+        }
+        let orchestrator = std::sync::Arc::new(Orchestrator::open_shared(cfg.clone(), &base)?);
+        *cached = Some(Opened {
+            cfg,
+            base,
+            orchestrator: orchestrator.clone(),
+        });
+        Ok(orchestrator)
     }
 
     fn status(&self) -> ToolResult {
