@@ -1052,6 +1052,16 @@ impl Inner {
                 }
                 None
             }
+            Command::RestoreRevoked { id, slot } => {
+                if self.backups.is_kept(&id) {
+                    if let Some(p) = self.restore_data(&id, Some(&slot)).await {
+                        tracing::error!(backup = %id, "{p}");
+                    }
+                } else {
+                    tracing::warn!(backup = %id, "the revoked release's pre-apply backup is no longer kept: its data stays as that release left it");
+                }
+                None
+            }
             Command::PruneBackups => {
                 let backups = self.backups.clone();
                 match tokio::task::spawn_blocking(move || backups.prune()).await {

@@ -182,6 +182,12 @@ impl Backups {
         Ok(copied)
     }
 
+    /// Whether the complete backup `id` is kept (its index is there).
+    #[must_use]
+    pub fn is_kept(&self, id: &str) -> bool {
+        self.path(id).join(INDEX_FILE).is_file()
+    }
+
     /// Puts every backed-up path back as it was in backup `id` (idempotent).
     ///
     /// # Errors

@@ -26,7 +26,12 @@
 //! idempotent, so a crash during one repeats it. A backup that fails (disk full, a hook
 //! exiting non-zero) restarts the old version untouched; the release is not remembered
 //! as bad (the node, not the release, failed). A revocation order is a forward apply of
-//! the older version: it takes its own backup and does not roll data back.
+//! the older version: it takes its own backup (the data as the revoked release left it),
+//! then, on a node that runs the revoked release, puts back the backup that release's
+//! apply took — the data as it was before it — and runs `post_rollback` in the older
+//! version's slot before that version starts ([`Command::RestoreRevoked`], in
+//! `start_new`: undone like any start, from the apply's own backup). A backup no longer
+//! kept leaves the data as the revoked release left it.
 //!
 //! **Idempotence.** The journal remembers the last [`MAX_APPLIED`] manifests this node
 //! committed or no-op'd ([`Journal::applied`]: sequence, SHA-256 of the exact bytes, and
@@ -509,6 +514,16 @@ pub enum Command {
         /// The backup's id.
         id: String,
     },
+    /// A revocation: put back the data as it was before the revoked release was applied,
+    /// from the backup that apply took (`id`), when it is still kept, then run the
+    /// `post_rollback` hook in `slot` (the version about to start). No event; the app is
+    /// stopped. A backup no longer kept leaves the data as it is (logged).
+    RestoreRevoked {
+        /// The revoked release's pre-apply backup.
+        id: String,
+        /// The slot of the version that starts next.
+        slot: String,
+    },
     /// Remove all but the newest `keep` complete backups, and any partial one (no event).
     PruneBackups,
     /// Stop whatever app runs, as `StopApp`, without an event (recovery).
@@ -898,11 +913,27 @@ pub fn step(
             Ok((j, vec![Command::StartApp { app: new_app }]))
         }
         (Phase::Backup, Event::BackedUp { id }) => {
+            // A revocation of the release this node runs returns the data to where it
+            // was before that release was applied too — once this apply's own backup (of
+            // the data as the revoked release left it) is complete, and in `start_new`,
+            // whose undo puts that backup back: a crash never leaves the revoked
+            // release on the older data.
+            let restore = match (&a.target.revokes, &j.current, &id) {
+                (Some(revoked), Some(cur), Some(_)) if revoked.matches(cur) => {
+                    Some(Command::RestoreRevoked {
+                        id: format!("{}-{}", cur.sequence, cur.slot),
+                        slot: a.slot.clone(),
+                    })
+                }
+                _ => None,
+            };
             if let Some(x) = &mut j.apply {
                 x.phase = Phase::StartNew;
                 x.backup = id;
             }
-            Ok((j, vec![Command::StartApp { app: new_app }]))
+            let mut cmds: Vec<Command> = restore.into_iter().collect();
+            cmds.push(Command::StartApp { app: new_app });
+            Ok((j, cmds))
         }
         (Phase::Backup, Event::BackupFailed { reason }) => Ok(enter_rollback(j, a, reason)),
         (Phase::StartNew, Event::Started) => {
@@ -1631,6 +1662,82 @@ mod tests {
             matches!(&c[..], [Command::RaiseFloor { sequence: 3 }, Command::Report(r)] if r.outcome == Outcome::Noop),
             "{c:?}"
         );
+    }
+
+    /// With backups, an order revoking the release this node runs puts back the backup
+    /// that release's apply took, after its own backup and before the older version
+    /// starts; a crash from then on restores the order's own backup (the data as the
+    /// revoked release left it) and restarts the revoked release — never the revoked
+    /// release on the older data. A release the node merely moved on from is not
+    /// restored by a plain forward apply.
+    #[test]
+    fn a_rollback_order_with_backups_puts_the_revoked_releases_pre_apply_data_back() {
+        let mut j = base();
+        j.previous = Some(installed(1, "0000"));
+        j.current = Some(installed(2, "bbbb"));
+        let (j, c) = on_b(&j, verified_target(order(3, 2, None, "0000")));
+        assert_eq!(c, vec![Command::StopApp]);
+        let (j, c) = on_b(&j, Event::Stopped);
+        let old_slot = installed(1, "0000").slot;
+        assert_eq!(
+            c,
+            vec![Command::Backup {
+                slot: old_slot.clone(),
+                id: format!("3-{old_slot}"),
+            }]
+        );
+        let (j, c) = on_b(
+            &j,
+            Event::BackedUp {
+                id: Some(format!("3-{old_slot}")),
+            },
+        );
+        let revoked_slot = installed(2, "bbbb").slot;
+        assert_eq!(
+            c,
+            vec![
+                Command::RestoreRevoked {
+                    id: format!("2-{revoked_slot}"),
+                    slot: old_slot.clone(),
+                },
+                Command::StartApp {
+                    app: Installed {
+                        version: "v1.0.3".into(),
+                        sequence: 3,
+                        ..installed(1, "0000")
+                    }
+                },
+            ]
+        );
+        assert_eq!(j.apply.as_ref().unwrap().phase, Phase::StartNew);
+        // Killed here: the order's own backup goes back, the revoked release restarts.
+        let (_, c) = on_b(&j, Event::Recover);
+        assert_eq!(c[0], Command::KillApp);
+        assert_eq!(
+            c[1],
+            Command::RestoreData {
+                id: format!("3-{old_slot}")
+            }
+        );
+        assert!(
+            matches!(&c[2], Command::RunApp { app } if app.code_hash == "bbbb"),
+            "{c:?}"
+        );
+
+        // A forward release (no revocation) takes a backup and restores nothing.
+        let (_, c) = on_b(&backed_up(), Event::Started);
+        assert!(
+            !c.iter()
+                .any(|c| matches!(c, Command::RestoreRevoked { .. })),
+            "{c:?}"
+        );
+        // Without backups (no own backup taken), an order restores nothing either.
+        let mut j = base();
+        j.previous = Some(installed(1, "0000"));
+        j.current = Some(installed(2, "bbbb"));
+        let (j, _) = on(&j, verified_target(order(3, 2, None, "0000")));
+        let (_, c) = on(&j, Event::Stopped);
+        assert!(matches!(&c[..], [Command::StartApp { .. }]), "{c:?}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Backups before apply, with real agent processes and a real app: a release whose new
 //! version migrates the data and then fails its health check is rolled back and the data
 //! directory is back to its pre-apply bytes before the old version starts; the same when
-//! the agent is SIGKILLed while the new version runs; the hooks run in order.
+//! the agent is SIGKILLed while the new version runs, and when a rollback order revokes
+//! the release the node runs; the hooks run in order.
 
 mod common;
 
@@ -142,6 +143,64 @@ fn a_bad_release_that_migrated_the_data_is_rolled_back_with_the_data_restored() 
         backups(&f),
         vec![format!("2-{slot2}"), format!("3-{slot3}")]
     );
+    kill(&mut agent);
+    kill_app(&f);
+}
+
+/// A release that passed its own health check here but was caught by the fleet (its
+/// canary judged it bad): the rollback order returns this node to the older version and
+/// its data to where it was before the revoked release was applied — after a backup of
+/// the data as the revoked release left it, and before the older version starts.
+#[test]
+fn a_rollback_order_for_the_release_this_node_runs_puts_the_data_back_as_before_it() {
+    let f = fixture();
+    let data = f.dir.path().join("data");
+    let v1 = f.commit("v1.0.0", "healthy");
+    let v2 = f.commit_with("v2.0.0", "healthy", &[("MIGRATE", "yes\n")]);
+    let slot1 = format!("1-{}", &v1.sha[..12]);
+    let slot2 = format!("2-{}", &v2.sha[..12]);
+    let mut agent = f.spawn_agent(None, 1);
+    wait_until(Duration::from_secs(20), "agent listening", || {
+        http_get(&f.agent_url("/health")).is_some()
+    });
+    let (code, r) = post_apply(&f, &f.manifest(1, &v1));
+    assert_eq!(code, 200, "{r}\n{}", f.agent_log(1));
+    std::fs::write(data.join("sub/deep/blob.bin"), b"written while v1 ran").unwrap();
+    let before = tree(&data);
+
+    let (code, r) = post_apply(&f, &f.manifest(2, &v2));
+    assert_eq!((code, r["outcome"].as_str()), (200, Some("applied")), "{r}");
+    assert_eq!(read(&f, "migrations.log"), "migrated v2.0.0\n");
+    assert_ne!(tree(&data), before, "v2 migrated the data");
+    let migrated = tree(&data);
+
+    let (code, r) = post_apply(&f, &f.rollback(3, (2, &v2), &v1));
+    let log = f.agent_log(1);
+    assert_eq!(
+        (code, r["outcome"].as_str()),
+        (200, Some("applied")),
+        "{r}\n{log}"
+    );
+    assert_eq!(
+        tree(&data),
+        before,
+        "the data is back to its bytes before v2 was applied"
+    );
+    let (ver, slot, _) = f.app_version().expect("v1 runs again");
+    assert_eq!((ver.as_str(), slot.as_str()), ("v1.0.0", slot1.as_str()));
+    assert_eq!(
+        read(&f, "hooks.log"),
+        format!("pre_apply {slot1}\npre_apply {slot2}\npre_apply {slot1}\npost_rollback {slot1}\n"),
+        "post_rollback in the slot of the version that starts"
+    );
+    // The data as v2 left it is kept too (the order's own backup), newest `keep` = 2.
+    assert_eq!(
+        backups(&f),
+        vec![format!("2-{slot2}"), format!("3-{slot1}")]
+    );
+    let kept = f.state().join("backups").join(format!("3-{slot1}"));
+    assert!(kept.join("backup.json").is_file());
+    assert_ne!(migrated, before);
     kill(&mut agent);
     kill_app(&f);
 }
