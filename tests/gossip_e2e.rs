@@ -81,7 +81,9 @@ fn a_node_down_during_the_broadcast_catches_up_and_forged_gossip_is_refused_ever
             || done["gate_results"]["deploying"]["figures"]["reachable"].as_u64() == Some(4)
     );
 
-    // The victim comes back: no new push happens, anti-entropy brings it the release.
+    // The victim comes back: no new push happens; it catches up on its own (from its
+    // feed as it starts, or by gossip anti-entropy) and its gossip then holds the release
+    // like every other node's (checked below).
     let log = std::fs::File::create(
         fleet
             .dir

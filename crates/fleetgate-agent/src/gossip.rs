@@ -4,7 +4,8 @@
 //!
 //! The newest delivered manifest is kept at `<state_dir>/gossip_held.json` (atomic
 //! write) and restored at start, so a restarted node keeps serving it to peers that
-//! pull. After each apply the gossip verifier's floor is raised to the agent's floor.
+//! pull; a manifest the node took from its feed to catch up ([`crate::pull::catch_up`])
+//! is kept there too. After each apply the gossip verifier's floor is raised to the agent's floor.
 //! When an apply is busy (one already runs), the delivery is retried every 500 ms; only
 //! the newest delivery matters (the channel holds one).
 //!

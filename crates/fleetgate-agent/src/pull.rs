@@ -79,7 +79,9 @@ pub async fn poll_once(
     url: &str,
     etag: &mut Option<String>,
 ) -> Result<Poll, String> {
-    poll_once_within(agent, url, etag, Duration::from_secs(30)).await
+    poll_once_within(agent, url, etag, Duration::from_secs(30))
+        .await
+        .map(|(poll, _)| poll)
 }
 
 /// How long a catch-up may wait for the feed (a node starting up waits this long at most
@@ -92,6 +94,21 @@ pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
 /// node serves anyway, and tries again when its heartbeats next recover.
 pub async fn catch_up(agent: &Agent, url: &str, etag: &mut Option<String>, when: &str) {
     let polled = poll_once_within(agent, url, etag, CATCH_UP_TIMEOUT).await;
+    // What was taken from the feed is what gossip would have delivered: kept as the
+    // manifest this node's gossip holds, so that, started after this, it serves it to
+    // its peers (and does not wait for one it can no longer accept at its floor).
+    let polled = match polled {
+        Ok((poll, Some(manifest))) => {
+            if agent.config().gossip_listen.is_some() {
+                let held = agent.config().state_dir.join(crate::gossip::HELD_FILE);
+                if let Err(e) = crate::write_atomic(&held, &manifest, 0o644) {
+                    tracing::warn!(error = %e, "failed to keep the manifest taken from the feed for gossip");
+                }
+            }
+            Ok(poll)
+        }
+        other => other.map(|(poll, _)| poll),
+    };
     record(agent, &polled);
     match polled {
         Ok(Poll::Applied { outcome, .. }) => {
@@ -128,20 +145,22 @@ fn record(agent: &Agent, polled: &Result<Poll, String>) {
     });
 }
 
+/// [`poll_once`] with the request bounded by `timeout`; with the poll, the manifest when
+/// the apply path took it (applied, already there, or nothing to switch).
 async fn poll_once_within(
     agent: &Agent,
     url: &str,
     etag: &mut Option<String>,
     timeout: Duration,
-) -> Result<Poll, String> {
+) -> Result<(Poll, Option<Vec<u8>>), String> {
     let mut req = agent.http_client().get(url).timeout(timeout);
     if let Some(tag) = etag.as_deref() {
         req = req.header(reqwest::header::IF_NONE_MATCH, tag);
     }
     let mut resp = req.send().await.map_err(|e| crate::error_chain(&e))?;
     match resp.status() {
-        reqwest::StatusCode::NOT_MODIFIED => return Ok(Poll::Unchanged),
-        reqwest::StatusCode::NOT_FOUND => return Ok(Poll::Empty),
+        reqwest::StatusCode::NOT_MODIFIED => return Ok((Poll::Unchanged, None)),
+        reqwest::StatusCode::NOT_FOUND => return Ok((Poll::Empty, None)),
         s if !s.is_success() => return Err(format!("GET {url}: HTTP {s}")),
         _ => {}
     }
@@ -164,9 +183,11 @@ async fn poll_once_within(
         }
         body.extend_from_slice(&chunk);
     }
+    let mut taken = false;
     let (outcome, settled) = match agent.apply(&body).await {
         Ok(report) => {
             let settled = !matches!(report.outcome, Outcome::Failed | Outcome::Interrupted);
+            taken = report.success;
             tracing::info!(
                 sequence = report.sequence,
                 version = %report.version,
@@ -200,7 +221,7 @@ async fn poll_once_within(
     if settled {
         *etag = tag;
     }
-    Ok(Poll::Applied { outcome, settled })
+    Ok((Poll::Applied { outcome, settled }, taken.then_some(body)))
 }
 
 /// `base` scaled by a factor in [0.8, 1.2), different on every call.
