@@ -232,9 +232,13 @@ async fn get_artifact(
             return (StatusCode::NOT_FOUND, "no such artifact\n").into_response();
         }
     };
-    // Kept for the next node (a temporary name, then renamed: a file under its digest
-    // is always whole). A failure to keep it does not stop this answer.
-    let tmp = store.dir.join(format!(".{sha256}.fetch"));
+    // Kept for the next node (a temporary name of this process's own, then renamed: a
+    // file under its digest is always whole, even with two servers on one directory; a
+    // kill in between leaves only a dot-file, which the state mirror ignores). A failure
+    // to keep it does not stop this answer.
+    let tmp = store
+        .dir
+        .join(format!(".{sha256}.fetch-{}", std::process::id()));
     let kept = tokio::fs::create_dir_all(&store.dir).await.is_ok()
         && tokio::fs::write(&tmp, &bytes).await.is_ok()
         && tokio::fs::rename(&tmp, &path).await.is_ok();
