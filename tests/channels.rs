@@ -1,6 +1,7 @@
 //! Release channels on a real demo fleet of six node agents: three move to `beta`; a
 //! release started on `beta` reaches only the beta nodes (canary, targets; pushed, not
-//! gossiped, since gossip would reach every node); `promote-channel` takes it to
+//! gossiped, since gossip would reach every node); `promote-channel` (here the tool
+//! `promote_channel`, the HTTP API's route) takes it to
 //! `stable`, which is paused at first and gets nothing until it is resumed.
 
 mod common;
@@ -111,13 +112,30 @@ fn a_beta_release_reaches_only_beta_and_a_paused_stable_gets_it_only_once_resume
     // Stable is paused: the promoted run gets to CANARY and sends nothing.
     let out = fleet.fg(&["fleet", "channel", "pause", "stable", "--reason", "freeze"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
-    let out = fleet.fg(&["promote-channel", "v4.1.0", "--to", "stable"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    // The same over the tools (and `POST /api/upgrades/promote-channel`): refused the same
+    // way, then the promotion itself.
+    let tool = |args: Value| -> Value {
+        let out = fleet.fg(&[
+            "tools",
+            "call",
+            "promote_channel",
+            "--args",
+            &args.to_string(),
+        ]);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
+    };
+    let r = tool(serde_json::json!({"version": "v9.9.9", "to": "stable"}));
+    assert_eq!(r["success"], false, "{r}");
+    assert_eq!(r["error_kind"], "refused", "{r}");
     assert!(
-        text(&out).contains("from `beta` to `stable`"),
-        "{}",
-        text(&out)
+        r["error"].as_str().unwrap().contains("v4.1.0 on `beta`"),
+        "{r}"
     );
+    let r = tool(serde_json::json!({"version": "v4.1.0", "to": "stable"}));
+    assert_eq!(r["success"], true, "{r}");
+    assert_eq!(r["promoted_from"], "beta", "{r}");
+    assert_eq!(r["channel"], "stable", "{r}");
+    assert_eq!(r["version"], "v4.1.0", "{r}");
     let run = fleet.background(&["run"]);
     let held = fleet.wait_until("CANARY held by the paused channel", |s| {
         s["stage"] == "canary"

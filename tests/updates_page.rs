@@ -1,8 +1,9 @@
 //! The Updates page in a real browser: headless Chromium (Debian's `chromium`; `.ci/run`
 //! installs it), driven over the DevTools protocol, against `fleetgate serve` on a real
-//! demo fleet of four agents. It signs in with the API token, watches a run reach CANARY,
-//! pauses, resumes and promotes it from the page and sees `completed`; then rolls a second
-//! run back from the page. A screenshot of each step is written under
+//! demo fleet of four agents. It signs in with the API token, watches a run reach CANARY
+//! (a chart per criterion over time), pauses, resumes and promotes it from the page,
+//! approves DEPLOY from the page with an approval signed by the approver's key (a tampered
+//! one refused) and sees `completed`; then rolls a second run back from the page. A screenshot of each step is written under
 //! `target/updates-page/`.
 
 mod common;
@@ -212,6 +213,16 @@ fn an_operator_drives_runs_from_the_updates_page_in_a_real_browser() {
         edited.contains("\nwindow_secs = 3600\n") && edited.contains("\nmax_window_secs = 3600\n"),
         "{edited}"
     );
+    // DEPLOY waits for one signed approval: the page shows the request, the approver signs
+    // it with the binary (their machine, their key), and the page submits it.
+    let key = fleet.dir.path().join("approver.key");
+    let out = fleet.fg(&["keygen", "--out", key.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let approver = std::fs::read_to_string(fleet.dir.path().join("approver.key.pub")).unwrap();
+    let edited = format!(
+        "{edited}\n[approval]\nbefore = [\"deploy\"]\nrequired = 1\nkeys = [{:?}]\n",
+        approver.trim()
+    );
     std::fs::write(fleet.config(), edited).unwrap();
     let token = fleet.dir.path().join("api.token");
     std::fs::write(&token, TOKEN).unwrap();
@@ -317,9 +328,81 @@ fn an_operator_drives_runs_from_the_updates_page_in_a_real_browser() {
         "document.querySelectorAll('#criteria tbody tr').length === 5",
         Duration::from_secs(30),
     );
+    // Each criterion over time: one chart per criterion, filled by successive checks; the
+    // exception rate's has its statistic (the SPRT's log likelihood ratio) as a line.
+    b.wait(
+        "a chart per criterion with two checks or more",
+        "(() => { const s = [...document.querySelectorAll('#criteria svg.spark')]; \
+           return s.length === 5 && s.every((x) => +x.dataset.points >= 2); })()",
+        Duration::from_secs(120),
+    );
+    assert_eq!(
+        b.eval(
+            "[...document.querySelectorAll('#criteria svg.spark')].map((x) => x.dataset.criterion).sort().join(',')"
+        ),
+        json!("benchmark,exception_rate,health_check,heartbeat,integrity")
+    );
+    b.wait(
+        "the exception-rate statistic over time",
+        "!!document.querySelector('#criteria svg.spark[data-criterion=exception_rate] polyline')",
+        Duration::from_secs(60),
+    );
     b.screenshot("04-canary");
     b.eval("document.getElementById('reason').value = 'healthy on the dashboards'; true");
     b.click("btn-promote");
+    // DEPLOY waits for its approval: asked for on the page, signed with the approver's
+    // key, submitted from the page.
+    b.wait(
+        "DEPLOY waiting for its approval",
+        "document.getElementById('stage').textContent === 'deploying' \
+         && document.getElementById('gates').textContent.includes('waiting for approvals: 0 of 1 before DEPLOY')",
+        Duration::from_secs(120),
+    );
+    b.click("btn-approve");
+    b.wait(
+        "the approval request",
+        "document.getElementById('approval-request').textContent.includes('\"deploy\"')",
+        Duration::from_secs(30),
+    );
+    let request = b.eval("document.getElementById('approval-request').textContent");
+    let request_file = fleet.dir.path().join("request.json");
+    std::fs::write(&request_file, request.as_str().unwrap()).unwrap();
+    let signed_file = fleet.dir.path().join("signed.json");
+    let out = fleet.fg(&[
+        "approve",
+        "--sign",
+        request_file.to_str().unwrap(),
+        "--key-file",
+        key.to_str().unwrap(),
+        "--out",
+        signed_file.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let signed = std::fs::read_to_string(&signed_file).unwrap();
+    // Tampered on the way (another version): the page shows the refusal, nothing counts.
+    let mut forged: Value = serde_json::from_str(&signed).unwrap();
+    forged["version"] = json!("v9.9.9");
+    b.eval(&format!(
+        "document.getElementById('approval').value = {:?}; true",
+        forged.to_string()
+    ));
+    b.click("btn-submit-approval");
+    b.wait(
+        "the refused approval",
+        "document.getElementById('message').textContent.startsWith('approval refused')",
+        Duration::from_secs(30),
+    );
+    assert_eq!(fleet.status()["stage"], "deploying");
+    b.eval(&format!(
+        "document.getElementById('approval').value = {signed:?}; true"
+    ));
+    b.click("btn-submit-approval");
+    b.wait(
+        "the recorded approval",
+        "document.getElementById('message').textContent.startsWith('approval recorded: 1 of 1 before deploy')",
+        Duration::from_secs(30),
+    );
+    b.screenshot("05-approved");
     b.wait(
         "completed",
         &stage_is("completed"),
@@ -330,7 +413,7 @@ fn an_operator_drives_runs_from_the_updates_page_in_a_real_browser() {
         "{}",
         b.text("gates")
     );
-    b.screenshot("05-completed");
+    b.screenshot("06-completed");
     let out = run.wait_within(Duration::from_secs(60));
     assert_eq!(code(&out), 0, "{}", text(&out));
     let s = fleet.status();
@@ -351,7 +434,7 @@ fn an_operator_drives_runs_from_the_updates_page_in_a_real_browser() {
         &stage_is("rolled_back"),
         Duration::from_secs(120),
     );
-    b.screenshot("06-rolled-back");
+    b.screenshot("07-rolled-back");
     let out = run.wait_within(Duration::from_secs(120));
     assert!(matches!(code(&out), 0 | 4), "{}", text(&out));
     let s = fleet.status();
@@ -374,6 +457,6 @@ fn an_operator_drives_runs_from_the_updates_page_in_a_real_browser() {
         "{}",
         b.text("runs")
     );
-    b.screenshot("07-runs");
+    b.screenshot("08-runs");
     println!("screenshots in {}", b.shots.display());
 }

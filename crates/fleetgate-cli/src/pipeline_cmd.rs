@@ -26,39 +26,13 @@ pub fn promote_channel(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let o = open(cfg_path, false)?;
-    let state = o.status()?;
-    // Each channel's completed release: `stable`'s is `last_completed`.
-    let records: Vec<(&str, &fleetgate_core::CompletedRelease)> = state
-        .last_completed
-        .iter()
-        .map(|r| (fleetgate_core::DEFAULT_CHANNEL, r))
-        .chain(state.channel_releases.iter().map(|(c, r)| (c.as_str(), r)))
-        .collect();
-    let Some((channel, release)) = records
-        .iter()
-        .find(|(c, r)| *c != to && r.version == version)
-        .map(|(c, r)| (*c, (*r).clone()))
-    else {
-        let known: Vec<String> = records
-            .iter()
-            .map(|(c, r)| format!("{} on `{c}`", r.version))
-            .collect();
-        anyhow::bail!(
-            "{version} is not the release completed last on a channel other than `{to}` (completed: {}); promote what a channel runs now",
-            if known.is_empty() {
-                "none".to_owned()
-            } else {
-                known.join(", ")
-            }
-        );
-    };
+    let (state, from) = o.promote_channel(version, to)?;
     if !json {
         println!(
-            "promoting {version} ({}) from `{channel}` to `{to}`",
-            short(&release.git_sha)
+            "promoting {version} ({}) from `{from}` to `{to}`",
+            short(&state.git_sha)
         );
     }
-    let state = o.start_on(version, Some(&release.git_sha), Some(to))?;
     started(&state, json)
 }
 

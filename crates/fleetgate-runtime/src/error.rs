@@ -553,6 +553,19 @@ pub enum Refusal {
         /// Why.
         reason: String,
     },
+    /// `promote-channel` of a version no other channel completed last.
+    #[error(
+        "{version} is not the release completed last on a channel other than `{to}` (completed: {}); promote what a channel runs now",
+        if completed.is_empty() { "none".to_owned() } else { completed.join(", ") }
+    )]
+    NotOnAChannel {
+        /// The version asked for.
+        version: String,
+        /// The channel it was to go to.
+        to: String,
+        /// What each channel completed last (`v1.2.0 on `beta``).
+        completed: Vec<String>,
+    },
 }
 
 /// The caller's input is invalid (see [`RuntimeError::Invalid`]).

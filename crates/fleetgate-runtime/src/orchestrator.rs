@@ -422,6 +422,43 @@ impl Orchestrator {
             .map_err(flatten)
     }
 
+    /// Take the release `version` that completed last on another channel to channel `to`
+    /// (`fleetgate promote-channel`, the `promote_channel` tool): a new run of the same
+    /// commit on `to`, so every gate runs again and the canary and steps judge it on
+    /// `to`'s nodes. Returns the started run and the channel the release came from.
+    pub fn promote_channel(
+        &self,
+        version: &str,
+        to: &str,
+    ) -> Result<(PipelineState, String), RuntimeError> {
+        fleetgate_fleet::validate_channel(to)
+            .map_err(|e| RuntimeError::Invalid(crate::InvalidInput::Channel(e)))?;
+        let state = self.status()?;
+        // Each channel's completed release: `stable`'s is `last_completed`.
+        let records: Vec<(&str, &fleetgate_core::CompletedRelease)> = state
+            .last_completed
+            .iter()
+            .map(|r| (fleetgate_core::DEFAULT_CHANNEL, r))
+            .chain(state.channel_releases.iter().map(|(c, r)| (c.as_str(), r)))
+            .collect();
+        let Some((from, sha)) = records
+            .iter()
+            .find(|(c, r)| *c != to && r.version == version)
+            .map(|(c, r)| ((*c).to_owned(), r.git_sha.clone()))
+        else {
+            return Err(RuntimeError::Refused(crate::Refusal::NotOnAChannel {
+                version: version.to_owned(),
+                to: to.to_owned(),
+                completed: records
+                    .iter()
+                    .map(|(c, r)| format!("{} on `{c}`", r.version))
+                    .collect(),
+            }));
+        };
+        let started = self.start_on(version, Some(&sha), Some(to))?;
+        Ok((started, from))
+    }
+
     /// Roll back the current run.
     pub fn rollback(&self, reason: &str) -> Result<PipelineState, RuntimeError> {
         rollback_store(&self.store, reason)

@@ -6,6 +6,10 @@
 const KEY = "fleetgate-token";
 const STAGES = ["idle", "building", "testing", "auditing", "benchmarking", "signing", "canary", "deploying", "completed"];
 const llrSeries = [];
+// Per criterion, what each poll saw since the page was opened: {t, d (decision), v (its
+// statistic: the log likelihood ratio where there is one, else its first number)}.
+const critSeries = {};
+const DECISION_COLOR = { pass: "#047857", pending: "#d97706", fail: "#b91c1c", skipped: "#d1d5db" };
 let bounds = null;
 let timer = null;
 
@@ -84,10 +88,62 @@ function statText(stat) {
   return Object.entries(stat).filter(([, v]) => typeof v === "number").map(([k, v]) => k + "=" + (Math.round(v * 1000) / 1000)).join(" ");
 }
 
+function firstNumber(stat) {
+  if (!stat || typeof stat !== "object") return null;
+  if (typeof stat.llr === "number") return stat.llr;
+  const v = Object.values(stat).find((x) => typeof x === "number");
+  return v === undefined ? null : v;
+}
+
+function recordCriteria(crit, at) {
+  for (const k of crit) {
+    const s = critSeries[k.criterion] || (critSeries[k.criterion] = []);
+    const last = s[s.length - 1];
+    const point = { t: at, d: k.decision, v: firstNumber(k.statistic) };
+    // A new point when the judge's answer changed or it judged again (new check time).
+    if (!last || last.t !== at || last.d !== point.d || last.v !== point.v) s.push(point);
+    if (s.length > 300) s.shift();
+  }
+}
+
+// One criterion over time: a strip of its decisions (green pass, amber pending, red fail,
+// grey skipped), and its statistic as a line above it when it has one.
+function sparkline(name) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 200 40");
+  svg.setAttribute("preserveAspectRatio", "none");
+  svg.setAttribute("class", "spark");
+  svg.setAttribute("data-criterion", name);
+  const s = critSeries[name] || [];
+  svg.setAttribute("data-points", String(s.length));
+  if (s.length === 0) return svg;
+  const w = 200 / s.length;
+  s.forEach((p, i) => {
+    const r = document.createElementNS(ns, "rect");
+    r.setAttribute("x", String(i * w)); r.setAttribute("y", "32"); r.setAttribute("width", String(Math.max(w, 1)));
+    r.setAttribute("height", "8"); r.setAttribute("fill", DECISION_COLOR[p.d] || "#9ca3af");
+    svg.append(r);
+  });
+  const vals = s.filter((p) => p.v !== null).map((p) => p.v);
+  if (vals.length > 0) {
+    const lo = Math.min(...vals), hi = Math.max(...vals);
+    const y = (v) => hi === lo ? 16 : 28 - ((v - lo) / (hi - lo)) * 26;
+    const pts = s.map((p, i) => p.v === null ? null : (i * w + w / 2) + "," + y(p.v)).filter((q) => q !== null);
+    const line = document.createElementNS(ns, "polyline");
+    line.setAttribute("points", pts.join(" "));
+    line.setAttribute("fill", "none"); line.setAttribute("stroke", "#1d4ed8"); line.setAttribute("stroke-width", "1.5");
+    svg.append(line);
+  }
+  return svg;
+}
+
 function renderCanary(c) {
   const crit = Array.isArray(c.criteria) ? c.criteria : [];
+  recordCriteria(crit, c.last_checked_at || Date.now() / 1000);
   $("criteria").tBodies[0].replaceChildren(...crit.map((k) =>
-    el("tr", {}, el("td", {}, k.criterion), el("td", { class: k.decision }, k.decision), el("td", { class: "detail" }, statText(k.statistic)), el("td", { class: "detail" }, k.detail))));
+    el("tr", {}, el("td", {}, k.criterion), el("td", { class: k.decision }, k.decision), el("td", {}, sparkline(k.criterion)),
+      el("td", { class: "detail" }, statText(k.statistic)), el("td", { class: "detail" }, k.detail))));
   const rate = crit.find((k) => k.criterion === "exception_rate");
   if (rate && rate.statistic && typeof rate.statistic.llr === "number") {
     const last = llrSeries[llrSeries.length - 1];
@@ -162,16 +218,43 @@ async function refresh() {
   try { const r = await api("GET", "/api/upgrades/runs"); renderRuns(r.runs || []); } catch (_) { /* shown by status */ }
 }
 
+async function submitApproval() {
+  let doc;
+  try {
+    doc = JSON.parse($("approval").value);
+  } catch (e) {
+    $("message").textContent = "approval refused: the signed approval is not JSON (" + e.message + ")";
+    return;
+  }
+  $("message").textContent = "approval…";
+  try {
+    const r = await api("POST", "/api/upgrades/approve", { approval: doc });
+    const a = r.approval || {};
+    $("message").textContent = "approval recorded: " + a.approvals + " of " + a.required + " before " + a.stage
+      + (r.next_step ? " — " + r.next_step : "");
+    $("approval").value = "";
+    refresh();
+  } catch (e) {
+    $("message").textContent = "approval refused: " + e.message;
+  }
+}
+
 async function act(ev) {
   const op = ev.currentTarget.dataset.op;
   const reason = $("reason").value.trim();
   if (op === "rollback" && !confirm("Roll back the run in progress?")) return;
   $("message").textContent = op + "…";
   try {
-    const r = await api("POST", "/api/upgrades/" + op, op === "approve" ? {} : { reason });
-    $("message").textContent = op === "approve"
-      ? "approval request (sign it with `fleetgate approve --sign`):\n" + JSON.stringify(r.request || r, null, 2)
-      : op + ": done" + (r.stage ? " — the run is at " + r.stage : "");
+    const r = await api("POST", "/api/upgrades/" + op, { reason });
+    if (op === "approve") {
+      $("approval-request").textContent = JSON.stringify(r.request || r, null, 2);
+      $("approval-box").hidden = false;
+      $("message").textContent = "approval request for " + (r.request ? r.request.stage : "?") + ": approved so far by "
+        + ((r.approved_by || []).length) + " of " + r.required
+        + ". Save it as a file, sign it where an approver's key is (`fleetgate approve --sign FILE --key-file KEY`), paste the result below.";
+    } else {
+      $("message").textContent = op + ": done" + (r.stage ? " — the run is at " + r.stage : "");
+    }
     refresh();
   } catch (e) {
     $("message").textContent = op + " refused: " + e.message;
@@ -181,5 +264,6 @@ async function act(ev) {
 document.addEventListener("DOMContentLoaded", () => {
   $("login-form").addEventListener("submit", login);
   for (const b of document.querySelectorAll("button[data-op]")) b.addEventListener("click", act);
+  $("btn-submit-approval").addEventListener("click", submitApproval);
   signedIn(!!sessionStorage.getItem(KEY));
 });

@@ -25,6 +25,22 @@ pub struct StartUpgrade {
     /// default): the tag named `new_version`.
     #[serde(default)]
     pub git_sha: Option<String>,
+    /// The release channel whose nodes the run updates (canary, steps, DEPLOY): a name of
+    /// letters, digits, `-`, `_` or `.`. Default (absent): `stable`, every node's channel
+    /// unless set otherwise (`fleetgate fleet channel`). Not in HART.
+    #[serde(default)]
+    pub channel: Option<String>,
+}
+
+/// `promote_channel`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteChannel {
+    /// The version: the release completed last on a channel other than `to` (e.g. what
+    /// `beta` runs now).
+    pub version: String,
+    /// The channel to take it to (e.g. `stable`).
+    pub to: String,
 }
 
 /// `rollback_upgrade`.

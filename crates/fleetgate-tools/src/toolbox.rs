@@ -172,6 +172,14 @@ pub fn definitions() -> Vec<ToolDef> {
             destructive: false,
             idempotent: true,
         },
+        ToolDef {
+            name: "promote_channel",
+            description: "Take a release that completed on one channel to another (`beta` → `stable`): starts a new run of the same commit on channel `to`, so every gate runs again and the canary and DEPLOY steps judge it on `to`'s nodes. `version` must be the release completed last on a channel other than `to`. Allowed only when no run is in progress; then call advance_upgrade_pipeline until the run ends.",
+            input_schema: schema::<args::PromoteChannel>(),
+            read_only: false,
+            destructive: false,
+            idempotent: false,
+        },
     ]
 }
 
@@ -404,6 +412,7 @@ impl Toolbox {
                 parse(name, args).and_then(|a| self.control(name, a))
             }
             "approve_upgrade" => parse(name, args).and_then(|a| self.approve(a)),
+            "promote_channel" => parse(name, args).and_then(|a| self.promote_channel(a)),
             other => Err(ToolError::new(
                 ErrorKind::UnknownTool,
                 format!(
@@ -544,11 +553,29 @@ impl Toolbox {
         if let Some(sha) = git_sha {
             check_len("git_sha", sha, MAX_VERSION_CHARS)?;
         }
+        let channel = a.channel.as_deref();
+        if let Some(c) = channel {
+            check_len("channel", c, MAX_VERSION_CHARS)?;
+        }
         let o = self.open(false)?;
-        let state = o.start(&a.new_version, git_sha).map_err(|e| {
+        let state = o.start_on(&a.new_version, git_sha, channel).map_err(|e| {
             ToolError::from(e).context(&format!("start_upgrade({})", a.new_version))
         })?;
         let mut v = summary(&state);
+        v["warnings"] = json!(env_warnings());
+        v["next_step"] = json!("call advance_upgrade_pipeline to run the BUILD gate");
+        Ok(v)
+    }
+
+    fn promote_channel(&self, a: args::PromoteChannel) -> ToolResult {
+        check_len("version", &a.version, MAX_VERSION_CHARS)?;
+        check_len("to", &a.to, MAX_VERSION_CHARS)?;
+        let o = self.open(false)?;
+        let (state, from) = o.promote_channel(&a.version, &a.to).map_err(|e| {
+            ToolError::from(e).context(&format!("promote_channel({} to {})", a.version, a.to))
+        })?;
+        let mut v = summary(&state);
+        v["promoted_from"] = json!(from);
         v["warnings"] = json!(env_warnings());
         v["next_step"] = json!("call advance_upgrade_pipeline to run the BUILD gate");
         Ok(v)
@@ -730,6 +757,7 @@ impl Toolbox {
             "baseline_nodes": f.get("baseline_nodes").cloned().unwrap_or(Value::Null),
             "verdict": f,
             "checks": rec.checks,
+            "last_checked_at": rec.last_checked_at,
             "promoted": rec.promoted,
             "paused": state.paused,
             "selection": state.canary.as_ref().and_then(|c| c.selection.as_ref()), "canary": &state.canary,

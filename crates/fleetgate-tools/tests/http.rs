@@ -397,6 +397,51 @@ async fn pause_holds_the_run_resume_lets_it_go_and_promote_is_refused_outside_ca
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_run_targets_a_channel_and_only_a_completed_release_is_promoted_to_another() {
+    let srv = Server::start(false).await;
+    // Nothing completed anywhere: nothing to promote (409, names what is there).
+    let to_stable = json!({"version": "v1.0.0", "to": "stable"});
+    let (s, b) = srv
+        .post("/api/upgrades/promote-channel", None, &to_stable)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+    let (s, b) = srv
+        .post("/api/upgrades/promote-channel", Some(TOKEN), &to_stable)
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    assert!(error(&b).contains("(completed: none)"), "{b}");
+    let (s, b) = srv
+        .post(
+            "/api/upgrades/promote-channel",
+            Some(TOKEN),
+            &json!({"version": "v1.0.0", "to": "Not A Channel"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(b["error_kind"], json!("invalid_arguments"), "{b}");
+    // A run on a named channel; a channel name that is not one is refused by name.
+    let (s, b) = srv
+        .post(
+            "/api/upgrades/start",
+            Some(TOKEN),
+            &json!({"new_version": "v1.0.0", "channel": "beta/../x"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert!(error(&b).contains("channel"), "{b}");
+    let (s, b) = srv
+        .post(
+            "/api/upgrades/start",
+            Some(TOKEN),
+            &json!({"new_version": "v1.0.0", "channel": "beta"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["channel"], json!("beta"), "{b}");
+    assert_eq!(b["stage"], json!("building"), "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_long_gate_blocks_neither_the_server_nor_reads() {
     let srv = Server::with_build(false, "sleep 3").await;
     let (s, b) = srv
@@ -731,6 +776,11 @@ async fn openapi_describes_every_route() {
             ("post", "/api/upgrades/resume", Some("resume_upgrade")),
             ("post", "/api/upgrades/promote", Some("promote_upgrade")),
             ("post", "/api/upgrades/approve", Some("approve_upgrade")),
+            (
+                "post",
+                "/api/upgrades/promote-channel",
+                Some("promote_channel"),
+            ),
             (
                 "get",
                 "/api/upgrades/canary-health",

@@ -44,7 +44,8 @@ fn the_ten_hart_tools_in_order_then_the_operator_controls() {
             "pause_upgrade",
             "resume_upgrade",
             "promote_upgrade",
-            "approve_upgrade"
+            "approve_upgrade",
+            "promote_channel"
         ]
     );
     for d in definitions() {

@@ -81,6 +81,13 @@ pub(super) fn ops() -> Vec<Op> {
             "upgrades",
         ),
         op(
+            Method::POST,
+            "/api/upgrades/promote-channel",
+            "promote_channel",
+            "Take a release completed on one channel to another",
+            "upgrades",
+        ),
+        op(
             Method::GET,
             "/api/upgrades/canary-health",
             "check_canary_health",
