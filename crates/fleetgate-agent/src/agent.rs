@@ -232,6 +232,9 @@ pub(crate) struct Inner {
     pub(crate) last_probe: Mutex<Probe>,
     hb_stats: Mutex<crate::heartbeat::HeartbeatStats>,
     pull_stats: Mutex<crate::pull::PullStats>,
+    /// Where a manifest taken from the feed goes to reach the running gossip node (set
+    /// while gossip runs; see [`Agent::offer_to_gossip`]).
+    gossip_offer: Mutex<Option<tokio::sync::mpsc::Sender<Vec<u8>>>>,
     /// A binary to exec instead of this one (an agent update, or a return from one).
     restart: tokio::sync::watch::Sender<Option<PathBuf>>,
     metrics: crate::metrics::AgentMetrics,
@@ -428,6 +431,7 @@ impl Agent {
                 last_probe: Mutex::new(Probe::default()),
                 hb_stats: Mutex::new(crate::heartbeat::HeartbeatStats::default()),
                 pull_stats: Mutex::new(crate::pull::PullStats::default()),
+                gossip_offer: Mutex::new(None),
                 restart: tokio::sync::watch::Sender::new(None),
                 metrics: crate::metrics::AgentMetrics::default(),
                 keyring,
@@ -737,6 +741,22 @@ impl Agent {
 
     pub(crate) fn record_poll(&self, update: impl FnOnce(&mut crate::pull::PullStats)) {
         update(&mut lock(&self.inner.pull_stats));
+    }
+
+    /// Connects (or, with `None`, disconnects) the running gossip node, which takes the
+    /// manifests offered with [`Agent::offer_to_gossip`].
+    pub(crate) fn set_gossip_offer(&self, tx: Option<tokio::sync::mpsc::Sender<Vec<u8>>>) {
+        *lock(&self.inner.gossip_offer) = tx;
+    }
+
+    /// Hands a verified manifest this node took from its feed to its running gossip node,
+    /// which spreads it as if it had been delivered by gossip (so peers that missed the
+    /// order learn of it). False when no gossip node runs (it reads `gossip_held.json`
+    /// when it starts) or the hand-off queue is full (a newer one is on its way).
+    pub(crate) fn offer_to_gossip(&self, manifest: &[u8]) -> bool {
+        lock(&self.inner.gossip_offer)
+            .as_ref()
+            .is_some_and(|tx| tx.try_send(manifest.to_vec()).is_ok())
     }
 
     /// The counters the app last reported through its health endpoint.

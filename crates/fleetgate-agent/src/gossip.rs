@@ -5,7 +5,8 @@
 //! The newest delivered manifest is kept at `<state_dir>/gossip_held.json` (atomic
 //! write) and restored at start, so a restarted node keeps serving it to peers that
 //! pull; a manifest the node took from its feed to catch up ([`crate::pull::catch_up`])
-//! is kept there too. After each apply the gossip verifier's floor is raised to the agent's floor.
+//! is kept there too, and, when gossip already runs (heartbeats recovered after a cut),
+//! published from this node so its peers learn of it. After each apply the gossip verifier's floor is raised to the agent's floor.
 //! When an apply is busy (one already runs), the delivery is retried every 500 ms; only
 //! the newest delivery matters (the channel holds one).
 //!
@@ -76,6 +77,10 @@ pub async fn start(
     // What was restored is already applied (or refused) here.
     deliveries.borrow_and_update();
     let agent = agent.clone();
+    // Manifests the node takes from its feed while gossip runs (heartbeats recovered
+    // after a cut): published from this node so its peers learn of them too.
+    let (offer_tx, mut offers) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    agent.set_gossip_offer(Some(offer_tx));
     let mut sample = tokio::time::interval(crate::metrics::GOSSIP_SAMPLE);
     sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let task = tokio::spawn(async move {
@@ -99,9 +104,22 @@ pub async fn start(
                     apply_delivered(&agent, &d.manifest, &mut stop).await;
                     verifier.raise_floor(agent.floor());
                 }
+                Some(manifest) = offers.recv() => {
+                    match handle.publish(manifest.clone()).await {
+                        Ok(v) => {
+                            tracing::info!(sequence = v.sequence, "gossiping the manifest taken from the feed");
+                            if let Err(e) = crate::write_atomic(&held_path, &manifest, 0o644) {
+                                tracing::warn!(error = %e, "failed to keep the gossip manifest");
+                            }
+                        }
+                        // Older than (or the same as) what gossip holds: nothing to spread.
+                        Err(e) => tracing::debug!(error = %e, "the manifest taken from the feed is not gossiped"),
+                    }
+                }
                 () = stopped(&mut stop) => break,
             }
         }
+        agent.set_gossip_offer(None);
         if let Err(e) = handle.shutdown().await {
             tracing::warn!(error = %e, "gossip shutdown");
         }

@@ -94,12 +94,13 @@ pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
 /// node serves anyway, and tries again when its heartbeats next recover.
 pub async fn catch_up(agent: &Agent, url: &str, etag: &mut Option<String>, when: &str) {
     let polled = poll_once_within(agent, url, etag, CATCH_UP_TIMEOUT).await;
-    // What was taken from the feed is what gossip would have delivered: kept as the
-    // manifest this node's gossip holds, so that, started after this, it serves it to
-    // its peers (and does not wait for one it can no longer accept at its floor).
+    // What was taken from the feed is what gossip would have delivered: handed to the
+    // running gossip node (which spreads it and keeps it as the held manifest), or, before
+    // gossip starts, kept as the manifest it holds, so that it serves it to its peers
+    // (and does not wait for one it can no longer accept at its floor).
     let polled = match polled {
         Ok((poll, Some(manifest))) => {
-            if agent.config().gossip_listen.is_some() {
+            if agent.config().gossip_listen.is_some() && !agent.offer_to_gossip(&manifest) {
                 let held = agent.config().state_dir.join(crate::gossip::HELD_FILE);
                 if let Err(e) = crate::write_atomic(&held, &manifest, 0o644) {
                     tracing::warn!(error = %e, "failed to keep the manifest taken from the feed for gossip");

@@ -151,6 +151,16 @@ fn serve_on(
     })
 }
 
+/// Waits until the node's heartbeats fail (its fleet endpoint is gone).
+fn wait_for_a_failed_heartbeat(f: &Fixture) {
+    wait_until(Duration::from_secs(15), "a failed heartbeat", || {
+        status(f)["heartbeats"]["consecutive_failures"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    });
+}
+
 /// Push mode (issue 11, item 4): a node that is down, or cut off, while a rollback order
 /// goes out never receives the push; the order waits in its feed. It reads the feed when
 /// it starts — before `/apply` serves — and when its heartbeats get through again, so
@@ -197,12 +207,7 @@ fn a_push_node_that_missed_a_rollback_order_obeys_it_from_its_feed_before_anyone
     // once its heartbeats get through again, it reads its feed.
     server.abort();
     let _ = rt.block_on(&mut server);
-    wait_until(Duration::from_secs(15), "a failed heartbeat", || {
-        status(&f)["heartbeats"]["consecutive_failures"]
-            .as_u64()
-            .unwrap_or(0)
-            >= 1
-    });
+    wait_for_a_failed_heartbeat(&f);
     put(5, &f.rollback(5, (4, &v3), &v1));
     let _server = serve_on(&rt, &reg, port);
     wait_until(Duration::from_secs(30), "the order obeyed", || {
@@ -215,4 +220,79 @@ fn a_push_node_that_missed_a_rollback_order_obeys_it_from_its_feed_before_anyone
     assert!(s["pull"]["polls"].as_u64().unwrap() >= 2, "{s}");
 
     rt.block_on(node.shutdown()).unwrap();
+}
+
+/// A push node with gossip that was cut off while a rollback order went out takes the
+/// order from its feed when its heartbeats recover — and hands it to its running gossip
+/// node, so a gossip peer that missed the order too learns of it from this node (before,
+/// only a gossip node started after the catch-up spread it).
+#[test]
+fn an_order_taken_from_the_feed_after_a_cut_is_gossiped_to_the_nodes_peers() {
+    let port = free_port();
+    let node_gossip = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let peer_gossip = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let f = Fixture::new(Opts {
+        orchestrator: Some(format!("http://127.0.0.1:{port}")),
+        extra: format!(
+            "gossip_listen = \"{node_gossip}\"\nseeds = [\"{peer_gossip}\"]\ngossip_round_ms = 100\n"
+        ),
+        ..Opts::default()
+    });
+    let v1 = f.commit("v1.0.0", "healthy");
+    let v2 = f.commit("v2.0.0", "healthy");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let reg = f.registry_with_node(&rt);
+    let mut server = serve_on(&rt, &reg, port);
+    // The peer: a plain gossip node on a real UDP socket, trusting the same keys.
+    let keyring = fleetgate_trust::Keyring::load(&f.dir.path().join("keys/trust.json")).unwrap();
+    let peer = rt
+        .block_on(fleetgate_gossip::runtime::spawn_udp(
+            fleetgate_gossip::GossipConfig {
+                round_interval_ms: 100,
+                anti_entropy_interval_ms: Some(1000),
+                ..fleetgate_gossip::GossipConfig::default()
+            },
+            peer_gossip,
+            vec![node_gossip],
+            std::sync::Arc::new(fleetgate_gossip::TrustVerifier::new(keyring)),
+            None,
+        ))
+        .unwrap();
+    let deliveries = peer.deliveries();
+
+    let node = rt
+        .block_on(fleetgate_agent::RunningNode::start(f.config()))
+        .unwrap();
+    let (code, r) = post_apply(&f, &f.manifest(1, &v1));
+    assert_eq!(code, 200, "{r}");
+
+    // Cut off while v2 (sequence 2) was canaried elsewhere and revoked (order 3).
+    server.abort();
+    let _ = rt.block_on(&mut server);
+    wait_for_a_failed_heartbeat(&f);
+    let order = f.rollback(3, (2, &v2), &v1);
+    let now = i64::try_from(fleetgate_trust::unix_now()).unwrap();
+    assert!(rt.block_on(reg.put_feed("node-1", 3, &order, now)).unwrap());
+    assert!(deliveries.borrow().is_none(), "nothing was gossiped before");
+    let _server = serve_on(&rt, &reg, port);
+    wait_until(Duration::from_secs(30), "the order obeyed", || {
+        f.floor() == 3
+    });
+    wait_until(
+        Duration::from_secs(30),
+        "the order gossiped to the peer",
+        || {
+            deliveries
+                .borrow()
+                .as_ref()
+                .is_some_and(|d| d.verified.sequence == 3 && *d.manifest == *order)
+        },
+    );
+    // And kept as what this node's gossip holds (served again after a restart).
+    assert_eq!(
+        std::fs::read(f.dir.path().join("state").join("gossip_held.json")).unwrap(),
+        order
+    );
+    rt.block_on(node.shutdown()).unwrap();
+    rt.block_on(peer.shutdown()).unwrap();
 }
