@@ -118,8 +118,8 @@ fn an_mcp_session_starts_advances_inspects_and_rolls_back_a_run() {
     let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert_eq!(
         names.len(),
-        14,
-        "HART's ten + pause, resume, promote, approve: {names:?}"
+        15,
+        "HART's ten + pause, resume, promote, approve, promote_channel: {names:?}"
     );
     for t in tools {
         assert_eq!(t["inputSchema"]["type"], "object", "{t}");
@@ -240,7 +240,7 @@ fn tools_export_gives_plain_function_definitions() {
     let out = env.fg(&["tools", "export", "--format", "openai"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v.as_array().unwrap().len(), 14);
+    assert_eq!(v.as_array().unwrap().len(), 15);
     assert_eq!(v[3]["function"]["name"], "start_upgrade");
     assert_eq!(v[3]["function"]["parameters"]["type"], "object");
 

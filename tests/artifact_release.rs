@@ -4,13 +4,54 @@
 //! serve` serves them at `/artifacts/{sha256}`, and every agent (`artifacts_url`; one of
 //! them in pull mode, taking the release from its feed) downloads, checks and installs
 //! them into a fresh slot, unpacking the archive — no checkout — and runs the release
-//! from there through CANARY and DEPLOY.
+//! from there through CANARY and DEPLOY. With `[artifacts] base_url` (a static server),
+//! CANARY holds, sending nothing, until `fleetgate artifacts export` has published them
+//! there.
 
 mod common;
 use common::{Fleet, code, text};
 use serde_json::Value;
 use sha2::Digest as _;
 use std::time::Duration;
+
+/// A static file server over a directory (Python's `http.server`), stopped on drop.
+struct StaticServer(std::process::Child);
+
+impl StaticServer {
+    fn start(dir: &std::path::Path, port: u16) -> StaticServer {
+        let child = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 (the tests need it; .ci/run installs it)");
+        let server = StaticServer(child);
+        let t = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "http.server did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+}
+
+impl Drop for StaticServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 #[test]
 fn a_release_of_built_artifacts_reaches_every_node_and_runs_from_them() {
@@ -29,12 +70,69 @@ fn a_release_of_built_artifacts_reaches_every_node_and_runs_from_them() {
         1,
     );
     assert_ne!(conf, edited, "the demo config has a build command");
+    // `[artifacts] base_url`: a static HTTP server (Python's http.server over a
+    // directory), empty at first: CANARY holds until the artifacts are published there.
+    let published = fleet.dir.path().join("published");
+    std::fs::create_dir_all(&published).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _static = StaticServer::start(&published, port);
+    let edited = format!("{edited}\n[artifacts]\nbase_url = \"http://127.0.0.1:{port}/\"\n");
     std::fs::write(&path, edited).unwrap();
     fleet.wait_for_history(30);
 
     let out = fleet.fg(&["start", "v2.0.0"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
-    let out = fleet.fg_within(&["run"], Duration::from_secs(300));
+    let run = fleet.background(&["run"]);
+    let held = fleet.wait_until("CANARY held for the unpublished artifacts", |s| {
+        s["stage"] == "canary"
+            && s["gate_results"]["canary"]["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("waiting for 2 artifact(s) to be published"))
+    });
+    let detail = held["gate_results"]["canary"]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("app.conf") && detail.contains("HTTP 404"),
+        "{detail}"
+    );
+    assert!(
+        held["canary"].is_null()
+            || held["canary"]["deliveries"]
+                .as_array()
+                .is_none_or(Vec::is_empty),
+        "nothing sent while held: {}",
+        held["canary"]
+    );
+    // The operator publishes them: exported by digest, served, and the run goes on.
+    let out = fleet.fg(&["artifacts", "export", published.to_str().unwrap(), "--json"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let exported: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = exported["artifacts"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{exported}");
+    for a in list {
+        let file = published.join(a["sha256"].as_str().unwrap());
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(std::fs::read(&file).unwrap())),
+            a["sha256"].as_str().unwrap()
+        );
+        assert_eq!(a["copied"], true, "{a}");
+    }
+    // Exporting again copies nothing.
+    let out = fleet.fg(&["artifacts", "export", published.to_str().unwrap(), "--json"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        again["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["copied"] == false),
+        "{again}"
+    );
+    let out = run.wait_within(Duration::from_secs(300));
     assert_eq!(code(&out), 0, "{}", text(&out));
     let s = fleet.status();
     assert_eq!(s["stage"], "completed", "{s}");

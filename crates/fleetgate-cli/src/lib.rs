@@ -15,6 +15,7 @@
 //! binary as a child process.
 
 mod approve_cmd;
+mod artifacts_cmd;
 mod bench_cmd;
 #[cfg(test)]
 mod config_key_tests;
@@ -218,6 +219,10 @@ enum Cmd {
     /// Trust files (keyrings): create, co-sign, rotate.
     #[command(subcommand)]
     Trust(trust_cmd::TrustCmd),
+    /// The run's built artifacts: export them for the static server or object store of
+    /// `[artifacts] base_url`.
+    #[command(subcommand)]
+    Artifacts(artifacts_cmd::ArtifactsCmd),
     /// Release provenance (in-toto Statement v1, SLSA Provenance v1) that SIGN writes and
     /// the signed manifest names by digest: show it, or verify it against a manifest.
     #[command(subcommand)]
@@ -711,6 +716,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Manifest(ManifestTop::External(cmd)) => signing_cmd::run(cfg_path, cmd),
         Cmd::Trust(cmd) => trust_cmd::run_trust(cmd),
         Cmd::Provenance(cmd) => provenance_cmd::run(cfg_path, cmd),
+        Cmd::Artifacts(cmd) => artifacts_cmd::run(cfg_path, cmd),
     }
 }
 

@@ -107,6 +107,31 @@ pub struct Config {
     /// PostgreSQL registry (high availability).
     #[serde(default)]
     pub state: StateConfig,
+    /// Where the nodes fetch a release's built artifacts.
+    #[serde(default)]
+    pub artifacts: ArtifactsConfig,
+}
+
+/// `[artifacts]`: where the nodes fetch the built files a release ships
+/// (`[stages.build] artifacts`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArtifactsConfig {
+    /// A static HTTP(S) server or object store that serves each artifact as
+    /// `{base_url}/{sha256}` (fill it with `fleetgate artifacts export DIR`); the nodes'
+    /// `artifacts_url` names the same place. Before CANARY sends a release that ships
+    /// artifacts to any node, every one must be there at its signed size, else the gate
+    /// holds (pending, naming what is missing; nothing sent). Unset (the default): the
+    /// orchestrator's own store, which `fleet serve` serves at `/artifacts/{sha256}`.
+    pub base_url: Option<String>,
+}
+
+impl ArtifactsConfig {
+    /// `base_url` without a trailing `/`, if set.
+    #[must_use]
+    pub fn base(&self) -> Option<&str> {
+        self.base_url.as_deref().map(|u| u.trim_end_matches('/'))
+    }
 }
 
 /// `[state]`: where the run's state lives.
@@ -944,6 +969,7 @@ impl Config {
             tls: TlsConfig::default(),
             approval: ApprovalConfig::default(),
             state: StateConfig::default(),
+            artifacts: ArtifactsConfig::default(),
         }
     }
 
@@ -1029,6 +1055,23 @@ impl Config {
                     key: "fleet.heartbeat_retention_secs".into(),
                     value: r.to_string(),
                     expected: "at least `[canary] pre_window_secs` plus the longest canary window (`max_window_secs`): the judge reads both",
+                });
+            }
+        }
+        if let Some(url) = &self.artifacts.base_url {
+            let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+            let host = url.split_once("://").map_or("", |(_, rest)| rest);
+            if !scheme_ok
+                || host.is_empty()
+                || host.starts_with('/')
+                || url.contains(['?', '#'])
+                || url.chars().any(char::is_whitespace)
+                || url.len() > 2048
+            {
+                return Err(ConfigError::Invalid {
+                    key: "artifacts.base_url".into(),
+                    value: format!("{url:?}"),
+                    expected: "an http:// or https:// URL with a host and no query or fragment (artifacts are fetched as {base_url}/{sha256})",
                 });
             }
         }
@@ -1374,6 +1417,31 @@ mod tests {
         assert_eq!(c.bench_tolerance(), 0.05);
         assert_eq!(c.deploy.success_pct, 1.0);
         assert_eq!(c.state_dir, "state");
+    }
+
+    #[test]
+    fn artifacts_base_url_is_an_http_url_without_query() {
+        assert_eq!(parse("", &[]).unwrap().artifacts.base(), None);
+        let c = parse(
+            "[artifacts]\nbase_url = \"https://cdn.example.com/r/\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.artifacts.base(), Some("https://cdn.example.com/r"));
+        for bad in [
+            "ftp://x/a",
+            "https://",
+            "https:///path",
+            "https://x/a?sig=1",
+            "https://x/a#f",
+            "https://x/a b",
+        ] {
+            let err = parse(&format!("[artifacts]\nbase_url = {bad:?}\n"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("artifacts.base_url"), "{bad}: {err}");
+        }
+        assert!(parse("[artifacts]\nbase = \"https://x\"\n", &[]).is_err());
     }
 
     #[test]

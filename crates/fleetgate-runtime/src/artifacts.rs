@@ -141,6 +141,73 @@ pub fn check_stored(state_dir: &Path, artifacts: &[Artifact]) -> Result<(), Stri
     Ok(())
 }
 
+/// One artifact [`export`] placed (or found) in the export directory.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Exported {
+    /// Its name in the manifest.
+    pub name: String,
+    /// Its SHA-256 (the file's name in the directory).
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Where it is now.
+    pub path: PathBuf,
+    /// False when the directory already held it (same size and digest).
+    pub copied: bool,
+}
+
+/// Copies `artifacts` from the store into `dir` as `dir/<sha256>`, the layout `[artifacts]
+/// base_url` and the nodes' `artifacts_url` serve (upload `dir` to the static server or
+/// object store). Each copy is written under a temporary name, checked against its digest
+/// and size, fsynced and renamed; a file already there with the right digest is left as
+/// it is. `Ok(Err(message))`: an artifact is missing from the store or changed since BUILD.
+///
+/// # Errors
+/// [`RuntimeError::Io`] when `dir` cannot be created or written.
+pub fn export(
+    state_dir: &Path,
+    artifacts: &[Artifact],
+    dir: &Path,
+) -> Result<Result<Vec<Exported>, String>, RuntimeError> {
+    if let Err(e) = check_stored(state_dir, artifacts) {
+        return Ok(Err(e));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io("create", dir, e))?;
+    let store = store_dir(state_dir);
+    let mut out = Vec::with_capacity(artifacts.len());
+    for a in artifacts {
+        let dest = dir.join(&a.sha256);
+        let there = dest.is_file()
+            && hash_file(&dest).is_ok_and(|(sha, size)| sha == a.sha256 && size == a.size);
+        if !there {
+            let tmp = dir.join(format!(".{}.tmp-{}", a.sha256, std::process::id()));
+            std::fs::copy(store.join(&a.sha256), &tmp)
+                .map_err(|e| RuntimeError::io("copy the artifact to", &tmp, e))?;
+            let (sha, size) = hash_file(&tmp)?;
+            if sha != a.sha256 || size != a.size {
+                let _ = std::fs::remove_file(&tmp);
+                return Ok(Err(format!(
+                    "artifact {} changed while it was copied to {}",
+                    a.name,
+                    dest.display()
+                )));
+            }
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| RuntimeError::io("sync", &tmp, e))?;
+            std::fs::rename(&tmp, &dest).map_err(|e| RuntimeError::io("rename", &dest, e))?;
+        }
+        out.push(Exported {
+            name: a.name.clone(),
+            sha256: a.sha256.clone(),
+            size: a.size,
+            path: dest,
+            copied: !there,
+        });
+    }
+    Ok(Ok(out))
+}
+
 fn hash_file(p: &Path) -> Result<(String, u64), RuntimeError> {
     let mut f = std::fs::File::open(p).map_err(|e| RuntimeError::io("open", p, e))?;
     let mut h = Sha256::new();

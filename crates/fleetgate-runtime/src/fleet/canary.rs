@@ -66,6 +66,12 @@ pub fn canary(
     if let Some(held) = channel_paused(link, state)? {
         return Ok(held);
     }
+    // Before anything is sent: the artifacts must be where the nodes fetch them.
+    if taken.as_ref().is_none_or(|p| p.deliveries.is_empty())
+        && let Some(held) = super::published::artifacts_missing(ctx, link, &bytes)?
+    {
+        return Ok(held);
+    }
     let params = params(ctx, state);
     let mut progress = taken.unwrap_or_default();
     let mut persist = |p: &CanaryProgress| checkpoint(ProgressRef::Canary(p));

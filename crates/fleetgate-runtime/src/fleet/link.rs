@@ -195,6 +195,11 @@ impl FleetLink {
         &self.registry
     }
 
+    /// The HTTP client (the fleet CA of `[tls] ca_file` when set).
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// Run a future to completion on the link's runtime. Safe to call from inside another
     /// tokio runtime (it then blocks on a helper thread instead of nesting runtimes).
     pub fn block_on<F>(&self, f: F) -> F::Output

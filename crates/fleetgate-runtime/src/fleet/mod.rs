@@ -9,6 +9,8 @@
 //! - [`link`]: the one fleet connection per orchestrator (registry, lease, HTTP client).
 //! - [`canary`], [`deploy`]: the gates.
 //! - [`revoke`]: rollback orders as fleet-wide revocations.
+//! - `published`: `[artifacts] base_url` holds CANARY until the release's artifacts are
+//!   served there.
 //!
 //! The calls block; they are safe from inside a tokio runtime too (the link then blocks
 //! on a helper thread instead of nesting runtimes).
@@ -16,6 +18,7 @@
 pub mod canary;
 pub mod deploy;
 pub mod link;
+mod published;
 pub mod revoke;
 
 pub use canary::canary;
