@@ -347,6 +347,11 @@ fn an_operator_drives_runs_from_the_updates_page_in_a_real_browser() {
         "!!document.querySelector('#criteria svg.spark[data-criterion=exception_rate] polyline')",
         Duration::from_secs(60),
     );
+    assert_eq!(
+        b.eval("getComputedStyle(document.getElementById('approval-box')).display"),
+        json!("none"),
+        "the approval form shows only once a request is asked for"
+    );
     b.screenshot("04-canary");
     b.eval("document.getElementById('reason').value = 'healthy on the dashboards'; true");
     b.click("btn-promote");
@@ -363,6 +368,10 @@ fn an_operator_drives_runs_from_the_updates_page_in_a_real_browser() {
         "the approval request",
         "document.getElementById('approval-request').textContent.includes('\"deploy\"')",
         Duration::from_secs(30),
+    );
+    assert_ne!(
+        b.eval("getComputedStyle(document.getElementById('approval-box')).display"),
+        json!("none")
     );
     let request = b.eval("document.getElementById('approval-request').textContent");
     let request_file = fleet.dir.path().join("request.json");
@@ -412,6 +421,11 @@ fn an_operator_drives_runs_from_the_updates_page_in_a_real_browser() {
         b.text("gates").contains("passed (promoted)"),
         "{}",
         b.text("gates")
+    );
+    b.wait(
+        "the approval form gone with the run",
+        "getComputedStyle(document.getElementById('approval-box')).display === 'none'",
+        Duration::from_secs(15),
     );
     b.screenshot("06-completed");
     let out = run.wait_within(Duration::from_secs(60));

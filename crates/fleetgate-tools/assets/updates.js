@@ -70,6 +70,8 @@ function renderStatus(s) {
   $("version").textContent = s.version ? s.version + " (" + (s.git_sha || "").slice(0, 12) + ")" : "—";
   $("channel").textContent = s.channel || "stable";
   $("last-completed").textContent = s.last_completed ? s.last_completed.version : "none";
+  // A request belongs to the run in progress: once it ended, the form goes away.
+  if (!s.active) $("approval-box").hidden = true;
   $("paused").textContent = s.paused ? "PAUSED by " + s.paused.by + ": " + s.paused.reason : (s.active ? "running" : "no run in progress");
   const seen = new Set((s.stage_history || []).map((h) => h.stage));
   const tl = $("timeline");
