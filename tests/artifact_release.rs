@@ -79,7 +79,6 @@ fn a_release_of_built_artifacts_reaches_every_node_and_runs_from_them() {
         .local_addr()
         .unwrap()
         .port();
-    let _static = StaticServer::start(&published, port);
     let edited = format!("{edited}\n[artifacts]\nbase_url = \"http://127.0.0.1:{port}/\"\n");
     std::fs::write(&path, edited).unwrap();
     fleet.wait_for_history(30);
@@ -87,15 +86,33 @@ fn a_release_of_built_artifacts_reaches_every_node_and_runs_from_them() {
     let out = fleet.fg(&["start", "v2.0.0"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let run = fleet.background(&["run"]);
-    let held = fleet.wait_until("CANARY held for the unpublished artifacts", |s| {
-        s["stage"] == "canary"
-            && s["gate_results"]["canary"]["detail"]
-                .as_str()
-                .is_some_and(|d| d.contains("waiting for 2 artifact(s) to be published"))
-    });
-    let detail = held["gate_results"]["canary"]["detail"].as_str().unwrap();
+    let held_detail = |what: &str, needle: &'static str| {
+        let held = fleet.wait_until(what, |s| {
+            s["stage"] == "canary"
+                && s["gate_results"]["canary"]["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains(needle))
+        });
+        let detail = held["gate_results"]["canary"]["detail"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (held, detail)
+    };
+    // The server is not up yet: the first artifact is asked for, the other is not.
+    let (_, detail) = held_detail("CANARY held: no artifact server", "not reachable");
     assert!(
-        detail.contains("app.conf") && detail.contains("HTTP 404"),
+        detail.contains("waiting for 2 of 2 artifact(s) to be published")
+            && detail.contains("1 more artifact(s): not asked"),
+        "{detail}"
+    );
+    // Up, but empty.
+    let _static = StaticServer::start(&published, port);
+    let (held, detail) = held_detail("CANARY held for the unpublished artifacts", "HTTP 404");
+    assert!(
+        detail.contains("waiting for 2 of 2 artifact(s) to be published")
+            && detail.contains("app.conf")
+            && detail.contains("dist/build.tar.gz"),
         "{detail}"
     );
     assert!(

@@ -39,11 +39,15 @@ pub(crate) fn artifacts_missing(
         return Ok(None);
     }
     let http = link.http().clone();
-    let missing: Vec<(String, String)> = link.block_on(async move {
-        let mut missing = Vec::new();
-        for a in &listed {
+    let total = listed.len();
+    let (missing, confirmed) = link.block_on(async move {
+        let mut missing: Vec<(String, String)> = Vec::new();
+        let mut confirmed = 0usize;
+        for (i, a) in listed.iter().enumerate() {
             let url = format!("{base}/{}", a.sha256);
-            let why = match http.head(&url).timeout(HEAD_TIMEOUT).send().await {
+            let answer = http.head(&url).timeout(HEAD_TIMEOUT).send().await;
+            let unreachable = answer.is_err();
+            let why = match answer {
                 Err(e) => Some(format!(
                     "not reachable: {}",
                     fleetgate_core::error_chain(&e)
@@ -62,26 +66,39 @@ pub(crate) fn artifacts_missing(
                     None => Some("no Content-Length (its size cannot be checked)".to_owned()),
                 },
             };
-            if let Some(why) = why {
-                missing.push((
+            match why {
+                None => confirmed += 1,
+                Some(why) => missing.push((
                     format!(
                         "{} ({}…, {} bytes) at {url}",
                         a.name,
-                        &a.sha256[..12],
+                        a.sha256.get(..12).unwrap_or(&a.sha256),
                         a.size
                     ),
                     why,
-                ));
+                )),
+            }
+            // A server that does not answer is not asked for the others (each would wait
+            // out its timeout): the pass reports it and the next one asks again.
+            if unreachable {
+                let left = listed.len() - (i + 1);
+                if left > 0 {
+                    missing.push((
+                        format!("{left} more artifact(s)"),
+                        "not asked: the server did not answer".to_owned(),
+                    ));
+                }
+                break;
             }
         }
-        missing
+        (missing, confirmed)
     });
-    if missing.is_empty() {
+    if confirmed == total {
         return Ok(None);
     }
     let detail = format!(
-        "waiting for {} artifact(s) to be published at [artifacts] base_url {base} (copy them with `fleetgate artifacts export DIR` and upload DIR there; nothing is sent until every one is served): {}",
-        missing.len(),
+        "waiting for {} of {total} artifact(s) to be published at [artifacts] base_url {base} (copy them with `fleetgate artifacts export DIR` and upload DIR there; nothing is sent until every one is served): {}",
+        total - confirmed,
         missing
             .iter()
             .map(|(what, why)| format!("{what}: {why}"))
