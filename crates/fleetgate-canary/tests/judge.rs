@@ -1087,6 +1087,85 @@ fn a_canary_restart_on_its_old_code_inside_the_history_keeps_counting() {
     assert_ne!(v.decision, Decision::Fail, "{}", v.reason);
 }
 
+/// A judge over `IDS` with 300 s of history, fed ten intervals in which node `i` serves
+/// 1,000 requests with `history(k)[i].1` exceptions while reporting code `history(k)[i].0`
+/// (a node that changes code restarts, its counters from zero).
+fn judge_with_history(history: impl Fn(u64) -> [(&'static str, u64); 5]) -> History {
+    let mut h = History {
+        judge: Judge::new(
+            JudgeConfig {
+                window_secs: 300,
+                sample_interval_secs: 30,
+                pre_window_secs: 300,
+                ..JudgeConfig::default()
+            },
+            HASH,
+            vec!["c0".to_owned()],
+            IDS[1..].iter().map(|s| s.to_string()),
+            1000,
+        )
+        .unwrap(),
+        totals: vec![(0, 0); 5],
+    };
+    let mut code = history(0).map(|(c, _)| c);
+    for k in 0..=10u64 {
+        let now = history(k);
+        for (i, (c, e)) in now.iter().enumerate() {
+            if *c != code[i] {
+                h.totals[i] = (0, 0);
+                code[i] = c;
+            }
+            if k > 0 {
+                h.totals[i].0 += e;
+                h.totals[i].1 += 1000;
+            }
+        }
+        let mut s = h.sample(700 + 30 * k);
+        for (r, c) in s.nodes.iter_mut().zip(code) {
+            r.code_hash = Some(c.into());
+        }
+        h.judge.on_event(Event::History(s)).unwrap();
+    }
+    // The update restarts the canary: its counters start again.
+    h.totals[0] = (0, 0);
+    h
+}
+
+#[test]
+fn a_baseline_node_that_ran_a_rolled_back_release_counts_only_its_current_code() {
+    // b0 ran a rejected release (10× the exceptions) for the first four intervals of the
+    // history, then was rolled back to the old code. That is not b0's natural rate: were
+    // it counted, the baseline would seem to have halved its rate in the window, and the
+    // canary, which runs exactly as before, would look twice as bad as it is.
+    let mut h = judge_with_history(|k| {
+        let b0 = if k <= 4 { ("bad", 100) } else { ("0ld", 10) };
+        [("0ld", 10), b0, ("0ld", 10), ("0ld", 10), ("0ld", 10)]
+    });
+    let v = h.run([10; 5]);
+    assert_eq!(v.decision, Decision::Pass, "{}", v.reason);
+    let c = &v.criteria[0];
+    assert_eq!(c.statistic["method"], "diff_in_diff");
+    let change = c.figures["baseline_change"].as_f64().unwrap();
+    assert!((change - 1.0).abs() < 1e-9, "baseline change {change}");
+    let increase = c.figures["estimate"]["increase"].as_f64().unwrap();
+    assert!(increase.abs() < 0.05, "{increase}");
+}
+
+#[test]
+fn a_canary_node_that_ran_a_rolled_back_release_is_judged_against_its_old_code() {
+    // c0 ran a rejected release (10× the exceptions) early in the history and was rolled
+    // back; the new release doubles its old code's rate. Against a history that counted the
+    // rejected release, the doubled rate would look like an improvement and pass.
+    let mut h = judge_with_history(|k| {
+        let c0 = if k <= 4 { ("bad", 100) } else { ("0ld", 10) };
+        [c0, ("0ld", 10), ("0ld", 10), ("0ld", 10), ("0ld", 10)]
+    });
+    let v = h.run([20, 10, 10, 10, 10]);
+    assert_eq!(v.decision, Decision::Fail, "{}", v.reason);
+    // Its history is the five intervals on the old code after the restart.
+    assert_eq!(v.criteria[0].figures["canary_history_requests"], 5_000);
+}
+
 #[test]
 fn spans_read_as_people_write_them() {
     use fleetgate_canary::judge::span;
