@@ -72,6 +72,7 @@ pub fn collect(
     }
     let store = store_dir(state_dir);
     std::fs::create_dir_all(&store).map_err(|e| RuntimeError::io("create", &store, e))?;
+    sweep_stale_copies(&store);
     let mut out = Vec::with_capacity(chosen.len());
     for rel in chosen {
         let src = checkout.join(&rel);
@@ -160,7 +161,8 @@ pub struct Exported {
 /// base_url` and the nodes' `artifacts_url` serve (upload `dir` to the static server or
 /// object store). Each copy is written under a temporary name, checked against its digest
 /// and size, fsynced and renamed; a file already there with the right digest is left as
-/// it is. `Ok(Err(message))`: an artifact is missing from the store or changed since BUILD.
+/// it is; a temporary copy a killed export left there is removed first. `Ok(Err(message))`:
+/// an artifact is missing from the store or changed since BUILD.
 ///
 /// # Errors
 /// [`RuntimeError::Io`] when `dir` cannot be created or written.
@@ -173,6 +175,7 @@ pub fn export(
         return Ok(Err(e));
     }
     std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io("create", dir, e))?;
+    sweep_stale_copies(dir);
     let store = store_dir(state_dir);
     let mut out = Vec::with_capacity(artifacts.len());
     for a in artifacts {
@@ -206,6 +209,56 @@ pub fn export(
         });
     }
     Ok(Ok(out))
+}
+
+/// How long a temporary copy may go untouched before it is taken for a leftover even when
+/// a process with its pid is running (the pid was reused).
+const STALE_COPY_SECS: u64 = 15 * 60;
+
+/// Removes the temporary copies a killed BUILD (`.tmp-<pid>` in the store) or a killed
+/// [`export`] (`.<sha256>.tmp-<pid>` in its directory) left in `dir`: those whose process
+/// is gone (on Linux, no `/proc/<pid>`) or that nothing wrote to for
+/// [`STALE_COPY_SECS`]. A copy in progress in a live process is left alone; other files
+/// are never touched. Best effort: a file that cannot be removed stays.
+fn sweep_stale_copies(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(temporary_copy_pid) else {
+            continue;
+        };
+        let gone = cfg!(target_os = "linux") && !Path::new(&format!("/proc/{pid}")).exists();
+        let untouched = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age.as_secs() >= STALE_COPY_SECS);
+        if (gone || untouched) && std::fs::remove_file(entry.path()).is_ok() {
+            tracing::info!(file = %entry.path().display(), "removed a leftover temporary copy");
+        }
+    }
+}
+
+/// The pid in a temporary copy's name: `.tmp-<pid>` or `.<64 hex>.tmp-<pid>`.
+fn temporary_copy_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?;
+    let pid = match rest.strip_prefix("tmp-") {
+        Some(pid) => pid,
+        None => {
+            let (sha, pid) = rest.split_once(".tmp-")?;
+            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+            pid
+        }
+    };
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
 }
 
 fn hash_file(p: &Path) -> Result<(String, u64), RuntimeError> {
@@ -288,5 +341,63 @@ mod tests {
         std::fs::write(store_dir(&state).join(&got[0].sha256), b"evil").unwrap();
         let e = check_stored(&state, &got).unwrap_err();
         assert!(e.contains("changed since BUILD"), "{e}");
+    }
+
+    #[test]
+    fn an_export_or_build_killed_mid_copy_leaves_no_temporary_file_behind_the_next_one() {
+        let t = tempfile::tempdir().unwrap();
+        let co = t.path().join("checkout");
+        let state = t.path().join("state");
+        std::fs::create_dir_all(co.join("dist")).unwrap();
+        std::fs::write(co.join("dist/app"), b"ELF").unwrap();
+        let got = collect(&co, &["dist/app".to_owned()], &state)
+            .unwrap()
+            .unwrap();
+        let sha = got[0].sha256.clone();
+        let out = t.path().join("export");
+        let store = store_dir(&state);
+        std::fs::create_dir_all(&out).unwrap();
+        // What a killed `artifacts export` and a killed BUILD leave: a partial copy
+        // under the name of a process that is gone (no such pid).
+        let dead = format!(".{sha}.tmp-4294967");
+        std::fs::write(out.join(&dead), b"EL").unwrap();
+        std::fs::write(store.join(".tmp-4294967"), b"E").unwrap();
+        // A copy in progress by a live process (this one) is left alone; one by the
+        // same pid but untouched for an hour is stale (the pid was reused).
+        let live = format!(".{}.tmp-{}", "f".repeat(64), std::process::id());
+        std::fs::write(out.join(&live), b"E").unwrap();
+        let old = format!(".{}.tmp-{}", "0".repeat(64), std::process::id());
+        std::fs::write(out.join(&old), b"E").unwrap();
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(out.join(&old))
+            .unwrap()
+            .set_modified(hour_ago)
+            .unwrap();
+        // Files that are not such temporaries stay whatever they are.
+        std::fs::write(out.join("README"), b"mine").unwrap();
+        std::fs::write(out.join(".tmp-notapid"), b"mine").unwrap();
+
+        let exported = export(&state, &got, &out).unwrap().unwrap();
+        assert_eq!(exported.len(), 1);
+        let mut names: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let mut want = vec![
+            live,
+            sha.clone(),
+            ".tmp-notapid".to_owned(),
+            "README".to_owned(),
+        ];
+        want.sort();
+        assert_eq!(names, want);
+        // BUILD's store is swept the same way when the next BUILD stores into it.
+        collect(&co, &["dist/app".to_owned()], &state)
+            .unwrap()
+            .unwrap();
+        assert!(!store.join(".tmp-4294967").exists());
     }
 }
