@@ -296,3 +296,99 @@ fn an_order_taken_from_the_feed_after_a_cut_is_gossiped_to_the_nodes_peers() {
     rt.block_on(node.shutdown()).unwrap();
     rt.block_on(peer.shutdown()).unwrap();
 }
+
+/// What a node takes from its feed is handed to gossip only when it is a rollback order
+/// (fleet-wide by design). A release taken from the feed was addressed to this node —
+/// in a fleet of several channels, to this node's channel only, which is why DEPLOY
+/// pushes instead of gossiping there — so spreading it would put a beta release on the
+/// stable nodes. Here the node (cut off while its release went out) takes release v2
+/// from its feed: its gossip peer never learns of it; then a rollback order the same
+/// way: the peer learns of that.
+#[test]
+fn a_release_taken_from_the_feed_is_not_gossiped_but_a_rollback_order_is() {
+    let port = free_port();
+    let node_gossip = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let peer_gossip = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let f = Fixture::new(Opts {
+        orchestrator: Some(format!("http://127.0.0.1:{port}")),
+        extra: format!(
+            "gossip_listen = \"{node_gossip}\"\nseeds = [\"{peer_gossip}\"]\ngossip_round_ms = 100\n"
+        ),
+        ..Opts::default()
+    });
+    let v1 = f.commit("v1.0.0", "healthy");
+    let v2 = f.commit("v2.0.0", "healthy");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let reg = f.registry_with_node(&rt);
+    let mut server = serve_on(&rt, &reg, port);
+    let keyring = fleetgate_trust::Keyring::load(&f.dir.path().join("keys/trust.json")).unwrap();
+    let peer = rt
+        .block_on(fleetgate_gossip::runtime::spawn_udp(
+            fleetgate_gossip::GossipConfig {
+                round_interval_ms: 100,
+                anti_entropy_interval_ms: Some(1000),
+                ..fleetgate_gossip::GossipConfig::default()
+            },
+            peer_gossip,
+            vec![node_gossip],
+            std::sync::Arc::new(fleetgate_gossip::TrustVerifier::new(keyring)),
+            None,
+        ))
+        .unwrap();
+    // Every sequence the peer is delivered, in order.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    {
+        let mut rx = peer.deliveries();
+        let seen = seen.clone();
+        rt.spawn(async move {
+            while rx.changed().await.is_ok() {
+                if let Some(d) = rx.borrow_and_update().as_ref() {
+                    seen.lock().unwrap().push(d.verified.sequence);
+                }
+            }
+        });
+    }
+    let put = |seq: u64, m: &[u8]| {
+        let now = i64::try_from(fleetgate_trust::unix_now()).unwrap();
+        assert!(rt.block_on(reg.put_feed("node-1", seq, m, now)).unwrap());
+    };
+
+    let node = rt
+        .block_on(fleetgate_agent::RunningNode::start(f.config()))
+        .unwrap();
+    let (code, r) = post_apply(&f, &f.manifest(1, &v1));
+    assert_eq!(code, 200, "{r}");
+
+    // Cut off while release v2 (sequence 2) was sent to it: taken from the feed.
+    server.abort();
+    let _ = rt.block_on(&mut server);
+    wait_for_a_failed_heartbeat(&f);
+    put(2, &f.manifest(2, &v2));
+    let mut server = serve_on(&rt, &reg, port);
+    wait_until(
+        Duration::from_secs(60),
+        "release v2 taken from the feed",
+        || f.floor() == 2 && f.app_version().is_some_and(|v| v.0 == "v2.0.0"),
+    );
+
+    // Cut off again while v2 was revoked (order 3): taken from the feed and gossiped.
+    server.abort();
+    let _ = rt.block_on(&mut server);
+    wait_for_a_failed_heartbeat(&f);
+    let order = f.rollback(3, (2, &v2), &v1);
+    put(3, &order);
+    let _server = serve_on(&rt, &reg, port);
+    wait_until(
+        Duration::from_secs(60),
+        "the order gossiped to the peer",
+        || seen.lock().unwrap().contains(&3),
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![3],
+        "the peer learnt only the rollback order (release v2 stayed with the node it was sent to)"
+    );
+    assert_eq!(f.app_version().unwrap().0, "v1.0.0");
+    rt.block_on(node.shutdown()).unwrap();
+    rt.block_on(peer.shutdown()).unwrap();
+}
