@@ -16,12 +16,10 @@
 //! again when its heartbeats get through after failing. The orchestrator writes every
 //! order it sends into the feed, delivered or not, so a node that was down or cut off
 //! while a rollback order went out obeys it (its floor rises past the revoked release)
-//! before anyone can hand it that release's still-valid signed manifest. A rollback
-//! order taken so is handed to the node's gossip (fleet-wide, like the order); a
-//! release is not (it was addressed to this node's channel).
+//! before anyone can hand it that release's still-valid signed manifest.
 
 use crate::agent::{Agent, ApplyError};
-use crate::machine::{Kind, Outcome};
+use crate::machine::Outcome;
 use serde::Serialize;
 use std::time::Duration;
 
@@ -96,12 +94,10 @@ pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
 /// node serves anyway, and tries again when its heartbeats next recover.
 pub async fn catch_up(agent: &Agent, url: &str, etag: &mut Option<String>, when: &str) {
     let polled = poll_once_within(agent, url, etag, CATCH_UP_TIMEOUT).await;
-    // A rollback order taken from the feed is what gossip would have delivered: handed to
-    // the running gossip node (which spreads it and keeps it as the held manifest), or,
-    // before gossip starts, kept as the manifest it holds, so that it serves it to its
-    // peers (and does not wait for one it can no longer accept at its floor). A release
-    // is not: it was addressed to this node's channel, and spreading it would put it on
-    // nodes of other channels.
+    // What was taken from the feed is what gossip would have delivered: handed to the
+    // running gossip node (which spreads it and keeps it as the held manifest), or, before
+    // gossip starts, kept as the manifest it holds, so that it serves it to its peers
+    // (and does not wait for one it can no longer accept at its floor).
     let polled = match polled {
         Ok((poll, Some(manifest))) => {
             if agent.config().gossip_listen.is_some() && !agent.offer_to_gossip(&manifest) {
@@ -192,11 +188,7 @@ async fn poll_once_within(
     let (outcome, settled) = match agent.apply(&body).await {
         Ok(report) => {
             let settled = !matches!(report.outcome, Outcome::Failed | Outcome::Interrupted);
-            // Only a rollback order is for gossip to spread (it is fleet-wide). A release
-            // in the feed was addressed to this node (to its channel, in a fleet of
-            // several); whether releases travel by gossip is DEPLOY's choice, not this
-            // node's.
-            taken = report.success && report.kind == Kind::Rollback;
+            taken = report.success;
             tracing::info!(
                 sequence = report.sequence,
                 version = %report.version,
