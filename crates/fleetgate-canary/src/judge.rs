@@ -390,10 +390,7 @@ pub enum Event {
     /// before the window start, fed in time order before the first [`Event::Sample`]
     /// (every `sample_interval_secs` from `window_start − pre_window_secs`). Only the
     /// counters are used: consecutive history samples give each node's natural rate.
-    /// A canary node's counter reset ends its history (the update restarted it), and a
-    /// node's history restarts when it reports other code than before (a rollout or the
-    /// rollback of a rejected release inside the history): a node is judged against its
-    /// rate on the code it ran last.
+    /// A canary node's counter reset ends its history (the update restarted it).
     History(Sample),
     /// Time passed without a sample (checks heartbeat timeouts and the deadline).
     Tick {
@@ -600,10 +597,6 @@ pub struct Judge {
     /// node's history ended (a counter reset into the release's code).
     #[serde(default)]
     history: BTreeMap<String, Option<(u64, u64)>>,
-    /// Per node, the code its history is counted on (the latest it reported in the
-    /// history): a node that changed code restarts its history.
-    #[serde(default)]
-    history_code: BTreeMap<String, String>,
     /// Time of the latest history sample.
     #[serde(default)]
     history_at: Option<u64>,
@@ -731,7 +724,6 @@ impl Judge {
             last_sample_at: None,
             held_since: None,
             history: BTreeMap::new(),
-            history_code: BTreeMap::new(),
             history_at: None,
         };
         judge.verdict.criteria = judge.criteria(window_start);
@@ -824,25 +816,6 @@ impl Judge {
             let Some((le, lr)) = *entry else {
                 continue;
             };
-            if let Some(code) = r.code_hash.as_deref() {
-                let before = self.history_code.insert(r.node_id.clone(), code.to_owned());
-                if before.is_some_and(|b| b != code) {
-                    // The node changed code inside the history: a rollout, or the
-                    // rollback of a rejected release. What it served on other code is not
-                    // its natural rate on the code it runs now (a baseline node that ran
-                    // a rejected release would make the baseline's rate seem to fall in
-                    // the window, and a canary node's own old rate seem higher than it
-                    // was): its history restarts here. On a canary node moving to the
-                    // release it is the update, and its history ends.
-                    if is_canary && code == self.expected_code_hash {
-                        *entry = None;
-                    } else {
-                        *entry = Some(now);
-                        self.rate.restart_history(&r.node_id);
-                    }
-                    continue;
-                }
-            }
             if now.0 < le || now.1 < lr {
                 // A restart. On a canary node running the release (or saying nothing of
                 // its code) it is the update: its history ends there. Otherwise it is a

@@ -211,15 +211,6 @@ impl RateTest {
         c.pre_exceptions = c.pre_exceptions.saturating_add(exceptions);
     }
 
-    /// Forgets one node's pre-update history so far (it changed code: what it served
-    /// before is not its rate on the code it runs now). Call [`RateTest::recompute`] after.
-    pub fn restart_history(&mut self, node: &str) {
-        if let Some(c) = self.nodes.get_mut(node) {
-            c.pre_requests = 0;
-            c.pre_exceptions = 0;
-        }
-    }
-
     /// Recomputes the statistic in force from the counts (done by
     /// [`RateTest::update`]; needed after [`RateTest::add_history`]).
     pub fn recompute(&mut self) {
