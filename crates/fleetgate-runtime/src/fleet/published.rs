@@ -19,7 +19,7 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// base_url`; `None` when none is configured, the release ships none, or all are there.
 ///
 /// # Errors
-/// [`RuntimeError::Fleet`] when the signed manifest's artifact list does not parse.
+/// [`RuntimeError::Fleet`] when the signed manifest or its artifact list does not parse.
 pub(crate) fn artifacts_missing(
     ctx: &GateContext,
     link: &FleetLink,
@@ -28,9 +28,13 @@ pub(crate) fn artifacts_missing(
     let Some(base) = ctx.cfg.artifacts.base() else {
         return Ok(None);
     };
-    let listed: Vec<Artifact> = serde_json::from_slice::<serde_json::Value>(manifest)
-        .ok()
-        .and_then(|m| m.get("artifacts").cloned())
+    // Fail closed: a manifest that does not parse holds nothing back silently; it is an
+    // error (the gate fails and says so) rather than "no artifacts to check".
+    let doc = serde_json::from_slice::<serde_json::Value>(manifest)
+        .map_err(|e| super::link::fleet_op("failed to read the signed manifest", e))?;
+    let listed: Vec<Artifact> = doc
+        .get("artifacts")
+        .cloned()
         .map(serde_json::from_value)
         .transpose()
         .map_err(|e| super::link::fleet_op("failed to read the signed manifest's artifacts", e))?
