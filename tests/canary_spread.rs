@@ -5,6 +5,12 @@
 //! the exception rate. A judge comparing the canary with the baseline's rate alone would
 //! see the canary node's own factor as a regression (or hide a real one behind it); the
 //! difference-in-differences judge compares it with its own rate before the update.
+//!
+//! Both come after a rejected release (10× the exceptions, rolled back): the node that ran
+//! it keeps that stretch in its heartbeat history, and a judge that counted it as the
+//! node's natural rate would read a healthy canary beside it as a regression (the
+//! baseline's rate seems to fall) or, on that node, a doubled rate as an improvement. The
+//! judge leaves intervals on revoked code out of the history.
 
 mod common;
 use common::{Fleet, code, git, text};
@@ -74,6 +80,39 @@ fn run(fleet: &Fleet, version: &str) -> (i32, serde_json::Value) {
     (status.code().unwrap_or(-1), fleet.status())
 }
 
+/// Releases `tag` at `error_rate` (see [`release`]) and runs it: a `healthy` one must
+/// complete, any other must be rolled back. Returns the final state.
+fn expect(fleet: &Fleet, tag: &str, error_rate: Option<&str>, what: &str) -> serde_json::Value {
+    release(fleet, tag, error_rate);
+    let (rc, s) = run(fleet, tag);
+    println!("{what} {tag} → {}: {}", s["stage"], canary_summary(&s));
+    let want = if what == "healthy" {
+        (0, Some("completed"))
+    } else {
+        (4, Some("rolled_back"))
+    };
+    assert_eq!(
+        (rc, s["stage"].as_str()),
+        want,
+        "{what} release {tag} (error_rate {error_rate:?}) on a fleet with spread σ={SIGMA}: {}",
+        canary_summary(&s)
+    );
+    s
+}
+
+/// The fewest heartbeats any node has sent so far.
+fn least_heartbeats(fleet: &Fleet) -> i64 {
+    let peers: serde_json::Value =
+        serde_json::from_slice(&fleet.fg(&["fleet", "list", "--json"]).stdout).unwrap();
+    peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["last_seq"].as_i64().unwrap_or(0))
+        .min()
+        .unwrap_or(0)
+}
+
 /// The judge's summary of the exception-rate criterion, for the log.
 fn canary_summary(state: &serde_json::Value) -> String {
     let canary = &state["gate_results"]["canary"];
@@ -90,25 +129,14 @@ fn fleet_with_node_to_node_spread_passes_a_healthy_release_and_rolls_back_a_doub
     set_canary_thresholds(&fleet);
     fleet.wait_for_history(40);
 
-    release(&fleet, "v4.1.0", None);
-    let (rc, s) = run(&fleet, "v4.1.0");
-    println!("healthy v4.1.0 → {}: {}", s["stage"], canary_summary(&s));
-    assert_eq!(
-        (rc, s["stage"].as_str()),
-        (0, Some("completed")),
-        "a healthy release on a fleet with spread σ={SIGMA} was not passed: {}",
-        canary_summary(&s)
-    );
-
-    release(&fleet, "v4.2.0", Some("0.02"));
-    let (rc, s) = run(&fleet, "v4.2.0");
-    println!("doubled v4.2.0 → {}: {}", s["stage"], canary_summary(&s));
-    assert_eq!(
-        (rc, s["stage"].as_str()),
-        (4, Some("rolled_back")),
-        "a release doubling the exception rate was not rolled back: {}",
-        canary_summary(&s)
-    );
+    // The demo's natural rate is 1%. The rejected release raises 10× (after a completed
+    // release: a fleet set up by hand has nothing on record to roll back to); its node
+    // runs it for a while, then every node heartbeats ten more times on the old code.
+    expect(&fleet, "v4.0.0", None, "healthy");
+    expect(&fleet, "v4.0.1", Some("0.1"), "rejected");
+    fleet.wait_for_history(least_heartbeats(&fleet) + 10);
+    expect(&fleet, "v4.1.0", Some("0.01"), "healthy");
+    let s = expect(&fleet, "v4.2.0", Some("0.02"), "doubled");
     let detail = s["failure_detail"].as_str().unwrap_or("");
     assert!(
         detail.contains("exception"),

@@ -600,6 +600,15 @@ pub struct Judge {
     /// Time of the latest history sample.
     #[serde(default)]
     history_at: Option<u64>,
+    /// Code hashes of releases the pipeline rejected and rolled back: a node's history
+    /// intervals on such code are not its natural rate and are left out.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    revoked_code: BTreeSet<String>,
+    /// Per node, the counts since a restart in the history, held back until the node's
+    /// next report shows it is not on revoked code (a heartbeat names the new code a beat
+    /// after the restart into it). Only while some code is revoked.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    history_pending: BTreeMap<String, (u64, u64)>,
     verdict: Verdict,
 }
 
@@ -725,9 +734,25 @@ impl Judge {
             held_since: None,
             history: BTreeMap::new(),
             history_at: None,
+            revoked_code: BTreeSet::new(),
+            history_pending: BTreeMap::new(),
         };
         judge.verdict.criteria = judge.criteria(window_start);
         Ok(judge)
+    }
+
+    /// Leaves out of every node's pre-update history the intervals it spent on one of
+    /// `code_hashes`: releases the pipeline rejected and rolled back. A node that ran a
+    /// rejected release (10× the exceptions, say) inside the history and was returned to
+    /// the old code would otherwise carry that rate as its "natural" one: as a baseline
+    /// node it makes the baseline's rate seem to fall in the window (a healthy canary
+    /// looks worse), as a canary node it makes a regression look like an improvement.
+    /// Intervals on any other code — the releases completed before, the old code — still
+    /// count. Call before the first [`Event::History`].
+    #[must_use]
+    pub fn with_revoked_code(mut self, code_hashes: impl IntoIterator<Item = String>) -> Self {
+        self.revoked_code = code_hashes.into_iter().filter(|h| !h.is_empty()).collect();
+        self
     }
 
     /// The latest verdict.
@@ -816,6 +841,22 @@ impl Judge {
             let Some((le, lr)) = *entry else {
                 continue;
             };
+            if r.code_hash
+                .as_deref()
+                .is_some_and(|h| self.revoked_code.contains(h))
+            {
+                // The interval ending here was served (at least in part) on a rejected
+                // release: not the node's natural rate, nor is a restart just before it
+                // (the restart into it, reported a beat before its code). Counting
+                // resumes from here.
+                *entry = Some(now);
+                self.history_pending.remove(&r.node_id);
+                continue;
+            }
+            if let Some((pe, pr)) = self.history_pending.remove(&r.node_id) {
+                // The restart before this report was not into revoked code.
+                self.rate.add_history(&r.node_id, is_canary, pe, pr);
+            }
             if now.0 < le || now.1 < lr {
                 // A restart. On a canary node running the release (or saying nothing of
                 // its code) it is the update: its history ends there. Otherwise it is a
@@ -829,7 +870,11 @@ impl Judge {
                     *entry = None;
                     continue;
                 }
-                self.rate.add_history(&r.node_id, is_canary, now.0, now.1);
+                if self.revoked_code.is_empty() {
+                    self.rate.add_history(&r.node_id, is_canary, now.0, now.1);
+                } else {
+                    self.history_pending.insert(r.node_id.clone(), now);
+                }
             } else {
                 self.rate
                     .add_history(&r.node_id, is_canary, now.0 - le, now.1 - lr);
@@ -840,6 +885,8 @@ impl Judge {
     }
 
     fn ingest(&mut self, sample: Sample) {
+        // The history has ended: a restart it held back is not confirmed.
+        self.history_pending.clear();
         self.samples += 1;
         self.first_sample_at.get_or_insert(sample.at);
         self.last_sample_at = Some(sample.at);

@@ -846,22 +846,27 @@ struct History {
 
 const IDS: [&str; 5] = ["c0", "b0", "b1", "b2", "b3"];
 
+/// A judge of c0 against b0–b3 with 300 s of history (ten 30 s intervals).
+fn history_judge() -> Judge {
+    Judge::new(
+        JudgeConfig {
+            window_secs: 300,
+            sample_interval_secs: 30,
+            pre_window_secs: 300,
+            ..JudgeConfig::default()
+        },
+        HASH,
+        vec!["c0".to_owned()],
+        IDS[1..].iter().map(|s| s.to_string()),
+        1000,
+    )
+    .unwrap()
+}
+
 impl History {
     fn new(per_thousand: [u64; 5]) -> Self {
         let mut h = History {
-            judge: Judge::new(
-                JudgeConfig {
-                    window_secs: 300,
-                    sample_interval_secs: 30,
-                    pre_window_secs: 300,
-                    ..JudgeConfig::default()
-                },
-                HASH,
-                vec!["c0".to_owned()],
-                IDS[1..].iter().map(|s| s.to_string()),
-                1000,
-            )
-            .unwrap(),
+            judge: history_judge(),
             totals: vec![(0, 0); 5],
         };
         for k in 0..=10u64 {
@@ -1085,6 +1090,140 @@ fn a_canary_restart_on_its_old_code_inside_the_history_keeps_counting() {
     // reported, the history would have ended at the reset: 4,000, see above).
     assert_eq!(v.criteria[0].figures["canary_history_requests"], 9_000);
     assert_ne!(v.decision, Decision::Fail, "{}", v.reason);
+}
+
+/// A judge over `IDS` with 300 s of history that leaves out intervals on `revoked` code,
+/// fed ten intervals in which node `i` serves 1,000 requests with `history(k)[i].1`
+/// exceptions while running code `history(k)[i].0` (a node that changes code restarts,
+/// its counters from zero). Its heartbeat names the code it runs, or with `lag` the code
+/// it ran an interval before (as an agent does: the first heartbeat after a restart into
+/// new code still names the old).
+fn judge_with_history(
+    revoked: &[&str],
+    history: impl Fn(u64) -> [(&'static str, u64); 5],
+) -> History {
+    judge_with_lagging_history(revoked, false, history)
+}
+
+fn judge_with_lagging_history(
+    revoked: &[&str],
+    lag: bool,
+    history: impl Fn(u64) -> [(&'static str, u64); 5],
+) -> History {
+    let mut h = History {
+        judge: history_judge().with_revoked_code(revoked.iter().map(|s| s.to_string())),
+        totals: vec![(0, 0); 5],
+    };
+    let mut code = history(0).map(|(c, _)| c);
+    for k in 0..=10u64 {
+        let now = history(k);
+        let named = if lag { code } else { now.map(|(c, _)| c) };
+        for (i, (c, e)) in now.iter().enumerate() {
+            if *c != code[i] {
+                h.totals[i] = (0, 0);
+                code[i] = c;
+            }
+            if k > 0 {
+                h.totals[i].0 += e;
+                h.totals[i].1 += 1000;
+            }
+        }
+        let mut s = h.sample(700 + 30 * k);
+        for (r, c) in s.nodes.iter_mut().zip(named) {
+            r.code_hash = Some(c.into());
+        }
+        h.judge.on_event(Event::History(s)).unwrap();
+    }
+    // The update restarts the canary: its counters start again.
+    h.totals[0] = (0, 0);
+    h
+}
+
+#[test]
+fn a_baseline_node_that_ran_a_rolled_back_release_is_not_counted_on_it() {
+    // b0 ran a rejected release (10× the exceptions) for the first four intervals of the
+    // history, then was rolled back to the old code. That is not b0's natural rate: were
+    // it counted, the baseline would seem to have halved its rate in the window, and the
+    // canary, which runs exactly as before, would look twice as bad as it is.
+    let fleet = |k: u64| {
+        let b0 = if k <= 4 { ("bad", 100) } else { ("0ld", 10) };
+        [("0ld", 10), b0, ("0ld", 10), ("0ld", 10), ("0ld", 10)]
+    };
+    let mut h = judge_with_history(&["bad"], fleet);
+    let v = h.run([10; 5]);
+    assert_eq!(v.decision, Decision::Pass, "{}", v.reason);
+    let c = &v.criteria[0];
+    assert_eq!(c.statistic["method"], "diff_in_diff");
+    let change = c.figures["baseline_change"].as_f64().unwrap();
+    assert!((change - 1.0).abs() < 1e-9, "baseline change {change}");
+    let increase = c.figures["estimate"]["increase"].as_f64().unwrap();
+    assert!(increase.abs() < 0.05, "{increase}");
+    // Not told the release was rejected, the judge counts it and reads the healthy canary
+    // as far worse than it is.
+    let mut unaware = judge_with_history(&[], fleet);
+    let v = unaware.run([10; 5]);
+    let increase = v.criteria[0].figures["estimate"]["increase"]
+        .as_f64()
+        .unwrap();
+    assert!(increase > 0.3, "{increase}");
+}
+
+#[test]
+fn a_canary_node_that_ran_a_rolled_back_release_is_judged_against_its_old_code() {
+    // c0 ran a rejected release (10× the exceptions) early in the history and was rolled
+    // back; the new release doubles its old code's rate. Against a history that counted the
+    // rejected release, the doubled rate would look like an improvement and pass.
+    let fleet = |k: u64| {
+        let c0 = if k <= 4 { ("bad", 100) } else { ("0ld", 10) };
+        [c0, ("0ld", 10), ("0ld", 10), ("0ld", 10), ("0ld", 10)]
+    };
+    let mut h = judge_with_history(&["bad"], fleet);
+    let v = h.run([20, 10, 10, 10, 10]);
+    assert_eq!(v.decision, Decision::Fail, "{}", v.reason);
+    // Its history: the five intervals on the old code after the rollback (the one in
+    // which it switched back restarted it; counting resumed from zero).
+    assert_eq!(v.criteria[0].figures["canary_history_requests"], 6_000);
+    let mut unaware = judge_with_history(&[], fleet);
+    let v = unaware.run([20, 10, 10, 10, 10]);
+    assert_ne!(v.decision, Decision::Fail, "{}", v.reason);
+}
+
+#[test]
+fn the_restart_into_a_rolled_back_release_is_left_out_though_its_heartbeat_names_the_old_code() {
+    // As above, but each heartbeat names the code of the interval before: the first one
+    // after c0's restart into the rejected release still says "0ld", with 10× the
+    // exceptions. Held back until the next heartbeat names the rejected code, it is left
+    // out; the restart back to the old code (named "bad" a beat late) is too, and counting
+    // resumes after it.
+    let fleet = |k: u64| {
+        let c0 = if (3..=6).contains(&k) {
+            ("bad", 100)
+        } else {
+            ("0ld", 10)
+        };
+        [c0, ("0ld", 10), ("0ld", 10), ("0ld", 10), ("0ld", 10)]
+    };
+    let mut h = judge_with_lagging_history(&["bad"], true, fleet);
+    let v = h.run([20, 10, 10, 10, 10]);
+    assert_eq!(v.decision, Decision::Fail, "{}", v.reason);
+    // Intervals 1–2 and 8–10 on the old code; 3 (the restart, named "0ld") is held back
+    // and dropped, 4–7 name "bad".
+    let c = &v.criteria[0].figures;
+    assert_eq!(c["canary_history_requests"], 5_000);
+    assert_eq!(c["canary_history_exceptions"], 50);
+}
+
+#[test]
+fn a_fleet_that_moved_to_a_completed_release_inside_the_history_keeps_all_of_it() {
+    // Every node moved from v1 to v2 (a DEPLOY that completed) in the middle of the
+    // history: not a rejected release, so every interval still counts — the judge is not
+    // left with seconds of history after each rollout.
+    let fleet = |k: u64| [(if k <= 4 { "v1" } else { "v2" }, 10); 5];
+    let mut h = judge_with_history(&["bad"], fleet);
+    let v = h.run([10; 5]);
+    assert_eq!(v.decision, Decision::Pass, "{}", v.reason);
+    // All ten intervals (the one cut by the restart into v2 counts from zero).
+    assert_eq!(v.criteria[0].figures["canary_history_requests"], 10_000);
 }
 
 #[test]

@@ -73,6 +73,7 @@ pub fn canary(
         return Ok(held);
     }
     let params = params(ctx, state);
+    let revoked = || super::revoke::revoked_code_hashes(ctx, state);
     let mut progress = taken.unwrap_or_default();
     let mut persist = |p: &CanaryProgress| checkpoint(ProgressRef::Canary(p));
     let mut select = |t: i64| select(ctx, link, state, t);
@@ -87,6 +88,7 @@ pub fn canary(
             window_secs: ctx.cfg.canary.window_secs,
             what: "canary",
             kill_point: "canary-sent",
+            revoked_code: &revoked,
             persist: &mut persist,
             select: &mut select,
             selected: &mut selected,
@@ -124,6 +126,9 @@ pub(crate) struct Phase<'a> {
     pub what: &'static str,
     /// The test kill point right after a send.
     pub kill_point: &'static str,
+    /// Code of rejected releases, left out of the judge's pre-update history (read when
+    /// a judge is built, not at every pass).
+    pub revoked_code: &'a dyn Fn() -> BTreeSet<String>,
     /// Persist the phase's progress (before an outside effect).
     pub persist: &'a mut dyn FnMut(&CanaryProgress) -> Result<(), RuntimeError>,
     /// Select the nodes (when the machine asks).
@@ -145,6 +150,7 @@ pub(crate) fn run_phase(
         window_secs,
         what,
         kill_point,
+        revoked_code,
         persist,
         select,
         selected,
@@ -203,7 +209,14 @@ pub(crate) fn run_phase(
                     secs: window_secs,
                     paused_secs: m.progress.paused_secs,
                 };
-                let event = judge(ctx, link, &params.code_hash, window, canary, baseline)?;
+                let event = judge(
+                    ctx,
+                    link,
+                    (&params.code_hash, revoked_code),
+                    window,
+                    canary,
+                    baseline,
+                )?;
                 queue.extend(m.handle(event));
             }
             FleetCommand::Verdict(v) => return Ok(v),
@@ -419,7 +432,7 @@ pub(crate) fn forget_judge(link: &FleetLink) -> Option<JudgeMemo> {
 fn judge(
     ctx: &GateContext,
     link: &FleetLink,
-    code_hash: &str,
+    (code_hash, revoked): (&str, &dyn Fn() -> BTreeSet<String>),
     window: Window,
     canary: Vec<String>,
     baseline: Vec<String>,
@@ -436,6 +449,7 @@ fn judge(
         JudgeInput {
             config,
             code_hash,
+            revoked,
             start,
             interval,
             now,
@@ -474,6 +488,9 @@ fn window_config(ctx: &GateContext, window: &Window) -> JudgeConfig {
 struct JudgeInput<'a> {
     config: JudgeConfig,
     code_hash: &'a str,
+    /// Code of rejected releases (left out of the history); read when a judge is built.
+    /// Not part of the memo's key: no order is signed while a window is judged.
+    revoked: &'a dyn Fn() -> BTreeSet<String>,
     start: u64,
     interval: u64,
     now: u64,
@@ -492,6 +509,7 @@ fn judge_with(
     let JudgeInput {
         config,
         code_hash,
+        revoked,
         start,
         interval,
         now,
@@ -504,8 +522,9 @@ fn judge_with(
     let (mut judge, mut next, mut decided) = match memo.take().filter(|m| m.key == key) {
         Some(m) => (m.judge, m.next, m.decided),
         None => {
-            let mut judge =
-                Judge::new(config, code_hash, canary, baseline, start).map_err(judge_err)?;
+            let mut judge = Judge::new(config, code_hash, canary, baseline, start)
+                .map_err(judge_err)?
+                .with_revoked_code(revoked());
             // Each canary node is judged against its own rate before the update
             // (difference in differences): feed the stored heartbeats of
             // `pre_window_secs` before the window. At most `HISTORY_SAMPLES` samples: the
@@ -620,6 +639,7 @@ mod tests {
         let input = JudgeInput {
             config,
             code_hash: "new",
+            revoked: &std::collections::BTreeSet::new,
             start: START,
             interval: INTERVAL,
             now,

@@ -198,6 +198,7 @@ fn steps(
     checkpoint: Checkpoint<'_>,
 ) -> Result<Option<Verdict>, RuntimeError> {
     let total = progress.steps.len();
+    let revoked = || super::revoke::revoked_code_hashes(ctx, state);
     while let Some(i) = progress.current_step() {
         let t = now_secs();
         let fraction = progress.steps[i].fraction;
@@ -259,6 +260,7 @@ fn steps(
                     window_secs: params.window_secs,
                     what: "deploy step",
                     kill_point: "step-sent",
+                    revoked_code: &revoked,
                     persist: &mut persist,
                     select: &mut select,
                     selected: &mut |_| Ok(()),

@@ -182,7 +182,7 @@ pub fn manifest_bytes(ctx: &GateContext, state: &PipelineState) -> Result<Vec<u8
     std::fs::read(&path).map_err(|e| RuntimeError::io("read signed manifest", &path, e))
 }
 
-fn manifest_file(ctx: &GateContext, seq: u64) -> PathBuf {
+pub(crate) fn manifest_file(ctx: &GateContext, seq: u64) -> PathBuf {
     ctx.state_dir.join("manifests").join(format!("{seq}.json"))
 }
 

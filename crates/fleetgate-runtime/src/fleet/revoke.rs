@@ -303,3 +303,178 @@ fn plan(
         gossip: !ctx.cfg.deploy.gossip_seeds.is_empty(),
     }))
 }
+
+/// Largest signed manifest read back from `manifests/` when collecting revoked code.
+const MAX_ORDER_BYTES: u64 = 1024 * 1024;
+
+/// The code hashes of releases this orchestrator rejected and rolled back, from the
+/// signed rollback orders it keeps in `manifests/` (each order names the release it undoes
+/// by sequence; that release's archived manifest gives the code hash): the canary judge
+/// leaves a node's history on such code out of its "rate before the update".
+///
+/// Orders are applied in sequence order, and an order's return-to code is not revoked
+/// (a release identical in code to the one it returns to revokes nothing); nor is the
+/// code of a release completed on any channel now. A file that cannot be read or parsed
+/// is skipped with a warning: its intervals then count, as they did before this filter.
+pub fn revoked_code_hashes(ctx: &GateContext, state: &PipelineState) -> BTreeSet<String> {
+    let dir = ctx.state_dir.join("manifests");
+    let read = |path: &std::path::Path| -> Option<serde_json::Value> {
+        let file = std::fs::File::open(path).ok()?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(file, MAX_ORDER_BYTES + 1),
+            &mut bytes,
+        )
+        .ok()?;
+        if bytes.len() as u64 > MAX_ORDER_BYTES {
+            return None;
+        }
+        let doc: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        // A co-signed release is archived as a bundle around its manifest.
+        if doc.get(fleetgate_trust::cosign::BUNDLE_FIELD).is_some() {
+            doc.get("manifest").cloned()
+        } else {
+            Some(doc)
+        }
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return BTreeSet::new();
+    };
+    let mut orders: Vec<(u64, String, Option<String>)> = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !(name.starts_with("rollback-") && name.ends_with(".json")) {
+            continue;
+        }
+        let path = entry.path();
+        let parsed = read(&path).and_then(|v| {
+            let sequence = v.get("sequence")?.as_u64()?;
+            let of = v.get("rollback_of")?;
+            let revoked = match of.get("code_hash").and_then(serde_json::Value::as_str) {
+                Some(h) => h.to_owned(),
+                None => {
+                    let release = read(&super::manifest_file(ctx, of.get("sequence")?.as_u64()?))?;
+                    release.get("code_hash")?.as_str()?.to_owned()
+                }
+            };
+            let back = v
+                .get("return_to_code_hash")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned);
+            Some((sequence, revoked, back))
+        });
+        match parsed {
+            Some(o) => orders.push(o),
+            None => tracing::warn!(
+                path = %path.display(),
+                "a rollback order (or the release it undoes) could not be read: its release's code is not left out of the canary history"
+            ),
+        }
+    }
+    orders.sort();
+    let mut revoked = BTreeSet::new();
+    for (_, code, back) in orders {
+        revoked.insert(code);
+        if let Some(back) = back {
+            revoked.remove(&back);
+        }
+    }
+    for done in state
+        .last_completed
+        .iter()
+        .chain(state.channel_releases.values())
+    {
+        if let Some(h) = &done.code_hash {
+            revoked.remove(h);
+        }
+    }
+    revoked.remove("");
+    revoked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::revoked_code_hashes;
+    use crate::gates::GateContext;
+    use fleetgate_core::{CompletedRelease, PipelineState};
+    use serde_json::json;
+
+    fn ctx(dir: &std::path::Path) -> GateContext {
+        GateContext {
+            cfg: fleetgate_core::config::Config::parse("", |_| None).unwrap(),
+            base: dir.to_owned(),
+            repo: dir.to_owned(),
+            state_dir: dir.to_owned(),
+            fleet: Default::default(),
+        }
+    }
+
+    fn write(dir: &std::path::Path, name: &str, v: serde_json::Value) {
+        let m = dir.join("manifests");
+        std::fs::create_dir_all(&m).unwrap();
+        std::fs::write(m.join(name), serde_json::to_vec(&v).unwrap()).unwrap();
+    }
+
+    fn release(dir: &std::path::Path, seq: u64, code: &str) {
+        write(
+            dir,
+            &format!("{seq}.json"),
+            json!({"kind": "release", "sequence": seq, "code_hash": code}),
+        );
+    }
+
+    fn order(dir: &std::path::Path, effect: &str, seq: u64, of: u64, back: &str) {
+        write(
+            dir,
+            &format!("rollback-{effect}.json"),
+            json!({"kind": "rollback", "sequence": seq, "code_hash": back,
+                   "rollback_of": {"sequence": of, "version": "v"},
+                   "return_to_code_hash": back}),
+        );
+    }
+
+    #[test]
+    fn the_code_of_every_rolled_back_release_is_revoked_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let ctx = ctx(d);
+        let mut state = PipelineState::idle();
+        // No state directory contents yet: nothing revoked.
+        assert!(revoked_code_hashes(&ctx, &state).is_empty());
+        release(d, 1, "good1");
+        release(d, 2, "bad2");
+        order(d, "r2-1", 3, 2, "good1");
+        release(d, 4, "good4");
+        // A co-signed release is archived as a bundle.
+        write(
+            d,
+            "5.json",
+            json!({"fleetgate_bundle": 1, "manifest": {"kind": "release", "sequence": 5, "code_hash": "bad5"}, "signatures": []}),
+        );
+        order(d, "r5-1", 6, 5, "good4");
+        // A release identical in code to the one it returns to revokes nothing.
+        release(d, 7, "good4");
+        order(d, "r7-1", 8, 7, "good4");
+        // The code of a release completed since (the same code shipped again and
+        // completed) is not revoked.
+        release(d, 9, "bad2");
+        state.last_completed = Some(CompletedRelease {
+            version: "v9".into(),
+            git_sha: "s".into(),
+            code_hash: Some("bad2".into()),
+            run_id: "r9".into(),
+            sequence: Some(9),
+            hash_scheme: None,
+            artifacts: None,
+        });
+        // An order whose release manifest is gone, and a file that is not JSON: skipped.
+        order(d, "r10-1", 11, 10, "bad2");
+        std::fs::write(d.join("manifests/rollback-r12-1.json"), b"{not json").unwrap();
+        let revoked = revoked_code_hashes(&ctx, &state);
+        assert_eq!(
+            revoked.into_iter().collect::<Vec<_>>(),
+            vec!["bad5".to_owned()]
+        );
+    }
+}
