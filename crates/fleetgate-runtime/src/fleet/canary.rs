@@ -714,6 +714,63 @@ mod tests {
         assert!(early.is_none());
     }
 
+    /// The baseline's change the judge reports at `START + 300` when baseline node b0 ran
+    /// code "bad" (10× the exceptions) for the first half of the 600 s history, with
+    /// `revoked` as the gate's revoked code.
+    fn baseline_change_after_a_rejected_release(revoked: &[&str]) -> f64 {
+        let bad = |t: u64| t.saturating_sub(START - 600).min(300);
+        let at = |t: u64| {
+            let mut s = fleet_at(t);
+            for n in &mut s.nodes {
+                n.exceptions_total = t * 10 / 50;
+                if n.node_id == "b0" {
+                    n.exceptions_total += bad(t) * 10 * 18 / 100;
+                    let on_bad = (START - 600 < t) && (t <= START - 300);
+                    n.code_hash = Some(if on_bad { "bad" } else { "old" }.into());
+                }
+            }
+            s
+        };
+        let revoked: std::collections::BTreeSet<String> =
+            revoked.iter().map(|s| s.to_string()).collect();
+        let input = JudgeInput {
+            config: JudgeConfig {
+                window_secs: 1200,
+                max_window_secs: 2400,
+                sample_interval_secs: INTERVAL,
+                pre_window_secs: 600,
+                min_canary_requests: 10,
+                ..JudgeConfig::default()
+            },
+            code_hash: "new",
+            revoked: &move || revoked.clone(),
+            start: START,
+            interval: INTERVAL,
+            now: START + 300,
+            canary: (0..5).map(|i| format!("c{i}")).collect(),
+            baseline: (0..20).map(|i| format!("b{i}")).collect(),
+        };
+        let CanaryEvent::Judged { figures, .. } =
+            judge_with(input, &mut None, |t, _| Ok(at(t))).unwrap()
+        else {
+            panic!("not judged");
+        };
+        figures["criteria"][0]["figures"]["baseline_change"]
+            .as_f64()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_gate_hands_the_revoked_code_to_the_judge() {
+        // Told that "bad" was rolled back, the judge leaves b0's time on it out: the
+        // baseline did not change. Not told, b0's "natural" rate is inflated and the
+        // baseline seems to have improved by a fifth in the window.
+        let told = baseline_change_after_a_rejected_release(&["bad"]);
+        assert!((told - 1.0).abs() < 0.02, "{told}");
+        let not_told = baseline_change_after_a_rejected_release(&[]);
+        assert!(not_told < 0.9, "{not_told}");
+    }
+
     #[test]
     fn history_points_cover_the_span_and_are_dense_near_the_start() {
         assert!(history_points(10_000, 0, 1).is_empty());
