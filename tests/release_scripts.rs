@@ -674,13 +674,26 @@ fn release_tarball(dir: &Path, tag: &str, with_binary: bool) -> Vec<u8> {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
+    // Documentation after the binary, listed at more than a pipe's 64 KiB: a check that
+    // stops reading the listing at the binary (`tar -t | grep -q` under pipefail) kills
+    // tar with SIGPIPE and calls a good archive broken.
+    let docs = root.join(&name).join("doc");
+    std::fs::create_dir_all(&docs).unwrap();
+    for i in 0..2_000 {
+        std::fs::write(docs.join(format!("{i:04}-{}.md", "page".repeat(12))), "").unwrap();
+    }
     let tgz = dir.join("out.tar.gz");
+    let mut members = Vec::new();
+    if with_binary {
+        members.push(format!("{name}/fleetgate"));
+    }
+    members.extend([format!("{name}/README.md"), format!("{name}/doc")]);
     let st = Command::new("tar")
         .arg("-C")
         .arg(&root)
         .arg("-czf")
         .arg(&tgz)
-        .arg(&name)
+        .args(&members)
         .status()
         .unwrap();
     assert!(st.success());

@@ -91,8 +91,10 @@ fi
 
 # Only the one member, as a regular file: nothing else in the archive is written.
 member="$name/fleetgate"
-tar -tzf "$work/$name.tar.gz" | grep -qxF "$member" ||
-  die "$name.tar.gz has no $member"
+# The listing is written whole before it is searched: `tar -t | grep -q` stops reading at
+# the first match, tar dies of SIGPIPE, and under pipefail a good archive would fail.
+tar -tzf "$work/$name.tar.gz" > "$work/members" || die "$name.tar.gz cannot be listed"
+grep -qxF "$member" "$work/members" || die "$name.tar.gz has no $member"
 mkdir -p "$work/x"
 tar -xzf "$work/$name.tar.gz" -C "$work/x" --no-same-owner --no-same-permissions "$member"
 [ -f "$work/x/$member" ] && [ ! -L "$work/x/$member" ] || die "$member in $name.tar.gz is not a regular file"
