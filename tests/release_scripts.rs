@@ -285,6 +285,16 @@ fn validate_tag_accepts_semver_with_v_and_refuses_malformed_and_duplicate_tags()
     }
     let long = format!("v1.2.3-{}", "a".repeat(130));
     assert_eq!(code(&validate(&[&long])), 1);
+    // Longer than a pipe holds: refused with the message, not killed by SIGPIPE while the
+    // tag is shortened for it.
+    let huge = format!("v1.2.3-{}", "a".repeat(100_000));
+    let out = validate(&[&huge]);
+    assert_eq!(code(&out), 1, "{}", both(&out));
+    assert!(
+        stderr(&out).contains("is longer than 128 bytes"),
+        "{}",
+        both(&out)
+    );
     // No tag at all is a usage error.
     assert_eq!(code(&validate(&[])), 2);
 

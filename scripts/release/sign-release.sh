@@ -87,7 +87,7 @@ while [ $# -gt 0 ]; do
       ;;
     -h | --help) usage ;;
     *)
-      say "unknown argument: $(printf '%s' "$1" | head -c 80 | tr -c '[:print:]' '?')"
+      say "unknown argument: $(printf '%s' "${1:0:80}" | tr -c '[:print:]' '?')"
       usage
       ;;
   esac
@@ -118,7 +118,7 @@ fi
 case "$hash_scheme" in
   git | hart) ;;
   *)
-    say "--hash-scheme must be git or hart, not \"$(printf '%s' "$hash_scheme" | head -c 40 | tr -c '[:print:]' '?')\""
+    say "--hash-scheme must be git or hart, not \"$(printf '%s' "${hash_scheme:0:40}" | tr -c '[:print:]' '?')\""
     usage
     ;;
 esac

@@ -68,7 +68,7 @@ done
 [ "$have_tag" -eq 1 ] || usage
 
 # Printable form for messages: never echo control characters back.
-shown="$(printf '%s' "$tag" | head -c 128 | tr -c '[:print:]' '?')"
+shown="$(printf '%s' "${tag:0:128}" | tr -c '[:print:]' '?')"
 
 [ -n "$tag" ] || die "the tag is empty"
 [ "${#tag}" -le 128 ] || die "tag ${shown}... is longer than 128 bytes"
