@@ -124,7 +124,7 @@ wait $RUN || true
 [ -n "$RUN_B" ] && { wait $RUN_B || true; }
 kill $SIM 2>/dev/null || true
 wait $SIM 2>/dev/null || true
-"$FG" status | head -20
+"$FG" status | sed -n 1,20p   # sed reads it all: `| head` would end status with SIGPIPE under pipefail
 grep -E "Maximum resident|Elapsed" time.txt
 for w in A B; do
   awk -v w=$w '$4==w && $3>m {m=$3} END{if (m) printf "%s: peak VmHWM %.0f MiB\n", w, m/1024}' rss.tsv

@@ -12,7 +12,7 @@ sleep 5
 echo "idle node agents (VmRSS):"
 for p in $(pgrep -f "$work/nodes/.*/node.toml"); do grep VmRSS "/proc/$p/status"; done
 echo "fleet endpoint (fleetgate fleet serve):"
-grep VmRSS "/proc/$(pgrep -f "$work/fleetgate.toml fleet serve" | head -1)/status"
+grep VmRSS "/proc/$(pgrep -o -f "$work/fleetgate.toml fleet serve")/status"
 
 # 10,000 peers in the registry (rows as enrollment writes them), then an orchestrator
 # process that loads them all.
