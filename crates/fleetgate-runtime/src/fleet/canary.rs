@@ -127,8 +127,9 @@ pub(crate) struct Phase<'a> {
     /// The test kill point right after a send.
     pub kill_point: &'static str,
     /// Code of rejected releases, left out of the judge's pre-update history (read when
-    /// a judge is built, not at every pass).
-    pub revoked_code: &'a dyn Fn() -> BTreeSet<String>,
+    /// a judge is built, not at every pass); when it cannot be known (`Err`), the judge
+    /// gets no pre-update history and compares the canary with the baseline only.
+    pub revoked_code: &'a dyn Fn() -> Result<BTreeSet<String>, String>,
     /// Persist the phase's progress (before an outside effect).
     pub persist: &'a mut dyn FnMut(&CanaryProgress) -> Result<(), RuntimeError>,
     /// Select the nodes (when the machine asks).
@@ -432,7 +433,7 @@ pub(crate) fn forget_judge(link: &FleetLink) -> Option<JudgeMemo> {
 fn judge(
     ctx: &GateContext,
     link: &FleetLink,
-    (code_hash, revoked): (&str, &dyn Fn() -> BTreeSet<String>),
+    (code_hash, revoked): (&str, &dyn Fn() -> Result<BTreeSet<String>, String>),
     window: Window,
     canary: Vec<String>,
     baseline: Vec<String>,
@@ -490,7 +491,7 @@ struct JudgeInput<'a> {
     code_hash: &'a str,
     /// Code of rejected releases (left out of the history); read when a judge is built.
     /// Not part of the memo's key: no order is signed while a window is judged.
-    revoked: &'a dyn Fn() -> BTreeSet<String>,
+    revoked: &'a dyn Fn() -> Result<BTreeSet<String>, String>,
     start: u64,
     interval: u64,
     now: u64,
@@ -522,14 +523,23 @@ fn judge_with(
     let (mut judge, mut next, mut decided) = match memo.take().filter(|m| m.key == key) {
         Some(m) => (m.judge, m.next, m.decided),
         None => {
+            let revoked = revoked();
             let mut judge = Judge::new(config, code_hash, canary, baseline, start)
                 .map_err(judge_err)?
-                .with_revoked_code(revoked());
+                .with_revoked_code(revoked.clone().unwrap_or_default());
             // Each canary node is judged against its own rate before the update
             // (difference in differences): feed the stored heartbeats of
             // `pre_window_secs` before the window. At most `HISTORY_SAMPLES` samples: the
-            // judge uses the counters' changes over the history, not its cadence.
-            let pre = judge.config().pre_window_secs;
+            // judge uses the counters' changes over the history, not its cadence. Without
+            // knowing which code was rolled back, no history: a rejected release's
+            // intervals counted as a node's natural rate could hide a regression.
+            let pre = match &revoked {
+                Ok(_) => judge.config().pre_window_secs,
+                Err(reason) => {
+                    tracing::warn!(%reason, "the rolled-back releases cannot be read: the canary is judged against the baseline only, without each node's pre-update history");
+                    0
+                }
+            };
             for t in history_points(start, pre, interval) {
                 judge
                     .on_event(fleetgate_canary::Event::History(sample(t, true)?))
@@ -639,7 +649,7 @@ mod tests {
         let input = JudgeInput {
             config,
             code_hash: "new",
-            revoked: &std::collections::BTreeSet::new,
+            revoked: &|| Ok(std::collections::BTreeSet::new()),
             start: START,
             interval: INTERVAL,
             now,
@@ -717,7 +727,18 @@ mod tests {
     /// The baseline's change the judge reports at `START + 300` when baseline node b0 ran
     /// code "bad" (10× the exceptions) for the first half of the 600 s history, with
     /// `revoked` as the gate's revoked code.
-    fn baseline_change_after_a_rejected_release(revoked: &[&str]) -> f64 {
+    fn baseline_change_after_a_rejected_release(revoked: Result<&[&str], &str>) -> f64 {
+        judged_after_a_rejected_release(revoked, &mut Vec::new())["criteria"][0]["figures"]
+            ["baseline_change"]
+            .as_f64()
+            .unwrap()
+    }
+
+    /// The judge's figures for that fleet; `history_reads` gets the history samples read.
+    fn judged_after_a_rejected_release(
+        revoked: Result<&[&str], &str>,
+        history_reads: &mut Vec<u64>,
+    ) -> serde_json::Value {
         let bad = |t: u64| t.saturating_sub(START - 600).min(300);
         let at = |t: u64| {
             let mut s = fleet_at(t);
@@ -731,8 +752,9 @@ mod tests {
             }
             s
         };
-        let revoked: std::collections::BTreeSet<String> =
-            revoked.iter().map(|s| s.to_string()).collect();
+        let revoked: Result<std::collections::BTreeSet<String>, String> = revoked
+            .map(|r| r.iter().map(|s| s.to_string()).collect())
+            .map_err(str::to_owned);
         let input = JudgeInput {
             config: JudgeConfig {
                 window_secs: 1200,
@@ -750,14 +772,16 @@ mod tests {
             canary: (0..5).map(|i| format!("c{i}")).collect(),
             baseline: (0..20).map(|i| format!("b{i}")).collect(),
         };
-        let CanaryEvent::Judged { figures, .. } =
-            judge_with(input, &mut None, |t, _| Ok(at(t))).unwrap()
-        else {
+        let CanaryEvent::Judged { figures, .. } = judge_with(input, &mut None, |t, history| {
+            if history {
+                history_reads.push(t);
+            }
+            Ok(at(t))
+        })
+        .unwrap() else {
             panic!("not judged");
         };
-        figures["criteria"][0]["figures"]["baseline_change"]
-            .as_f64()
-            .unwrap()
+        figures
     }
 
     #[test]
@@ -765,10 +789,33 @@ mod tests {
         // Told that "bad" was rolled back, the judge leaves b0's time on it out: the
         // baseline did not change. Not told, b0's "natural" rate is inflated and the
         // baseline seems to have improved by a fifth in the window.
-        let told = baseline_change_after_a_rejected_release(&["bad"]);
+        let told = baseline_change_after_a_rejected_release(Ok(&["bad"]));
         assert!((told - 1.0).abs() < 0.02, "{told}");
-        let not_told = baseline_change_after_a_rejected_release(&[]);
+        let not_told = baseline_change_after_a_rejected_release(Ok(&[]));
         assert!(not_told < 0.9, "{not_told}");
+    }
+
+    #[test]
+    fn when_the_rolled_back_code_cannot_be_read_the_judge_gets_no_history() {
+        let mut reads = Vec::new();
+        let known = judged_after_a_rejected_release(Ok(&["bad"]), &mut reads);
+        assert!(!reads.is_empty());
+        assert_eq!(
+            known["criteria"][0]["statistic"]["method"], "diff_in_diff",
+            "{known}"
+        );
+        // Unknown: not one history sample is read, and the canary is compared with the
+        // baseline over the same time only.
+        reads.clear();
+        let unknown = judged_after_a_rejected_release(
+            Err("manifests/rollback-x.json: unreadable"),
+            &mut reads,
+        );
+        assert!(reads.is_empty(), "{reads:?}");
+        assert_eq!(
+            unknown["criteria"][0]["statistic"]["method"], "cross_section",
+            "{unknown}"
+        );
     }
 
     #[test]

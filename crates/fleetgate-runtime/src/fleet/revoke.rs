@@ -314,9 +314,18 @@ const MAX_ORDER_BYTES: u64 = 1024 * 1024;
 ///
 /// Orders are applied in sequence order, and an order's return-to code is not revoked
 /// (a release identical in code to the one it returns to revokes nothing); nor is the
-/// code of a release completed on any channel now. A file that cannot be read or parsed
-/// is skipped with a warning: its intervals then count, as they did before this filter.
-pub fn revoked_code_hashes(ctx: &GateContext, state: &PipelineState) -> BTreeSet<String> {
+/// code of a release completed on any channel now. A rollback order that cannot be read
+/// or parsed, or whose release's manifest is gone, makes the whole answer unknown
+/// (`Err`, naming the file): counted, a rejected release's intervals would inflate a
+/// node's "natural" rate and hide a regression, so the caller judges without per-node
+/// history instead.
+///
+/// # Errors
+/// A message naming the rollback order that could not be read, and why.
+pub fn revoked_code_hashes(
+    ctx: &GateContext,
+    state: &PipelineState,
+) -> Result<BTreeSet<String>, String> {
     let dir = ctx.state_dir.join("manifests");
     let read = |path: &std::path::Path| -> Option<serde_json::Value> {
         let file = std::fs::File::open(path).ok()?;
@@ -337,11 +346,15 @@ pub fn revoked_code_hashes(ctx: &GateContext, state: &PipelineState) -> BTreeSet
             Some(doc)
         }
     };
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return BTreeSet::new();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        // No order was ever signed here.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
     };
     let mut orders: Vec<(u64, String, Option<String>)> = Vec::new();
-    for entry in entries.flatten() {
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if !(name.starts_with("rollback-") && name.ends_with(".json")) {
@@ -366,10 +379,12 @@ pub fn revoked_code_hashes(ctx: &GateContext, state: &PipelineState) -> BTreeSet
         });
         match parsed {
             Some(o) => orders.push(o),
-            None => tracing::warn!(
-                path = %path.display(),
-                "a rollback order (or the release it undoes) could not be read: its release's code is not left out of the canary history"
-            ),
+            None => {
+                return Err(format!(
+                    "{}: the rollback order, or the archived manifest of the release it undoes, cannot be read or lacks its sequence and code hash",
+                    path.display()
+                ));
+            }
         }
     }
     orders.sort();
@@ -390,7 +405,7 @@ pub fn revoked_code_hashes(ctx: &GateContext, state: &PipelineState) -> BTreeSet
         }
     }
     revoked.remove("");
-    revoked
+    Ok(revoked)
 }
 
 #[cfg(test)]
@@ -441,7 +456,7 @@ mod tests {
         let ctx = ctx(d);
         let mut state = PipelineState::idle();
         // No state directory contents yet: nothing revoked.
-        assert!(revoked_code_hashes(&ctx, &state).is_empty());
+        assert!(revoked_code_hashes(&ctx, &state).unwrap().is_empty());
         release(d, 1, "good1");
         release(d, 2, "bad2");
         order(d, "r2-1", 3, 2, "good1");
@@ -468,13 +483,39 @@ mod tests {
             hash_scheme: None,
             artifacts: None,
         });
-        // An order whose release manifest is gone, and a file that is not JSON: skipped.
-        order(d, "r10-1", 11, 10, "bad2");
-        std::fs::write(d.join("manifests/rollback-r12-1.json"), b"{not json").unwrap();
-        let revoked = revoked_code_hashes(&ctx, &state);
+        let revoked = revoked_code_hashes(&ctx, &state).unwrap();
         assert_eq!(
             revoked.into_iter().collect::<Vec<_>>(),
             vec!["bad5".to_owned()]
         );
+    }
+
+    #[test]
+    fn an_order_that_cannot_be_read_makes_the_answer_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let ctx = ctx(d);
+        let state = PipelineState::idle();
+        release(d, 1, "good1");
+        release(d, 2, "bad2");
+        order(d, "r2-1", 3, 2, "good1");
+        assert!(revoked_code_hashes(&ctx, &state).unwrap().contains("bad2"));
+        // An order whose release manifest is gone: which code it revoked is unknown.
+        order(d, "r10-1", 11, 10, "good1");
+        let err = revoked_code_hashes(&ctx, &state).unwrap_err();
+        assert!(err.contains("rollback-r10-1.json"), "{err}");
+        std::fs::remove_file(d.join("manifests/rollback-r10-1.json")).unwrap();
+        // A file that is not JSON.
+        std::fs::write(d.join("manifests/rollback-r12-1.json"), b"{not json").unwrap();
+        let err = revoked_code_hashes(&ctx, &state).unwrap_err();
+        assert!(err.contains("rollback-r12-1.json"), "{err}");
+        std::fs::remove_file(d.join("manifests/rollback-r12-1.json")).unwrap();
+        // Larger than any signed order.
+        std::fs::write(
+            d.join("manifests/rollback-r13-1.json"),
+            vec![b' '; usize::try_from(super::MAX_ORDER_BYTES).unwrap() + 1],
+        )
+        .unwrap();
+        assert!(revoked_code_hashes(&ctx, &state).is_err());
     }
 }
