@@ -139,13 +139,7 @@ fn the_getting_started_guide_runs_as_written() {
     println!("the guide ran in {:?}", started.elapsed());
 
     // What the guide promised, read back from the pipeline and the registry.
-    let fg = |args: &[&str]| {
-        Command::new(bin())
-            .current_dir(&tour)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let fg = |args: &[&str]| fleetgate(&tour, args).unwrap();
     let status = fg(&["status", "--json"]);
     assert_eq!(code(&status), 0, "{}", text(&status));
     let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
@@ -179,10 +173,7 @@ fn the_getting_started_guide_runs_as_written() {
 /// is gone once the test ends).
 fn diagnostics(tour: &std::path::Path, behind: &[&serde_json::Value]) -> String {
     let fg = |args: &[&str]| {
-        Command::new(bin())
-            .current_dir(tour)
-            .args(args)
-            .output()
+        fleetgate(tour, args)
             .map(|o| text(&o))
             .unwrap_or_else(|e| format!("{args:?}: {e}"))
     };
@@ -209,4 +200,9 @@ fn diagnostics(tour: &std::path::Path, behind: &[&serde_json::Value]) -> String 
         }
     }
     out.join("\n")
+}
+
+/// `fleetgate ARGS` run in the guide's directory.
+fn fleetgate(tour: &std::path::Path, args: &[&str]) -> std::io::Result<std::process::Output> {
+    Command::new(bin()).current_dir(tour).args(args).output()
 }

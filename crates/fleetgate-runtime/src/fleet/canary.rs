@@ -637,26 +637,34 @@ mod tests {
         Sample { at: t, nodes }
     }
 
-    fn check(now: u64, memo: &mut Option<JudgeMemo>, read: &mut Vec<u64>) -> CanaryEvent {
-        let config = JudgeConfig {
-            window_secs: 1200,
-            max_window_secs: 2400,
-            sample_interval_secs: INTERVAL,
-            pre_window_secs: 600,
-            min_canary_requests: 10,
-            ..JudgeConfig::default()
-        };
-        let input = JudgeInput {
-            config,
+    /// What the gate hands the judge as the rolled-back code.
+    type Revoked = dyn Fn() -> Result<std::collections::BTreeSet<String>, String>;
+
+    /// The gate's inputs for the fleet of [`fleet_at`] as of `now`, with `revoked` as the
+    /// code the pipeline rolled back.
+    fn input(now: u64, revoked: &Revoked) -> JudgeInput<'_> {
+        JudgeInput {
+            config: JudgeConfig {
+                window_secs: 1200,
+                max_window_secs: 2400,
+                sample_interval_secs: INTERVAL,
+                pre_window_secs: 600,
+                min_canary_requests: 10,
+                ..JudgeConfig::default()
+            },
             code_hash: "new",
-            revoked: &|| Ok(std::collections::BTreeSet::new()),
+            revoked,
             start: START,
             interval: INTERVAL,
             now,
             canary: (0..5).map(|i| format!("c{i}")).collect(),
             baseline: (0..20).map(|i| format!("b{i}")).collect(),
-        };
-        judge_with(input, memo, |t, _| {
+        }
+    }
+
+    fn check(now: u64, memo: &mut Option<JudgeMemo>, read: &mut Vec<u64>) -> CanaryEvent {
+        let none = || Ok(std::collections::BTreeSet::new());
+        judge_with(input(now, &none), memo, |t, _| {
             read.push(t);
             Ok(fleet_at(t))
         })
@@ -755,23 +763,8 @@ mod tests {
         let revoked: Result<std::collections::BTreeSet<String>, String> = revoked
             .map(|r| r.iter().map(|s| s.to_string()).collect())
             .map_err(str::to_owned);
-        let input = JudgeInput {
-            config: JudgeConfig {
-                window_secs: 1200,
-                max_window_secs: 2400,
-                sample_interval_secs: INTERVAL,
-                pre_window_secs: 600,
-                min_canary_requests: 10,
-                ..JudgeConfig::default()
-            },
-            code_hash: "new",
-            revoked: &move || revoked.clone(),
-            start: START,
-            interval: INTERVAL,
-            now: START + 300,
-            canary: (0..5).map(|i| format!("c{i}")).collect(),
-            baseline: (0..20).map(|i| format!("b{i}")).collect(),
-        };
+        let revoked = move || revoked.clone();
+        let input = input(START + 300, &revoked);
         let CanaryEvent::Judged { figures, .. } = judge_with(input, &mut None, |t, history| {
             if history {
                 history_reads.push(t);
