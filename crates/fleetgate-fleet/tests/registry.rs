@@ -1418,6 +1418,85 @@ async fn pruning_keeps_storage_per_node_bounded_over_time() {
     }
 }
 
+/// Issue 18: a registry whose heartbeats were stored before the table took its one-index
+/// layout (PostgreSQL's migration 0010 dropped the `id` serial, the (node_id, epoch, seq)
+/// unique index and the (node_id, at) index for the primary key (node_id, at, epoch,
+/// seq); SQLite's 0007 did the same) keeps every one of them through the migration,
+/// reads them in order, still refuses their replays and stores the next.
+#[tokio::test]
+async fn heartbeats_stored_in_the_old_layout_survive_the_migration() {
+    let policy = HeartbeatPolicy::default();
+    for db in backends().await {
+        let before = if db.name == "postgres" { 9 } else { 6 };
+        let mut old = vec![format!(
+            "INSERT INTO peers (id, address, public_key, master_key_verified, status, \
+             last_seq, region, enrolled_at) VALUES ('n1', 'http://127.0.0.1:1', '{}', \
+             TRUE, 'active', 3, 'eu', {NOW})",
+            node_key(1).public_key_hex()
+        )];
+        for seq in 1..=3i64 {
+            old.push(format!(
+                "INSERT INTO heartbeats (node_id, at, sent_at, seq, version, code_hash, \
+                 healthy, exceptions_total, requests_total, bench) VALUES ('n1', {at}, \
+                 {at}, {seq}, '1.2.3', 'hash-1', TRUE, {exc}, {req}, '{{}}')",
+                at = NOW - 40 + seq * 10,
+                exc = seq * 2,
+                req = seq * 100,
+            ));
+        }
+        db.at_migration(before, &old).await;
+        let reg = db.registry().await;
+        // One B-tree per stored heartbeat: the table's primary key and no other index.
+        let indexes = if db.name == "postgres" {
+            "SELECT count(*), count(*) FROM pg_indexes WHERE tablename = 'heartbeats' \
+             AND schemaname = current_schema()"
+        } else {
+            "SELECT count(*), count(*) FROM sqlite_master WHERE type = 'index' \
+             AND tbl_name = 'heartbeats'"
+        };
+        let expected = if db.name == "postgres" { 1 } else { 0 };
+        assert_eq!(
+            db.raw(indexes).await,
+            Some((Some(expected), Some(expected))),
+            "[{}] indexes on heartbeats",
+            db.name
+        );
+        let ids = vec!["n1".to_owned()];
+        let stored = reg.heartbeats_between(&ids, NOW - 60, NOW).await.unwrap();
+        let seqs: Vec<(i64, i64, i64)> = stored
+            .iter()
+            .map(|h| (h.at, h.seq, h.requests_total))
+            .collect();
+        assert_eq!(
+            seqs,
+            vec![(NOW - 30, 1, 100), (NOW - 20, 2, 200), (NOW - 10, 3, 300)],
+            "[{}] the old rows, in order",
+            db.name
+        );
+        let t = u64::try_from(NOW).unwrap();
+        let bodies = [
+            signed(&heartbeat("n1", 3, t), &node_key(1)),
+            signed(&heartbeat("n1", 4, t), &node_key(1)),
+        ];
+        let results = reg.record_heartbeats(&bodies, &policy, NOW).await.unwrap();
+        assert!(
+            matches!(results[0], Err(HeartbeatError::Replayed { .. })),
+            "[{}] a replay of an old heartbeat: {:?}",
+            db.name,
+            results[0]
+        );
+        assert_eq!(
+            results[1].as_ref().map(|r| r.seq).ok(),
+            Some(4),
+            "[{}]",
+            db.name
+        );
+        let stored = reg.heartbeats_between(&ids, NOW - 60, NOW).await.unwrap();
+        assert_eq!(stored.len(), 4, "[{}] {stored:?}", db.name);
+        db.cleanup().await;
+    }
+}
+
 /// Issue 18: on PostgreSQL the heartbeat writer and a feed or status write can deadlock
 /// on the same peers (seen once in 5,000,000 heartbeats of the 100,000-node run: a batch
 /// of 5 answered 500). The database aborts one of the two and writes nothing of it; the

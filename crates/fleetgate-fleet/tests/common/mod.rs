@@ -90,6 +90,40 @@ impl Db {
         }
     }
 
+    /// Builds the registry as an older release left it: the backend's migrations up to
+    /// and including `version` only, then `statements` run on that schema (to store rows
+    /// in the old layout). [`Db::registry`] then runs the remaining migrations.
+    pub async fn at_migration(&self, version: i64, statements: &[String]) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(self.name);
+        let migrator = sqlx::migrate::Migrator::new(dir)
+            .await
+            .expect("read the migrations");
+        if self.pg.is_some() {
+            let mut c = sqlx::PgConnection::connect(&self.url)
+                .await
+                .expect("connect");
+            migrator.run_to(version, &mut c).await.expect("migrate");
+        } else {
+            let opts =
+                <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&self.url)
+                    .expect("sqlite url")
+                    .create_if_missing(true)
+                    .foreign_keys(true);
+            if let Some(dir) = opts.get_filename().parent() {
+                std::fs::create_dir_all(dir).expect("create the database's directory");
+            }
+            let mut c = sqlx::SqliteConnection::connect_with(&opts)
+                .await
+                .expect("connect");
+            migrator.run_to(version, &mut c).await.expect("migrate");
+        }
+        for sql in statements {
+            self.raw(sql).await;
+        }
+    }
+
     /// Drops the PostgreSQL schema (also done on drop, so a failing test cleans up too).
     pub async fn cleanup(self) {
         drop(self);
