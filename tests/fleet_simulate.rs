@@ -120,6 +120,26 @@ fn simulated_nodes_heartbeat_through_the_endpoint_and_every_heartbeat_is_stored(
     assert_eq!(code(&out), 1, "{}", text(&out));
     let s: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["enrolled_new"], 0, "{s}");
+
+    // A URL that does not parse is named before any node is enrolled.
+    let out = env.fg(&[
+        "fleet",
+        "simulate",
+        "--nodes",
+        "25",
+        "--endpoint",
+        "http://[not-a-host",
+    ]);
+    assert_ne!(code(&out), 0, "{}", text(&out));
+    assert!(
+        text(&out).contains("--endpoint http://[not-a-host: not a URL"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains("newly enrolled"), "{}", text(&out));
+    let peers: Value =
+        serde_json::from_slice(&env.fg(&["fleet", "list", "--json"]).stdout).unwrap();
+    assert_eq!(peers.as_array().unwrap().len(), 20, "nothing enrolled");
 }
 
 /// `--pull-every`: the virtual nodes poll their feeds like pull-mode agents, take a

@@ -132,6 +132,11 @@ pub fn run(o: &Orchestrator, args: SimulateArgs) -> anyhow::Result<ExitCode> {
         "--endpoint {:?} must be an http:// or https:// URL",
         args.endpoint
     );
+    // Parsed once, before any node is enrolled: a load generator that parses its URL per
+    // request spends its share of the machine's cores on that instead of on the endpoint
+    // it measures, and a bad URL is named before anything is written.
+    let url = reqwest::Url::parse(&format!("{base}/api/fleet/heartbeat"))
+        .with_context(|| format!("--endpoint {base}: not a URL"))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -161,7 +166,7 @@ pub fn run(o: &Orchestrator, args: SimulateArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let mut summary = rt.block_on(send(&args, &base, &ids, keyring))?;
+    let mut summary = rt.block_on(send(&args, &base, url, &ids, keyring))?;
     summary.enrolled_new = enrolled_new;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -391,6 +396,7 @@ async fn poll_feed(
 async fn send(
     args: &SimulateArgs,
     base: &str,
+    url: reqwest::Url,
     ids: &[String],
     keyring: Option<Arc<fleetgate_trust::Keyring>>,
 ) -> anyhow::Result<Summary> {
@@ -431,10 +437,6 @@ async fn send(
         }
         Ok(b.build()?)
     };
-    // Parsed once: a load generator that parses its URL per request spends its share of
-    // the machine's cores on that instead of on the endpoint it measures.
-    let url = reqwest::Url::parse(&format!("{base}/api/fleet/heartbeat"))
-        .with_context(|| format!("--endpoint {base}: not a URL"))?;
     // Sequence numbers above any earlier run's: milliseconds since the epoch × 1000.
     let seq0 = u64::try_from(
         std::time::SystemTime::now()
