@@ -497,8 +497,49 @@ fn drop_schema(base: &str, schema: &str) {
     }
 }
 
+/// Heartbeat signatures: `verify_strict` one by one against `verify_strict_batch` over
+/// the same entries (distinct keys, ~300-byte messages), per batch size.
+fn sig_batch_bench(c: &mut Criterion) {
+    use fleetgate::trust::{BatchEntry, PublicKey, verify_strict_batch};
+    let entries: Vec<(PublicKey, Vec<u8>, [u8; 64])> = (0..64u8)
+        .map(|i| {
+            let key = SigningKey::from_seed(&[i.wrapping_add(1); 32]);
+            let msg = format!("{{\"node_id\":\"node-{i:05}\",{}}}", "x".repeat(280)).into_bytes();
+            let sig = key.sign(&msg);
+            (key.public_key(), msg, sig)
+        })
+        .collect();
+    let mut g = c.benchmark_group("sig_batch");
+    for n in [1usize, 8, 22, 64] {
+        g.throughput(Throughput::Elements(n as u64));
+        let batch = &entries[..n];
+        g.bench_function(format!("verify_strict x{n} (one by one)"), |b| {
+            b.iter(|| {
+                batch
+                    .iter()
+                    .all(|(k, m, s)| k.verify_strict(black_box(m), s).is_ok())
+            });
+        });
+        g.bench_function(format!("verify_strict_batch x{n}"), |b| {
+            b.iter(|| {
+                let e: Vec<BatchEntry<'_>> = batch
+                    .iter()
+                    .map(|(key, message, signature)| BatchEntry {
+                        key,
+                        message: black_box(message),
+                        signature,
+                    })
+                    .collect();
+                verify_strict_batch(&e).into_iter().all(|ok| ok)
+            });
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    sig_batch_bench,
     manifest_bench,
     state_bench,
     canary_bench,

@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{FleetError, HeartbeatError};
 use crate::registry::{PeerStatus, Pool, Registry, to_i64};
+use crate::sigbatch::SigBatcher;
 use fleetgate_node_api::validate_node_id;
 
 /// How far above the last accepted epoch a heartbeat's epoch may be. An agent steps its
@@ -275,6 +276,29 @@ impl Registry {
         policy: &HeartbeatPolicy,
         now: i64,
     ) -> Result<VerifiedHeartbeat, HeartbeatError> {
+        self.verify_heartbeat_with(body, policy, now, None).await
+    }
+
+    /// [`Self::verify_heartbeat`], the signature checked by `sigs` together with other
+    /// requests' (the heartbeat endpoint's path; same answers).
+    pub async fn verify_heartbeat_batched(
+        &self,
+        body: &[u8],
+        policy: &HeartbeatPolicy,
+        now: i64,
+        sigs: &SigBatcher,
+    ) -> Result<VerifiedHeartbeat, HeartbeatError> {
+        self.verify_heartbeat_with(body, policy, now, Some(sigs))
+            .await
+    }
+
+    async fn verify_heartbeat_with(
+        &self,
+        body: &[u8],
+        policy: &HeartbeatPolicy,
+        now: i64,
+        sigs: Option<&SigBatcher>,
+    ) -> Result<VerifiedHeartbeat, HeartbeatError> {
         let (env, hb) = parse_heartbeat(body, policy)?;
         let bad_sig = || HeartbeatError::BadSignature {
             node_id: hb.node_id.clone(),
@@ -287,9 +311,19 @@ impl Registry {
         // read; a signature that fails with a cached key is checked with a fresh one. A
         // forged heartbeat leaves the cached key alone (it is replaced only by a key that
         // verifies), so forgeries cannot make every later heartbeat of the node miss.
-        let key_hex = match self.keys.get(&hb.node_id) {
-            Some((hex, key)) if key.verify_strict(env.payload.as_bytes(), &sig).is_ok() => hex,
-            _ => {
+        let cached = match self.keys.get(&hb.node_id) {
+            Some((hex, key)) => {
+                let ok = match sigs {
+                    Some(b) => b.verify(key, env.payload.as_bytes(), sig).await,
+                    None => key.verify_strict(env.payload.as_bytes(), &sig).is_ok(),
+                };
+                ok.then_some(hex)
+            }
+            None => None,
+        };
+        let key_hex = match cached {
+            Some(hex) => hex,
+            None => {
                 let peer = self
                     .find_peer(&hb.node_id)
                     .await?

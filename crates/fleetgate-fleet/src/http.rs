@@ -8,8 +8,9 @@
 //!   re-sync with epoch `last_epoch + 1`), 422 (too old / from the future), 429 with
 //!   `Retry-After: 1` (the ingest queue is full: nothing was stored), 500 (database).
 //!   The answer is `{"success": true, "node_id", "epoch", "seq", "at"}`. Each request
-//!   verifies its own heartbeat; the storing is batched ([`crate::ingest`]: one
-//!   transaction for whatever queued up meanwhile), and the answer comes after the commit.
+//!   parses its own heartbeat; the signatures are checked in batches across requests
+//!   ([`crate::sigbatch`]) and the storing is batched ([`crate::ingest`]: one
+//!   transaction for whatever queued up meanwhile); the answer comes after the commit.
 //! * `GET /api/fleet/peers` — `{"success": true, "peers": [...]}`.
 //! * `GET /api/fleet/peers/{id}` — `{"success": true, "peer": {...}}` or 404.
 //! * `GET /healthz` — 200 `ok` while the process serves; `GET /readyz` — 200 `ready` when
@@ -57,6 +58,7 @@ struct AppState {
     clock: Clock,
     metrics: Arc<FleetMetrics>,
     ingest: Arc<crate::ingest::Ingest>,
+    sigs: Arc<crate::sigbatch::SigBatcher>,
 }
 
 /// The fleet routes with the default [`HeartbeatPolicy`] and the system clock.
@@ -90,6 +92,7 @@ pub fn router_counted(
                 policy.retention_secs,
                 clock.clone(),
             )),
+            sigs: Arc::new(crate::sigbatch::SigBatcher::new()),
             registry,
             policy,
             clock,
@@ -369,11 +372,12 @@ async fn post_heartbeat(
             return (status, body).into_response();
         }
     };
-    // Verified here (in parallel across requests), stored by the ingest writer in
-    // batches (one commit per batch); a full queue is refused at once (429).
+    // Verified here (the signatures in batches across requests, by the endpoint's
+    // checkers), stored by the ingest writer in batches (one commit per batch); a
+    // full queue is refused at once (429).
     let verified = state
         .registry
-        .verify_heartbeat(&body, &state.policy, (state.clock)())
+        .verify_heartbeat_batched(&body, &state.policy, (state.clock)(), &state.sigs)
         .await;
     let stored = match verified {
         Ok(v) => match state.ingest.submit(v).await {

@@ -18,8 +18,9 @@
 //! * Heartbeats ([`heartbeat`]): Ed25519-signed by the node key, size-limited, replay
 //!   protected (strictly increasing `(epoch, seq)` — a higher signed epoch resets the seq
 //!   window, so a node re-syncs after an inflated seq — and a bounded `sent_at` age),
-//!   stored as a time series; the endpoint stores them in batches ([`ingest`]: group
-//!   commit, a bounded queue, 429 when it is full).
+//!   stored as a time series; the endpoint checks their signatures in batches across
+//!   requests ([`sigbatch`]) and stores them in batches ([`ingest`]: group commit, a
+//!   bounded queue, 429 when it is full).
 //! * Leases with fencing epochs ([`lease`]): one orchestrator at a time advances the
 //!   pipeline; writes from a deposed one are refused in the same statement. Lease times
 //!   are the database's clock.
@@ -68,6 +69,7 @@ pub mod lease;
 pub mod metrics;
 pub mod registry;
 pub mod shared;
+pub mod sigbatch;
 
 /// The HTTP edge, defined in `fleetgate-net` (the node agent uses it without the registry)
 /// and re-exported here for the orchestrator's listeners.

@@ -82,7 +82,7 @@ pub fn key_id(public_key: &[u8; 32]) -> String {
 
 /// A trusted (verifying) Ed25519 public key.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct PublicKey(ed25519_dalek::VerifyingKey);
+pub struct PublicKey(pub(crate) ed25519_dalek::VerifyingKey);
 
 impl PublicKey {
     /// Parses 64 hex characters (whitespace around them ignored).

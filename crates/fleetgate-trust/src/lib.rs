@@ -46,6 +46,8 @@
 //! signature fields, canonicalise once; nothing is re-serialised from a
 //! typed struct, so unknown fields are signed and preserved. Ed25519 is
 //! verified with `verify_strict`. Each distinct trusted key counts once.
+//! ([`batch`] checks many heartbeat signatures at once with the same answers but
+//! one, which only a key's holder can provoke; nothing signed for trust uses it.)
 //! Unsigned, dev-mode, expired and replayed manifests are refused; there is
 //! no bypass. No `unwrap` on input from a file or peer.
 //!
@@ -70,11 +72,13 @@
 //! `tests/python_compat.rs` (proptest: canonical bytes == Python 3, and
 //! HART-style signing with Python `cryptography`, skipped loudly when
 //! missing), `tests/wycheproof.rs` (every Ed25519 vector through
-//! [`PublicKey::verify_strict`]), `tests/manifest.rs` (round trip, tamper,
+//! [`PublicKey::verify_strict`], and through [`verify_strict_batch`] beside valid
+//! and forged signatures), `tests/manifest.rs` (round trip, tamper,
 //! unknown key, thresholds, expiry, replay, size, rotation),
 //! `tests/cli_module.rs` (the `fleetgate keygen` / `manifest` handlers in
 //! `crates/fleetgate-cli/src/trust_cmd.rs`, compiled from here).
 
+pub mod batch;
 pub mod canonical;
 pub mod cosign;
 mod document;
@@ -88,6 +92,7 @@ pub mod provenance;
 pub mod ratelimit;
 pub mod secret_env;
 
+pub use batch::{BatchEntry, verify_strict_batch};
 pub use canonical::{CanonicalError, ParseError, parse_strict, to_canonical_bytes};
 pub use cosign::{
     COSIGNATURES_SUFFIX, SignedManifest, add_manifest_signature, bundle, cosignatures_path,
