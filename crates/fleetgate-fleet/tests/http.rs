@@ -139,7 +139,9 @@ async fn heartbeat_endpoint_over_a_real_socket() {
 /// for the same nodes' rows): every node's heartbeats are POSTed in order by one client
 /// and, as replays, by another at the same time, all nodes at once. Each `(node, seq)` is
 /// accepted exactly once — one 200 and one 409 `replayed` — and every accepted heartbeat
-/// is stored once.
+/// is stored once. A forger per node races them with heartbeats whose signature has one
+/// bit flipped (the endpoint checks signatures in batches across requests, so forged and
+/// valid ones share batches): each is refused with 401 and none is stored.
 #[tokio::test]
 async fn racing_posts_of_the_same_heartbeats_are_stored_exactly_once() {
     const NODES: u8 = 8;
@@ -173,14 +175,33 @@ async fn racing_posts_of_the_same_heartbeats_are_stored_exactly_once() {
                     answers
                 }));
             }
+            let (client, base) = (client.clone(), base.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut answers = Vec::new();
+                for seq in 1..=SEQS {
+                    let forged_seq = 1000 + seq;
+                    let hb = heartbeat(&format!("n{i}"), forged_seq, now as u64);
+                    let mut env = SignedHeartbeat::sign(&hb, &node_key(i));
+                    let flipped = if env.signature.starts_with('0') {
+                        "1"
+                    } else {
+                        "0"
+                    };
+                    env.signature.replace_range(0..1, flipped);
+                    let (status, v) = post(&client, &base, env.to_json()).await;
+                    answers.push((format!("n{i}"), forged_seq, status, v));
+                }
+                answers
+            }));
         }
         let mut accepted = std::collections::BTreeMap::<(String, u64), u32>::new();
-        let mut replayed = 0;
+        let (mut replayed, mut forged) = (0, 0);
         for task in tasks {
             for (node, seq, status, v) in task.await.unwrap() {
                 match status {
-                    200 => *accepted.entry((node, seq)).or_default() += 1,
+                    200 if seq <= SEQS => *accepted.entry((node, seq)).or_default() += 1,
                     409 if v["reason"] == "replayed" => replayed += 1,
+                    401 if seq > SEQS => forged += 1,
                     _ => panic!("{node} seq {seq}: unexpected {status} {v}"),
                 }
             }
@@ -189,6 +210,7 @@ async fn racing_posts_of_the_same_heartbeats_are_stored_exactly_once() {
         assert_eq!(accepted.len(), total, "every (node, seq) accepted");
         assert!(accepted.values().all(|n| *n == 1), "none accepted twice");
         assert_eq!(replayed, total, "each copy refused as replayed");
+        assert_eq!(forged, total, "each forgery refused");
         let ids: Vec<String> = (1..=NODES).map(|i| format!("n{i}")).collect();
         let stored = reg
             .heartbeats_between(&ids, now - 60, now + 60)
