@@ -280,18 +280,17 @@ pub fn load_journal(path: &Path) -> Result<Journal, AgentError> {
         path: path.to_owned(),
         reason,
     };
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
+    let bytes = match fleetgate_trust::fsutil::read_capped(path, MAX_JOURNAL_BYTES) {
+        Ok(fleetgate_trust::fsutil::Limited::Bytes(b)) => b,
+        Ok(fleetgate_trust::fsutil::Limited::TooBig(size)) => {
+            return Err(corrupt(format!(
+                "{}, more than {MAX_JOURNAL_BYTES}",
+                fleetgate_trust::fsutil::Oversize(size)
+            )));
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Journal::default()),
         Err(e) => return Err(corrupt(e.to_string())),
     };
-    if meta.len() > MAX_JOURNAL_BYTES {
-        return Err(corrupt(format!(
-            "{} bytes, more than {MAX_JOURNAL_BYTES}",
-            meta.len()
-        )));
-    }
-    let bytes = std::fs::read(path).map_err(|e| corrupt(e.to_string()))?;
     let j: Journal = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
     if j.schema_version != machine::JOURNAL_SCHEMA_VERSION {
         return Err(corrupt(format!(
@@ -1381,14 +1380,16 @@ fn http_client(cfg: &NodeConfig) -> Result<reqwest::Client, AgentError> {
             path: path.clone(),
             reason,
         };
-        let meta = std::fs::metadata(path).map_err(|e| ca_err(e.to_string()))?;
-        if meta.len() > MAX_CA_BYTES {
-            return Err(ca_err(format!(
-                "{} bytes, more than the {MAX_CA_BYTES}-byte limit",
-                meta.len()
-            )));
-        }
-        let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
+        let pem = match fleetgate_trust::fsutil::read_capped(path, MAX_CA_BYTES) {
+            Ok(fleetgate_trust::fsutil::Limited::Bytes(b)) => b,
+            Ok(fleetgate_trust::fsutil::Limited::TooBig(size)) => {
+                return Err(ca_err(format!(
+                    "{}, more than the {MAX_CA_BYTES}-byte limit",
+                    fleetgate_trust::fsutil::Oversize(size)
+                )));
+            }
+            Err(e) => return Err(ca_err(e.to_string())),
+        };
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|e| ca_err(format!("not a PEM certificate bundle: {e}")))?;
         if certs.is_empty() {

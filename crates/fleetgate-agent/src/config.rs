@@ -24,12 +24,12 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is larger than the limit.
-    #[error("failed to read node config {}: it is {size} bytes, more than the {MAX_CONFIG_BYTES}-byte limit", path.display())]
+    #[error("failed to read node config {}: it is {size}, more than the {MAX_CONFIG_BYTES}-byte limit", path.display())]
     TooLarge {
         /// The file.
         path: PathBuf,
         /// Its size.
-        size: u64,
+        size: fleetgate_trust::fsutil::Oversize,
     },
     /// Not valid TOML, an unknown key, or a wrong type.
     #[error("failed to parse node config {}: {message}", path.display())]
@@ -291,14 +291,18 @@ impl NodeConfig {
             path: path.to_owned(),
             source,
         };
-        let meta = std::fs::metadata(path).map_err(read_err)?;
-        if meta.len() > MAX_CONFIG_BYTES {
-            return Err(ConfigError::TooLarge {
-                path: path.to_owned(),
-                size: meta.len(),
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        let bytes = match fleetgate_trust::fsutil::read_capped(path, MAX_CONFIG_BYTES) {
+            Ok(fleetgate_trust::fsutil::Limited::Bytes(b)) => b,
+            Ok(fleetgate_trust::fsutil::Limited::TooBig(size)) => {
+                return Err(ConfigError::TooLarge {
+                    path: path.to_owned(),
+                    size: fleetgate_trust::fsutil::Oversize(size),
+                });
+            }
+            Err(e) => return Err(read_err(e)),
+        };
+        let text = String::from_utf8(bytes)
+            .map_err(|e| read_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::from_toml(&text, base).map_err(|e| match e {
             ConfigError::Parse { message, .. } => ConfigError::Parse {
@@ -650,6 +654,17 @@ http = "http://127.0.0.1:8080/health"
             Ok(_) => panic!("accepted {text}"),
             Err(e) => panic!("unexpected {e}"),
         }
+    }
+
+    /// A config path with no size (a symlink to a device) is read only up to the limit.
+    #[test]
+    fn an_endless_config_file_is_refused_at_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        let err = NodeConfig::load(&path).unwrap_err();
+        assert!(matches!(err, ConfigError::TooLarge { .. }), "{err}");
+        assert!(err.to_string().contains("more than the"), "{err}");
     }
 
     #[test]

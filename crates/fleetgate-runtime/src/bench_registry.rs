@@ -230,7 +230,7 @@ pub fn path(state_dir: &Path) -> PathBuf {
 
 fn load_file(state_dir: &Path) -> Result<RegistryFile, RuntimeError> {
     let p = path(state_dir);
-    let meta = match std::fs::metadata(&p) {
+    let bytes = match fleetgate_trust::fsutil::read_capped(&p, MAX_FILE_BYTES) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Ok(RegistryFile {
                 schema_version: 1,
@@ -238,18 +238,17 @@ fn load_file(state_dir: &Path) -> Result<RegistryFile, RuntimeError> {
             });
         }
         Err(e) => return Err(RuntimeError::io("read", &p, e)),
-        Ok(m) => m,
-    };
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(crate::ReportError::TooLarge {
-            what: "the benchmark registry",
-            path: p,
-            size: meta.len(),
-            limit: MAX_FILE_BYTES,
+        Ok(fleetgate_trust::fsutil::Limited::TooBig(size)) => {
+            return Err(crate::ReportError::TooLarge {
+                what: "the benchmark registry",
+                path: p,
+                size: fleetgate_trust::fsutil::Oversize(size),
+                limit: MAX_FILE_BYTES,
+            }
+            .into());
         }
-        .into());
-    }
-    let bytes = std::fs::read(&p).map_err(|e| RuntimeError::io("read", &p, e))?;
+        Ok(fleetgate_trust::fsutil::Limited::Bytes(b)) => b,
+    };
     let f: RegistryFile = serde_json::from_slice(&bytes).map_err(|e| {
         RuntimeError::Report(crate::ReportError::Malformed {
             what: "the benchmark registry",

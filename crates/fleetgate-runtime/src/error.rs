@@ -283,8 +283,8 @@ pub enum CaFileProblem {
     #[error("{0}")]
     Unreadable(#[source] std::io::Error),
     /// Too large for a PEM bundle.
-    #[error("{0} bytes: not a PEM file")]
-    TooLarge(u64),
+    #[error("{0}: not a PEM file")]
+    TooLarge(fleetgate_trust::fsutil::Oversize),
     /// Not PEM.
     #[error("not a PEM certificate bundle: {0}")]
     NotPem(#[source] reqwest::Error),
@@ -367,14 +367,14 @@ pub enum TrustFailure {
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     /// Over its size limit.
-    #[error("{what} {} is {size} bytes, over the {limit}-byte limit", path.display())]
+    #[error("{what} {} is {size}, over the {limit}-byte limit", path.display())]
     TooLarge {
         /// Which report.
         what: &'static str,
         /// The file.
         path: PathBuf,
         /// Its size.
-        size: u64,
+        size: fleetgate_trust::fsutil::Oversize,
         /// The limit.
         limit: u64,
     },

@@ -16,19 +16,26 @@ pub fn read_counts(path: &Path) -> Result<TestCounts, RuntimeError> {
 /// [`read_counts`], also writing the bytes read to `keep` (when given) before parsing
 /// them: the evidence kept is exactly the report judged.
 pub fn read_counts_keeping(path: &Path, keep: Option<&Path>) -> Result<TestCounts, RuntimeError> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| RuntimeError::io("read JUnit report", path, e))?;
-    if meta.len() > MAX_REPORT_BYTES {
-        return Err(crate::ReportError::TooLarge {
-            what: "JUnit report",
-            path: path.to_owned(),
-            size: meta.len(),
-            limit: MAX_REPORT_BYTES,
+    let bytes = match fleetgate_trust::fsutil::read_capped(path, MAX_REPORT_BYTES) {
+        Ok(fleetgate_trust::fsutil::Limited::Bytes(b)) => b,
+        Ok(fleetgate_trust::fsutil::Limited::TooBig(size)) => {
+            return Err(crate::ReportError::TooLarge {
+                what: "JUnit report",
+                path: path.to_owned(),
+                size: fleetgate_trust::fsutil::Oversize(size),
+                limit: MAX_REPORT_BYTES,
+            }
+            .into());
         }
-        .into());
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| RuntimeError::io("read JUnit report", path, e))?;
+        Err(e) => return Err(RuntimeError::io("read JUnit report", path, e)),
+    };
+    let text = String::from_utf8(bytes).map_err(|e| {
+        RuntimeError::io(
+            "read JUnit report",
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        )
+    })?;
     if let Some(keep) = keep {
         if let Some(dir) = keep.parent() {
             std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io("create", dir, e))?;
@@ -92,6 +99,33 @@ pub fn parse_counts(xml: &str) -> Result<TestCounts, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A report path that is a device or FIFO (a test tool's `--junit /dev/stdout`, a
+    /// symlink to `/dev/zero`) has no size: it is read up to the limit and refused, not
+    /// read until memory runs out; a report over the limit is refused by its size.
+    #[test]
+    fn a_report_is_read_only_up_to_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let endless = dir.path().join("endless.xml");
+        std::os::unix::fs::symlink("/dev/zero", &endless).unwrap();
+        let err = read_counts(&endless).unwrap_err().to_string();
+        assert!(err.contains("no size the file system tells"), "{err}");
+        assert!(
+            err.contains(&format!("{MAX_REPORT_BYTES}-byte limit")),
+            "{err}"
+        );
+        let big = dir.path().join("big.xml");
+        std::fs::write(
+            &big,
+            vec![b' '; usize::try_from(MAX_REPORT_BYTES).unwrap() + 1],
+        )
+        .unwrap();
+        let err = read_counts(&big).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("{} bytes, over", MAX_REPORT_BYTES + 1)),
+            "{err}"
+        );
+    }
 
     #[test]
     fn counts_every_status_in_both_root_forms() {

@@ -701,21 +701,51 @@ impl<'de> serde::Deserialize<'de> for Probe {
 
 enum Read {
     Missing,
-    TooBig(u64),
+    TooBig(TooBig),
     Bytes(Vec<u8>),
 }
 
-fn read_bounded(path: &Path) -> Result<Read, StoreError> {
-    match fs::metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Read::Missing),
-        Err(e) => Err(io_err("stat", path)(e)),
-        Ok(m) if m.len() > MAX_STATE_BYTES => Ok(Read::TooBig(m.len())),
-        Ok(_) => Ok(Read::Bytes(fs::read(path).map_err(io_err("read", path))?)),
-    }
+/// How much of an oversized file was seen.
+enum TooBig {
+    /// The file system's size of a regular file.
+    Len(u64),
+    /// A file whose size was not told (a device, a FIFO) or that grew while it was read:
+    /// only the limit and one byte more were read.
+    Endless,
 }
 
-fn too_big(len: u64) -> String {
-    format!("{len} bytes, over the {MAX_STATE_BYTES} byte limit")
+/// The file at `path`, read whole if it holds at most [`MAX_STATE_BYTES`]. What is read
+/// is bounded, not only the size a `stat` gives (as `fleetgate_trust::fsutil::read_capped`,
+/// which this crate does not depend on): a file can grow between the two, and a device
+/// or FIFO (a symlink to `/dev/zero`, say) has no size at all.
+fn read_bounded(path: &Path) -> Result<Read, StoreError> {
+    use std::io::Read as _;
+    let file = match File::open(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Read::Missing),
+        Err(e) => return Err(io_err("open", path)(e)),
+        Ok(f) => f,
+    };
+    let len = file.metadata().map_err(io_err("stat", path))?.len();
+    if len > MAX_STATE_BYTES {
+        return Ok(Read::TooBig(TooBig::Len(len)));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.take(MAX_STATE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_err("read", path))?;
+    if bytes.len() as u64 > MAX_STATE_BYTES {
+        return Ok(Read::TooBig(TooBig::Endless));
+    }
+    Ok(Read::Bytes(bytes))
+}
+
+fn too_big(seen: TooBig) -> String {
+    match seen {
+        TooBig::Len(len) => format!("{len} bytes, over the {MAX_STATE_BYTES} byte limit"),
+        TooBig::Endless => format!(
+            "more than {MAX_STATE_BYTES} bytes (read up to the limit; the file system gave no size, or the file grew while it was read), over the {MAX_STATE_BYTES} byte limit"
+        ),
+    }
 }
 
 /// A failed [`StateDir::transact`].

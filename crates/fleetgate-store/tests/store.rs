@@ -372,3 +372,34 @@ fn a_state_over_the_size_limit_is_refused_and_the_last_good_one_kept() {
     );
     assert_eq!(store.load().unwrap(), good);
 }
+
+/// A state file whose size the file system does not tell (a symlink to a device, a FIFO
+/// left by a tool) is read only up to the limit: an endless one is quarantined as too
+/// large instead of being read into memory until the process dies. The size a `stat`
+/// gives is not what is read either (a file can grow between the two).
+#[cfg(unix)]
+#[test]
+fn an_endless_state_file_is_read_only_up_to_the_limit_and_quarantined() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = StateDir::open(tmp.path()).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.state_path()).unwrap();
+    let err = dir.load().unwrap_err();
+    let StoreError::Corrupt { moved_to, .. } = &err else {
+        panic!("expected Corrupt, got {err}")
+    };
+    let text = err.to_string();
+    assert!(text.contains("byte limit"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "more than {} bytes",
+            fleetgate_store::MAX_STATE_BYTES
+        )),
+        "{text}"
+    );
+    assert_eq!(dir.quarantined(), vec![moved_to.clone()]);
+    assert!(!dir.state_path().exists(), "moved aside");
+    // The record of releases the same way.
+    std::os::unix::fs::symlink("/dev/zero", tmp.path().join("releases.json")).unwrap();
+    assert!(dir.load().is_err());
+    assert_eq!(dir.quarantined().len(), 2);
+}

@@ -125,7 +125,7 @@ fn every_kind_maps_to_its_error_kind() {
             ReportError::TooLarge {
                 what: "JUnit report",
                 path: PathBuf::from("r.xml"),
-                size: 10,
+                size: fleetgate_trust::fsutil::Oversize(Some(10)),
                 limit: 1,
             }
             .into(),

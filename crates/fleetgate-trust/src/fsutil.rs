@@ -1,5 +1,5 @@
-//! Small file helpers shared by keys, the floor and trust files: bounded
-//! reads and durable atomic writes.
+//! Small file helpers shared by keys, the floor, trust files, journals, configs and
+//! reports: bounded reads and durable atomic writes.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read as _, Write as _};
@@ -35,6 +35,56 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Fs
         path: path.to_owned(),
         source,
     }
+}
+
+/// What [`read_capped`] found in a file.
+#[derive(Debug)]
+pub enum Limited {
+    /// The whole file: at most the limit.
+    Bytes(Vec<u8>),
+    /// More than the limit: the file system's size of a regular file (`Some`), or `None`
+    /// when reading went past the limit although the size said otherwise (a device, a
+    /// FIFO, a file that grew while it was read).
+    TooBig(Option<u64>),
+}
+
+/// The size of a file over its limit, for messages: the file system's (`"N bytes"`), or
+/// unknown when reading went past the limit although the size said otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Oversize(pub Option<u64>);
+
+impl std::fmt::Display for Oversize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, "{n} bytes"),
+            None => f.write_str(
+                "of no size the file system tells, or grew while read (read past the limit)",
+            ),
+        }
+    }
+}
+
+/// The file at `path`, read whole if it holds at most `limit` bytes. What is read is
+/// bounded, not only the size a `stat` gives: a file can grow between the two, and a
+/// device or FIFO (a symlink to `/dev/zero`, say) has no size at all, so a check of the
+/// size alone would read it until memory runs out. Every file fleetgate reads whole
+/// (journals, configs, CA bundles, reports, keys, trust files) goes through here
+/// or [`read_limited`].
+///
+/// # Errors
+/// Opening or reading the file failed (`NotFound` when it does not exist).
+pub fn read_capped(path: &Path, limit: u64) -> std::io::Result<Limited> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    if len > limit {
+        return Ok(Limited::TooBig(Some(len)));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Ok(Limited::TooBig(None));
+    }
+    Ok(Limited::Bytes(bytes))
 }
 
 /// Reads at most `limit` bytes; a longer file is an error, detected without

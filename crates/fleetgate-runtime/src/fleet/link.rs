@@ -600,11 +600,15 @@ fn fleet_ca(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, Runtime
             problem,
         })
     };
-    let meta = std::fs::metadata(path).map_err(|e| bad(CaFileProblem::Unreadable(e)))?;
-    if meta.len() > 1 << 20 {
-        return Err(bad(CaFileProblem::TooLarge(meta.len())));
-    }
-    let pem = std::fs::read(path).map_err(|e| bad(CaFileProblem::Unreadable(e)))?;
+    let pem = match fleetgate_trust::fsutil::read_capped(path, 1 << 20) {
+        Ok(fleetgate_trust::fsutil::Limited::Bytes(b)) => b,
+        Ok(fleetgate_trust::fsutil::Limited::TooBig(size)) => {
+            return Err(bad(CaFileProblem::TooLarge(
+                fleetgate_trust::fsutil::Oversize(size),
+            )));
+        }
+        Err(e) => return Err(bad(CaFileProblem::Unreadable(e))),
+    };
     let certs =
         reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(CaFileProblem::NotPem(e)))?;
     if certs.is_empty() {
