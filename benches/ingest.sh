@@ -11,7 +11,8 @@
 #
 # Defaults: 20000 nodes, 15 s, /tmp/fg-ingest. PostgreSQL: 127.0.0.1:5432 (trust auth,
 # database `test`), schema `fgingest` (dropped and recreated). The load generator shares
-# the machine's cores with the server.
+# the machine's cores with the server. FLEETGATE_BENCH_CONCURRENCY sets its connections
+# (default 128; a closed loop holds at most that many heartbeats in flight).
 set -euo pipefail
 BACKEND=${1:?sqlite or postgres}
 NODES=${2:-20000}
@@ -58,7 +59,7 @@ rows() {
 cpu() { awk '{print $14 + $15}' "/proc/$SERVE/stat"; }
 before_rows=$(rows)
 before_cpu=$(cpu)
-sim --duration "$DURATION" --concurrency 128 --json > sim.json
+sim --duration "$DURATION" --concurrency "${FLEETGATE_BENCH_CONCURRENCY:-128}" --json > sim.json
 after_cpu=$(cpu)
 after_rows=$(rows)
 python3 - "$before_rows" "$after_rows" "$before_cpu" "$after_cpu" "$(getconf CLK_TCK)" "$BACKEND" <<'EOF'
