@@ -102,7 +102,8 @@ async fn checker(rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
         }
         tracing::debug!(
             size = jobs.len(),
-            "heartbeat signatures checked as one batch"
+            batched = jobs.len() >= fleetgate_trust::batch::MIN_BATCH,
+            "heartbeat signatures checked together (batched: one batch equation; else one by one)"
         );
         // Checked here, on the checker's task: a full batch takes about a millisecond of
         // one worker, and handing it to a blocking thread cost more in switches than it
