@@ -312,7 +312,9 @@ fn verify_enrollment(
         path: path.to_owned(),
         reason,
     };
-    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let bytes =
+        fleetgate_trust::fsutil::read_limited(path, fleetgate_trust::MAX_DOCUMENT_BYTES as u64)
+            .map_err(|e| bad(e.to_string()))?;
     let doc = fleetgate_trust::verify_document(&bytes, keyring, fleetgate_trust::unix_now())
         .map_err(|e| bad(e.to_string()))?;
     let field = |k: &str| {

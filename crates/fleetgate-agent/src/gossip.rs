@@ -49,9 +49,13 @@ pub async fn start(
     let seeds: Vec<std::net::SocketAddr> =
         cfg.seeds.iter().filter_map(|s| s.parse().ok()).collect();
     let held_path = cfg.state_dir.join(HELD_FILE);
-    let held = std::fs::read(&held_path)
-        .ok()
-        .filter(|b| b.len() <= fleetgate_trust::MAX_MANIFEST_BYTES);
+    let held = match fleetgate_trust::fsutil::read_capped(
+        &held_path,
+        fleetgate_trust::MAX_MANIFEST_BYTES as u64,
+    ) {
+        Ok(fleetgate_trust::fsutil::Limited::Bytes(b)) => Some(b),
+        _ => None,
+    };
     let verifier = Arc::new(TrustVerifier::new(agent.keyring().clone()));
     let handle = match fleetgate_gossip::runtime::spawn_udp(
         gcfg.clone(),

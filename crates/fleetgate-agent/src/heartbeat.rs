@@ -76,13 +76,14 @@ impl SeqCounter {
     /// A message naming the file, or the write error.
     pub fn open(state_dir: &Path) -> Result<Self, String> {
         let path = state_dir.join("heartbeat_seq.json");
-        let stored = match std::fs::read(&path) {
-            Ok(b) if b.len() <= 4096 => serde_json::from_slice::<SeqFile>(&b)
+        let stored = match fleetgate_trust::fsutil::read_capped(&path, 4096) {
+            Ok(fleetgate_trust::fsutil::Limited::Bytes(b)) => serde_json::from_slice::<SeqFile>(&b)
                 .map_err(|e| format!("heartbeat sequence file {}: {e}", path.display()))?,
-            Ok(_) => {
+            Ok(fleetgate_trust::fsutil::Limited::TooBig(size)) => {
                 return Err(format!(
-                    "heartbeat sequence file {} is too large",
-                    path.display()
+                    "heartbeat sequence file {} is too large: {}, more than 4096",
+                    path.display(),
+                    fleetgate_trust::fsutil::Oversize(size)
                 ));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => SeqFile { next: 1, epoch: 0 },
