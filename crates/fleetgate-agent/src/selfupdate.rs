@@ -105,11 +105,17 @@ pub enum Record {
 /// The file exists but cannot be read (named).
 pub fn read(state_dir: &Path) -> Result<Record, String> {
     let path = state_dir.join(RECORD_FILE);
-    match std::fs::read(&path) {
-        Ok(b) => Ok(match serde_json::from_slice(&b) {
+    // A few hundred bytes when written by the agent; read at most 1 MiB of whatever is there.
+    match fleetgate_trust::fsutil::read_capped(&path, 1 << 20) {
+        Ok(fleetgate_trust::fsutil::Limited::Bytes(b)) => Ok(match serde_json::from_slice(&b) {
             Ok(rec) => Record::Good(rec),
             Err(e) => Record::Damaged(format!("{}: {e}", path.display())),
         }),
+        Ok(fleetgate_trust::fsutil::Limited::TooBig(size)) => Ok(Record::Damaged(format!(
+            "{}: {}, more than the 1 MiB a record may hold",
+            path.display(),
+            fleetgate_trust::fsutil::Oversize(size)
+        ))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Record::Missing),
         Err(e) => Err(format!("{}: {e}", path.display())),
     }

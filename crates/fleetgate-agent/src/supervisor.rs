@@ -283,7 +283,10 @@ impl Supervisor {
 
     /// The process group recorded in the pid file, if it still names the same process.
     fn stray(&self) -> Option<i32> {
-        let bytes = std::fs::read(&self.pidfile).ok()?;
+        let bytes = match fleetgate_trust::fsutil::read_capped(&self.pidfile, 4096).ok()? {
+            fleetgate_trust::fsutil::Limited::Bytes(b) => b,
+            fleetgate_trust::fsutil::Limited::TooBig(_) => return None,
+        };
         let rec: PidFile = serde_json::from_slice(&bytes).ok()?;
         if rec.pid <= 1 {
             return None;
